@@ -1,0 +1,141 @@
+//! The wire format (see `docs/wire-format.md`): the body is the job as MessagePack
+//! with field names; AMQP properties and headers carry the metadata.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use amqprs::{BasicProperties, FieldName, FieldTable, FieldValue};
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Job, JobId};
+
+/// The `content_type` of every job message.
+pub const CONTENT_TYPE: &str = "application/msgpack";
+
+/// Names of the AMQP headers the framework reads and writes.
+pub mod headers {
+    /// Which attempt the message is for, from 1 (integer).
+    pub const ATTEMPT: &str = "x-attempt";
+    /// On a dead job: the last error's text.
+    pub const ERROR: &str = "x-error";
+    /// On a dead job: the kind of failure (`failed`, `panicked`, `fatal`,
+    /// `undecodable`, `unknown-type`, `bad-message`).
+    pub const ERROR_KIND: &str = "x-error-kind";
+    /// On a dead job: when it failed (AMQP timestamp, seconds since the epoch).
+    pub const FAILED_AT: &str = "x-failed-at";
+    /// On a dead job: the worker that dead-lettered it.
+    pub const WORKER: &str = "x-worker";
+    /// On a dead job: the queue it came from.
+    pub const QUEUE: &str = "x-queue";
+}
+
+/// Encodes a job as MessagePack with field names.
+///
+/// # Errors
+/// [`Error::Encode`] when serde refuses the value.
+pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode { job: J::NAME, source })
+}
+
+/// Decodes a MessagePack body into a job (or any serde type).
+///
+/// # Errors
+/// When the body is not MessagePack or does not match the type's fields.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(body)
+}
+
+/// Seconds since the Unix epoch, as AMQP timestamps count.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The properties of a job message: persistent, typed, with id, timestamp and attempt.
+pub(crate) fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
+    let mut headers = FieldTable::new();
+    set_header(&mut headers, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
+    BasicProperties::default()
+        .with_content_type(CONTENT_TYPE)
+        .with_message_type(name)
+        .with_message_id(id.as_str())
+        .with_timestamp(now_secs())
+        .with_persistence(true)
+        .with_headers(headers)
+        .finish()
+}
+
+/// Sets a header; header names are our constants, always valid short strings.
+pub fn set_header(table: &mut FieldTable, name: &str, value: FieldValue) {
+    if let Ok(key) = FieldName::try_from(name) {
+        table.insert(key, value);
+    }
+}
+
+/// Reads a header as text, if present and textual.
+pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a str> {
+    let value = props.headers()?.get(&FieldName::try_from(name).ok()?)?;
+    match value {
+        FieldValue::S(s) => Some(s.as_ref().as_str()),
+        _ => None,
+    }
+}
+
+/// Reads a header as an unsigned integer, whatever integer type the producer used.
+pub fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
+    let value = props.headers()?.get(&FieldName::try_from(name).ok()?)?;
+    match *value {
+        FieldValue::b(v) => u64::try_from(v).ok(),
+        FieldValue::B(v) => Some(u64::from(v)),
+        FieldValue::s(v) => u64::try_from(v).ok(),
+        FieldValue::u(v) => Some(u64::from(v)),
+        FieldValue::I(v) => u64::try_from(v).ok(),
+        FieldValue::i(v) => Some(u64::from(v)),
+        FieldValue::l(v) => u64::try_from(v).ok(),
+        FieldValue::T(v) => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        to: String,
+        n: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        to: String,
+        n: u32,
+        #[serde(default)]
+        cc: Option<String>,
+    }
+
+    #[test]
+    fn adding_an_optional_field_reads_old_messages() {
+        let old = rmp_serde::to_vec_named(&V1 { to: "a".into(), n: 3 }).unwrap();
+        let new: V2 = decode(&old).unwrap();
+        assert_eq!(new, V2 { to: "a".into(), n: 3, cc: None });
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        assert!(decode::<V1>(b"\xc1\xff not msgpack").is_err());
+        assert!(decode::<V1>(&rmp_serde::to_vec_named(&42u8).unwrap()).is_err());
+    }
+
+    #[test]
+    fn properties_carry_type_id_attempt_and_persistence() {
+        let id = JobId::from("abc");
+        let p = job_properties("EmailJob", &id, 3);
+        assert_eq!(p.message_type().map(String::as_str), Some("EmailJob"));
+        assert_eq!(p.message_id().map(String::as_str), Some("abc"));
+        assert_eq!(p.content_type().map(String::as_str), Some(CONTENT_TYPE));
+        assert_eq!(p.delivery_mode(), Some(2));
+        assert_eq!(header_u64(&p, headers::ATTEMPT), Some(3));
+        assert_eq!(header_str(&p, headers::ATTEMPT), None);
+    }
+}

@@ -1,0 +1,343 @@
+//! Publisher confirms: a channel in confirm mode and a tracker from each
+//! publish's sequence number to the task waiting for the broker's answer.
+//!
+//! The broker numbers publishes on a confirm channel 1, 2, 3… in the order their
+//! frames arrive. We take the next number and hand the publish to amqprs under
+//! one lock, so numbers follow wire order; the wait for the confirm happens
+//! outside the lock, so concurrent publishes pipeline.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use amqprs::callbacks::ChannelCallback;
+use amqprs::channel::{BasicPublishArguments, Channel, ConfirmSelectArguments};
+use amqprs::connection::Connection;
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use crate::{Error, JobId};
+
+/// How the broker settled one publish.
+#[derive(Debug)]
+enum Outcome {
+    Confirmed,
+    Nacked,
+    Returned,
+    Closed(Arc<str>),
+}
+
+struct Waiter {
+    id: JobId,
+    returned: bool,
+    tx: oneshot::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The sequence number the next publish gets.
+    next_seq: u64,
+    pending: BTreeMap<u64, Waiter>,
+    /// Set once the channel is gone; later publishes fail at once.
+    closed: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    state: Mutex<State>,
+}
+
+impl Tracker {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the map consistent: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settle(&self, tag: u64, multiple: bool, acked: bool) {
+        let settled: Vec<Waiter> = {
+            let mut state = self.lock();
+            if multiple {
+                let rest = state.pending.split_off(&(tag + 1));
+                std::mem::replace(&mut state.pending, rest).into_values().collect()
+            } else {
+                state.pending.remove(&tag).into_iter().collect()
+            }
+        };
+        for waiter in settled {
+            let outcome = match (acked, waiter.returned) {
+                (true, false) => Outcome::Confirmed,
+                (true, true) => Outcome::Returned,
+                (false, _) => Outcome::Nacked,
+            };
+            // The waiter may have timed out and gone: nothing to tell.
+            let _ = waiter.tx.send(outcome);
+        }
+    }
+
+    fn returned(&self, message_id: Option<&String>) {
+        let mut state = self.lock();
+        let found = message_id.and_then(|id| state.pending.values_mut().find(|w| w.id.as_str() == id.as_str()));
+        match found {
+            Some(waiter) => waiter.returned = true,
+            None => warn!(message_id = ?message_id, "a returned message matches no pending publish"),
+        }
+    }
+
+    fn close(&self, reason: &str) {
+        let pending = {
+            let mut state = self.lock();
+            let reason: Arc<str> = reason.into();
+            state.closed.get_or_insert(reason);
+            std::mem::take(&mut state.pending)
+        };
+        let reason = self.lock().closed.clone().unwrap_or_else(|| "closed".into());
+        for waiter in pending.into_values() {
+            let _ = waiter.tx.send(Outcome::Closed(reason.clone()));
+        }
+    }
+}
+
+/// The channel callback: feeds acks, nacks, returns and closes into the tracker.
+/// amqprs drops it when the channel's dispatcher ends (channel or connection
+/// gone), which fails every waiter still pending.
+struct Callback(Arc<Tracker>);
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        self.0.close("channel closed");
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelCallback for Callback {
+    async fn close(&mut self, _channel: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
+        warn!(reason = %close, "RabbitMQ closed the publishing channel");
+        self.0.close(&close.to_string());
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _channel: &Channel, _cancel: Cancel) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+
+    async fn flow(&mut self, _channel: &Channel, _active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(true)
+    }
+
+    async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
+        self.0.settle(ack.delivery_tag(), ack.mutiple(), true);
+    }
+
+    async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
+        self.0.settle(nack.delivery_tag(), nack.multiple(), false);
+    }
+
+    async fn publish_return(&mut self, _channel: &Channel, _ret: Return, props: BasicProperties, _content: Vec<u8>) {
+        self.0.returned(props.message_id());
+    }
+}
+
+/// One message to publish: where to, its properties (with `message_id` set) and body.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The message's id; must equal the `message_id` property.
+    pub id: JobId,
+    /// The exchange ("" for the default exchange).
+    pub exchange: String,
+    /// The routing key (for the default exchange: the queue).
+    pub routing_key: String,
+    /// AMQP properties.
+    pub properties: BasicProperties,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A channel in confirm mode whose publishes return only once confirmed.
+///
+/// Every publish is `mandatory`: a message no queue takes is an error
+/// ([`Error::Unroutable`]), not a silent drop.
+pub struct Publisher {
+    channel: Channel,
+    tracker: Arc<Tracker>,
+    /// Held while a sequence number is taken and its frames are handed over.
+    order: tokio::sync::Mutex<()>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("channel", &self.channel.channel_id()).finish()
+    }
+}
+
+impl Publisher {
+    /// Opens a channel on `connection` and puts it in confirm mode.
+    ///
+    /// # Errors
+    /// [`Error::Amqp`] when the channel cannot be opened or set up.
+    pub async fn open(connection: &Connection, timeout: Duration) -> Result<Self, Error> {
+        let channel = connection.open_channel(None).await.map_err(|source| Error::Amqp { op: "channel.open", source })?;
+        let tracker = Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }) });
+        channel
+            .register_callback(Callback(tracker.clone()))
+            .await
+            .map_err(|source| Error::Amqp { op: "channel.register_callback", source })?;
+        channel
+            .confirm_select(ConfirmSelectArguments::new(false))
+            .await
+            .map_err(|source| Error::Amqp { op: "confirm.select", source })?;
+        Ok(Publisher { channel, tracker, order: tokio::sync::Mutex::new(()), timeout })
+    }
+
+    /// The underlying channel (for declarations).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Whether the channel can still publish.
+    pub fn is_open(&self) -> bool {
+        self.channel.is_open() && self.tracker.lock().closed.is_none()
+    }
+
+    /// Publishes one message and waits for the broker's confirm.
+    ///
+    /// # Errors
+    /// [`Error::Nacked`], [`Error::Unroutable`], [`Error::Closed`] or
+    /// [`Error::ConfirmTimeout`]: in every case the caller must treat the
+    /// message as not stored.
+    pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
+        let (exchange, routing_key) = (message.exchange.clone(), message.routing_key.clone());
+        let id = message.id.clone();
+        let rx = self.send_all(vec![message]).await?.pop();
+        match rx {
+            Some(rx) => self.wait(id, exchange, routing_key, rx).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes many messages back to back, then waits for all their confirms.
+    /// Returns one result per message, in order.
+    ///
+    /// # Errors
+    /// The outer error when the channel fails before every message was handed over.
+    pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
+        let keys: Vec<_> = messages.iter().map(|m| (m.id.clone(), m.exchange.clone(), m.routing_key.clone())).collect();
+        let receivers = self.send_all(messages).await?;
+        let mut results = Vec::with_capacity(receivers.len());
+        for ((id, exchange, routing_key), rx) in keys.into_iter().zip(receivers) {
+            results.push(self.wait(id, exchange, routing_key, rx).await);
+        }
+        Ok(results)
+    }
+
+    async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
+        let _order = self.order.lock().await;
+        let mut receivers = Vec::with_capacity(messages.len());
+        for message in messages {
+            validate_name(&message.exchange)?;
+            validate_name(&message.routing_key)?;
+            let (tx, rx) = oneshot::channel();
+            let seq = {
+                let mut state = self.tracker.lock();
+                if let Some(reason) = &state.closed {
+                    return Err(Error::Closed { id: message.id, reason: reason.to_string() });
+                }
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: false, tx });
+                seq
+            };
+            let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
+            args.mandatory(true);
+            if let Err(err) = self.channel.basic_publish(message.properties, message.body, args).await {
+                self.tracker.lock().pending.remove(&seq);
+                self.tracker.close(&format!("publish failed: {err}"));
+                return Err(Error::Closed { id: message.id, reason: err.to_string() });
+            }
+            receivers.push(rx);
+        }
+        Ok(receivers)
+    }
+
+    async fn wait(&self, id: JobId, exchange: String, routing_key: String, rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Outcome::Confirmed)) => Ok(()),
+            Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
+            Ok(Ok(Outcome::Returned)) => Err(Error::Unroutable { id, exchange, routing_key }),
+            Ok(Ok(Outcome::Closed(reason))) => Err(Error::Closed { id, reason: reason.to_string() }),
+            Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
+            Err(_) => {
+                let mut state = self.tracker.lock();
+                state.pending.retain(|_, w| w.id != id);
+                Err(Error::ConfirmTimeout { id, after: self.timeout })
+            }
+        }
+    }
+
+    /// Closes the channel.
+    pub async fn close(self) {
+        let _ = self.channel.close().await;
+    }
+}
+
+/// amqprs panics on names over 255 bytes; refuse them first.
+fn validate_name(name: &str) -> Result<(), Error> {
+    if name.len() > 255 {
+        return Err(Error::InvalidName { name: name.to_owned(), reason: "longer than 255 bytes" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker_with(n: u64) -> (Arc<Tracker>, Vec<oneshot::Receiver<Outcome>>) {
+        let tracker = Arc::new(Tracker::default());
+        let mut rxs = Vec::new();
+        for seq in 1..=n {
+            let (tx, rx) = oneshot::channel();
+            tracker.lock().pending.insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), returned: false, tx });
+            rxs.push(rx);
+        }
+        (tracker, rxs)
+    }
+
+    #[test]
+    fn multiple_ack_settles_every_tag_up_to_it() {
+        let (tracker, mut rxs) = tracker_with(4);
+        tracker.settle(3, true, true);
+        for rx in rxs.iter_mut().take(3) {
+            assert!(matches!(rx.try_recv(), Ok(Outcome::Confirmed)));
+        }
+        assert!(rxs[3].try_recv().is_err());
+        tracker.settle(4, false, false);
+        assert!(matches!(rxs[3].try_recv(), Ok(Outcome::Nacked)));
+    }
+
+    #[test]
+    fn a_return_then_ack_is_unroutable() {
+        let (tracker, mut rxs) = tracker_with(2);
+        tracker.returned(Some(&"m2".to_string()));
+        tracker.settle(2, true, true);
+        assert!(matches!(rxs[0].try_recv(), Ok(Outcome::Confirmed)));
+        assert!(matches!(rxs[1].try_recv(), Ok(Outcome::Returned)));
+    }
+
+    #[test]
+    fn dropping_the_callback_fails_every_waiter() {
+        let (tracker, mut rxs) = tracker_with(2);
+        drop(Callback(tracker.clone()));
+        for rx in &mut rxs {
+            assert!(matches!(rx.try_recv(), Ok(Outcome::Closed(_))));
+        }
+        assert!(tracker.lock().closed.is_some());
+    }
+
+    #[test]
+    fn long_names_are_refused_not_panicked_on() {
+        assert!(validate_name(&"q".repeat(256)).is_err());
+        assert!(validate_name(&"q".repeat(255)).is_ok());
+    }
+}

@@ -1,0 +1,146 @@
+//! The job traits and what a running job can see.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{Client, Error, JobError};
+
+/// A type of background job: its name on the wire and the queue it goes to.
+///
+/// Implement it with `#[derive(Job)]`, which also registers the type so that a
+/// worker binary finds every job type linked into it. The attribute
+/// `#[job(queue = "emails", name = "EmailJob")]` sets the queue (default
+/// `"default"`) and the name (default: the type's name).
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The job's name, carried in the AMQP `type` property; workers dispatch on it.
+    const NAME: &'static str;
+    /// The queue that [`Job::enqueue`] sends the job to.
+    const QUEUE: &'static str;
+
+    /// Enqueues this job on the process-wide client ([`Client::init_global`]) and
+    /// returns its id once the broker has confirmed it.
+    ///
+    /// # Errors
+    /// [`Error::NoGlobalClient`] before a global client is set; otherwise as
+    /// [`Client::enqueue`].
+    fn enqueue(&self) -> impl Future<Output = Result<JobId, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { Client::global()?.enqueue(self).await }
+    }
+}
+
+/// The work of a job. `#[derive(Job)]` requires it; write it as an `async fn`.
+///
+/// Returning `Err` marks the attempt failed (see [`JobError`] for how the worker
+/// reacts); a panic counts as a failure too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` derives `Job` but does not implement `Perform`",
+    label = "this job has no `perform`",
+    note = "add `impl jobs_core::Perform for {Self} {{ async fn perform(self, ctx: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {{ .. }} }}`"
+)]
+pub trait Perform: Job {
+    /// Runs the job once. `self` is the decoded job; `ctx` tells its id and attempt.
+    fn perform(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// A job's id: the AMQP `message_id`, kept across retries.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Arc<str>);
+
+impl JobId {
+    /// A new random id (UUID v4).
+    pub fn new() -> Self {
+        JobId(uuid::Uuid::new_v4().to_string().into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        JobId(s.into())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// What a running job can know about its delivery.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    id: JobId,
+    name: &'static str,
+    queue: Arc<str>,
+    attempt: u32,
+    worker: Arc<str>,
+}
+
+impl JobContext {
+    /// Built by the worker for each delivery.
+    #[doc(hidden)]
+    pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
+        JobContext { id, name, queue, attempt, worker }
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// The job type's name.
+    pub fn job_name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The queue the job was consumed from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Which attempt this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The id of the worker running the job (`host:pid:n` unless configured).
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_unique_and_print_plainly() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().len(), 36);
+        assert_eq!(format!("{:?}", JobId::from("x")), "\"x\"");
+    }
+}

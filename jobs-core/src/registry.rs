@@ -1,0 +1,67 @@
+//! The job types linked into this binary, collected at link time by
+//! `#[derive(Job)]`, so that a worker needs no hand-kept list.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{codec, JobContext, JobError, Perform};
+
+/// A running job's future.
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, rmp_serde::decode::Error>;
+
+/// One job type: its name, its queue, and how to decode and run it.
+pub struct Registration {
+    name: &'static str,
+    queue: &'static str,
+    prepare: Prepare,
+}
+
+impl Registration {
+    /// The registration of `J`; `#[derive(Job)]` submits one per type.
+    pub const fn new<J: Perform>() -> Self {
+        Registration { name: J::NAME, queue: J::QUEUE, prepare: prepare::<J> }
+    }
+
+    /// The job type's name (`type` property).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The job type's default queue.
+    pub fn queue(&self) -> &'static str {
+        self.queue
+    }
+
+    /// Decodes `body` and returns the future that performs the job.
+    ///
+    /// # Errors
+    /// When the body does not decode into the job type.
+    pub fn prepare(&self, body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+        (self.prepare)(body, ctx)
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("name", &self.name).field("queue", &self.queue).finish()
+    }
+}
+
+fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+    let job: J = codec::decode(body)?;
+    Ok(Box::pin(job.perform(ctx)))
+}
+
+inventory::collect!(Registration);
+
+/// Every job type linked into this binary.
+pub fn registrations() -> impl Iterator<Item = &'static Registration> {
+    inventory::iter::<Registration>.into_iter()
+}
+
+/// The job type named `name`, if linked into this binary.
+pub fn find_registration(name: &str) -> Option<&'static Registration> {
+    registrations().find(|r| r.name == name)
+}

@@ -1,0 +1,22 @@
+//! `#[derive(Job)]` for jobs-core. Use it through `jobs_core::Job`.
+//!
+//! The derive implements `jobs_core::Job` (the job's name and queue) and
+//! registers the type so that workers find it. The type must also implement
+//! `jobs_core::Perform`, serde's `Serialize` and `Deserialize`.
+//!
+//! Attribute keys of `#[job(...)]`:
+//! - `queue = "emails"`: the queue (default `"default"`);
+//! - `name = "EmailJob"`: the name on the wire (default: the type's name).
+
+mod attr;
+mod expand;
+
+use proc_macro::TokenStream;
+use syn::{parse_macro_input, DeriveInput};
+
+/// Derives `jobs_core::Job`. See the crate docs for the `#[job(...)]` keys.
+#[proc_macro_derive(Job, attributes(job))]
+pub fn derive_job(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input).unwrap_or_else(|err| err.to_compile_error()).into()
+}

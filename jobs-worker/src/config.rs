@@ -1,0 +1,140 @@
+//! The worker's settings: `[amqp]`, `[worker]` and `[log]` of `jobs.toml`.
+
+use std::time::Duration;
+
+use jobs_core::{load_config, AmqpConfig, ConfigSource};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Everything a worker daemon reads from config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[amqp]`: how to reach the broker.
+    pub amqp: AmqpConfig,
+    /// `[worker]`: what to consume and how.
+    pub worker: WorkerConfig,
+    /// `[log]`: log format and filter.
+    pub log: LogConfig,
+}
+
+impl Settings {
+    /// Loads and validates the layered config.
+    ///
+    /// # Errors
+    /// [`jobs_core::Error::Config`] naming the first bad key.
+    pub fn load(source: &ConfigSource) -> Result<Self, Error> {
+        let settings: Settings = load_config(source)?;
+        settings.amqp.validate()?;
+        settings.worker.validate()?;
+        Ok(settings)
+    }
+}
+
+/// `[worker]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Queues to consume (`worker.queues`); empty: every queue of the linked job types.
+    pub queues: Vec<String>,
+    /// Jobs run at once per queue; also the prefetch (`worker.concurrency`, default 1).
+    pub concurrency: u16,
+    /// How long a stop waits for running jobs (`worker.grace_period`, default `30s`).
+    /// Jobs still running then are left unacked: the broker hands them to another worker.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// This worker's id in logs and dead-letter headers (`worker.id`, default `host:pid:n`).
+    pub id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { queues: Vec::new(), concurrency: 1, grace_period: Duration::from_secs(30), id: None }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks values that serde cannot.
+    ///
+    /// # Errors
+    /// [`jobs_core::Error::Config`] naming the key.
+    pub fn validate(&self) -> Result<(), jobs_core::Error> {
+        let bad = |key: &str, message: String| jobs_core::Error::Config { key: key.into(), message };
+        if self.concurrency == 0 {
+            return Err(bad("worker.concurrency", "must be at least 1".into()));
+        }
+        for queue in &self.queues {
+            jobs_core::topology::validate_queue_name(queue).map_err(|e| bad("worker.queues", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `[log]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (`log.format`, default `text`).
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (`log.filter`, default `info`); `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for journald and log shippers.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, Error> {
+        let path = std::env::temp_dir().join(format!("jobs-worker-cfg-{}-{}.toml", std::process::id(), toml.len()));
+        std::fs::write(&path, toml).unwrap();
+        let source = ConfigSource { file: Some(path.clone()), env_prefix: Some("JOBSWTEST".into()), ..Default::default() };
+        let result = Settings::load(&source);
+        std::fs::remove_file(path).unwrap();
+        result
+    }
+
+    fn key_of(result: Result<Settings, Error>) -> String {
+        match result {
+            Err(Error::Core(jobs_core::Error::Config { key, .. })) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_file_values() {
+        let s = load("[worker]\nqueues = [\"a\", \"b\"]\nconcurrency = 4\ngrace_period = \"5s\"\n[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(s.worker.queues, ["a", "b"]);
+        assert_eq!(s.worker.concurrency, 4);
+        assert_eq!(s.worker.grace_period, Duration::from_secs(5));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.amqp.heartbeat, 30);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(key_of(load("[worker]\nconcurrency = 0\n")), "worker.concurrency");
+        assert_eq!(key_of(load("[worker]\nconcurrency = \"lots\"\n")), "worker.concurrency");
+        assert_eq!(key_of(load("[worker]\ngrace_period = \"a while\"\n")), "worker.grace_period");
+        assert_eq!(key_of(load("[log]\nformat = \"xml\"\n")), "log.format");
+        assert_eq!(key_of(load("[worker]\nqueues = [\"amq.x\"]\n")), "worker.queues");
+        let unknown = load("[worker]\nconcurency = 2\n").unwrap_err().to_string();
+        assert!(unknown.contains("concurency"), "{unknown}");
+    }
+}

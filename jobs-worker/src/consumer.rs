@@ -1,0 +1,79 @@
+//! One consumer per queue: its own channel, `basic.qos(prefetch)`, manual acks.
+//! Each delivery runs in a task of its own; the prefetch bounds how many.
+
+use std::sync::Arc;
+
+use jobs_core::amqprs::channel::{BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage};
+use jobs_core::amqprs::connection::Connection;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error};
+
+use crate::dispatch::{Dispatcher, Outcome};
+use crate::settle::Settler;
+use crate::Error;
+
+/// What every delivery's task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) settler: Settler,
+}
+
+pub(crate) struct Consumer {
+    channel: Channel,
+    queue: Arc<str>,
+    tag: String,
+    rx: UnboundedReceiver<ConsumerMessage>,
+}
+
+impl Consumer {
+    /// Opens a channel and starts consuming `queue` with `prefetch` unacked at most.
+    pub(crate) async fn start(connection: &Connection, queue: &str, prefetch: u16, worker: &str) -> Result<Self, Error> {
+        let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
+        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
+        let tag = format!("{worker}:{queue}");
+        let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
+        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
+        Ok(Consumer { channel, queue: queue.into(), tag, rx })
+    }
+
+    /// Hands deliveries to tasks until `stop` (then cancels the consumer and
+    /// returns `Ok`) or until the channel dies (`Err`).
+    pub(crate) async fn run(mut self, stop: CancellationToken, tasks: TaskTracker, shared: Arc<Shared>) -> Result<(), Error> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    if let Err(err) = self.channel.basic_cancel(BasicCancelArguments::new(&self.tag)).await {
+                        debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)");
+                    }
+                    return Ok(());
+                }
+                message = self.rx.recv() => match message {
+                    Some(message) => {
+                        tasks.spawn(handle(shared.clone(), self.channel.clone(), self.queue.clone(), message));
+                    }
+                    None => return Err(Error::ConnectionLost { queue: self.queue.to_string() }),
+                },
+            }
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message: ConsumerMessage) {
+    let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
+        error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
+        return;
+    };
+    let tag = deliver.delivery_tag();
+    let settler = &shared.settler;
+    match shared.dispatcher.run(&props, &body, &queue, &settler.worker).await {
+        Outcome::Done => settler.ack(&channel, tag).await,
+        Outcome::Failed { kind, error } | Outcome::Rejected { kind, reason: error } => {
+            settler.dead_letter(&channel, tag, &queue, &props, body, kind, &error).await;
+        }
+    }
+}

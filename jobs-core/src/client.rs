@@ -63,7 +63,10 @@ struct Session {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("url", &self.inner.config.url).field("name", &self.inner.name).finish()
+        f.debug_struct("Client")
+            .field("url", &self.inner.config.url)
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -71,7 +74,13 @@ impl Client {
     /// A client that connects on first use.
     pub fn new(config: AmqpConfig) -> Self {
         let name = format!("jobs-client:{}:{}", hostname(), std::process::id());
-        Client { inner: Arc::new(Inner { config, name, session: tokio::sync::Mutex::new(None) }) }
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                name,
+                session: tokio::sync::Mutex::new(None),
+            }),
+        }
     }
 
     /// A client connected now, so that a wrong URL or password shows at start.
@@ -89,7 +98,9 @@ impl Client {
     /// # Errors
     /// [`Error::GlobalClientAlreadySet`] when one is set already.
     pub fn init_global(client: Client) -> Result<(), Error> {
-        GLOBAL.set(client).map_err(|_| Error::GlobalClientAlreadySet)
+        GLOBAL
+            .set(client)
+            .map_err(|_| Error::GlobalClientAlreadySet)
     }
 
     /// The process-wide client.
@@ -119,7 +130,11 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::enqueue`].
-    pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
+    pub async fn enqueue_with<J: Job>(
+        &self,
+        job: &J,
+        options: EnqueueOptions,
+    ) -> Result<JobId, Error> {
         let queue = options.queue.as_deref().unwrap_or(J::QUEUE);
         let message = outgoing(job, queue, options.id.clone().unwrap_or_default())?;
         let id = message.id.clone();
@@ -136,7 +151,10 @@ impl Client {
     /// # Errors
     /// The first job's error when any was not confirmed; the others may be stored.
     pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
-        let messages = jobs.iter().map(|job| outgoing(job, J::QUEUE, JobId::new())).collect::<Result<Vec<_>, _>>()?;
+        let messages = jobs
+            .iter()
+            .map(|job| outgoing(job, J::QUEUE, JobId::new()))
+            .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
         let session = self.session().await?;
         session.declare(J::QUEUE).await?;
@@ -162,7 +180,11 @@ impl Client {
         }
         let connection = connect(&self.inner.config, &self.inner.name).await?;
         let publisher = Publisher::open(&connection, self.inner.config.confirm_timeout).await?;
-        let session = Arc::new(Session { connection, publisher, declared: Default::default() });
+        let session = Arc::new(Session {
+            connection,
+            publisher,
+            declared: Default::default(),
+        });
         *slot = Some(session.clone());
         Ok(session)
     }

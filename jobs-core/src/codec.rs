@@ -33,7 +33,10 @@ pub mod headers {
 /// # Errors
 /// [`Error::Encode`] when serde refuses the value.
 pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode { job: J::NAME, source })
+    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode {
+        job: J::NAME,
+        source,
+    })
 }
 
 /// Decodes a MessagePack body into a job (or any serde type).
@@ -46,13 +49,20 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::
 
 /// Seconds since the Unix epoch, as AMQP timestamps count.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The properties of a job message: persistent, typed, with id, timestamp and attempt.
 pub(crate) fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
     let mut headers = FieldTable::new();
-    set_header(&mut headers, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
+    set_header(
+        &mut headers,
+        headers::ATTEMPT,
+        FieldValue::l(i64::from(attempt)),
+    );
     BasicProperties::default()
         .with_content_type(CONTENT_TYPE)
         .with_message_type(name)
@@ -116,9 +126,20 @@ mod tests {
 
     #[test]
     fn adding_an_optional_field_reads_old_messages() {
-        let old = rmp_serde::to_vec_named(&V1 { to: "a".into(), n: 3 }).unwrap();
+        let old = rmp_serde::to_vec_named(&V1 {
+            to: "a".into(),
+            n: 3,
+        })
+        .unwrap();
         let new: V2 = decode(&old).unwrap();
-        assert_eq!(new, V2 { to: "a".into(), n: 3, cc: None });
+        assert_eq!(
+            new,
+            V2 {
+                to: "a".into(),
+                n: 3,
+                cc: None
+            }
+        );
     }
 
     #[test]

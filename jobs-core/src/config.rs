@@ -55,7 +55,10 @@ impl BrokerUrl {
 
     /// Host and port, for messages.
     pub fn host_port(&self) -> (String, u16) {
-        (self.url.host_str().unwrap_or("").to_owned(), self.url.port().unwrap_or(5672))
+        (
+            self.url.host_str().unwrap_or("").to_owned(),
+            self.url.port().unwrap_or(5672),
+        )
     }
 
     /// Connection arguments for amqprs.
@@ -63,7 +66,11 @@ impl BrokerUrl {
         let (host, port) = self.host_port();
         // `parse` checked that these decode.
         let user = decode(self.url.username()).unwrap_or_default();
-        let user = if user.is_empty() { "guest".to_owned() } else { user };
+        let user = if user.is_empty() {
+            "guest".to_owned()
+        } else {
+            user
+        };
         let password = decode(self.url.password().unwrap_or("guest")).unwrap_or_default();
         let vhost = match self.url.path() {
             "" | "/" => "/".to_owned(),
@@ -93,7 +100,10 @@ impl TryFrom<String> for BrokerUrl {
 
 impl Default for BrokerUrl {
     fn default() -> Self {
-        BrokerUrl { url: url::Url::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap_or_else(|_| unreachable!()) }
+        BrokerUrl {
+            url: url::Url::parse("amqp://guest:guest@127.0.0.1:5672/%2f")
+                .unwrap_or_else(|_| unreachable!()),
+        }
     }
 }
 
@@ -124,7 +134,11 @@ pub struct AmqpConfig {
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        AmqpConfig { url: BrokerUrl::default(), confirm_timeout: Duration::from_secs(30), heartbeat: 30 }
+        AmqpConfig {
+            url: BrokerUrl::default(),
+            confirm_timeout: Duration::from_secs(30),
+            heartbeat: 30,
+        }
     }
 }
 
@@ -134,8 +148,14 @@ impl AmqpConfig {
     /// # Errors
     /// [`Error::Config`] naming `amqp.url` when the URL is not valid.
     pub fn with_url(url: &str) -> Result<Self, Error> {
-        let url = BrokerUrl::parse(url).map_err(|message| Error::Config { key: "amqp.url".into(), message })?;
-        Ok(AmqpConfig { url, ..AmqpConfig::default() })
+        let url = BrokerUrl::parse(url).map_err(|message| Error::Config {
+            key: "amqp.url".into(),
+            message,
+        })?;
+        Ok(AmqpConfig {
+            url,
+            ..AmqpConfig::default()
+        })
     }
 
     /// Checks values that serde cannot.
@@ -144,7 +164,10 @@ impl AmqpConfig {
     /// [`Error::Config`] naming the key.
     pub fn validate(&self) -> Result<(), Error> {
         if self.confirm_timeout.is_zero() {
-            return Err(Error::Config { key: "amqp.confirm_timeout".into(), message: "must be more than 0".into() });
+            return Err(Error::Config {
+                key: "amqp.confirm_timeout".into(),
+                message: "must be more than 0".into(),
+            });
         }
         Ok(())
     }
@@ -176,18 +199,29 @@ impl ConfigSource {
 /// # Errors
 /// [`Error::Config`] naming the first key that is missing or wrong.
 pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Error> {
-    let prefix = source.env_prefix.clone().unwrap_or_else(|| "JOBS".to_owned());
+    let prefix = source
+        .env_prefix
+        .clone()
+        .unwrap_or_else(|| "JOBS".to_owned());
     let mut builder = config::Config::builder();
-    let explicit = source.file.clone().or_else(|| std::env::var_os(format!("{prefix}_CONFIG")).map(PathBuf::from));
+    let explicit = source
+        .file
+        .clone()
+        .or_else(|| std::env::var_os(format!("{prefix}_CONFIG")).map(PathBuf::from));
     match explicit {
         Some(path) => {
             if !path.exists() {
-                return Err(Error::Config { key: "config".into(), message: format!("file {} does not exist", path.display()) });
+                return Err(Error::Config {
+                    key: "config".into(),
+                    message: format!("file {} does not exist", path.display()),
+                });
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         None => {
-            builder = builder.add_source(config::File::new("jobs.toml", config::FileFormat::Toml).required(false));
+            builder = builder.add_source(
+                config::File::new("jobs.toml", config::FileFormat::Toml).required(false),
+            );
         }
     }
     builder = builder.add_source(
@@ -199,30 +233,56 @@ pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Erro
             .try_parsing(true),
     );
     for (key, value) in &source.overrides {
-        builder = builder.set_override(key.as_str(), value.clone()).map_err(config_error)?;
+        builder = builder
+            .set_override(key.as_str(), value.clone())
+            .map_err(config_error)?;
     }
-    builder.build().and_then(|c| c.try_deserialize()).map_err(config_error)
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(config_error)
 }
 
 fn config_error(err: config::ConfigError) -> Error {
     use config::ConfigError as E;
     match err {
-        E::Type { key, unexpected, expected, .. } => {
-            Error::Config { key: key.unwrap_or_else(|| "config".into()), message: format!("expected {expected}, found {unexpected}") }
-        }
+        E::Type {
+            key,
+            unexpected,
+            expected,
+            ..
+        } => Error::Config {
+            key: key.unwrap_or_else(|| "config".into()),
+            message: format!("expected {expected}, found {unexpected}"),
+        },
         E::At { error, key, .. } => {
             let inner = config_error(*error);
             match (key, inner) {
-                (Some(key), Error::Config { key: inner_key, message }) if inner_key == "config" => Error::Config { key, message },
+                (
+                    Some(key),
+                    Error::Config {
+                        key: inner_key,
+                        message,
+                    },
+                ) if inner_key == "config" => Error::Config { key, message },
                 (_, inner) => inner,
             }
         }
-        E::NotFound(key) => Error::Config { key, message: "missing".into() },
+        E::NotFound(key) => Error::Config {
+            key,
+            message: "missing".into(),
+        },
         E::FileParse { uri, cause } => Error::Config {
             key: "config".into(),
-            message: format!("cannot parse {}: {cause}", uri.unwrap_or_else(|| "file".into())),
+            message: format!(
+                "cannot parse {}: {cause}",
+                uri.unwrap_or_else(|| "file".into())
+            ),
         },
-        other => Error::Config { key: "config".into(), message: other.to_string() },
+        other => Error::Config {
+            key: "config".into(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -255,7 +315,10 @@ mod tests {
     #[test]
     fn default_url_is_the_local_broker_and_root_vhost() {
         let args = BrokerUrl::default().connection_args("t", 10);
-        assert_eq!((args.get_host(), args.get_port(), args.get_virtual_host()), ("127.0.0.1", 5672, "/"));
+        assert_eq!(
+            (args.get_host(), args.get_port(), args.get_virtual_host()),
+            ("127.0.0.1", 5672, "/")
+        );
     }
 
     #[test]
@@ -278,7 +341,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.toml");
         std::fs::write(&file, "n = 3\n[amqp]\nurl = \"amqp://u:pw@filehost/\"\n").unwrap();
-        let source = ConfigSource { file: Some(file.clone()), env_prefix: Some("JOBSTEST1".into()), ..Default::default() };
+        let source = ConfigSource {
+            file: Some(file.clone()),
+            env_prefix: Some("JOBSTEST1".into()),
+            ..Default::default()
+        };
         let s: Settings = load_config(&source).unwrap();
         assert_eq!((s.n, s.amqp.url.host_port().0.as_str()), (3, "filehost"));
         let s: Settings = load_config(&source.clone().set("n", 9)).unwrap();
@@ -291,7 +358,10 @@ mod tests {
         }
         std::fs::write(&file, "[amqp]\nurl = \"amqp://u:topsecret@/\"\n").unwrap();
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
-        assert!(err.contains("amqp.url") && err.contains("no host") && !err.contains("topsecret"), "{err}");
+        assert!(
+            err.contains("amqp.url") && err.contains("no host") && !err.contains("topsecret"),
+            "{err}"
+        );
         std::fs::write(&file, "[amqp]\nconfirm_timeout = \"soon\"\n").unwrap();
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
         assert!(err.contains("amqp.confirm_timeout"), "{err}");
@@ -300,7 +370,10 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error() {
-        let source = ConfigSource { file: Some("/nonexistent/jobs.toml".into()), ..Default::default() };
+        let source = ConfigSource {
+            file: Some("/nonexistent/jobs.toml".into()),
+            ..Default::default()
+        };
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
     }

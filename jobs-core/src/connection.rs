@@ -15,11 +15,17 @@ pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, Erro
     let args = config.url.connection_args(name, config.heartbeat);
     let connection = Connection::open(&args)
         .await
-        .map_err(|source| Error::Connect { url: config.url.redacted(), source })?;
+        .map_err(|source| Error::Connect {
+            url: config.url.redacted(),
+            source,
+        })?;
     connection
         .register_callback(LogConnection)
         .await
-        .map_err(|source| Error::Amqp { op: "connection.register_callback", source })?;
+        .map_err(|source| Error::Amqp {
+            op: "connection.register_callback",
+            source,
+        })?;
     info!(url = %config.url, connection = name, "connected to RabbitMQ");
     Ok(connection)
 }
@@ -29,7 +35,11 @@ struct LogConnection;
 
 #[async_trait::async_trait]
 impl ConnectionCallback for LogConnection {
-    async fn close(&mut self, connection: &Connection, close: Close) -> Result<(), amqprs::error::Error> {
+    async fn close(
+        &mut self,
+        connection: &Connection,
+        close: Close,
+    ) -> Result<(), amqprs::error::Error> {
         warn!(connection = connection.connection_name(), reason = %close, "RabbitMQ closed the connection");
         Ok(())
     }
@@ -39,7 +49,10 @@ impl ConnectionCallback for LogConnection {
     }
 
     async fn unblocked(&mut self, connection: &Connection) {
-        info!(connection = connection.connection_name(), "RabbitMQ unblocked publishing");
+        info!(
+            connection = connection.connection_name(),
+            "RabbitMQ unblocked publishing"
+        );
     }
 
     async fn secret_updated(&mut self, _connection: &Connection) {}

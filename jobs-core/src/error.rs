@@ -120,17 +120,26 @@ pub struct JobError {
 impl JobError {
     /// A retryable failure with a plain message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        JobError { kind: FailureKind::Retry, error: message.to_string().into() }
+        JobError {
+            kind: FailureKind::Retry,
+            error: message.to_string().into(),
+        }
     }
 
     /// A failure that must not be retried (bad data, a permanent refusal).
     pub fn fatal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        JobError { kind: FailureKind::Fatal, error: error.into() }
+        JobError {
+            kind: FailureKind::Fatal,
+            error: error.into(),
+        }
     }
 
     /// A failure to retry after `delay` (a rate limit, a service asking to wait).
     pub fn retry_after(error: impl Into<Box<dyn StdError + Send + Sync>>, delay: Duration) -> Self {
-        JobError { kind: FailureKind::RetryAfter(delay), error: error.into() }
+        JobError {
+            kind: FailureKind::RetryAfter(delay),
+            error: error.into(),
+        }
     }
 
     /// How the worker is to treat this failure.
@@ -146,7 +155,10 @@ impl JobError {
 
 impl<E: StdError + Send + Sync + 'static> From<E> for JobError {
     fn from(error: E) -> Self {
-        JobError { kind: FailureKind::Retry, error: Box::new(error) }
+        JobError {
+            kind: FailureKind::Retry,
+            error: Box::new(error),
+        }
     }
 }
 
@@ -165,7 +177,10 @@ impl fmt::Display for JobError {
 
 impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobError").field("kind", &self.kind).field("error", &self.error).finish()
+        f.debug_struct("JobError")
+            .field("kind", &self.kind)
+            .field("error", &self.error)
+            .finish()
     }
 }
 

@@ -101,8 +101,20 @@ pub struct JobContext {
 impl JobContext {
     /// Built by the worker for each delivery.
     #[doc(hidden)]
-    pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
-        JobContext { id, name, queue, attempt, worker }
+    pub fn new(
+        id: JobId,
+        name: &'static str,
+        queue: Arc<str>,
+        attempt: u32,
+        worker: Arc<str>,
+    ) -> Self {
+        JobContext {
+            id,
+            name,
+            queue,
+            attempt,
+            worker,
+        }
     }
 
     /// The job's id.

@@ -50,7 +50,9 @@ mod registry;
 pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
-pub use codec::{decode, encode, header_str, header_u64, headers, now_secs, set_header, CONTENT_TYPE};
+pub use codec::{
+    decode, encode, header_str, header_u64, headers, now_secs, set_header, CONTENT_TYPE,
+};
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource};
 pub use confirm::{Outgoing, Publisher};
 pub use connection::connect;

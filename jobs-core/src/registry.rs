@@ -21,7 +21,11 @@ pub struct Registration {
 impl Registration {
     /// The registration of `J`; `#[derive(Job)]` submits one per type.
     pub const fn new<J: Perform>() -> Self {
-        Registration { name: J::NAME, queue: J::QUEUE, prepare: prepare::<J> }
+        Registration {
+            name: J::NAME,
+            queue: J::QUEUE,
+            prepare: prepare::<J>,
+        }
     }
 
     /// The job type's name (`type` property).
@@ -38,18 +42,28 @@ impl Registration {
     ///
     /// # Errors
     /// When the body does not decode into the job type.
-    pub fn prepare(&self, body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+    pub fn prepare(
+        &self,
+        body: &[u8],
+        ctx: JobContext,
+    ) -> Result<JobFuture, rmp_serde::decode::Error> {
         (self.prepare)(body, ctx)
     }
 }
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("name", &self.name).field("queue", &self.queue).finish()
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .finish()
     }
 }
 
-fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+fn prepare<J: Perform>(
+    body: &[u8],
+    ctx: JobContext,
+) -> Result<JobFuture, rmp_serde::decode::Error> {
     let job: J = codec::decode(body)?;
     Ok(Box::pin(job.perform(ctx)))
 }

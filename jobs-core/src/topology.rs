@@ -27,7 +27,10 @@ pub fn validate_queue_name(queue: &str) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName { name: queue.to_owned(), reason })
+    Err(Error::InvalidName {
+        name: queue.to_owned(),
+        reason,
+    })
 }
 
 /// Declares `queue` and `<queue>.dead`, durable.
@@ -41,7 +44,10 @@ pub async fn declare_job_queue(channel: &Channel, queue: &str) -> Result<(), Err
         channel
             .queue_declare(QueueDeclareArguments::durable_client_named(&name))
             .await
-            .map_err(|source| Error::Amqp { op: "queue.declare", source })?;
+            .map_err(|source| Error::Amqp {
+                op: "queue.declare",
+                source,
+            })?;
     }
     Ok(())
 }

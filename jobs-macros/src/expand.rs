@@ -8,7 +8,10 @@ use crate::attr;
 
 pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     if let Data::Union(u) = &input.data {
-        return Err(syn::Error::new_spanned(u.union_token, "`Job` cannot be derived for a union; use a struct or an enum"));
+        return Err(syn::Error::new_spanned(
+            u.union_token,
+            "`Job` cannot be derived for a union; use a struct or an enum",
+        ));
     }
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -33,8 +36,12 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             });
         }
     };
-    let name = attrs.name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
-    let queue = attrs.queue.unwrap_or_else(|| LitStr::new("default", ident.span()));
+    let name = attrs
+        .name
+        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let queue = attrs
+        .queue
+        .unwrap_or_else(|| LitStr::new("default", ident.span()));
     // Spanned at the type's name, so that a missing `Perform` points there.
     let registration = quote_spanned! {ident.span()=>
         ::jobs_core::__private::inventory::submit! {

@@ -18,5 +18,7 @@ use syn::{parse_macro_input, DeriveInput};
 #[proc_macro_derive(Job, attributes(job))]
 pub fn derive_job(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive(&input).unwrap_or_else(|err| err.to_compile_error()).into()
+    expand::derive(&input)
+        .unwrap_or_else(|err| err.to_compile_error())
+        .into()
 }

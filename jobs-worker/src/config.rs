@@ -50,7 +50,12 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { queues: Vec::new(), concurrency: 1, grace_period: Duration::from_secs(30), id: None }
+        WorkerConfig {
+            queues: Vec::new(),
+            concurrency: 1,
+            grace_period: Duration::from_secs(30),
+            id: None,
+        }
     }
 }
 
@@ -60,12 +65,16 @@ impl WorkerConfig {
     /// # Errors
     /// [`jobs_core::Error::Config`] naming the key.
     pub fn validate(&self) -> Result<(), jobs_core::Error> {
-        let bad = |key: &str, message: String| jobs_core::Error::Config { key: key.into(), message };
+        let bad = |key: &str, message: String| jobs_core::Error::Config {
+            key: key.into(),
+            message,
+        };
         if self.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
         }
         for queue in &self.queues {
-            jobs_core::topology::validate_queue_name(queue).map_err(|e| bad("worker.queues", e.to_string()))?;
+            jobs_core::topology::validate_queue_name(queue)
+                .map_err(|e| bad("worker.queues", e.to_string()))?;
         }
         Ok(())
     }
@@ -83,7 +92,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -102,9 +114,17 @@ mod tests {
     use super::*;
 
     fn load(toml: &str) -> Result<Settings, Error> {
-        let path = std::env::temp_dir().join(format!("jobs-worker-cfg-{}-{}.toml", std::process::id(), toml.len()));
+        let path = std::env::temp_dir().join(format!(
+            "jobs-worker-cfg-{}-{}.toml",
+            std::process::id(),
+            toml.len()
+        ));
         std::fs::write(&path, toml).unwrap();
-        let source = ConfigSource { file: Some(path.clone()), env_prefix: Some("JOBSWTEST".into()), ..Default::default() };
+        let source = ConfigSource {
+            file: Some(path.clone()),
+            env_prefix: Some("JOBSWTEST".into()),
+            ..Default::default()
+        };
         let result = Settings::load(&source);
         std::fs::remove_file(path).unwrap();
         result
@@ -129,11 +149,23 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        assert_eq!(key_of(load("[worker]\nconcurrency = 0\n")), "worker.concurrency");
-        assert_eq!(key_of(load("[worker]\nconcurrency = \"lots\"\n")), "worker.concurrency");
-        assert_eq!(key_of(load("[worker]\ngrace_period = \"a while\"\n")), "worker.grace_period");
+        assert_eq!(
+            key_of(load("[worker]\nconcurrency = 0\n")),
+            "worker.concurrency"
+        );
+        assert_eq!(
+            key_of(load("[worker]\nconcurrency = \"lots\"\n")),
+            "worker.concurrency"
+        );
+        assert_eq!(
+            key_of(load("[worker]\ngrace_period = \"a while\"\n")),
+            "worker.grace_period"
+        );
         assert_eq!(key_of(load("[log]\nformat = \"xml\"\n")), "log.format");
-        assert_eq!(key_of(load("[worker]\nqueues = [\"amq.x\"]\n")), "worker.queues");
+        assert_eq!(
+            key_of(load("[worker]\nqueues = [\"amq.x\"]\n")),
+            "worker.queues"
+        );
         let unknown = load("[worker]\nconcurency = 2\n").unwrap_err().to_string();
         assert!(unknown.contains("concurency"), "{unknown}");
     }

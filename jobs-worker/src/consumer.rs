@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use jobs_core::amqprs::channel::{BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage};
+use jobs_core::amqprs::channel::{
+    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+};
 use jobs_core::amqprs::connection::Connection;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -30,19 +32,45 @@ pub(crate) struct Consumer {
 
 impl Consumer {
     /// Opens a channel and starts consuming `queue` with `prefetch` unacked at most.
-    pub(crate) async fn start(connection: &Connection, queue: &str, prefetch: u16, worker: &str) -> Result<Self, Error> {
+    pub(crate) async fn start(
+        connection: &Connection,
+        queue: &str,
+        prefetch: u16,
+        worker: &str,
+    ) -> Result<Self, Error> {
         let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
-        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
-        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
+        let channel = connection
+            .open_channel(None)
+            .await
+            .map_err(amqp("channel.open"))?;
+        channel
+            .basic_qos(BasicQosArguments::new(0, prefetch, false))
+            .await
+            .map_err(amqp("basic.qos"))?;
         let tag = format!("{worker}:{queue}");
-        let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
-        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        Ok(Consumer { channel, queue: queue.into(), tag, rx })
+        let args = BasicConsumeArguments::new(queue, &tag)
+            .manual_ack(true)
+            .finish();
+        let (tag, rx) = channel
+            .basic_consume_rx(args)
+            .await
+            .map_err(amqp("basic.consume"))?;
+        Ok(Consumer {
+            channel,
+            queue: queue.into(),
+            tag,
+            rx,
+        })
     }
 
     /// Hands deliveries to tasks until `stop` (then cancels the consumer and
     /// returns `Ok`) or until the channel dies (`Err`).
-    pub(crate) async fn run(mut self, stop: CancellationToken, tasks: TaskTracker, shared: Arc<Shared>) -> Result<(), Error> {
+    pub(crate) async fn run(
+        mut self,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+        shared: Arc<Shared>,
+    ) -> Result<(), Error> {
         loop {
             tokio::select! {
                 biased;
@@ -64,16 +92,31 @@ impl Consumer {
 }
 
 async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message: ConsumerMessage) {
-    let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
-        error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
+    let (Some(deliver), Some(props), Some(body)) =
+        (message.deliver, message.basic_properties, message.content)
+    else {
+        error!(
+            queue = &*queue,
+            "incomplete delivery from amqprs; it stays unacked and returns to the queue"
+        );
         return;
     };
     let tag = deliver.delivery_tag();
     let settler = &shared.settler;
-    match shared.dispatcher.run(&props, &body, &queue, &settler.worker).await {
+    match shared
+        .dispatcher
+        .run(&props, &body, &queue, &settler.worker)
+        .await
+    {
         Outcome::Done => settler.ack(&channel, tag).await,
-        Outcome::Failed { kind, error } | Outcome::Rejected { kind, reason: error } => {
-            settler.dead_letter(&channel, tag, &queue, &props, body, kind, &error).await;
+        Outcome::Failed { kind, error }
+        | Outcome::Rejected {
+            kind,
+            reason: error,
+        } => {
+            settler
+                .dead_letter(&channel, tag, &queue, &props, body, kind, &error)
+                .await;
         }
     }
 }

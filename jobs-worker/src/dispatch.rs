@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jobs_core::amqprs::BasicProperties;
-use jobs_core::{header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE};
+use jobs_core::{
+    header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE,
+};
 use tracing::{debug, info_span, Instrument};
 
 use crate::Error;
@@ -37,8 +39,15 @@ pub(crate) struct Meta<'a> {
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties) -> Self {
-        let attempt = header_u64(props, headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
-        Meta { name: props.message_type().map(String::as_str), id: props.message_id().map(String::as_str), attempt }
+        let attempt = header_u64(props, headers::ATTEMPT)
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(1)
+            .max(1);
+        Meta {
+            name: props.message_type().map(String::as_str),
+            id: props.message_id().map(String::as_str),
+            attempt,
+        }
     }
 }
 
@@ -63,38 +72,86 @@ impl Dispatcher {
     }
 
     /// Decodes and runs one delivery.
-    pub(crate) async fn run(&self, props: &BasicProperties, body: &[u8], queue: &Arc<str>, worker: &Arc<str>) -> Outcome {
+    pub(crate) async fn run(
+        &self,
+        props: &BasicProperties,
+        body: &[u8],
+        queue: &Arc<str>,
+        worker: &Arc<str>,
+    ) -> Outcome {
         let meta = Meta::of(props);
         if let Some(content_type) = props.content_type() {
             if content_type != CONTENT_TYPE {
-                return reject("bad-message", format!("content type `{content_type}` is not `{CONTENT_TYPE}`"));
+                return reject(
+                    "bad-message",
+                    format!("content type `{content_type}` is not `{CONTENT_TYPE}`"),
+                );
             }
         }
         let Some(name) = meta.name else {
-            return reject("unknown-type", "the message has no `type` property naming its job type".into());
+            return reject(
+                "unknown-type",
+                "the message has no `type` property naming its job type".into(),
+            );
         };
         let Some(registration) = self.table.get(name) else {
-            return reject("unknown-type", format!("no job type `{name}` is linked into this worker"));
+            return reject(
+                "unknown-type",
+                format!("no job type `{name}` is linked into this worker"),
+            );
         };
         let Some(id) = meta.id else {
-            return reject("bad-message", "the message has no `message_id` (job id)".into());
+            return reject(
+                "bad-message",
+                "the message has no `message_id` (job id)".into(),
+            );
         };
-        let ctx = JobContext::new(JobId::from(id), registration.name(), queue.clone(), meta.attempt, worker.clone());
+        let ctx = JobContext::new(
+            JobId::from(id),
+            registration.name(),
+            queue.clone(),
+            meta.attempt,
+            worker.clone(),
+        );
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
-            Err(err) => return reject("undecodable", format!("body does not decode as `{name}`: {err}")),
+            Err(err) => {
+                return reject(
+                    "undecodable",
+                    format!("body does not decode as `{name}`: {err}"),
+                )
+            }
         };
-        let span = info_span!("job", job.name = name, job.id = id, job.attempt = meta.attempt, queue = &**queue);
+        let span = info_span!(
+            "job",
+            job.name = name,
+            job.id = id,
+            job.attempt = meta.attempt,
+            queue = &**queue
+        );
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
         let outcome = match tokio::spawn(future.instrument(span.clone())).await {
             Ok(Ok(())) => Outcome::Done,
             Ok(Err(err)) => {
-                let kind = if err.kind() == FailureKind::Fatal { "fatal" } else { "failed" };
-                Outcome::Failed { kind, error: err.to_string() }
+                let kind = if err.kind() == FailureKind::Fatal {
+                    "fatal"
+                } else {
+                    "failed"
+                };
+                Outcome::Failed {
+                    kind,
+                    error: err.to_string(),
+                }
             }
-            Err(join) if join.is_panic() => Outcome::Failed { kind: "panicked", error: panic_message(join.into_panic()) },
-            Err(_) => Outcome::Failed { kind: "cancelled", error: "the job's task was cancelled".into() },
+            Err(join) if join.is_panic() => Outcome::Failed {
+                kind: "panicked",
+                error: panic_message(join.into_panic()),
+            },
+            Err(_) => Outcome::Failed {
+                kind: "cancelled",
+                error: "the job's task was cancelled".into(),
+            },
         };
         debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, ?outcome, "job finished");
         outcome
@@ -122,7 +179,10 @@ mod tests {
     #[test]
     fn panic_messages_are_kept() {
         assert_eq!(panic_message(Box::new("boom")), "panicked: boom");
-        assert_eq!(panic_message(Box::new(String::from("bang"))), "panicked: bang");
+        assert_eq!(
+            panic_message(Box::new(String::from("bang"))),
+            "panicked: bang"
+        );
         assert_eq!(panic_message(Box::new(7)), "panicked");
     }
 

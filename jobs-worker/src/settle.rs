@@ -39,15 +39,31 @@ impl Settler {
         reason: &str,
     ) {
         let mut table = props.headers().cloned().unwrap_or_else(FieldTable::new);
-        set_header(&mut table, headers::ERROR, FieldValue::from(truncate(reason, 4096)));
+        set_header(
+            &mut table,
+            headers::ERROR,
+            FieldValue::from(truncate(reason, 4096)),
+        );
         set_header(&mut table, headers::ERROR_KIND, FieldValue::from(kind));
         set_header(&mut table, headers::FAILED_AT, FieldValue::T(now_secs()));
         set_header(&mut table, headers::WORKER, FieldValue::from(&*self.worker));
         set_header(&mut table, headers::QUEUE, FieldValue::from(queue));
-        let id = props.message_id().map(|s| JobId::from(s.as_str())).unwrap_or_default();
+        let id = props
+            .message_id()
+            .map(|s| JobId::from(s.as_str()))
+            .unwrap_or_default();
         let mut properties = props.clone();
-        properties.with_headers(table).with_message_id(id.as_str()).with_persistence(true);
-        let message = Outgoing { id: id.clone(), exchange: String::new(), routing_key: topology::dead_queue(queue), properties, body };
+        properties
+            .with_headers(table)
+            .with_message_id(id.as_str())
+            .with_persistence(true);
+        let message = Outgoing {
+            id: id.clone(),
+            exchange: String::new(),
+            routing_key: topology::dead_queue(queue),
+            properties,
+            body,
+        };
         match self.publisher.publish(message).await {
             Ok(()) => {
                 warn!(queue, job.id = %id, job.name = props.message_type().map(String::as_str), kind, reason, "dead-lettered");
@@ -57,7 +73,10 @@ impl Settler {
                 error!(queue, job.id = %id, error = %err, "could not dead-letter a job; returning it to its queue");
                 // Not in a hot loop: give the broker a moment before the job comes back.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Err(err) = channel.basic_reject(BasicRejectArguments::new(tag, true)).await {
+                if let Err(err) = channel
+                    .basic_reject(BasicRejectArguments::new(tag, true))
+                    .await
+                {
                     error!(error = %err, "could not return the job; the broker will when the channel closes");
                 }
             }

@@ -46,13 +46,26 @@ impl Worker {
         amqp.validate()?;
         config.validate()?;
         let dispatcher = Dispatcher::from_registry()?;
-        let queues = if config.queues.is_empty() { dispatcher.queues() } else { config.queues.clone() };
+        let queues = if config.queues.is_empty() {
+            dispatcher.queues()
+        } else {
+            config.queues.clone()
+        };
         if queues.is_empty() {
             return Err(Error::NoQueues);
         }
         let n = WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
-        let id = config.id.clone().unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
-        Ok(Worker { amqp, config, dispatcher, queues, id: id.into() })
+        let id = config
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
+        Ok(Worker {
+            amqp,
+            config,
+            dispatcher,
+            queues,
+            id: id.into(),
+        })
     }
 
     /// This worker's id.
@@ -84,9 +97,17 @@ impl Worker {
         }
         let mut consumers = Vec::with_capacity(self.queues.len());
         for queue in &self.queues {
-            consumers.push(Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?);
+            consumers.push(
+                Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?,
+            );
         }
-        let shared = Arc::new(Shared { dispatcher: self.dispatcher, settler: Settler { publisher, worker: self.id.clone() } });
+        let shared = Arc::new(Shared {
+            dispatcher: self.dispatcher,
+            settler: Settler {
+                publisher,
+                worker: self.id.clone(),
+            },
+        });
         let halt = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut loops = JoinSet::new();
@@ -111,7 +132,10 @@ impl Worker {
             if running > 0 {
                 info!(running, grace_period = ?self.config.grace_period, "waiting for running jobs");
             }
-            if tokio::time::timeout(self.config.grace_period, tasks.wait()).await.is_err() {
+            if tokio::time::timeout(self.config.grace_period, tasks.wait())
+                .await
+                .is_err()
+            {
                 warn!(running = tasks.len(), "grace period over: leaving running jobs unacked; the broker hands them to another worker");
             }
         }

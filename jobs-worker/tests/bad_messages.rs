@@ -1,0 +1,180 @@
+//! Messages the worker cannot run, published with a raw AMQP client, go to
+//! `<queue>.dead` with the reason; good jobs after them run.
+
+mod common;
+#[path = "common/worker.rs"]
+mod worker;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use jobs_core::amqprs::channel::BasicPublishArguments;
+use jobs_core::amqprs::BasicProperties;
+use jobs_core::{header_str, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Greet {
+    name: String,
+    times: u32,
+}
+
+static GREETED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl Perform for Greet {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        GREETED.lock().unwrap().push(self.name);
+        Ok(())
+    }
+}
+
+fn props(id: &str, kind: Option<&str>, content_type: Option<&str>) -> BasicProperties {
+    let mut p = BasicProperties::default();
+    p.with_message_id(id).with_persistence(true);
+    if let Some(kind) = kind {
+        p.with_message_type(kind);
+    }
+    if let Some(ct) = content_type {
+        p.with_content_type(ct);
+    }
+    p.finish()
+}
+
+#[tokio::test]
+async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_reason() {
+    let queue = unique("bad");
+    let dead = format!("{queue}.dead");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(
+        &amqp_url(),
+        &[&queue],
+        1,
+        "bad-worker",
+        Duration::from_secs(5),
+    );
+    wait_for_consumers(&raw, &queue, 1).await;
+
+    let msgpack = Some("application/msgpack");
+    let wrong_fields = rmp_serde::to_vec_named(&serde_json::json!({"name": 7})).unwrap();
+    let good_body = rmp_serde::to_vec_named(&Greet {
+        name: "x".into(),
+        times: 1,
+    })
+    .unwrap();
+    let cases: Vec<(&str, BasicProperties, Vec<u8>, &str, &str)> = vec![
+        (
+            "garbage",
+            props("garbage", Some("Greet"), msgpack),
+            b"\xc1\xc1 not msgpack".to_vec(),
+            "undecodable",
+            "does not decode as `Greet`",
+        ),
+        (
+            "fields",
+            props("fields", Some("Greet"), msgpack),
+            wrong_fields,
+            "undecodable",
+            "does not decode as `Greet`",
+        ),
+        (
+            "unknown",
+            props("unknown", Some("NoSuchJob"), msgpack),
+            good_body.clone(),
+            "unknown-type",
+            "no job type `NoSuchJob`",
+        ),
+        (
+            "untyped",
+            props("untyped", None, msgpack),
+            good_body.clone(),
+            "unknown-type",
+            "no `type` property",
+        ),
+        (
+            "json",
+            props("json", Some("Greet"), Some("application/json")),
+            br#"{"name":"x","times":1}"#.to_vec(),
+            "bad-message",
+            "content type `application/json`",
+        ),
+        (
+            "no-id",
+            props("", Some("Greet"), msgpack),
+            good_body.clone(),
+            "bad-message",
+            "no `message_id`",
+        ),
+    ];
+    let channel = raw.open_channel(None).await.unwrap();
+    for (_, p, body, _, _) in &cases {
+        let mut p = p.clone();
+        if p.message_id().map(String::as_str) == Some("") {
+            p = props_without_id();
+        }
+        channel
+            .basic_publish(p, body.clone(), BasicPublishArguments::new("", &queue))
+            .await
+            .unwrap();
+    }
+    client
+        .enqueue_with(
+            &Greet {
+                name: "after-bad".into(),
+                times: 1,
+            },
+            EnqueueOptions::new().queue(&queue),
+        )
+        .await
+        .unwrap();
+
+    wait_until(
+        "the good job after the bad ones",
+        Duration::from_secs(20),
+        || async { GREETED.lock().unwrap().contains(&"after-bad".to_string()) },
+    )
+    .await;
+    wait_until(
+        "every bad message in dead",
+        Duration::from_secs(10),
+        || async { counts(&raw, &dead).await.0 == cases.len() as u32 },
+    )
+    .await;
+    let mut got = Vec::new();
+    while let Some((props, _)) = get(&channel, &dead).await {
+        got.push((
+            props.message_id().cloned(),
+            header_str(&props, headers::ERROR_KIND).unwrap().to_owned(),
+            header_str(&props, headers::ERROR).unwrap().to_owned(),
+        ));
+    }
+    for (id, _, _, kind, reason) in &cases {
+        let found = got.iter().find(|g| match g.0.as_deref() {
+            Some(got_id) => {
+                got_id == *id
+                    || (*id == "no-id" && g.1 == "bad-message" && g.2.contains("message_id"))
+            }
+            None => *id == "no-id",
+        });
+        let found = found.unwrap_or_else(|| panic!("{id} not in dead: {got:?}"));
+        assert_eq!(found.1, *kind, "{id}");
+        assert!(
+            found.2.contains(reason),
+            "{id}: {:?} does not contain {reason:?}",
+            found.2
+        );
+    }
+    assert_eq!(counts(&raw, &queue).await.0, 0);
+    assert!(!running.is_finished(), "the worker still runs");
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}
+
+fn props_without_id() -> BasicProperties {
+    let mut p = BasicProperties::default();
+    p.with_message_type("Greet")
+        .with_content_type("application/msgpack")
+        .with_persistence(true);
+    p.finish()
+}

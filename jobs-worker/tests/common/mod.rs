@@ -1,0 +1,260 @@
+//! Helpers shared by the integration tests (included with `#[path]` elsewhere).
+//! Every test talks to a real RabbitMQ: `AMQP_URL`, default the local one.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::error::Error as _;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use jobs_core::amqprs::channel::{
+    BasicGetArguments, Channel, QueueDeclareArguments, QueueDeleteArguments,
+};
+use jobs_core::amqprs::connection::Connection;
+use jobs_core::amqprs::BasicProperties;
+use jobs_core::AmqpConfig;
+
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+pub fn amqp_config() -> AmqpConfig {
+    config_for(&amqp_url())
+}
+
+pub fn config_for(url: &str) -> AmqpConfig {
+    AmqpConfig::with_url(url).expect("AMQP_URL is not a valid amqp:// URL")
+}
+
+/// A queue name no other test (or run) uses.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "test.{name}.{}.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// A raw amqprs connection; fails the test, saying how to start a broker, when none answers.
+pub async fn raw_connection_to(url: &str) -> Connection {
+    match jobs_core::connect(&config_for(url), "jobs-test").await {
+        Ok(connection) => connection,
+        Err(err) => panic!(
+            "RabbitMQ is not reachable ({err}: {}). Start it with `bash deploy/rabbitmq.sh` \
+             (or point AMQP_URL at one); these tests never skip.",
+            err.source().map(|e| e.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+pub async fn raw_connection() -> Connection {
+    raw_connection_to(&amqp_url()).await
+}
+
+/// Ready messages and consumers of `queue` (a passive declare on a channel of its own).
+pub async fn counts(connection: &Connection, queue: &str) -> (u32, u32) {
+    try_counts(connection, queue)
+        .await
+        .unwrap_or_else(|| panic!("queue {queue} does not exist"))
+}
+
+/// As [`counts`], `None` when the queue does not exist (yet).
+pub async fn try_counts(connection: &Connection, queue: &str) -> Option<(u32, u32)> {
+    let channel = connection.open_channel(None).await.expect("open channel");
+    let args = QueueDeclareArguments::new(queue).passive(true).finish();
+    let result = channel
+        .queue_declare(args)
+        .await
+        .ok()
+        .flatten()
+        .map(|(_, messages, consumers)| (messages, consumers));
+    let _ = channel.close().await;
+    result
+}
+
+/// Takes one message from `queue` (auto-ack), if any.
+pub async fn get(channel: &Channel, queue: &str) -> Option<(BasicProperties, Vec<u8>)> {
+    let args = BasicGetArguments::new(queue).no_ack(true).finish();
+    channel
+        .basic_get(args)
+        .await
+        .expect("basic.get")
+        .map(|(_, props, body)| (props, body))
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `queue` has `n` consumers.
+pub async fn wait_for_consumers(connection: &Connection, queue: &str, n: u32) {
+    wait_until(
+        &format!("{n} consumer(s) on {queue}"),
+        Duration::from_secs(20),
+        || async {
+            try_counts(connection, queue)
+                .await
+                .is_some_and(|c| c.1 >= n)
+        },
+    )
+    .await;
+}
+
+/// Deletes test queues and their dead-letter twins.
+pub async fn delete_queues(connection: &Connection, queues: &[&str]) {
+    let channel = connection.open_channel(None).await.expect("open channel");
+    for queue in queues {
+        for name in [queue.to_string(), format!("{queue}.dead")] {
+            let _ = channel.queue_delete(QueueDeleteArguments::new(&name)).await;
+        }
+    }
+    let _ = channel.close().await;
+}
+
+/// A RabbitMQ node of the test's own, on spare ports, for tests that stop or
+/// restart a broker. Needs root (as the broker's packages are installed here).
+pub struct TestNode {
+    pub node: String,
+    pub port: u16,
+    dist_port: u16,
+    dir: PathBuf,
+}
+
+fn spare_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a spare port")
+}
+
+impl TestNode {
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("jobs-node-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        std::fs::write(dir.join("plugins"), "").expect("plugins file");
+        let port = spare_port();
+        // Our own config file: the machine's may pin the listener to 5672.
+        let conf =
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n");
+        std::fs::write(dir.join("node.conf"), conf).expect("node config");
+        let status = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(
+            status.success(),
+            "chown of the test node's directory failed (tests that own a broker node run as root)"
+        );
+        let node = TestNode {
+            node: format!("jobs-{name}-{}@localhost", std::process::id()),
+            port,
+            dist_port: spare_port(),
+            dir,
+        };
+        node.boot();
+        node
+    }
+
+    fn boot(&self) {
+        let d = &self.dir;
+        // In the foreground, as a child: `-detached` trips over its own dist port on 3.10.
+        let log = std::fs::File::create(d.join("console.log")).expect("console log");
+        let err = log.try_clone().expect("console log");
+        Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("node.conf"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("rabbitmq-server is installed (bash deploy/rabbitmq.sh installs it)");
+        // `await_startup` fails at once until the node has registered: retry, bounded.
+        let start = std::time::Instant::now();
+        loop {
+            let ok = Command::new("rabbitmqctl")
+                .args(["-q", "-n", &self.node, "await_startup", "--timeout", "60"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                self.ctl(&["await_startup", "--timeout", "5"]);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        if !out.status.success() {
+            let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(30).collect();
+            panic!(
+                "rabbitmqctl {args:?} on {} failed: {}{}\nnode console (last lines):\n{}",
+                self.node,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+
+    /// Stops the whole node and boots it again on the same data.
+    pub fn restart(&self) {
+        self.ctl(&["stop"]);
+        self.boot();
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .arg("stop")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

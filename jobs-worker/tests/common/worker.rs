@@ -1,0 +1,54 @@
+//! Running an in-process worker in a test, stopped by the test.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::time::Duration;
+
+use jobs_worker::{Worker, WorkerConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct RunningWorker {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), jobs_worker::Error>>,
+}
+
+pub fn spawn_worker(
+    url: &str,
+    queues: &[&str],
+    concurrency: u16,
+    id: &str,
+    grace: Duration,
+) -> RunningWorker {
+    let config = WorkerConfig {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        concurrency,
+        grace_period: grace,
+        id: Some(id.to_owned()),
+    };
+    let worker = Worker::new(super::config_for(url), config).expect("worker config");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    RunningWorker {
+        stop: Some(tx),
+        handle,
+    }
+}
+
+impl RunningWorker {
+    /// Asks the worker to stop and waits (bounded) for `run` to return.
+    pub async fn stop(mut self) -> Result<(), jobs_worker::Error> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("worker did not stop within 60 s")
+            .expect("worker task panicked")
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}

@@ -1,0 +1,129 @@
+//! Graceful stop: a running job finishes and is acked; one that outlasts the
+//! grace period is left unacked and goes back to the queue.
+
+mod common;
+#[path = "common/worker.rs"]
+mod worker;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Slow {
+    tag: String,
+    millis: u64,
+}
+
+static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl Perform for Slow {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        EVENTS.lock().unwrap().push(format!("{}:start", self.tag));
+        tokio::time::sleep(Duration::from_millis(self.millis)).await;
+        EVENTS.lock().unwrap().push(format!("{}:end", self.tag));
+        Ok(())
+    }
+}
+
+fn has(event: &str) -> bool {
+    EVENTS.lock().unwrap().iter().any(|e| e == event)
+}
+
+#[tokio::test]
+async fn a_stop_lets_the_running_job_finish_and_ack() {
+    let queue = unique("stop");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(
+        &amqp_url(),
+        &[&queue],
+        1,
+        "stop-worker",
+        Duration::from_secs(20),
+    );
+    wait_for_consumers(&raw, &queue, 1).await;
+    let on = || EnqueueOptions::new().queue(&queue);
+    client
+        .enqueue_with(
+            &Slow {
+                tag: "graceful".into(),
+                millis: 1500,
+            },
+            on(),
+        )
+        .await
+        .unwrap();
+    client
+        .enqueue_with(
+            &Slow {
+                tag: "waiting".into(),
+                millis: 10,
+            },
+            on(),
+        )
+        .await
+        .unwrap();
+    wait_until("the job to start", Duration::from_secs(10), || async {
+        has("graceful:start")
+    })
+    .await;
+
+    running.stop().await.expect("a normal stop is Ok");
+    assert!(
+        has("graceful:end"),
+        "the running job finished before the worker stopped"
+    );
+    assert!(!has("waiting:start"), "no new job was taken after the stop");
+    assert_eq!(
+        counts(&raw, &queue).await,
+        (1, 0),
+        "the finished job was acked; the waiting one is still queued"
+    );
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
+    let queue = unique("grace");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(
+        &amqp_url(),
+        &[&queue],
+        1,
+        "grace-worker",
+        Duration::from_millis(300),
+    );
+    wait_for_consumers(&raw, &queue, 1).await;
+    client
+        .enqueue_with(
+            &Slow {
+                tag: "too-long".into(),
+                millis: 30_000,
+            },
+            EnqueueOptions::new().queue(&queue),
+        )
+        .await
+        .unwrap();
+    wait_until("the job to start", Duration::from_secs(10), || async {
+        has("too-long:start")
+    })
+    .await;
+
+    running
+        .stop()
+        .await
+        .expect("a stop after the grace period is still Ok");
+    wait_until(
+        "the unfinished job to be back in the queue",
+        Duration::from_secs(10),
+        || async { counts(&raw, &queue).await == (1, 0) },
+    )
+    .await;
+    assert!(!has("too-long:end"));
+    delete_queues(&raw, &[&queue]).await;
+}

@@ -55,8 +55,9 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The properties of a job message: persistent, typed, with id, timestamp and attempt.
-pub(crate) fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
+/// The properties of a job message: persistent, typed, with id, timestamp and attempt
+/// (for code that publishes jobs itself, such as tools and other producers).
+pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
     let mut headers = FieldTable::new();
     set_header(
         &mut headers,
@@ -108,7 +109,7 @@ pub fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct V1 {

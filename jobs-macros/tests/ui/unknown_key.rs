@@ -1,0 +1,19 @@
+use jobs_core::{Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Job)]
+#[job(queue = "emails", retries = 3)]
+struct EmailJob {
+    to: String,
+}
+
+impl Perform for EmailJob {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+fn main() {
+    // The fallback impl keeps this from failing too: one mistake, one error.
+    let _ = EmailJob::QUEUE;
+}

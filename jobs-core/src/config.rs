@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(args.get_port(), 5673);
         assert_eq!(args.get_virtual_host(), "prod");
         let expected = amqprs::security::SecurityCredentials::new_plain("ann", "s@cret");
-        assert!(args.get_credentials() == &expected, "user and percent-decoded password");
+        assert!(
+            args.get_credentials() == &expected,
+            "user and percent-decoded password"
+        );
         assert!(!format!("{url} {url:?}").contains("cret"));
         assert!(url.to_string().contains("***"));
     }

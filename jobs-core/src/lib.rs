@@ -51,7 +51,8 @@ pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
 pub use codec::{
-    decode, encode, header_str, header_u64, headers, job_properties, now_secs, set_header, CONTENT_TYPE,
+    decode, encode, header_str, header_u64, headers, job_properties, now_secs, set_header,
+    CONTENT_TYPE,
 };
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource};
 pub use confirm::{Outgoing, Publisher};

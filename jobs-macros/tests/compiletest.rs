@@ -1,4 +1,5 @@
 //! `#[derive(Job)]`: right use compiles; each mistake is one error at the user's code.
+#![allow(clippy::unwrap_used)]
 
 #[test]
 fn ui() {

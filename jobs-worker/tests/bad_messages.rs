@@ -1,5 +1,6 @@
 //! Messages the worker cannot run, published with a raw AMQP client, go to
 //! `<queue>.dead` with the reason; good jobs after them run.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]

@@ -1,5 +1,6 @@
 //! Jobs survive a broker restart: enqueued, the node stopped and booted again,
 //! then run. Uses a RabbitMQ node of the test's own, so other tests go on.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]

@@ -1,5 +1,6 @@
 //! A failing, a fatal and a panicking job land in `<queue>.dead` with the error in
 //! their headers; the worker keeps serving.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]

@@ -1,5 +1,6 @@
 //! Fair dispatch at prefetch 1: a worker busy with a long job takes no short
 //! job meanwhile; the other worker runs them.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]

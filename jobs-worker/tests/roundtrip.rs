@@ -1,5 +1,6 @@
 //! Enqueue, then perform: the payload arrives intact, the context is right, and
 //! the delivery is acked.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]
@@ -30,7 +31,10 @@ struct Payload {
     nothing: Option<String>,
 }
 
-static SEEN: Mutex<Vec<(Payload, String, u32, String, String)>> = Mutex::new(Vec::new());
+/// (job, job id, attempt, queue, worker)
+type Seen = (Payload, String, u32, String, String);
+
+static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
 impl Perform for Payload {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {

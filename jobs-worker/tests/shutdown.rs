@@ -1,5 +1,6 @@
 //! Graceful stop: a running job finishes and is acked; one that outlasts the
 //! grace period is left unacked and goes back to the queue.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/worker.rs"]

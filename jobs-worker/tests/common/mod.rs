@@ -141,6 +141,7 @@ pub struct TestNode {
     pub port: u16,
     dist_port: u16,
     dir: PathBuf,
+    server: std::sync::Mutex<Option<std::process::Child>>,
 }
 
 fn spare_port() -> u16 {
@@ -175,6 +176,7 @@ impl TestNode {
             port,
             dist_port: spare_port(),
             dir,
+            server: std::sync::Mutex::new(None),
         };
         node.boot();
         node
@@ -185,7 +187,7 @@ impl TestNode {
         // In the foreground, as a child: `-detached` trips over its own dist port on 3.10.
         let log = std::fs::File::create(d.join("console.log")).expect("console log");
         let err = log.try_clone().expect("console log");
-        Command::new("rabbitmq-server")
+        let child = Command::new("rabbitmq-server")
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
@@ -199,6 +201,7 @@ impl TestNode {
             .stderr(err)
             .spawn()
             .expect("rabbitmq-server is installed (bash deploy/rabbitmq.sh installs it)");
+        self.reap(Some(child));
         // `await_startup` fails at once until the node has registered: retry, bounded.
         let start = std::time::Instant::now();
         loop {
@@ -238,6 +241,14 @@ impl TestNode {
                 String::from_utf8_lossy(&out.stderr),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
+        }
+    }
+
+    /// Waits for the previous server process (stopped) and keeps the new one.
+    fn reap(&self, next: Option<std::process::Child>) {
+        let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut old) = std::mem::replace(&mut *slot, next) {
+            let _ = old.wait();
         }
     }
 

@@ -18,13 +18,7 @@ pub struct Task {
 
 impl Perform for Task {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        println!(
-            "{} [{}] Received '{}' (job {})",
-            clock(),
-            ctx.worker(),
-            self.message,
-            ctx.job_id()
-        );
+        println!("{} [{}] Received '{}' (job {})", clock(), ctx.worker(), self.message, ctx.job_id());
         let dots = self.message.chars().filter(|c| *c == '.').count() as u64;
         tokio::time::sleep(Duration::from_secs(dots)).await;
         println!("{} [{}] Done '{}'", clock(), ctx.worker(), self.message);
@@ -34,17 +28,9 @@ impl Perform for Task {
 
 /// The time of day (UTC) as `HH:MM:SS.mmm`, for the tutorial's output.
 pub fn clock() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        now.subsec_millis()
-    )
+    format!("{:02}:{:02}:{:02}.{:03}", secs / 3600, secs / 60 % 60, secs % 60, now.subsec_millis())
 }
 
 /// The broker settings of the layered config (`jobs.toml`, `JOBS__AMQP__URL`...).

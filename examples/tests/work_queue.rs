@@ -33,10 +33,7 @@ impl WorkerProcess {
             .expect("start the worker binary");
         let out = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
             child.stderr.take().map(|s| Box::new(s) as _),
         ]
         .into_iter()
@@ -49,11 +46,7 @@ impl WorkerProcess {
                 }
             });
         }
-        WorkerProcess {
-            name: name.to_owned(),
-            child,
-            out,
-        }
+        WorkerProcess { name: name.to_owned(), child, out }
     }
 
     fn has(&self, needle: &str) -> bool {
@@ -61,20 +54,12 @@ impl WorkerProcess {
     }
 
     fn count(&self, needle: &str) -> usize {
-        self.out
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.out.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 
     fn signal(&self, signal: i32) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill(1)");
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill(1)");
         assert!(status.success(), "kill -{signal} {}", self.name);
     }
 
@@ -95,12 +80,7 @@ impl WorkerProcess {
     }
 
     async fn wait_line(&self, needle: &str, limit: Duration) {
-        wait_until(
-            &format!("{} to print {needle:?}", self.name),
-            limit,
-            || async { self.has(needle) },
-        )
-        .await;
+        wait_until(&format!("{} to print {needle:?}", self.name), limit, || async { self.has(needle) }).await;
     }
 }
 
@@ -112,15 +92,7 @@ impl Drop for WorkerProcess {
 }
 
 async fn enqueue(client: &Client, queue: &str, message: &str) -> JobId {
-    client
-        .enqueue_with(
-            &Task {
-                message: message.into(),
-            },
-            EnqueueOptions::new().queue(queue),
-        )
-        .await
-        .expect("enqueue")
+    client.enqueue_with(&Task { message: message.into() }, EnqueueOptions::new().queue(queue)).await.expect("enqueue")
 }
 
 #[tokio::test]
@@ -134,17 +106,9 @@ async fn two_workers_and_four_tasks_give_two_tasks_to_each() {
     for message in ["First.", "Second.", "Third.", "Fourth."] {
         enqueue(&client, &queue, message).await;
     }
-    wait_until("four tasks done", Duration::from_secs(30), || async {
-        a.count("] Done '") + b.count("] Done '") == 4
-    })
-    .await;
-    assert_eq!(
-        (a.count("] Done '"), b.count("] Done '")),
-        (2, 2),
-        "A: {:?}\nB: {:?}",
-        a.out,
-        b.out
-    );
+    wait_until("four tasks done", Duration::from_secs(30), || async { a.count("] Done '") + b.count("] Done '") == 4 })
+        .await;
+    assert_eq!((a.count("] Done '"), b.count("] Done '")), (2, 2), "A: {:?}\nB: {:?}", a.out, b.out);
     a.signal(15);
     b.signal(15);
     assert!(a.wait_exit(Duration::from_secs(20)).await.success());
@@ -160,23 +124,13 @@ async fn sigterm_in_the_middle_of_a_job_lets_it_finish_then_exits_0() {
     let mut worker = WorkerProcess::start("term-W", &queue);
     wait_for_consumers(&raw, &queue, 1).await;
     enqueue(&client, &queue, "finish me..").await;
-    worker
-        .wait_line("Received 'finish me..'", Duration::from_secs(20))
-        .await;
+    worker.wait_line("Received 'finish me..'", Duration::from_secs(20)).await;
 
     worker.signal(15);
     let status = worker.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status:?}: {:?}", worker.out);
-    assert!(
-        worker.has("Done 'finish me..'"),
-        "the running job finished: {:?}",
-        worker.out
-    );
-    assert_eq!(
-        counts(&raw, &queue).await,
-        (0, 0),
-        "it was acked before the exit"
-    );
+    assert!(worker.has("Done 'finish me..'"), "the running job finished: {:?}", worker.out);
+    assert_eq!(counts(&raw, &queue).await, (0, 0), "it was acked before the exit");
     delete_queues(&raw, &[&queue]).await;
 }
 
@@ -190,30 +144,17 @@ async fn kill_9_in_the_middle_of_a_job_hands_it_to_another_worker() {
     wait_for_consumers(&raw, &queue, 2).await;
     let id = enqueue(&client, &queue, "survive me..").await;
     let received = format!("(job {id})");
-    wait_until(
-        "a worker to take the job",
-        Duration::from_secs(20),
-        || async { a.has(&received) || b.has(&received) },
-    )
-    .await;
-    let (victim, other) = if a.has(&received) {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    wait_until("a worker to take the job", Duration::from_secs(20), || async { a.has(&received) || b.has(&received) })
+        .await;
+    let (victim, other) = if a.has(&received) { (&mut a, &mut b) } else { (&mut b, &mut a) };
 
     victim.signal(9);
     let status = victim.wait_exit(Duration::from_secs(10)).await;
     assert!(!status.success());
     assert!(!victim.has("Done 'survive me..'"));
     other.wait_line(&received, Duration::from_secs(30)).await;
-    other
-        .wait_line("Done 'survive me..'", Duration::from_secs(30))
-        .await;
-    wait_until("the job to be acked", Duration::from_secs(10), || async {
-        counts(&raw, &queue).await == (0, 1)
-    })
-    .await;
+    other.wait_line("Done 'survive me..'", Duration::from_secs(30)).await;
+    wait_until("the job to be acked", Duration::from_secs(10), || async { counts(&raw, &queue).await == (0, 1) }).await;
     other.signal(15);
     assert!(other.wait_exit(Duration::from_secs(20)).await.success());
     delete_queues(&raw, &[&queue]).await;

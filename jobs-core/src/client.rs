@@ -2,12 +2,15 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use amqprs::connection::Connection;
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
-use crate::{codec, connect, topology, AmqpConfig, Error, Job, JobId, Publisher};
+use crate::topology::{self, delay_route};
+use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
 
@@ -19,6 +22,10 @@ pub struct EnqueueOptions {
     pub queue: Option<String>,
     /// Use this job id instead of a new one (for producers that dedupe).
     pub id: Option<JobId>,
+    /// Run no earlier than this long from now (whole seconds, rounded up).
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (overrides `delay`).
+    pub at: Option<SystemTime>,
 }
 
 impl EnqueueOptions {
@@ -38,12 +45,32 @@ impl EnqueueOptions {
         self.id = Some(id);
         self
     }
+
+    /// Runs the job no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Runs the job no earlier than `at`.
+    pub fn at(mut self, at: SystemTime) -> Self {
+        self.at = Some(at);
+        self
+    }
+
+    fn resolved_delay(&self) -> Duration {
+        match self.at {
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => self.delay.unwrap_or_default(),
+        }
+    }
 }
 
 /// A connection to the broker for enqueueing jobs. Cheap to clone; clones share
 /// one connection and one confirm channel, on which concurrent enqueues pipeline.
 ///
-/// It connects on first use and again on the next use after the connection was lost.
+/// It connects on first use, and again after the connection was lost: an
+/// enqueue during an outage waits up to `amqp.reconnect_timeout` for the broker.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -58,15 +85,13 @@ struct Inner {
 struct Session {
     connection: Connection,
     publisher: Publisher,
+    /// What this connection has declared: `q:<queue>`, `delays`, `bound:<queue>`.
     declared: tokio::sync::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("url", &self.inner.config.url)
-            .field("name", &self.inner.name)
-            .finish()
+        f.debug_struct("Client").field("url", &self.inner.config.url).field("name", &self.inner.name).finish()
     }
 }
 
@@ -74,22 +99,17 @@ impl Client {
     /// A client that connects on first use.
     pub fn new(config: AmqpConfig) -> Self {
         let name = format!("jobs-client:{}:{}", hostname(), std::process::id());
-        Client {
-            inner: Arc::new(Inner {
-                config,
-                name,
-                session: tokio::sync::Mutex::new(None),
-            }),
-        }
+        Client { inner: Arc::new(Inner { config, name, session: tokio::sync::Mutex::new(None) }) }
     }
 
     /// A client connected now, so that a wrong URL or password shows at start.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the broker cannot be reached.
+    /// [`Error::Connect`] when no broker answers within `amqp.reconnect_timeout`.
     pub async fn connect(config: AmqpConfig) -> Result<Self, Error> {
         let client = Client::new(config);
-        client.session().await?;
+        let deadline = Instant::now() + client.inner.config.reconnect_timeout;
+        client.session(deadline).await?;
         Ok(client)
     }
 
@@ -98,9 +118,7 @@ impl Client {
     /// # Errors
     /// [`Error::GlobalClientAlreadySet`] when one is set already.
     pub fn init_global(client: Client) -> Result<(), Error> {
-        GLOBAL
-            .set(client)
-            .map_err(|_| Error::GlobalClientAlreadySet)
+        GLOBAL.set(client).map_err(|_| Error::GlobalClientAlreadySet)
     }
 
     /// The process-wide client.
@@ -119,30 +137,41 @@ impl Client {
     /// Enqueues `job` on its queue and returns its id once the broker confirmed it.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the broker cannot be reached; [`Error::Nacked`],
-    /// [`Error::Unroutable`], [`Error::Closed`] or [`Error::ConfirmTimeout`] when
-    /// the broker did not confirm it. Only `Ok` means the job is stored.
+    /// [`Error::Connect`] when no broker answers within `amqp.reconnect_timeout`;
+    /// [`Error::Nacked`], [`Error::Unroutable`], [`Error::Closed`] or
+    /// [`Error::ConfirmTimeout`] when the broker did not confirm it. Only `Ok`
+    /// means the job is stored.
     pub async fn enqueue<J: Job>(&self, job: &J) -> Result<JobId, Error> {
         self.enqueue_with(job, EnqueueOptions::default()).await
     }
 
-    /// [`Client::enqueue`] with per-call options (another queue, a given id).
+    /// [`Client::enqueue`] with per-call options: another queue, a given id, a delay.
     ///
     /// # Errors
     /// As [`Client::enqueue`].
-    pub async fn enqueue_with<J: Job>(
-        &self,
-        job: &J,
-        options: EnqueueOptions,
-    ) -> Result<JobId, Error> {
+    pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
         let queue = options.queue.as_deref().unwrap_or(J::QUEUE);
-        let message = outgoing(job, queue, options.id.clone().unwrap_or_default())?;
-        let id = message.id.clone();
-        let session = self.session().await?;
-        session.declare(queue).await?;
-        session.publisher.publish(message).await?;
-        debug!(job.name = J::NAME, job.id = %id, queue, "enqueued");
-        Ok(id)
+        let delay = options.resolved_delay();
+        let id = options.id.clone().unwrap_or_default();
+        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
+        loop {
+            let message = outgoing(job, queue, id.clone(), delay)?;
+            let session = self.session(deadline).await?;
+            session.prepare(&self.inner.config, queue, !delay.is_zero()).await?;
+            match session.publisher.publish(message).await {
+                // The connection went before the confirm: send again on a new one.
+                // (If the first copy was stored after all, the job runs twice: at-least-once.)
+                Err(Error::Closed { reason, .. }) if Instant::now() < deadline => {
+                    warn!(job.id = %id, %reason, "connection lost before the confirm; publishing again");
+                    self.drop_session(&session).await;
+                }
+                Err(err) => return Err(err),
+                Ok(()) => {
+                    debug!(job.name = J::NAME, job.id = %id, queue, ?delay, "enqueued");
+                    return Ok(id);
+                }
+            }
+        }
     }
 
     /// Enqueues many jobs of one type: all are published back to back, then all
@@ -153,11 +182,12 @@ impl Client {
     pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
         let messages = jobs
             .iter()
-            .map(|job| outgoing(job, J::QUEUE, JobId::new()))
+            .map(|job| outgoing(job, J::QUEUE, JobId::new(), Duration::ZERO))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
-        let session = self.session().await?;
-        session.declare(J::QUEUE).await?;
+        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
+        let session = self.session(deadline).await?;
+        session.prepare(&self.inner.config, J::QUEUE, false).await?;
         for result in session.publisher.publish_many(messages).await? {
             result?;
         }
@@ -171,44 +201,60 @@ impl Client {
         }
     }
 
-    async fn session(&self) -> Result<Arc<Session>, Error> {
+    async fn drop_session(&self, session: &Arc<Session>) {
+        let mut slot = self.inner.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *slot = None;
+        }
+    }
+
+    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
         let mut slot = self.inner.session.lock().await;
         if let Some(session) = slot.as_ref() {
             if session.connection.is_open() && session.publisher.is_open() {
                 return Ok(session.clone());
             }
         }
-        let connection = connect(&self.inner.config, &self.inner.name).await?;
+        let connection = connect_with_retry(&self.inner.config, &self.inner.name, deadline).await?;
         let publisher = Publisher::open(&connection, self.inner.config.confirm_timeout).await?;
-        let session = Arc::new(Session {
-            connection,
-            publisher,
-            declared: Default::default(),
-        });
+        let session = Arc::new(Session { connection, publisher, declared: Default::default() });
         *slot = Some(session.clone());
         Ok(session)
     }
 }
 
 impl Session {
-    async fn declare(&self, queue: &str) -> Result<(), Error> {
+    /// Declares what publishing to `queue` needs, once per connection.
+    async fn prepare(&self, config: &AmqpConfig, queue: &str, delayed: bool) -> Result<(), Error> {
         let mut declared = self.declared.lock().await;
-        if !declared.contains(queue) {
-            topology::declare_job_queue(self.publisher.channel(), queue).await?;
-            declared.insert(queue.to_owned());
+        let topology = config.topology();
+        if !declared.contains(&format!("q:{queue}")) {
+            topology.declare_job_queue(&self.publisher, queue).await?;
+            declared.insert(format!("q:{queue}"));
+        }
+        if delayed {
+            if !declared.contains("delays") {
+                topology.declare_delays(&self.publisher).await?;
+                declared.insert("delays".into());
+            }
+            if !declared.contains(&format!("bound:{queue}")) {
+                topology.bind_delayed(&self.publisher, queue).await?;
+                declared.insert(format!("bound:{queue}"));
+            }
         }
         Ok(())
     }
 }
 
-fn outgoing<J: Job>(job: &J, queue: &str, id: JobId) -> Result<Outgoing, Error> {
+fn outgoing<J: Job>(job: &J, queue: &str, id: JobId, delay: Duration) -> Result<Outgoing, Error> {
     topology::validate_queue_name(queue)?;
+    let (exchange, routing_key) = delay_route(delay, queue).unwrap_or_else(|| (String::new(), queue.to_owned()));
     Ok(Outgoing {
         properties: codec::job_properties(J::NAME, &id, 1),
         body: codec::encode(job)?,
         id,
-        exchange: String::new(),
-        routing_key: queue.to_owned(),
+        exchange,
+        routing_key,
     })
 }
 

@@ -15,16 +15,22 @@ pub const CONTENT_TYPE: &str = "application/msgpack";
 pub mod headers {
     /// Which attempt the message is for, from 1 (integer).
     pub const ATTEMPT: &str = "x-attempt";
-    /// On a dead job: the last error's text.
+    /// How many times the job came back unacked (its worker died), on classic queues.
+    pub const CRASHES: &str = "x-crashes";
+    /// On a retried or dead job: when its first attempt failed (timestamp).
+    pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
+    /// On a retried or dead job: the host of the worker that settled it.
+    pub const HOST: &str = "x-host";
+    /// On a retried or dead job: the last error's text.
     pub const ERROR: &str = "x-error";
-    /// On a dead job: the kind of failure (`failed`, `panicked`, `fatal`,
-    /// `undecodable`, `unknown-type`, `bad-message`).
+    /// On a retried or dead job: the kind of failure (`failed`, `fatal`,
+    /// `panicked`, `timeout`, `crashed`, `undecodable`, `unknown-type`, `bad-message`).
     pub const ERROR_KIND: &str = "x-error-kind";
-    /// On a dead job: when it failed (AMQP timestamp, seconds since the epoch).
+    /// On a retried or dead job: when it last failed (timestamp, seconds since the epoch).
     pub const FAILED_AT: &str = "x-failed-at";
-    /// On a dead job: the worker that dead-lettered it.
+    /// On a retried or dead job: the worker that settled it.
     pub const WORKER: &str = "x-worker";
-    /// On a dead job: the queue it came from.
+    /// On a retried, requeued or dead job: the queue it came from.
     pub const QUEUE: &str = "x-queue";
 }
 
@@ -33,10 +39,7 @@ pub mod headers {
 /// # Errors
 /// [`Error::Encode`] when serde refuses the value.
 pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode {
-        job: J::NAME,
-        source,
-    })
+    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode { job: J::NAME, source })
 }
 
 /// Decodes a MessagePack body into a job (or any serde type).
@@ -49,21 +52,14 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::
 
 /// Seconds since the Unix epoch, as AMQP timestamps count.
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The properties of a job message: persistent, typed, with id, timestamp and attempt
 /// (for code that publishes jobs itself, such as tools and other producers).
 pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
     let mut headers = FieldTable::new();
-    set_header(
-        &mut headers,
-        headers::ATTEMPT,
-        FieldValue::l(i64::from(attempt)),
-    );
+    set_header(&mut headers, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
     BasicProperties::default()
         .with_content_type(CONTENT_TYPE)
         .with_message_type(name)
@@ -127,20 +123,9 @@ mod tests {
 
     #[test]
     fn adding_an_optional_field_reads_old_messages() {
-        let old = rmp_serde::to_vec_named(&V1 {
-            to: "a".into(),
-            n: 3,
-        })
-        .unwrap();
+        let old = rmp_serde::to_vec_named(&V1 { to: "a".into(), n: 3 }).unwrap();
         let new: V2 = decode(&old).unwrap();
-        assert_eq!(
-            new,
-            V2 {
-                to: "a".into(),
-                n: 3,
-                cc: None
-            }
-        );
+        assert_eq!(new, V2 { to: "a".into(), n: 3, cc: None });
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use amqprs::connection::OpenConnectionArguments;
 use serde::{de::DeserializeOwned, Deserialize};
 
+use crate::topology::{QueueType, Topology};
 use crate::Error;
 
 /// A validated `amqp://` URL. Its `Debug` and `Display` hide the password.
@@ -55,10 +56,7 @@ impl BrokerUrl {
 
     /// Host and port, for messages.
     pub fn host_port(&self) -> (String, u16) {
-        (
-            self.url.host_str().unwrap_or("").to_owned(),
-            self.url.port().unwrap_or(5672),
-        )
+        (self.url.host_str().unwrap_or("").to_owned(), self.url.port().unwrap_or(5672))
     }
 
     /// Connection arguments for amqprs.
@@ -66,11 +64,7 @@ impl BrokerUrl {
         let (host, port) = self.host_port();
         // `parse` checked that these decode.
         let user = decode(self.url.username()).unwrap_or_default();
-        let user = if user.is_empty() {
-            "guest".to_owned()
-        } else {
-            user
-        };
+        let user = if user.is_empty() { "guest".to_owned() } else { user };
         let password = decode(self.url.password().unwrap_or("guest")).unwrap_or_default();
         let vhost = match self.url.path() {
             "" | "/" => "/".to_owned(),
@@ -100,10 +94,7 @@ impl TryFrom<String> for BrokerUrl {
 
 impl Default for BrokerUrl {
     fn default() -> Self {
-        BrokerUrl {
-            url: url::Url::parse("amqp://guest:guest@127.0.0.1:5672/%2f")
-                .unwrap_or_else(|_| unreachable!()),
-        }
+        BrokerUrl { url: url::Url::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap_or_else(|_| unreachable!()) }
     }
 }
 
@@ -130,6 +121,20 @@ pub struct AmqpConfig {
     pub confirm_timeout: Duration,
     /// AMQP heartbeat in seconds (`amqp.heartbeat`, default 30; 0 turns it off).
     pub heartbeat: u16,
+    /// More brokers of the same cluster (`amqp.fallback_urls`), tried in turn
+    /// after `url` when connecting and reconnecting.
+    pub fallback_urls: Vec<BrokerUrl>,
+    /// How long connecting may keep retrying, at start and after a lost
+    /// connection, before an enqueue fails (`amqp.reconnect_timeout`, default `30s`).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_timeout: Duration,
+    /// Queue type of job, dead and delay queues (`amqp.queue_type`: `classic`
+    /// (default) or `quorum`). Client and workers must agree.
+    pub queue_type: QueueType,
+    /// How many times a job may kill its worker (come back unacked) before it
+    /// is dead-lettered (`amqp.max_crashes`, default 3). On quorum queues this is
+    /// the queue's `x-delivery-limit`.
+    pub max_crashes: u32,
 }
 
 impl Default for AmqpConfig {
@@ -138,6 +143,10 @@ impl Default for AmqpConfig {
             url: BrokerUrl::default(),
             confirm_timeout: Duration::from_secs(30),
             heartbeat: 30,
+            fallback_urls: Vec::new(),
+            reconnect_timeout: Duration::from_secs(30),
+            queue_type: QueueType::Classic,
+            max_crashes: 3,
         }
     }
 }
@@ -148,14 +157,18 @@ impl AmqpConfig {
     /// # Errors
     /// [`Error::Config`] naming `amqp.url` when the URL is not valid.
     pub fn with_url(url: &str) -> Result<Self, Error> {
-        let url = BrokerUrl::parse(url).map_err(|message| Error::Config {
-            key: "amqp.url".into(),
-            message,
-        })?;
-        Ok(AmqpConfig {
-            url,
-            ..AmqpConfig::default()
-        })
+        let url = BrokerUrl::parse(url).map_err(|message| Error::Config { key: "amqp.url".into(), message })?;
+        Ok(AmqpConfig { url, ..AmqpConfig::default() })
+    }
+
+    /// The broker URLs to try, in order.
+    pub fn urls(&self) -> impl Iterator<Item = &BrokerUrl> {
+        std::iter::once(&self.url).chain(&self.fallback_urls)
+    }
+
+    /// The topology these settings ask for.
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.queue_type, self.max_crashes)
     }
 
     /// Checks values that serde cannot.
@@ -164,10 +177,7 @@ impl AmqpConfig {
     /// [`Error::Config`] naming the key.
     pub fn validate(&self) -> Result<(), Error> {
         if self.confirm_timeout.is_zero() {
-            return Err(Error::Config {
-                key: "amqp.confirm_timeout".into(),
-                message: "must be more than 0".into(),
-            });
+            return Err(Error::Config { key: "amqp.confirm_timeout".into(), message: "must be more than 0".into() });
         }
         Ok(())
     }
@@ -199,15 +209,9 @@ impl ConfigSource {
 /// # Errors
 /// [`Error::Config`] naming the first key that is missing or wrong.
 pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Error> {
-    let prefix = source
-        .env_prefix
-        .clone()
-        .unwrap_or_else(|| "JOBS".to_owned());
+    let prefix = source.env_prefix.clone().unwrap_or_else(|| "JOBS".to_owned());
     let mut builder = config::Config::builder();
-    let explicit = source
-        .file
-        .clone()
-        .or_else(|| std::env::var_os(format!("{prefix}_CONFIG")).map(PathBuf::from));
+    let explicit = source.file.clone().or_else(|| std::env::var_os(format!("{prefix}_CONFIG")).map(PathBuf::from));
     match explicit {
         Some(path) => {
             if !path.exists() {
@@ -219,9 +223,7 @@ pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Erro
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         None => {
-            builder = builder.add_source(
-                config::File::new("jobs.toml", config::FileFormat::Toml).required(false),
-            );
+            builder = builder.add_source(config::File::new("jobs.toml", config::FileFormat::Toml).required(false));
         }
     }
     builder = builder.add_source(
@@ -230,59 +232,37 @@ pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Erro
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("worker.queues")
+            .with_list_parse_key("amqp.fallback_urls")
             .try_parsing(true),
     );
     for (key, value) in &source.overrides {
-        builder = builder
-            .set_override(key.as_str(), value.clone())
-            .map_err(config_error)?;
+        builder = builder.set_override(key.as_str(), value.clone()).map_err(config_error)?;
     }
-    builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(config_error)
+    builder.build().and_then(|c| c.try_deserialize()).map_err(config_error)
 }
 
 fn config_error(err: config::ConfigError) -> Error {
     use config::ConfigError as E;
     match err {
-        E::Type {
-            key,
-            unexpected,
-            expected,
-            ..
-        } => Error::Config {
+        E::Type { key, unexpected, expected, .. } => Error::Config {
             key: key.unwrap_or_else(|| "config".into()),
             message: format!("expected {expected}, found {unexpected}"),
         },
         E::At { error, key, .. } => {
             let inner = config_error(*error);
             match (key, inner) {
-                (
-                    Some(key),
-                    Error::Config {
-                        key: inner_key,
-                        message,
-                    },
-                ) if inner_key == "config" => Error::Config { key, message },
+                (Some(key), Error::Config { key: inner_key, message }) if inner_key == "config" => {
+                    Error::Config { key, message }
+                }
                 (_, inner) => inner,
             }
         }
-        E::NotFound(key) => Error::Config {
-            key,
-            message: "missing".into(),
-        },
+        E::NotFound(key) => Error::Config { key, message: "missing".into() },
         E::FileParse { uri, cause } => Error::Config {
             key: "config".into(),
-            message: format!(
-                "cannot parse {}: {cause}",
-                uri.unwrap_or_else(|| "file".into())
-            ),
+            message: format!("cannot parse {}: {cause}", uri.unwrap_or_else(|| "file".into())),
         },
-        other => Error::Config {
-            key: "config".into(),
-            message: other.to_string(),
-        },
+        other => Error::Config { key: "config".into(), message: other.to_string() },
     }
 }
 
@@ -307,10 +287,7 @@ mod tests {
         assert_eq!(args.get_port(), 5673);
         assert_eq!(args.get_virtual_host(), "prod");
         let expected = amqprs::security::SecurityCredentials::new_plain("ann", "s@cret");
-        assert!(
-            args.get_credentials() == &expected,
-            "user and percent-decoded password"
-        );
+        assert!(args.get_credentials() == &expected, "user and percent-decoded password");
         assert!(!format!("{url} {url:?}").contains("cret"));
         assert!(url.to_string().contains("***"));
     }
@@ -318,10 +295,7 @@ mod tests {
     #[test]
     fn default_url_is_the_local_broker_and_root_vhost() {
         let args = BrokerUrl::default().connection_args("t", 10);
-        assert_eq!(
-            (args.get_host(), args.get_port(), args.get_virtual_host()),
-            ("127.0.0.1", 5672, "/")
-        );
+        assert_eq!((args.get_host(), args.get_port(), args.get_virtual_host()), ("127.0.0.1", 5672, "/"));
     }
 
     #[test]
@@ -344,11 +318,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.toml");
         std::fs::write(&file, "n = 3\n[amqp]\nurl = \"amqp://u:pw@filehost/\"\n").unwrap();
-        let source = ConfigSource {
-            file: Some(file.clone()),
-            env_prefix: Some("JOBSTEST1".into()),
-            ..Default::default()
-        };
+        let source =
+            ConfigSource { file: Some(file.clone()), env_prefix: Some("JOBSTEST1".into()), ..Default::default() };
         let s: Settings = load_config(&source).unwrap();
         assert_eq!((s.n, s.amqp.url.host_port().0.as_str()), (3, "filehost"));
         let s: Settings = load_config(&source.clone().set("n", 9)).unwrap();
@@ -361,10 +332,7 @@ mod tests {
         }
         std::fs::write(&file, "[amqp]\nurl = \"amqp://u:topsecret@/\"\n").unwrap();
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
-        assert!(
-            err.contains("amqp.url") && err.contains("host") && !err.contains("topsecret"),
-            "{err}"
-        );
+        assert!(err.contains("amqp.url") && err.contains("host") && !err.contains("topsecret"), "{err}");
         std::fs::write(&file, "[amqp]\nconfirm_timeout = \"soon\"\n").unwrap();
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
         assert!(err.contains("amqp.confirm_timeout"), "{err}");
@@ -373,10 +341,7 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error() {
-        let source = ConfigSource {
-            file: Some("/nonexistent/jobs.toml".into()),
-            ..Default::default()
-        };
+        let source = ConfigSource { file: Some("/nonexistent/jobs.toml".into()), ..Default::default() };
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
     }

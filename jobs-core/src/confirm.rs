@@ -59,9 +59,7 @@ impl Tracker {
             let mut state = self.lock();
             if multiple {
                 let rest = state.pending.split_off(&(tag + 1));
-                std::mem::replace(&mut state.pending, rest)
-                    .into_values()
-                    .collect()
+                std::mem::replace(&mut state.pending, rest).into_values().collect()
             } else {
                 state.pending.remove(&tag).into_iter().collect()
             }
@@ -79,12 +77,7 @@ impl Tracker {
 
     fn returned(&self, message_id: Option<&String>) {
         let mut state = self.lock();
-        let found = message_id.and_then(|id| {
-            state
-                .pending
-                .values_mut()
-                .find(|w| w.id.as_str() == id.as_str())
-        });
+        let found = message_id.and_then(|id| state.pending.values_mut().find(|w| w.id.as_str() == id.as_str()));
         match found {
             Some(waiter) => waiter.returned = true,
             None => {
@@ -100,11 +93,7 @@ impl Tracker {
             state.closed.get_or_insert(reason);
             std::mem::take(&mut state.pending)
         };
-        let reason = self
-            .lock()
-            .closed
-            .clone()
-            .unwrap_or_else(|| "closed".into());
+        let reason = self.lock().closed.clone().unwrap_or_else(|| "closed".into());
         for waiter in pending.into_values() {
             let _ = waiter.tx.send(Outcome::Closed(reason.clone()));
         }
@@ -124,29 +113,17 @@ impl Drop for Callback {
 
 #[async_trait::async_trait]
 impl ChannelCallback for Callback {
-    async fn close(
-        &mut self,
-        _channel: &Channel,
-        close: CloseChannel,
-    ) -> Result<(), amqprs::error::Error> {
+    async fn close(&mut self, _channel: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
         warn!(reason = %close, "RabbitMQ closed the publishing channel");
         self.0.close(&close.to_string());
         Ok(())
     }
 
-    async fn cancel(
-        &mut self,
-        _channel: &Channel,
-        _cancel: Cancel,
-    ) -> Result<(), amqprs::error::Error> {
+    async fn cancel(&mut self, _channel: &Channel, _cancel: Cancel) -> Result<(), amqprs::error::Error> {
         Ok(())
     }
 
-    async fn flow(
-        &mut self,
-        _channel: &Channel,
-        _active: bool,
-    ) -> Result<bool, amqprs::error::Error> {
+    async fn flow(&mut self, _channel: &Channel, _active: bool) -> Result<bool, amqprs::error::Error> {
         Ok(true)
     }
 
@@ -158,13 +135,7 @@ impl ChannelCallback for Callback {
         self.0.settle(nack.delivery_tag(), nack.multiple(), false);
     }
 
-    async fn publish_return(
-        &mut self,
-        _channel: &Channel,
-        _ret: Return,
-        props: BasicProperties,
-        _content: Vec<u8>,
-    ) {
+    async fn publish_return(&mut self, _channel: &Channel, _ret: Return, props: BasicProperties, _content: Vec<u8>) {
         self.0.returned(props.message_id());
     }
 }
@@ -198,9 +169,7 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("channel", &self.channel.channel_id())
-            .finish()
+        f.debug_struct("Publisher").field("channel", &self.channel.channel_id()).finish()
     }
 }
 
@@ -210,44 +179,28 @@ impl Publisher {
     /// # Errors
     /// [`Error::Amqp`] when the channel cannot be opened or set up.
     pub async fn open(connection: &Connection, timeout: Duration) -> Result<Self, Error> {
-        let channel = connection
-            .open_channel(None)
-            .await
-            .map_err(|source| Error::Amqp {
-                op: "channel.open",
-                source,
-            })?;
-        let tracker = Arc::new(Tracker {
-            state: Mutex::new(State {
-                next_seq: 1,
-                ..State::default()
-            }),
-        });
+        let channel =
+            connection.open_channel(None).await.map_err(|source| Error::Amqp { op: "channel.open", source })?;
+        let tracker = Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }) });
         channel
             .register_callback(Callback(tracker.clone()))
             .await
-            .map_err(|source| Error::Amqp {
-                op: "channel.register_callback",
-                source,
-            })?;
+            .map_err(|source| Error::Amqp { op: "channel.register_callback", source })?;
         channel
             .confirm_select(ConfirmSelectArguments::new(false))
             .await
-            .map_err(|source| Error::Amqp {
-                op: "confirm.select",
-                source,
-            })?;
-        Ok(Publisher {
-            channel,
-            tracker,
-            order: tokio::sync::Mutex::new(()),
-            timeout,
-        })
+            .map_err(|source| Error::Amqp { op: "confirm.select", source })?;
+        Ok(Publisher { channel, tracker, order: tokio::sync::Mutex::new(()), timeout })
     }
 
     /// The underlying channel (for declarations).
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Why the broker closed the channel, if it did.
+    pub fn close_reason(&self) -> Option<String> {
+        self.tracker.lock().closed.as_ref().map(|r| r.to_string())
     }
 
     /// Whether the channel can still publish.
@@ -276,14 +229,8 @@ impl Publisher {
     ///
     /// # Errors
     /// The outer error when the channel fails before every message was handed over.
-    pub async fn publish_many(
-        &self,
-        messages: Vec<Outgoing>,
-    ) -> Result<Vec<Result<(), Error>>, Error> {
-        let keys: Vec<_> = messages
-            .iter()
-            .map(|m| (m.id.clone(), m.exchange.clone(), m.routing_key.clone()))
-            .collect();
+    pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
+        let keys: Vec<_> = messages.iter().map(|m| (m.id.clone(), m.exchange.clone(), m.routing_key.clone())).collect();
         let receivers = self.send_all(messages).await?;
         let mut results = Vec::with_capacity(receivers.len());
         for ((id, exchange, routing_key), rx) in keys.into_iter().zip(receivers) {
@@ -292,10 +239,7 @@ impl Publisher {
         Ok(results)
     }
 
-    async fn send_all(
-        &self,
-        messages: Vec<Outgoing>,
-    ) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
+    async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
         let _order = self.order.lock().await;
         let mut receivers = Vec::with_capacity(messages.len());
         for message in messages {
@@ -305,36 +249,19 @@ impl Publisher {
             let seq = {
                 let mut state = self.tracker.lock();
                 if let Some(reason) = &state.closed {
-                    return Err(Error::Closed {
-                        id: message.id,
-                        reason: reason.to_string(),
-                    });
+                    return Err(Error::Closed { id: message.id, reason: reason.to_string() });
                 }
                 let seq = state.next_seq;
                 state.next_seq += 1;
-                state.pending.insert(
-                    seq,
-                    Waiter {
-                        id: message.id.clone(),
-                        returned: false,
-                        tx,
-                    },
-                );
+                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: false, tx });
                 seq
             };
             let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
             args.mandatory(true);
-            if let Err(err) = self
-                .channel
-                .basic_publish(message.properties, message.body, args)
-                .await
-            {
+            if let Err(err) = self.channel.basic_publish(message.properties, message.body, args).await {
                 self.tracker.lock().pending.remove(&seq);
                 self.tracker.close(&format!("publish failed: {err}"));
-                return Err(Error::Closed {
-                    id: message.id,
-                    reason: err.to_string(),
-                });
+                return Err(Error::Closed { id: message.id, reason: err.to_string() });
             }
             receivers.push(rx);
         }
@@ -351,26 +278,13 @@ impl Publisher {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Outcome::Confirmed)) => Ok(()),
             Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
-            Ok(Ok(Outcome::Returned)) => Err(Error::Unroutable {
-                id,
-                exchange,
-                routing_key,
-            }),
-            Ok(Ok(Outcome::Closed(reason))) => Err(Error::Closed {
-                id,
-                reason: reason.to_string(),
-            }),
-            Ok(Err(_)) => Err(Error::Closed {
-                id,
-                reason: "confirm tracker dropped".into(),
-            }),
+            Ok(Ok(Outcome::Returned)) => Err(Error::Unroutable { id, exchange, routing_key }),
+            Ok(Ok(Outcome::Closed(reason))) => Err(Error::Closed { id, reason: reason.to_string() }),
+            Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
             Err(_) => {
                 let mut state = self.tracker.lock();
                 state.pending.retain(|_, w| w.id != id);
-                Err(Error::ConfirmTimeout {
-                    id,
-                    after: self.timeout,
-                })
+                Err(Error::ConfirmTimeout { id, after: self.timeout })
             }
         }
     }
@@ -384,10 +298,7 @@ impl Publisher {
 /// amqprs panics on names over 255 bytes; refuse them first.
 fn validate_name(name: &str) -> Result<(), Error> {
     if name.len() > 255 {
-        return Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: "longer than 255 bytes",
-        });
+        return Err(Error::InvalidName { name: name.to_owned(), reason: "longer than 255 bytes" });
     }
     Ok(())
 }
@@ -401,14 +312,10 @@ mod tests {
         let mut rxs = Vec::new();
         for seq in 1..=n {
             let (tx, rx) = oneshot::channel();
-            tracker.lock().pending.insert(
-                seq,
-                Waiter {
-                    id: JobId::from(format!("m{seq}").as_str()),
-                    returned: false,
-                    tx,
-                },
-            );
+            tracker
+                .lock()
+                .pending
+                .insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), returned: false, tx });
             rxs.push(rx);
         }
         (tracker, rxs)

@@ -1,33 +1,57 @@
-//! Opening connections, with logging callbacks.
+//! Opening connections, with logging callbacks and retries.
+
+use std::time::Duration;
 
 use amqprs::callbacks::ConnectionCallback;
 use amqprs::connection::Connection;
 use amqprs::Close;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{AmqpConfig, Error};
 
-/// Opens a connection to the broker named `name` (shown in the management UI).
+/// Opens a connection named `name` (shown in the management UI) to the first
+/// broker of `config.urls()` that answers. One try each; see [`connect_with_retry`].
 ///
 /// # Errors
-/// [`Error::Connect`] with the URL (password hidden) and the cause.
+/// [`Error::Connect`] with the last URL tried (password hidden) and the cause.
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, Error> {
-    let args = config.url.connection_args(name, config.heartbeat);
-    let connection = Connection::open(&args)
-        .await
-        .map_err(|source| Error::Connect {
-            url: config.url.redacted(),
-            source,
-        })?;
-    connection
-        .register_callback(LogConnection)
-        .await
-        .map_err(|source| Error::Amqp {
-            op: "connection.register_callback",
-            source,
-        })?;
-    info!(url = %config.url, connection = name, "connected to RabbitMQ");
-    Ok(connection)
+    let mut last = None;
+    for url in config.urls() {
+        let args = url.connection_args(name, config.heartbeat);
+        match Connection::open(&args).await {
+            Ok(connection) => {
+                connection
+                    .register_callback(LogConnection)
+                    .await
+                    .map_err(|source| Error::Amqp { op: "connection.register_callback", source })?;
+                info!(url = %url, connection = name, "connected to RabbitMQ");
+                return Ok(connection);
+            }
+            Err(source) => last = Some(Error::Connect { url: url.redacted(), source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Config { key: "amqp.url".into(), message: "no broker URL".into() }))
+}
+
+/// [`connect`], retried with capped exponential backoff (0.1 s doubling to 5 s)
+/// until `deadline` has passed.
+///
+/// # Errors
+/// The last [`Error::Connect`] once the deadline has passed.
+pub async fn connect_with_retry(config: &AmqpConfig, name: &str, deadline: Instant) -> Result<Connection, Error> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match connect(config, name).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) if Instant::now() + pause >= deadline => return Err(err),
+            Err(err) => {
+                warn!(error = %crate::error::report(&err), retry_in = ?pause, "cannot reach RabbitMQ; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Logs what the broker says about the connection.
@@ -35,11 +59,7 @@ struct LogConnection;
 
 #[async_trait::async_trait]
 impl ConnectionCallback for LogConnection {
-    async fn close(
-        &mut self,
-        connection: &Connection,
-        close: Close,
-    ) -> Result<(), amqprs::error::Error> {
+    async fn close(&mut self, connection: &Connection, close: Close) -> Result<(), amqprs::error::Error> {
         warn!(connection = connection.connection_name(), reason = %close, "RabbitMQ closed the connection");
         Ok(())
     }
@@ -49,10 +69,7 @@ impl ConnectionCallback for LogConnection {
     }
 
     async fn unblocked(&mut self, connection: &Connection) {
-        info!(
-            connection = connection.connection_name(),
-            "RabbitMQ unblocked publishing"
-        );
+        info!(connection = connection.connection_name(), "RabbitMQ unblocked publishing");
     }
 
     async fn secret_updated(&mut self, _connection: &Connection) {}

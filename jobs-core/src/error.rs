@@ -53,6 +53,24 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A queue or exchange exists with other settings than the config asks for.
+    #[error("`{name}` exists on the broker with other settings: {detail}; delete it or change the config")]
+    TopologyMismatch {
+        /// The queue or exchange.
+        name: String,
+        /// The broker's words, naming the differing argument.
+        detail: String,
+    },
+    /// The broker refused a declaration for another reason (permissions...).
+    #[error("RabbitMQ refused `{op}` for `{name}`: {detail}")]
+    Refused {
+        /// The operation.
+        op: &'static str,
+        /// The queue or exchange.
+        name: String,
+        /// The broker's words.
+        detail: String,
+    },
     /// The broker refused the message (`basic.nack`): it is not stored.
     #[error("RabbitMQ refused (nacked) message {id}")]
     Nacked {
@@ -120,26 +138,17 @@ pub struct JobError {
 impl JobError {
     /// A retryable failure with a plain message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        JobError {
-            kind: FailureKind::Retry,
-            error: message.to_string().into(),
-        }
+        JobError { kind: FailureKind::Retry, error: message.to_string().into() }
     }
 
     /// A failure that must not be retried (bad data, a permanent refusal).
     pub fn fatal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        JobError {
-            kind: FailureKind::Fatal,
-            error: error.into(),
-        }
+        JobError { kind: FailureKind::Fatal, error: error.into() }
     }
 
     /// A failure to retry after `delay` (a rate limit, a service asking to wait).
     pub fn retry_after(error: impl Into<Box<dyn StdError + Send + Sync>>, delay: Duration) -> Self {
-        JobError {
-            kind: FailureKind::RetryAfter(delay),
-            error: error.into(),
-        }
+        JobError { kind: FailureKind::RetryAfter(delay), error: error.into() }
     }
 
     /// How the worker is to treat this failure.
@@ -155,10 +164,7 @@ impl JobError {
 
 impl<E: StdError + Send + Sync + 'static> From<E> for JobError {
     fn from(error: E) -> Self {
-        JobError {
-            kind: FailureKind::Retry,
-            error: Box::new(error),
-        }
+        JobError { kind: FailureKind::Retry, error: Box::new(error) }
     }
 }
 
@@ -177,10 +183,7 @@ impl fmt::Display for JobError {
 
 impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobError")
-            .field("kind", &self.kind)
-            .field("error", &self.error)
-            .finish()
+        f.debug_struct("JobError").field("kind", &self.kind).field("error", &self.error).finish()
     }
 }
 
@@ -210,4 +213,16 @@ mod tests {
         assert_eq!(e.kind(), FailureKind::RetryAfter(Duration::from_secs(5)));
         assert_eq!(e.to_string(), "rate limited");
     }
+}
+
+/// An error and its causes on one line, for logs.
+pub fn report(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -12,13 +13,28 @@ use crate::{Client, Error, JobError};
 ///
 /// Implement it with `#[derive(Job)]`, which also registers the type so that a
 /// worker binary finds every job type linked into it. The attribute
-/// `#[job(queue = "emails", name = "EmailJob")]` sets the queue (default
-/// `"default"`) and the name (default: the type's name).
+/// `#[job(...)]` sets, each optional:
+/// - `queue = "emails"`: the queue (default `"default"`);
+/// - `name = "EmailJob"`: the name on the wire (default: the type's name);
+/// - `max_attempts = 5`: attempts before the job goes to `<queue>.dead` (default 25);
+/// - `timeout = "90s"`: how long one attempt may run (default 25 minutes, below
+///   RabbitMQ's 30-minute consumer timeout); units `ms`, `s`, `m`, `h`;
+/// - `backoff = path::to::fn`: a `fn(u32) -> Duration` giving the delay before the
+///   retry that follows failed attempt `n` (default [`crate::backoff::exponential`]).
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The job's name, carried in the AMQP `type` property; workers dispatch on it.
     const NAME: &'static str;
     /// The queue that [`Job::enqueue`] sends the job to.
     const QUEUE: &'static str;
+    /// Attempts in all, the first included; after the last failure the job is dead.
+    const MAX_ATTEMPTS: u32 = 25;
+    /// How long one attempt may run before it is cancelled and counted as failed.
+    const TIMEOUT: Duration = Duration::from_secs(25 * 60);
+
+    /// The delay before the retry that follows failed attempt `attempt` (from 1).
+    fn backoff(attempt: u32) -> Duration {
+        crate::backoff::exponential(attempt)
+    }
 
     /// Enqueues this job on the process-wide client ([`Client::init_global`]) and
     /// returns its id once the broker has confirmed it.
@@ -31,6 +47,28 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         Self: Sized,
     {
         async move { Client::global()?.enqueue(self).await }
+    }
+
+    /// Enqueues this job to run after `delay` (on the process-wide client).
+    ///
+    /// # Errors
+    /// As [`Job::enqueue`].
+    fn enqueue_in(&self, delay: Duration) -> impl Future<Output = Result<JobId, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().delay(delay)).await }
+    }
+
+    /// Enqueues this job to run at `at` (now if `at` is past).
+    ///
+    /// # Errors
+    /// As [`Job::enqueue`].
+    fn enqueue_at(&self, at: SystemTime) -> impl Future<Output = Result<JobId, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().at(at)).await }
     }
 }
 
@@ -101,20 +139,8 @@ pub struct JobContext {
 impl JobContext {
     /// Built by the worker for each delivery.
     #[doc(hidden)]
-    pub fn new(
-        id: JobId,
-        name: &'static str,
-        queue: Arc<str>,
-        attempt: u32,
-        worker: Arc<str>,
-    ) -> Self {
-        JobContext {
-            id,
-            name,
-            queue,
-            attempt,
-            worker,
-        }
+    pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
+        JobContext { id, name, queue, attempt, worker }
     }
 
     /// The job's id.

@@ -33,12 +33,14 @@
 //! - `job`: the [`Job`] and [`Perform`] traits, [`JobContext`], [`JobId`];
 //! - `error`: [`Error`] (what enqueue and setup report) and [`JobError`] (what a job reports);
 //! - `codec`: the wire format (MessagePack body, AMQP properties, [`headers`]);
+//! - [`backoff`]: retry delays;
 //! - `client`: [`Client`], the durable enqueue client, and the process-wide default;
 //! - `confirm`: publisher-confirm tracking shared by the client and the worker;
-//! - [`topology`]: queue names and declarations;
+//! - [`topology`]: queue names, queue types, the delay cascade, declarations;
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`] and layered config loading ([`load_config`]);
 //! - `registry`: the link-time list of job types that workers dispatch on.
 
+pub mod backoff;
 mod client;
 mod codec;
 mod config;
@@ -50,14 +52,11 @@ mod registry;
 pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
-pub use codec::{
-    decode, encode, header_str, header_u64, headers, job_properties, now_secs, set_header,
-    CONTENT_TYPE,
-};
+pub use codec::{decode, encode, header_str, header_u64, headers, job_properties, now_secs, set_header, CONTENT_TYPE};
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource};
 pub use confirm::{Outgoing, Publisher};
-pub use connection::connect;
-pub use error::{Error, FailureKind, JobError};
+pub use connection::{connect, connect_with_retry};
+pub use error::{report, Error, FailureKind, JobError};
 pub use job::{Job, JobContext, JobId, Perform};
 pub use jobs_macros::Job;
 pub use registry::{find_registration, registrations, JobFuture, Registration};

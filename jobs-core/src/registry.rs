@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::{codec, JobContext, JobError, Perform};
 
@@ -15,6 +16,9 @@ type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, rmp_serde::decode::Err
 pub struct Registration {
     name: &'static str,
     queue: &'static str,
+    max_attempts: u32,
+    timeout: Duration,
+    backoff: fn(u32) -> Duration,
     prepare: Prepare,
 }
 
@@ -24,6 +28,9 @@ impl Registration {
         Registration {
             name: J::NAME,
             queue: J::QUEUE,
+            max_attempts: J::MAX_ATTEMPTS,
+            timeout: J::TIMEOUT,
+            backoff: J::backoff,
             prepare: prepare::<J>,
         }
     }
@@ -38,32 +45,37 @@ impl Registration {
         self.queue
     }
 
+    /// Attempts in all before the job is dead (at least 1).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts.max(1)
+    }
+
+    /// How long one attempt may run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The delay before the retry after failed attempt `attempt`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        (self.backoff)(attempt)
+    }
+
     /// Decodes `body` and returns the future that performs the job.
     ///
     /// # Errors
     /// When the body does not decode into the job type.
-    pub fn prepare(
-        &self,
-        body: &[u8],
-        ctx: JobContext,
-    ) -> Result<JobFuture, rmp_serde::decode::Error> {
+    pub fn prepare(&self, body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
         (self.prepare)(body, ctx)
     }
 }
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration")
-            .field("name", &self.name)
-            .field("queue", &self.queue)
-            .finish()
+        f.debug_struct("Registration").field("name", &self.name).field("queue", &self.queue).finish()
     }
 }
 
-fn prepare<J: Perform>(
-    body: &[u8],
-    ctx: JobContext,
-) -> Result<JobFuture, rmp_serde::decode::Error> {
+fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
     let job: J = codec::decode(body)?;
     Ok(Box::pin(job.perform(ctx)))
 }

@@ -1,55 +1,226 @@
-//! Names and declarations of the broker objects jobs use. Everything the
-//! framework declares is declared here, idempotently, by client and worker alike.
+//! Names, arguments and declarations of every broker object the framework uses,
+//! in one place. Declarations are idempotent; client and worker both make them.
 //!
-//! - `<queue>`: durable classic queue the jobs wait in;
-//! - `<queue>.dead`: durable queue of jobs that failed for good or could not be read.
+//! - `<queue>`: durable queue the jobs wait in (classic, or quorum by config);
+//! - `<queue>.dead`: jobs that failed for good or could not be read; no expiry;
+//! - `jobs.delay.00` … `jobs.delay.27` and `jobs.delay.delivery`: the delay
+//!   cascade (see [`delay_route`]): level `n` is a topic exchange and a queue
+//!   holding messages `2ⁿ` seconds by queue TTL, then dead-lettering them to
+//!   level `n-1`; the routing key spells the remaining delay in bits, then the
+//!   destination queue. Bounded objects, no head-of-line blocking, durable.
 
-use amqprs::channel::{Channel, QueueDeclareArguments};
+use std::time::Duration;
 
-use crate::Error;
+use amqprs::channel::{ExchangeBindArguments, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
+use amqprs::{FieldTable, FieldValue};
+use serde::Deserialize;
+
+use crate::codec::set_header;
+use crate::{Error, Publisher};
+
+/// Delay levels: delays up to `2^LEVELS - 1` seconds (about 8.5 years).
+pub const LEVELS: u32 = 28;
+
+/// The longest delay the cascade can hold.
+pub const MAX_DELAY: Duration = Duration::from_secs((1 << LEVELS) - 1);
+
+/// The longest job queue name: a delayed job's routing key is 56 bytes of bits,
+/// then the queue name, and the broker allows 255.
+pub const MAX_QUEUE_NAME: usize = 190;
+
+/// The exchange that hands delayed messages to their queue once due.
+pub const DELIVERY_EXCHANGE: &str = "jobs.delay.delivery";
+
+/// The kind of queue jobs wait in (`amqp.queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Durable classic queues: one broker, or no replication needed.
+    #[default]
+    Classic,
+    /// Replicated quorum queues (RabbitMQ clusters), with a delivery limit and
+    /// at-least-once dead-lettering to `<queue>.dead`.
+    Quorum,
+}
 
 /// The dead-letter queue of `queue`.
 pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
-/// Checks that `queue` can name a job queue (and its `.dead` twin).
+/// The exchange and queue of delay level `level`.
+pub fn delay_level(level: u32) -> String {
+    format!("jobs.delay.{level:02}")
+}
+
+/// Where to publish a message delayed by `delay` (rounded up to whole seconds,
+/// capped at [`MAX_DELAY`]) for `queue`: the exchange of the highest level it
+/// needs, and the routing key `b27.b26.….b0.<queue>`. `None` for no delay.
+pub fn delay_route(delay: Duration, queue: &str) -> Option<(String, String)> {
+    let mut secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    secs = secs.min(MAX_DELAY.as_secs());
+    if secs == 0 {
+        return None;
+    }
+    let top = 63 - secs.leading_zeros();
+    let mut key = String::with_capacity(2 * LEVELS as usize + queue.len());
+    for level in (0..LEVELS).rev() {
+        key.push(if secs & (1 << level) != 0 { '1' } else { '0' });
+        key.push('.');
+    }
+    key.push_str(queue);
+    Some((delay_level(top), key))
+}
+
+/// Checks that `queue` can name a job queue (and its `.dead` twin and delay keys).
 ///
 /// # Errors
 /// [`Error::InvalidName`] with the reason.
 pub fn validate_queue_name(queue: &str) -> Result<(), Error> {
     let reason = if queue.is_empty() {
         "a queue name cannot be empty"
-    } else if queue.len() > 250 {
-        "longer than 250 bytes (the broker allows 255, and `.dead` is added)"
+    } else if queue.len() > MAX_QUEUE_NAME {
+        "longer than 190 bytes (a delayed job's routing key adds 56 to it, and the broker allows 255)"
     } else if queue.starts_with("amq.") {
         "names starting with `amq.` are reserved by RabbitMQ"
+    } else if queue.split('.').any(|w| w == "*" || w == "#") {
+        "a queue name cannot have `*` or `#` as a dot-separated word"
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName {
-        name: queue.to_owned(),
-        reason,
-    })
+    Err(Error::InvalidName { name: queue.to_owned(), reason })
 }
 
-/// Declares `queue` and `<queue>.dead`, durable.
-///
-/// # Errors
-/// [`Error::InvalidName`] for a bad name; [`Error::Amqp`] when the broker refuses
-/// (for example a queue of that name exists with other arguments).
-pub async fn declare_job_queue(channel: &Channel, queue: &str) -> Result<(), Error> {
-    validate_queue_name(queue)?;
-    for name in [queue.to_owned(), dead_queue(queue)] {
-        channel
-            .queue_declare(QueueDeclareArguments::durable_client_named(&name))
-            .await
-            .map_err(|source| Error::Amqp {
-                op: "queue.declare",
-                source,
-            })?;
+/// Declares the framework's objects with the settings of one config.
+#[derive(Debug, Clone, Copy)]
+pub struct Topology {
+    queue_type: QueueType,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    /// Queues of `queue_type`; on quorum queues a message delivered more than
+    /// `delivery_limit` times (returned by crashed workers) is dead-lettered.
+    pub fn new(queue_type: QueueType, delivery_limit: u32) -> Self {
+        Topology { queue_type, delivery_limit }
     }
-    Ok(())
+
+    /// The queue type.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    fn queue_args(&self, dead_letter_to: Option<(&str, Option<&str>)>, ttl: Option<u64>) -> FieldTable {
+        let mut args = FieldTable::new();
+        if self.queue_type == QueueType::Quorum {
+            set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
+        }
+        if let Some(ttl) = ttl {
+            set_header(&mut args, "x-message-ttl", FieldValue::l(ttl as i64));
+        }
+        if let Some((exchange, routing_key)) = dead_letter_to {
+            set_header(&mut args, "x-dead-letter-exchange", FieldValue::from(exchange));
+            if let Some(key) = routing_key {
+                set_header(&mut args, "x-dead-letter-routing-key", FieldValue::from(key));
+            }
+            if self.queue_type == QueueType::Quorum {
+                set_header(&mut args, "x-dead-letter-strategy", FieldValue::from("at-least-once"));
+                set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
+            }
+        }
+        args
+    }
+
+    /// Declares `queue` and `<queue>.dead`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::TopologyMismatch`] when a queue of that
+    /// name exists with other arguments; [`Error::Amqp`] otherwise.
+    pub async fn declare_job_queue(&self, publisher: &Publisher, queue: &str) -> Result<(), Error> {
+        validate_queue_name(queue)?;
+        let dead = dead_queue(queue);
+        let args = if self.queue_type == QueueType::Quorum {
+            let mut args = self.queue_args(Some(("", Some(&dead))), None);
+            set_header(&mut args, "x-delivery-limit", FieldValue::l(i64::from(self.delivery_limit)));
+            args
+        } else {
+            self.queue_args(None, None)
+        };
+        declare_queue(publisher, queue, args).await?;
+        declare_queue(publisher, &dead, self.queue_args(None, None)).await
+    }
+
+    /// Binds `queue` to the delivery exchange, so delayed jobs reach it.
+    /// Needs [`Topology::declare_delays`] first.
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn bind_delayed(&self, publisher: &Publisher, queue: &str) -> Result<(), Error> {
+        let pattern = format!("{}{queue}", "*.".repeat(LEVELS as usize));
+        publisher
+            .channel()
+            .queue_bind(QueueBindArguments::new(queue, DELIVERY_EXCHANGE, &pattern))
+            .await
+            .map_err(|source| declare_error(publisher, queue, "queue.bind", source))
+    }
+
+    /// Declares the delay cascade: `LEVELS` exchanges and queues, the delivery
+    /// exchange, and their bindings.
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn declare_delays(&self, publisher: &Publisher) -> Result<(), Error> {
+        let channel = publisher.channel();
+        let exchange = |name: &str| ExchangeDeclareArguments::new(name, "topic").durable(true).finish();
+        channel
+            .exchange_declare(exchange(DELIVERY_EXCHANGE))
+            .await
+            .map_err(|source| declare_error(publisher, DELIVERY_EXCHANGE, "exchange.declare", source))?;
+        for level in 0..LEVELS {
+            let name = delay_level(level);
+            let next = if level == 0 { DELIVERY_EXCHANGE.to_owned() } else { delay_level(level - 1) };
+            channel
+                .exchange_declare(exchange(&name))
+                .await
+                .map_err(|source| declare_error(publisher, &name, "exchange.declare", source))?;
+            let ttl = (1u64 << level) * 1000;
+            declare_queue(publisher, &name, self.queue_args(Some((&next, None)), Some(ttl))).await?;
+            // Bits above this level are any; this level's bit decides: 1 waits here, 0 goes on down.
+            let above = "*.".repeat((LEVELS - 1 - level) as usize);
+            channel
+                .queue_bind(QueueBindArguments::new(&name, &name, &format!("{above}1.#")))
+                .await
+                .map_err(|source| declare_error(publisher, &name, "queue.bind", source))?;
+            channel
+                .exchange_bind(ExchangeBindArguments::new(&next, &name, &format!("{above}0.#")))
+                .await
+                .map_err(|source| declare_error(publisher, &name, "exchange.bind", source))?;
+        }
+        Ok(())
+    }
+}
+
+async fn declare_queue(publisher: &Publisher, name: &str, args: FieldTable) -> Result<(), Error> {
+    let mut declare = QueueDeclareArguments::durable_client_named(name);
+    declare.arguments(args);
+    publisher
+        .channel()
+        .queue_declare(declare)
+        .await
+        .map(|_| ())
+        .map_err(|source| declare_error(publisher, name, "queue.declare", source))
+}
+
+/// The broker closes the channel on a refused declaration and says why in the
+/// close; amqprs's error only says the channel closed. Use the broker's words.
+fn declare_error(publisher: &Publisher, name: &str, op: &'static str, source: amqprs::error::Error) -> Error {
+    match publisher.close_reason() {
+        Some(reason) if reason.contains("PRECONDITION_FAILED") => {
+            Error::TopologyMismatch { name: name.to_owned(), detail: reason }
+        }
+        Some(reason) => Error::Refused { op, name: name.to_owned(), detail: reason },
+        None => Error::Amqp { op, source },
+    }
 }
 
 #[cfg(test)]
@@ -64,8 +235,33 @@ mod tests {
     #[test]
     fn bad_queue_names_are_refused() {
         assert!(validate_queue_name("emails").is_ok());
+        assert!(validate_queue_name("a.b-c_d").is_ok());
         assert!(validate_queue_name("").is_err());
         assert!(validate_queue_name("amq.direct").is_err());
-        assert!(validate_queue_name(&"x".repeat(251)).is_err());
+        assert!(validate_queue_name("a.*.b").is_err());
+        assert!(validate_queue_name("#").is_err());
+        assert!(validate_queue_name(&"x".repeat(191)).is_err());
+        assert!(validate_queue_name(&"x".repeat(190)).is_ok());
+    }
+
+    #[test]
+    fn delay_routes_spell_the_seconds_in_bits_and_start_at_the_top_level() {
+        assert_eq!(delay_route(Duration::ZERO, "q"), None);
+        let (exchange, key) = delay_route(Duration::from_secs(5), "emails").unwrap();
+        assert_eq!(exchange, "jobs.delay.02");
+        assert_eq!(key, format!("{}1.0.1.emails", "0.".repeat(25)));
+        // Rounded up: never early.
+        let (exchange, key) = delay_route(Duration::from_millis(1500), "q").unwrap();
+        assert_eq!(exchange, "jobs.delay.01");
+        assert!(key.ends_with(".0.1.0.q"), "{key}");
+        let (exchange, key) = delay_route(Duration::from_secs(3600), "q").unwrap();
+        assert_eq!(exchange, "jobs.delay.11");
+        let bits: String = key.split('.').take(LEVELS as usize).collect();
+        assert_eq!(u64::from_str_radix(&bits, 2).unwrap(), 3600);
+        let (exchange, key) = delay_route(Duration::from_secs(u64::MAX), "q").unwrap();
+        assert_eq!(exchange, "jobs.delay.27");
+        assert!(key.starts_with(&"1.".repeat(28)));
+        let longest = "q".repeat(MAX_QUEUE_NAME);
+        assert!(delay_route(Duration::from_secs(1), &longest).unwrap().1.len() <= 255);
     }
 }

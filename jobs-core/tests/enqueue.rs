@@ -12,8 +12,8 @@ use common::*;
 use jobs_core::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
 use jobs_core::amqprs::{FieldTable, FieldValue};
 use jobs_core::{
-    connect, header_u64, headers, job_properties, AmqpConfig, Client, EnqueueOptions, Error, Job,
-    JobContext, JobError, JobId, Outgoing, Perform, Publisher, CONTENT_TYPE,
+    connect, header_u64, headers, job_properties, AmqpConfig, Client, EnqueueOptions, Error, Job, JobContext, JobError,
+    JobId, Outgoing, Perform, Publisher, CONTENT_TYPE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +31,7 @@ impl Perform for Email {
 }
 
 fn email(n: usize) -> Email {
-    Email {
-        to: format!("user{n}@example.com"),
-        subject: "hi".into(),
-    }
+    Email { to: format!("user{n}@example.com"), subject: "hi".into() }
 }
 
 #[tokio::test]
@@ -42,20 +39,12 @@ async fn an_enqueued_job_is_a_persistent_typed_message_in_a_durable_queue() {
     let queue = unique("enqueue");
     let raw = raw_connection().await;
     let client = Client::connect(amqp_config()).await.unwrap();
-    let id = client
-        .enqueue_with(&email(1), EnqueueOptions::new().queue(&queue))
-        .await
-        .unwrap();
+    let id = client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
 
     let channel = raw.open_channel(None).await.unwrap();
     // Declaring it durable again succeeds only if it is durable.
-    channel
-        .queue_declare(QueueDeclareArguments::durable_client_named(&queue))
-        .await
-        .expect("queue is durable");
-    let (props, body) = get(&channel, &queue)
-        .await
-        .expect("the job is in its queue");
+    channel.queue_declare(QueueDeclareArguments::durable_client_named(&queue)).await.expect("queue is durable");
+    let (props, body) = get(&channel, &queue).await.expect("the job is in its queue");
     assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
     assert_eq!(props.message_type().map(String::as_str), Some("EmailJob"));
     assert_eq!(props.content_type().map(String::as_str), Some(CONTENT_TYPE));
@@ -64,15 +53,8 @@ async fn an_enqueued_job_is_a_persistent_typed_message_in_a_durable_queue() {
     assert_eq!(header_u64(&props, headers::ATTEMPT), Some(1));
     assert_eq!(jobs_core::decode::<Email>(&body).unwrap(), email(1));
     let named: serde_json::Value = rmp_serde::from_slice(&body).unwrap();
-    assert_eq!(
-        named["to"], "user1@example.com",
-        "fields are encoded by name"
-    );
-    assert_eq!(
-        counts(&raw, &format!("{queue}.dead")).await,
-        (0, 0),
-        "the dead-letter queue is declared too"
-    );
+    assert_eq!(named["to"], "user1@example.com", "fields are encoded by name");
+    assert_eq!(counts(&raw, &format!("{queue}.dead")).await, (0, 0), "the dead-letter queue is declared too");
     delete_queues(&raw, &[&queue]).await;
 }
 
@@ -84,11 +66,9 @@ async fn concurrent_enqueues_on_one_client_are_all_confirmed_and_stored() {
     let mut tasks = Vec::new();
     for n in 0..500 {
         let (client, queue) = (client.clone(), queue.clone());
-        tasks.push(tokio::spawn(async move {
-            client
-                .enqueue_with(&email(n), EnqueueOptions::new().queue(queue))
-                .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { client.enqueue_with(&email(n), EnqueueOptions::new().queue(queue)).await },
+        ));
     }
     let mut ids = HashSet::new();
     for task in tasks {
@@ -104,10 +84,7 @@ async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
     let raw = raw_connection().await;
     let channel = raw.open_channel(None).await.unwrap();
     // `Email::QUEUE` is shared with nothing else in this file's tests but this one.
-    channel
-        .queue_delete(QueueDeleteArguments::new(Email::QUEUE))
-        .await
-        .unwrap();
+    channel.queue_delete(QueueDeleteArguments::new(Email::QUEUE)).await.unwrap();
     let client = Client::new(amqp_config());
     let jobs: Vec<Email> = (0..300).map(email).collect();
     let ids = client.enqueue_many(&jobs).await.unwrap();
@@ -116,11 +93,7 @@ async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
     for (n, id) in ids.iter().enumerate().take(5) {
         let (props, body) = get(&channel, Email::QUEUE).await.unwrap();
         assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
-        assert_eq!(
-            jobs_core::decode::<Email>(&body).unwrap(),
-            email(n),
-            "order kept"
-        );
+        assert_eq!(jobs_core::decode::<Email>(&body).unwrap(), email(n), "order kept");
     }
     delete_queues(&raw, &[Email::QUEUE]).await;
 }
@@ -139,17 +112,9 @@ fn message(id: &str, exchange: &str, routing_key: &str) -> Outgoing {
 #[tokio::test]
 async fn a_message_no_queue_takes_is_unroutable_not_silently_dropped() {
     let connection = connect(&amqp_config(), "test-unroutable").await.unwrap();
-    let publisher = Publisher::open(&connection, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let err = publisher
-        .publish(message("lost-1", "", &unique("nowhere")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Unroutable { id, .. } if id.as_str() == "lost-1"),
-        "{err:?}"
-    );
+    let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
+    let err = publisher.publish(message("lost-1", "", &unique("nowhere"))).await.unwrap_err();
+    assert!(matches!(&err, Error::Unroutable { id, .. } if id.as_str() == "lost-1"), "{err:?}");
     // The channel stays usable: a routable message right after is confirmed.
     let queue = unique("after-unroutable");
     let raw = raw_connection().await;
@@ -159,10 +124,7 @@ async fn a_message_no_queue_takes_is_unroutable_not_silently_dropped() {
         .queue_declare(QueueDeclareArguments::durable_client_named(&queue))
         .await
         .unwrap();
-    publisher
-        .publish(message("found-1", "", &queue))
-        .await
-        .unwrap();
+    publisher.publish(message("found-1", "", &queue)).await.unwrap();
     delete_queues(&raw, &[&queue]).await;
 }
 
@@ -175,53 +137,29 @@ async fn a_message_the_broker_refuses_is_a_nack_error() {
     jobs_core::set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
     let mut declare = QueueDeclareArguments::durable_client_named(&queue);
     declare.arguments(args);
-    raw.open_channel(None)
-        .await
-        .unwrap()
-        .queue_declare(declare)
-        .await
-        .unwrap();
+    raw.open_channel(None).await.unwrap().queue_declare(declare).await.unwrap();
 
     let connection = connect(&amqp_config(), "test-nack").await.unwrap();
-    let publisher = Publisher::open(&connection, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let err = publisher
-        .publish(message("refused-1", "", &queue))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Nacked { id } if id.as_str() == "refused-1"),
-        "{err:?}"
-    );
+    let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
+    let err = publisher.publish(message("refused-1", "", &queue)).await.unwrap_err();
+    assert!(matches!(&err, Error::Nacked { id } if id.as_str() == "refused-1"), "{err:?}");
     delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_channel_closed_by_the_broker_fails_the_pending_publish_and_the_next() {
     let connection = connect(&amqp_config(), "test-closed").await.unwrap();
-    let publisher = Publisher::open(&connection, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
     // Publishing to a missing exchange makes the broker close the channel (404).
-    let err = publisher
-        .publish(message("gone-1", "no-such-exchange-for-jobs-tests", "x"))
-        .await
-        .unwrap_err();
+    let err = publisher.publish(message("gone-1", "no-such-exchange-for-jobs-tests", "x")).await.unwrap_err();
     match &err {
         Error::Closed { id, reason } => {
             assert_eq!(id.as_str(), "gone-1");
-            assert!(
-                reason.contains("NOT_FOUND") || reason.contains("404") || reason.contains("closed"),
-                "{reason}"
-            );
+            assert!(reason.contains("NOT_FOUND") || reason.contains("404") || reason.contains("closed"), "{reason}");
         }
         other => panic!("expected Closed, got {other:?}"),
     }
-    let err = publisher
-        .publish(message("gone-2", "", "x"))
-        .await
-        .unwrap_err();
+    let err = publisher.publish(message("gone-2", "", "x")).await.unwrap_err();
     assert!(matches!(err, Error::Closed { .. }), "{err:?}");
     assert!(!publisher.is_open());
 }
@@ -231,39 +169,26 @@ async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use()
     let queue = unique("reconnect");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    client
-        .enqueue_with(&email(1), EnqueueOptions::new().queue(&queue))
-        .await
-        .unwrap();
+    client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
 
     let connection = connect(&amqp_config(), "test-closed-conn").await.unwrap();
-    let publisher = Publisher::open(&connection, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
     connection.clone().close().await.unwrap();
-    let err = publisher
-        .publish(message("after-close", "", &queue))
-        .await
-        .unwrap_err();
+    let err = publisher.publish(message("after-close", "", &queue)).await.unwrap_err();
     assert!(matches!(err, Error::Closed { .. }), "{err:?}");
 
     client.close().await;
-    client
-        .enqueue_with(&email(2), EnqueueOptions::new().queue(&queue))
-        .await
-        .expect("a new connection on next use");
+    client.enqueue_with(&email(2), EnqueueOptions::new().queue(&queue)).await.expect("a new connection on next use");
     assert_eq!(counts(&raw, &queue).await.0, 2);
     delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn an_unreachable_broker_is_a_connect_error_that_hides_the_password() {
-    let config = AmqpConfig::with_url("amqp://guest:hunter2@127.0.0.1:1/%2f").unwrap();
+    let mut config = AmqpConfig::with_url("amqp://guest:hunter2@127.0.0.1:1/%2f").unwrap();
+    config.reconnect_timeout = Duration::from_millis(500);
     let err = Client::connect(config).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, Error::Connect { .. }), "{text}");
-    assert!(
-        text.contains("127.0.0.1:1") && !text.contains("hunter2"),
-        "{text}"
-    );
+    assert!(text.contains("127.0.0.1:1") && !text.contains("hunter2"), "{text}");
 }

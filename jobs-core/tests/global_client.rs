@@ -30,10 +30,7 @@ async fn enqueue_uses_the_global_client_once_it_is_set() {
     let raw = raw_connection().await;
     delete_queues(&raw, &[Ping::QUEUE]).await;
     Client::init_global(Client::new(amqp_config())).unwrap();
-    assert!(matches!(
-        Client::init_global(Client::new(amqp_config())),
-        Err(Error::GlobalClientAlreadySet)
-    ));
+    assert!(matches!(Client::init_global(Client::new(amqp_config())), Err(Error::GlobalClientAlreadySet)));
     let id = Ping { n: 2 }.enqueue().await.unwrap();
     let channel = raw.open_channel(None).await.unwrap();
     let (props, _) = get(&channel, Ping::QUEUE).await.unwrap();

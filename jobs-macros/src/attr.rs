@@ -1,45 +1,84 @@
 //! Parsing and validation of `#[job(...)]`.
 
-use syn::{DeriveInput, LitStr};
+use proc_macro2::Span;
+use syn::{DeriveInput, LitInt, LitStr, Path};
 
 /// The options given in `#[job(...)]`, validated.
+#[derive(Default)]
 pub(crate) struct JobAttrs {
     pub(crate) queue: Option<LitStr>,
     pub(crate) name: Option<LitStr>,
+    pub(crate) max_attempts: Option<LitInt>,
+    /// Milliseconds, and where they were written.
+    pub(crate) timeout: Option<(u64, Span)>,
+    pub(crate) backoff: Option<Path>,
 }
 
+const KEYS: &str = "expected `queue`, `name`, `max_attempts`, `timeout` or `backoff`";
+
+/// The longest queue name: the broker allows 255 bytes for a routing key, and a
+/// delayed job's key is 56 bytes of delay bits before the queue name.
+/// (jobs-core's `topology::MAX_QUEUE_NAME` has the same value.)
+const MAX_QUEUE_NAME: usize = 190;
+
 pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
-    let mut attrs = JobAttrs {
-        queue: None,
-        name: None,
-    };
+    let mut attrs = JobAttrs::default();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("job")) {
         attr.parse_nested_meta(|meta| {
-            let key = meta
-                .path
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_default();
-            let slot = match key.as_str() {
-                "queue" => &mut attrs.queue,
-                "name" => &mut attrs.name,
-                _ => {
-                    return Err(
-                        meta.error("unknown `job` attribute key; expected `queue` or `name`")
-                    )
+            let key = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let twice = || meta.error(format!("`{key}` is given twice"));
+            match key.as_str() {
+                "queue" | "name" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), format!("`{key}` takes a string literal, as in `{key} = \"...\"`"))
+                    })?;
+                    validate(&key, &value)?;
+                    let slot = if key == "queue" { &mut attrs.queue } else { &mut attrs.name };
+                    if slot.replace(value).is_some() {
+                        return Err(twice());
+                    }
                 }
-            };
-            if slot.is_some() {
-                return Err(meta.error(format!("`{key}` is given twice")));
+                "max_attempts" => {
+                    let value: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`max_attempts` takes a whole number, as in `max_attempts = 5`")
+                    })?;
+                    match value.base10_parse::<u32>() {
+                        Ok(n) if n >= 1 => {}
+                        _ => {
+                            return Err(syn::Error::new_spanned(&value, "`max_attempts` must be from 1 to 4294967295"))
+                        }
+                    }
+                    if attrs.max_attempts.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "timeout" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`timeout` takes a duration string, as in `timeout = \"90s\"`")
+                    })?;
+                    let millis = parse_duration(&value.value()).ok_or_else(|| {
+                        syn::Error::new_spanned(
+                            &value,
+                            "`timeout` must be a number and a unit (`ms`, `s`, `m`, `h`), more than 0, as in \"90s\"",
+                        )
+                    })?;
+                    if attrs.timeout.replace((millis, value.span())).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "backoff" => {
+                    let value: Path = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`backoff` takes the path of a `fn(u32) -> Duration`, as in `backoff = my_backoff`",
+                        )
+                    })?;
+                    if attrs.backoff.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                _ => return Err(meta.error(format!("unknown `job` attribute key; {KEYS}"))),
             }
-            let value: LitStr = meta.value()?.parse().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    format!("`{key}` takes a string literal, as in `{key} = \"...\"`"),
-                )
-            })?;
-            validate(&key, &value)?;
-            *slot = Some(value);
             Ok(())
         })?;
     }
@@ -49,17 +88,52 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
 fn validate(key: &str, value: &LitStr) -> syn::Result<()> {
     let text = value.value();
     let problem = match key {
-        "queue" if text.is_empty() => Some("the queue name cannot be empty"),
-        "queue" if text.len() > 250 => Some("the queue name is longer than 250 bytes"),
+        "queue" if text.is_empty() => Some("the queue name cannot be empty".to_owned()),
+        "queue" if text.len() > MAX_QUEUE_NAME => Some(format!("the queue name is longer than {MAX_QUEUE_NAME} bytes")),
         "queue" if text.starts_with("amq.") => {
-            Some("queue names starting with `amq.` are reserved by RabbitMQ")
+            Some("queue names starting with `amq.` are reserved by RabbitMQ".to_owned())
         }
-        "name" if text.is_empty() => Some("the job name cannot be empty"),
-        "name" if text.len() > 255 => Some("the job name is longer than 255 bytes"),
+        "queue" if text.split('.').any(|w| w == "*" || w == "#") => {
+            Some("a queue name cannot have `*` or `#` as a dot-separated word".to_owned())
+        }
+        "name" if text.is_empty() => Some("the job name cannot be empty".to_owned()),
+        "name" if text.len() > 255 => Some("the job name is longer than 255 bytes".to_owned()),
         _ => None,
     };
     match problem {
         Some(message) => Err(syn::Error::new_spanned(value, message)),
         None => Ok(()),
+    }
+}
+
+/// `"250ms"`, `"90s"`, `"5m"`, `"2h"` to milliseconds; `None` if malformed or 0.
+fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(factor).filter(|ms| *ms > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90_000));
+        assert_eq!(parse_duration("250ms"), Some(250));
+        assert_eq!(parse_duration("2h"), Some(7_200_000));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("90"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5 days"), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, LitStr};
 
 use crate::attr;
@@ -36,22 +37,33 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             });
         }
     };
-    let name = attrs
-        .name
-        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
-    let queue = attrs
-        .queue
-        .unwrap_or_else(|| LitStr::new("default", ident.span()));
+    let name = attrs.name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let queue = attrs.queue.unwrap_or_else(|| LitStr::new("default", ident.span()));
     // Spanned at the type's name, so that a missing `Perform` points there.
     let registration = quote_spanned! {ident.span()=>
         ::jobs_core::__private::inventory::submit! {
             ::jobs_core::__private::Registration::new::<#ident>()
         }
     };
+    let max_attempts = attrs.max_attempts.map(|n| quote! { const MAX_ATTEMPTS: u32 = #n; });
+    let timeout = attrs.timeout.map(|(millis, span)| {
+        quote_spanned! {span=> const TIMEOUT: ::core::time::Duration = ::core::time::Duration::from_millis(#millis); }
+    });
+    let backoff = attrs.backoff.map(|path| {
+        quote_spanned! {path.span()=>
+            fn backoff(attempt: u32) -> ::core::time::Duration {
+                let backoff: fn(u32) -> ::core::time::Duration = #path;
+                backoff(attempt)
+            }
+        }
+    });
     Ok(quote! {
         impl ::jobs_core::Job for #ident {
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
+            #max_attempts
+            #timeout
+            #backoff
         }
         #registration
     })

@@ -6,7 +6,10 @@
 //!
 //! Attribute keys of `#[job(...)]`:
 //! - `queue = "emails"`: the queue (default `"default"`);
-//! - `name = "EmailJob"`: the name on the wire (default: the type's name).
+//! - `name = "EmailJob"`: the name on the wire (default: the type's name);
+//! - `max_attempts = 5`: attempts before the job is dead (default 25);
+//! - `timeout = "90s"`: how long one attempt may run (default 25 minutes);
+//! - `backoff = path`: a `fn(u32) -> Duration`, the delay after failed attempt `n`.
 
 mod attr;
 mod expand;
@@ -18,7 +21,5 @@ use syn::{parse_macro_input, DeriveInput};
 #[proc_macro_derive(Job, attributes(job))]
 pub fn derive_job(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive(&input)
-        .unwrap_or_else(|err| err.to_compile_error())
-        .into()
+    expand::derive(&input).unwrap_or_else(|err| err.to_compile_error()).into()
 }

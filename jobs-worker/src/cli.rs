@@ -36,10 +36,7 @@ pub struct Cli {
 impl Cli {
     /// The layered config source these flags describe.
     pub fn config_source(&self) -> ConfigSource {
-        let mut source = ConfigSource {
-            file: self.config.clone(),
-            ..ConfigSource::default()
-        };
+        let mut source = ConfigSource { file: self.config.clone(), ..ConfigSource::default() };
         if !self.queues.is_empty() {
             source = source.set("worker.queues", self.queues.clone());
         }
@@ -68,31 +65,13 @@ mod tests {
     fn flags_override_the_file() {
         let path = std::env::temp_dir().join(format!("jobs-cli-{}.toml", std::process::id()));
         std::fs::write(&path, "[worker]\nconcurrency = 2\nqueues = [\"file\"]\n").unwrap();
-        let cli = Cli::parse_from([
-            "w",
-            "--config",
-            path.to_str().unwrap(),
-            "-q",
-            "a,b",
-            "-n",
-            "8",
-            "--grace-period",
-            "3s",
-        ]);
+        let cli =
+            Cli::parse_from(["w", "--config", path.to_str().unwrap(), "-q", "a,b", "-n", "8", "--grace-period", "3s"]);
         let s = Settings::load(&cli.config_source()).unwrap();
-        assert_eq!(
-            (s.worker.queues, s.worker.concurrency),
-            (vec!["a".to_string(), "b".to_string()], 8)
-        );
+        assert_eq!((s.worker.queues, s.worker.concurrency), (vec!["a".to_string(), "b".to_string()], 8));
         assert_eq!(s.worker.grace_period, std::time::Duration::from_secs(3));
 
-        let cli = Cli::parse_from([
-            "w",
-            "--config",
-            path.to_str().unwrap(),
-            "--log-format",
-            "yaml",
-        ]);
+        let cli = Cli::parse_from(["w", "--config", path.to_str().unwrap(), "--log-format", "yaml"]);
         match Settings::load(&cli.config_source()) {
             Err(Error::Core(jobs_core::Error::Config { key, .. })) => assert_eq!(key, "log.format"),
             other => panic!("expected a config error, got {other:?}"),

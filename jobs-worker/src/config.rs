@@ -46,6 +46,13 @@ pub struct WorkerConfig {
     pub grace_period: Duration,
     /// This worker's id in logs and dead-letter headers (`worker.id`, default `host:pid:n`).
     pub id: Option<String>,
+    /// Larger message bodies go to `<queue>.dead` unread (`worker.max_message_size`,
+    /// bytes, default 16 MiB).
+    pub max_message_size: usize,
+    /// The broker's `consumer_timeout` (`worker.consumer_timeout`, default `30m`, as
+    /// RabbitMQ's): the worker warns at start about job timeouts not below it.
+    #[serde(with = "humantime_serde")]
+    pub consumer_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +62,8 @@ impl Default for WorkerConfig {
             concurrency: 1,
             grace_period: Duration::from_secs(30),
             id: None,
+            max_message_size: 16 << 20,
+            consumer_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -65,16 +74,12 @@ impl WorkerConfig {
     /// # Errors
     /// [`jobs_core::Error::Config`] naming the key.
     pub fn validate(&self) -> Result<(), jobs_core::Error> {
-        let bad = |key: &str, message: String| jobs_core::Error::Config {
-            key: key.into(),
-            message,
-        };
+        let bad = |key: &str, message: String| jobs_core::Error::Config { key: key.into(), message };
         if self.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
         }
         for queue in &self.queues {
-            jobs_core::topology::validate_queue_name(queue)
-                .map_err(|e| bad("worker.queues", e.to_string()))?;
+            jobs_core::topology::validate_queue_name(queue).map_err(|e| bad("worker.queues", e.to_string()))?;
         }
         Ok(())
     }
@@ -92,10 +97,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
+        LogConfig { format: LogFormat::Text, filter: "info".into() }
     }
 }
 
@@ -114,17 +116,10 @@ mod tests {
     use super::*;
 
     fn load(toml: &str) -> Result<Settings, Error> {
-        let path = std::env::temp_dir().join(format!(
-            "jobs-worker-cfg-{}-{}.toml",
-            std::process::id(),
-            toml.len()
-        ));
+        let path = std::env::temp_dir().join(format!("jobs-worker-cfg-{}-{}.toml", std::process::id(), toml.len()));
         std::fs::write(&path, toml).unwrap();
-        let source = ConfigSource {
-            file: Some(path.clone()),
-            env_prefix: Some("JOBSWTEST".into()),
-            ..Default::default()
-        };
+        let source =
+            ConfigSource { file: Some(path.clone()), env_prefix: Some("JOBSWTEST".into()), ..Default::default() };
         let result = Settings::load(&source);
         std::fs::remove_file(path).unwrap();
         result
@@ -139,7 +134,10 @@ mod tests {
 
     #[test]
     fn defaults_and_file_values() {
-        let s = load("[worker]\nqueues = [\"a\", \"b\"]\nconcurrency = 4\ngrace_period = \"5s\"\n[log]\nformat = \"json\"\n").unwrap();
+        let s = load(
+            "[worker]\nqueues = [\"a\", \"b\"]\nconcurrency = 4\ngrace_period = \"5s\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
         assert_eq!(s.worker.queues, ["a", "b"]);
         assert_eq!(s.worker.concurrency, 4);
         assert_eq!(s.worker.grace_period, Duration::from_secs(5));
@@ -149,23 +147,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        assert_eq!(
-            key_of(load("[worker]\nconcurrency = 0\n")),
-            "worker.concurrency"
-        );
-        assert_eq!(
-            key_of(load("[worker]\nconcurrency = \"lots\"\n")),
-            "worker.concurrency"
-        );
-        assert_eq!(
-            key_of(load("[worker]\ngrace_period = \"a while\"\n")),
-            "worker.grace_period"
-        );
+        assert_eq!(key_of(load("[worker]\nconcurrency = 0\n")), "worker.concurrency");
+        assert_eq!(key_of(load("[worker]\nconcurrency = \"lots\"\n")), "worker.concurrency");
+        assert_eq!(key_of(load("[worker]\ngrace_period = \"a while\"\n")), "worker.grace_period");
         assert_eq!(key_of(load("[log]\nformat = \"xml\"\n")), "log.format");
-        assert_eq!(
-            key_of(load("[worker]\nqueues = [\"amq.x\"]\n")),
-            "worker.queues"
-        );
+        assert_eq!(key_of(load("[worker]\nqueues = [\"amq.x\"]\n")), "worker.queues");
         let unknown = load("[worker]\nconcurency = 2\n").unwrap_err().to_string();
         assert!(unknown.contains("concurency"), "{unknown}");
     }

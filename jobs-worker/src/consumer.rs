@@ -13,14 +13,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
 use crate::dispatch::{Dispatcher, Outcome};
-use crate::settle::Settler;
+use crate::settle::{Delivery, Settler};
+use jobs_core::{header_u64, headers};
 use crate::Error;
 
 /// What every delivery's task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) dispatcher: Dispatcher,
+    pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) settler: Settler,
+    /// Classic queues: count returns of unacked jobs ourselves (quorum queues count).
+    pub(crate) count_crashes: bool,
+    pub(crate) max_crashes: u32,
+    pub(crate) max_message_size: usize,
 }
 
 pub(crate) struct Consumer {
@@ -39,28 +44,12 @@ impl Consumer {
         worker: &str,
     ) -> Result<Self, Error> {
         let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
-        let channel = connection
-            .open_channel(None)
-            .await
-            .map_err(amqp("channel.open"))?;
-        channel
-            .basic_qos(BasicQosArguments::new(0, prefetch, false))
-            .await
-            .map_err(amqp("basic.qos"))?;
+        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
         let tag = format!("{worker}:{queue}");
-        let args = BasicConsumeArguments::new(queue, &tag)
-            .manual_ack(true)
-            .finish();
-        let (tag, rx) = channel
-            .basic_consume_rx(args)
-            .await
-            .map_err(amqp("basic.consume"))?;
-        Ok(Consumer {
-            channel,
-            queue: queue.into(),
-            tag,
-            rx,
-        })
+        let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
+        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
+        Ok(Consumer { channel, queue: queue.into(), tag, rx })
     }
 
     /// Hands deliveries to tasks until `stop` (then cancels the consumer and
@@ -92,31 +81,31 @@ impl Consumer {
 }
 
 async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message: ConsumerMessage) {
-    let (Some(deliver), Some(props), Some(body)) =
-        (message.deliver, message.basic_properties, message.content)
-    else {
-        error!(
-            queue = &*queue,
-            "incomplete delivery from amqprs; it stays unacked and returns to the queue"
-        );
+    let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
+        error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
         return;
     };
-    let tag = deliver.delivery_tag();
+    let d = Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body };
     let settler = &shared.settler;
-    match shared
-        .dispatcher
-        .run(&props, &body, &queue, &settler.worker)
-        .await
-    {
-        Outcome::Done => settler.ack(&channel, tag).await,
-        Outcome::Failed { kind, error }
-        | Outcome::Rejected {
-            kind,
-            reason: error,
-        } => {
-            settler
-                .dead_letter(&channel, tag, &queue, &props, body, kind, &error)
-                .await;
+    if body.len() > shared.max_message_size {
+        let reason = format!("body of {} bytes is over worker.max_message_size ({} bytes)", body.len(), shared.max_message_size);
+        return settler.dead_letter(&d, "bad-message", &reason).await;
+    }
+    if deliver.redelivered() && shared.count_crashes {
+        let crashes = header_u64(&props, headers::CRASHES).unwrap_or(0) + 1;
+        if crashes > u64::from(shared.max_crashes) {
+            let reason = format!(
+                "came back unacked {crashes} times (amqp.max_crashes = {}): it kills its worker, or its workers kept losing the broker",
+                shared.max_crashes
+            );
+            return settler.dead_letter(&d, "crashed", &reason).await;
         }
+        return settler.requeue_crashed(&d, crashes).await;
+    }
+    match shared.dispatcher.run(&props, &body, &queue, &settler.worker).await {
+        Outcome::Done => settler.ack(&channel, d.tag).await,
+        Outcome::Failed { kind, error, retry_in: Some(delay) } => settler.retry(&d, kind, &error, delay).await,
+        Outcome::Failed { kind, error, retry_in: None } => settler.dead_letter(&d, kind, &error).await,
+        Outcome::Rejected { kind, reason } => settler.dead_letter(&d, kind, &reason).await,
     }
 }

@@ -1,15 +1,15 @@
 //! From a delivery to an outcome: find the job type, decode, run `perform` in a
-//! task of its own (so a panic is a failure, not a crash), inside a span.
+//! task of its own (so a panic is a failure, not a crash) under the job type's
+//! timeout, inside a span; decide whether a failure is retried.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jobs_core::amqprs::BasicProperties;
-use jobs_core::{
-    header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE,
-};
-use tracing::{debug, info_span, Instrument};
+use jobs_core::{header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE};
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::Error;
 
@@ -18,8 +18,9 @@ use crate::Error;
 pub(crate) enum Outcome {
     /// `perform` returned `Ok`: ack.
     Done,
-    /// `perform` failed or panicked: dead-letter (retries come later).
-    Failed { kind: &'static str, error: String },
+    /// `perform` failed, panicked or timed out: retry after `retry_in`, or
+    /// dead-letter when it is `None` (final failure or no attempts left).
+    Failed { kind: &'static str, error: String, retry_in: Option<Duration> },
     /// The message cannot be run at all: dead-letter with the reason.
     Rejected { kind: &'static str, reason: String },
 }
@@ -39,15 +40,8 @@ pub(crate) struct Meta<'a> {
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties) -> Self {
-        let attempt = header_u64(props, headers::ATTEMPT)
-            .and_then(|a| u32::try_from(a).ok())
-            .unwrap_or(1)
-            .max(1);
-        Meta {
-            name: props.message_type().map(String::as_str),
-            id: props.message_id().map(String::as_str),
-            attempt,
-        }
+        let attempt = header_u64(props, headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
+        Meta { name: props.message_type().map(String::as_str), id: props.message_id().map(String::as_str), attempt }
     }
 }
 
@@ -71,90 +65,78 @@ impl Dispatcher {
         queues
     }
 
-    /// Decodes and runs one delivery.
-    pub(crate) async fn run(
-        &self,
-        props: &BasicProperties,
-        body: &[u8],
-        queue: &Arc<str>,
-        worker: &Arc<str>,
-    ) -> Outcome {
-        let meta = Meta::of(props);
-        if let Some(content_type) = props.content_type() {
-            if content_type != CONTENT_TYPE {
-                return reject(
-                    "bad-message",
-                    format!("content type `{content_type}` is not `{CONTENT_TYPE}`"),
+    /// Warns about job types whose timeout would let the broker close the
+    /// channel first (RabbitMQ's `consumer_timeout`).
+    pub(crate) fn check_timeouts(&self, consumer_timeout: Duration) {
+        for registration in self.table.values() {
+            if registration.timeout() >= consumer_timeout {
+                warn!(
+                    job.name = registration.name(),
+                    timeout = ?registration.timeout(),
+                    ?consumer_timeout,
+                    "job timeout is not below the broker's consumer_timeout: a long run makes the broker close the channel and hand the job out again"
                 );
             }
         }
+    }
+
+    /// Decodes and runs one delivery.
+    pub(crate) async fn run(&self, props: &BasicProperties, body: &[u8], queue: &Arc<str>, worker: &Arc<str>) -> Outcome {
+        let meta = Meta::of(props);
+        if let Some(content_type) = props.content_type() {
+            if content_type != CONTENT_TYPE {
+                return reject("bad-message", format!("content type `{content_type}` is not `{CONTENT_TYPE}`"));
+            }
+        }
         let Some(name) = meta.name else {
-            return reject(
-                "unknown-type",
-                "the message has no `type` property naming its job type".into(),
-            );
+            return reject("unknown-type", "the message has no `type` property naming its job type".into());
         };
         let Some(registration) = self.table.get(name) else {
-            return reject(
-                "unknown-type",
-                format!("no job type `{name}` is linked into this worker"),
-            );
+            return reject("unknown-type", format!("no job type `{name}` is linked into this worker"));
         };
-        let Some(id) = meta.id else {
-            return reject(
-                "bad-message",
-                "the message has no `message_id` (job id)".into(),
-            );
+        let Some(id) = meta.id.filter(|id| !id.is_empty()) else {
+            return reject("bad-message", "the message has no `message_id` (job id)".into());
         };
-        let ctx = JobContext::new(
-            JobId::from(id),
-            registration.name(),
-            queue.clone(),
-            meta.attempt,
-            worker.clone(),
-        );
+        let ctx = JobContext::new(JobId::from(id), registration.name(), queue.clone(), meta.attempt, worker.clone());
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
-            Err(err) => {
-                return reject(
-                    "undecodable",
-                    format!("body does not decode as `{name}`: {err}"),
-                )
-            }
+            Err(err) => return reject("undecodable", format!("body does not decode as `{name}`: {err}")),
         };
-        let span = info_span!(
-            "job",
-            job.name = name,
-            job.id = id,
-            job.attempt = meta.attempt,
-            queue = &**queue
-        );
+        let span = info_span!("job", job.name = name, job.id = id, job.attempt = meta.attempt, queue = &**queue);
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
-        let outcome = match tokio::spawn(future.instrument(span.clone())).await {
-            Ok(Ok(())) => Outcome::Done,
-            Ok(Err(err)) => {
-                let kind = if err.kind() == FailureKind::Fatal {
-                    "fatal"
-                } else {
-                    "failed"
-                };
-                Outcome::Failed {
-                    kind,
-                    error: err.to_string(),
-                }
+        let mut task = tokio::spawn(future.instrument(span.clone()));
+        let (kind, error, failure) = match tokio::time::timeout(registration.timeout(), &mut task).await {
+            Ok(Ok(Ok(()))) => {
+                debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job done");
+                return Outcome::Done;
             }
-            Err(join) if join.is_panic() => Outcome::Failed {
-                kind: "panicked",
-                error: panic_message(join.into_panic()),
-            },
-            Err(_) => Outcome::Failed {
-                kind: "cancelled",
-                error: "the job's task was cancelled".into(),
-            },
+            Ok(Ok(Err(err))) => {
+                let kind = if err.kind() == FailureKind::Fatal { "fatal" } else { "failed" };
+                (kind, err.to_string(), err.kind())
+            }
+            Ok(Err(join)) if join.is_panic() => ("panicked", panic_message(join.into_panic()), FailureKind::Retry),
+            Ok(Err(_)) => ("cancelled", "the job's task was cancelled".into(), FailureKind::Retry),
+            Err(_) => {
+                task.abort();
+                ("timeout", format!("timed out after {:?}", registration.timeout()), FailureKind::Retry)
+            }
         };
-        debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, ?outcome, "job finished");
-        outcome
+        let retry_in = retry_delay(registration, meta.attempt, failure);
+        debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, kind, %error, ?retry_in, "job failed");
+        Outcome::Failed { kind, error, retry_in }
+    }
+}
+
+/// When to retry after failed attempt `attempt`, if at all.
+fn retry_delay(registration: &Registration, attempt: u32, failure: FailureKind) -> Option<Duration> {
+    if attempt >= registration.max_attempts() {
+        return None;
+    }
+    match failure {
+        FailureKind::Fatal => None,
+        FailureKind::RetryAfter(delay) => Some(delay),
+        _ => Some(registration.backoff(attempt)),
     }
 }
 
@@ -175,14 +157,36 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jobs_core::{Job, JobError, Perform};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, jobs_core::Job)]
+    #[job(max_attempts = 3, backoff = two_seconds)]
+    struct Three;
+
+    fn two_seconds(_: u32) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    impl Perform for Three {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn retries_follow_attempts_backoff_and_failure_kind() {
+        let r = jobs_core::find_registration(Three::NAME).unwrap();
+        assert_eq!(retry_delay(r, 1, FailureKind::Retry), Some(Duration::from_secs(2)));
+        assert_eq!(retry_delay(r, 2, FailureKind::RetryAfter(Duration::from_secs(9))), Some(Duration::from_secs(9)));
+        assert_eq!(retry_delay(r, 3, FailureKind::Retry), None, "no attempts left");
+        assert_eq!(retry_delay(r, 1, FailureKind::Fatal), None);
+    }
 
     #[test]
     fn panic_messages_are_kept() {
         assert_eq!(panic_message(Box::new("boom")), "panicked: boom");
-        assert_eq!(
-            panic_message(Box::new(String::from("bang"))),
-            "panicked: bang"
-        );
+        assert_eq!(panic_message(Box::new(String::from("bang"))), "panicked: bang");
         assert_eq!(panic_message(Box::new(7)), "panicked");
     }
 

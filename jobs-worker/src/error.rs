@@ -14,9 +14,7 @@ pub enum Error {
     #[error("no queues to consume: set `worker.queues`, or link job types (`#[derive(Job)]`) into the worker binary")]
     NoQueues,
     /// Two linked job types share a name, so messages could not be told apart.
-    #[error(
-        "two job types are both named `{0}`; give one another name with `#[job(name = \"...\")]`"
-    )]
+    #[error("two job types are both named `{0}`; give one another name with `#[job(name = \"...\")]`")]
     DuplicateJobName(&'static str),
     /// The connection to the broker was lost (the consumer stream ended).
     #[error("lost the connection to RabbitMQ while consuming `{queue}`")]

@@ -14,16 +14,10 @@ pub fn init_logging(config: &LogConfig) -> Result<(), Error> {
         _ => EnvFilter::try_new(&config.filter),
     }
     .map_err(|e| Error::Logging(format!("bad log filter: {e}")))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
     result.map_err(|e| Error::Logging(e.to_string()))
 }

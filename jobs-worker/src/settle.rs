@@ -1,19 +1,29 @@
-//! Settling a delivery: ack after success; after a failure, publish the dead copy,
-//! wait for its confirm, then ack. Never ack first.
+//! Settling a delivery. Exactly one of: ack (done); publish a copy (retry,
+//! crash-counted requeue, or dead letter), wait for its confirm, then ack; or
+//! leave it unacked (the broker hands it out again). Never ack first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
 use jobs_core::amqprs::{BasicProperties, FieldTable, FieldValue};
-use jobs_core::{headers, now_secs, set_header, topology, JobId, Outgoing, Publisher};
-use tracing::{error, warn};
+use jobs_core::topology::{dead_queue, delay_route};
+use jobs_core::{header_u64, headers, now_secs, set_header, JobId, Outgoing, Publisher};
+use tracing::{error, info, warn};
 
-/// What a worker needs to settle deliveries.
+/// Where a settled copy goes.
+struct Copy<'a> {
+    exchange: String,
+    routing_key: String,
+    what: &'a str,
+}
+
+/// What a worker needs to settle deliveries on one connection.
 #[derive(Debug)]
 pub(crate) struct Settler {
     pub(crate) publisher: Publisher,
     pub(crate) worker: Arc<str>,
+    pub(crate) host: String,
 }
 
 impl Settler {
@@ -21,66 +31,113 @@ impl Settler {
     pub(crate) async fn ack(&self, channel: &Channel, tag: u64) {
         if let Err(err) = channel.basic_ack(BasicAckArguments::new(tag, false)).await {
             // The channel is gone: the broker hands the job out again (at-least-once).
-            error!(error = %err, "could not ack a finished job; it will be delivered again");
+            error!(error = %err, "could not ack a settled job; it will be delivered again");
         }
     }
 
-    /// Sends a delivery to `<queue>.dead` with the reason, then acks it. If the
-    /// dead copy is not confirmed, the delivery goes back to its queue instead.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn dead_letter(
-        &self,
-        channel: &Channel,
-        tag: u64,
-        queue: &str,
-        props: &BasicProperties,
-        body: Vec<u8>,
-        kind: &'static str,
-        reason: &str,
-    ) {
-        let mut table = props.headers().cloned().unwrap_or_else(FieldTable::new);
-        set_header(
-            &mut table,
-            headers::ERROR,
-            FieldValue::from(truncate(reason, 4096)),
-        );
-        set_header(&mut table, headers::ERROR_KIND, FieldValue::from(kind));
-        set_header(&mut table, headers::FAILED_AT, FieldValue::T(now_secs()));
-        set_header(&mut table, headers::WORKER, FieldValue::from(&*self.worker));
-        set_header(&mut table, headers::QUEUE, FieldValue::from(queue));
-        let id = props
-            .message_id()
-            .map(|s| JobId::from(s.as_str()))
-            .unwrap_or_default();
-        let mut properties = props.clone();
-        properties
-            .with_headers(table)
-            .with_message_id(id.as_str())
-            .with_persistence(true);
+    /// Sends a delivery to `<queue>.dead` with the reason, then acks it.
+    pub(crate) async fn dead_letter(&self, d: &Delivery<'_>, kind: &'static str, reason: &str) {
+        let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
+        let done = self.forward(d, copy, |t| self.failure_headers(t, d.props, kind, reason)).await;
+        if done {
+            warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), kind, reason, "dead-lettered");
+        }
+    }
+
+    /// Publishes the next attempt to run after `delay`, then acks this one.
+    pub(crate) async fn retry(&self, d: &Delivery<'_>, kind: &'static str, reason: &str, delay: Duration) {
+        let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
+        let (exchange, routing_key) = delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
+        let copy = Copy { exchange, routing_key, what: "retry" };
+        let done = self
+            .forward(d, copy, |t| {
+                self.failure_headers(t, d.props, kind, reason);
+                set_header(t, headers::ATTEMPT, FieldValue::l((attempt + 1) as i64));
+            })
+            .await;
+        if done {
+            info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt, kind, reason, retry_in = ?delay, "job failed; retry scheduled");
+        }
+    }
+
+    /// Puts a redelivered job back at the end of its queue with its crash count
+    /// raised, so it runs again after the jobs waiting behind it.
+    pub(crate) async fn requeue_crashed(&self, d: &Delivery<'_>, crashes: u64) {
+        let copy = Copy { exchange: String::new(), routing_key: d.queue.to_owned(), what: "crash requeue" };
+        let done = self.forward(d, copy, |t| set_header(t, headers::CRASHES, FieldValue::l(crashes as i64))).await;
+        if done {
+            warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
+        }
+    }
+
+    fn failure_headers(&self, table: &mut FieldTable, props: &BasicProperties, kind: &'static str, reason: &str) {
+        let now = now_secs();
+        set_header(table, headers::ERROR, FieldValue::from(truncate(reason, 4096)));
+        set_header(table, headers::ERROR_KIND, FieldValue::from(kind));
+        set_header(table, headers::FAILED_AT, FieldValue::T(now));
+        if header_u64(props, headers::FIRST_FAILED_AT).is_none() {
+            set_header(table, headers::FIRST_FAILED_AT, FieldValue::T(now));
+        }
+        set_header(table, headers::WORKER, FieldValue::from(&*self.worker));
+        set_header(table, headers::HOST, FieldValue::from(self.host.as_str()));
+    }
+
+    /// Publishes a copy of the delivery with edited headers, waits for the
+    /// confirm, then acks. If the copy is not confirmed the delivery goes back
+    /// to its queue instead. Returns whether the copy was stored.
+    async fn forward(&self, d: &Delivery<'_>, copy: Copy<'_>, edit: impl FnOnce(&mut FieldTable)) -> bool {
+        let mut table = d.props.headers().cloned().unwrap_or_default();
+        // The broker's own dead-letter history from the delay cascade: not ours to keep.
+        if let Ok(key) = "x-death".try_into() {
+            table.remove(&key);
+        }
+        set_header(&mut table, headers::QUEUE, FieldValue::from(d.queue));
+        edit(&mut table);
+        let id = d.id();
+        let mut properties = d.props.clone();
+        properties.with_headers(table).with_message_id(id.as_str()).with_persistence(true);
         let message = Outgoing {
             id: id.clone(),
-            exchange: String::new(),
-            routing_key: topology::dead_queue(queue),
+            exchange: copy.exchange,
+            routing_key: copy.routing_key,
             properties,
-            body,
+            body: d.body.to_vec(),
         };
         match self.publisher.publish(message).await {
             Ok(()) => {
-                warn!(queue, job.id = %id, job.name = props.message_type().map(String::as_str), kind, reason, "dead-lettered");
-                self.ack(channel, tag).await;
+                self.ack(d.channel, d.tag).await;
+                true
             }
             Err(err) => {
-                error!(queue, job.id = %id, error = %err, "could not dead-letter a job; returning it to its queue");
+                error!(queue = d.queue, job.id = %id, error = %jobs_core::report(&err), what = copy.what, "could not store the job's copy; returning it to its queue");
                 // Not in a hot loop: give the broker a moment before the job comes back.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Err(err) = channel
-                    .basic_reject(BasicRejectArguments::new(tag, true))
-                    .await
-                {
+                if let Err(err) = d.channel.basic_reject(BasicRejectArguments::new(d.tag, true)).await {
                     error!(error = %err, "could not return the job; the broker will when the channel closes");
                 }
+                false
             }
         }
+    }
+}
+
+/// One delivery being settled.
+pub(crate) struct Delivery<'a> {
+    pub(crate) channel: &'a Channel,
+    pub(crate) tag: u64,
+    pub(crate) queue: &'a str,
+    pub(crate) props: &'a BasicProperties,
+    pub(crate) body: &'a [u8],
+}
+
+impl Delivery<'_> {
+    /// The job id, or a new one for a message that had none (so its dead copy has one).
+    fn id(&self) -> JobId {
+        self.props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.props.message_type().map(String::as_str)
     }
 }
 

@@ -1,11 +1,16 @@
-//! The worker: connect, declare, consume, and stop gracefully.
+//! The worker: connect, declare, consume; reconnect when the broker goes; stop
+//! gracefully.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use jobs_core::{connect, topology, AmqpConfig, Client, Publisher};
+use jobs_core::amqprs::connection::Connection;
+use jobs_core::topology::QueueType;
+use jobs_core::{connect_with_retry, report, AmqpConfig, Client, Publisher};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -31,9 +36,17 @@ static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
 pub struct Worker {
     amqp: AmqpConfig,
     config: WorkerConfig,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     queues: Vec<String>,
     id: Arc<str>,
+}
+
+/// How a connection's session ended.
+enum SessionEnd {
+    /// The stop future resolved.
+    Stopped,
+    /// The connection or a consumer went away.
+    Lost(Error),
 }
 
 impl Worker {
@@ -46,26 +59,13 @@ impl Worker {
         amqp.validate()?;
         config.validate()?;
         let dispatcher = Dispatcher::from_registry()?;
-        let queues = if config.queues.is_empty() {
-            dispatcher.queues()
-        } else {
-            config.queues.clone()
-        };
+        let queues = if config.queues.is_empty() { dispatcher.queues() } else { config.queues.clone() };
         if queues.is_empty() {
             return Err(Error::NoQueues);
         }
         let n = WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
-        let id = config
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
-        Ok(Worker {
-            amqp,
-            config,
-            dispatcher,
-            queues,
-            id: id.into(),
-        })
+        let id = config.id.clone().unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
+        Ok(Worker { amqp, config, dispatcher: Arc::new(dispatcher), queues, id: id.into() })
     }
 
     /// This worker's id.
@@ -83,64 +83,124 @@ impl Worker {
     /// connection. Jobs still running then stay unacked; the broker hands them
     /// to another worker. A normal stop returns `Ok`.
     ///
+    /// When the connection drops it reconnects (capped backoff, every URL in
+    /// turn), declares its topology again and goes on; jobs running meanwhile
+    /// finish, and as their acks are lost the broker hands them out again.
+    ///
     /// Also sets the process-wide client (if none is set), so jobs can enqueue jobs.
     ///
     /// # Errors
-    /// When the broker cannot be reached or refuses the topology, and
-    /// [`Error::ConnectionLost`] when the connection drops while consuming.
+    /// When no broker answers within `amqp.reconnect_timeout` at start, or the
+    /// broker refuses the topology ([`jobs_core::Error::TopologyMismatch`]).
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let _ = Client::init_global(Client::new(self.amqp.clone()));
-        let connection = connect(&self.amqp, &self.id).await?;
+        self.dispatcher.check_timeouts(self.config.consumer_timeout);
+        let tasks = TaskTracker::new();
+        tokio::pin!(stop);
+        let mut ever_connected = false;
+        let mut pause = Duration::from_millis(100);
+        let result = loop {
+            let deadline = Instant::now() + self.amqp.reconnect_timeout;
+            let connected = tokio::select! {
+                _ = &mut stop => break Ok(()),
+                connected = self.open_session(deadline) => connected,
+            };
+            let (connection, consumers, shared) = match connected {
+                Ok(session) => session,
+                Err(err @ Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. })) => {
+                    break Err(err)
+                }
+                Err(err) if !ever_connected => break Err(err),
+                Err(err) => {
+                    warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
+                    tokio::select! {
+                        _ = &mut stop => break Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            ever_connected = true;
+            pause = Duration::from_millis(100);
+            info!(worker.id = &*self.id, queues = ?self.queues, concurrency = self.config.concurrency, "worker ready");
+            match self.serve(&connection, consumers, shared, &tasks, &mut stop).await {
+                SessionEnd::Stopped => {
+                    self.drain(&tasks).await;
+                    let _ = connection.close().await;
+                    break Ok(());
+                }
+                SessionEnd::Lost(err) => {
+                    warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
+                    let _ = connection.close().await;
+                }
+            }
+        };
+        info!(worker.id = &*self.id, "worker stopped");
+        result
+    }
+
+    /// Connects, declares the topology and starts a consumer per queue.
+    async fn open_session(&self, deadline: Instant) -> Result<(Connection, Vec<Consumer>, Arc<Shared>), Error> {
+        let connection = connect_with_retry(&self.amqp, &self.id, deadline).await?;
         let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
+        let topology = self.amqp.topology();
+        topology.declare_delays(&publisher).await?;
         for queue in &self.queues {
-            topology::declare_job_queue(publisher.channel(), queue).await?;
+            topology.declare_job_queue(&publisher, queue).await?;
+            topology.bind_delayed(&publisher, queue).await?;
         }
         let mut consumers = Vec::with_capacity(self.queues.len());
         for queue in &self.queues {
-            consumers.push(
-                Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?,
-            );
+            consumers.push(Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?);
         }
         let shared = Arc::new(Shared {
-            dispatcher: self.dispatcher,
-            settler: Settler {
-                publisher,
-                worker: self.id.clone(),
-            },
+            dispatcher: self.dispatcher.clone(),
+            settler: Settler { publisher, worker: self.id.clone(), host: jobs_core::hostname() },
+            count_crashes: self.amqp.queue_type == QueueType::Classic,
+            max_crashes: self.amqp.max_crashes,
+            max_message_size: self.config.max_message_size,
         });
+        Ok((connection, consumers, shared))
+    }
+
+    /// Consumes until `stop` resolves or a consumer ends.
+    async fn serve(
+        &self,
+        connection: &Connection,
+        consumers: Vec<Consumer>,
+        shared: Arc<Shared>,
+        tasks: &TaskTracker,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> SessionEnd {
         let halt = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let mut loops = JoinSet::new();
         for consumer in consumers {
             loops.spawn(consumer.run(halt.clone(), tasks.clone(), shared.clone()));
         }
-        info!(worker.id = &*self.id, queues = ?self.queues, concurrency = self.config.concurrency, "worker ready");
-
-        let result = tokio::select! {
-            _ = stop => Ok(()),
+        let end = tokio::select! {
+            _ = stop => SessionEnd::Stopped,
+            _ = connection.listen_network_io_failure() => SessionEnd::Lost(Error::ConnectionLost { queue: "(network failure)".into() }),
             Some(ended) = loops.join_next() => match ended {
-                Ok(Err(err)) => Err(err),
-                Ok(Ok(())) => Ok(()),
-                Err(join) => Err(Error::ConnectionLost { queue: format!("consumer task failed: {join}") }),
+                Ok(Err(err)) => SessionEnd::Lost(err),
+                Ok(Ok(())) => SessionEnd::Lost(Error::ConnectionLost { queue: "(consumer ended)".into() }),
+                Err(join) => SessionEnd::Lost(Error::ConnectionLost { queue: format!("consumer task failed: {join}") }),
             },
         };
         halt.cancel();
         while loops.join_next().await.is_some() {}
-        if result.is_ok() {
-            tasks.close();
-            let running = tasks.len();
-            if running > 0 {
-                info!(running, grace_period = ?self.config.grace_period, "waiting for running jobs");
-            }
-            if tokio::time::timeout(self.config.grace_period, tasks.wait())
-                .await
-                .is_err()
-            {
-                warn!(running = tasks.len(), "grace period over: leaving running jobs unacked; the broker hands them to another worker");
-            }
+        end
+    }
+
+    /// Waits up to the grace period for running jobs.
+    async fn drain(&self, tasks: &TaskTracker) {
+        tasks.close();
+        let running = tasks.len();
+        if running > 0 {
+            info!(running, grace_period = ?self.config.grace_period, "waiting for running jobs");
         }
-        let _ = connection.close().await;
-        info!(worker.id = &*self.id, "worker stopped");
-        result
+        if tokio::time::timeout(self.config.grace_period, tasks.wait()).await.is_err() {
+            warn!(running = tasks.len(), "grace period over: leaving running jobs unacked; the broker hands them to another worker");
+        }
     }
 }

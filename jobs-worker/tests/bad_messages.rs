@@ -48,22 +48,12 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(
-        &amqp_url(),
-        &[&queue],
-        1,
-        "bad-worker",
-        Duration::from_secs(5),
-    );
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "bad-worker", Duration::from_secs(5));
     wait_for_consumers(&raw, &queue, 1).await;
 
     let msgpack = Some("application/msgpack");
     let wrong_fields = rmp_serde::to_vec_named(&serde_json::json!({"name": 7})).unwrap();
-    let good_body = rmp_serde::to_vec_named(&Greet {
-        name: "x".into(),
-        times: 1,
-    })
-    .unwrap();
+    let good_body = rmp_serde::to_vec_named(&Greet { name: "x".into(), times: 1 }).unwrap();
     let cases: Vec<(&str, BasicProperties, Vec<u8>, &str, &str)> = vec![
         (
             "garbage",
@@ -72,13 +62,7 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
             "undecodable",
             "does not decode as `Greet`",
         ),
-        (
-            "fields",
-            props("fields", Some("Greet"), msgpack),
-            wrong_fields,
-            "undecodable",
-            "does not decode as `Greet`",
-        ),
+        ("fields", props("fields", Some("Greet"), msgpack), wrong_fields, "undecodable", "does not decode as `Greet`"),
         (
             "unknown",
             props("unknown", Some("NoSuchJob"), msgpack),
@@ -86,13 +70,7 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
             "unknown-type",
             "no job type `NoSuchJob`",
         ),
-        (
-            "untyped",
-            props("untyped", None, msgpack),
-            good_body.clone(),
-            "unknown-type",
-            "no `type` property",
-        ),
+        ("untyped", props("untyped", None, msgpack), good_body.clone(), "unknown-type", "no `type` property"),
         (
             "json",
             props("json", Some("Greet"), Some("application/json")),
@@ -100,13 +78,7 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
             "bad-message",
             "content type `application/json`",
         ),
-        (
-            "no-id",
-            props("", Some("Greet"), msgpack),
-            good_body.clone(),
-            "bad-message",
-            "no `message_id`",
-        ),
+        ("no-id", props("", Some("Greet"), msgpack), good_body.clone(), "bad-message", "no `message_id`"),
     ];
     let channel = raw.open_channel(None).await.unwrap();
     for (_, p, body, _, _) in &cases {
@@ -114,33 +86,20 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
         if p.message_id().map(String::as_str) == Some("") {
             p = props_without_id();
         }
-        channel
-            .basic_publish(p, body.clone(), BasicPublishArguments::new("", &queue))
-            .await
-            .unwrap();
+        channel.basic_publish(p, body.clone(), BasicPublishArguments::new("", &queue)).await.unwrap();
     }
     client
-        .enqueue_with(
-            &Greet {
-                name: "after-bad".into(),
-                times: 1,
-            },
-            EnqueueOptions::new().queue(&queue),
-        )
+        .enqueue_with(&Greet { name: "after-bad".into(), times: 1 }, EnqueueOptions::new().queue(&queue))
         .await
         .unwrap();
 
-    wait_until(
-        "the good job after the bad ones",
-        Duration::from_secs(20),
-        || async { GREETED.lock().unwrap().contains(&"after-bad".to_string()) },
-    )
+    wait_until("the good job after the bad ones", Duration::from_secs(20), || async {
+        GREETED.lock().unwrap().contains(&"after-bad".to_string())
+    })
     .await;
-    wait_until(
-        "every bad message in dead",
-        Duration::from_secs(10),
-        || async { counts(&raw, &dead).await.0 == cases.len() as u32 },
-    )
+    wait_until("every bad message in dead", Duration::from_secs(10), || async {
+        counts(&raw, &dead).await.0 == cases.len() as u32
+    })
     .await;
     let mut got = Vec::new();
     while let Some((props, _)) = get(&channel, &dead).await {
@@ -152,19 +111,12 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
     }
     for (id, _, _, kind, reason) in &cases {
         let found = got.iter().find(|g| match g.0.as_deref() {
-            Some(got_id) => {
-                got_id == *id
-                    || (*id == "no-id" && g.1 == "bad-message" && g.2.contains("message_id"))
-            }
+            Some(got_id) => got_id == *id || (*id == "no-id" && g.1 == "bad-message" && g.2.contains("message_id")),
             None => *id == "no-id",
         });
         let found = found.unwrap_or_else(|| panic!("{id} not in dead: {got:?}"));
         assert_eq!(found.1, *kind, "{id}");
-        assert!(
-            found.2.contains(reason),
-            "{id}: {:?} does not contain {reason:?}",
-            found.2
-        );
+        assert!(found.2.contains(reason), "{id}: {:?} does not contain {reason:?}", found.2);
     }
     assert_eq!(counts(&raw, &queue).await.0, 0);
     assert!(!running.is_finished(), "the worker still runs");
@@ -174,8 +126,6 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
 
 fn props_without_id() -> BasicProperties {
     let mut p = BasicProperties::default();
-    p.with_message_type("Greet")
-        .with_content_type("application/msgpack")
-        .with_persistence(true);
+    p.with_message_type("Greet").with_content_type("application/msgpack").with_persistence(true);
     p.finish()
 }

@@ -1,4 +1,4 @@
-//! A failing, a fatal and a panicking job land in `<queue>.dead` with the error in
+//! With no attempts left, a failing, a fatal and a panicking job land in `<queue>.dead` with the error in
 //! their headers; the worker keeps serving.
 #![allow(clippy::unwrap_used)]
 
@@ -10,12 +10,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use jobs_core::{
-    header_str, header_u64, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform,
-};
+use jobs_core::{header_str, header_u64, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
+#[job(max_attempts = 1)]
 struct Flaky {
     mode: String,
 }
@@ -42,44 +41,21 @@ async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(
-        &amqp_url(),
-        &[&queue],
-        1,
-        "failures-worker",
-        Duration::from_secs(5),
-    );
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "failures-worker", Duration::from_secs(5));
     wait_for_consumers(&raw, &queue, 1).await;
 
     let on = || EnqueueOptions::new().queue(&queue);
     let mut ids = Vec::new();
     for mode in ["fail", "fatal", "panic"] {
-        ids.push(
-            client
-                .enqueue_with(&Flaky { mode: mode.into() }, on())
-                .await
-                .unwrap(),
-        );
+        ids.push(client.enqueue_with(&Flaky { mode: mode.into() }, on()).await.unwrap());
     }
-    let good = client
-        .enqueue_with(&Flaky { mode: "ok".into() }, on())
-        .await
-        .unwrap();
-    wait_until(
-        "the good job after the bad ones",
-        Duration::from_secs(20),
-        || async { DONE.lock().unwrap().contains(&good.to_string()) },
-    )
-    .await;
-    wait_until("three dead jobs", Duration::from_secs(10), || async {
-        counts(&raw, &dead).await.0 == 3
+    let good = client.enqueue_with(&Flaky { mode: "ok".into() }, on()).await.unwrap();
+    wait_until("the good job after the bad ones", Duration::from_secs(20), || async {
+        DONE.lock().unwrap().contains(&good.to_string())
     })
     .await;
-    assert_eq!(
-        counts(&raw, &queue).await.0,
-        0,
-        "nothing left behind in the queue"
-    );
+    wait_until("three dead jobs", Duration::from_secs(10), || async { counts(&raw, &dead).await.0 == 3 }).await;
+    assert_eq!(counts(&raw, &queue).await.0, 0, "nothing left behind in the queue");
 
     let channel = raw.open_channel(None).await.unwrap();
     let mut seen = Vec::new();
@@ -98,30 +74,12 @@ async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
     }
     seen.sort();
     let mut expected = vec![
-        (
-            ids[0].to_string(),
-            "fail",
-            "failed",
-            "the mail server said no",
-        ),
-        (
-            ids[1].to_string(),
-            "fatal",
-            "fatal",
-            "address does not exist",
-        ),
-        (
-            ids[2].to_string(),
-            "panic",
-            "panicked",
-            "panicked: index out of bounds in the job",
-        ),
+        (ids[0].to_string(), "fail", "failed", "the mail server said no"),
+        (ids[1].to_string(), "fatal", "fatal", "address does not exist"),
+        (ids[2].to_string(), "panic", "panicked", "panicked: index out of bounds in the job"),
     ];
     expected.sort();
-    let seen: Vec<_> = seen
-        .iter()
-        .map(|(a, b, c, d)| (a.clone(), b.as_str(), c.as_str(), d.as_str()))
-        .collect();
+    let seen: Vec<_> = seen.iter().map(|(a, b, c, d)| (a.clone(), b.as_str(), c.as_str(), d.as_str())).collect();
     assert_eq!(seen, expected);
     assert!(!running.is_finished(), "the worker still runs");
     running.stop().await.unwrap();

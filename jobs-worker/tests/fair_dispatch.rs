@@ -26,9 +26,7 @@ impl Perform for Sleep {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
         let start = Instant::now();
         tokio::time::sleep(Duration::from_millis(self.millis)).await;
-        RUNS.lock()
-            .unwrap()
-            .push((self.name, ctx.worker().to_owned(), start, Instant::now()));
+        RUNS.lock().unwrap().push((self.name, ctx.worker().to_owned(), start, Instant::now()));
         Ok(())
     }
 }
@@ -43,51 +41,18 @@ async fn the_worker_holding_a_long_job_takes_no_short_job_meanwhile() {
     wait_for_consumers(&raw, &queue, 2).await;
 
     let on = || EnqueueOptions::new().queue(&queue);
-    client
-        .enqueue_with(
-            &Sleep {
-                name: "long".into(),
-                millis: 3000,
-            },
-            on(),
-        )
-        .await
-        .unwrap();
+    client.enqueue_with(&Sleep { name: "long".into(), millis: 3000 }, on()).await.unwrap();
     for i in 0..8 {
-        client
-            .enqueue_with(
-                &Sleep {
-                    name: format!("short{i}"),
-                    millis: 100,
-                },
-                on(),
-            )
-            .await
-            .unwrap();
+        client.enqueue_with(&Sleep { name: format!("short{i}"), millis: 100 }, on()).await.unwrap();
     }
-    wait_until(
-        "all nine jobs to finish",
-        Duration::from_secs(30),
-        || async { RUNS.lock().unwrap().len() == 9 },
-    )
-    .await;
+    wait_until("all nine jobs to finish", Duration::from_secs(30), || async { RUNS.lock().unwrap().len() == 9 }).await;
 
     let runs = RUNS.lock().unwrap().clone();
     let long = runs.iter().find(|r| r.0 == "long").unwrap();
-    let during_long: Vec<_> = runs
-        .iter()
-        .filter(|r| r.0 != "long" && r.2 < long.3)
-        .collect();
-    assert!(
-        !during_long.is_empty(),
-        "short jobs ran while the long one did"
-    );
+    let during_long: Vec<_> = runs.iter().filter(|r| r.0 != "long" && r.2 < long.3).collect();
+    assert!(!during_long.is_empty(), "short jobs ran while the long one did");
     for short in &during_long {
-        assert_ne!(
-            short.1, long.1,
-            "{} started on {} while it ran the long job",
-            short.0, long.1
-        );
+        assert_ne!(short.1, long.1, "{} started on {} while it ran the long job", short.0, long.1);
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();

@@ -38,13 +38,7 @@ static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
 impl Perform for Payload {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        let record = (
-            self,
-            ctx.job_id().to_string(),
-            ctx.attempt(),
-            ctx.queue().to_owned(),
-            ctx.worker().to_owned(),
-        );
+        let record = (self, ctx.job_id().to_string(), ctx.attempt(), ctx.queue().to_owned(), ctx.worker().to_owned());
         SEEN.lock().unwrap().push(record);
         Ok(())
     }
@@ -58,56 +52,25 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
     let job = Payload {
         text: "héllo wörld ✓ \u{0}".into(),
         numbers: vec![i64::MIN, -1, 0, 1, i64::MAX],
-        address: Address {
-            street: "1 Main St".into(),
-            zip: Some(12345),
-        },
+        address: Address { street: "1 Main St".into(), zip: Some(12345) },
         tags: [("a".to_string(), 1.5), ("b".to_string(), -0.25)].into(),
         bytes: (0..=255).collect(),
         nothing: None,
     };
-    let id = client
-        .enqueue_with(&job, EnqueueOptions::new().queue(&queue))
-        .await
-        .expect("enqueue");
-    assert_eq!(
-        counts(&raw, &queue).await.0,
-        1,
-        "the job waits in its queue before a worker runs"
-    );
+    let id = client.enqueue_with(&job, EnqueueOptions::new().queue(&queue)).await.expect("enqueue");
+    assert_eq!(counts(&raw, &queue).await.0, 1, "the job waits in its queue before a worker runs");
 
-    let running = worker::spawn_worker(
-        &amqp_url(),
-        &[&queue],
-        1,
-        "roundtrip-worker",
-        Duration::from_secs(5),
-    );
-    wait_until(
-        "the job to be performed",
-        Duration::from_secs(20),
-        || async { SEEN.lock().unwrap().iter().any(|r| r.1 == id.as_str()) },
-    )
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "roundtrip-worker", Duration::from_secs(5));
+    wait_until("the job to be performed", Duration::from_secs(20), || async {
+        SEEN.lock().unwrap().iter().any(|r| r.1 == id.as_str())
+    })
     .await;
-    let record = SEEN
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|r| r.1 == id.as_str())
-        .cloned()
-        .unwrap();
+    let record = SEEN.lock().unwrap().iter().find(|r| r.1 == id.as_str()).cloned().unwrap();
     assert_eq!(record.0, job);
-    assert_eq!(
-        (record.2, record.3.as_str(), record.4.as_str()),
-        (1, queue.as_str(), "roundtrip-worker")
-    );
+    assert_eq!((record.2, record.3.as_str(), record.4.as_str()), (1, queue.as_str(), "roundtrip-worker"));
 
-    wait_until(
-        "the delivery to be acked",
-        Duration::from_secs(10),
-        || async { counts(&raw, &queue).await == (0, 1) },
-    )
-    .await;
+    wait_until("the delivery to be acked", Duration::from_secs(10), || async { counts(&raw, &queue).await == (0, 1) })
+        .await;
     running.stop().await.expect("a normal stop is Ok");
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
     delete_queues(&raw, &[&queue]).await;
@@ -115,7 +78,6 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
 
 #[tokio::test]
 async fn a_worker_with_no_explicit_queues_serves_its_job_types_queues() {
-    let worker =
-        jobs_worker::Worker::new(amqp_config(), jobs_worker::WorkerConfig::default()).unwrap();
+    let worker = jobs_worker::Worker::new(amqp_config(), jobs_worker::WorkerConfig::default()).unwrap();
     assert_eq!(worker.queues(), [Payload::QUEUE]);
 }

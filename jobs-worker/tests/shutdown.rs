@@ -39,51 +39,17 @@ async fn a_stop_lets_the_running_job_finish_and_ack() {
     let queue = unique("stop");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(
-        &amqp_url(),
-        &[&queue],
-        1,
-        "stop-worker",
-        Duration::from_secs(20),
-    );
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "stop-worker", Duration::from_secs(20));
     wait_for_consumers(&raw, &queue, 1).await;
     let on = || EnqueueOptions::new().queue(&queue);
-    client
-        .enqueue_with(
-            &Slow {
-                tag: "graceful".into(),
-                millis: 1500,
-            },
-            on(),
-        )
-        .await
-        .unwrap();
-    client
-        .enqueue_with(
-            &Slow {
-                tag: "waiting".into(),
-                millis: 10,
-            },
-            on(),
-        )
-        .await
-        .unwrap();
-    wait_until("the job to start", Duration::from_secs(10), || async {
-        has("graceful:start")
-    })
-    .await;
+    client.enqueue_with(&Slow { tag: "graceful".into(), millis: 1500 }, on()).await.unwrap();
+    client.enqueue_with(&Slow { tag: "waiting".into(), millis: 10 }, on()).await.unwrap();
+    wait_until("the job to start", Duration::from_secs(10), || async { has("graceful:start") }).await;
 
     running.stop().await.expect("a normal stop is Ok");
-    assert!(
-        has("graceful:end"),
-        "the running job finished before the worker stopped"
-    );
+    assert!(has("graceful:end"), "the running job finished before the worker stopped");
     assert!(!has("waiting:start"), "no new job was taken after the stop");
-    assert_eq!(
-        counts(&raw, &queue).await,
-        (1, 0),
-        "the finished job was acked; the waiting one is still queued"
-    );
+    assert_eq!(counts(&raw, &queue).await, (1, 0), "the finished job was acked; the waiting one is still queued");
     delete_queues(&raw, &[&queue]).await;
 }
 
@@ -92,38 +58,18 @@ async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
     let queue = unique("grace");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(
-        &amqp_url(),
-        &[&queue],
-        1,
-        "grace-worker",
-        Duration::from_millis(300),
-    );
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "grace-worker", Duration::from_millis(300));
     wait_for_consumers(&raw, &queue, 1).await;
     client
-        .enqueue_with(
-            &Slow {
-                tag: "too-long".into(),
-                millis: 30_000,
-            },
-            EnqueueOptions::new().queue(&queue),
-        )
+        .enqueue_with(&Slow { tag: "too-long".into(), millis: 30_000 }, EnqueueOptions::new().queue(&queue))
         .await
         .unwrap();
-    wait_until("the job to start", Duration::from_secs(10), || async {
-        has("too-long:start")
-    })
-    .await;
+    wait_until("the job to start", Duration::from_secs(10), || async { has("too-long:start") }).await;
 
-    running
-        .stop()
-        .await
-        .expect("a stop after the grace period is still Ok");
-    wait_until(
-        "the unfinished job to be back in the queue",
-        Duration::from_secs(10),
-        || async { counts(&raw, &queue).await == (1, 0) },
-    )
+    running.stop().await.expect("a stop after the grace period is still Ok");
+    wait_until("the unfinished job to be back in the queue", Duration::from_secs(10), || async {
+        counts(&raw, &queue).await == (1, 0)
+    })
     .await;
     assert!(!has("too-long:end"));
     delete_queues(&raw, &[&queue]).await;

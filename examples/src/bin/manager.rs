@@ -8,18 +8,10 @@ use jobs_core::Client;
 #[tokio::main]
 async fn main() -> ExitCode {
     let words: Vec<String> = std::env::args().skip(1).collect();
-    let message = if words.is_empty() {
-        "Hello World!".to_owned()
-    } else {
-        words.join(" ")
-    };
+    let message = if words.is_empty() { "Hello World!".to_owned() } else { words.join(" ") };
     let result = async {
         let client = Client::new(examples::amqp_config()?);
-        let id = client
-            .enqueue(&examples::Task {
-                message: message.clone(),
-            })
-            .await?;
+        let id = client.enqueue(&examples::Task { message: message.clone() }).await?;
         client.close().await;
         Ok::<_, Box<dyn std::error::Error>>(id)
     };

@@ -10,9 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use jobs_core::amqprs::channel::{
-    BasicGetArguments, Channel, QueueDeclareArguments, QueueDeleteArguments,
-};
+use jobs_core::amqprs::channel::{BasicGetArguments, Channel, QueueDeclareArguments, QueueDeleteArguments};
 use jobs_core::amqprs::connection::Connection;
 use jobs_core::amqprs::BasicProperties;
 use jobs_core::AmqpConfig;
@@ -34,16 +32,9 @@ pub fn config_for(url: &str) -> AmqpConfig {
 /// A queue name no other test (or run) uses.
 pub fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "test.{name}.{}.{}.{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        nanos
-    )
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("test.{name}.{}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos)
 }
 
 /// A raw amqprs connection; fails the test, saying how to start a broker, when none answers.
@@ -64,21 +55,14 @@ pub async fn raw_connection() -> Connection {
 
 /// Ready messages and consumers of `queue` (a passive declare on a channel of its own).
 pub async fn counts(connection: &Connection, queue: &str) -> (u32, u32) {
-    try_counts(connection, queue)
-        .await
-        .unwrap_or_else(|| panic!("queue {queue} does not exist"))
+    try_counts(connection, queue).await.unwrap_or_else(|| panic!("queue {queue} does not exist"))
 }
 
 /// As [`counts`], `None` when the queue does not exist (yet).
 pub async fn try_counts(connection: &Connection, queue: &str) -> Option<(u32, u32)> {
     let channel = connection.open_channel(None).await.expect("open channel");
     let args = QueueDeclareArguments::new(queue).passive(true).finish();
-    let result = channel
-        .queue_declare(args)
-        .await
-        .ok()
-        .flatten()
-        .map(|(_, messages, consumers)| (messages, consumers));
+    let result = channel.queue_declare(args).await.ok().flatten().map(|(_, messages, consumers)| (messages, consumers));
     let _ = channel.close().await;
     result
 }
@@ -86,11 +70,7 @@ pub async fn try_counts(connection: &Connection, queue: &str) -> Option<(u32, u3
 /// Takes one message from `queue` (auto-ack), if any.
 pub async fn get(channel: &Channel, queue: &str) -> Option<(BasicProperties, Vec<u8>)> {
     let args = BasicGetArguments::new(queue).no_ack(true).finish();
-    channel
-        .basic_get(args)
-        .await
-        .expect("basic.get")
-        .map(|(_, props, body)| (props, body))
+    channel.basic_get(args).await.expect("basic.get").map(|(_, props, body)| (props, body))
 }
 
 /// Polls `check` until it holds, failing the test after `limit`.
@@ -101,25 +81,16 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Waits until `queue` has `n` consumers.
 pub async fn wait_for_consumers(connection: &Connection, queue: &str, n: u32) {
-    wait_until(
-        &format!("{n} consumer(s) on {queue}"),
-        Duration::from_secs(20),
-        || async {
-            try_counts(connection, queue)
-                .await
-                .is_some_and(|c| c.1 >= n)
-        },
-    )
+    wait_until(&format!("{n} consumer(s) on {queue}"), Duration::from_secs(20), || async {
+        try_counts(connection, queue).await.is_some_and(|c| c.1 >= n)
+    })
     .await;
 }
 
@@ -145,10 +116,7 @@ pub struct TestNode {
 }
 
 fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a spare port")
 }
 
 impl TestNode {
@@ -159,14 +127,9 @@ impl TestNode {
         std::fs::write(dir.join("plugins"), "").expect("plugins file");
         let port = spare_port();
         // Our own config file: the machine's may pin the listener to 5672.
-        let conf =
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n");
+        let conf = format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n");
         std::fs::write(dir.join("node.conf"), conf).expect("node config");
-        let status = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(&dir)
-            .status()
-            .expect("chown");
+        let status = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&dir).status().expect("chown");
         assert!(
             status.success(),
             "chown of the test node's directory failed (tests that own a broker node run as root)"
@@ -225,12 +188,7 @@ impl TestNode {
     }
 
     pub fn ctl(&self, args: &[&str]) {
-        let out = Command::new("rabbitmqctl")
-            .arg("-n")
-            .arg(&self.node)
-            .args(args)
-            .output()
-            .expect("rabbitmqctl");
+        let out = Command::new("rabbitmqctl").arg("-n").arg(&self.node).args(args).output().expect("rabbitmqctl");
         if !out.status.success() {
             let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
             let tail: Vec<&str> = console.lines().rev().take(30).collect();
@@ -261,11 +219,7 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .arg("-n")
-            .arg(&self.node)
-            .arg("stop")
-            .output();
+        let _ = Command::new("rabbitmqctl").arg("-n").arg(&self.node).arg("stop").output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

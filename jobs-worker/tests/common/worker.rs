@@ -12,28 +12,20 @@ pub struct RunningWorker {
     handle: JoinHandle<Result<(), jobs_worker::Error>>,
 }
 
-pub fn spawn_worker(
-    url: &str,
-    queues: &[&str],
-    concurrency: u16,
-    id: &str,
-    grace: Duration,
-) -> RunningWorker {
+pub fn spawn_worker(url: &str, queues: &[&str], concurrency: u16, id: &str, grace: Duration) -> RunningWorker {
     let config = WorkerConfig {
         queues: queues.iter().map(|q| q.to_string()).collect(),
         concurrency,
         grace_period: grace,
         id: Some(id.to_owned()),
+        ..WorkerConfig::default()
     };
     let worker = Worker::new(super::config_for(url), config).expect("worker config");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
     }));
-    RunningWorker {
-        stop: Some(tx),
-        handle,
-    }
+    RunningWorker { stop: Some(tx), handle }
 }
 
 impl RunningWorker {

@@ -71,8 +71,13 @@ pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
 }
 
 /// Sets a header; header names are our constants, always valid short strings.
+///
+/// Removes any old value first: amqprs's `FieldTable::insert` adds the new
+/// entry's size to the table's encoded length without taking the replaced
+/// entry's off, and a wrong length makes the broker drop the connection.
 pub fn set_header(table: &mut FieldTable, name: &str, value: FieldValue) {
     if let Ok(key) = FieldName::try_from(name) {
+        table.remove(&key);
         table.insert(key, value);
     }
 }
@@ -132,6 +137,16 @@ mod tests {
     fn garbage_is_a_decode_error_not_a_panic() {
         assert!(decode::<V1>(b"\xc1\xff not msgpack").is_err());
         assert!(decode::<V1>(&rmp_serde::to_vec_named(&42u8).unwrap()).is_err());
+    }
+
+    #[test]
+    fn replacing_a_header_keeps_the_encoded_table_length_right() {
+        let mut replaced = FieldTable::new();
+        set_header(&mut replaced, headers::ATTEMPT, FieldValue::l(1));
+        set_header(&mut replaced, headers::ATTEMPT, FieldValue::l(2));
+        let mut fresh = FieldTable::new();
+        set_header(&mut fresh, headers::ATTEMPT, FieldValue::l(2));
+        assert_eq!(replaced, fresh, "same entries and same encoded length");
     }
 
     #[test]

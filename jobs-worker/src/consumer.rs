@@ -14,8 +14,8 @@ use tracing::{debug, error};
 
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::settle::{Delivery, Settler};
-use jobs_core::{header_u64, headers};
 use crate::Error;
+use jobs_core::{header_u64, headers};
 
 /// What every delivery's task shares.
 #[derive(Debug)]
@@ -88,7 +88,8 @@ async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message:
     let d = Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body };
     let settler = &shared.settler;
     if body.len() > shared.max_message_size {
-        let reason = format!("body of {} bytes is over worker.max_message_size ({} bytes)", body.len(), shared.max_message_size);
+        let reason =
+            format!("body of {} bytes is over worker.max_message_size ({} bytes)", body.len(), shared.max_message_size);
         return settler.dead_letter(&d, "bad-message", &reason).await;
     }
     if deliver.redelivered() && shared.count_crashes {

@@ -81,7 +81,13 @@ impl Dispatcher {
     }
 
     /// Decodes and runs one delivery.
-    pub(crate) async fn run(&self, props: &BasicProperties, body: &[u8], queue: &Arc<str>, worker: &Arc<str>) -> Outcome {
+    pub(crate) async fn run(
+        &self,
+        props: &BasicProperties,
+        body: &[u8],
+        queue: &Arc<str>,
+        worker: &Arc<str>,
+    ) -> Outcome {
         let meta = Meta::of(props);
         if let Some(content_type) = props.content_type() {
             if content_type != CONTENT_TYPE {

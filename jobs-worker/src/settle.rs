@@ -47,7 +47,8 @@ impl Settler {
     /// Publishes the next attempt to run after `delay`, then acks this one.
     pub(crate) async fn retry(&self, d: &Delivery<'_>, kind: &'static str, reason: &str, delay: Duration) {
         let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
-        let (exchange, routing_key) = delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
+        let (exchange, routing_key) =
+            delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
         let copy = Copy { exchange, routing_key, what: "retry" };
         let done = self
             .forward(d, copy, |t| {

@@ -107,9 +107,9 @@ impl Worker {
             };
             let (connection, consumers, shared) = match connected {
                 Ok(session) => session,
-                Err(err @ Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. })) => {
-                    break Err(err)
-                }
+                Err(
+                    err @ Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. }),
+                ) => break Err(err),
                 Err(err) if !ever_connected => break Err(err),
                 Err(err) => {
                     warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
@@ -200,7 +200,10 @@ impl Worker {
             info!(running, grace_period = ?self.config.grace_period, "waiting for running jobs");
         }
         if tokio::time::timeout(self.config.grace_period, tasks.wait()).await.is_err() {
-            warn!(running = tasks.len(), "grace period over: leaving running jobs unacked; the broker hands them to another worker");
+            warn!(
+                running = tasks.len(),
+                "grace period over: leaving running jobs unacked; the broker hands them to another worker"
+            );
         }
     }
 }

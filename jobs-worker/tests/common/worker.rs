@@ -12,7 +12,18 @@ pub struct RunningWorker {
     handle: JoinHandle<Result<(), jobs_worker::Error>>,
 }
 
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn spawn_worker(url: &str, queues: &[&str], concurrency: u16, id: &str, grace: Duration) -> RunningWorker {
+    init_logs();
     let config = WorkerConfig {
         queues: queues.iter().map(|q| q.to_string()).collect(),
         concurrency,

@@ -1,0 +1,176 @@
+//! Retries: attempts counted and spaced by the job type's backoff, then dead;
+//! a final failure goes straight to dead; a job over its timeout is retried.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "common/worker.rs"]
+mod worker;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use jobs_core::{header_str, header_u64, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+/// (tag, attempt, when)
+static ATTEMPTS: Mutex<Vec<(String, u32, Instant)>> = Mutex::new(Vec::new());
+
+fn attempts_of(tag: &str) -> Vec<(u32, Instant)> {
+    ATTEMPTS.lock().unwrap().iter().filter(|a| a.0 == tag).map(|a| (a.1, a.2)).collect()
+}
+
+fn record(tag: &str, ctx: &JobContext) {
+    ATTEMPTS.lock().unwrap().push((tag.to_owned(), ctx.attempt(), Instant::now()));
+}
+
+fn one_then_two_seconds(attempt: u32) -> Duration {
+    Duration::from_secs(u64::from(attempt))
+}
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(max_attempts = 3, backoff = one_then_two_seconds)]
+struct AlwaysFails {
+    tag: String,
+    fatal: bool,
+}
+
+impl Perform for AlwaysFails {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        record(&self.tag, &ctx);
+        if self.fatal {
+            return Err(JobError::fatal(format!("bad input on attempt {}", ctx.attempt())));
+        }
+        Err(JobError::msg(format!("failure {}", ctx.attempt())))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(max_attempts = 3, timeout = "500ms", backoff = one_then_two_seconds)]
+struct SlowFirst {
+    tag: String,
+}
+
+impl Perform for SlowFirst {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        record(&self.tag, &ctx);
+        if ctx.attempt() == 1 {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        record(&format!("{}:done", self.tag), &ctx);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(max_attempts = 2)]
+struct RateLimited {
+    tag: String,
+}
+
+impl Perform for RateLimited {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        record(&self.tag, &ctx);
+        if ctx.attempt() == 1 {
+            return Err(JobError::retry_after("429 Too Many Requests", Duration::from_secs(2)));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() {
+    let queue = unique("retries");
+    let dead = format!("{queue}.dead");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "retry-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    let id = client
+        .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: false }, EnqueueOptions::new().queue(&queue))
+        .await
+        .unwrap();
+
+    wait_until("the job in dead", Duration::from_secs(30), || async { counts(&raw, &dead).await.0 == 1 }).await;
+    let attempts = attempts_of(&queue);
+    assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3], "three attempts, counted");
+    let gap1 = attempts[1].1 - attempts[0].1;
+    let gap2 = attempts[2].1 - attempts[1].1;
+    // Backoff 1 s then 2 s, in whole seconds through the delay queues: never early, at most ~1 s late.
+    assert!(gap1 >= Duration::from_secs(1) && gap1 < Duration::from_millis(2500), "first retry after {gap1:?}");
+    assert!(gap2 >= Duration::from_secs(2) && gap2 < Duration::from_millis(3500), "second retry after {gap2:?}");
+
+    let channel = raw.open_channel(None).await.unwrap();
+    let (props, _) = get(&channel, &dead).await.unwrap();
+    assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()), "the same job id throughout");
+    assert_eq!(header_u64(&props, headers::ATTEMPT), Some(3));
+    assert_eq!(header_str(&props, headers::ERROR), Some("failure 3"));
+    assert_eq!(header_str(&props, headers::ERROR_KIND), Some("failed"));
+    let first = header_u64(&props, headers::FIRST_FAILED_AT).unwrap();
+    let last = header_u64(&props, headers::FAILED_AT).unwrap();
+    assert!(last >= first + 2, "first failure {first}, last {last}");
+    assert_eq!(header_str(&props, headers::HOST), Some(jobs_core::hostname().as_str()));
+    assert!(props.headers().unwrap().get(&"x-death".try_into().unwrap()).is_none(), "no broker history copied");
+    assert_eq!(counts(&raw, &queue).await.0, 0);
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn a_final_failure_goes_straight_to_dead() {
+    let queue = unique("fatal");
+    let dead = format!("{queue}.dead");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "fatal-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    client
+        .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: true }, EnqueueOptions::new().queue(&queue))
+        .await
+        .unwrap();
+    wait_until("the job in dead", Duration::from_secs(10), || async { counts(&raw, &dead).await.0 == 1 }).await;
+    assert_eq!(attempts_of(&queue).len(), 1, "no retry");
+    let channel = raw.open_channel(None).await.unwrap();
+    let (props, _) = get(&channel, &dead).await.unwrap();
+    assert_eq!(header_str(&props, headers::ERROR_KIND), Some("fatal"));
+    assert_eq!(header_str(&props, headers::ERROR), Some("bad input on attempt 1"));
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn a_job_over_its_timeout_is_cancelled_and_retried() {
+    let queue = unique("timeout");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "timeout-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    client.enqueue_with(&SlowFirst { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
+    let done = format!("{queue}:done");
+    wait_until("the retry to finish", Duration::from_secs(20), || async { !attempts_of(&done).is_empty() }).await;
+    let attempts = attempts_of(&queue);
+    assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(attempts_of(&done).iter().map(|a| a.0).collect::<Vec<_>>(), [2], "the first attempt never finished");
+    let gap = attempts[1].1 - attempts[0].1;
+    assert!(gap >= Duration::from_millis(1500), "timeout (0.5 s) then backoff (1 s): {gap:?}");
+    wait_until("the ack", Duration::from_secs(5), || async { counts(&raw, &queue).await.0 == 0 }).await;
+    assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn retry_after_uses_the_delay_the_job_asked_for() {
+    let queue = unique("retry-after");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "retry-after-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    client.enqueue_with(&RateLimited { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
+    wait_until("the second attempt", Duration::from_secs(20), || async { attempts_of(&queue).len() == 2 }).await;
+    let attempts = attempts_of(&queue);
+    let gap = attempts[1].1 - attempts[0].1;
+    assert!(gap >= Duration::from_secs(2) && gap < Duration::from_millis(3500), "{gap:?}");
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}

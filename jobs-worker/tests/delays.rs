@@ -1,0 +1,113 @@
+//! Delayed and scheduled jobs: never early, at most about a second late; a long
+//! delay does not hold back a short one; delays survive a broker restart.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "common/worker.rs"]
+mod worker;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Later {
+    tag: String,
+}
+
+static STARTED: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+
+impl Perform for Later {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        STARTED.lock().unwrap().push((self.tag, Instant::now()));
+        Ok(())
+    }
+}
+
+fn started(tag: &str) -> Option<Instant> {
+    STARTED.lock().unwrap().iter().find(|s| s.0 == tag).map(|s| s.1)
+}
+
+#[tokio::test]
+async fn a_delayed_job_starts_within_a_second_after_its_time_and_never_before() {
+    let queue = unique("delay");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "delay-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    let on = || EnqueueOptions::new().queue(&queue);
+
+    let t0 = Instant::now();
+    let tag_in = format!("{queue}-in");
+    client.enqueue_with(&Later { tag: tag_in.clone() }, on().delay(Duration::from_secs(3))).await.unwrap();
+    let tag_at = format!("{queue}-at");
+    let at = SystemTime::now() + Duration::from_millis(2500);
+    client.enqueue_with(&Later { tag: tag_at.clone() }, on().at(at)).await.unwrap();
+    assert_eq!(counts(&raw, &queue).await.0, 0, "delayed jobs do not wait in the job queue");
+
+    wait_until("both delayed jobs", Duration::from_secs(15), || async {
+        started(&tag_in).is_some() && started(&tag_at).is_some()
+    })
+    .await;
+    let after_in = started(&tag_in).unwrap() - t0;
+    assert!(after_in >= Duration::from_secs(3), "started early: {after_in:?}");
+    assert!(after_in < Duration::from_millis(4200), "started late: {after_in:?}");
+    let at_late = SystemTime::now().duration_since(at).unwrap() - (Instant::now() - started(&tag_at).unwrap());
+    assert!(at_late < Duration::from_millis(1200), "enqueue_at job late by {at_late:?}");
+    assert!(started(&tag_at).unwrap() - t0 >= Duration::from_millis(2500), "enqueue_at job early");
+    running.stop().await.unwrap();
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn a_job_delayed_an_hour_does_not_hold_back_one_delayed_two_seconds() {
+    let queue = unique("hol");
+    let raw = raw_connection().await;
+    let client = Client::new(amqp_config());
+    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "hol-worker", Duration::from_secs(5));
+    wait_for_consumers(&raw, &queue, 1).await;
+    let on = || EnqueueOptions::new().queue(&queue);
+    let t0 = Instant::now();
+    let long = format!("{queue}-hour");
+    let short = format!("{queue}-2s");
+    // Enqueued first: in one queue with per-message TTLs it would sit at the head
+    // and hold the short one back for an hour.
+    client.enqueue_with(&Later { tag: long.clone() }, on().delay(Duration::from_secs(3600))).await.unwrap();
+    client.enqueue_with(&Later { tag: short.clone() }, on().delay(Duration::from_secs(2))).await.unwrap();
+    wait_until("the 2 s job", Duration::from_secs(10), || async { started(&short).is_some() }).await;
+    let after = started(&short).unwrap() - t0;
+    assert!(after >= Duration::from_secs(2) && after < Duration::from_millis(3500), "{after:?}");
+    assert!(started(&long).is_none());
+    running.stop().await.unwrap();
+    // The hour-long job is dropped when it comes due: its queue is gone by then.
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_survive_a_broker_restart() {
+    let node = TestNode::start("delays");
+    let url = node.url();
+    let queue = "delayed-restart";
+    let client = Client::new(config_for(&url));
+    let t0 = Instant::now();
+    for n in 0..5 {
+        let options = EnqueueOptions::new().queue(queue).delay(Duration::from_secs(20));
+        client.enqueue_with(&Later { tag: format!("restart-{n}") }, options).await.unwrap();
+    }
+    client.close().await;
+    node.restart();
+    assert!(t0.elapsed() < Duration::from_secs(19), "the restart took too long for this test: {:?}", t0.elapsed());
+    let running = worker::spawn_worker(&url, &[queue], 1, "restart-worker", Duration::from_secs(5));
+    wait_until("all five delayed jobs", Duration::from_secs(40), || async {
+        (0..5).all(|n| started(&format!("restart-{n}")).is_some())
+    })
+    .await;
+    for n in 0..5 {
+        let after = started(&format!("restart-{n}")).unwrap() - t0;
+        assert!(after >= Duration::from_secs(20), "job {n} early: {after:?}");
+    }
+    running.stop().await.unwrap();
+}

@@ -42,6 +42,34 @@ pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_worker::Error> {
 }
 
 /// The job types of the examples, so binaries that only link the crate keep them.
-pub fn job_names() -> [&'static str; 1] {
-    [Task::NAME]
+pub fn job_names() -> [&'static str; 2] {
+    [Task::NAME, chaos::Abort::NAME]
+}
+
+/// Jobs that misbehave on purpose, to watch the framework's guards at work.
+pub mod chaos {
+    use jobs_core::{Job, JobContext, JobError, Perform};
+    use serde::{Deserialize, Serialize};
+
+    /// Kills the worker process that runs it (`abort`), as an out-of-memory kill
+    /// or a segfault would. After `amqp.max_crashes` returns it lands in `chaos.dead`.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "chaos")]
+    pub struct Abort {
+        /// Printed before the process dies.
+        pub note: String,
+    }
+
+    impl Perform for Abort {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!(
+                "{} [{}] aborting the process for '{}' (job {})",
+                crate::clock(),
+                ctx.worker(),
+                self.note,
+                ctx.job_id()
+            );
+            std::process::abort()
+        }
+    }
 }

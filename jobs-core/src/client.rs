@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
-use crate::topology::{self, delay_route};
+use crate::topology::{self, Topology};
 use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
@@ -155,7 +155,7 @@ impl Client {
         let id = options.id.clone().unwrap_or_default();
         let deadline = Instant::now() + self.inner.config.reconnect_timeout;
         loop {
-            let message = outgoing(job, queue, id.clone(), delay)?;
+            let message = outgoing(job, self.inner.config.topology(), queue, id.clone(), delay)?;
             let session = self.session(deadline).await?;
             session.prepare(&self.inner.config, queue, !delay.is_zero()).await?;
             match session.publisher.publish(message).await {
@@ -182,7 +182,7 @@ impl Client {
     pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
         let messages = jobs
             .iter()
-            .map(|job| outgoing(job, J::QUEUE, JobId::new(), Duration::ZERO))
+            .map(|job| outgoing(job, self.inner.config.topology(), J::QUEUE, JobId::new(), Duration::ZERO))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
         let deadline = Instant::now() + self.inner.config.reconnect_timeout;
@@ -246,9 +246,10 @@ impl Session {
     }
 }
 
-fn outgoing<J: Job>(job: &J, queue: &str, id: JobId, delay: Duration) -> Result<Outgoing, Error> {
+fn outgoing<J: Job>(job: &J, topology: Topology, queue: &str, id: JobId, delay: Duration) -> Result<Outgoing, Error> {
     topology::validate_queue_name(queue)?;
-    let (exchange, routing_key) = delay_route(delay, queue).unwrap_or_else(|| (String::new(), queue.to_owned()));
+    let (exchange, routing_key) =
+        topology.delay_route(delay, queue).unwrap_or_else(|| (String::new(), queue.to_owned()));
     Ok(Outgoing {
         properties: codec::job_properties(J::NAME, &id, 1),
         body: codec::encode(job)?,

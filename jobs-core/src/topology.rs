@@ -3,7 +3,8 @@
 //!
 //! - `<queue>`: durable queue the jobs wait in (classic, or quorum by config);
 //! - `<queue>.dead`: jobs that failed for good or could not be read; no expiry;
-//! - `jobs.delay.00` … `jobs.delay.27` and `jobs.delay.delivery`: the delay
+//! - `jobs.delay.00` … `jobs.delay.27` and `jobs.delay.delivery` (with quorum
+//!   queues `jobs.delay.quorum.00` …): the delay
 //!   cascade (see [`delay_route`]): level `n` is a topic exchange and a queue
 //!   holding messages `2ⁿ` seconds by queue TTL, then dead-lettering them to
 //!   level `n-1`; the routing key spells the remaining delay in bits, then the
@@ -28,8 +29,9 @@ pub const MAX_DELAY: Duration = Duration::from_secs((1 << LEVELS) - 1);
 /// then the queue name, and the broker allows 255.
 pub const MAX_QUEUE_NAME: usize = 190;
 
-/// The exchange that hands delayed messages to their queue once due.
-pub const DELIVERY_EXCHANGE: &str = "jobs.delay.delivery";
+/// Prefix of the delay cascade's objects with classic queues; with quorum
+/// queues it is `jobs.delay.quorum` (so both kinds can share a vhost).
+pub const DELAY_PREFIX: &str = "jobs.delay";
 
 /// The kind of queue jobs wait in (`amqp.queue_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -48,15 +50,21 @@ pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
-/// The exchange and queue of delay level `level`.
-pub fn delay_level(level: u32) -> String {
-    format!("jobs.delay.{level:02}")
+/// The exchange and queue of delay level `level` of the cascade named `prefix`.
+pub fn delay_level(prefix: &str, level: u32) -> String {
+    format!("{prefix}.{level:02}")
+}
+
+/// The exchange of the cascade named `prefix` that hands due messages to their queue.
+pub fn delivery_exchange(prefix: &str) -> String {
+    format!("{prefix}.delivery")
 }
 
 /// Where to publish a message delayed by `delay` (rounded up to whole seconds,
-/// capped at [`MAX_DELAY`]) for `queue`: the exchange of the highest level it
-/// needs, and the routing key `b27.b26.….b0.<queue>`. `None` for no delay.
-pub fn delay_route(delay: Duration, queue: &str) -> Option<(String, String)> {
+/// capped at [`MAX_DELAY`]) for `queue`, in the cascade named `prefix`: the
+/// exchange of the highest level it needs, and the routing key
+/// `b27.b26.….b0.<queue>`. `None` for no delay.
+pub fn delay_route(prefix: &str, delay: Duration, queue: &str) -> Option<(String, String)> {
     let mut secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
     secs = secs.min(MAX_DELAY.as_secs());
     if secs == 0 {
@@ -69,7 +77,7 @@ pub fn delay_route(delay: Duration, queue: &str) -> Option<(String, String)> {
         key.push('.');
     }
     key.push_str(queue);
-    Some((delay_level(top), key))
+    Some((delay_level(prefix, top), key))
 }
 
 /// Checks that `queue` can name a job queue (and its `.dead` twin and delay keys).
@@ -108,6 +116,19 @@ impl Topology {
     /// The queue type.
     pub fn queue_type(&self) -> QueueType {
         self.queue_type
+    }
+
+    /// The name prefix of this topology's delay cascade.
+    pub fn delay_prefix(&self) -> &'static str {
+        match self.queue_type {
+            QueueType::Classic => DELAY_PREFIX,
+            QueueType::Quorum => "jobs.delay.quorum",
+        }
+    }
+
+    /// [`delay_route`] in this topology's cascade.
+    pub fn delay_route(&self, delay: Duration, queue: &str) -> Option<(String, String)> {
+        delay_route(self.delay_prefix(), delay, queue)
     }
 
     fn queue_args(&self, dead_letter_to: Option<(&str, Option<&str>)>, ttl: Option<u64>) -> FieldTable {
@@ -159,7 +180,7 @@ impl Topology {
         let pattern = format!("{}{queue}", "*.".repeat(LEVELS as usize));
         publisher
             .channel()
-            .queue_bind(QueueBindArguments::new(queue, DELIVERY_EXCHANGE, &pattern))
+            .queue_bind(QueueBindArguments::new(queue, &delivery_exchange(self.delay_prefix()), &pattern))
             .await
             .map_err(|source| declare_error(publisher, queue, "queue.bind", source))
     }
@@ -172,13 +193,15 @@ impl Topology {
     pub async fn declare_delays(&self, publisher: &Publisher) -> Result<(), Error> {
         let channel = publisher.channel();
         let exchange = |name: &str| ExchangeDeclareArguments::new(name, "topic").durable(true).finish();
+        let prefix = self.delay_prefix();
+        let delivery = delivery_exchange(prefix);
         channel
-            .exchange_declare(exchange(DELIVERY_EXCHANGE))
+            .exchange_declare(exchange(&delivery))
             .await
-            .map_err(|source| declare_error(publisher, DELIVERY_EXCHANGE, "exchange.declare", source))?;
+            .map_err(|source| declare_error(publisher, &delivery, "exchange.declare", source))?;
         for level in 0..LEVELS {
-            let name = delay_level(level);
-            let next = if level == 0 { DELIVERY_EXCHANGE.to_owned() } else { delay_level(level - 1) };
+            let name = delay_level(prefix, level);
+            let next = if level == 0 { delivery.clone() } else { delay_level(prefix, level - 1) };
             channel
                 .exchange_declare(exchange(&name))
                 .await
@@ -246,22 +269,22 @@ mod tests {
 
     #[test]
     fn delay_routes_spell_the_seconds_in_bits_and_start_at_the_top_level() {
-        assert_eq!(delay_route(Duration::ZERO, "q"), None);
-        let (exchange, key) = delay_route(Duration::from_secs(5), "emails").unwrap();
+        assert_eq!(delay_route(DELAY_PREFIX, Duration::ZERO, "q"), None);
+        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(5), "emails").unwrap();
         assert_eq!(exchange, "jobs.delay.02");
         assert_eq!(key, format!("{}1.0.1.emails", "0.".repeat(25)));
         // Rounded up: never early.
-        let (exchange, key) = delay_route(Duration::from_millis(1500), "q").unwrap();
+        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_millis(1500), "q").unwrap();
         assert_eq!(exchange, "jobs.delay.01");
         assert!(key.ends_with(".0.1.0.q"), "{key}");
-        let (exchange, key) = delay_route(Duration::from_secs(3600), "q").unwrap();
+        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(3600), "q").unwrap();
         assert_eq!(exchange, "jobs.delay.11");
         let bits: String = key.split('.').take(LEVELS as usize).collect();
         assert_eq!(u64::from_str_radix(&bits, 2).unwrap(), 3600);
-        let (exchange, key) = delay_route(Duration::from_secs(u64::MAX), "q").unwrap();
+        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(u64::MAX), "q").unwrap();
         assert_eq!(exchange, "jobs.delay.27");
         assert!(key.starts_with(&"1.".repeat(28)));
         let longest = "q".repeat(MAX_QUEUE_NAME);
-        assert!(delay_route(Duration::from_secs(1), &longest).unwrap().1.len() <= 255);
+        assert!(delay_route(DELAY_PREFIX, Duration::from_secs(1), &longest).unwrap().1.len() <= 255);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jobs_core::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
 use jobs_core::amqprs::{BasicProperties, FieldTable, FieldValue};
-use jobs_core::topology::{dead_queue, delay_route};
+use jobs_core::topology::{dead_queue, Topology};
 use jobs_core::{header_u64, headers, now_secs, set_header, JobId, Outgoing, Publisher};
 use tracing::{error, info, warn};
 
@@ -24,6 +24,7 @@ pub(crate) struct Settler {
     pub(crate) publisher: Publisher,
     pub(crate) worker: Arc<str>,
     pub(crate) host: String,
+    pub(crate) topology: Topology,
 }
 
 impl Settler {
@@ -48,7 +49,7 @@ impl Settler {
     pub(crate) async fn retry(&self, d: &Delivery<'_>, kind: &'static str, reason: &str, delay: Duration) {
         let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
         let (exchange, routing_key) =
-            delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
+            self.topology.delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
         let copy = Copy { exchange, routing_key, what: "retry" };
         let done = self
             .forward(d, copy, |t| {

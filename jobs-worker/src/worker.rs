@@ -156,7 +156,7 @@ impl Worker {
         }
         let shared = Arc::new(Shared {
             dispatcher: self.dispatcher.clone(),
-            settler: Settler { publisher, worker: self.id.clone(), host: jobs_core::hostname() },
+            settler: Settler { publisher, worker: self.id.clone(), host: jobs_core::hostname(), topology },
             count_crashes: self.amqp.queue_type == QueueType::Classic,
             max_crashes: self.amqp.max_crashes,
             max_message_size: self.config.max_message_size,

@@ -31,7 +31,12 @@ pub fn spawn_worker(url: &str, queues: &[&str], concurrency: u16, id: &str, grac
         id: Some(id.to_owned()),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(super::config_for(url), config).expect("worker config");
+    spawn_with(super::config_for(url), config)
+}
+
+pub fn spawn_with(amqp: jobs_core::AmqpConfig, config: WorkerConfig) -> RunningWorker {
+    init_logs();
+    let worker = Worker::new(amqp, config).expect("worker config");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;

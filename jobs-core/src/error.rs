@@ -187,6 +187,18 @@ impl fmt::Debug for JobError {
     }
 }
 
+/// An error and its causes on one line, for logs.
+pub fn report(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,16 +225,4 @@ mod tests {
         assert_eq!(e.kind(), FailureKind::RetryAfter(Duration::from_secs(5)));
         assert_eq!(e.to_string(), "rate limited");
     }
-}
-
-/// An error and its causes on one line, for logs.
-pub fn report(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

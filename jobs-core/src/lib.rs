@@ -38,6 +38,7 @@
 //! - `confirm`: publisher-confirm tracking shared by the client and the worker;
 //! - [`topology`]: queue names, queue types, the delay cascade, declarations;
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`] and layered config loading ([`load_config`]);
+//! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `registry`: the link-time list of job types that workers dispatch on.
 
 pub mod backoff;
@@ -46,6 +47,7 @@ mod codec;
 mod config;
 mod confirm;
 mod connection;
+mod dead;
 mod error;
 mod job;
 mod registry;
@@ -56,6 +58,7 @@ pub use codec::{decode, encode, header_str, header_u64, headers, job_properties,
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource};
 pub use confirm::{Outgoing, Publisher};
 pub use connection::{connect, connect_with_retry};
+pub use dead::{DeadFilter, DeadJob, DeadLetters};
 pub use error::{report, Error, FailureKind, JobError};
 pub use job::{Job, JobContext, JobId, Perform};
 pub use jobs_macros::Job;

@@ -192,3 +192,15 @@ async fn an_unreachable_broker_is_a_connect_error_that_hides_the_password() {
     assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(text.contains("127.0.0.1:1") && !text.contains("hunter2"), "{text}");
 }
+
+#[tokio::test]
+async fn a_dead_first_url_falls_over_to_the_next() {
+    let queue = unique("fallback");
+    let raw = raw_connection().await;
+    let mut config = AmqpConfig::with_url("amqp://guest:guest@127.0.0.1:1/%2f").unwrap();
+    config.fallback_urls = vec![jobs_core::BrokerUrl::parse(&amqp_url()).unwrap()];
+    let client = Client::connect(config).await.expect("the second URL answers");
+    client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
+    assert_eq!(counts(&raw, &queue).await.0, 1);
+    delete_queues(&raw, &[&queue]).await;
+}

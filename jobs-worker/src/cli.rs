@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use jobs_core::ConfigSource;
+use clap::{Args, Parser, Subcommand};
+use jobs_core::{ConfigSource, DeadFilter};
 
 /// Runs the background jobs linked into this binary.
 ///
@@ -31,6 +31,79 @@ pub struct Cli {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Without a command: run the worker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands besides running the worker.
+#[derive(Debug, Clone, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Dead jobs (in `<queue>.dead`): list, retry or purge them.
+    Dead {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+}
+
+/// What to do with dead jobs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadAction {
+    /// Lists dead jobs of a queue, oldest first; they stay dead.
+    List {
+        /// The job queue (not `.dead`).
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends dead jobs back to their queue with attempts reset.
+    Retry {
+        /// The job queue (not `.dead`).
+        queue: String,
+        /// Which jobs.
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Deletes dead jobs for good.
+    Purge {
+        /// The job queue (not `.dead`).
+        queue: String,
+        /// Which jobs.
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// Which dead jobs: exactly one of `--id`, `--type`, `--all`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// The job with this id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Jobs of this type.
+    #[arg(long = "type", value_name = "JOB_TYPE")]
+    pub job_type: Option<String>,
+    /// All dead jobs of the queue.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl Which {
+    /// As a filter.
+    pub fn filter(&self) -> DeadFilter {
+        match (&self.id, &self.job_type) {
+            (Some(id), _) => DeadFilter::Id(id.clone()),
+            (None, Some(name)) => DeadFilter::Type(name.clone()),
+            (None, None) => DeadFilter::All,
+        }
+    }
 }
 
 impl Cli {

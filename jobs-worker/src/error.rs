@@ -1,8 +1,5 @@
 //! The worker's errors.
 
-use std::error::Error as StdError;
-use std::fmt::Write;
-
 /// What stops a worker, or keeps it from starting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,15 +22,4 @@ pub enum Error {
     /// Logging could not be set up.
     #[error("cannot set up logging: {0}")]
     Logging(String),
-}
-
-/// An error and its causes on one line.
-pub(crate) fn report(err: &dyn StdError) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }

@@ -18,6 +18,7 @@
 //! Modules: `config` ([`Settings`], [`WorkerConfig`]), `cli` ([`Cli`]),
 //! `logging`, `worker` ([`Worker`]), `consumer`, `dispatch`, `settle`, `shutdown`.
 
+mod admin;
 mod cli;
 mod config;
 mod consumer;
@@ -28,7 +29,7 @@ mod settle;
 mod shutdown;
 mod worker;
 
-pub use cli::Cli;
+pub use cli::{Cli, Command, DeadAction, Which};
 pub use config::{LogConfig, LogFormat, Settings, WorkerConfig};
 pub use error::Error;
 pub use logging::init_logging;
@@ -44,6 +45,9 @@ use clap::Parser;
 /// normal stop). A second signal stops at once.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_some() {
+        return admin::main(cli);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -54,8 +58,8 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %error::report(&err), "worker stopped with an error");
-            eprintln!("error: {}", error::report(&err));
+            tracing::error!(error = %jobs_core::report(&err), "worker stopped with an error");
+            eprintln!("error: {}", jobs_core::report(&err));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,88 @@
+//! Dead jobs: the library call and the `worker dead` command list, retry
+//! (attempts reset) and purge them.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../jobs-worker/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use examples::Task;
+use jobs_core::amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
+use jobs_core::amqprs::FieldValue;
+use jobs_core::{header_str, header_u64, headers, job_properties, set_header, DeadFilter, DeadLetters, JobId};
+
+fn worker(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_worker")).args(args).env("JOBS__AMQP__URL", amqp_url()).output().unwrap()
+}
+
+#[tokio::test]
+async fn dead_jobs_are_listed_retried_and_purged() {
+    let queue = unique("dead-admin");
+    let dead = format!("{queue}.dead");
+    let raw = raw_connection().await;
+    let channel = raw.open_channel(None).await.unwrap();
+    for name in [&queue, &dead] {
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(name)).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for n in 0..3u32 {
+        let id = JobId::new();
+        let mut props = job_properties("Task", &id, 5);
+        let mut table = props.headers().cloned().unwrap();
+        set_header(&mut table, headers::ERROR, FieldValue::from(format!("smtp said no {n}")));
+        set_header(&mut table, headers::ERROR_KIND, FieldValue::from("failed"));
+        set_header(&mut table, headers::QUEUE, FieldValue::from(queue.as_str()));
+        props.with_headers(table);
+        let body = jobs_core::encode(&Task { message: format!("dead {n}") }).unwrap();
+        channel.basic_publish(props, body, BasicPublishArguments::new("", &dead)).await.unwrap();
+        ids.push(id.to_string());
+    }
+    wait_until("three dead jobs", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 3 })
+        .await;
+
+    let admin = DeadLetters::connect(&amqp_config()).await.unwrap();
+    let listed = admin.list(&queue, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids, "oldest first");
+    assert_eq!(listed[1].error.as_deref(), Some("smtp said no 1"));
+    assert_eq!(listed[1].attempt, Some(5));
+    assert_eq!(listed[1].payload["message"], "dead 1");
+    assert_eq!(admin.list(&queue, 2).await.unwrap().len(), 2);
+    wait_until("listing leaves them dead", std::time::Duration::from_secs(5), || async {
+        counts(&raw, &dead).await.0 == 3
+    })
+    .await;
+
+    let out = worker(&["dead", "list", &queue, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["id"], ids[0].as_str());
+    assert_eq!(lines[0]["error_kind"], "failed");
+
+    let out = worker(&["dead", "retry", &queue, "--id", &ids[1]]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "retried 1 dead job(s)");
+    let out = worker(&["dead", "retry", &queue, "--id", "no-such-job"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = worker(&["dead", "retry", &queue]);
+    assert_eq!(out.status.code(), Some(2), "clap: one of --id, --type, --all is required: {out:?}");
+
+    let (props, body) = get(&channel, &queue).await.unwrap();
+    assert_eq!(props.message_id().map(String::as_str), Some(ids[1].as_str()));
+    assert_eq!(header_u64(&props, headers::ATTEMPT), Some(1), "attempts reset");
+    assert_eq!(header_str(&props, headers::ERROR), None);
+    assert_eq!(jobs_core::decode::<Task>(&body).unwrap().message, "dead 1");
+    wait_until("two left dead", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 2 }).await;
+
+    assert_eq!(admin.purge(&queue, &DeadFilter::Type("Other".into())).await.unwrap(), 0);
+    let out = worker(&["dead", "purge", &queue, "--type", "Task"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "purged 2 dead job(s)");
+    wait_until("none left dead", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 0 })
+        .await;
+    admin.close().await;
+    delete_queues(&raw, &[&queue]).await;
+}

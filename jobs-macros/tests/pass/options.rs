@@ -1,8 +1,12 @@
 use jobs_core::{Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
 
+fn every_minute(_attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
 #[derive(Serialize, Deserialize, Job)]
-#[job(queue = "emails", name = "SendEmail")]
+#[job(queue = "emails", name = "SendEmail", max_attempts = 5, timeout = "90s", backoff = every_minute)]
 struct EmailJob {
     to: String,
 }
@@ -28,6 +32,9 @@ impl Perform for Defaults {
 fn main() {
     assert_eq!((EmailJob::NAME, EmailJob::QUEUE), ("SendEmail", "emails"));
     assert_eq!((Defaults::NAME, Defaults::QUEUE), ("Defaults", "default"));
+    assert_eq!((EmailJob::MAX_ATTEMPTS, EmailJob::TIMEOUT), (5, std::time::Duration::from_secs(90)));
+    assert_eq!(EmailJob::backoff(3), std::time::Duration::from_secs(60));
+    assert_eq!((Defaults::MAX_ATTEMPTS, Defaults::TIMEOUT.as_secs()), (25, 1500));
     let names: Vec<_> = jobs_core::registrations().map(|r| r.name()).collect();
     assert!(names.contains(&"SendEmail") && names.contains(&"Defaults"), "{names:?}");
 }

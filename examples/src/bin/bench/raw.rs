@@ -1,0 +1,107 @@
+//! The same AMQP work done with raw amqprs: the baseline of every row.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobs_core::amqprs::callbacks::ChannelCallback;
+use jobs_core::amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel, ConfirmSelectArguments,
+};
+use jobs_core::amqprs::connection::Connection;
+use jobs_core::amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use tokio::sync::Notify;
+
+/// Counts confirms (acks with `multiple`) and wakes waiters.
+#[derive(Default)]
+pub(crate) struct Confirms {
+    acked: AtomicU64,
+    notify: Notify,
+}
+
+struct Cb(Arc<Confirms>);
+
+#[async_trait::async_trait]
+impl ChannelCallback for Cb {
+    async fn close(&mut self, _: &Channel, _: CloseChannel) -> Result<(), jobs_core::amqprs::error::Error> {
+        Ok(())
+    }
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), jobs_core::amqprs::error::Error> {
+        Ok(())
+    }
+    async fn flow(&mut self, _: &Channel, _: bool) -> Result<bool, jobs_core::amqprs::error::Error> {
+        Ok(true)
+    }
+    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+        self.0.acked.fetch_max(ack.delivery_tag(), Ordering::AcqRel);
+        self.0.notify.notify_waiters();
+    }
+    async fn publish_nack(&mut self, _: &Channel, _: Nack) {}
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+}
+
+/// A confirm-mode channel publishing persistent messages to one queue.
+pub(crate) struct RawPublisher {
+    channel: Channel,
+    confirms: Arc<Confirms>,
+    sent: u64,
+}
+
+impl RawPublisher {
+    pub(crate) async fn open(connection: &Connection) -> Self {
+        let channel = connection.open_channel(None).await.expect("channel");
+        let confirms = Arc::new(Confirms::default());
+        channel.register_callback(Cb(confirms.clone())).await.expect("callback");
+        channel.confirm_select(ConfirmSelectArguments::new(false)).await.expect("confirm.select");
+        RawPublisher { channel, confirms, sent: 0 }
+    }
+
+    pub(crate) async fn publish(&mut self, queue: &str, body: Vec<u8>) {
+        let props = BasicProperties::default().with_persistence(true).finish();
+        let mut args = BasicPublishArguments::new("", queue);
+        args.mandatory(true);
+        self.channel.basic_publish(props, body, args).await.expect("publish");
+        self.sent += 1;
+    }
+
+    /// Waits until every message sent so far is confirmed.
+    pub(crate) async fn wait_confirms(&self) {
+        loop {
+            let notified = self.confirms.notify.notified();
+            if self.confirms.acked.load(Ordering::Acquire) >= self.sent {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+/// Consumes `queue` with manual acks until `n` messages are acked; calls
+/// `on_message` with each body first. Returns the elapsed time from the first delivery.
+pub(crate) async fn drain(
+    connection: &Connection,
+    queue: &str,
+    prefetch: u16,
+    n: u64,
+    mut on_message: impl FnMut(&[u8]),
+) -> Duration {
+    let channel = connection.open_channel(None).await.expect("channel");
+    channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.expect("qos");
+    let args = BasicConsumeArguments::new(queue, "raw-bench").manual_ack(true).finish();
+    let (_, mut rx) = channel.basic_consume_rx(args).await.expect("consume");
+    let mut start = None;
+    let mut done = 0;
+    while done < n {
+        let message = rx.recv().await.expect("consumer stream");
+        start.get_or_insert_with(Instant::now);
+        if let Some(body) = &message.content {
+            on_message(body);
+        }
+        let tag = message.deliver.map(|d| d.delivery_tag()).unwrap_or_default();
+        channel.basic_ack(BasicAckArguments::new(tag, false)).await.expect("ack");
+        done += 1;
+    }
+    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    let _ = channel.close().await;
+    elapsed
+}

@@ -79,14 +79,32 @@ pub struct Client {
 struct Inner {
     config: AmqpConfig,
     name: String,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// The live session, read without waiting on the hot path.
+    current: std::sync::RwLock<Option<Arc<Session>>>,
+    /// Held while a new session is opened, so only one task connects.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 struct Session {
     connection: Connection,
     publisher: Publisher,
-    /// What this connection has declared: `q:<queue>`, `delays`, `bound:<queue>`.
-    declared: tokio::sync::Mutex<HashSet<String>>,
+    /// What this connection has declared, read without waiting on the hot path.
+    declared: std::sync::RwLock<Declared>,
+    /// Held while declaring.
+    declaring: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Declared {
+    queues: HashSet<String>,
+    bound: HashSet<String>,
+    delays: bool,
+}
+
+impl Declared {
+    fn ready(&self, queue: &str, delayed: bool) -> bool {
+        self.queues.contains(queue) && (!delayed || (self.delays && self.bound.contains(queue)))
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -99,7 +117,7 @@ impl Client {
     /// A client that connects on first use.
     pub fn new(config: AmqpConfig) -> Self {
         let name = format!("jobs-client:{}:{}", hostname(), std::process::id());
-        Client { inner: Arc::new(Inner { config, name, session: tokio::sync::Mutex::new(None) }) }
+        Client { inner: Arc::new(Inner { config, name, current: Default::default(), connecting: Default::default() }) }
     }
 
     /// A client connected now, so that a wrong URL or password shows at start.
@@ -196,29 +214,41 @@ impl Client {
 
     /// Closes the connection; the next enqueue opens a new one.
     pub async fn close(&self) {
-        if let Some(session) = self.inner.session.lock().await.take() {
+        let session = self.slot().take();
+        if let Some(session) = session {
             let _ = session.connection.clone().close().await;
         }
     }
 
+    fn slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Session>>> {
+        self.inner.current.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live_session(&self) -> Option<Arc<Session>> {
+        let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|s| s.connection.is_open() && s.publisher.is_open()).cloned()
+    }
+
     async fn drop_session(&self, session: &Arc<Session>) {
-        let mut slot = self.inner.session.lock().await;
+        let mut slot = self.slot();
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
         }
     }
 
     async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
-        let mut slot = self.inner.session.lock().await;
-        if let Some(session) = slot.as_ref() {
-            if session.connection.is_open() && session.publisher.is_open() {
-                return Ok(session.clone());
-            }
+        if let Some(session) = self.live_session() {
+            return Ok(session);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(session) = self.live_session() {
+            return Ok(session);
         }
         let connection = connect_with_retry(&self.inner.config, &self.inner.name, deadline).await?;
         let publisher = Publisher::open(&connection, self.inner.config.confirm_timeout).await?;
-        let session = Arc::new(Session { connection, publisher, declared: Default::default() });
-        *slot = Some(session.clone());
+        let session =
+            Arc::new(Session { connection, publisher, declared: Default::default(), declaring: Default::default() });
+        *self.slot() = Some(session.clone());
         Ok(session)
     }
 }
@@ -226,21 +256,27 @@ impl Client {
 impl Session {
     /// Declares what publishing to `queue` needs, once per connection.
     async fn prepare(&self, config: &AmqpConfig, queue: &str, delayed: bool) -> Result<(), Error> {
-        let mut declared = self.declared.lock().await;
-        let topology = config.topology();
-        if !declared.contains(&format!("q:{queue}")) {
-            topology.declare_job_queue(&self.publisher, queue).await?;
-            declared.insert(format!("q:{queue}"));
+        let read = |s: &Self| s.declared.read().unwrap_or_else(|e| e.into_inner()).ready(queue, delayed);
+        if read(self) {
+            return Ok(());
         }
-        if delayed {
-            if !declared.contains("delays") {
-                topology.declare_delays(&self.publisher).await?;
-                declared.insert("delays".into());
-            }
-            if !declared.contains(&format!("bound:{queue}")) {
-                topology.bind_delayed(&self.publisher, queue).await?;
-                declared.insert(format!("bound:{queue}"));
-            }
+        let _declaring = self.declaring.lock().await;
+        let topology = config.topology();
+        let (queue_done, delays_done, bound_done) = {
+            let d = self.declared.read().unwrap_or_else(|e| e.into_inner());
+            (d.queues.contains(queue), d.delays, d.bound.contains(queue))
+        };
+        if !queue_done {
+            topology.declare_job_queue(&self.publisher, queue).await?;
+            self.declared.write().unwrap_or_else(|e| e.into_inner()).queues.insert(queue.to_owned());
+        }
+        if delayed && !delays_done {
+            topology.declare_delays(&self.publisher).await?;
+            self.declared.write().unwrap_or_else(|e| e.into_inner()).delays = true;
+        }
+        if delayed && !bound_done {
+            topology.bind_delayed(&self.publisher, queue).await?;
+            self.declared.write().unwrap_or_else(|e| e.into_inner()).bound.insert(queue.to_owned());
         }
         Ok(())
     }

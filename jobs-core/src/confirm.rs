@@ -2,9 +2,9 @@
 //! publish's sequence number to the task waiting for the broker's answer.
 //!
 //! The broker numbers publishes on a confirm channel 1, 2, 3… in the order their
-//! frames arrive. We take the next number and hand the publish to amqprs under
-//! one lock, so numbers follow wire order; the wait for the confirm happens
-//! outside the lock, so concurrent publishes pipeline.
+//! frames arrive. We take the next number and hand the publish to amqprs in
+//! one task, so numbers follow wire order; callers wait for their confirm
+//! apart from it, so concurrent publishes pipeline.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +14,7 @@ use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{BasicPublishArguments, Channel, ConfirmSelectArguments};
 use amqprs::connection::Connection;
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::{Error, JobId};
@@ -162,10 +162,13 @@ pub struct Outgoing {
 pub struct Publisher {
     channel: Channel,
     tracker: Arc<Tracker>,
-    /// Held while a sequence number is taken and its frames are handed over.
-    order: tokio::sync::Mutex<()>,
+    /// To the task that numbers publishes and hands them to amqprs, in order.
+    sender: mpsc::UnboundedSender<Vec<Queued>>,
     timeout: Duration,
 }
+
+/// A message waiting for the sending task, and where its outcome goes.
+type Queued = (Outgoing, oneshot::Sender<Outcome>);
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,7 +193,9 @@ impl Publisher {
             .confirm_select(ConfirmSelectArguments::new(false))
             .await
             .map_err(|source| Error::Amqp { op: "confirm.select", source })?;
-        Ok(Publisher { channel, tracker, order: tokio::sync::Mutex::new(()), timeout })
+        let (sender, queue) = mpsc::unbounded_channel();
+        tokio::spawn(send_loop(channel.clone(), tracker.clone(), queue));
+        Ok(Publisher { channel, tracker, sender, timeout })
     }
 
     /// The underlying channel (for declarations).
@@ -239,31 +244,22 @@ impl Publisher {
         Ok(results)
     }
 
+    /// Queues the messages for the sending task. One task sends, so sequence
+    /// numbers follow wire order without a lock that concurrent enqueuers
+    /// would queue on (that lock convoy halved concurrent enqueue throughput).
     async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
-        let _order = self.order.lock().await;
+        let mut batch = Vec::with_capacity(messages.len());
         let mut receivers = Vec::with_capacity(messages.len());
         for message in messages {
             validate_name(&message.exchange)?;
             validate_name(&message.routing_key)?;
             let (tx, rx) = oneshot::channel();
-            let seq = {
-                let mut state = self.tracker.lock();
-                if let Some(reason) = &state.closed {
-                    return Err(Error::Closed { id: message.id, reason: reason.to_string() });
-                }
-                let seq = state.next_seq;
-                state.next_seq += 1;
-                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: false, tx });
-                seq
-            };
-            let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
-            args.mandatory(true);
-            if let Err(err) = self.channel.basic_publish(message.properties, message.body, args).await {
-                self.tracker.lock().pending.remove(&seq);
-                self.tracker.close(&format!("publish failed: {err}"));
-                return Err(Error::Closed { id: message.id, reason: err.to_string() });
-            }
+            batch.push((message, tx));
             receivers.push(rx);
+        }
+        if let Err(mpsc::error::SendError(batch)) = self.sender.send(batch) {
+            let id = batch.into_iter().next().map(|(m, _)| m.id).unwrap_or_default();
+            return Err(Error::Closed { id, reason: "publisher stopped".into() });
         }
         Ok(receivers)
     }
@@ -292,6 +288,30 @@ impl Publisher {
     /// Closes the channel.
     pub async fn close(self) {
         let _ = self.channel.close().await;
+    }
+}
+
+/// Numbers each publish and hands it to amqprs, in arrival order.
+async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::UnboundedReceiver<Vec<Queued>>) {
+    while let Some(batch) = queue.recv().await {
+        for (message, tx) in batch {
+            {
+                let mut state = tracker.lock();
+                if let Some(reason) = &state.closed {
+                    let _ = tx.send(Outcome::Closed(reason.clone()));
+                    continue;
+                }
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: false, tx });
+            }
+            let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
+            args.mandatory(true);
+            if let Err(err) = channel.basic_publish(message.properties, message.body, args).await {
+                // Fails this message's waiter (still pending) and every later one.
+                tracker.close(&format!("publish failed: {err}"));
+            }
+        }
     }
 }
 

@@ -93,7 +93,11 @@ pub struct JobId(Arc<str>);
 impl JobId {
     /// A new random id (UUID v4).
     pub fn new() -> Self {
-        JobId(uuid::Uuid::new_v4().to_string().into())
+        // A v4 UUID from a fast thread-local generator: one `getrandom` syscall
+        // per id showed in the enqueue profile. Unique, not secret.
+        let bytes = fastrand::u128(..).to_le_bytes();
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        JobId(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).into())
     }
 
     /// The id as text.

@@ -33,6 +33,9 @@ pub(crate) struct Consumer {
     queue: Arc<str>,
     tag: String,
     rx: UnboundedReceiver<ConsumerMessage>,
+    /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
+    /// to another task per job (it showed on the drain's hot path).
+    inline: bool,
 }
 
 impl Consumer {
@@ -49,7 +52,13 @@ impl Consumer {
         let tag = format!("{worker}:{queue}");
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        Ok(Consumer { channel, queue: queue.into(), tag, rx })
+        Ok(Consumer { channel, queue: queue.into(), tag, rx, inline: prefetch == 1 })
+    }
+
+    async fn cancel(&self) {
+        if let Err(err) = self.channel.basic_cancel(BasicCancelArguments::new(&self.tag)).await {
+            debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)");
+        }
     }
 
     /// Hands deliveries to tasks until `stop` (then cancels the consumer and
@@ -64,14 +73,28 @@ impl Consumer {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    if let Err(err) = self.channel.basic_cancel(BasicCancelArguments::new(&self.tag)).await {
-                        debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)");
-                    }
+                    self.cancel().await;
                     return Ok(());
                 }
                 message = self.rx.recv() => match message {
                     Some(message) => {
-                        tasks.spawn(handle(shared.clone(), self.channel.clone(), self.queue.clone(), message));
+                        let job = tasks.track_future(handle(shared.clone(), self.channel.clone(), self.queue.clone(), message));
+                        if !self.inline {
+                            tokio::spawn(job);
+                            continue;
+                        }
+                        let mut job = Box::pin(job);
+                        tokio::select! {
+                            biased;
+                            _ = &mut job => {}
+                            _ = stop.cancelled() => {
+                                // Stop taking jobs now; the running one finishes on its own
+                                // (still tracked, so the grace period applies to it).
+                                tokio::spawn(job);
+                                self.cancel().await;
+                                return Ok(());
+                            }
+                        }
                     }
                     None => return Err(Error::ConnectionLost { queue: self.queue.to_string() }),
                 },

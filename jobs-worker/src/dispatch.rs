@@ -4,7 +4,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jobs_core::amqprs::BasicProperties;
@@ -111,8 +115,10 @@ impl Dispatcher {
         let span = info_span!("job", job.name = name, job.id = id, job.attempt = meta.attempt, queue = &**queue);
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
-        let mut task = tokio::spawn(future.instrument(span.clone()));
-        let (kind, error, failure) = match tokio::time::timeout(registration.timeout(), &mut task).await {
+        // Run in this (already per-delivery) task: a second spawn per job cost a
+        // cross-thread wake-up on the drain's hot path. Panics are caught here.
+        let running = CatchUnwind(future.instrument(span.clone()));
+        let (kind, error, failure) = match tokio::time::timeout(registration.timeout(), running).await {
             Ok(Ok(Ok(()))) => {
                 debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job done");
                 return Outcome::Done;
@@ -121,12 +127,9 @@ impl Dispatcher {
                 let kind = if err.kind() == FailureKind::Fatal { "fatal" } else { "failed" };
                 (kind, err.to_string(), err.kind())
             }
-            Ok(Err(join)) if join.is_panic() => ("panicked", panic_message(join.into_panic()), FailureKind::Retry),
-            Ok(Err(_)) => ("cancelled", "the job's task was cancelled".into(), FailureKind::Retry),
-            Err(_) => {
-                task.abort();
-                ("timeout", format!("timed out after {:?}", registration.timeout()), FailureKind::Retry)
-            }
+            Ok(Err(panic)) => ("panicked", panic_message(panic), FailureKind::Retry),
+            // Dropping the future cancels the job.
+            Err(_) => ("timeout", format!("timed out after {:?}", registration.timeout()), FailureKind::Retry),
         };
         let retry_in = retry_delay(registration, meta.attempt, failure);
         debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, kind, %error, ?retry_in, "job failed");
@@ -143,6 +146,22 @@ fn retry_delay(registration: &Registration, attempt: u32, failure: FailureKind) 
         FailureKind::Fatal => None,
         FailureKind::RetryAfter(delay) => Some(delay),
         _ => Some(registration.backoff(attempt)),
+    }
+}
+
+/// Polls a future, turning a panic in it into an `Err` with the panic's payload.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
 

@@ -54,41 +54,92 @@ struct Sizes {
     rate: u64,
 }
 
+/// Rows in first-seen order; each holds every round's numbers.
+#[derive(Default)]
 struct Table {
-    rows: Vec<[String; 5]>,
+    rows: Vec<(String, Row)>,
+}
+
+enum Row {
+    /// Throughput per round: (framework, raw) in jobs/s.
+    Rate(Vec<(f64, f64)>),
+    /// Latencies (µs) of every round: framework, raw.
+    Latency(Vec<u64>, Vec<u64>),
+    /// A figure of the framework alone.
+    Note(Vec<f64>, &'static str, &'static str),
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn quantile(v: &[u64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
 impl Table {
+    fn row(&mut self, what: &str, new: impl FnOnce() -> Row) -> &mut Row {
+        let at = match self.rows.iter().position(|r| r.0 == what) {
+            Some(at) => at,
+            None => {
+                self.rows.push((what.to_owned(), new()));
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[at].1
+    }
+
     fn rate(&mut self, what: &str, n: u64, ours: Duration, raw: Duration) {
         let (a, b) = (n as f64 / ours.as_secs_f64(), n as f64 / raw.as_secs_f64());
-        self.rows.push([what.into(), format!("{a:.0} /s"), format!("{b:.0} /s"), format!("{:.2}", a / b), String::new()]);
         println!("  {what}: framework {a:.0}/s, raw {b:.0}/s");
+        if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
+            v.push((a, b));
+        }
     }
 
     fn latency(&mut self, what: &str, ours: &[u64], raw: &[u64]) {
-        let q = |v: &[u64], p: f64| -> f64 {
-            let mut v = v.to_vec();
-            v.sort_unstable();
-            if v.is_empty() {
-                return f64::NAN;
-            }
-            v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
-        };
-        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-            let (a, b) = (q(ours, p), q(raw, p));
-            self.rows.push([format!("{what} {label}"), format!("{a:.2} ms"), format!("{b:.2} ms"), format!("{:.2}", a / b), String::new()]);
+        println!("  {what}: p99 framework {:.2} ms, raw {:.2} ms", quantile(ours, 0.99), quantile(raw, 0.99));
+        if let Row::Latency(a, b) = self.row(what, || Row::Latency(Vec::new(), Vec::new())) {
+            a.extend_from_slice(ours);
+            b.extend_from_slice(raw);
         }
-        println!("  {what}: p99 framework {:.2} ms, raw {:.2} ms", q(ours, 0.99), q(raw, 0.99));
     }
 
-    fn note(&mut self, what: &str, ours: String, note: &str) {
-        self.rows.push([what.into(), ours, "-".into(), "-".into(), note.into()]);
+    fn note(&mut self, what: &str, value: f64, unit: &'static str, note: &'static str) {
+        if let Row::Note(v, _, _) = self.row(what, || Row::Note(Vec::new(), unit, note)) {
+            v.push(value);
+        }
     }
 
-    fn print(&self) {
-        println!("\n| row | framework | raw amqprs | ratio | note |\n|---|---:|---:|---:|---|");
-        for r in &self.rows {
-            println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+    fn print(&self, rounds: usize) {
+        println!("\nMedians of {rounds} round(s); latency quantiles over all rounds' jobs.\n");
+        println!("| row | framework | raw amqprs | ratio |\n|---|---:|---:|---:|");
+        for (what, row) in &self.rows {
+            match row {
+                Row::Rate(v) => {
+                    let a = median(v.iter().map(|x| x.0).collect());
+                    let b = median(v.iter().map(|x| x.1).collect());
+                    println!("| {what} | {a:.0} /s | {b:.0} /s | {:.2} |", a / b);
+                }
+                Row::Latency(a, b) => {
+                    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+                        let (x, y) = (quantile(a, p), quantile(b, p));
+                        println!("| {what}, {label} | {x:.2} ms | {y:.2} ms | {:.2} |", x / y);
+                    }
+                }
+                Row::Note(v, unit, note) => {
+                    println!("| {what} | {:.1} {unit} | - | - ({note}) |", median(v.clone()));
+                }
+            }
         }
     }
 }
@@ -103,7 +154,11 @@ async fn declare(connection: &Connection, queue: &str, kind: QueueType) {
             if name == queue {
                 jobs_core::set_header(&mut args, "x-delivery-limit", FieldValue::l(3));
                 jobs_core::set_header(&mut args, "x-dead-letter-exchange", FieldValue::from(""));
-                jobs_core::set_header(&mut args, "x-dead-letter-routing-key", FieldValue::from(format!("{queue}.dead")));
+                jobs_core::set_header(
+                    &mut args,
+                    "x-dead-letter-routing-key",
+                    FieldValue::from(format!("{queue}.dead")),
+                );
                 jobs_core::set_header(&mut args, "x-dead-letter-strategy", FieldValue::from("at-least-once"));
                 jobs_core::set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
             }
@@ -174,6 +229,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return serve(args.get(2).cloned().unwrap_or_default()).await;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => args.get(i + 1).and_then(|r| r.parse().ok()).ok_or("--rounds takes a number")?,
+        None if quick => 1,
+        None => 3,
+    };
     let sizes = if quick {
         Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200 }
     } else {
@@ -181,148 +241,179 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let amqp = examples::amqp_config()?;
     let connection = jobs_core::connect(&amqp, "bench-raw").await?;
-    let mut table = Table { rows: Vec::new() };
+    let mut table = Table::default();
 
-    for kind in [QueueType::Classic, QueueType::Quorum] {
-        let label = if kind == QueueType::Classic { "classic" } else { "quorum" };
-        println!("{label} queues:");
-        let mut amqp = amqp.clone();
-        amqp.queue_type = kind;
-        let queue = format!("bench.{label}");
-        let client = Client::new(amqp.clone());
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        for kind in [QueueType::Classic, QueueType::Quorum] {
+            let label = if kind == QueueType::Classic { "classic" } else { "quorum" };
+            println!("{label} queues:");
+            let mut amqp = amqp.clone();
+            amqp.queue_type = kind;
+            let queue = format!("bench.{label}");
+            let client = Client::new(amqp.clone());
 
-        // Enqueue, sequential: each confirmed before the next.
-        declare(&connection, &queue, kind).await;
-        let t = Instant::now();
-        for i in 0..sizes.sequential {
-            client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
-        }
-        let ours = t.elapsed();
-        declare(&connection, &queue, kind).await;
-        let mut raw = raw::RawPublisher::open(&connection).await;
-        let t = Instant::now();
-        for _ in 0..sizes.sequential {
-            raw.publish(&queue, body()).await;
-            raw.wait_confirms().await;
-        }
-        table.rate(&format!("{label}: enqueue, sequential awaited"), sizes.sequential, ours, t.elapsed());
-
-        // Enqueue, 64 concurrent enqueuers on one client vs raw pipelined confirmed publishing.
-        declare(&connection, &queue, kind).await;
-        let t = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..64 {
-            let (client, queue) = (client.clone(), queue.clone());
-            let per = sizes.concurrent / 64 + u64::from(w < sizes.concurrent % 64);
-            tasks.push(tokio::spawn(async move {
-                for i in 0..per {
-                    client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
-                }
-                Ok::<_, jobs_core::Error>(())
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
-        let ours = t.elapsed();
-        declare(&connection, &queue, kind).await;
-        let mut raw = raw::RawPublisher::open(&connection).await;
-        let t = Instant::now();
-        for _ in 0..sizes.concurrent {
-            raw.publish(&queue, body()).await;
-        }
-        raw.wait_confirms().await;
-        table.rate(&format!("{label}: enqueue, 64 concurrent (raw: pipelined)"), sizes.concurrent, ours, t.elapsed());
-
-        // Batch: enqueue_many of 1000 at a time vs raw pipelined in batches of 1000.
-        let batch_queue = if kind == QueueType::Classic { Noop::QUEUE.to_owned() } else { format!("{}.q", Noop::QUEUE) };
-        if kind == QueueType::Classic {
-            declare(&connection, &batch_queue, kind).await;
-            let jobs: Vec<Noop> = (0..1000).map(|i| Noop { sent_micros: i }).collect();
+            // Enqueue, sequential: each confirmed before the next.
+            declare(&connection, &queue, kind).await;
             let t = Instant::now();
-            for _ in 0..sizes.batch / 1000 {
-                client.enqueue_many(&jobs).await?;
+            for i in 0..sizes.sequential {
+                client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
             }
             let ours = t.elapsed();
-            declare(&connection, &batch_queue, kind).await;
+            declare(&connection, &queue, kind).await;
             let mut raw = raw::RawPublisher::open(&connection).await;
             let t = Instant::now();
-            for _ in 0..sizes.batch / 1000 {
-                for _ in 0..1000 {
-                    raw.publish(&batch_queue, body()).await;
-                }
+            for _ in 0..sizes.sequential {
+                raw.publish(&queue, body()).await;
                 raw.wait_confirms().await;
             }
-            table.rate(&format!("{label}: enqueue_many, batches of 1000"), sizes.batch, ours, t.elapsed());
-            delete(&connection, &batch_queue).await;
-        }
+            table.rate(&format!("{label}: enqueue, sequential awaited"), sizes.sequential, ours, t.elapsed());
 
-        // Drain at prefetch 1 and at the best setting.
-        for (prefetch, what) in [(1u16, "drain, prefetch 1"), (100, "drain, prefetch 100 (framework: concurrency 100)")] {
+            // Enqueue, 64 concurrent enqueuers on one client vs raw pipelined confirmed publishing.
             declare(&connection, &queue, kind).await;
-            fill(&client, &queue, sizes.drain).await;
-            let ours = framework_drain(&amqp, &queue, sizes.drain, prefetch).await;
-            declare(&connection, &queue, kind).await;
-            fill(&client, &queue, sizes.drain).await;
-            let raw_time = raw::drain(&connection, &queue, prefetch, sizes.drain, |_| {}).await;
-            table.rate(&format!("{label}: {what}"), sizes.drain, ours, raw_time);
-        }
-
-        // End-to-end latency at a fixed offered load, prefetch 1.
-        if kind == QueueType::Classic {
-            declare(&connection, &queue, kind).await;
-            let n = sizes.rate * sizes.latency_secs;
-            LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            RECORD_LATENCY.store(true, Ordering::SeqCst);
-            let drain = tokio::spawn(framework_drain_owned(amqp.clone(), queue.clone(), n));
-            wait_consumers(&connection, &queue).await;
-            offer_load(sizes.rate, n, |_| {
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..64 {
                 let (client, queue) = (client.clone(), queue.clone());
-                tokio::spawn(async move {
-                    let _ = client.enqueue_with(&Noop { sent_micros: now_micros() }, EnqueueOptions::new().queue(&queue)).await;
-                });
-            })
-            .await;
-            drain.await?;
-            RECORD_LATENCY.store(false, Ordering::SeqCst);
-            let ours = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
-
+                let per = sizes.concurrent / 64 + u64::from(w < sizes.concurrent % 64);
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..per {
+                        client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
+                    }
+                    Ok::<_, jobs_core::Error>(())
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            let ours = t.elapsed();
             declare(&connection, &queue, kind).await;
-            let raw_latencies = std::sync::Arc::new(Mutex::new(Vec::new()));
-            let consumer = {
-                let (connection, queue, lat) = (connection.clone(), queue.clone(), raw_latencies.clone());
-                tokio::spawn(async move {
-                    raw::drain(&connection, &queue, 1, n, |body| {
-                        if let Ok(job) = jobs_core::decode::<Noop>(body) {
-                            lat.lock().unwrap_or_else(|e| e.into_inner()).push(now_micros().saturating_sub(job.sent_micros));
-                        }
-                    })
-                    .await
-                })
-            };
-            wait_consumers(&connection, &queue).await;
-            let publisher = std::sync::Arc::new(tokio::sync::Mutex::new(raw::RawPublisher::open(&connection).await));
-            offer_load(sizes.rate, n, |_| {
-                let (publisher, queue) = (publisher.clone(), queue.clone());
-                tokio::spawn(async move {
-                    publisher.lock().await.publish(&queue, body()).await;
-                });
-            })
-            .await;
-            consumer.await?;
-            let raw_lat = raw_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            table.latency(&format!("{label}: latency at {}/s, prefetch 1", sizes.rate), &ours, &raw_lat);
-        }
-        delete(&connection, &queue).await;
-        client.close().await;
-    }
+            let mut raw = raw::RawPublisher::open(&connection).await;
+            let t = Instant::now();
+            for _ in 0..sizes.concurrent {
+                raw.publish(&queue, body()).await;
+            }
+            raw.wait_confirms().await;
+            table.rate(
+                &format!("{label}: enqueue, 64 concurrent (raw: pipelined)"),
+                sizes.concurrent,
+                ours,
+                t.elapsed(),
+            );
+            // The same raw publishing held to 64 unconfirmed at a time, as 64 awaiting enqueuers are.
+            declare(&connection, &queue, kind).await;
+            let mut raw = raw::RawPublisher::open(&connection).await;
+            let t = Instant::now();
+            for _ in 0..sizes.concurrent {
+                raw.publish(&queue, body()).await;
+                raw.wait_window(64).await;
+            }
+            raw.wait_confirms().await;
+            table.rate(
+                &format!("{label}: enqueue, 64 concurrent (raw: 64 in flight)"),
+                sizes.concurrent,
+                ours,
+                t.elapsed(),
+            );
 
-    // Worker process memory.
-    let (idle, peak) = worker_rss(&amqp, sizes.drain).await?;
-    table.note("worker RSS, idle", format!("{idle:.1} MB"), "separate process (this binary's `serve` mode), VmRSS after ready");
-    table.note("worker RSS, draining", format!("{peak:.1} MB"), "VmHWM after draining the drain count, prefetch 1");
+            // Batch: enqueue_many of 1000 at a time vs raw pipelined in batches of 1000.
+            let batch_queue =
+                if kind == QueueType::Classic { Noop::QUEUE.to_owned() } else { format!("{}.q", Noop::QUEUE) };
+            if kind == QueueType::Classic {
+                declare(&connection, &batch_queue, kind).await;
+                let jobs: Vec<Noop> = (0..1000).map(|i| Noop { sent_micros: i }).collect();
+                let t = Instant::now();
+                for _ in 0..sizes.batch / 1000 {
+                    client.enqueue_many(&jobs).await?;
+                }
+                let ours = t.elapsed();
+                declare(&connection, &batch_queue, kind).await;
+                let mut raw = raw::RawPublisher::open(&connection).await;
+                let t = Instant::now();
+                for _ in 0..sizes.batch / 1000 {
+                    for _ in 0..1000 {
+                        raw.publish(&batch_queue, body()).await;
+                    }
+                    raw.wait_confirms().await;
+                }
+                table.rate(&format!("{label}: enqueue_many, batches of 1000"), sizes.batch, ours, t.elapsed());
+                delete(&connection, &batch_queue).await;
+            }
+
+            // Drain at prefetch 1 and at the best setting.
+            for (prefetch, what) in
+                [(1u16, "drain, prefetch 1"), (100, "drain, prefetch 100 (framework: concurrency 100)")]
+            {
+                declare(&connection, &queue, kind).await;
+                fill(&client, &queue, sizes.drain).await;
+                let ours = framework_drain(&amqp, &queue, sizes.drain, prefetch).await;
+                declare(&connection, &queue, kind).await;
+                fill(&client, &queue, sizes.drain).await;
+                let raw_time = raw::drain(&connection, &queue, prefetch, sizes.drain, |_| {}).await;
+                table.rate(&format!("{label}: {what}"), sizes.drain, ours, raw_time);
+            }
+
+            // End-to-end latency at a fixed offered load, prefetch 1.
+            if kind == QueueType::Classic {
+                declare(&connection, &queue, kind).await;
+                let n = sizes.rate * sizes.latency_secs;
+                LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                RECORD_LATENCY.store(true, Ordering::SeqCst);
+                let drain = tokio::spawn(framework_drain_owned(amqp.clone(), queue.clone(), n));
+                wait_consumers(&connection, &queue).await;
+                offer_load(sizes.rate, n, |_| {
+                    let (client, queue) = (client.clone(), queue.clone());
+                    tokio::spawn(async move {
+                        let _ = client
+                            .enqueue_with(&Noop { sent_micros: now_micros() }, EnqueueOptions::new().queue(&queue))
+                            .await;
+                    });
+                })
+                .await;
+                drain.await?;
+                RECORD_LATENCY.store(false, Ordering::SeqCst);
+                let ours = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
+
+                declare(&connection, &queue, kind).await;
+                let raw_latencies = std::sync::Arc::new(Mutex::new(Vec::new()));
+                let consumer = {
+                    let (connection, queue, lat) = (connection.clone(), queue.clone(), raw_latencies.clone());
+                    tokio::spawn(async move {
+                        raw::drain(&connection, &queue, 1, n, |body| {
+                            if let Ok(job) = jobs_core::decode::<Noop>(body) {
+                                lat.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(now_micros().saturating_sub(job.sent_micros));
+                            }
+                        })
+                        .await
+                    })
+                };
+                wait_consumers(&connection, &queue).await;
+                let publisher =
+                    std::sync::Arc::new(tokio::sync::Mutex::new(raw::RawPublisher::open(&connection).await));
+                offer_load(sizes.rate, n, |_| {
+                    let (publisher, queue) = (publisher.clone(), queue.clone());
+                    tokio::spawn(async move {
+                        publisher.lock().await.publish(&queue, body()).await;
+                    });
+                })
+                .await;
+                consumer.await?;
+                let raw_lat = raw_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                table.latency(&format!("{label}: latency at {}/s, prefetch 1", sizes.rate), &ours, &raw_lat);
+            }
+            delete(&connection, &queue).await;
+            client.close().await;
+        }
+
+        // Worker process memory.
+        let (idle, peak) = worker_rss(&amqp, sizes.drain).await?;
+        table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
+        table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");
+    }
     let _ = connection.close().await;
-    table.print();
+    table.print(rounds);
     Ok(())
 }
 

@@ -64,6 +64,17 @@ impl RawPublisher {
         self.sent += 1;
     }
 
+    /// Waits until at most `window` messages are unconfirmed.
+    pub(crate) async fn wait_window(&self, window: u64) {
+        loop {
+            let notified = self.confirms.notify.notified();
+            if self.sent.saturating_sub(self.confirms.acked.load(Ordering::Acquire)) < window {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+
     /// Waits until every message sent so far is confirmed.
     pub(crate) async fn wait_confirms(&self) {
         loop {

@@ -269,24 +269,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             table.rate(&format!("{label}: enqueue, sequential awaited"), sizes.sequential, ours, t.elapsed());
 
-            // Enqueue, 64 concurrent enqueuers on one client vs raw pipelined confirmed publishing.
-            declare(&connection, &queue, kind).await;
-            let t = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..64 {
-                let (client, queue) = (client.clone(), queue.clone());
-                let per = sizes.concurrent / 64 + u64::from(w < sizes.concurrent % 64);
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per {
-                        client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
-                    }
-                    Ok::<_, jobs_core::Error>(())
-                }));
+            // Enqueue, N concurrent enqueuers on one client vs raw pipelined confirmed publishing.
+            let mut by_width = Vec::new();
+            for width in [64u64, 512] {
+                declare(&connection, &queue, kind).await;
+                let t = Instant::now();
+                let mut tasks = Vec::new();
+                for w in 0..width {
+                    let (client, queue) = (client.clone(), queue.clone());
+                    let per = sizes.concurrent / width + u64::from(w < sizes.concurrent % width);
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..per {
+                            client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
+                        }
+                        Ok::<_, jobs_core::Error>(())
+                    }));
+                }
+                for task in tasks {
+                    task.await??;
+                }
+                by_width.push(t.elapsed());
             }
-            for task in tasks {
-                task.await??;
-            }
-            let ours = t.elapsed();
+            let ours = by_width[0];
             declare(&connection, &queue, kind).await;
             let mut raw = raw::RawPublisher::open(&connection).await;
             let t = Instant::now();
@@ -294,11 +298,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 raw.publish(&queue, body()).await;
             }
             raw.wait_confirms().await;
+            let pipelined = t.elapsed();
+            table.rate(&format!("{label}: enqueue, 64 concurrent (raw: pipelined)"), sizes.concurrent, ours, pipelined);
             table.rate(
-                &format!("{label}: enqueue, 64 concurrent (raw: pipelined)"),
+                &format!("{label}: enqueue, 512 concurrent (raw: pipelined)"),
                 sizes.concurrent,
-                ours,
-                t.elapsed(),
+                by_width[1],
+                pipelined,
             );
             // The same raw publishing held to 64 unconfirmed at a time, as 64 awaiting enqueuers are.
             declare(&connection, &queue, kind).await;

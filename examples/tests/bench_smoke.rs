@@ -1,0 +1,39 @@
+//! A smoke run of the benchmark with small counts: every row is measured for
+//! both sides and prints a ratio. (No timing is asserted: speed is reported.)
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../jobs-worker/tests/common/mod.rs"]
+mod common;
+
+#[tokio::test]
+async fn the_benchmark_runs_and_prints_every_row() {
+    drop(common::raw_connection().await); // fail clearly when no broker
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("--quick")
+        .env("JOBS__AMQP__URL", common::amqp_url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| row")).collect();
+    for expected in [
+        "classic: enqueue, sequential awaited",
+        "classic: enqueue, 64 concurrent (raw: pipelined)",
+        "classic: enqueue_many, batches of 1000",
+        "classic: drain, prefetch 1",
+        "classic: latency at 200/s, prefetch 1, p99",
+        "quorum: drain, prefetch 1",
+        "worker RSS, idle",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("| {expected} |")))
+            .unwrap_or_else(|| panic!("no row {expected}:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        if !expected.starts_with("worker") {
+            let ratio: f64 = cells[4].parse().unwrap_or_else(|_| panic!("no ratio in {row}"));
+            assert!(ratio.is_finite() && ratio > 0.0, "{row}");
+        }
+    }
+}

@@ -1,7 +1,11 @@
 //! The RabbitMQ tutorials on jobs-core, as binaries:
 //!
+//! - tutorial 1, hello world: `send` / `receive` ([`tutorials::Hello`] on `hello`);
 //! - tutorial 2, work queues: `manager` enqueues [`Task`]s on `task_queue`;
-//!   `worker` runs them, one second per `.` in the message.
+//!   `worker` runs them, one second per `.` in the message;
+//! - tutorial 3, publish/subscribe: `emit_log` / `receive_logs` (fanout `logs`);
+//! - tutorial 4, routing: `emit_log_direct` / `receive_logs_direct` (direct `direct_logs`);
+//! - tutorial 5, topics: `emit_log_topic` / `receive_logs_topic` (topic `topic_logs`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +46,15 @@ pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_worker::Error> {
 }
 
 /// The job types of the examples, so binaries that only link the crate keep them.
-pub fn job_names() -> [&'static str; 2] {
-    [Task::NAME, chaos::Abort::NAME]
+pub fn job_names() -> [&'static str; 6] {
+    [
+        Task::NAME,
+        chaos::Abort::NAME,
+        tutorials::Hello::NAME,
+        tutorials::Log::NAME,
+        tutorials::DirectLog::NAME,
+        tutorials::TopicLog::NAME,
+    ]
 }
 
 /// Jobs that misbehave on purpose, to watch the framework's guards at work.
@@ -72,4 +83,135 @@ pub mod chaos {
             std::process::abort()
         }
     }
+}
+
+/// Tutorials 1, 3, 4 and 5: hello world, publish/subscribe, routing, topics.
+pub mod tutorials {
+    use jobs_core::{Job, JobContext, JobError, Perform};
+    use serde::{Deserialize, Serialize};
+
+    /// Tutorial 1: the smallest job, on queue `hello`.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "hello")]
+    pub struct Hello {
+        /// What to print.
+        pub message: String,
+    }
+
+    impl Perform for Hello {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            println!(" [x] Received {}", self.message);
+            Ok(())
+        }
+    }
+
+    /// Tutorial 3: a log line broadcast to every running `receive_logs` (fanout `logs`).
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(exchange = "logs")]
+    pub struct Log {
+        /// The line.
+        pub message: String,
+    }
+
+    impl Perform for Log {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            println!(" [x] {}", self.message);
+            Ok(())
+        }
+    }
+
+    /// Tutorial 4: a log line routed by severity (direct `direct_logs`).
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(exchange = "direct_logs", exchange_type = "direct")]
+    pub struct DirectLog {
+        /// The severity, also the routing key.
+        pub severity: String,
+        /// The line.
+        pub message: String,
+    }
+
+    impl Perform for DirectLog {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            println!(" [x] {}:{}", self.severity, self.message);
+            Ok(())
+        }
+    }
+
+    /// Tutorial 5: a log line routed by `<facility>.<severity>` (topic `topic_logs`).
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(exchange = "topic_logs", exchange_type = "topic")]
+    pub struct TopicLog {
+        /// The routing key, such as `kern.critical`.
+        pub key: String,
+        /// The line.
+        pub message: String,
+    }
+
+    impl Perform for TopicLog {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            println!(" [x] {}:{}", self.key, self.message);
+            Ok(())
+        }
+    }
+}
+
+/// Sends one job with the layered config's broker settings, printing
+/// ` [x] Sent ...` as the tutorials do, or the error (exit code 1).
+pub async fn send<J: Job>(job: &J, options: jobs_core::EnqueueOptions, shown: &str) -> std::process::ExitCode {
+    let result = async {
+        let client = jobs_core::Client::new(amqp_config()?);
+        let id = client.enqueue_with(job, options).await;
+        client.close().await;
+        Ok::<_, Box<dyn std::error::Error>>(id?)
+    };
+    match result.await {
+        Ok(_) => {
+            println!(" [x] Sent {shown}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}", jobs_core::report(&*err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a worker on `queues` and `subscriptions` (config, environment and
+/// `RUST_LOG` apply) until SIGTERM or Ctrl-C.
+pub fn receive(queues: Vec<String>, subscriptions: Vec<jobs_worker::Subscription>) -> std::process::ExitCode {
+    let run = async {
+        let mut settings = jobs_worker::Settings::load(&jobs_core::ConfigSource::default())?;
+        settings.log.filter = "warn".into();
+        jobs_worker::init_logging(&settings.log)?;
+        settings.worker.queues = queues;
+        settings.worker.subscriptions = subscriptions;
+        let worker = jobs_worker::Worker::new(settings.amqp, settings.worker)?;
+        println!(" [*] Waiting for messages. To exit press CTRL+C");
+        worker.run(jobs_worker::stop_signal()).await
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", jobs_core::report(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Splits `--queue NAME` off the arguments (for running beside other users of the tutorial's names).
+pub fn take_flag(args: &mut Vec<String>, flag: &str) -> Option<String> {
+    let at = args.iter().position(|a| a == flag)?;
+    if at + 1 >= args.len() {
+        return None;
+    }
+    let value = args.remove(at + 1);
+    args.remove(at);
+    Some(value)
 }

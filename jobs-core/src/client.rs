@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
-use crate::topology::{self, Topology};
+use crate::topology::{self, ExchangeKind, Route, Topology};
 use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
@@ -26,6 +26,8 @@ pub struct EnqueueOptions {
     pub delay: Option<Duration>,
     /// Run no earlier than this time (overrides `delay`).
     pub at: Option<SystemTime>,
+    /// For jobs routed through a direct or topic exchange: the routing key.
+    pub routing_key: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -55,6 +57,12 @@ impl EnqueueOptions {
     /// Runs the job no earlier than `at`.
     pub fn at(mut self, at: SystemTime) -> Self {
         self.at = Some(at);
+        self
+    }
+
+    /// Routes the job with `key` (direct and topic exchanges: `warning`, `kern.critical`).
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = Some(key.into());
         self
     }
 
@@ -96,6 +104,7 @@ struct Session {
 
 #[derive(Default)]
 struct Declared {
+    exchanges: HashSet<String>,
     queues: HashSet<String>,
     bound: HashSet<String>,
     delays: bool,
@@ -168,6 +177,9 @@ impl Client {
     /// # Errors
     /// As [`Client::enqueue`].
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
+        if let Route::Exchange { name, kind } = J::ROUTE {
+            return self.publish_routed(job, name, kind, options).await;
+        }
         let queue = options.queue.as_deref().unwrap_or(J::QUEUE);
         let delay = options.resolved_delay();
         let id = options.id.clone().unwrap_or_default();
@@ -190,6 +202,36 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Publishes a job of an exchange-routed type: every queue bound for its
+    /// routing key gets a copy; none is [`Error::Unroutable`].
+    async fn publish_routed<J: Job>(
+        &self,
+        job: &J,
+        exchange: &str,
+        kind: ExchangeKind,
+        options: EnqueueOptions,
+    ) -> Result<JobId, Error> {
+        if options.delay.is_some() || options.at.is_some() || options.queue.is_some() {
+            return Err(Error::Unsupported(
+                "delays and queue overrides are for queue-routed jobs, not exchange-routed ones",
+            ));
+        }
+        let id = options.id.unwrap_or_default();
+        let routing_key = options.routing_key.unwrap_or_default();
+        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
+        let session = self.session(deadline).await?;
+        session.prepare_exchange(exchange, kind).await?;
+        let message = Outgoing {
+            properties: codec::job_properties(J::NAME, &id, 1),
+            body: codec::encode(job)?,
+            id: id.clone(),
+            exchange: exchange.to_owned(),
+            routing_key,
+        };
+        session.publisher.publish(message).await?;
+        Ok(id)
     }
 
     /// Enqueues many jobs of one type: all are published back to back, then all
@@ -254,6 +296,17 @@ impl Client {
 }
 
 impl Session {
+    /// Declares an exchange, once per connection.
+    async fn prepare_exchange(&self, exchange: &str, kind: ExchangeKind) -> Result<(), Error> {
+        if self.declared.read().unwrap_or_else(|e| e.into_inner()).exchanges.contains(exchange) {
+            return Ok(());
+        }
+        let _declaring = self.declaring.lock().await;
+        topology::declare_exchange(&self.publisher, exchange, kind).await?;
+        self.declared.write().unwrap_or_else(|e| e.into_inner()).exchanges.insert(exchange.to_owned());
+        Ok(())
+    }
+
     /// Declares what publishing to `queue` needs, once per connection.
     async fn prepare(&self, config: &AmqpConfig, queue: &str, delayed: bool) -> Result<(), Error> {
         let read = |s: &Self| s.declared.read().unwrap_or_else(|e| e.into_inner()).ready(queue, delayed);

@@ -104,6 +104,9 @@ pub enum Error {
         /// The configured timeout.
         after: Duration,
     },
+    /// The call does not apply to this kind of job.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// [`Job::enqueue`](crate::Job::enqueue) was called before [`Client::init_global`](crate::Client::init_global).
     #[error("no global jobs client: call `jobs_core::Client::init_global` at start (workers do this for you)")]
     NoGlobalClient,

@@ -15,6 +15,8 @@ use crate::{Client, Error, JobError};
 /// worker binary finds every job type linked into it. The attribute
 /// `#[job(...)]` sets, each optional:
 /// - `queue = "emails"`: the queue (default `"default"`);
+/// - `exchange = "logs"`, `exchange_type = "fanout" | "direct" | "topic"`: route
+///   through an exchange instead, to the workers subscribed to it (fanout by default);
 /// - `name = "EmailJob"`: the name on the wire (default: the type's name);
 /// - `max_attempts = 5`: attempts before the job goes to `<queue>.dead` (default 25);
 /// - `timeout = "90s"`: how long one attempt may run (default 25 minutes, below
@@ -26,6 +28,8 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// The queue that [`Job::enqueue`] sends the job to.
     const QUEUE: &'static str;
+    /// Where jobs go: their queue, or an exchange (`#[job(exchange = "logs")]`).
+    const ROUTE: crate::topology::Route = crate::topology::Route::Queue;
     /// Attempts in all, the first included; after the last failure the job is dead.
     const MAX_ATTEMPTS: u32 = 25;
     /// How long one attempt may run before it is cancelled and counted as failed.
@@ -47,6 +51,18 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         Self: Sized,
     {
         async move { Client::global()?.enqueue(self).await }
+    }
+
+    /// Publishes this exchange-routed job with `routing_key` (direct and topic
+    /// exchanges), on the process-wide client.
+    ///
+    /// # Errors
+    /// As [`Job::enqueue`]; [`Error::Unroutable`] when no queue is bound for the key.
+    fn enqueue_routed(&self, routing_key: &str) -> impl Future<Output = Result<JobId, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().routing_key(routing_key)).await }
     }
 
     /// Enqueues this job to run after `delay` (on the process-wide client).

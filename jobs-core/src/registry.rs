@@ -16,6 +16,7 @@ type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, rmp_serde::decode::Err
 pub struct Registration {
     name: &'static str,
     queue: &'static str,
+    route: crate::topology::Route,
     max_attempts: u32,
     timeout: Duration,
     backoff: fn(u32) -> Duration,
@@ -28,6 +29,7 @@ impl Registration {
         Registration {
             name: J::NAME,
             queue: J::QUEUE,
+            route: J::ROUTE,
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
             backoff: J::backoff,
@@ -43,6 +45,11 @@ impl Registration {
     /// The job type's default queue.
     pub fn queue(&self) -> &'static str {
         self.queue
+    }
+
+    /// Where the job type's jobs go.
+    pub fn route(&self) -> crate::topology::Route {
+        self.route
     }
 
     /// Attempts in all before the job is dead (at least 1).

@@ -45,6 +45,43 @@ pub enum QueueType {
     Quorum,
 }
 
+/// The kind of an exchange that routed jobs go through (tutorials 3 to 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeKind {
+    /// Every bound queue gets every job: broadcast to the running workers.
+    Fanout,
+    /// Queues bound with the job's routing key get it.
+    Direct,
+    /// Queues bound with a matching pattern (`kern.*`, `*.critical`, `#`) get it.
+    Topic,
+}
+
+impl ExchangeKind {
+    /// The AMQP exchange type.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Topic => "topic",
+        }
+    }
+}
+
+/// Where a job type's jobs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To its queue (work queues: one worker runs each job).
+    Queue,
+    /// Through an exchange, to the queues of the workers subscribed to it.
+    Exchange {
+        /// The exchange's name.
+        name: &'static str,
+        /// Its kind.
+        kind: ExchangeKind,
+    },
+}
+
 /// The dead-letter queue of `queue`.
 pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
@@ -97,6 +134,20 @@ pub fn validate_queue_name(queue: &str) -> Result<(), Error> {
         return Ok(());
     };
     Err(Error::InvalidName { name: queue.to_owned(), reason })
+}
+
+/// Declares a durable exchange of `kind` and its dead-letter queue `<exchange>.dead`.
+///
+/// # Errors
+/// As [`Topology::declare_job_queue`].
+pub async fn declare_exchange(publisher: &Publisher, name: &str, kind: ExchangeKind) -> Result<(), Error> {
+    validate_queue_name(name)?;
+    publisher
+        .channel()
+        .exchange_declare(ExchangeDeclareArguments::new(name, kind.as_str()).durable(true).finish())
+        .await
+        .map_err(|source| declare_error(publisher, name, "exchange.declare", source))?;
+    declare_queue(publisher, &dead_queue(name), FieldTable::new()).await
 }
 
 /// Declares the framework's objects with the settings of one config.

@@ -12,9 +12,11 @@ pub(crate) struct JobAttrs {
     /// Milliseconds, and where they were written.
     pub(crate) timeout: Option<(u64, Span)>,
     pub(crate) backoff: Option<Path>,
+    pub(crate) exchange: Option<LitStr>,
+    pub(crate) exchange_type: Option<LitStr>,
 }
 
-const KEYS: &str = "expected `queue`, `name`, `max_attempts`, `timeout` or `backoff`";
+const KEYS: &str = "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange` or `exchange_type`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -28,6 +30,24 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
             let key = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
             let twice = || meta.error(format!("`{key}` is given twice"));
             match key.as_str() {
+                "exchange" | "exchange_type" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), format!("`{key}` takes a string literal, as in `{key} = \"...\"`"))
+                    })?;
+                    if key == "exchange_type" && !matches!(value.value().as_str(), "fanout" | "direct" | "topic") {
+                        return Err(syn::Error::new_spanned(
+                            &value,
+                            "`exchange_type` is \"fanout\", \"direct\" or \"topic\"",
+                        ));
+                    }
+                    if key == "exchange" {
+                        validate("queue", &value)?;
+                    }
+                    let slot = if key == "exchange" { &mut attrs.exchange } else { &mut attrs.exchange_type };
+                    if slot.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
                 "queue" | "name" => {
                     let value: LitStr = meta.value()?.parse().map_err(|e| {
                         syn::Error::new(e.span(), format!("`{key}` takes a string literal, as in `{key} = \"...\"`"))
@@ -81,6 +101,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
             }
             Ok(())
         })?;
+    }
+    if let (Some(kind), None) = (&attrs.exchange_type, &attrs.exchange) {
+        return Err(syn::Error::new_spanned(kind, "`exchange_type` needs `exchange = \"...\"`"));
+    }
+    if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {
+        return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));
     }
     Ok(attrs)
 }

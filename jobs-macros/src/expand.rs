@@ -57,10 +57,24 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     });
+    let route = attrs.exchange.map(|exchange| {
+        let kind = match attrs.exchange_type.map(|k| k.value()).as_deref() {
+            Some("direct") => quote! { Direct },
+            Some("topic") => quote! { Topic },
+            _ => quote! { Fanout },
+        };
+        quote! {
+            const ROUTE: ::jobs_core::topology::Route = ::jobs_core::topology::Route::Exchange {
+                name: #exchange,
+                kind: ::jobs_core::topology::ExchangeKind::#kind,
+            };
+        }
+    });
     Ok(quote! {
         impl ::jobs_core::Job for #ident {
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
+            #route
             #max_attempts
             #timeout
             #backoff

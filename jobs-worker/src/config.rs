@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use jobs_core::topology::ExchangeKind;
 use jobs_core::{load_config, AmqpConfig, ConfigSource};
 use serde::Deserialize;
 
@@ -36,8 +37,13 @@ impl Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Queues to consume (`worker.queues`); empty: every queue of the linked job types.
+    /// Queues to consume (`worker.queues`). When both this and `subscriptions`
+    /// are empty: every queue of the linked job types, and a subscription to
+    /// every fanout exchange of theirs.
     pub queues: Vec<String>,
+    /// Exchanges to take jobs from (`[[worker.subscriptions]]`): each gets a
+    /// queue of this worker's own (exclusive, deleted when it stops), bound with `keys`.
+    pub subscriptions: Vec<Subscription>,
     /// Jobs run at once per queue; also the prefetch (`worker.concurrency`, default 1).
     pub concurrency: u16,
     /// How long a stop waits for running jobs (`worker.grace_period`, default `30s`).
@@ -59,6 +65,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queues: Vec::new(),
+            subscriptions: Vec::new(),
             concurrency: 1,
             grace_period: Duration::from_secs(30),
             id: None,
@@ -83,6 +90,20 @@ impl WorkerConfig {
         }
         Ok(())
     }
+}
+
+/// A subscription of a worker to an exchange (tutorials 3 to 5).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// The exchange.
+    pub exchange: String,
+    /// Its kind (`fanout`, `direct`, `topic`).
+    pub kind: ExchangeKind,
+    /// Binding keys: routing keys (direct) or patterns such as `kern.*` (topic);
+    /// ignored by fanout exchanges.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// `[log]` settings.

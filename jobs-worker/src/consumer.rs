@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use jobs_core::amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
+    QueueDeclareArguments,
 };
 use jobs_core::amqprs::connection::Connection;
+use jobs_core::topology::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,7 +16,7 @@ use tracing::{debug, error};
 
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::settle::{Delivery, Settler};
-use crate::Error;
+use crate::{Error, Subscription};
 use jobs_core::{header_u64, headers};
 
 /// What every delivery's task shares.
@@ -30,7 +32,13 @@ pub(crate) struct Shared {
 
 pub(crate) struct Consumer {
     channel: Channel,
+    /// The job queue, or for a subscription the exchange: what failures are
+    /// dead-lettered under (`<home>.dead`) and what `ctx.queue()` says.
     queue: Arc<str>,
+    /// A subscription's queue: exclusive to this worker and gone with it, so
+    /// failures are not retried (a retry could not find its way back) and
+    /// returns are not counted as crashes.
+    transient: bool,
     tag: String,
     rx: UnboundedReceiver<ConsumerMessage>,
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
@@ -52,7 +60,40 @@ impl Consumer {
         let tag = format!("{worker}:{queue}");
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        Ok(Consumer { channel, queue: queue.into(), tag, rx, inline: prefetch == 1 })
+        Ok(Consumer { channel, queue: queue.into(), transient: false, tag, rx, inline: prefetch == 1 })
+    }
+
+    /// Subscribes to an exchange: a server-named exclusive queue of this
+    /// connection, bound with the subscription's keys, consumed like a job queue.
+    pub(crate) async fn subscribe(
+        connection: &Connection,
+        subscription: &Subscription,
+        prefetch: u16,
+        worker: &str,
+    ) -> Result<Self, Error> {
+        let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
+        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        let (queue, _, _) = channel
+            .queue_declare(QueueDeclareArguments::exclusive_server_named())
+            .await
+            .map_err(amqp("queue.declare"))?
+            .ok_or_else(|| Error::ConnectionLost { queue: "(no declare-ok)".into() })?;
+        let keys = match subscription.kind {
+            ExchangeKind::Fanout => vec![String::new()],
+            _ => subscription.keys.clone(),
+        };
+        for key in &keys {
+            channel
+                .queue_bind(QueueBindArguments::new(&queue, &subscription.exchange, key))
+                .await
+                .map_err(amqp("queue.bind"))?;
+        }
+        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
+        let tag = format!("{worker}:{}", subscription.exchange);
+        let args = BasicConsumeArguments::new(&queue, &tag).manual_ack(true).finish();
+        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
+        let home = subscription.exchange.as_str().into();
+        Ok(Consumer { channel, queue: home, transient: true, tag, rx, inline: prefetch == 1 })
     }
 
     async fn cancel(&self) {
@@ -78,7 +119,13 @@ impl Consumer {
                 }
                 message = self.rx.recv() => match message {
                     Some(message) => {
-                        let job = tasks.track_future(handle(shared.clone(), self.channel.clone(), self.queue.clone(), message));
+                        let job = tasks.track_future(handle(
+                            shared.clone(),
+                            self.channel.clone(),
+                            self.queue.clone(),
+                            self.transient,
+                            message,
+                        ));
                         if !self.inline {
                             tokio::spawn(job);
                             continue;
@@ -103,7 +150,7 @@ impl Consumer {
     }
 }
 
-async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message: ConsumerMessage) {
+async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, transient: bool, message: ConsumerMessage) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
         return;
@@ -115,7 +162,7 @@ async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message:
             format!("body of {} bytes is over worker.max_message_size ({} bytes)", body.len(), shared.max_message_size);
         return settler.dead_letter(&d, "bad-message", &reason).await;
     }
-    if deliver.redelivered() && shared.count_crashes {
+    if deliver.redelivered() && shared.count_crashes && !transient {
         let crashes = header_u64(&props, headers::CRASHES).unwrap_or(0) + 1;
         if crashes > u64::from(shared.max_crashes) {
             let reason = format!(
@@ -128,8 +175,10 @@ async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, message:
     }
     match shared.dispatcher.run(&props, &body, &queue, &settler.worker).await {
         Outcome::Done => settler.ack(&channel, d.tag).await,
-        Outcome::Failed { kind, error, retry_in: Some(delay) } => settler.retry(&d, kind, &error, delay).await,
-        Outcome::Failed { kind, error, retry_in: None } => settler.dead_letter(&d, kind, &error).await,
+        Outcome::Failed { kind, error, retry_in: Some(delay) } if !transient => {
+            settler.retry(&d, kind, &error, delay).await
+        }
+        Outcome::Failed { kind, error, .. } => settler.dead_letter(&d, kind, &error).await,
         Outcome::Rejected { kind, reason } => settler.dead_letter(&d, kind, &reason).await,
     }
 }

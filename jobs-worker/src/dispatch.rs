@@ -15,7 +15,9 @@ use jobs_core::amqprs::BasicProperties;
 use jobs_core::{header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE};
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::Error;
+use jobs_core::topology::{ExchangeKind, Route};
+
+use crate::{Error, Subscription};
 
 /// How one delivery ended.
 #[derive(Debug)]
@@ -61,12 +63,30 @@ impl Dispatcher {
         Ok(Dispatcher { table })
     }
 
-    /// The queues of the linked job types, sorted, without repeats.
+    /// The queues of the linked queue-routed job types, sorted, without repeats.
     pub(crate) fn queues(&self) -> Vec<String> {
-        let mut queues: Vec<String> = self.table.values().map(|r| r.queue().to_owned()).collect();
+        let mut queues: Vec<String> =
+            self.table.values().filter(|r| r.route() == Route::Queue).map(|r| r.queue().to_owned()).collect();
         queues.sort();
         queues.dedup();
         queues
+    }
+
+    /// A subscription to each fanout exchange of the linked job types.
+    pub(crate) fn broadcasts(&self) -> Vec<Subscription> {
+        let mut subscriptions: Vec<Subscription> = self
+            .table
+            .values()
+            .filter_map(|r| match r.route() {
+                Route::Exchange { name, kind: ExchangeKind::Fanout } => {
+                    Some(Subscription { exchange: name.to_owned(), kind: ExchangeKind::Fanout, keys: Vec::new() })
+                }
+                _ => None,
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.exchange.cmp(&b.exchange));
+        subscriptions.dedup();
+        subscriptions
     }
 
     /// Warns about job types whose timeout would let the broker close the

@@ -30,7 +30,7 @@ mod shutdown;
 mod worker;
 
 pub use cli::{Cli, Command, DeadAction, Which};
-pub use config::{LogConfig, LogFormat, Settings, WorkerConfig};
+pub use config::{LogConfig, LogFormat, Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use logging::init_logging;
 pub use shutdown::stop_signal;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::amqprs::connection::Connection;
-use jobs_core::topology::QueueType;
+use jobs_core::topology::{declare_exchange, QueueType};
 use jobs_core::{connect_with_retry, report, AmqpConfig, Client, Publisher};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::consumer::{Consumer, Shared};
 use crate::dispatch::Dispatcher;
 use crate::settle::Settler;
-use crate::{Error, WorkerConfig};
+use crate::{Error, Subscription, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
 
@@ -38,6 +38,7 @@ pub struct Worker {
     config: WorkerConfig,
     dispatcher: Arc<Dispatcher>,
     queues: Vec<String>,
+    subscriptions: Vec<Subscription>,
     id: Arc<str>,
 }
 
@@ -59,13 +60,17 @@ impl Worker {
         amqp.validate()?;
         config.validate()?;
         let dispatcher = Dispatcher::from_registry()?;
-        let queues = if config.queues.is_empty() { dispatcher.queues() } else { config.queues.clone() };
-        if queues.is_empty() {
+        let (queues, subscriptions) = if config.queues.is_empty() && config.subscriptions.is_empty() {
+            (dispatcher.queues(), dispatcher.broadcasts())
+        } else {
+            (config.queues.clone(), config.subscriptions.clone())
+        };
+        if queues.is_empty() && subscriptions.is_empty() {
             return Err(Error::NoQueues);
         }
         let n = WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
         let id = config.id.clone().unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
-        Ok(Worker { amqp, config, dispatcher: Arc::new(dispatcher), queues, id: id.into() })
+        Ok(Worker { amqp, config, dispatcher: Arc::new(dispatcher), queues, subscriptions, id: id.into() })
     }
 
     /// This worker's id.
@@ -76,6 +81,11 @@ impl Worker {
     /// The queues it consumes.
     pub fn queues(&self) -> &[String] {
         &self.queues
+    }
+
+    /// The exchanges it subscribes to.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
     }
 
     /// Runs until `stop` resolves, then stops gracefully: cancels its consumers,
@@ -123,7 +133,8 @@ impl Worker {
             };
             ever_connected = true;
             pause = Duration::from_millis(100);
-            info!(worker.id = &*self.id, queues = ?self.queues, concurrency = self.config.concurrency, "worker ready");
+            let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
+            info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
             match self.serve(&connection, consumers, shared, &tasks, &mut stop).await {
                 SessionEnd::Stopped => {
                     self.drain(&tasks).await;
@@ -150,9 +161,13 @@ impl Worker {
             topology.declare_job_queue(&publisher, queue).await?;
             topology.bind_delayed(&publisher, queue).await?;
         }
-        let mut consumers = Vec::with_capacity(self.queues.len());
+        let mut consumers = Vec::with_capacity(self.queues.len() + self.subscriptions.len());
         for queue in &self.queues {
             consumers.push(Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?);
+        }
+        for subscription in &self.subscriptions {
+            declare_exchange(&publisher, &subscription.exchange, subscription.kind).await?;
+            consumers.push(Consumer::subscribe(&connection, subscription, self.config.concurrency, &self.id).await?);
         }
         let shared = Arc::new(Shared {
             dispatcher: self.dispatcher.clone(),

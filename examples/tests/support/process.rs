@@ -1,0 +1,93 @@
+//! A binary of this package run as a process, its output lines collected as they come.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Process {
+    pub name: String,
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn start(name: &str, binary: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("JOBS__AMQP__URL", super::common::amqp_url())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let streams: Vec<Box<dyn std::io::Read + Send>> =
+            vec![Box::new(child.stdout.take().expect("stdout")), Box::new(child.stderr.take().expect("stderr"))];
+        for stream in streams {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    out.lock().expect("lines").push(line);
+                }
+            });
+        }
+        Process { name: name.to_owned(), child, out }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.out.lock().expect("lines").clone()
+    }
+
+    pub fn has(&self, needle: &str) -> bool {
+        self.out.lock().expect("lines").iter().any(|l| l.contains(needle))
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.out.lock().expect("lines").iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill(1)");
+        assert!(status.success(), "kill -{signal} {}", self.name);
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "{} did not exit within {limit:?}: {:?}", self.name, self.lines());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_line(&self, needle: &str, limit: Duration) {
+        let what = format!("{} to print {needle:?}", self.name);
+        super::common::wait_until(&what, limit, || async { self.has(needle) }).await;
+    }
+
+    /// SIGTERM, then a clean exit.
+    pub async fn stop(mut self) {
+        self.signal(15);
+        let status = self.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "{} exited with {status:?}: {:?}", self.name, self.lines());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a binary to its end; returns (success, stdout + stderr).
+pub fn run(binary: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary).args(args).env("JOBS__AMQP__URL", super::common::amqp_url()).output().expect("run");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}

@@ -1,0 +1,98 @@
+//! Tutorials 1, 3, 4 and 5 as binaries, against the live broker: hello world,
+//! broadcast to every running worker, routing by key, routing by pattern.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../jobs-worker/tests/common/mod.rs"]
+mod common;
+#[path = "support/process.rs"]
+mod process;
+
+use std::time::Duration;
+
+use common::*;
+use process::{run, Process};
+
+const READY: &str = "worker ready";
+const T: Duration = Duration::from_secs(20);
+
+fn tag(what: &str) -> String {
+    unique(what).replace('.', "-")
+}
+
+#[tokio::test]
+async fn hello_world_send_and_receive() {
+    let queue = unique("hello");
+    let raw = raw_connection().await;
+    let receiver = Process::start("receive", env!("CARGO_BIN_EXE_receive"), &["--queue", &queue]);
+    receiver.wait_line(READY, T).await;
+    assert!(receiver.has(" [*] Waiting for messages. To exit press CTRL+C"));
+    let (ok, out) = run(env!("CARGO_BIN_EXE_send"), &["--queue", &queue]);
+    assert!(ok && out.contains(" [x] Sent 'Hello World!'"), "{out}");
+    receiver.wait_line(" [x] Received Hello World!", T).await;
+    receiver.stop().await;
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
+async fn publish_subscribe_reaches_every_running_receiver() {
+    let a = Process::start("receive_logs A", env!("CARGO_BIN_EXE_receive_logs"), &[]);
+    let b = Process::start("receive_logs B", env!("CARGO_BIN_EXE_receive_logs"), &[]);
+    a.wait_line(READY, T).await;
+    b.wait_line(READY, T).await;
+    let line = format!("info: {}", tag("broadcast"));
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log"), &[&line]);
+    assert!(ok && out.contains(&format!(" [x] Sent {line}")), "{out}");
+    a.wait_line(&format!(" [x] {line}"), T).await;
+    b.wait_line(&format!(" [x] {line}"), T).await;
+    a.stop().await;
+    // Only running workers get broadcasts: with B gone and A stopped, none is bound.
+    b.stop().await;
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log"), &["nobody listens"]);
+    assert!(!ok && out.contains("unroutable"), "{out}");
+}
+
+#[tokio::test]
+async fn routing_delivers_by_severity_and_reports_unroutable_keys() {
+    let errors = Process::start("errors", env!("CARGO_BIN_EXE_receive_logs_direct"), &["error"]);
+    let all = Process::start("all", env!("CARGO_BIN_EXE_receive_logs_direct"), &["info", "warning", "error"]);
+    errors.wait_line(READY, T).await;
+    all.wait_line(READY, T).await;
+    let (warning, error) = (tag("disk almost full"), tag("Run. Run. Or it will explode."));
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_direct"), &["warning", &warning]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_direct"), &["error", &error]);
+    assert!(ok && out.contains(&format!(" [x] Sent error:{error}")), "{out}");
+    all.wait_line(&format!(" [x] warning:{warning}"), T).await;
+    all.wait_line(&format!(" [x] error:{error}"), T).await;
+    errors.wait_line(&format!(" [x] error:{error}"), T).await;
+    assert!(!errors.has(&warning), "the error-only receiver got a warning");
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_direct"), &["debug", "no one binds debug"]);
+    assert!(!ok && out.contains("unroutable") && out.contains("`debug`"), "{out}");
+    let (ok, out) = run(env!("CARGO_BIN_EXE_receive_logs_direct"), &[]);
+    assert!(!ok && out.contains("Usage: receive_logs_direct"), "{out}");
+    errors.stop().await;
+    all.stop().await;
+}
+
+#[tokio::test]
+async fn topics_deliver_by_pattern() {
+    let kern = Process::start("kern.*", env!("CARGO_BIN_EXE_receive_logs_topic"), &["kern.*"]);
+    let critical = Process::start("*.critical", env!("CARGO_BIN_EXE_receive_logs_topic"), &["*.critical"]);
+    kern.wait_line(READY, T).await;
+    critical.wait_line(READY, T).await;
+    let text = tag("A critical kernel error");
+    for key in ["kern.critical", "kern.info", "app.critical"] {
+        let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_topic"), &[key, &text]);
+        assert!(ok, "{key}: {out}");
+    }
+    kern.wait_line(&format!(" [x] kern.critical:{text}"), T).await;
+    kern.wait_line(&format!(" [x] kern.info:{text}"), T).await;
+    critical.wait_line(&format!(" [x] kern.critical:{text}"), T).await;
+    critical.wait_line(&format!(" [x] app.critical:{text}"), T).await;
+    assert!(!kern.has(&format!("app.critical:{text}")));
+    assert!(!critical.has(&format!("kern.info:{text}")));
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_topic"), &["app.info", &text]);
+    assert!(!ok && out.contains("unroutable"), "{out}");
+    kern.stop().await;
+    critical.stop().await;
+}

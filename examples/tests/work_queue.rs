@@ -4,91 +4,19 @@
 
 #[path = "../../jobs-worker/tests/common/mod.rs"]
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use examples::Task;
 use jobs_core::{Client, EnqueueOptions, JobId};
+use process::Process;
 
-/// A `worker` process whose output lines are collected as they come.
-struct WorkerProcess {
-    name: String,
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-}
-
-impl WorkerProcess {
-    fn start(name: &str, queue: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--queues", queue, "--id", name, "--grace-period", "30s"])
-            .env("JOBS__AMQP__URL", amqp_url())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the worker binary");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push(line);
-                }
-            });
-        }
-        WorkerProcess { name: name.to_owned(), child, out }
-    }
-
-    fn has(&self, needle: &str) -> bool {
-        self.out.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.out.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn signal(&self, signal: i32) {
-        let status =
-            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill(1)");
-        assert!(status.success(), "kill -{signal} {}", self.name);
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{} did not exit within {limit:?}: {:?}",
-                self.name,
-                self.out.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn wait_line(&self, needle: &str, limit: Duration) {
-        wait_until(&format!("{} to print {needle:?}", self.name), limit, || async { self.has(needle) }).await;
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `worker` process on `queue`.
+fn worker(name: &str, queue: &str) -> Process {
+    Process::start(name, env!("CARGO_BIN_EXE_worker"), &["--queues", queue, "--id", name, "--grace-period", "30s"])
 }
 
 async fn enqueue(client: &Client, queue: &str, message: &str) -> JobId {
@@ -100,15 +28,15 @@ async fn two_workers_and_four_tasks_give_two_tasks_to_each() {
     let queue = unique("round-robin");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let mut a = WorkerProcess::start("rr-A", &queue);
-    let mut b = WorkerProcess::start("rr-B", &queue);
+    let mut a = worker("rr-A", &queue);
+    let mut b = worker("rr-B", &queue);
     wait_for_consumers(&raw, &queue, 2).await;
     for message in ["First.", "Second.", "Third.", "Fourth."] {
         enqueue(&client, &queue, message).await;
     }
     wait_until("four tasks done", Duration::from_secs(30), || async { a.count("] Done '") + b.count("] Done '") == 4 })
         .await;
-    assert_eq!((a.count("] Done '"), b.count("] Done '")), (2, 2), "A: {:?}\nB: {:?}", a.out, b.out);
+    assert_eq!((a.count("] Done '"), b.count("] Done '")), (2, 2), "A: {:?}\nB: {:?}", a.lines(), b.lines());
     a.signal(15);
     b.signal(15);
     assert!(a.wait_exit(Duration::from_secs(20)).await.success());
@@ -121,15 +49,15 @@ async fn sigterm_in_the_middle_of_a_job_lets_it_finish_then_exits_0() {
     let queue = unique("sigterm");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let mut worker = WorkerProcess::start("term-W", &queue);
+    let mut worker = worker("term-W", &queue);
     wait_for_consumers(&raw, &queue, 1).await;
     enqueue(&client, &queue, "finish me..").await;
     worker.wait_line("Received 'finish me..'", Duration::from_secs(20)).await;
 
     worker.signal(15);
     let status = worker.wait_exit(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit status {status:?}: {:?}", worker.out);
-    assert!(worker.has("Done 'finish me..'"), "the running job finished: {:?}", worker.out);
+    assert!(status.success(), "exit status {status:?}: {:?}", worker.lines());
+    assert!(worker.has("Done 'finish me..'"), "the running job finished: {:?}", worker.lines());
     assert_eq!(counts(&raw, &queue).await, (0, 0), "it was acked before the exit");
     delete_queues(&raw, &[&queue]).await;
 }
@@ -139,8 +67,8 @@ async fn kill_9_in_the_middle_of_a_job_hands_it_to_another_worker() {
     let queue = unique("kill9");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let mut a = WorkerProcess::start("kill-A", &queue);
-    let mut b = WorkerProcess::start("kill-B", &queue);
+    let mut a = worker("kill-A", &queue);
+    let mut b = worker("kill-B", &queue);
     wait_for_consumers(&raw, &queue, 2).await;
     let id = enqueue(&client, &queue, "survive me..").await;
     let received = format!("(job {id})");

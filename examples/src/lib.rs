@@ -5,7 +5,8 @@
 //!   `worker` runs them, one second per `.` in the message;
 //! - tutorial 3, publish/subscribe: `emit_log` / `receive_logs` (fanout `logs`);
 //! - tutorial 4, routing: `emit_log_direct` / `receive_logs_direct` (direct `direct_logs`);
-//! - tutorial 5, topics: `emit_log_topic` / `receive_logs_topic` (topic `topic_logs`).
+//! - tutorial 5, topics: `emit_log_topic` / `receive_logs_topic` (topic `topic_logs`);
+//! - tutorial 6, RPC: `rpc_client` / `rpc_server` ([`tutorials::Fib`] on `rpc_queue`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +47,7 @@ pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_worker::Error> {
 }
 
 /// The job types of the examples, so binaries that only link the crate keep them.
-pub fn job_names() -> [&'static str; 6] {
+pub fn job_names() -> [&'static str; 7] {
     [
         Task::NAME,
         chaos::Abort::NAME,
@@ -54,6 +55,7 @@ pub fn job_names() -> [&'static str; 6] {
         tutorials::Log::NAME,
         tutorials::DirectLog::NAME,
         tutorials::TopicLog::NAME,
+        tutorials::Fib::NAME,
     ]
 }
 
@@ -145,6 +147,34 @@ pub mod tutorials {
         pub key: String,
         /// The line.
         pub message: String,
+    }
+
+    /// Tutorial 6: computes a Fibonacci number and answers the caller (queue `rpc_queue`).
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "rpc_queue", rpc, timeout = "60s")]
+    pub struct Fib {
+        /// Which Fibonacci number.
+        pub n: u32,
+    }
+
+    impl jobs_core::Respond for Fib {
+        type Output = u64;
+
+        async fn respond(self, _ctx: JobContext) -> Result<u64, JobError> {
+            if self.n > 90 {
+                return Err(JobError::fatal(format!("fib({}) does not fit in 64 bits", self.n)));
+            }
+            println!(" [.] fib({})", self.n);
+            Ok(fib(self.n))
+        }
+    }
+
+    fn fib(n: u32) -> u64 {
+        let (mut a, mut b) = (0u64, 1u64);
+        for _ in 0..n {
+            (a, b) = (b, a + b);
+        }
+        a
     }
 
     impl Perform for TopicLog {

@@ -96,3 +96,16 @@ async fn topics_deliver_by_pattern() {
     kern.stop().await;
     critical.stop().await;
 }
+
+#[tokio::test]
+async fn rpc_client_gets_its_answer_from_rpc_server() {
+    let server = Process::start("rpc_server", env!("CARGO_BIN_EXE_rpc_server"), &[]);
+    server.wait_line(READY, T).await;
+    let (ok, out) = run(env!("CARGO_BIN_EXE_rpc_client"), &["30"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" [x] Requesting fib(30)") && out.contains(" [.] Got 832040"), "{out}");
+    server.wait_line(" [.] fib(30)", T).await;
+    let (ok, out) = run(env!("CARGO_BIN_EXE_rpc_client"), &["100"]);
+    assert!(!ok && out.contains("does not fit in 64 bits"), "the worker's error reaches the caller: {out}");
+    server.stop().await;
+}

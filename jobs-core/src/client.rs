@@ -10,7 +10,8 @@ use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
 use crate::topology::{self, ExchangeKind, Route, Topology};
-use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher};
+use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher, Respond};
+use amqprs::channel::BasicConsumeArguments;
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
 
@@ -96,6 +97,8 @@ struct Inner {
 struct Session {
     connection: Connection,
     publisher: Publisher,
+    /// Answers to calls, consumed from direct reply-to on the publisher's channel.
+    replies: tokio::sync::OnceCell<Arc<Replies>>,
     /// What this connection has declared, read without waiting on the hot path.
     declared: std::sync::RwLock<Declared>,
     /// Held while declaring.
@@ -234,6 +237,53 @@ impl Client {
         Ok(id)
     }
 
+    /// Enqueues an RPC job and waits (at most `amqp.call_timeout`) for its answer,
+    /// which comes back over RabbitMQ's direct reply-to. Many calls may be in
+    /// flight on one client; an answer that comes after its caller gave up is dropped.
+    ///
+    /// # Errors
+    /// [`Error::CallFailed`] with the worker's error, [`Error::CallTimeout`],
+    /// [`Error::BadReply`], or as [`Client::enqueue`].
+    pub async fn call<J: Respond>(&self, job: &J) -> Result<J::Output, Error> {
+        self.call_with(job, self.inner.config.call_timeout).await
+    }
+
+    /// [`Client::call`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
+        let id = JobId::new();
+        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
+        let session = self.session(deadline).await?;
+        session.prepare(&self.inner.config, J::QUEUE, false).await?;
+        let replies = session.replies().await?;
+        let answer = replies.expect(&id);
+        let mut message = outgoing(job, self.inner.config.topology(), J::QUEUE, id.clone(), Duration::ZERO)?;
+        message.properties.with_reply_to(DIRECT_REPLY_TO).with_correlation_id(id.as_str());
+        if let Err(err) = session.publisher.publish(message).await {
+            replies.forget(&id);
+            return Err(err);
+        }
+        let (props, body) = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                return Err(Error::Closed { id, reason: "the connection closed before the answer came".into() })
+            }
+            Err(_) => {
+                replies.forget(&id);
+                return Err(Error::CallTimeout { id, after: timeout });
+            }
+        };
+        match codec::header_str(&props, codec::headers::REPLY_STATUS) {
+            Some("ok") => codec::decode(&body).map_err(|source| Error::BadReply { id, source }),
+            kind => {
+                let error: String = codec::decode(&body).unwrap_or_else(|_| "(unreadable error)".into());
+                Err(Error::CallFailed { id, kind: kind.unwrap_or("failed").to_owned(), error })
+            }
+        }
+    }
+
     /// Enqueues many jobs of one type: all are published back to back, then all
     /// confirms awaited. Returns their ids, in order, when every one was confirmed.
     ///
@@ -288,14 +338,81 @@ impl Client {
         }
         let connection = connect_with_retry(&self.inner.config, &self.inner.name, deadline).await?;
         let publisher = Publisher::open(&connection, self.inner.config.confirm_timeout).await?;
-        let session =
-            Arc::new(Session { connection, publisher, declared: Default::default(), declaring: Default::default() });
+        let session = Arc::new(Session {
+            connection,
+            publisher,
+            replies: Default::default(),
+            declared: Default::default(),
+            declaring: Default::default(),
+        });
         *self.slot() = Some(session.clone());
         Ok(session)
     }
 }
 
+/// RabbitMQ's pseudo-queue for answers on the caller's own channel.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+type Reply = (amqprs::BasicProperties, Vec<u8>);
+
+/// Callers waiting for answers, by job id.
+#[derive(Default)]
+struct Replies {
+    waiting: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Reply>>>,
+}
+
+impl Replies {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::sync::oneshot::Sender<Reply>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expect(&self, id: &JobId) -> tokio::sync::oneshot::Receiver<Reply> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert(id.to_string(), tx);
+        rx
+    }
+
+    fn forget(&self, id: &JobId) {
+        self.lock().remove(id.as_str());
+    }
+}
+
 impl Session {
+    /// Starts consuming answers on the publisher's channel, once per connection.
+    async fn replies(&self) -> Result<Arc<Replies>, Error> {
+        self.replies
+            .get_or_try_init(|| async {
+                let args = BasicConsumeArguments::new(DIRECT_REPLY_TO, "").manual_ack(false).finish();
+                let (_, mut rx) = self
+                    .publisher
+                    .channel()
+                    .basic_consume_rx(args)
+                    .await
+                    .map_err(|source| Error::Amqp { op: "basic.consume (direct reply-to)", source })?;
+                let replies = Arc::new(Replies::default());
+                let waiting = replies.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = rx.recv().await {
+                        let (Some(props), Some(body)) = (message.basic_properties, message.content) else { continue };
+                        let waiter = props.correlation_id().and_then(|id| waiting.lock().remove(id.as_str()));
+                        match waiter {
+                            Some(tx) => {
+                                let _ = tx.send((props, body));
+                            }
+                            None => debug!(correlation_id = ?props.correlation_id(), "answer to a call nobody waits for; dropped"),
+                        }
+                    }
+                    // The channel is gone: dropping the senders fails every waiting call.
+                    waiting.lock().clear();
+                });
+                Ok(replies)
+            })
+            .await
+            .cloned()
+    }
+
     /// Declares an exchange, once per connection.
     async fn prepare_exchange(&self, exchange: &str, kind: ExchangeKind) -> Result<(), Error> {
         if self.declared.read().unwrap_or_else(|e| e.into_inner()).exchanges.contains(exchange) {

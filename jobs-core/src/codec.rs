@@ -30,6 +30,9 @@ pub mod headers {
     pub const FAILED_AT: &str = "x-failed-at";
     /// On a retried or dead job: the worker that settled it.
     pub const WORKER: &str = "x-worker";
+    /// On an RPC answer: `ok` (the body is the output) or the failure's kind
+    /// (the body is the error text, MessagePack string).
+    pub const REPLY_STATUS: &str = "x-reply-status";
     /// On a retried, requeued or dead job: the queue it came from.
     pub const QUEUE: &str = "x-queue";
 }

@@ -128,6 +128,9 @@ pub struct AmqpConfig {
     /// connection, before an enqueue fails (`amqp.reconnect_timeout`, default `30s`).
     #[serde(with = "humantime_serde")]
     pub reconnect_timeout: Duration,
+    /// How long [`Respond::call`](crate::Respond::call) waits for an answer (`amqp.call_timeout`, default `30s`).
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
     /// Queue type of job, dead and delay queues (`amqp.queue_type`: `classic`
     /// (default) or `quorum`). Client and workers must agree.
     pub queue_type: QueueType,
@@ -145,6 +148,7 @@ impl Default for AmqpConfig {
             heartbeat: 30,
             fallback_urls: Vec::new(),
             reconnect_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(30),
             queue_type: QueueType::Classic,
             max_crashes: 3,
         }

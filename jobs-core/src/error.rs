@@ -104,6 +104,33 @@ pub enum Error {
         /// The configured timeout.
         after: Duration,
     },
+    /// The worker ran the called job and it failed; this is its error.
+    #[error("call {id} failed ({kind}): {error}")]
+    CallFailed {
+        /// The job id.
+        id: JobId,
+        /// The kind of failure (`failed`, `panicked`, `timeout`…).
+        kind: String,
+        /// The worker's error text.
+        error: String,
+    },
+    /// No answer came within the timeout; the job may still run (its late answer is dropped).
+    #[error("no answer to call {id} within {after:?}")]
+    CallTimeout {
+        /// The job id.
+        id: JobId,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The answer did not decode as the job type's output.
+    #[error("the answer to call {id} does not decode as the expected output")]
+    BadReply {
+        /// The job id.
+        id: JobId,
+        /// The cause.
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
     /// The call does not apply to this kind of job.
     #[error("not supported: {0}")]
     Unsupported(&'static str),

@@ -102,6 +102,37 @@ pub trait Perform: Job {
     fn perform(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
+/// The work of an RPC job (`#[job(rpc)]`, tutorial 6): it returns an output that
+/// goes back to the caller of [`Respond::call`] over RabbitMQ's direct reply-to.
+///
+/// A call's failure is its answer: the caller gets the error, and the job is not
+/// retried.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is an RPC job (`#[job(rpc)]`) but does not implement `Respond`",
+    label = "this job has no `respond`",
+    note = "add `impl jobs_core::Respond for {Self} {{ type Output = ...; async fn respond(self, ctx: jobs_core::JobContext) -> Result<Self::Output, jobs_core::JobError> {{ .. }} }}`"
+)]
+pub trait Respond: Job {
+    /// What the job answers.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the job once and returns its answer.
+    fn respond(self, ctx: JobContext) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
+
+    /// Enqueues the job and waits for its answer (at most `amqp.call_timeout`),
+    /// on the process-wide client.
+    ///
+    /// # Errors
+    /// [`Error::CallFailed`] with the worker's error, [`Error::CallTimeout`], or
+    /// as [`Job::enqueue`].
+    fn call(&self) -> impl Future<Output = Result<Self::Output, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { Client::global()?.call(self).await }
+    }
+}
+
 /// A job's id: the AMQP `message_id`, kept across retries.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(Arc<str>);

@@ -60,7 +60,7 @@ pub use confirm::{Outgoing, Publisher};
 pub use connection::{connect, connect_with_retry};
 pub use dead::{DeadFilter, DeadJob, DeadLetters};
 pub use error::{report, Error, FailureKind, JobError};
-pub use job::{Job, JobContext, JobId, Perform};
+pub use job::{Job, JobContext, JobId, Perform, Respond};
 pub use jobs_macros::Job;
 pub use registry::{find_registration, registrations, JobFuture, Registration};
 

@@ -5,10 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::{codec, JobContext, JobError, Perform};
+use crate::{codec, JobContext, JobError, Perform, Respond};
 
-/// A running job's future.
-pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+/// A running job's future; its output is the encoded reply of an RPC job
+/// (`#[job(rpc)]`), `None` for other jobs.
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, JobError>> + Send>>;
 
 type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, rmp_serde::decode::Error>;
 
@@ -24,6 +25,19 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The registration of an RPC job type (`#[job(rpc)]`).
+    pub const fn new_rpc<J: Respond>() -> Self {
+        Registration {
+            name: J::NAME,
+            queue: J::QUEUE,
+            route: J::ROUTE,
+            max_attempts: J::MAX_ATTEMPTS,
+            timeout: J::TIMEOUT,
+            backoff: J::backoff,
+            prepare: prepare_rpc::<J>,
+        }
+    }
+
     /// The registration of `J`; `#[derive(Job)]` submits one per type.
     pub const fn new<J: Perform>() -> Self {
         Registration {
@@ -84,7 +98,17 @@ impl std::fmt::Debug for Registration {
 
 fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
     let job: J = codec::decode(body)?;
-    Ok(Box::pin(job.perform(ctx)))
+    let future = job.perform(ctx);
+    Ok(Box::pin(async move { future.await.map(|()| None) }))
+}
+
+fn prepare_rpc<J: Respond>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+    let job: J = codec::decode(body)?;
+    let future = job.respond(ctx);
+    Ok(Box::pin(async move {
+        let output = future.await?;
+        rmp_serde::to_vec_named(&output).map(Some).map_err(JobError::fatal)
+    }))
 }
 
 inventory::collect!(Registration);

@@ -14,9 +14,11 @@ pub(crate) struct JobAttrs {
     pub(crate) backoff: Option<Path>,
     pub(crate) exchange: Option<LitStr>,
     pub(crate) exchange_type: Option<LitStr>,
+    pub(crate) rpc: bool,
 }
 
-const KEYS: &str = "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange` or `exchange_type`";
+const KEYS: &str =
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type` or `rpc`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -57,6 +59,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                     if slot.replace(value).is_some() {
                         return Err(twice());
                     }
+                }
+                "rpc" => {
+                    if attrs.rpc {
+                        return Err(twice());
+                    }
+                    attrs.rpc = true;
                 }
                 "max_attempts" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {

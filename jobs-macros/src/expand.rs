@@ -40,9 +40,14 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let name = attrs.name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
     let queue = attrs.queue.unwrap_or_else(|| LitStr::new("default", ident.span()));
     // Spanned at the type's name, so that a missing `Perform` points there.
+    let constructor = if attrs.rpc {
+        quote! { new_rpc }
+    } else {
+        quote! { new }
+    };
     let registration = quote_spanned! {ident.span()=>
         ::jobs_core::__private::inventory::submit! {
-            ::jobs_core::__private::Registration::new::<#ident>()
+            ::jobs_core::__private::Registration::#constructor::<#ident>()
         }
     };
     let max_attempts = attrs.max_attempts.map(|n| quote! { const MAX_ATTEMPTS: u32 = #n; });

@@ -173,8 +173,23 @@ async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, transien
         }
         return settler.requeue_crashed(&d, crashes).await;
     }
-    match shared.dispatcher.run(&props, &body, &queue, &settler.worker).await {
-        Outcome::Done => settler.ack(&channel, d.tag).await,
+    let outcome = shared.dispatcher.run(&props, &body, &queue, &settler.worker).await;
+    if let Some(reply_to) = props.reply_to() {
+        // A call: its answer, or its failure, goes back to the caller; calls are not retried.
+        match &outcome {
+            Outcome::Done { reply: Some(bytes) } => settler.reply(&d, reply_to, "ok", bytes.clone()).await,
+            Outcome::Failed { kind, error, .. } | Outcome::Rejected { kind, reason: error } => {
+                let error = rmp_serde::to_vec(error).unwrap_or_default();
+                settler.reply(&d, reply_to, kind, error).await;
+                if matches!(outcome, Outcome::Failed { .. }) {
+                    return settler.ack(&channel, d.tag).await;
+                }
+            }
+            Outcome::Done { reply: None } => {}
+        }
+    }
+    match outcome {
+        Outcome::Done { .. } => settler.ack(&channel, d.tag).await,
         Outcome::Failed { kind, error, retry_in: Some(delay) } if !transient => {
             settler.retry(&d, kind, &error, delay).await
         }

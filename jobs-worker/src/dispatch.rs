@@ -22,8 +22,8 @@ use crate::{Error, Subscription};
 /// How one delivery ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// `perform` returned `Ok`: ack.
-    Done,
+    /// `perform` returned `Ok`: ack (after answering, for an RPC job).
+    Done { reply: Option<Vec<u8>> },
     /// `perform` failed, panicked or timed out: retry after `retry_in`, or
     /// dead-letter when it is `None` (final failure or no attempts left).
     Failed { kind: &'static str, error: String, retry_in: Option<Duration> },
@@ -139,9 +139,9 @@ impl Dispatcher {
         // cross-thread wake-up on the drain's hot path. Panics are caught here.
         let running = CatchUnwind(future.instrument(span.clone()));
         let (kind, error, failure) = match tokio::time::timeout(registration.timeout(), running).await {
-            Ok(Ok(Ok(()))) => {
+            Ok(Ok(Ok(reply))) => {
                 debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job done");
-                return Outcome::Done;
+                return Outcome::Done { reply };
             }
             Ok(Ok(Err(err))) => {
                 let kind = if err.kind() == FailureKind::Fatal { "fatal" } else { "failed" };

@@ -9,7 +9,7 @@ use jobs_core::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channe
 use jobs_core::amqprs::{BasicProperties, FieldTable, FieldValue};
 use jobs_core::topology::{dead_queue, Topology};
 use jobs_core::{header_u64, headers, now_secs, set_header, JobId, Outgoing, Publisher};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Where a settled copy goes.
 struct Copy<'a> {
@@ -69,6 +69,26 @@ impl Settler {
         let done = self.forward(d, copy, |t| set_header(t, headers::CRASHES, FieldValue::l(crashes as i64))).await;
         if done {
             warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
+        }
+    }
+
+    /// Sends a call's answer to its caller (direct reply-to). A caller that gave
+    /// up is no error: its answer is dropped.
+    pub(crate) async fn reply(&self, d: &Delivery<'_>, reply_to: &str, status: &str, body: Vec<u8>) {
+        let id = d.id();
+        let mut table = FieldTable::new();
+        set_header(&mut table, headers::REPLY_STATUS, FieldValue::from(status));
+        let correlation = d.props.correlation_id().cloned().unwrap_or_else(|| id.to_string());
+        let properties = BasicProperties::default()
+            .with_content_type(jobs_core::CONTENT_TYPE)
+            .with_correlation_id(&correlation)
+            .with_message_id(id.as_str())
+            .with_headers(table)
+            .finish();
+        let message =
+            Outgoing { id: id.clone(), exchange: String::new(), routing_key: reply_to.to_owned(), properties, body };
+        if let Err(err) = self.publisher.publish(message).await {
+            debug!(job.id = %id, error = %err, "the caller is gone; answer dropped");
         }
     }
 

@@ -13,6 +13,8 @@ use crate::topology::{self, ExchangeKind, Route, Topology};
 use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher, Respond};
 use amqprs::channel::BasicConsumeArguments;
 
+use crate::testing::{self, EnqueuedJob, Recorder};
+
 static GLOBAL: OnceLock<Client> = OnceLock::new();
 
 /// Per-call settings of an enqueue.
@@ -86,6 +88,8 @@ pub struct Client {
 }
 
 struct Inner {
+    /// Set in the testing mode: jobs are recorded, no broker is used.
+    test: Option<Arc<Recorder>>,
     config: AmqpConfig,
     name: String,
     /// The live session, read without waiting on the hot path.
@@ -129,7 +133,45 @@ impl Client {
     /// A client that connects on first use.
     pub fn new(config: AmqpConfig) -> Self {
         let name = format!("jobs-client:{}:{}", hostname(), std::process::id());
-        Client { inner: Arc::new(Inner { config, name, current: Default::default(), connecting: Default::default() }) }
+        Client {
+            inner: Arc::new(Inner {
+                test: None,
+                config,
+                name,
+                current: Default::default(),
+                connecting: Default::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn for_testing(recorder: Arc<Recorder>) -> Self {
+        let inner = Inner {
+            test: Some(recorder),
+            config: AmqpConfig::default(),
+            name: "jobs-test-client".into(),
+            current: Default::default(),
+            connecting: Default::default(),
+        };
+        Client { inner: Arc::new(inner) }
+    }
+
+    /// Records a job in the testing mode.
+    fn record<J: Job>(&self, recorder: &Recorder, job: &J, options: &EnqueueOptions) -> Result<JobId, Error> {
+        let id = options.id.clone().unwrap_or_default();
+        let queue = match J::ROUTE {
+            Route::Queue => options.queue.clone().unwrap_or_else(|| J::QUEUE.to_owned()),
+            Route::Exchange { name, .. } => name.to_owned(),
+        };
+        let delay = options.at.is_some() || options.delay.is_some();
+        recorder.record(EnqueuedJob {
+            id: id.clone(),
+            name: J::NAME.to_owned(),
+            queue,
+            routing_key: options.routing_key.clone(),
+            delay: delay.then(|| options.resolved_delay()),
+            body: codec::encode(job)?,
+        });
+        Ok(id)
     }
 
     /// A client connected now, so that a wrong URL or password shows at start.
@@ -180,6 +222,9 @@ impl Client {
     /// # Errors
     /// As [`Client::enqueue`].
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
+        if let Some(recorder) = &self.inner.test {
+            return self.record(recorder, job, &options);
+        }
         if let Route::Exchange { name, kind } = J::ROUTE {
             return self.publish_routed(job, name, kind, options).await;
         }
@@ -254,6 +299,18 @@ impl Client {
     /// As [`Client::call`].
     pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
         let id = JobId::new();
+        if let Some(recorder) = &self.inner.test {
+            // The testing mode answers calls at once, running the job inline.
+            let enqueued = EnqueuedJob {
+                id: id.clone(),
+                name: J::NAME.to_owned(),
+                queue: J::QUEUE.to_owned(),
+                routing_key: None,
+                delay: None,
+                body: codec::encode(job)?,
+            };
+            return testing::answer(id, recorder.run(&enqueued).await?);
+        }
         let deadline = Instant::now() + self.inner.config.reconnect_timeout;
         let session = self.session(deadline).await?;
         session.prepare(&self.inner.config, J::QUEUE, false).await?;
@@ -290,6 +347,9 @@ impl Client {
     /// # Errors
     /// The first job's error when any was not confirmed; the others may be stored.
     pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
+        if let Some(recorder) = &self.inner.test {
+            return jobs.iter().map(|job| self.record(recorder, job, &EnqueueOptions::default())).collect();
+        }
         let messages = jobs
             .iter()
             .map(|job| outgoing(job, self.inner.config.topology(), J::QUEUE, JobId::new(), Duration::ZERO))

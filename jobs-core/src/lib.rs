@@ -39,6 +39,7 @@
 //! - [`topology`]: queue names, queue types, the delay cascade, declarations;
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`] and layered config loading ([`load_config`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
+//! - `testing`: [`TestClient`], the testing mode (no broker);
 //! - `registry`: the link-time list of job types that workers dispatch on.
 
 pub mod backoff;
@@ -51,6 +52,7 @@ mod dead;
 mod error;
 mod job;
 mod registry;
+mod testing;
 pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
@@ -63,6 +65,7 @@ pub use error::{report, Error, FailureKind, JobError};
 pub use job::{Job, JobContext, JobId, Perform, Respond};
 pub use jobs_macros::Job;
 pub use registry::{find_registration, registrations, JobFuture, Registration};
+pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
 
 /// Re-exports of the broker client, for code that needs raw AMQP (tests, tools).
 pub use amqprs;

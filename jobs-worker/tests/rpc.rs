@@ -57,10 +57,16 @@ async fn calls_answer_in_parallel_fail_with_the_workers_error_and_drop_late_answ
 
     let err = client.call(&Square { n: -3, sleep_ms: 0 }).await.unwrap_err();
     match err {
-        Error::CallFailed { kind, error, .. } => assert_eq!((kind.as_str(), error.as_str()), ("failed", "-3 is negative")),
+        Error::CallFailed { kind, error, .. } => {
+            assert_eq!((kind.as_str(), error.as_str()), ("failed", "-3 is negative"))
+        }
         other => panic!("expected CallFailed, got {other:?}"),
     }
-    assert_eq!(counts(&raw, &format!("{}.dead", Square::QUEUE)).await.0, 0, "a call's failure is its answer, not a dead job");
+    assert_eq!(
+        counts(&raw, &format!("{}.dead", Square::QUEUE)).await.0,
+        0,
+        "a call's failure is its answer, not a dead job"
+    );
 
     let err = client.call_with(&Square { n: 7, sleep_ms: 1500 }, Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, Error::CallTimeout { .. }), "{err:?}");

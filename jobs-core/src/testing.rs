@@ -1,0 +1,213 @@
+//! A testing mode for app code: a [`Client`] that talks to no broker. Enqueued
+//! jobs are recorded (assert on type, fields, queue, delay) and can be run
+//! inline, one by one or until none is left, including the jobs they enqueue in
+//! turn. App code takes a [`Client`] (or uses the global one) and works with
+//! the real client and the test one alike.
+//!
+//! ```
+//! use jobs_core::{Client, Job, JobContext, JobError, Perform, TestClient};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Job)]
+//! #[job(queue = "signups")]
+//! struct Welcome { user: String }
+//!
+//! #[derive(Serialize, Deserialize, Job)]
+//! #[job(queue = "emails")]
+//! struct SendEmail { to: String, subject: String }
+//!
+//! impl Perform for Welcome {
+//!     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+//!         let mail = SendEmail { to: self.user, subject: "Welcome!".into() };
+//!         mail.enqueue().await?; // the process-wide client: the test one here
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl Perform for SendEmail {
+//!     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+//! }
+//!
+//! // The app code under test:
+//! async fn sign_up(client: &Client, user: &str) -> Result<(), jobs_core::Error> {
+//!     client.enqueue(&Welcome { user: user.into() }).await?;
+//!     Ok(())
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let test = TestClient::new();
+//! Client::init_global(test.client())?;
+//! sign_up(Client::global()?, "ann@example.com").await?;
+//!
+//! let queued = test.enqueued();
+//! assert_eq!((queued[0].name.as_str(), queued[0].queue.as_str()), ("Welcome", "signups"));
+//! assert_eq!(test.jobs::<Welcome>()[0].user, "ann@example.com");
+//!
+//! assert_eq!(test.run_all().await?, 2); // Welcome, then the SendEmail it enqueued
+//! assert!(test.enqueued().is_empty());
+//! assert_eq!(test.performed().iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["Welcome", "SendEmail"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::{find_registration, Client, Error, Job, JobContext, JobError, JobId};
+
+/// A job the test client recorded.
+#[derive(Debug, Clone)]
+pub struct EnqueuedJob {
+    /// Its id.
+    pub id: JobId,
+    /// The job type's name.
+    pub name: String,
+    /// The queue (or, for exchange-routed jobs, the exchange).
+    pub queue: String,
+    /// The routing key of an exchange-routed job.
+    pub routing_key: Option<String>,
+    /// The delay asked for (`enqueue_in` / `enqueue_at`), if any.
+    pub delay: Option<Duration>,
+    /// The encoded job, exactly as it would go on the wire.
+    pub body: Vec<u8>,
+}
+
+impl EnqueuedJob {
+    /// The job, decoded as `J`; `None` when it is another type.
+    pub fn decode<J: Job>(&self) -> Option<J> {
+        if self.name != J::NAME {
+            return None;
+        }
+        crate::decode(&self.body).ok()
+    }
+}
+
+/// A job that failed when run by the test client.
+#[derive(Debug, thiserror::Error)]
+#[error("job {name} ({id}) failed: {error}")]
+pub struct TestJobFailed {
+    /// The job's id.
+    pub id: JobId,
+    /// The job type.
+    pub name: String,
+    /// The error, as text.
+    pub error: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    queued: Mutex<VecDeque<EnqueuedJob>>,
+    performed: Mutex<Vec<EnqueuedJob>>,
+}
+
+impl Recorder {
+    fn queued(&self) -> MutexGuard<'_, VecDeque<EnqueuedJob>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record(&self, job: EnqueuedJob) {
+        self.queued().push_back(job);
+    }
+
+    /// Runs one job inline, as a worker would; returns an RPC job's encoded answer.
+    pub(crate) async fn run(&self, job: &EnqueuedJob) -> Result<Option<Vec<u8>>, TestJobFailed> {
+        let failed = |error: String| TestJobFailed { id: job.id.clone(), name: job.name.clone(), error };
+        let registration =
+            find_registration(&job.name).ok_or_else(|| failed("no such job type is linked into this binary".into()))?;
+        let ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into());
+        let future = registration.prepare(&job.body, ctx).map_err(|e| failed(e.to_string()))?;
+        let answer = future.await.map_err(|e: JobError| failed(e.to_string()))?;
+        self.performed.lock().unwrap_or_else(|e| e.into_inner()).push(job.clone());
+        Ok(answer)
+    }
+}
+
+/// The testing mode: a recorder behind a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct TestClient {
+    recorder: Arc<Recorder>,
+}
+
+static CURRENT: Mutex<Option<TestClient>> = Mutex::new(None);
+
+impl TestClient {
+    /// A new, empty test client; also the one [`TestClient::current`] returns
+    /// on this process until the next `new`.
+    pub fn new() -> Self {
+        let test = TestClient::default();
+        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(test.clone());
+        test
+    }
+
+    /// The [`Client`] to hand to app code (or to [`Client::init_global`]).
+    pub fn client(&self) -> Client {
+        Client::for_testing(self.recorder.clone())
+    }
+
+    /// The client of the latest [`TestClient::new`] (a fresh one if none).
+    pub fn current() -> Client {
+        let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        current.unwrap_or_else(TestClient::new).client()
+    }
+
+    /// The jobs waiting, oldest first.
+    pub fn enqueued(&self) -> Vec<EnqueuedJob> {
+        self.recorder.queued().iter().cloned().collect()
+    }
+
+    /// The waiting jobs of type `J`, decoded.
+    pub fn jobs<J: Job>(&self) -> Vec<J> {
+        self.recorder.queued().iter().filter_map(EnqueuedJob::decode).collect()
+    }
+
+    /// The jobs run so far, in order.
+    pub fn performed(&self) -> Vec<EnqueuedJob> {
+        self.recorder.performed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forgets the waiting jobs.
+    pub fn clear(&self) {
+        self.recorder.queued().clear();
+    }
+
+    /// Runs the oldest waiting job (delays are not waited for). `Ok(false)` when none waits.
+    ///
+    /// # Errors
+    /// The job's failure; the job is not put back.
+    pub async fn run_next(&self) -> Result<bool, TestJobFailed> {
+        let next = self.recorder.queued().pop_front();
+        match next {
+            Some(job) => self.recorder.run(&job).await.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Runs jobs, oldest first, until none waits, including the jobs they
+    /// enqueue. Returns how many ran.
+    ///
+    /// # Errors
+    /// The first failure; the jobs after it still wait.
+    pub async fn run_all(&self) -> Result<usize, TestJobFailed> {
+        let mut ran = 0;
+        while self.run_next().await? {
+            ran += 1;
+        }
+        Ok(ran)
+    }
+}
+
+impl From<TestJobFailed> for Error {
+    fn from(failed: TestJobFailed) -> Self {
+        Error::CallFailed { id: failed.id, kind: "failed".into(), error: failed.error }
+    }
+}
+
+/// Decodes an inline call's answer.
+pub(crate) fn answer<T: DeserializeOwned>(id: JobId, bytes: Option<Vec<u8>>) -> Result<T, Error> {
+    let bytes = bytes.unwrap_or_default();
+    crate::decode(&bytes).map_err(|source| Error::BadReply { id, source })
+}

@@ -132,26 +132,15 @@ pub struct TestClient {
     recorder: Arc<Recorder>,
 }
 
-static CURRENT: Mutex<Option<TestClient>> = Mutex::new(None);
-
 impl TestClient {
-    /// A new, empty test client; also the one [`TestClient::current`] returns
-    /// on this process until the next `new`.
+    /// A new, empty test client.
     pub fn new() -> Self {
-        let test = TestClient::default();
-        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(test.clone());
-        test
+        TestClient::default()
     }
 
     /// The [`Client`] to hand to app code (or to [`Client::init_global`]).
     pub fn client(&self) -> Client {
         Client::for_testing(self.recorder.clone())
-    }
-
-    /// The client of the latest [`TestClient::new`] (a fresh one if none).
-    pub fn current() -> Client {
-        let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        current.unwrap_or_else(TestClient::new).client()
     }
 
     /// The jobs waiting, oldest first.

@@ -1,11 +1,13 @@
 use jobs_core::{Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
 
-#[derive(Job)]
-struct Plain {
+#[derive(Serialize, Deserialize, Job)]
+#[job(rpc)]
+struct Fib {
     n: u32,
 }
 
-impl Perform for Plain {
+impl Perform for Fib {
     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
         Ok(())
     }

@@ -16,6 +16,7 @@ use tracing::{debug, error};
 
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::settle::{Delivery, Settler};
+use crate::systemd::Health;
 use crate::{Error, Subscription};
 use jobs_core::{header_u64, headers};
 
@@ -28,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) count_crashes: bool,
     pub(crate) max_crashes: u32,
     pub(crate) max_message_size: usize,
+    pub(crate) health: Arc<Health>,
 }
 
 pub(crate) struct Consumer {
@@ -151,6 +153,11 @@ impl Consumer {
 }
 
 async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, transient: bool, message: ConsumerMessage) {
+    settle_one(&shared, channel, queue, transient, message).await;
+    shared.health.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, transient: bool, message: ConsumerMessage) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
         return;

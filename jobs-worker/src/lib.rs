@@ -27,6 +27,7 @@ mod error;
 mod logging;
 mod settle;
 mod shutdown;
+mod systemd;
 mod worker;
 
 pub use cli::{Cli, Command, DeadAction, Which};

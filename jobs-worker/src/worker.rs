@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::consumer::{Consumer, Shared};
 use crate::dispatch::Dispatcher;
 use crate::settle::Settler;
+use crate::systemd::{self, Health, Notifier};
 use crate::{Error, Subscription, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
@@ -40,6 +41,7 @@ pub struct Worker {
     queues: Vec<String>,
     subscriptions: Vec<Subscription>,
     id: Arc<str>,
+    health: Arc<Health>,
 }
 
 /// How a connection's session ended.
@@ -70,7 +72,15 @@ impl Worker {
         }
         let n = WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
         let id = config.id.clone().unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
-        Ok(Worker { amqp, config, dispatcher: Arc::new(dispatcher), queues, subscriptions, id: id.into() })
+        Ok(Worker {
+            amqp,
+            config,
+            dispatcher: Arc::new(dispatcher),
+            queues,
+            subscriptions,
+            id: id.into(),
+            health: Arc::default(),
+        })
     }
 
     /// This worker's id.
@@ -106,6 +116,24 @@ impl Worker {
         let _ = Client::init_global(Client::new(self.amqp.clone()));
         self.dispatcher.check_timeouts(self.config.consumer_timeout);
         let tasks = TaskTracker::new();
+        let notifier = Notifier::from_env().map(Arc::new);
+        let watchdog = notifier.clone().map(|notifier| {
+            let (health, tasks) = (self.health.clone(), tasks.clone());
+            tokio::spawn(systemd::watchdog(notifier, health, move || tasks.len()))
+        });
+        let result = self.serve_until(stop, &tasks, notifier.as_deref()).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        result
+    }
+
+    async fn serve_until(
+        &self,
+        stop: impl Future<Output = ()>,
+        tasks: &TaskTracker,
+        notifier: Option<&Notifier>,
+    ) -> Result<(), Error> {
         tokio::pin!(stop);
         let mut ever_connected = false;
         let mut pause = Duration::from_millis(100);
@@ -131,13 +159,24 @@ impl Worker {
                     continue;
                 }
             };
+            if !ever_connected {
+                if let Some(notifier) = notifier {
+                    notifier.notify("READY=1");
+                }
+            }
             ever_connected = true;
+            self.health.consuming.store(true, Ordering::Relaxed);
             pause = Duration::from_millis(100);
             let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
             info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
-            match self.serve(&connection, consumers, shared, &tasks, &mut stop).await {
+            let end = self.serve(&connection, consumers, shared, tasks, &mut stop).await;
+            self.health.consuming.store(false, Ordering::Relaxed);
+            match end {
                 SessionEnd::Stopped => {
-                    self.drain(&tasks).await;
+                    if let Some(notifier) = notifier {
+                        notifier.notify("STOPPING=1");
+                    }
+                    self.drain(tasks).await;
                     let _ = connection.close().await;
                     break Ok(());
                 }
@@ -175,6 +214,7 @@ impl Worker {
             count_crashes: self.amqp.queue_type == QueueType::Classic,
             max_crashes: self.amqp.max_crashes,
             max_message_size: self.config.max_message_size,
+            health: self.health.clone(),
         });
         Ok((connection, consumers, shared))
     }

@@ -28,6 +28,9 @@ pub struct Cli {
     /// This worker's id in logs [default: host:pid:n].
     #[arg(long)]
     pub id: Option<String>,
+    /// Serve Prometheus metrics and /healthz on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Log format: `text` or `json` [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -121,6 +124,9 @@ impl Cli {
         }
         if let Some(id) = &self.id {
             source = source.set("worker.id", id.clone());
+        }
+        if let Some(addr) = &self.metrics_addr {
+            source = source.set("worker.metrics_addr", addr.clone());
         }
         if let Some(format) = &self.log_format {
             source = source.set("log.format", format.clone());

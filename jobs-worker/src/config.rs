@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     pub grace_period: Duration,
     /// This worker's id in logs and dead-letter headers (`worker.id`, default `host:pid:n`).
     pub id: Option<String>,
+    /// Serve Prometheus metrics and `/healthz` here (`worker.metrics_addr`, e.g.
+    /// `127.0.0.1:9090`; default off).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Larger message bodies go to `<queue>.dead` unread (`worker.max_message_size`,
     /// bytes, default 16 MiB).
     pub max_message_size: usize,
@@ -69,6 +72,7 @@ impl Default for WorkerConfig {
             concurrency: 1,
             grace_period: Duration::from_secs(30),
             id: None,
+            metrics_addr: None,
             max_message_size: 16 << 20,
             consumer_timeout: Duration::from_secs(30 * 60),
         }

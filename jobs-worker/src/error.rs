@@ -19,6 +19,9 @@ pub enum Error {
         /// The queue whose consumer stopped.
         queue: String,
     },
+    /// The metrics listener could not be set up.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(String),
     /// Logging could not be set up.
     #[error("cannot set up logging: {0}")]
     Logging(String),

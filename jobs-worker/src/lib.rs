@@ -25,6 +25,7 @@ mod consumer;
 mod dispatch;
 mod error;
 mod logging;
+mod metrics;
 mod settle;
 mod shutdown;
 mod systemd;

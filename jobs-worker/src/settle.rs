@@ -41,6 +41,8 @@ impl Settler {
         let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
         let done = self.forward(d, copy, |t| self.failure_headers(t, d.props, kind, reason)).await;
         if done {
+            let job = d.name().unwrap_or("(none)").to_owned();
+            metrics::counter!("jobs_dead_total", "job" => job, "kind" => kind).increment(1);
             warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), kind, reason, "dead-lettered");
         }
     }
@@ -58,6 +60,7 @@ impl Settler {
             })
             .await;
         if done {
+            metrics::counter!("jobs_retried_total", "job" => d.name().unwrap_or("(none)").to_owned()).increment(1);
             info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt, kind, reason, retry_in = ?delay, "job failed; retry scheduled");
         }
     }

@@ -121,9 +121,13 @@ impl Worker {
             let (health, tasks) = (self.health.clone(), tasks.clone());
             tokio::spawn(systemd::watchdog(notifier, health, move || tasks.len()))
         });
+        let metrics = match self.config.metrics_addr {
+            Some(addr) => Some(crate::metrics::serve(addr, self.health.clone()).await?),
+            None => None,
+        };
         let result = self.serve_until(stop, &tasks, notifier.as_deref()).await;
-        if let Some(watchdog) = watchdog {
-            watchdog.abort();
+        for task in [watchdog, metrics].into_iter().flatten() {
+            task.abort();
         }
         result
     }
@@ -166,11 +170,13 @@ impl Worker {
             }
             ever_connected = true;
             self.health.consuming.store(true, Ordering::Relaxed);
+            ::metrics::gauge!("broker_connected").set(1.0);
             pause = Duration::from_millis(100);
             let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
             info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
             let end = self.serve(&connection, consumers, shared, tasks, &mut stop).await;
             self.health.consuming.store(false, Ordering::Relaxed);
+            ::metrics::gauge!("broker_connected").set(0.0);
             match end {
                 SessionEnd::Stopped => {
                     if let Some(notifier) = notifier {

@@ -1,6 +1,7 @@
 //! The worker speaks sd_notify: this test plays systemd's side on a unix
 //! datagram socket. READY once consuming, WATCHDOG only while connected,
-//! STATUS with jobs done, STOPPING at shutdown.
+//! STATUS with jobs done, STOPPING at shutdown. And its HTTP listener: /healthz
+//! 200 only while connected, /metrics in Prometheus text.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../jobs-worker/tests/common/mod.rs"]
@@ -34,6 +35,21 @@ fn count(got: &Mutex<Vec<(Instant, String)>>, what: &str, since: Instant) -> usi
     got.lock().unwrap().iter().filter(|(t, m)| *t >= since && m == what).count()
 }
 
+/// A plain HTTP GET on loopback: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn has(got: &Mutex<Vec<(Instant, String)>>, part: &str) -> bool {
     got.lock().unwrap().iter().any(|(_, m)| m.contains(part))
 }
@@ -45,8 +61,10 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     let queue = "systemd-notify";
     let path = std::env::temp_dir().join(format!("jobs-notify-{}.sock", std::process::id()));
     let got = listen(&path);
+    let port = spare_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .args(["--queues", queue, "--grace-period", "10s"])
+        .args(["--queues", queue, "--grace-period", "10s", "--metrics-addr", &metrics_addr])
         .env("JOBS__AMQP__URL", &url)
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "400000")
@@ -65,6 +83,18 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     client.enqueue_with(&Task { message: "notify".into() }, EnqueueOptions::new().queue(queue)).await.unwrap();
     wait_until("STATUS with one job done", Duration::from_secs(10), || async { has(&got, "1 jobs done") }).await;
     client.close().await;
+    assert_eq!(get(port, "/healthz").0, 200);
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    for series in [
+        "jobs_started_total{job=\"Task\"} 1",
+        "jobs_succeeded_total{job=\"Task\"} 1",
+        "job_duration_seconds_count{job=\"Task\"} 1",
+        "jobs_running 0",
+        "broker_connected 1",
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in:\n{metrics}");
+    }
 
     // The broker goes away: the pings stop (systemd would restart the worker), the status says why.
     node.ctl(&["stop_app"]);
@@ -72,6 +102,8 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     let t = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(count(&got, "WATCHDOG=1", t), 0, "no pings while the broker is down");
+    assert_eq!(get(port, "/healthz").0, 503);
+    assert!(get(port, "/metrics").1.contains("broker_connected 0"));
     node.ctl(&["start_app"]);
     let t = Instant::now();
     wait_until("pings again after reconnecting", Duration::from_secs(30), || async {

@@ -22,6 +22,7 @@ pub struct Registration {
     timeout: Duration,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
+    check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
 }
 
 impl Registration {
@@ -35,6 +36,7 @@ impl Registration {
             timeout: J::TIMEOUT,
             backoff: J::backoff,
             prepare: prepare_rpc::<J>,
+            check: check::<J>,
         }
     }
 
@@ -48,6 +50,7 @@ impl Registration {
             timeout: J::TIMEOUT,
             backoff: J::backoff,
             prepare: prepare::<J>,
+            check: check::<J>,
         }
     }
 
@@ -59,6 +62,14 @@ impl Registration {
     /// The job type's default queue.
     pub fn queue(&self) -> &'static str {
         self.queue
+    }
+
+    /// Checks that `body` decodes as this job type, without running it.
+    ///
+    /// # Errors
+    /// The decode error.
+    pub fn check(&self, body: &[u8]) -> Result<(), rmp_serde::decode::Error> {
+        (self.check)(body)
     }
 
     /// Where the job type's jobs go.
@@ -94,6 +105,10 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration").field("name", &self.name).field("queue", &self.queue).finish()
     }
+}
+
+fn check<J: crate::Job>(body: &[u8]) -> Result<(), rmp_serde::decode::Error> {
+    codec::decode::<J>(body).map(drop)
 }
 
 fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {

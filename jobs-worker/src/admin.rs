@@ -1,9 +1,14 @@
-//! The admin commands of every worker binary: `worker dead list|retry|purge`.
-//! Exit codes: 0 done, 1 error, 2 an `--id` that matched no dead job.
+//! The admin commands of every worker binary: `worker queues`,
+//! `worker enqueue <job-type> --json '{..}'`, `worker dead list|retry|purge`.
+//! Exit codes: 0 done, 1 error (broker, config), 2 bad input (an `--id` that
+//! matched no dead job, an unknown job type, JSON that does not fit the type).
 
 use std::process::ExitCode;
 
-use jobs_core::{DeadFilter, DeadLetters};
+use jobs_core::amqprs::channel::QueueDeclareArguments;
+use jobs_core::amqprs::connection::Connection;
+use jobs_core::topology::{dead_queue, Route};
+use jobs_core::{DeadFilter, DeadLetters, JobId};
 
 use crate::{Cli, Command, DeadAction, Settings};
 
@@ -26,7 +31,12 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings = Settings::load(&cli.config_source())?;
-    let Some(Command::Dead { action }) = cli.command else { return Ok(ExitCode::SUCCESS) };
+    let action = match cli.command {
+        Some(Command::Dead { action }) => action,
+        Some(Command::Queues { json }) => return queues(&settings, json).await,
+        Some(Command::Enqueue { job_type, json }) => return enqueue(&settings, &job_type, &json).await,
+        _ => return Ok(ExitCode::SUCCESS),
+    };
     let dead = DeadLetters::connect(&settings.amqp).await?;
     let code = match action {
         DeadAction::List { queue, limit, json } => {
@@ -68,4 +78,77 @@ fn report(what: &str, filter: &DeadFilter, n: usize) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+/// Ready jobs and consumers of each queue of the linked job types, and its dead count.
+async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut names: Vec<&str> =
+        jobs_core::registrations().filter(|r| r.route() == Route::Queue).map(|r| r.queue()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let connection = jobs_core::connect(&settings.amqp, "jobs-admin").await?;
+    if !json {
+        println!("{:<40} {:>10} {:>10} {:>10}", "queue", "ready", "consumers", "dead");
+    }
+    for name in names {
+        let (ready, consumers) = counts(&connection, name).await;
+        let (dead, _) = counts(&connection, &dead_queue(name)).await;
+        let show = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        if json {
+            let line = serde_json::json!({ "queue": name, "ready": ready, "consumers": consumers, "dead": dead });
+            println!("{line}");
+        } else {
+            println!("{name:<40} {:>10} {:>10} {:>10}", show(ready), show(consumers), show(dead));
+        }
+    }
+    let _ = connection.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Messages ready and consumers of a queue; `None`s when it does not exist.
+async fn counts(connection: &Connection, queue: &str) -> (Option<u32>, Option<u32>) {
+    let Ok(channel) = connection.open_channel(None).await else { return (None, None) };
+    let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;
+    let _ = channel.close().await;
+    match declared {
+        Ok(Some((_, ready, consumers))) => (Some(ready), Some(consumers)),
+        _ => (None, None),
+    }
+}
+
+/// Enqueues a job given as JSON, after checking it decodes as its type.
+async fn enqueue(settings: &Settings, job_type: &str, json: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let Some(registration) = jobs_core::find_registration(job_type) else {
+        let mut known: Vec<&str> = jobs_core::registrations().map(|r| r.name()).collect();
+        known.sort_unstable();
+        eprintln!("no job type `{job_type}` in this binary; known: {}", known.join(", "));
+        return Ok(ExitCode::from(2));
+    };
+    let value: serde_json::Value = match serde_json::from_str(json) {
+        Ok(value) => value,
+        Err(err) => {
+            eprintln!("--json is not JSON: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let body = rmp_serde::to_vec_named(&value)?;
+    if let Err(err) = registration.check(&body) {
+        eprintln!("--json does not fit job type `{job_type}`: {err}");
+        return Ok(ExitCode::from(2));
+    }
+    let (exchange, routing_key) = match registration.route() {
+        Route::Queue => (String::new(), registration.queue().to_owned()),
+        Route::Exchange { name, .. } => (name.to_owned(), String::new()),
+    };
+    let connection = jobs_core::connect(&settings.amqp, "jobs-admin").await?;
+    let publisher = jobs_core::Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
+    if registration.route() == Route::Queue {
+        settings.amqp.topology().declare_job_queue(&publisher, registration.queue()).await?;
+    }
+    let id = JobId::new();
+    let properties = jobs_core::job_properties(registration.name(), &id, 1);
+    publisher.publish(jobs_core::Outgoing { id: id.clone(), exchange, routing_key, properties, body }).await?;
+    let _ = connection.close().await;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
 }

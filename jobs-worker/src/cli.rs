@@ -43,6 +43,21 @@ pub struct Cli {
 #[derive(Debug, Clone, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
+    /// The queues of the job types linked into this binary: ready jobs,
+    /// consumers and dead jobs of each.
+    Queues {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueues one job of a type linked into this binary, given as JSON.
+    Enqueue {
+        /// The job type's name (its `type`), e.g. `Task`.
+        job_type: String,
+        /// The job's fields as a JSON object.
+        #[arg(long)]
+        json: String,
+    },
     /// Dead jobs (in `<queue>.dead`): list, retry or purge them.
     Dead {
         /// What to do.

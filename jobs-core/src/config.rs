@@ -27,9 +27,8 @@ impl BrokerUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
         match url.scheme() {
-            "amqp" => {}
-            "amqps" => return Err("amqps:// (TLS) is not supported yet; use amqp://".into()),
-            other => return Err(format!("scheme `{other}` is not amqp://")),
+            "amqp" | "amqps" => {}
+            other => return Err(format!("scheme `{other}` is not amqp:// or amqps://")),
         }
         match url.host_str() {
             Some(h) if !h.is_empty() => {}
@@ -54,18 +53,32 @@ impl BrokerUrl {
         url.to_string()
     }
 
-    /// Host and port, for messages.
-    pub fn host_port(&self) -> (String, u16) {
-        (self.url.host_str().unwrap_or("").to_owned(), self.url.port().unwrap_or(5672))
+    /// Whether this is an `amqps://` (TLS) URL.
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "amqps"
     }
 
-    /// Connection arguments for amqprs.
-    pub(crate) fn connection_args(&self, name: &str, heartbeat: u16) -> OpenConnectionArguments {
+    /// Host and port, for messages.
+    pub fn host_port(&self) -> (String, u16) {
+        let default = if self.is_tls() { 5671 } else { 5672 };
+        (self.url.host_str().unwrap_or("").to_owned(), self.url.port().unwrap_or(default))
+    }
+
+    /// Connection arguments for amqprs; `password` replaces the URL's when given.
+    pub(crate) fn connection_args(
+        &self,
+        name: &str,
+        heartbeat: u16,
+        password: Option<&str>,
+    ) -> OpenConnectionArguments {
         let (host, port) = self.host_port();
         // `parse` checked that these decode.
         let user = decode(self.url.username()).unwrap_or_default();
         let user = if user.is_empty() { "guest".to_owned() } else { user };
-        let password = decode(self.url.password().unwrap_or("guest")).unwrap_or_default();
+        let password = match password {
+            Some(password) => password.to_owned(),
+            None => decode(self.url.password().unwrap_or("guest")).unwrap_or_default(),
+        };
         let vhost = match self.url.path() {
             "" | "/" => "/".to_owned(),
             path => decode(&path[1..]).unwrap_or_default(),
@@ -128,6 +141,12 @@ pub struct AmqpConfig {
     /// connection, before an enqueue fails (`amqp.reconnect_timeout`, default `30s`).
     #[serde(with = "humantime_serde")]
     pub reconnect_timeout: Duration,
+    /// Read the broker password from this file instead of the URL
+    /// (`amqp.password_file`; a trailing newline is ignored). Keeps it off the
+    /// command line and out of the environment.
+    pub password_file: Option<PathBuf>,
+    /// TLS settings for `amqps://` URLs (`[amqp.tls]`).
+    pub tls: TlsConfig,
     /// How long [`Respond::call`](crate::Respond::call) waits for an answer (`amqp.call_timeout`, default `30s`).
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -149,6 +168,8 @@ impl Default for AmqpConfig {
             fallback_urls: Vec::new(),
             reconnect_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(30),
+            password_file: None,
+            tls: TlsConfig::default(),
             queue_type: QueueType::Classic,
             max_crashes: 3,
         }
@@ -184,6 +205,59 @@ impl AmqpConfig {
             return Err(Error::Config { key: "amqp.confirm_timeout".into(), message: "must be more than 0".into() });
         }
         Ok(())
+    }
+}
+
+/// TLS settings (`[amqp.tls]`), used for `amqps://` URLs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the broker's certificate (`amqp.tls.ca_file`);
+    /// default: the Mozilla roots built in.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that ask for one (`amqp.tls.cert_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (`amqp.tls.key_file`).
+    pub key_file: Option<PathBuf>,
+}
+
+impl AmqpConfig {
+    /// The password from `amqp.password_file`, if set.
+    pub(crate) fn file_password(&self) -> Result<Option<String>, Error> {
+        let Some(path) = &self.password_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            key: "amqp.password_file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+    }
+
+    /// The TLS adaptor for an `amqps://` URL.
+    pub(crate) fn tls_adaptor(&self, url: &BrokerUrl) -> Result<amqprs::tls::TlsAdaptor, Error> {
+        use rustls_pki_types::pem::PemObject;
+        let bad = |key: &str, message: String| Error::Config { key: key.into(), message };
+        // rustls needs a process-wide crypto provider; install ring's once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let domain = url.host_port().0;
+        let tls = &self.tls;
+        if let Some(ca) = &tls.ca_file {
+            rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .map_err(|e| bad("amqp.tls.ca_file", format!("cannot read {}: {e}", ca.display())))?
+                .next()
+                .ok_or_else(|| bad("amqp.tls.ca_file", format!("{} holds no PEM certificate", ca.display())))?
+                .map_err(|e| bad("amqp.tls.ca_file", format!("{}: {e}", ca.display())))?;
+        }
+        let adaptor = match (&tls.cert_file, &tls.key_file) {
+            (None, None) => amqprs::tls::TlsAdaptor::without_client_auth(tls.ca_file.as_deref(), domain),
+            (Some(cert), Some(key)) => {
+                // amqprs panics on a bad key: check it first.
+                rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| bad("amqp.tls.key_file", format!("{}: {e}", key.display())))?;
+                amqprs::tls::TlsAdaptor::with_client_auth(tls.ca_file.as_deref(), cert, key, domain)
+            }
+            _ => return Err(bad("amqp.tls", "cert_file and key_file go together".into())),
+        };
+        adaptor.map_err(|e| bad("amqp.tls", e.to_string()))
     }
 }
 
@@ -286,7 +360,7 @@ mod tests {
     #[test]
     fn url_parses_credentials_vhost_and_hides_the_password() {
         let url = BrokerUrl::parse("amqp://ann:s%40cret@broker.example:5673/prod").unwrap();
-        let args = url.connection_args("t", 10);
+        let args = url.connection_args("t", 10, None);
         assert_eq!(args.get_host(), "broker.example");
         assert_eq!(args.get_port(), 5673);
         assert_eq!(args.get_virtual_host(), "prod");
@@ -298,7 +372,7 @@ mod tests {
 
     #[test]
     fn default_url_is_the_local_broker_and_root_vhost() {
-        let args = BrokerUrl::default().connection_args("t", 10);
+        let args = BrokerUrl::default().connection_args("t", 10, None);
         assert_eq!((args.get_host(), args.get_port(), args.get_virtual_host()), ("127.0.0.1", 5672, "/"));
     }
 
@@ -306,6 +380,7 @@ mod tests {
     fn bad_urls_say_why_without_echoing_the_password() {
         for (text, why) in [
             ("http://a:topsecret@h/", "scheme"),
+            ("amqps://a:topsecret@/", "host"),
             ("amqp://a:topsecret@/", "host"),
             ("amqp://a:topsecret@h/?heartbeat", "query"),
             ("nonsense", "not a URL"),

@@ -17,8 +17,12 @@ use crate::{AmqpConfig, Error};
 /// [`Error::Connect`] with the last URL tried (password hidden) and the cause.
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, Error> {
     let mut last = None;
+    let password = config.file_password()?;
     for url in config.urls() {
-        let args = url.connection_args(name, config.heartbeat);
+        let mut args = url.connection_args(name, config.heartbeat, password.as_deref());
+        if url.is_tls() {
+            args.tls_adaptor(config.tls_adaptor(url)?);
+        }
         match Connection::open(&args).await {
             Ok(connection) => {
                 connection

@@ -121,13 +121,18 @@ fn spare_port() -> u16 {
 
 impl TestNode {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// A node with extra `rabbitmq.conf` lines (files it names must be readable by `rabbitmq`).
+    pub fn start_with(name: &str, extra_conf: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("jobs-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("node dir");
         std::fs::write(dir.join("plugins"), "").expect("plugins file");
         let port = spare_port();
         // Our own config file: the machine's may pin the listener to 5672.
-        let conf = format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n");
+        let conf = format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n{extra_conf}\n");
         std::fs::write(dir.join("node.conf"), conf).expect("node config");
         let status = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&dir).status().expect("chown");
         assert!(

@@ -62,6 +62,15 @@ async fn dead_jobs_are_listed_retried_and_purged() {
     assert_eq!(lines[0]["id"], ids[0].as_str());
     assert_eq!(lines[0]["error_kind"], "failed");
 
+    let out = worker(&["dead", "show", &queue, "--id", &ids[2]]);
+    assert!(out.status.success(), "{out:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (shown["error"].as_str(), shown["payload"]["message"].as_str()),
+        (Some("smtp said no 2"), Some("dead 2"))
+    );
+    assert_eq!(worker(&["dead", "show", &queue, "--id", "nope"]).status.code(), Some(2));
+
     let out = worker(&["dead", "retry", &queue, "--id", &ids[1]]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "retried 1 dead job(s)");

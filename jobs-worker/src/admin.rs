@@ -60,6 +60,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             ExitCode::SUCCESS
         }
+        DeadAction::Show { queue, id } => match dead.list(&queue, usize::MAX).await?.into_iter().find(|j| j.id == id) {
+            Some(job) => {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no dead job has that id");
+                ExitCode::from(2)
+            }
+        },
         DeadAction::Retry { queue, which } => {
             report("retried", &which.filter(), dead.retry(&queue, &which.filter()).await?)
         }

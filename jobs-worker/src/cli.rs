@@ -80,6 +80,14 @@ pub enum DeadAction {
         #[arg(long)]
         json: bool,
     },
+    /// Shows one dead job in full (JSON): headers, error, payload.
+    Show {
+        /// The job queue (not `.dead`).
+        queue: String,
+        /// The job's id.
+        #[arg(long)]
+        id: String,
+    },
     /// Sends dead jobs back to their queue with attempts reset.
     Retry {
         /// The job queue (not `.dead`).

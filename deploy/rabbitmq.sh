@@ -11,7 +11,16 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
 
+# The management plugin's HTTP API on 15672 gives `worker queues` its unacked
+# counts; enabling it on a running node is online and idempotent.
+enable_management() {
+  if command -v rabbitmq-plugins >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-plugins ]; then
+    PATH="$PATH:/usr/sbin" $SUDO rabbitmq-plugins -q enable rabbitmq_management >/dev/null 2>&1 || true
+  fi
+}
+
 if port_open; then
+  enable_management
   echo "rabbitmq: answering on $HOST:$PORT"
   exit 0
 fi
@@ -41,6 +50,7 @@ fi
 $SUDO rabbitmqctl -q await_startup --timeout 120 >/dev/null 2>&1 || true
 for _ in $(seq 1 120); do
   if port_open; then
+    enable_management
     echo "rabbitmq: ready on $HOST:$PORT"
     exit 0
   fi

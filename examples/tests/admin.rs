@@ -5,9 +5,11 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use examples::Task;
+use jobs_core::amqprs::channel::{BasicAckArguments, BasicConsumeArguments};
 use jobs_core::Job;
 
 fn worker(args: &[&str]) -> (Option<i32>, String, String) {
@@ -29,27 +31,40 @@ async fn enqueue_by_json_and_list_queues() {
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 36, "prints the job id: {out}");
 
-    let (code, out, err) = worker(&["queues", "--json"]);
-    assert_eq!(code, Some(0), "{err}");
-    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let row = rows.iter().find(|r| r["queue"] == Task::QUEUE).unwrap_or_else(|| panic!("{out}"));
-    assert!(row["ready"].as_u64().unwrap() >= 1 && row["dead"].is_u64(), "{row}");
-    let (code, table, _) = worker(&["queues"]);
-    assert_eq!(code, Some(0));
-    assert!(table.lines().next().unwrap().contains("consumers") && table.contains(Task::QUEUE), "{table}");
-
-    // Take our job back out: it is a Task with the given fields and the printed id.
+    // Take the jobs of task_queue and hold them unacked: ours is among them.
     let channel = raw.open_channel(None).await.unwrap();
-    let mut found = false;
-    while let Some((props, body)) = get(&channel, Task::QUEUE).await {
-        let task: Task = jobs_core::decode(&body).unwrap();
-        if task.message == text {
+    let args = BasicConsumeArguments::new(Task::QUEUE, "admin-test").manual_ack(true).finish();
+    let (_, mut rx) = channel.basic_consume_rx(args).await.unwrap();
+    let mut held = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+        let (props, body) = (message.basic_properties.unwrap(), message.content.unwrap());
+        held.push(message.deliver.unwrap().delivery_tag());
+        if jobs_core::decode::<Task>(&body).unwrap().message == text {
             assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
             assert_eq!(props.message_type().map(String::as_str), Some("Task"));
-            found = true;
+            break;
         }
     }
-    assert!(found);
+
+    // The management API counts them as unacked (its statistics refresh every few seconds).
+    let unacked_seen = || async {
+        let (code, out, _) = worker(&["queues", "--json"]);
+        assert_eq!(code, Some(0));
+        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let row = rows.iter().find(|r| r["queue"] == Task::QUEUE).cloned().unwrap();
+        row["unacked"].as_u64() == Some(held.len() as u64)
+            && row["consumers"].as_u64() == Some(1)
+            && row["dead"].is_u64()
+    };
+    wait_until("`worker queues` to show the held jobs as unacked", Duration::from_secs(20), unacked_seen).await;
+    let (code, table, _) = worker(&["queues"]);
+    assert_eq!(code, Some(0));
+    assert!(table.lines().next().unwrap().contains("unacked") && table.contains(Task::QUEUE), "{table}");
+    for tag in held {
+        channel.basic_ack(BasicAckArguments::new(tag, false)).await.unwrap();
+    }
+    let _ = channel.close().await;
 
     let (code, _, err) = worker(&["enqueue", "NoSuchJob", "--json", "{}"]);
     assert_eq!(code, Some(2));

@@ -53,6 +53,22 @@ impl BrokerUrl {
         url.to_string()
     }
 
+    /// User and password (percent-decoded; `guest` when absent), for the
+    /// management API. Never log them.
+    pub fn credentials(&self) -> (String, String) {
+        let user = decode(self.url.username()).unwrap_or_default();
+        let user = if user.is_empty() { "guest".to_owned() } else { user };
+        (user, decode(self.url.password().unwrap_or("guest")).unwrap_or_default())
+    }
+
+    /// The virtual host (`/` when the URL names none).
+    pub fn vhost(&self) -> String {
+        match self.url.path() {
+            "" | "/" => "/".to_owned(),
+            path => decode(&path[1..]).unwrap_or_default(),
+        }
+    }
+
     /// Whether this is an `amqps://` (TLS) URL.
     pub fn is_tls(&self) -> bool {
         self.url.scheme() == "amqps"
@@ -145,6 +161,9 @@ pub struct AmqpConfig {
     /// (`amqp.password_file`; a trailing newline is ignored). Keeps it off the
     /// command line and out of the environment.
     pub password_file: Option<PathBuf>,
+    /// Port of the broker's management HTTP API on the `amqp.url` host
+    /// (`amqp.management_port`, default 15672): `worker queues` reads unacked counts there.
+    pub management_port: u16,
     /// TLS settings for `amqps://` URLs (`[amqp.tls]`).
     pub tls: TlsConfig,
     /// How long [`Respond::call`](crate::Respond::call) waits for an answer (`amqp.call_timeout`, default `30s`).
@@ -169,6 +188,7 @@ impl Default for AmqpConfig {
             reconnect_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(30),
             password_file: None,
+            management_port: 15672,
             tls: TlsConfig::default(),
             queue_type: QueueType::Classic,
             max_crashes: 3,

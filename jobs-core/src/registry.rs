@@ -28,20 +28,15 @@ pub struct Registration {
 impl Registration {
     /// The registration of an RPC job type (`#[job(rpc)]`).
     pub const fn new_rpc<J: Respond>() -> Self {
-        Registration {
-            name: J::NAME,
-            queue: J::QUEUE,
-            route: J::ROUTE,
-            max_attempts: J::MAX_ATTEMPTS,
-            timeout: J::TIMEOUT,
-            backoff: J::backoff,
-            prepare: prepare_rpc::<J>,
-            check: check::<J>,
-        }
+        Self::of::<J>(prepare_rpc::<J>)
     }
 
     /// The registration of `J`; `#[derive(Job)]` submits one per type.
     pub const fn new<J: Perform>() -> Self {
+        Self::of::<J>(prepare::<J>)
+    }
+
+    const fn of<J: crate::Job>(prepare: Prepare) -> Self {
         Registration {
             name: J::NAME,
             queue: J::QUEUE,
@@ -49,7 +44,7 @@ impl Registration {
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
             backoff: J::backoff,
-            prepare: prepare::<J>,
+            prepare,
             check: check::<J>,
         }
     }

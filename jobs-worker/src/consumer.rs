@@ -32,6 +32,11 @@ pub(crate) struct Shared {
     pub(crate) health: Arc<Health>,
 }
 
+/// Maps an amqprs error of operation `op`.
+fn amqp(op: &'static str) -> impl Fn(jobs_core::amqprs::error::Error) -> jobs_core::Error {
+    move |source| jobs_core::Error::Amqp { op, source }
+}
+
 pub(crate) struct Consumer {
     channel: Channel,
     /// The job queue, or for a subscription the exchange: what failures are
@@ -56,13 +61,24 @@ impl Consumer {
         prefetch: u16,
         worker: &str,
     ) -> Result<Self, Error> {
-        let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        Self::consume(channel, queue, queue, false, prefetch, worker).await
+    }
+
+    /// Starts consuming `queue` on `channel`; `home` names it in settling and logs.
+    async fn consume(
+        channel: Channel,
+        queue: &str,
+        home: &str,
+        transient: bool,
+        prefetch: u16,
+        worker: &str,
+    ) -> Result<Self, Error> {
         channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
-        let tag = format!("{worker}:{queue}");
+        let tag = format!("{worker}:{home}");
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        Ok(Consumer { channel, queue: queue.into(), transient: false, tag, rx, inline: prefetch == 1 })
+        Ok(Consumer { channel, queue: home.into(), transient, tag, rx, inline: prefetch == 1 })
     }
 
     /// Subscribes to an exchange: a server-named exclusive queue of this
@@ -73,7 +89,6 @@ impl Consumer {
         prefetch: u16,
         worker: &str,
     ) -> Result<Self, Error> {
-        let amqp = |op| move |source| jobs_core::Error::Amqp { op, source };
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
         let (queue, _, _) = channel
             .queue_declare(QueueDeclareArguments::exclusive_server_named())
@@ -90,12 +105,7 @@ impl Consumer {
                 .await
                 .map_err(amqp("queue.bind"))?;
         }
-        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
-        let tag = format!("{worker}:{}", subscription.exchange);
-        let args = BasicConsumeArguments::new(&queue, &tag).manual_ack(true).finish();
-        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        let home = subscription.exchange.as_str().into();
-        Ok(Consumer { channel, queue: home, transient: true, tag, rx, inline: prefetch == 1 })
+        Self::consume(channel, &queue, &subscription.exchange, true, prefetch, worker).await
     }
 
     async fn cancel(&self) {

@@ -138,14 +138,16 @@ impl Dispatcher {
         // Run in this (already per-delivery) task: a second spawn per job cost a
         // cross-thread wake-up on the drain's hot path. Panics are caught here.
         let running = CatchUnwind(future.instrument(span.clone()));
-        metrics::counter!("jobs_started_total", "job" => name.to_owned()).increment(1);
+        // The registration's name is `'static`: labels without an allocation per job.
+        let job = registration.name();
+        metrics::counter!("jobs_started_total", "job" => job).increment(1);
         let in_flight = metrics::gauge!("jobs_running");
         in_flight.increment(1.0);
         let (kind, error, failure) = match tokio::time::timeout(registration.timeout(), running).await {
             Ok(Ok(Ok(reply))) => {
                 in_flight.decrement(1.0);
-                record_duration(name, started);
-                metrics::counter!("jobs_succeeded_total", "job" => name.to_owned()).increment(1);
+                record_duration(job, started);
+                metrics::counter!("jobs_succeeded_total", "job" => job).increment(1);
                 debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job done");
                 return Outcome::Done { reply };
             }
@@ -158,16 +160,16 @@ impl Dispatcher {
             Err(_) => ("timeout", format!("timed out after {:?}", registration.timeout()), FailureKind::Retry),
         };
         in_flight.decrement(1.0);
-        record_duration(name, started);
-        metrics::counter!("jobs_failed_total", "job" => name.to_owned(), "kind" => kind).increment(1);
+        record_duration(job, started);
+        metrics::counter!("jobs_failed_total", "job" => job, "kind" => kind).increment(1);
         let retry_in = retry_delay(registration, meta.attempt, failure);
         debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, kind, %error, ?retry_in, "job failed");
         Outcome::Failed { kind, error, retry_in }
     }
 }
 
-fn record_duration(name: &str, started: std::time::Instant) {
-    metrics::histogram!("job_duration_seconds", "job" => name.to_owned()).record(started.elapsed().as_secs_f64());
+fn record_duration(job: &'static str, started: std::time::Instant) {
+    metrics::histogram!("job_duration_seconds", "job" => job).record(started.elapsed().as_secs_f64());
 }
 
 /// When to retry after failed attempt `attempt`, if at all.

@@ -88,19 +88,10 @@ impl BrokerUrl {
         password: Option<&str>,
     ) -> OpenConnectionArguments {
         let (host, port) = self.host_port();
-        // `parse` checked that these decode.
-        let user = decode(self.url.username()).unwrap_or_default();
-        let user = if user.is_empty() { "guest".to_owned() } else { user };
-        let password = match password {
-            Some(password) => password.to_owned(),
-            None => decode(self.url.password().unwrap_or("guest")).unwrap_or_default(),
-        };
-        let vhost = match self.url.path() {
-            "" | "/" => "/".to_owned(),
-            path => decode(&path[1..]).unwrap_or_default(),
-        };
+        let (user, url_password) = self.credentials();
+        let password = password.map(str::to_owned).unwrap_or(url_password);
         OpenConnectionArguments::new(&host, port, &user, &password)
-            .virtual_host(&vhost)
+            .virtual_host(&self.vhost())
             .connection_name(name)
             .heartbeat(heartbeat)
             .finish()

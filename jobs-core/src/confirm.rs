@@ -87,13 +87,12 @@ impl Tracker {
     }
 
     fn close(&self, reason: &str) {
-        let pending = {
+        let (reason, pending) = {
             let mut state = self.lock();
-            let reason: Arc<str> = reason.into();
-            state.closed.get_or_insert(reason);
-            std::mem::take(&mut state.pending)
+            // The first reason stays: it is the cause, later ones are its echoes.
+            let reason = state.closed.get_or_insert_with(|| reason.into()).clone();
+            (reason, std::mem::take(&mut state.pending))
         };
-        let reason = self.lock().closed.clone().unwrap_or_else(|| "closed".into());
         for waiter in pending.into_values() {
             let _ = waiter.tx.send(Outcome::Closed(reason.clone()));
         }

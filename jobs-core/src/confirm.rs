@@ -24,13 +24,18 @@ use crate::{Error, JobId};
 enum Outcome {
     Confirmed,
     Nacked,
-    Returned,
+    /// `basic.return`, then ack: the exchange and routing key no queue matched.
+    Returned {
+        exchange: String,
+        routing_key: String,
+    },
     Closed(Arc<str>),
 }
 
 struct Waiter {
     id: JobId,
-    returned: bool,
+    /// Set by `basic.return`: where the broker found no queue.
+    returned: Option<(String, String)>,
     tx: oneshot::Sender<Outcome>,
 }
 
@@ -66,8 +71,8 @@ impl Tracker {
         };
         for waiter in settled {
             let outcome = match (acked, waiter.returned) {
-                (true, false) => Outcome::Confirmed,
-                (true, true) => Outcome::Returned,
+                (true, None) => Outcome::Confirmed,
+                (true, Some((exchange, routing_key))) => Outcome::Returned { exchange, routing_key },
                 (false, _) => Outcome::Nacked,
             };
             // The waiter may have timed out and gone: nothing to tell.
@@ -75,11 +80,11 @@ impl Tracker {
         }
     }
 
-    fn returned(&self, message_id: Option<&String>) {
+    fn returned(&self, message_id: Option<&String>, exchange: &str, routing_key: &str) {
         let mut state = self.lock();
         let found = message_id.and_then(|id| state.pending.values_mut().find(|w| w.id.as_str() == id.as_str()));
         match found {
-            Some(waiter) => waiter.returned = true,
+            Some(waiter) => waiter.returned = Some((exchange.to_owned(), routing_key.to_owned())),
             None => {
                 warn!(message_id = ?message_id, "a returned message matches no pending publish")
             }
@@ -134,8 +139,8 @@ impl ChannelCallback for Callback {
         self.0.settle(nack.delivery_tag(), nack.multiple(), false);
     }
 
-    async fn publish_return(&mut self, _channel: &Channel, _ret: Return, props: BasicProperties, _content: Vec<u8>) {
-        self.0.returned(props.message_id());
+    async fn publish_return(&mut self, _channel: &Channel, ret: Return, props: BasicProperties, _content: Vec<u8>) {
+        self.0.returned(props.message_id(), ret.exchange(), ret.routing_key());
     }
 }
 
@@ -219,11 +224,10 @@ impl Publisher {
     /// [`Error::ConfirmTimeout`]: in every case the caller must treat the
     /// message as not stored.
     pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
-        let (exchange, routing_key) = (message.exchange.clone(), message.routing_key.clone());
         let id = message.id.clone();
         let rx = self.send_all(vec![message]).await?.pop();
         match rx {
-            Some(rx) => self.wait(id, exchange, routing_key, rx).await,
+            Some(rx) => self.wait(id, rx).await,
             None => Ok(()),
         }
     }
@@ -234,11 +238,11 @@ impl Publisher {
     /// # Errors
     /// The outer error when the channel fails before every message was handed over.
     pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
-        let keys: Vec<_> = messages.iter().map(|m| (m.id.clone(), m.exchange.clone(), m.routing_key.clone())).collect();
+        let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
         let receivers = self.send_all(messages).await?;
         let mut results = Vec::with_capacity(receivers.len());
-        for ((id, exchange, routing_key), rx) in keys.into_iter().zip(receivers) {
-            results.push(self.wait(id, exchange, routing_key, rx).await);
+        for (id, rx) in ids.into_iter().zip(receivers) {
+            results.push(self.wait(id, rx).await);
         }
         Ok(results)
     }
@@ -263,17 +267,11 @@ impl Publisher {
         Ok(receivers)
     }
 
-    async fn wait(
-        &self,
-        id: JobId,
-        exchange: String,
-        routing_key: String,
-        rx: oneshot::Receiver<Outcome>,
-    ) -> Result<(), Error> {
+    async fn wait(&self, id: JobId, rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Outcome::Confirmed)) => Ok(()),
             Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
-            Ok(Ok(Outcome::Returned)) => Err(Error::Unroutable { id, exchange, routing_key }),
+            Ok(Ok(Outcome::Returned { exchange, routing_key })) => Err(Error::Unroutable { id, exchange, routing_key }),
             Ok(Ok(Outcome::Closed(reason))) => Err(Error::Closed { id, reason: reason.to_string() }),
             Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
             Err(_) => {
@@ -302,7 +300,7 @@ async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::Unb
                 }
                 let seq = state.next_seq;
                 state.next_seq += 1;
-                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: false, tx });
+                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: None, tx });
             }
             let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
             args.mandatory(true);
@@ -334,7 +332,7 @@ mod tests {
             tracker
                 .lock()
                 .pending
-                .insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), returned: false, tx });
+                .insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), returned: None, tx });
             rxs.push(rx);
         }
         (tracker, rxs)
@@ -355,10 +353,10 @@ mod tests {
     #[test]
     fn a_return_then_ack_is_unroutable() {
         let (tracker, mut rxs) = tracker_with(2);
-        tracker.returned(Some(&"m2".to_string()));
+        tracker.returned(Some(&"m2".to_string()), "", "nowhere");
         tracker.settle(2, true, true);
         assert!(matches!(rxs[0].try_recv(), Ok(Outcome::Confirmed)));
-        assert!(matches!(rxs[1].try_recv(), Ok(Outcome::Returned)));
+        assert!(matches!(rxs[1].try_recv(), Ok(Outcome::Returned { routing_key, .. }) if routing_key == "nowhere"));
     }
 
     #[test]

@@ -136,6 +136,16 @@ pub fn validate_queue_name(queue: &str) -> Result<(), Error> {
     Err(Error::InvalidName { name: queue.to_owned(), reason })
 }
 
+/// Ready messages and consumers of `queue`, by a passive declare on a channel of
+/// its own (a missing queue closes the channel it is asked on); `None` when the
+/// queue does not exist or the broker does not answer.
+pub async fn queue_counts(connection: &amqprs::connection::Connection, queue: &str) -> Option<(u32, u32)> {
+    let channel = connection.open_channel(None).await.ok()?;
+    let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;
+    let _ = channel.close().await;
+    declared.ok().flatten().map(|(_, ready, consumers)| (ready, consumers))
+}
+
 /// Declares a durable exchange of `kind` and its dead-letter queue `<exchange>.dead`.
 ///
 /// # Errors

@@ -5,9 +5,7 @@
 
 use std::process::ExitCode;
 
-use jobs_core::amqprs::channel::QueueDeclareArguments;
-use jobs_core::amqprs::connection::Connection;
-use jobs_core::topology::{dead_queue, Route};
+use jobs_core::topology::{dead_queue, queue_counts, Route};
 use jobs_core::{DeadFilter, DeadLetters, JobId};
 
 use crate::{Cli, Command, DeadAction, Settings};
@@ -101,8 +99,8 @@ async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std
         println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "queue", "ready", "unacked", "consumers", "dead");
     }
     for name in names {
-        let (ready, consumers) = counts(&connection, name).await;
-        let (dead, _) = counts(&connection, &dead_queue(name)).await;
+        let (ready, consumers) = queue_counts(&connection, name).await.unzip();
+        let dead = queue_counts(&connection, &dead_queue(name)).await.map(|c| c.0);
         let unacked = unacked(&settings.amqp, name).await;
         let show = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
         let (ready, consumers, dead) = (ready.map(u64::from), consumers.map(u64::from), dead.map(u64::from));
@@ -115,17 +113,6 @@ async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std
     }
     let _ = connection.close().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Messages ready and consumers of a queue; `None`s when it does not exist.
-async fn counts(connection: &Connection, queue: &str) -> (Option<u32>, Option<u32>) {
-    let Ok(channel) = connection.open_channel(None).await else { return (None, None) };
-    let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;
-    let _ = channel.close().await;
-    match declared {
-        Ok(Some((_, ready, consumers))) => (Some(ready), Some(consumers)),
-        _ => (None, None),
-    }
 }
 
 /// Enqueues a job given as JSON, after checking it decodes as its type.

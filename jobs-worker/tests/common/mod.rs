@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use jobs_core::amqprs::channel::{BasicGetArguments, Channel, QueueDeclareArguments, QueueDeleteArguments};
+use jobs_core::amqprs::channel::{BasicGetArguments, Channel, QueueDeleteArguments};
 use jobs_core::amqprs::connection::Connection;
 use jobs_core::amqprs::BasicProperties;
 use jobs_core::AmqpConfig;
@@ -60,11 +60,7 @@ pub async fn counts(connection: &Connection, queue: &str) -> (u32, u32) {
 
 /// As [`counts`], `None` when the queue does not exist (yet).
 pub async fn try_counts(connection: &Connection, queue: &str) -> Option<(u32, u32)> {
-    let channel = connection.open_channel(None).await.expect("open channel");
-    let args = QueueDeclareArguments::new(queue).passive(true).finish();
-    let result = channel.queue_declare(args).await.ok().flatten().map(|(_, messages, consumers)| (messages, consumers));
-    let _ = channel.close().await;
-    result
+    jobs_core::topology::queue_counts(connection, queue).await
 }
 
 /// Takes one message from `queue` (auto-ack), if any.

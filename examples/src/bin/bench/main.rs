@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jobs_core::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
 use jobs_core::amqprs::connection::Connection;
 use jobs_core::amqprs::{FieldTable, FieldValue};
-use jobs_core::topology::QueueType;
+use jobs_core::topology::{queue_counts, QueueType};
 use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_worker::{Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -429,13 +429,8 @@ async fn framework_drain_owned(amqp: AmqpConfig, queue: String, n: u64) -> Durat
 
 async fn wait_consumers(connection: &Connection, queue: &str) {
     for _ in 0..500 {
-        let channel = connection.open_channel(None).await.expect("channel");
-        let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;
-        let _ = channel.close().await;
-        if let Ok(Some((_, _, consumers))) = declared {
-            if consumers > 0 {
-                return;
-            }
+        if queue_counts(connection, queue).await.is_some_and(|(_, consumers)| consumers > 0) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -468,10 +463,7 @@ async fn worker_rss(amqp: &AmqpConfig, n: u64) -> Result<(f64, f64), Box<dyn std
     let client = Client::new(amqp.clone());
     fill(&client, queue, n).await;
     for _ in 0..6000 {
-        let channel = connection.open_channel(None).await?;
-        let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await?;
-        let _ = channel.close().await;
-        if declared.map(|d| d.1) == Some(0) {
+        if queue_counts(&connection, queue).await.map(|(ready, _)| ready) == Some(0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

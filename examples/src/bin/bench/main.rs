@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobs_core::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
+use jobs_core::amqprs::channel::QueueDeleteArguments;
 use jobs_core::amqprs::connection::Connection;
-use jobs_core::amqprs::{FieldTable, FieldValue};
-use jobs_core::topology::{queue_counts, QueueType};
-use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::topology::{queue_counts, QueueType, Topology};
+use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform, Publisher};
 use jobs_worker::{Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -144,30 +143,13 @@ impl Table {
     }
 }
 
+/// Empties `queue` and `<queue>.dead` and declares them as the framework does
+/// (the same topology code), so both sides of a row use the same queues.
 async fn declare(connection: &Connection, queue: &str, kind: QueueType) {
-    let channel = connection.open_channel(None).await.expect("channel");
-    for name in [queue.to_owned(), format!("{queue}.dead")] {
-        let _ = channel.queue_delete(QueueDeleteArguments::new(&name)).await;
-        let mut args = FieldTable::new();
-        if kind == QueueType::Quorum {
-            jobs_core::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
-            if name == queue {
-                jobs_core::set_header(&mut args, "x-delivery-limit", FieldValue::l(3));
-                jobs_core::set_header(&mut args, "x-dead-letter-exchange", FieldValue::from(""));
-                jobs_core::set_header(
-                    &mut args,
-                    "x-dead-letter-routing-key",
-                    FieldValue::from(format!("{queue}.dead")),
-                );
-                jobs_core::set_header(&mut args, "x-dead-letter-strategy", FieldValue::from("at-least-once"));
-                jobs_core::set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
-            }
-        }
-        let mut declare = QueueDeclareArguments::durable_client_named(&name);
-        declare.arguments(args);
-        channel.queue_declare(declare).await.expect("declare");
-    }
-    let _ = channel.close().await;
+    delete(connection, queue).await;
+    let publisher = Publisher::open(connection, Duration::from_secs(30)).await.expect("channel");
+    Topology::new(kind, 3).declare_job_queue(&publisher, queue).await.expect("declare");
+    publisher.close().await;
 }
 
 async fn delete(connection: &Connection, queue: &str) {

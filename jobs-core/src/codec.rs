@@ -73,6 +73,12 @@ pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
         .finish()
 }
 
+/// The job id of a message: its `message_id`, or a new id when it has none
+/// (so that a dead or revived copy of a foreign message still has one).
+pub fn message_job_id(props: &BasicProperties) -> JobId {
+    props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
+}
+
 /// Sets a header; header names are our constants, always valid short strings.
 ///
 /// Removes any old value first: amqprs's `FieldTable::insert` adds the new

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::confirm::Outgoing;
 use crate::topology::dead_queue;
-use crate::{connect, header_str, header_u64, headers, set_header, AmqpConfig, Error, JobId, Publisher};
+use crate::{connect, header_str, header_u64, headers, message_job_id, set_header, AmqpConfig, Error, Publisher};
 
 /// Which dead jobs an action takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +211,7 @@ fn revived(queue: &str, props: &BasicProperties, body: Vec<u8>) -> Outgoing {
         }
     }
     set_header(&mut table, headers::ATTEMPT, FieldValue::l(1));
-    let id = props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default();
+    let id = message_job_id(props);
     let mut properties = props.clone();
     properties.with_headers(table).with_message_id(id.as_str()).with_persistence(true);
     Outgoing { id, exchange: String::new(), routing_key: queue.to_owned(), properties, body }

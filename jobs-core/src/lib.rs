@@ -56,7 +56,9 @@ mod testing;
 pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
-pub use codec::{decode, encode, header_str, header_u64, headers, job_properties, now_secs, set_header, CONTENT_TYPE};
+pub use codec::{
+    decode, encode, header_str, header_u64, headers, job_properties, message_job_id, now_secs, set_header, CONTENT_TYPE,
+};
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
 pub use confirm::{Outgoing, Publisher};
 pub use connection::{connect, connect_with_retry};

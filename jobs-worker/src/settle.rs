@@ -158,7 +158,7 @@ pub(crate) struct Delivery<'a> {
 impl Delivery<'_> {
     /// The job id, or a new one for a message that had none (so its dead copy has one).
     fn id(&self) -> JobId {
-        self.props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
+        jobs_core::message_job_id(self.props)
     }
 
     fn name(&self) -> Option<&str> {

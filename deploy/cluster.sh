@@ -10,6 +10,7 @@ cmd=${1:-start}
 dir=${2:-/tmp/jobs-cluster}
 base=${3:-5681}
 prefix=${CLUSTER_PREFIX:-jobs-c}
+here=$(cd "$(dirname "$0")" && pwd)
 nodes=("${prefix}1@localhost" "${prefix}2@localhost" "${prefix}3@localhost")
 
 await() {
@@ -27,14 +28,7 @@ start)
   for i in 0 1 2; do
     d="$dir/n$((i + 1))"
     mkdir -p "$d"
-    : >"$d/plugins"
-    printf 'listeners.tcp.default = 127.0.0.1:%s\nloopback_users.guest = true\n' "$((base + i))" >"$d/node.conf"
-    chown -R rabbitmq:rabbitmq "$d"
-    # In the foreground, in the background: `-detached` trips over its own dist port on 3.10.
-    RABBITMQ_NODENAME="${nodes[$i]}" RABBITMQ_NODE_PORT="$((base + i))" RABBITMQ_DIST_PORT="$((base + 20000 + i))" \
-      RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_PID_FILE="$d/pid" \
-      RABBITMQ_ENABLED_PLUGINS_FILE="$d/plugins" RABBITMQ_CONFIG_FILE="$d/node.conf" \
-      nohup rabbitmq-server >"$d/console.log" 2>&1 &
+    nohup bash "$here/node.sh" "${nodes[$i]}" "$((base + i))" "$((base + 20000 + i))" "$d" >"$d/console.log" 2>&1 &
   done
   for node in "${nodes[@]}"; do await "$node"; done
   for node in "${nodes[1]}" "${nodes[2]}"; do

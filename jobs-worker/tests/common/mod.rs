@@ -102,12 +102,15 @@ pub async fn delete_queues(connection: &Connection, queues: &[&str]) {
 }
 
 /// A RabbitMQ node of the test's own, on spare ports, for tests that stop or
-/// restart a broker. Needs root (as the broker's packages are installed here).
+/// restart a broker: `deploy/node.sh` runs it (the recipe `deploy/cluster.sh`
+/// uses too). Needs root (as the broker's packages are installed here).
 pub struct TestNode {
     pub node: String,
     pub port: u16,
     dist_port: u16,
     dir: PathBuf,
+    /// More `rabbitmq.conf` lines, written again at every boot.
+    extra_conf: String,
     server: std::sync::Mutex<Option<std::process::Child>>,
 }
 
@@ -125,21 +128,12 @@ impl TestNode {
         let dir = std::env::temp_dir().join(format!("jobs-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("node dir");
-        std::fs::write(dir.join("plugins"), "").expect("plugins file");
-        let port = spare_port();
-        // Our own config file: the machine's may pin the listener to 5672.
-        let conf = format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n{extra_conf}\n");
-        std::fs::write(dir.join("node.conf"), conf).expect("node config");
-        let status = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&dir).status().expect("chown");
-        assert!(
-            status.success(),
-            "chown of the test node's directory failed (tests that own a broker node run as root)"
-        );
         let node = TestNode {
             node: format!("jobs-{name}-{}@localhost", std::process::id()),
-            port,
+            port: spare_port(),
             dist_port: spare_port(),
             dir,
+            extra_conf: extra_conf.to_owned(),
             server: std::sync::Mutex::new(None),
         };
         node.boot();
@@ -147,24 +141,18 @@ impl TestNode {
     }
 
     fn boot(&self) {
-        let d = &self.dir;
-        // In the foreground, as a child: `-detached` trips over its own dist port on 3.10.
-        let log = std::fs::File::create(d.join("console.log")).expect("console log");
+        let log = std::fs::File::create(self.dir.join("console.log")).expect("console log");
         let err = log.try_clone().expect("console log");
-        let child = Command::new("rabbitmq-server")
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("node.conf"))
+        let child = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/node.sh"))
+            .args([&self.node, &self.port.to_string(), &self.dist_port.to_string()])
+            .arg(&self.dir)
+            .arg(&self.extra_conf)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .spawn()
-            .expect("rabbitmq-server is installed (bash deploy/rabbitmq.sh installs it)");
+            .expect("bash runs deploy/node.sh");
         self.reap(Some(child));
         // `await_startup` fails at once until the node has registered: retry, bounded.
         let start = std::time::Instant::now();
@@ -177,11 +165,17 @@ impl TestNode {
             if ok {
                 return;
             }
-            if start.elapsed() > Duration::from_secs(90) {
+            if self.exited() || start.elapsed() > Duration::from_secs(90) {
                 self.ctl(&["await_startup", "--timeout", "5"]);
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Whether the node's process has ended (it failed to start, or was stopped).
+    fn exited(&self) -> bool {
+        let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_mut().is_some_and(|child| !matches!(child.try_wait(), Ok(None)))
     }
 
     pub fn url(&self) -> String {

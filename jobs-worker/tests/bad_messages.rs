@@ -12,8 +12,9 @@ use std::time::Duration;
 use common::*;
 use jobs_core::amqprs::channel::BasicPublishArguments;
 use jobs_core::amqprs::BasicProperties;
-use jobs_core::{header_str, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::{header_str, headers, EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Greet {
@@ -44,12 +45,8 @@ fn props(id: &str, kind: Option<&str>, content_type: Option<&str>) -> BasicPrope
 
 #[tokio::test]
 async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_reason() {
-    let queue = unique("bad");
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("bad", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "bad-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
 
     let msgpack = Some("application/msgpack");
     let wrong_fields = rmp_serde::to_vec_named(&serde_json::json!({"name": 7})).unwrap();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Later {
@@ -33,11 +34,7 @@ fn started(tag: &str) -> Option<Instant> {
 
 #[tokio::test]
 async fn a_delayed_job_starts_within_a_second_after_its_time_and_never_before() {
-    let queue = unique("delay");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "delay-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("delay", Duration::from_secs(5)).await;
     let on = || EnqueueOptions::new().queue(&queue);
 
     let t0 = Instant::now();
@@ -64,11 +61,7 @@ async fn a_delayed_job_starts_within_a_second_after_its_time_and_never_before() 
 
 #[tokio::test]
 async fn a_job_delayed_an_hour_does_not_hold_back_one_delayed_two_seconds() {
-    let queue = unique("hol");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "hol-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("hol", Duration::from_secs(5)).await;
     let on = || EnqueueOptions::new().queue(&queue);
     let t0 = Instant::now();
     let long = format!("{queue}-hour");

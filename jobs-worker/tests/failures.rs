@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use jobs_core::{header_str, header_u64, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::{header_str, header_u64, headers, EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 #[job(max_attempts = 1)]
@@ -37,12 +38,8 @@ impl Perform for Flaky {
 
 #[tokio::test]
 async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
-    let queue = unique("failures");
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("failures", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "failures-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
 
     let on = || EnqueueOptions::new().queue(&queue);
     let mut ids = Vec::new();

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use jobs_core::{header_str, header_u64, headers, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::{header_str, header_u64, headers, EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 /// (tag, attempt, when)
 static ATTEMPTS: Mutex<Vec<(String, u32, Instant)>> = Mutex::new(Vec::new());
@@ -80,12 +81,8 @@ impl Perform for RateLimited {
 
 #[tokio::test]
 async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() {
-    let queue = unique("retries");
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("retries", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "retry-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
     let id = client
         .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: false }, EnqueueOptions::new().queue(&queue))
         .await
@@ -118,12 +115,8 @@ async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() 
 
 #[tokio::test]
 async fn a_final_failure_goes_straight_to_dead() {
-    let queue = unique("fatal");
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("fatal", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "fatal-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
     client
         .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: true }, EnqueueOptions::new().queue(&queue))
         .await
@@ -140,11 +133,7 @@ async fn a_final_failure_goes_straight_to_dead() {
 
 #[tokio::test]
 async fn a_job_over_its_timeout_is_cancelled_and_retried() {
-    let queue = unique("timeout");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "timeout-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("timeout", Duration::from_secs(5)).await;
     client.enqueue_with(&SlowFirst { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
     let done = format!("{queue}:done");
     wait_until("the retry to finish", Duration::from_secs(20), || async { !attempts_of(&done).is_empty() }).await;
@@ -161,11 +150,7 @@ async fn a_job_over_its_timeout_is_cancelled_and_retried() {
 
 #[tokio::test]
 async fn retry_after_uses_the_delay_the_job_asked_for() {
-    let queue = unique("retry-after");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "retry-after-worker", Duration::from_secs(5));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("retry-after", Duration::from_secs(5)).await;
     client.enqueue_with(&RateLimited { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
     wait_until("the second attempt", Duration::from_secs(20), || async { attempts_of(&queue).len() == 2 }).await;
     let attempts = attempts_of(&queue);

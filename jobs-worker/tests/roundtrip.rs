@@ -8,7 +8,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
@@ -31,14 +31,21 @@ struct Payload {
     nothing: Option<String>,
 }
 
-/// (job, job id, attempt, queue, worker)
-type Seen = (Payload, String, u32, String, String);
+/// (job, job id, attempt, queue, worker, enqueued at)
+type Seen = (Payload, String, u32, String, String, Option<SystemTime>);
 
 static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
 impl Perform for Payload {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        let record = (self, ctx.job_id().to_string(), ctx.attempt(), ctx.queue().to_owned(), ctx.worker().to_owned());
+        let record = (
+            self,
+            ctx.job_id().to_string(),
+            ctx.attempt(),
+            ctx.queue().to_owned(),
+            ctx.worker().to_owned(),
+            ctx.enqueued_at(),
+        );
         SEEN.lock().unwrap().push(record);
         Ok(())
     }
@@ -57,6 +64,7 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
         bytes: (0..=255).collect(),
         nothing: None,
     };
+    let before = SystemTime::now();
     let id = client.enqueue_with(&job, EnqueueOptions::new().queue(&queue)).await.expect("enqueue");
     assert_eq!(counts(&raw, &queue).await.0, 1, "the job waits in its queue before a worker runs");
 
@@ -68,6 +76,9 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
     let record = SEEN.lock().unwrap().iter().find(|r| r.1 == id.as_str()).cloned().unwrap();
     assert_eq!(record.0, job);
     assert_eq!((record.2, record.3.as_str(), record.4.as_str()), (1, queue.as_str(), "roundtrip-worker"));
+    let enqueued_at = record.5.expect("enqueued_at from the message's timestamp");
+    // Whole seconds: at most a second before the enqueue started, not after it ended.
+    assert!(enqueued_at + Duration::from_secs(1) > before && enqueued_at <= SystemTime::now(), "{enqueued_at:?}");
 
     wait_until("the delivery to be acked", Duration::from_secs(10), || async { counts(&raw, &queue).await == (0, 1) })
         .await;

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Slow {
@@ -36,11 +37,7 @@ fn has(event: &str) -> bool {
 
 #[tokio::test]
 async fn a_stop_lets_the_running_job_finish_and_ack() {
-    let queue = unique("stop");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "stop-worker", Duration::from_secs(20));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("stop", Duration::from_secs(20)).await;
     let on = || EnqueueOptions::new().queue(&queue);
     client.enqueue_with(&Slow { tag: "graceful".into(), millis: 1500 }, on()).await.unwrap();
     client.enqueue_with(&Slow { tag: "waiting".into(), millis: 10 }, on()).await.unwrap();
@@ -55,11 +52,7 @@ async fn a_stop_lets_the_running_job_finish_and_ack() {
 
 #[tokio::test]
 async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
-    let queue = unique("grace");
-    let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "grace-worker", Duration::from_millis(300));
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } = Fixture::start("grace", Duration::from_millis(300)).await;
     client
         .enqueue_with(&Slow { tag: "too-long".into(), millis: 30_000 }, EnqueueOptions::new().queue(&queue))
         .await

@@ -7,6 +7,27 @@ use jobs_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How most worker tests start: a queue of their own, a raw connection to look
+/// at it, a client, and one worker (prefetch 1, id `<name>-worker`) consuming it.
+pub struct Fixture {
+    pub queue: String,
+    pub raw: jobs_core::amqprs::connection::Connection,
+    pub client: jobs_core::Client,
+    pub worker: RunningWorker,
+}
+
+impl Fixture {
+    /// Starts the worker and waits (bounded) until it consumes.
+    pub async fn start(name: &str, grace: Duration) -> Self {
+        let queue = super::unique(name);
+        let raw = super::raw_connection().await;
+        let client = jobs_core::Client::new(super::amqp_config());
+        let worker = spawn_worker(&super::amqp_url(), &[&queue], 1, &format!("{name}-worker"), grace);
+        super::wait_for_consumers(&raw, &queue, 1).await;
+        Fixture { queue, raw, client, worker }
+    }
+}
+
 pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), jobs_worker::Error>>,

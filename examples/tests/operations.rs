@@ -6,9 +6,10 @@
 
 #[path = "../../jobs-worker/tests/common/mod.rs"]
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,15 +64,18 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     let got = listen(&path);
     let port = spare_port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .args(["--queues", queue, "--grace-period", "10s", "--metrics-addr", &metrics_addr])
-        .env("JOBS__AMQP__URL", &url)
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "400000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, should the test fail half-way.
+    let worker = process::Process::start_with(
+        "worker",
+        env!("CARGO_BIN_EXE_worker"),
+        &["--queues", queue, "--grace-period", "10s", "--metrics-addr", &metrics_addr],
+        &[
+            ("JOBS__AMQP__URL", &url),
+            ("NOTIFY_SOCKET", &path.to_string_lossy()),
+            ("WATCHDOG_USEC", "400000"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
 
     wait_until("READY=1", Duration::from_secs(20), || async { has(&got, "READY=1") }).await;
     let t = Instant::now();
@@ -111,9 +115,7 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     })
     .await;
 
-    Command::new("kill").arg("-15").arg(worker.id().to_string()).status().unwrap();
-    let status = worker.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    worker.stop().await; // SIGTERM, then a clean exit
     assert!(has(&got, "STOPPING=1"));
     assert_eq!(got.lock().unwrap().iter().filter(|(_, m)| m == "READY=1").count(), 1, "READY once");
     let _ = std::fs::remove_file(&path);

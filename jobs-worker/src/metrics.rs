@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -33,13 +33,12 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
             let Ok((mut stream, _)) = listener.accept().await else { continue };
             let (handle, health) = (handle.clone(), health.clone());
             tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
+                let Ok(Some(head)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream)).await
+                else {
+                    return;
                 };
-                let line = String::from_utf8_lossy(&request[..n]);
-                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let consuming = health.consuming.load(Ordering::Relaxed);
                 let (status, kind, body) = match path {
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
@@ -59,6 +58,24 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
     }))
 }
 
+/// Reads a request's head (request line and headers), however the client
+/// splits it into writes; `None` when the client goes first or sends more than
+/// 8 KiB. Reading all of it matters: closing with unread bytes resets the
+/// connection, which can cut off the response (a client writing its request in
+/// pieces got "broken pipe" from a first read that took only `GET `).
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Option<String> {
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || head.len() + n > 8192 {
+            return None;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 fn recorder() -> Result<PrometheusHandle, Error> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     if let Some(handle) = HANDLE.get() {
@@ -70,4 +87,27 @@ fn recorder() -> Result<PrometheusHandle, Error> {
         .install_recorder()
         .map_err(|e| Error::Metrics(e.to_string()))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_head_written_in_pieces_is_read_whole() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            client.write_all(b"GET /hea").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            client.write_all(b"lthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            client
+        });
+        let head = read_head(&mut server).await.unwrap();
+        assert_eq!(head.split_whitespace().nth(1), Some("/healthz"));
+        drop(writer.await.unwrap());
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        drop(client);
+        assert_eq!(read_head(&mut server).await, None, "the client left before the end of the head");
+    }
 }

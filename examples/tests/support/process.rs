@@ -14,10 +14,16 @@ pub struct Process {
 
 impl Process {
     pub fn start(name: &str, binary: &str, args: &[&str]) -> Self {
+        Self::start_with(name, binary, args, &[])
+    }
+
+    /// [`Process::start`] with more environment variables (these win).
+    pub fn start_with(name: &str, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
             .env("JOBS__AMQP__URL", super::common::amqp_url())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

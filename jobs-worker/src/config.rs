@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use jobs_core::topology::ExchangeKind;
-use jobs_core::{load_config, AmqpConfig, ConfigSource};
+use jobs_core::topology::{ExchangeKind, Route};
+use jobs_core::{load_config, AmqpConfig, ConfigSource, Job};
 use serde::Deserialize;
 
 use crate::Error;
@@ -110,6 +110,30 @@ pub struct Subscription {
     pub keys: Vec<String>,
 }
 
+impl Subscription {
+    /// A subscription to the exchange that job type `J` is published to, of
+    /// its kind, with no binding keys yet (fanout needs none):
+    /// `Subscription::of::<DirectLog>()?.with_keys(["warning", "error"])`.
+    ///
+    /// # Errors
+    /// [`jobs_core::Error::Unsupported`] when `J` goes to a queue, not to an exchange.
+    pub fn of<J: Job>() -> Result<Self, jobs_core::Error> {
+        match J::ROUTE {
+            Route::Exchange { name, kind } => Ok(Subscription { exchange: name.to_owned(), kind, keys: Vec::new() }),
+            Route::Queue => Err(jobs_core::Error::Unsupported(
+                "a subscription needs a job type published to an exchange (#[job(exchange = \"...\")])",
+            )),
+        }
+    }
+
+    /// The binding keys: routing keys (direct) or patterns such as `kern.*` (topic).
+    #[must_use]
+    pub fn with_keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
 /// `[log]` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -139,6 +163,36 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, jobs_core::Job)]
+    #[job(exchange = "sub_test_logs", exchange_type = "topic")]
+    struct Routed {}
+
+    #[derive(serde::Serialize, serde::Deserialize, jobs_core::Job)]
+    #[job(queue = "sub_test_queue")]
+    struct Queued {}
+
+    impl jobs_core::Perform for Routed {
+        async fn perform(self, _ctx: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {
+            Ok(())
+        }
+    }
+
+    impl jobs_core::Perform for Queued {
+        async fn perform(self, _ctx: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_subscription_takes_the_exchange_and_kind_of_its_job_type() {
+        let subscription = Subscription::of::<Routed>().unwrap().with_keys(["kern.*", "*.critical"]);
+        assert_eq!(subscription.exchange, "sub_test_logs");
+        assert_eq!(subscription.kind, ExchangeKind::Topic);
+        assert_eq!(subscription.keys, ["kern.*", "*.critical"]);
+        let err = Subscription::of::<Queued>().unwrap_err();
+        assert!(err.to_string().contains("published to an exchange"), "{err}");
+    }
 
     fn load(toml: &str) -> Result<Settings, Error> {
         let path = std::env::temp_dir().join(format!("jobs-worker-cfg-{}-{}.toml", std::process::id(), toml.len()));

@@ -2,8 +2,7 @@
 //! the log lines of those severities.
 
 use examples::tutorials::DirectLog;
-use jobs_core::topology::{ExchangeKind, Route};
-use jobs_core::Job;
+use jobs_worker::Subscription;
 
 fn main() -> std::process::ExitCode {
     let keys: Vec<String> = std::env::args().skip(1).collect();
@@ -11,7 +10,12 @@ fn main() -> std::process::ExitCode {
         eprintln!("Usage: receive_logs_direct [info] [warning] [error]");
         return std::process::ExitCode::FAILURE;
     }
-    let Route::Exchange { name, .. } = DirectLog::ROUTE else { return std::process::ExitCode::FAILURE };
-    let subscription = jobs_worker::Subscription { exchange: name.into(), kind: ExchangeKind::Direct, keys };
+    let subscription = match Subscription::of::<DirectLog>() {
+        Ok(subscription) => subscription.with_keys(keys),
+        Err(err) => {
+            eprintln!("{err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     examples::receive(Vec::new(), vec![subscription])
 }

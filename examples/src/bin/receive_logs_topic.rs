@@ -2,8 +2,7 @@
 //! prints the log lines whose key matches a pattern (`#` for all).
 
 use examples::tutorials::TopicLog;
-use jobs_core::topology::{ExchangeKind, Route};
-use jobs_core::Job;
+use jobs_worker::Subscription;
 
 fn main() -> std::process::ExitCode {
     let keys: Vec<String> = std::env::args().skip(1).collect();
@@ -11,7 +10,12 @@ fn main() -> std::process::ExitCode {
         eprintln!("Usage: receive_logs_topic [binding_key]...");
         return std::process::ExitCode::FAILURE;
     }
-    let Route::Exchange { name, .. } = TopicLog::ROUTE else { return std::process::ExitCode::FAILURE };
-    let subscription = jobs_worker::Subscription { exchange: name.into(), kind: ExchangeKind::Topic, keys };
+    let subscription = match Subscription::of::<TopicLog>() {
+        Ok(subscription) => subscription.with_keys(keys),
+        Err(err) => {
+            eprintln!("{err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     examples::receive(Vec::new(), vec![subscription])
 }

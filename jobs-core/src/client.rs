@@ -170,6 +170,7 @@ impl Client {
             routing_key: options.routing_key.clone(),
             delay: delay.then(|| options.resolved_delay()),
             body: codec::encode(job)?,
+            enqueued_at: std::time::SystemTime::now(),
         });
         Ok(id)
     }
@@ -308,6 +309,7 @@ impl Client {
                 routing_key: None,
                 delay: None,
                 body: codec::encode(job)?,
+                enqueued_at: std::time::SystemTime::now(),
             };
             return testing::answer(id, recorder.run(&enqueued).await?);
         }

@@ -8,12 +8,13 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Job, JobId};
 
-/// The `content_type` of every job message.
+/// The body format of every job message; a message whose `content_type` is set
+/// must name it (the Rust client leaves it unset: it is the only format).
 pub const CONTENT_TYPE: &str = "application/msgpack";
 
 /// Names of the AMQP headers the framework reads and writes.
 pub mod headers {
-    /// Which attempt the message is for, from 1 (integer).
+    /// Which attempt the message is for, from 1 (integer); missing means 1.
     pub const ATTEMPT: &str = "x-attempt";
     /// How many times the job came back unacked (its worker died), on classic queues.
     pub const CRASHES: &str = "x-crashes";
@@ -58,19 +59,19 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The properties of a job message: persistent, typed, with id, timestamp and attempt
-/// (for code that publishes jobs itself, such as tools and other producers).
+/// The properties of a job message: persistent, typed, with id and timestamp,
+/// and the attempt from the second on (for code that publishes jobs itself,
+/// such as tools and other producers). No `content_type`: msgpack is the only
+/// format, and a first attempt's properties stay small (see `docs/wire-format.md`).
 pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
-    let mut headers = FieldTable::new();
-    set_header(&mut headers, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
-    BasicProperties::default()
-        .with_content_type(CONTENT_TYPE)
-        .with_message_type(name)
-        .with_message_id(id.as_str())
-        .with_timestamp(now_secs())
-        .with_persistence(true)
-        .with_headers(headers)
-        .finish()
+    let mut properties = BasicProperties::default();
+    properties.with_message_type(name).with_message_id(id.as_str()).with_timestamp(now_secs()).with_persistence(true);
+    if attempt > 1 {
+        let mut headers = FieldTable::new();
+        set_header(&mut headers, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
+        properties.with_headers(headers);
+    }
+    properties.finish()
 }
 
 /// The job id of a message: its `message_id`, or a new id when it has none
@@ -164,9 +165,28 @@ mod tests {
         let p = job_properties("EmailJob", &id, 3);
         assert_eq!(p.message_type().map(String::as_str), Some("EmailJob"));
         assert_eq!(p.message_id().map(String::as_str), Some("abc"));
-        assert_eq!(p.content_type().map(String::as_str), Some(CONTENT_TYPE));
         assert_eq!(p.delivery_mode(), Some(2));
         assert_eq!(header_u64(&p, headers::ATTEMPT), Some(3));
         assert_eq!(header_str(&p, headers::ATTEMPT), None);
+    }
+
+    #[test]
+    fn a_first_attempt_carries_no_headers_and_no_content_type() {
+        // Missing `x-attempt` means 1, and msgpack is the only body format: a
+        // fresh job leaves both out, which keeps its properties within the
+        // ~60 bytes past which RabbitMQ 3.10's classic queues take ~20% fewer
+        // jobs/s (README, Speed).
+        let name = "SendMonthlyReportEmails"; // 23 bytes
+        let p = job_properties(name, &JobId::new(), 1);
+        assert!(p.headers().is_none(), "{:?}", p.headers());
+        assert!(p.content_type().is_none() && p.correlation_id().is_none() && p.reply_to().is_none());
+        assert!(p.expiration().is_none() && p.priority().is_none() && p.app_id().is_none());
+        assert!(p.content_encoding().is_none() && p.user_id().is_none() && p.cluster_id().is_none());
+        assert_eq!(p.delivery_mode(), Some(2));
+        assert!(p.timestamp().is_some());
+        // Encoded: 2 bytes of flags, short strings 1 + their length, delivery_mode 1, timestamp 8.
+        let id = p.message_id().map_or(0, String::len);
+        let size = 2 + (1 + p.message_type().map_or(0, String::len)) + (1 + id) + 1 + 8;
+        assert!(size <= 60, "{size} bytes of properties");
     }
 }

@@ -74,6 +74,8 @@ pub struct EnqueuedJob {
     pub delay: Option<Duration>,
     /// The encoded job, exactly as it would go on the wire.
     pub body: Vec<u8>,
+    /// When it was enqueued (what `ctx.enqueued_at()` says when it runs).
+    pub enqueued_at: std::time::SystemTime,
 }
 
 impl EnqueuedJob {
@@ -118,7 +120,8 @@ impl Recorder {
         let failed = |error: String| TestJobFailed { id: job.id.clone(), name: job.name.clone(), error };
         let registration =
             find_registration(&job.name).ok_or_else(|| failed("no such job type is linked into this binary".into()))?;
-        let ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into());
+        let ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into())
+            .with_enqueued_at(Some(job.enqueued_at));
         let future = registration.prepare(&job.body, ctx).map_err(|e| failed(e.to_string()))?;
         let answer = future.await.map_err(|e: JobError| failed(e.to_string()))?;
         self.performed.lock().unwrap_or_else(|e| e.into_inner()).push(job.clone());

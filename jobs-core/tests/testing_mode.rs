@@ -19,6 +19,7 @@ struct Report {
 impl Perform for Report {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
         LOG.lock().unwrap().push(format!("report {} attempt {}", self.day, ctx.attempt()));
+        assert!(ctx.enqueued_at().is_some_and(|at| at <= std::time::SystemTime::now()), "enqueued_at in test mode");
         if self.fail {
             return Err(JobError::msg("printer on fire"));
         }

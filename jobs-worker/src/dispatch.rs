@@ -42,12 +42,20 @@ pub(crate) struct Meta<'a> {
     pub(crate) name: Option<&'a str>,
     pub(crate) id: Option<&'a str>,
     pub(crate) attempt: u32,
+    /// From the `timestamp` property (seconds since the epoch).
+    pub(crate) enqueued_at: Option<std::time::SystemTime>,
 }
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties) -> Self {
         let attempt = header_u64(props, headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
-        Meta { name: props.message_type().map(String::as_str), id: props.message_id().map(String::as_str), attempt }
+        let enqueued_at = props.timestamp().map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        Meta {
+            name: props.message_type().map(String::as_str),
+            id: props.message_id().map(String::as_str),
+            attempt,
+            enqueued_at,
+        }
     }
 }
 
@@ -127,7 +135,8 @@ impl Dispatcher {
         let Some(id) = meta.id.filter(|id| !id.is_empty()) else {
             return reject("bad-message", "the message has no `message_id` (job id)".into());
         };
-        let ctx = JobContext::new(JobId::from(id), registration.name(), queue.clone(), meta.attempt, worker.clone());
+        let ctx = JobContext::new(JobId::from(id), registration.name(), queue.clone(), meta.attempt, worker.clone())
+            .with_enqueued_at(meta.enqueued_at);
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
             Err(err) => return reject("undecodable", format!("body does not decode as `{name}`: {err}")),

@@ -39,7 +39,14 @@ impl Settler {
     /// Sends a delivery to `<queue>.dead` with the reason, then acks it.
     pub(crate) async fn dead_letter(&self, d: &Delivery<'_>, kind: &'static str, reason: &str) {
         let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
-        let done = self.forward(d, copy, |t| self.failure_headers(t, d.props, kind, reason)).await;
+        // The attempt it ended on, said even for a first attempt (which goes without).
+        let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
+        let done = self
+            .forward(d, copy, |t| {
+                self.failure_headers(t, d.props, kind, reason);
+                set_header(t, headers::ATTEMPT, FieldValue::l(attempt as i64));
+            })
+            .await;
         if done {
             let job = d.name().unwrap_or("(none)").to_owned();
             metrics::counter!("jobs_dead_total", "job" => job, "kind" => kind).increment(1);

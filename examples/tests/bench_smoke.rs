@@ -20,10 +20,13 @@ async fn the_benchmark_runs_and_prints_every_row() {
     for expected in [
         "classic: enqueue, sequential awaited",
         "classic: enqueue, 64 concurrent (raw: pipelined)",
+        "classic: enqueue, 512 concurrent (raw: pipelined, same messages)",
         "classic: enqueue_many, batches of 1000",
         "classic: drain, prefetch 1",
         "classic: latency at 200/s, prefetch 1, p99",
+        "quorum: enqueue_many, batches of 1000",
         "quorum: drain, prefetch 1",
+        "quorum: latency at 200/s, prefetch 1, p99",
         "worker RSS, idle",
     ] {
         let row = rows
@@ -35,5 +38,22 @@ async fn the_benchmark_runs_and_prints_every_row() {
             let ratio: f64 = cells[4].parse().unwrap_or_else(|_| panic!("no ratio in {row}"));
             assert!(ratio.is_finite() && ratio > 0.0, "{row}");
         }
+    }
+}
+
+#[test]
+fn bad_options_are_refused_with_what_they_take() {
+    let bench = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, stderr) = bench(&["--only", "enqueue,speed"]);
+    assert!(
+        !ok && stderr.contains("unknown part `speed`") && stderr.contains("enqueue, drain, latency, memory"),
+        "{stderr}"
+    );
+    for bad in ["0", "10,x", ""] {
+        let (ok, stderr) = bench(&["--drain-at", bad]);
+        assert!(!ok && stderr.contains("--drain-at takes a list of prefetch counts"), "{bad}: {stderr}");
     }
 }

@@ -1,7 +1,9 @@
 //! Speed, measured: each row done by the framework and by raw amqprs doing the
 //! same AMQP work, in the same run, with the ratio.
 //!
-//! `cargo run --release -p examples --bin bench` (add `--quick` for a smoke run).
+//! `cargo run --release -p examples --bin bench` (add `--quick` for a smoke run,
+//! `--rounds N` for more rounds, `--only enqueue,drain,latency,memory` for some parts,
+//! `--drain-at 10,100,300` to drain at those prefetch counts besides 1).
 //! Needs the README's broker (`bash deploy/rabbitmq.sh`); uses queues `bench.*`
 //! and deletes them.
 
@@ -26,6 +28,11 @@ struct Noop {
 }
 
 static PERFORMED: AtomicU64 = AtomicU64::new(0);
+/// How many jobs the running drain waits for, when the first one started, and
+/// who to wake at the last: no polling loop competes with the worker.
+static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static FIRST: Mutex<Option<Instant>> = Mutex::new(None);
+static DRAINED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 static LATENCIES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static RECORD_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -35,7 +42,13 @@ impl Perform for Noop {
             let latency = now_micros().saturating_sub(self.sent_micros);
             LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
         }
-        PERFORMED.fetch_add(1, Ordering::Relaxed);
+        let done = PERFORMED.fetch_add(1, Ordering::Relaxed) + 1;
+        if done == 1 {
+            FIRST.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
+        }
+        if done == TARGET.load(Ordering::Relaxed) {
+            DRAINED.notify_one();
+        }
         Ok(())
     }
 }
@@ -43,6 +56,9 @@ impl Perform for Noop {
 fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
+
+/// The parts of the benchmark, for `--only`.
+const PARTS: [&str; 4] = ["enqueue", "drain", "latency", "memory"];
 
 struct Sizes {
     sequential: u64,
@@ -160,6 +176,36 @@ async fn delete(connection: &Connection, queue: &str) {
     let _ = channel.close().await;
 }
 
+/// How the raw side of a concurrent-enqueue row publishes.
+#[derive(Clone, Copy)]
+enum RawMode {
+    /// Every message sent before waiting for any confirm.
+    Pipelined,
+    /// At most this many unconfirmed at a time.
+    Window(u64),
+    /// Pipelined, each message with the framework's properties.
+    JobProperties,
+}
+
+/// Publishes `n` messages to a fresh `queue` with raw amqprs; returns the time
+/// until the last confirm.
+async fn raw_publish(connection: &Connection, queue: &str, kind: QueueType, n: u64, mode: RawMode) -> Duration {
+    declare(connection, queue, kind).await;
+    let mut raw = raw::RawPublisher::open(connection).await;
+    if let RawMode::JobProperties = mode {
+        raw = raw.with_job_properties();
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        raw.publish(queue, body()).await;
+        if let RawMode::Window(window) = mode {
+            raw.wait_window(window).await;
+        }
+    }
+    raw.wait_confirms().await;
+    t.elapsed()
+}
+
 fn body() -> Vec<u8> {
     jobs_core::encode(&Noop { sent_micros: now_micros() }).expect("encode")
 }
@@ -181,27 +227,66 @@ async fn fill(client: &Client, queue: &str, n: u64) {
 
 async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u16) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
+    TARGET.store(n, Ordering::SeqCst);
+    *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let config = WorkerConfig { queues: vec![queue.to_owned()], concurrency, ..WorkerConfig::default() };
     let worker = Worker::new(amqp.clone(), config).expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
     }));
-    let mut start = None;
-    loop {
-        let done = PERFORMED.load(Ordering::Relaxed);
-        if done > 0 {
-            start.get_or_insert_with(Instant::now);
-        }
-        if done >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    DRAINED.notified().await;
+    let elapsed = FIRST.lock().unwrap_or_else(|e| e.into_inner()).map(|s| s.elapsed()).unwrap_or_default();
     let _ = tx.send(());
     let _ = handle.await;
     elapsed
+}
+
+/// What the command line asks for.
+struct Options {
+    rounds: usize,
+    /// Parts to run (all when empty).
+    only: Vec<String>,
+    /// Prefetch counts to drain at besides 1 (the best setting when empty).
+    drain_at: Vec<u16>,
+    sizes: Sizes,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1));
+        let quick = args.iter().any(|a| a == "--quick");
+        let rounds = match value("--rounds") {
+            Some(v) => v.and_then(|r| r.parse().ok()).ok_or("--rounds takes a number")?,
+            None if quick => 1,
+            None => 3,
+        };
+        let only: Vec<String> = match value("--only") {
+            Some(v) => v.ok_or("--only takes a list such as enqueue,latency")?.split(',').map(str::to_owned).collect(),
+            None => Vec::new(),
+        };
+        if let Some(part) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+            return Err(format!("--only: unknown part `{part}` (parts: {})", PARTS.join(", ")));
+        }
+        let drain_at = match value("--drain-at") {
+            Some(v) => v
+                .map(|list| list.split(',').map(str::parse).collect::<Result<Vec<u16>, _>>())
+                .and_then(Result::ok)
+                .filter(|v| v.iter().all(|&n| n > 0))
+                .ok_or("--drain-at takes a list of prefetch counts such as 10,100,300")?,
+            None => Vec::new(),
+        };
+        let sizes = if quick {
+            Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200 }
+        } else {
+            Sizes { sequential: 3000, concurrent: 20000, batch: 20000, drain: 20000, latency_secs: 10, rate: 1000 }
+        };
+        Ok(Options { rounds, only, drain_at, sizes })
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 #[tokio::main]
@@ -210,199 +295,219 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.get(1).map(String::as_str) == Some("serve") {
         return serve(args.get(2).cloned().unwrap_or_default()).await;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => args.get(i + 1).and_then(|r| r.parse().ok()).ok_or("--rounds takes a number")?,
-        None if quick => 1,
-        None => 3,
-    };
-    let sizes = if quick {
-        Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200 }
-    } else {
-        Sizes { sequential: 3000, concurrent: 20000, batch: 20000, drain: 20000, latency_secs: 10, rate: 1000 }
-    };
+    let options = Options::parse(&args)?;
     let amqp = examples::amqp_config()?;
     let connection = jobs_core::connect(&amqp, "bench-raw").await?;
     let mut table = Table::default();
-
-    for round in 1..=rounds {
-        println!("round {round} of {rounds}");
+    for round in 1..=options.rounds {
+        println!("round {round} of {}", options.rounds);
         for kind in [QueueType::Classic, QueueType::Quorum] {
-            let label = if kind == QueueType::Classic { "classic" } else { "quorum" };
-            println!("{label} queues:");
-            let mut amqp = amqp.clone();
-            amqp.queue_type = kind;
-            let queue = format!("bench.{label}");
-            let client = Client::new(amqp.clone());
-
-            // Enqueue, sequential: each confirmed before the next.
-            declare(&connection, &queue, kind).await;
-            let t = Instant::now();
-            for i in 0..sizes.sequential {
-                client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
+            let rows = Rows::new(&connection, &amqp, kind, &options.sizes);
+            println!("{} queues:", rows.label);
+            if options.runs("enqueue") {
+                rows.enqueue(&mut table).await?;
             }
-            let ours = t.elapsed();
-            declare(&connection, &queue, kind).await;
-            let mut raw = raw::RawPublisher::open(&connection).await;
-            let t = Instant::now();
-            for _ in 0..sizes.sequential {
-                raw.publish(&queue, body()).await;
-                raw.wait_confirms().await;
+            if options.runs("drain") {
+                rows.drain(&mut table, &options.drain_at).await;
             }
-            table.rate(&format!("{label}: enqueue, sequential awaited"), sizes.sequential, ours, t.elapsed());
-
-            // Enqueue, N concurrent enqueuers on one client vs raw pipelined confirmed publishing.
-            let mut by_width = Vec::new();
-            for width in [64u64, 512] {
-                declare(&connection, &queue, kind).await;
-                let t = Instant::now();
-                let mut tasks = Vec::new();
-                for w in 0..width {
-                    let (client, queue) = (client.clone(), queue.clone());
-                    let per = sizes.concurrent / width + u64::from(w < sizes.concurrent % width);
-                    tasks.push(tokio::spawn(async move {
-                        for i in 0..per {
-                            client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
-                        }
-                        Ok::<_, jobs_core::Error>(())
-                    }));
-                }
-                for task in tasks {
-                    task.await??;
-                }
-                by_width.push(t.elapsed());
+            if options.runs("latency") {
+                rows.latency(&mut table).await?;
             }
-            let ours = by_width[0];
-            declare(&connection, &queue, kind).await;
-            let mut raw = raw::RawPublisher::open(&connection).await;
-            let t = Instant::now();
-            for _ in 0..sizes.concurrent {
-                raw.publish(&queue, body()).await;
-            }
-            raw.wait_confirms().await;
-            let pipelined = t.elapsed();
-            table.rate(&format!("{label}: enqueue, 64 concurrent (raw: pipelined)"), sizes.concurrent, ours, pipelined);
-            table.rate(
-                &format!("{label}: enqueue, 512 concurrent (raw: pipelined)"),
-                sizes.concurrent,
-                by_width[1],
-                pipelined,
-            );
-            // The same raw publishing held to 64 unconfirmed at a time, as 64 awaiting enqueuers are.
-            declare(&connection, &queue, kind).await;
-            let mut raw = raw::RawPublisher::open(&connection).await;
-            let t = Instant::now();
-            for _ in 0..sizes.concurrent {
-                raw.publish(&queue, body()).await;
-                raw.wait_window(64).await;
-            }
-            raw.wait_confirms().await;
-            table.rate(
-                &format!("{label}: enqueue, 64 concurrent (raw: 64 in flight)"),
-                sizes.concurrent,
-                ours,
-                t.elapsed(),
-            );
-
-            // Batch: enqueue_many of 1000 at a time vs raw pipelined in batches of 1000.
-            let batch_queue =
-                if kind == QueueType::Classic { Noop::QUEUE.to_owned() } else { format!("{}.q", Noop::QUEUE) };
-            if kind == QueueType::Classic {
-                declare(&connection, &batch_queue, kind).await;
-                let jobs: Vec<Noop> = (0..1000).map(|i| Noop { sent_micros: i }).collect();
-                let t = Instant::now();
-                for _ in 0..sizes.batch / 1000 {
-                    client.enqueue_many(&jobs).await?;
-                }
-                let ours = t.elapsed();
-                declare(&connection, &batch_queue, kind).await;
-                let mut raw = raw::RawPublisher::open(&connection).await;
-                let t = Instant::now();
-                for _ in 0..sizes.batch / 1000 {
-                    for _ in 0..1000 {
-                        raw.publish(&batch_queue, body()).await;
-                    }
-                    raw.wait_confirms().await;
-                }
-                table.rate(&format!("{label}: enqueue_many, batches of 1000"), sizes.batch, ours, t.elapsed());
-                delete(&connection, &batch_queue).await;
-            }
-
-            // Drain at prefetch 1 and at the best setting.
-            for (prefetch, what) in
-                [(1u16, "drain, prefetch 1"), (100, "drain, prefetch 100 (framework: concurrency 100)")]
-            {
-                declare(&connection, &queue, kind).await;
-                fill(&client, &queue, sizes.drain).await;
-                let ours = framework_drain(&amqp, &queue, sizes.drain, prefetch).await;
-                declare(&connection, &queue, kind).await;
-                fill(&client, &queue, sizes.drain).await;
-                let raw_time = raw::drain(&connection, &queue, prefetch, sizes.drain, |_| {}).await;
-                table.rate(&format!("{label}: {what}"), sizes.drain, ours, raw_time);
-            }
-
-            // End-to-end latency at a fixed offered load, prefetch 1.
-            if kind == QueueType::Classic {
-                declare(&connection, &queue, kind).await;
-                let n = sizes.rate * sizes.latency_secs;
-                LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                RECORD_LATENCY.store(true, Ordering::SeqCst);
-                let drain = tokio::spawn(framework_drain_owned(amqp.clone(), queue.clone(), n));
-                wait_consumers(&connection, &queue).await;
-                offer_load(sizes.rate, n, |_| {
-                    let (client, queue) = (client.clone(), queue.clone());
-                    tokio::spawn(async move {
-                        let _ = client
-                            .enqueue_with(&Noop { sent_micros: now_micros() }, EnqueueOptions::new().queue(&queue))
-                            .await;
-                    });
-                })
-                .await;
-                drain.await?;
-                RECORD_LATENCY.store(false, Ordering::SeqCst);
-                let ours = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
-
-                declare(&connection, &queue, kind).await;
-                let raw_latencies = std::sync::Arc::new(Mutex::new(Vec::new()));
-                let consumer = {
-                    let (connection, queue, lat) = (connection.clone(), queue.clone(), raw_latencies.clone());
-                    tokio::spawn(async move {
-                        raw::drain(&connection, &queue, 1, n, |body| {
-                            if let Ok(job) = jobs_core::decode::<Noop>(body) {
-                                lat.lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .push(now_micros().saturating_sub(job.sent_micros));
-                            }
-                        })
-                        .await
-                    })
-                };
-                wait_consumers(&connection, &queue).await;
-                let publisher =
-                    std::sync::Arc::new(tokio::sync::Mutex::new(raw::RawPublisher::open(&connection).await));
-                offer_load(sizes.rate, n, |_| {
-                    let (publisher, queue) = (publisher.clone(), queue.clone());
-                    tokio::spawn(async move {
-                        publisher.lock().await.publish(&queue, body()).await;
-                    });
-                })
-                .await;
-                consumer.await?;
-                let raw_lat = raw_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                table.latency(&format!("{label}: latency at {}/s, prefetch 1", sizes.rate), &ours, &raw_lat);
-            }
-            delete(&connection, &queue).await;
-            client.close().await;
+            rows.finish().await;
         }
-
-        // Worker process memory.
-        let (idle, peak) = worker_rss(&amqp, sizes.drain).await?;
-        table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
-        table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");
+        if options.runs("memory") {
+            let (idle, peak) = worker_rss(&amqp, options.sizes.drain).await?;
+            table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
+            table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");
+        }
     }
     let _ = connection.close().await;
-    table.print(rounds);
+    table.print(options.rounds);
     Ok(())
+}
+
+/// The rows of one queue type, each measured for the framework and for raw amqprs.
+struct Rows<'a> {
+    connection: &'a Connection,
+    amqp: AmqpConfig,
+    kind: QueueType,
+    label: &'static str,
+    queue: String,
+    client: Client,
+    sizes: &'a Sizes,
+}
+
+impl<'a> Rows<'a> {
+    fn new(connection: &'a Connection, amqp: &AmqpConfig, kind: QueueType, sizes: &'a Sizes) -> Self {
+        let label = if kind == QueueType::Classic { "classic" } else { "quorum" };
+        let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
+        let client = Client::new(amqp.clone());
+        Rows { connection, amqp, kind, label, queue: format!("bench.{label}"), client, sizes }
+    }
+
+    /// Enqueue: sequential awaited, 64 and 512 concurrent enqueuers, and batches.
+    async fn enqueue(&self, table: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
+        let label = self.label;
+        declare(self.connection, &self.queue, self.kind).await;
+        let t = Instant::now();
+        for i in 0..self.sizes.sequential {
+            self.client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&self.queue)).await?;
+        }
+        let ours = t.elapsed();
+        let raw = raw_publish(self.connection, &self.queue, self.kind, self.sizes.sequential, RawMode::Window(1)).await;
+        table.rate(&format!("{label}: enqueue, sequential awaited"), self.sizes.sequential, ours, raw);
+
+        // Enqueue, N concurrent enqueuers on one client vs raw pipelined confirmed publishing.
+        let mut by_width = Vec::new();
+        for width in [64u64, 512] {
+            declare(self.connection, &self.queue, self.kind).await;
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..width {
+                let (client, queue) = (self.client.clone(), self.queue.clone());
+                let per = self.sizes.concurrent / width + u64::from(w < self.sizes.concurrent % width);
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..per {
+                        client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
+                    }
+                    Ok::<_, jobs_core::Error>(())
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            by_width.push(t.elapsed());
+        }
+        let ours = by_width[0];
+        let pipelined =
+            raw_publish(self.connection, &self.queue, self.kind, self.sizes.concurrent, RawMode::Pipelined).await;
+        let (n, ours_512) = (self.sizes.concurrent, by_width[1]);
+        let rows = [
+            ("64 concurrent (raw: pipelined)", ours, pipelined),
+            ("512 concurrent (raw: pipelined)", ours_512, pipelined),
+            // Raw publishing held to as many unconfirmed messages as there are awaiting enqueuers.
+            (
+                "64 concurrent (raw: 64 in flight)",
+                ours,
+                raw_publish(self.connection, &self.queue, self.kind, n, RawMode::Window(64)).await,
+            ),
+            (
+                "512 concurrent (raw: 512 in flight)",
+                ours_512,
+                raw_publish(self.connection, &self.queue, self.kind, n, RawMode::Window(512)).await,
+            ),
+            // Raw pipelining of the framework's own messages (its properties, not only delivery_mode):
+            // what the bigger message costs the broker, apart from the framework's code.
+            (
+                "512 concurrent (raw: pipelined, same messages)",
+                ours_512,
+                raw_publish(self.connection, &self.queue, self.kind, n, RawMode::JobProperties).await,
+            ),
+        ];
+        for (what, ours, raw) in rows {
+            table.rate(&format!("{label}: enqueue, {what}"), self.sizes.concurrent, ours, raw);
+        }
+
+        // Batch: enqueue_many of 1000 at a time vs raw pipelined in batches of 1000.
+        let batch_queue = Noop::QUEUE;
+        {
+            declare(self.connection, batch_queue, self.kind).await;
+            let jobs: Vec<Noop> = (0..1000).map(|i| Noop { sent_micros: i }).collect();
+            let t = Instant::now();
+            for _ in 0..self.sizes.batch / 1000 {
+                self.client.enqueue_many(&jobs).await?;
+            }
+            let ours = t.elapsed();
+            declare(self.connection, batch_queue, self.kind).await;
+            let mut raw = raw::RawPublisher::open(self.connection).await;
+            let t = Instant::now();
+            for _ in 0..self.sizes.batch / 1000 {
+                for _ in 0..1000 {
+                    raw.publish(batch_queue, body()).await;
+                }
+                raw.wait_confirms().await;
+            }
+            table.rate(&format!("{label}: enqueue_many, batches of 1000"), self.sizes.batch, ours, t.elapsed());
+            delete(self.connection, batch_queue).await;
+        }
+        Ok(())
+    }
+
+    /// Drain at prefetch 1 and at the best setting (or at `drain_at`).
+    async fn drain(&self, table: &mut Table, drain_at: &[u16]) {
+        let label = self.label;
+        // The best setting for no-op jobs, from a sweep of 10 to 1,000 (README, Speed).
+        let best: u16 = if self.kind == QueueType::Classic { 300 } else { 1000 };
+        let mut drains = vec![(1, "drain, prefetch 1".to_owned())];
+        for &at in if drain_at.is_empty() { std::slice::from_ref(&best) } else { drain_at } {
+            drains.push((at, format!("drain, prefetch {at} (framework: concurrency {at})")));
+        }
+        for (prefetch, what) in drains {
+            declare(self.connection, &self.queue, self.kind).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await;
+            let ours = framework_drain(&self.amqp, &self.queue, self.sizes.drain, prefetch).await;
+            declare(self.connection, &self.queue, self.kind).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await;
+            let raw_time = raw::drain(self.connection, &self.queue, prefetch, self.sizes.drain, |_| {}).await;
+            table.rate(&format!("{label}: {what}"), self.sizes.drain, ours, raw_time);
+        }
+    }
+
+    /// End-to-end latency at a fixed offered load, prefetch 1.
+    async fn latency(&self, table: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
+        let label = self.label;
+        declare(self.connection, &self.queue, self.kind).await;
+        let n = self.sizes.rate * self.sizes.latency_secs;
+        LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        RECORD_LATENCY.store(true, Ordering::SeqCst);
+        let drain = tokio::spawn(framework_drain_owned(self.amqp.clone(), self.queue.clone(), n));
+        wait_consumers(self.connection, &self.queue).await;
+        offer_load(self.sizes.rate, n, |_| {
+            let (client, queue) = (self.client.clone(), self.queue.clone());
+            tokio::spawn(async move {
+                let _ =
+                    client.enqueue_with(&Noop { sent_micros: now_micros() }, EnqueueOptions::new().queue(&queue)).await;
+            });
+        })
+        .await;
+        drain.await?;
+        RECORD_LATENCY.store(false, Ordering::SeqCst);
+        let ours = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
+
+        declare(self.connection, &self.queue, self.kind).await;
+        let raw_latencies = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let consumer = {
+            let (connection, queue, lat) = (self.connection.clone(), self.queue.clone(), raw_latencies.clone());
+            tokio::spawn(async move {
+                raw::drain(&connection, &queue, 1, n, |body| {
+                    if let Ok(job) = jobs_core::decode::<Noop>(body) {
+                        lat.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(now_micros().saturating_sub(job.sent_micros));
+                    }
+                })
+                .await
+            })
+        };
+        wait_consumers(self.connection, &self.queue).await;
+        let publisher = std::sync::Arc::new(tokio::sync::Mutex::new(raw::RawPublisher::open(self.connection).await));
+        offer_load(self.sizes.rate, n, |_| {
+            let (publisher, queue) = (publisher.clone(), self.queue.clone());
+            tokio::spawn(async move {
+                publisher.lock().await.publish(&queue, body()).await;
+            });
+        })
+        .await;
+        consumer.await?;
+        let raw_lat = raw_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        table.latency(&format!("{label}: latency at {}/s, prefetch 1", self.sizes.rate), &ours, &raw_lat);
+        Ok(())
+    }
+
+    async fn finish(self) {
+        delete(self.connection, &self.queue).await;
+        self.client.close().await;
+    }
 }
 
 async fn framework_drain_owned(amqp: AmqpConfig, queue: String, n: u64) -> Duration {

@@ -45,6 +45,8 @@ pub(crate) struct RawPublisher {
     channel: Channel,
     confirms: Arc<Confirms>,
     sent: u64,
+    /// The properties of every message: persistent only, or the framework's full set.
+    properties: BasicProperties,
 }
 
 impl RawPublisher {
@@ -53,14 +55,21 @@ impl RawPublisher {
         let confirms = Arc::new(Confirms::default());
         channel.register_callback(Cb(confirms.clone())).await.expect("callback");
         channel.confirm_select(ConfirmSelectArguments::new(false)).await.expect("confirm.select");
-        RawPublisher { channel, confirms, sent: 0 }
+        let properties = BasicProperties::default().with_persistence(true).finish();
+        RawPublisher { channel, confirms, sent: 0, properties }
+    }
+
+    /// Sends the properties the framework puts on a job (type, id, content
+    /// type, timestamp, attempt header) instead of `delivery_mode` alone.
+    pub(crate) fn with_job_properties(mut self) -> Self {
+        self.properties = jobs_core::job_properties("bench::Noop", &jobs_core::JobId::default(), 1);
+        self
     }
 
     pub(crate) async fn publish(&mut self, queue: &str, body: Vec<u8>) {
-        let props = BasicProperties::default().with_persistence(true).finish();
         let mut args = BasicPublishArguments::new("", queue);
         args.mandatory(true);
-        self.channel.basic_publish(props, body, args).await.expect("publish");
+        self.channel.basic_publish(self.properties.clone(), body, args).await.expect("publish");
         self.sent += 1;
     }
 

@@ -2,6 +2,7 @@
 //! Each delivery runs in a task of its own; the prefetch bounds how many.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jobs_core::amqprs::channel::{
     BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
@@ -12,7 +13,7 @@ use jobs_core::topology::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::settle::{Delivery, Settler};
@@ -31,6 +32,11 @@ pub(crate) struct Shared {
     pub(crate) max_message_size: usize,
     pub(crate) health: Arc<Health>,
 }
+
+/// How long a stop waits for the broker to answer a consumer's cancel or the
+/// connection's close. amqprs waits for an answer without end, and a broker
+/// busy electing a queue leader can take long; a stop must not hang on it.
+pub(crate) const BROKER_ANSWER: Duration = Duration::from_secs(5);
 
 /// Maps an amqprs error of operation `op`.
 fn amqp(op: &'static str) -> impl Fn(jobs_core::amqprs::error::Error) -> jobs_core::Error {
@@ -109,8 +115,17 @@ impl Consumer {
     }
 
     async fn cancel(&self) {
-        if let Err(err) = self.channel.basic_cancel(BasicCancelArguments::new(&self.tag)).await {
-            debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)");
+        match tokio::time::timeout(BROKER_ANSWER, self.channel.basic_cancel(BasicCancelArguments::new(&self.tag))).await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)")
+            }
+            Err(_) => warn!(
+                queue = &*self.queue,
+                timeout = ?BROKER_ANSWER,
+                "the broker did not answer the consumer's cancel; stopping anyway (what it still delivers is not started and goes back to the queue)"
+            ),
         }
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::consumer::{Consumer, Shared};
+use crate::consumer::{Consumer, Shared, BROKER_ANSWER};
 use crate::dispatch::Dispatcher;
 use crate::settle::Settler;
 use crate::systemd::{self, Health, Notifier};
@@ -183,12 +183,12 @@ impl Worker {
                         notifier.notify("STOPPING=1");
                     }
                     self.drain(tasks).await;
-                    let _ = connection.close().await;
+                    close(connection).await;
                     break Ok(());
                 }
                 SessionEnd::Lost(err) => {
                     warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
-                    let _ = connection.close().await;
+                    close(connection).await;
                 }
             }
         };
@@ -266,5 +266,12 @@ impl Worker {
                 "grace period over: leaving running jobs unacked; the broker hands them to another worker"
             );
         }
+    }
+}
+
+/// Closes the connection, waiting at most [`BROKER_ANSWER`] for the broker's close-ok.
+async fn close(connection: Connection) {
+    if tokio::time::timeout(BROKER_ANSWER, connection.close()).await.is_err() {
+        warn!(timeout = ?BROKER_ANSWER, "the broker did not answer the connection's close; dropping it");
     }
 }

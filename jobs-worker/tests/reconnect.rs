@@ -1,8 +1,11 @@
 //! A worker and an enqueuing client ride through a broker restart: every job
-//! enqueued before, during and after it runs (at least once).
+//! enqueued before, during and after it runs (at least once). A connection that
+//! goes silent without closing is noticed by its heartbeat.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/relay.rs"]
+mod relay;
 #[path = "common/worker.rs"]
 mod worker;
 
@@ -12,6 +15,8 @@ use std::time::Duration;
 
 use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_worker::WorkerConfig;
+use relay::Relay;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -71,4 +76,46 @@ async fn worker_and_client_ride_through_a_broker_restart() {
         ran.len() - distinct.len()
     );
     running.stop().await.unwrap();
+}
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Marker {
+    tag: String,
+}
+
+static MARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl Perform for Marker {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        MARKED.lock().unwrap().push(self.tag);
+        Ok(())
+    }
+}
+
+/// A half-open connection (a network that drops everything, a hung broker)
+/// closes nothing, so only the heartbeat can tell: the worker notices, connects
+/// again, and runs the job the broker handed to the dead connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_noticed_by_its_heartbeat_and_the_worker_reconnects() {
+    let relay = Relay::start().await;
+    let queue = unique("half-open");
+    let raw = raw_connection().await;
+    let mut amqp = config_for(&relay.url);
+    amqp.heartbeat = 1;
+    let config =
+        WorkerConfig { queues: vec![queue.clone()], id: Some("half-open-worker".into()), ..Default::default() };
+    let running = worker::spawn_with(amqp, config);
+    wait_for_consumers(&raw, &queue, 1).await;
+
+    relay.cut();
+    let client = Client::new(amqp_config());
+    client.enqueue_with(&Marker { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
+    wait_until("the job to run on a new connection", Duration::from_secs(30), || async {
+        MARKED.lock().unwrap().contains(&queue)
+    })
+    .await;
+    assert!(!running.is_finished(), "the worker is still running, not failed");
+    running.stop().await.unwrap();
+    drop(relay);
+    delete_queues(&raw, &[&queue]).await;
 }

@@ -4,20 +4,18 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/relay.rs"]
+mod relay;
 #[path = "common/worker.rs"]
 mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
+use relay::Relay;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -74,63 +72,6 @@ async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
     delete_queues(&raw, &[&queue]).await;
 }
 
-/// A TCP relay to the broker that can go silent: it keeps every connection
-/// open but passes no more bytes either way, like a broker (or a network) that
-/// stops answering without closing anything.
-struct Relay {
-    url: String,
-    silent: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start() -> Self {
-        let broker = jobs_core::BrokerUrl::parse(&amqp_url()).unwrap();
-        let (host, port) = broker.host_port();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay_port = listener.local_addr().unwrap().port();
-        let url = amqp_url().replacen(&format!("{host}:{port}"), &format!("127.0.0.1:{relay_port}"), 1);
-        assert_ne!(url, amqp_url(), "AMQP_URL must name its port for the relay to stand in");
-        let silent = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn({
-            let silent = silent.clone();
-            async move {
-                let mut pipes = JoinSet::new(); // aborted with the task
-                while let Ok((client, _)) = listener.accept().await {
-                    let Ok(server) = TcpStream::connect((host.as_str(), port)).await else { continue };
-                    let ((client_rx, client_tx), (server_rx, server_tx)) = (client.into_split(), server.into_split());
-                    pipes.spawn(pipe(client_rx, server_tx, silent.clone()));
-                    pipes.spawn(pipe(server_rx, client_tx, silent.clone()));
-                }
-            }
-        });
-        Relay { url, silent, task }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Copies bytes until the relay goes silent; then holds the connection open, passing nothing.
-async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, silent: Arc<AtomicBool>) {
-    let mut buf = vec![0; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if silent.load(Ordering::SeqCst) {
-            return std::future::pending().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_broker_that_stops_answering_does_not_hold_a_stop_up() {
     let relay = Relay::start().await;
@@ -140,7 +81,7 @@ async fn a_broker_that_stops_answering_does_not_hold_a_stop_up() {
     let running = worker::spawn_worker(&relay.url, &[&queue], 1, "silent-worker", grace);
     wait_for_consumers(&raw, &queue, 1).await;
 
-    relay.silent.store(true, Ordering::SeqCst);
+    relay.cut();
     let asked = Instant::now();
     // Without bounds on the broker's answers the stop waits for a cancel-ok
     // (and then a close-ok) that never come.

@@ -4,6 +4,8 @@
 
 #[path = "../../jobs-worker/tests/common/mod.rs"]
 mod common;
+#[path = "../../jobs-worker/tests/common/relay.rs"]
+mod relay;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -181,6 +183,35 @@ async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use()
     client.close().await;
     client.enqueue_with(&email(2), EnqueueOptions::new().queue(&queue)).await.expect("a new connection on next use");
     assert_eq!(counts(&raw, &queue).await.0, 2);
+    delete_queues(&raw, &[&queue]).await;
+}
+
+/// A half-open connection (the network drops everything, nothing closes): the
+/// publish gets no confirm, the heartbeat notices, and the client publishes it
+/// again on a new connection, where it is confirmed.
+#[tokio::test]
+async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
+    let relay = relay::Relay::start().await;
+    let queue = unique("half-open");
+    let raw = raw_connection().await;
+    let mut config = config_for(&relay.url);
+    config.heartbeat = 1;
+    let client = Client::new(config);
+    client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
+
+    relay.cut();
+    let job = email(2);
+    let enqueue = client.enqueue_with(&job, EnqueueOptions::new().queue(&queue));
+    let id = tokio::time::timeout(Duration::from_secs(30), enqueue)
+        .await
+        .expect("the enqueue did not return within 30 s of a silent connection")
+        .expect("confirmed on a new connection");
+    let channel = raw.open_channel(None).await.unwrap();
+    let first = get(&channel, &queue).await.expect("the job before the cut");
+    let second = get(&channel, &queue).await.expect("the job enqueued into the silence");
+    assert_eq!(second.0.message_id().map(String::as_str), Some(id.as_str()));
+    assert_eq!(jobs_core::decode::<Email>(&first.1).unwrap(), email(1));
+    assert!(get(&channel, &queue).await.is_none(), "the lost publish never reached the broker: no duplicate");
     delete_queues(&raw, &[&queue]).await;
 }
 

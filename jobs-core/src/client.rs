@@ -370,7 +370,7 @@ impl Client {
     pub async fn close(&self) {
         let session = self.slot().take();
         if let Some(session) = session {
-            let _ = session.connection.clone().close().await;
+            crate::close_connection(session.connection.clone()).await;
         }
     }
 

@@ -10,6 +10,20 @@ use tracing::{info, warn};
 
 use crate::{AmqpConfig, Error};
 
+/// How long a close waits for the broker's answer (a close-ok, a consumer's
+/// cancel-ok). amqprs waits for answers without end, and a broker busy (say,
+/// electing a queue leader) or a silent network must not hold a stop up.
+pub const BROKER_ANSWER: Duration = Duration::from_secs(5);
+
+/// Closes `connection`, waiting at most [`BROKER_ANSWER`] for the broker's
+/// close-ok (a WARN when it does not come; the socket is dropped anyway).
+pub async fn close_connection(connection: Connection) {
+    let name = connection.connection_name().to_owned();
+    if tokio::time::timeout(BROKER_ANSWER, connection.close()).await.is_err() {
+        warn!(connection = name, timeout = ?BROKER_ANSWER, "the broker did not answer the connection's close; dropping it");
+    }
+}
+
 /// Opens a connection named `name` (shown in the management UI) to the first
 /// broker of `config.urls()` that answers. One try each; see [`connect_with_retry`].
 ///

@@ -175,7 +175,7 @@ impl DeadLetters {
 
     /// Closes the connection.
     pub async fn close(self) {
-        let _ = self.connection.close().await;
+        crate::close_connection(self.connection).await;
     }
 }
 

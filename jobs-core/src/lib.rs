@@ -61,7 +61,7 @@ pub use codec::{
 };
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
 pub use confirm::{Outgoing, Publisher};
-pub use connection::{connect, connect_with_retry};
+pub use connection::{close_connection, connect, connect_with_retry, BROKER_ANSWER};
 pub use dead::{DeadFilter, DeadJob, DeadLetters};
 pub use error::{report, Error, FailureKind, JobError};
 pub use job::{Job, JobContext, JobId, Perform, Respond};

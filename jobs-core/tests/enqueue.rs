@@ -216,6 +216,19 @@ async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
 }
 
 #[tokio::test]
+async fn closing_a_client_whose_broker_went_silent_does_not_hang() {
+    let relay = relay::Relay::start().await;
+    let queue = unique("silent-close");
+    let raw = raw_connection().await;
+    let client = Client::new(config_for(&relay.url)); // heartbeat 30 s: it will not notice first
+    client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
+    relay.cut();
+    let closed = tokio::time::timeout(Duration::from_secs(20), client.close()).await;
+    assert!(closed.is_ok(), "the close waited past 20 s for a close-ok that never comes");
+    delete_queues(&raw, &[&queue]).await;
+}
+
+#[tokio::test]
 async fn an_unreachable_broker_is_a_connect_error_that_hides_the_password() {
     let mut config = AmqpConfig::with_url("amqp://guest:hunter2@127.0.0.1:1/%2f").unwrap();
     config.reconnect_timeout = Duration::from_millis(500);

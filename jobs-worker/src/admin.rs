@@ -111,7 +111,7 @@ async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std
             println!("{name:<40} {:>10} {:>10} {:>10} {:>10}", show(ready), show(unacked), show(consumers), show(dead));
         }
     }
-    let _ = connection.close().await;
+    jobs_core::close_connection(connection).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -147,7 +147,7 @@ async fn enqueue(settings: &Settings, job_type: &str, json: &str) -> Result<Exit
     let id = JobId::new();
     let properties = jobs_core::job_properties(registration.name(), &id, 1);
     publisher.publish(jobs_core::Outgoing { id: id.clone(), exchange, routing_key, properties, body }).await?;
-    let _ = connection.close().await;
+    jobs_core::close_connection(connection).await;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }

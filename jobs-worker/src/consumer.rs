@@ -2,7 +2,6 @@
 //! Each delivery runs in a task of its own; the prefetch bounds how many.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use jobs_core::amqprs::channel::{
     BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
@@ -19,7 +18,7 @@ use crate::dispatch::{Dispatcher, Outcome};
 use crate::settle::{Delivery, Settler};
 use crate::systemd::Health;
 use crate::{Error, Subscription};
-use jobs_core::{header_u64, headers};
+use jobs_core::{header_u64, headers, BROKER_ANSWER};
 
 /// What every delivery's task shares.
 #[derive(Debug)]
@@ -32,11 +31,6 @@ pub(crate) struct Shared {
     pub(crate) max_message_size: usize,
     pub(crate) health: Arc<Health>,
 }
-
-/// How long a stop waits for the broker to answer a consumer's cancel or the
-/// connection's close. amqprs waits for an answer without end, and a broker
-/// busy electing a queue leader can take long; a stop must not hang on it.
-pub(crate) const BROKER_ANSWER: Duration = Duration::from_secs(5);
 
 /// Maps an amqprs error of operation `op`.
 fn amqp(op: &'static str) -> impl Fn(jobs_core::amqprs::error::Error) -> jobs_core::Error {

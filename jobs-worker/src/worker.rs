@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use jobs_core::amqprs::connection::Connection;
 use jobs_core::topology::{declare_exchange, QueueType};
-use jobs_core::{connect_with_retry, report, AmqpConfig, Client, Publisher};
+use jobs_core::{close_connection, connect_with_retry, report, AmqpConfig, Client, Publisher};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::consumer::{Consumer, Shared, BROKER_ANSWER};
+use crate::consumer::{Consumer, Shared};
 use crate::dispatch::Dispatcher;
 use crate::settle::Settler;
 use crate::systemd::{self, Health, Notifier};
@@ -183,12 +183,12 @@ impl Worker {
                         notifier.notify("STOPPING=1");
                     }
                     self.drain(tasks).await;
-                    close(connection).await;
+                    close_connection(connection).await;
                     break Ok(());
                 }
                 SessionEnd::Lost(err) => {
                     warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
-                    close(connection).await;
+                    close_connection(connection).await;
                 }
             }
         };
@@ -266,12 +266,5 @@ impl Worker {
                 "grace period over: leaving running jobs unacked; the broker hands them to another worker"
             );
         }
-    }
-}
-
-/// Closes the connection, waiting at most [`BROKER_ANSWER`] for the broker's close-ok.
-async fn close(connection: Connection) {
-    if tokio::time::timeout(BROKER_ANSWER, connection.close()).await.is_err() {
-        warn!(timeout = ?BROKER_ANSWER, "the broker did not answer the connection's close; dropping it");
     }
 }

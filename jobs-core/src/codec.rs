@@ -80,6 +80,12 @@ pub fn message_job_id(props: &BasicProperties) -> JobId {
     props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
 }
 
+/// Which attempt a message is for: its `x-attempt` header, 1 when it has none
+/// (a first attempt goes without) or one that is not a positive `u32`.
+pub fn message_attempt(props: &BasicProperties) -> u32 {
+    header_u64(props, headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1)
+}
+
 /// Sets a header; header names are our constants, always valid short strings.
 ///
 /// Removes any old value first: amqprs's `FieldTable::insert` adds the new
@@ -168,6 +174,16 @@ mod tests {
         assert_eq!(p.delivery_mode(), Some(2));
         assert_eq!(header_u64(&p, headers::ATTEMPT), Some(3));
         assert_eq!(header_str(&p, headers::ATTEMPT), None);
+    }
+
+    #[test]
+    fn a_message_without_a_positive_attempt_is_on_its_first() {
+        let id = JobId::from("abc");
+        assert_eq!(message_attempt(&job_properties("J", &id, 1)), 1, "no header");
+        assert_eq!(message_attempt(&job_properties("J", &id, 3)), 3);
+        let mut zero = FieldTable::new();
+        set_header(&mut zero, headers::ATTEMPT, FieldValue::l(0));
+        assert_eq!(message_attempt(&BasicProperties::default().with_headers(zero).finish()), 1);
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub mod topology;
 
 pub use client::{hostname, Client, EnqueueOptions};
 pub use codec::{
-    decode, encode, header_str, header_u64, headers, job_properties, message_job_id, now_secs, set_header, CONTENT_TYPE,
+    decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_job_id, now_secs,
+    set_header, CONTENT_TYPE,
 };
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
 pub use confirm::{Outgoing, Publisher};

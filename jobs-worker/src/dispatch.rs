@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jobs_core::amqprs::BasicProperties;
-use jobs_core::{header_u64, headers, registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE};
+use jobs_core::{registrations, FailureKind, JobContext, JobId, Registration, CONTENT_TYPE};
 use tracing::{debug, info_span, warn, Instrument};
 
 use jobs_core::topology::{ExchangeKind, Route};
@@ -48,12 +48,11 @@ pub(crate) struct Meta<'a> {
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties) -> Self {
-        let attempt = header_u64(props, headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
         let enqueued_at = props.timestamp().map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
         Meta {
             name: props.message_type().map(String::as_str),
             id: props.message_id().map(String::as_str),
-            attempt,
+            attempt: jobs_core::message_attempt(props),
             enqueued_at,
         }
     }

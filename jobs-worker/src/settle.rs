@@ -40,13 +40,7 @@ impl Settler {
     pub(crate) async fn dead_letter(&self, d: &Delivery<'_>, kind: &'static str, reason: &str) {
         let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
         // The attempt it ended on, said even for a first attempt (which goes without).
-        let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
-        let done = self
-            .forward(d, copy, |t| {
-                self.failure_headers(t, d.props, kind, reason);
-                set_header(t, headers::ATTEMPT, FieldValue::l(attempt as i64));
-            })
-            .await;
+        let done = self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, d.attempt())).await;
         if done {
             let job = d.name().unwrap_or("(none)").to_owned();
             metrics::counter!("jobs_dead_total", "job" => job, "kind" => kind).increment(1);
@@ -56,16 +50,11 @@ impl Settler {
 
     /// Publishes the next attempt to run after `delay`, then acks this one.
     pub(crate) async fn retry(&self, d: &Delivery<'_>, kind: &'static str, reason: &str, delay: Duration) {
-        let attempt = header_u64(d.props, headers::ATTEMPT).unwrap_or(1);
+        let attempt = d.attempt();
         let (exchange, routing_key) =
             self.topology.delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
         let copy = Copy { exchange, routing_key, what: "retry" };
-        let done = self
-            .forward(d, copy, |t| {
-                self.failure_headers(t, d.props, kind, reason);
-                set_header(t, headers::ATTEMPT, FieldValue::l((attempt + 1) as i64));
-            })
-            .await;
+        let done = self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, attempt + 1)).await;
         if done {
             metrics::counter!("jobs_retried_total", "job" => d.name().unwrap_or("(none)").to_owned()).increment(1);
             info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt, kind, reason, retry_in = ?delay, "job failed; retry scheduled");
@@ -102,12 +91,21 @@ impl Settler {
         }
     }
 
-    fn failure_headers(&self, table: &mut FieldTable, props: &BasicProperties, kind: &'static str, reason: &str) {
+    /// What failed, when and where, and the attempt the copy is for.
+    fn failure_headers(
+        &self,
+        table: &mut FieldTable,
+        d: &Delivery<'_>,
+        kind: &'static str,
+        reason: &str,
+        attempt: u32,
+    ) {
         let now = now_secs();
+        set_header(table, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
         set_header(table, headers::ERROR, FieldValue::from(truncate(reason, 4096)));
         set_header(table, headers::ERROR_KIND, FieldValue::from(kind));
         set_header(table, headers::FAILED_AT, FieldValue::T(now));
-        if header_u64(props, headers::FIRST_FAILED_AT).is_none() {
+        if header_u64(d.props, headers::FIRST_FAILED_AT).is_none() {
             set_header(table, headers::FIRST_FAILED_AT, FieldValue::T(now));
         }
         set_header(table, headers::WORKER, FieldValue::from(&*self.worker));
@@ -166,6 +164,10 @@ impl Delivery<'_> {
     /// The job id, or a new one for a message that had none (so its dead copy has one).
     fn id(&self) -> JobId {
         jobs_core::message_job_id(self.props)
+    }
+
+    fn attempt(&self) -> u32 {
+        jobs_core::message_attempt(self.props)
     }
 
     fn name(&self) -> Option<&str> {

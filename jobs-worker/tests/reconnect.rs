@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
-use jobs_worker::WorkerConfig;
 use relay::Relay;
 use serde::{Deserialize, Serialize};
+use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Numbered {
@@ -98,17 +98,12 @@ impl Perform for Marker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_noticed_by_its_heartbeat_and_the_worker_reconnects() {
     let relay = Relay::start().await;
-    let queue = unique("half-open");
-    let raw = raw_connection().await;
     let mut amqp = config_for(&relay.url);
     amqp.heartbeat = 1;
-    let config =
-        WorkerConfig { queues: vec![queue.clone()], id: Some("half-open-worker".into()), ..Default::default() };
-    let running = worker::spawn_with(amqp, config);
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, client, worker: running } =
+        Fixture::start_with(amqp, "half-open", Duration::from_secs(5)).await;
 
     relay.cut();
-    let client = Client::new(amqp_config());
     client.enqueue_with(&Marker { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
     wait_until("the job to run on a new connection", Duration::from_secs(30), || async {
         MARKED.lock().unwrap().contains(&queue)

@@ -75,11 +75,8 @@ async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
 #[tokio::test]
 async fn a_broker_that_stops_answering_does_not_hold_a_stop_up() {
     let relay = Relay::start().await;
-    let queue = unique("silent");
-    let raw = raw_connection().await;
-    let grace = Duration::from_secs(1);
-    let running = worker::spawn_worker(&relay.url, &[&queue], 1, "silent-worker", grace);
-    wait_for_consumers(&raw, &queue, 1).await;
+    let Fixture { queue, raw, worker: running, .. } =
+        Fixture::start_with(config_for(&relay.url), "silent", Duration::from_secs(1)).await;
 
     relay.cut();
     let asked = Instant::now();

@@ -19,10 +19,17 @@ pub struct Fixture {
 impl Fixture {
     /// Starts the worker and waits (bounded) until it consumes.
     pub async fn start(name: &str, grace: Duration) -> Self {
+        Self::start_with(super::amqp_config(), name, grace).await
+    }
+
+    /// [`Fixture::start`] with the worker connecting by `amqp` (through a
+    /// relay, with another heartbeat); the raw connection and the client go
+    /// to the broker directly.
+    pub async fn start_with(amqp: jobs_core::AmqpConfig, name: &str, grace: Duration) -> Self {
         let queue = super::unique(name);
         let raw = super::raw_connection().await;
         let client = jobs_core::Client::new(super::amqp_config());
-        let worker = spawn_worker(&super::amqp_url(), &[&queue], 1, &format!("{name}-worker"), grace);
+        let worker = spawn_with(amqp, worker_config(&[&queue], 1, &format!("{name}-worker"), grace));
         super::wait_for_consumers(&raw, &queue, 1).await;
         Fixture { queue, raw, client, worker }
     }
@@ -44,15 +51,18 @@ pub fn init_logs() {
 }
 
 pub fn spawn_worker(url: &str, queues: &[&str], concurrency: u16, id: &str, grace: Duration) -> RunningWorker {
-    init_logs();
-    let config = WorkerConfig {
+    spawn_with(super::config_for(url), worker_config(queues, concurrency, id, grace))
+}
+
+/// A worker on `queues` at prefetch `concurrency`, named `id`, that stops within `grace`.
+pub fn worker_config(queues: &[&str], concurrency: u16, id: &str, grace: Duration) -> WorkerConfig {
+    WorkerConfig {
         queues: queues.iter().map(|q| q.to_string()).collect(),
         concurrency,
         grace_period: grace,
         id: Some(id.to_owned()),
         ..WorkerConfig::default()
-    };
-    spawn_with(super::config_for(url), config)
+    }
 }
 
 pub fn spawn_with(amqp: jobs_core::AmqpConfig, config: WorkerConfig) -> RunningWorker {

@@ -206,6 +206,18 @@ pub async fn send<J: Job>(job: &J, options: jobs_core::EnqueueOptions, shown: &s
     }
 }
 
+/// Runs a worker subscribed to the exchange job type `J` is published to, bound
+/// with `keys` (none for fanout), as [`receive`] does.
+pub fn receive_from<J: jobs_core::Job>(keys: Vec<String>) -> std::process::ExitCode {
+    match jobs_worker::Subscription::of::<J>() {
+        Ok(subscription) => receive(Vec::new(), vec![subscription.with_keys(keys)]),
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a worker on `queues` and `subscriptions` (config, environment and
 /// `RUST_LOG` apply) until SIGTERM or Ctrl-C.
 pub fn receive(queues: Vec<String>, subscriptions: Vec<jobs_worker::Subscription>) -> std::process::ExitCode {

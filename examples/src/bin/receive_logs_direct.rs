@@ -2,7 +2,6 @@
 //! the log lines of those severities.
 
 use examples::tutorials::DirectLog;
-use jobs_worker::Subscription;
 
 fn main() -> std::process::ExitCode {
     let keys: Vec<String> = std::env::args().skip(1).collect();
@@ -10,12 +9,5 @@ fn main() -> std::process::ExitCode {
         eprintln!("Usage: receive_logs_direct [info] [warning] [error]");
         return std::process::ExitCode::FAILURE;
     }
-    let subscription = match Subscription::of::<DirectLog>() {
-        Ok(subscription) => subscription.with_keys(keys),
-        Err(err) => {
-            eprintln!("{err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    examples::receive(Vec::new(), vec![subscription])
+    examples::receive_from::<DirectLog>(keys)
 }

@@ -2,7 +2,6 @@
 //! prints the log lines whose key matches a pattern (`#` for all).
 
 use examples::tutorials::TopicLog;
-use jobs_worker::Subscription;
 
 fn main() -> std::process::ExitCode {
     let keys: Vec<String> = std::env::args().skip(1).collect();
@@ -10,12 +9,5 @@ fn main() -> std::process::ExitCode {
         eprintln!("Usage: receive_logs_topic [binding_key]...");
         return std::process::ExitCode::FAILURE;
     }
-    let subscription = match Subscription::of::<TopicLog>() {
-        Ok(subscription) => subscription.with_keys(keys),
-        Err(err) => {
-            eprintln!("{err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    examples::receive(Vec::new(), vec![subscription])
+    examples::receive_from::<TopicLog>(keys)
 }

@@ -210,19 +210,33 @@ fn body() -> Vec<u8> {
     jobs_core::encode(&Noop { sent_micros: now_micros() }).expect("encode")
 }
 
-/// Fills `queue` with `n` job messages (64 concurrent enqueuers).
-async fn fill(client: &Client, queue: &str, n: u64) {
+/// Enqueues `n` no-op jobs to `queue` from `width` concurrent enqueuers on one client.
+async fn enqueue_concurrently(
+    client: &Client,
+    queue: &str,
+    n: u64,
+    width: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..64 {
+    for w in 0..width {
         let (client, queue) = (client.clone(), queue.to_owned());
-        let per = n / 64 + u64::from(w < n % 64);
+        let per = n / width + u64::from(w < n % width);
         tasks.spawn(async move {
             for i in 0..per {
-                client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await.expect("fill");
+                client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
             }
+            Ok::<_, jobs_core::Error>(())
         });
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Fills `queue` with `n` job messages (64 concurrent enqueuers).
+async fn fill(client: &Client, queue: &str, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+    enqueue_concurrently(client, queue, n, 64).await
 }
 
 async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u16) -> Duration {
@@ -308,7 +322,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows.enqueue(&mut table).await?;
             }
             if options.runs("drain") {
-                rows.drain(&mut table, &options.drain_at).await;
+                rows.drain(&mut table, &options.drain_at).await?;
             }
             if options.runs("latency") {
                 rows.latency(&mut table).await?;
@@ -362,20 +376,7 @@ impl<'a> Rows<'a> {
         for width in [64u64, 512] {
             declare(self.connection, &self.queue, self.kind).await;
             let t = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..width {
-                let (client, queue) = (self.client.clone(), self.queue.clone());
-                let per = self.sizes.concurrent / width + u64::from(w < self.sizes.concurrent % width);
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per {
-                        client.enqueue_with(&Noop { sent_micros: i }, EnqueueOptions::new().queue(&queue)).await?;
-                    }
-                    Ok::<_, jobs_core::Error>(())
-                }));
-            }
-            for task in tasks {
-                task.await??;
-            }
+            enqueue_concurrently(&self.client, &self.queue, self.sizes.concurrent, width).await?;
             by_width.push(t.elapsed());
         }
         let ours = by_width[0];
@@ -434,7 +435,7 @@ impl<'a> Rows<'a> {
     }
 
     /// Drain at prefetch 1 and at the best setting (or at `drain_at`).
-    async fn drain(&self, table: &mut Table, drain_at: &[u16]) {
+    async fn drain(&self, table: &mut Table, drain_at: &[u16]) -> Result<(), Box<dyn std::error::Error>> {
         let label = self.label;
         // The best setting for no-op jobs, from a sweep of 10 to 1,000 (README, Speed).
         let best: u16 = if self.kind == QueueType::Classic { 300 } else { 1000 };
@@ -444,13 +445,14 @@ impl<'a> Rows<'a> {
         }
         for (prefetch, what) in drains {
             declare(self.connection, &self.queue, self.kind).await;
-            fill(&self.client, &self.queue, self.sizes.drain).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await?;
             let ours = framework_drain(&self.amqp, &self.queue, self.sizes.drain, prefetch).await;
             declare(self.connection, &self.queue, self.kind).await;
-            fill(&self.client, &self.queue, self.sizes.drain).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await?;
             let raw_time = raw::drain(self.connection, &self.queue, prefetch, self.sizes.drain, |_| {}).await;
             table.rate(&format!("{label}: {what}"), self.sizes.drain, ours, raw_time);
         }
+        Ok(())
     }
 
     /// End-to-end latency at a fixed offered load, prefetch 1.
@@ -548,7 +550,7 @@ async fn worker_rss(amqp: &AmqpConfig, n: u64) -> Result<(f64, f64), Box<dyn std
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = status_kb(pid, "VmRSS:")? / 1024.0;
     let client = Client::new(amqp.clone());
-    fill(&client, queue, n).await;
+    fill(&client, queue, n).await?;
     for _ in 0..6000 {
         if queue_counts(&connection, queue).await.map(|(ready, _)| ready) == Some(0) {
             break;

@@ -193,7 +193,7 @@ async fn raw_publish(connection: &Connection, queue: &str, kind: QueueType, n: u
     declare(connection, queue, kind).await;
     let mut raw = raw::RawPublisher::open(connection).await;
     if let RawMode::JobProperties = mode {
-        raw = raw.with_job_properties();
+        raw = raw.with_job_properties(Noop::NAME);
     }
     let t = Instant::now();
     for _ in 0..n {

@@ -59,10 +59,10 @@ impl RawPublisher {
         RawPublisher { channel, confirms, sent: 0, properties }
     }
 
-    /// Sends the properties the framework puts on a job (type, id, content
-    /// type, timestamp, attempt header) instead of `delivery_mode` alone.
-    pub(crate) fn with_job_properties(mut self) -> Self {
-        self.properties = jobs_core::job_properties("bench::Noop", &jobs_core::JobId::default(), 1);
+    /// Sends the properties the framework puts on a first attempt of job type
+    /// `name` (type, id, timestamp, `delivery_mode`) instead of `delivery_mode` alone.
+    pub(crate) fn with_job_properties(mut self, name: &str) -> Self {
+        self.properties = jobs_core::job_properties(name, &jobs_core::JobId::default(), 1);
         self
     }
 

@@ -42,21 +42,14 @@ pub fn clock() -> String {
 ///
 /// # Errors
 /// A config error naming the key.
-pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_worker::Error> {
-    Ok(jobs_worker::Settings::load(&jobs_core::ConfigSource::default())?.amqp)
+pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_core::Error> {
+    jobs_core::AmqpConfig::load()
 }
 
-/// The job types of the examples, so binaries that only link the crate keep them.
-pub fn job_names() -> [&'static str; 7] {
-    [
-        Task::NAME,
-        chaos::Abort::NAME,
-        tutorials::Hello::NAME,
-        tutorials::Log::NAME,
-        tutorials::DirectLog::NAME,
-        tutorials::TopicLog::NAME,
-        tutorials::Fib::NAME,
-    ]
+/// The job types of the examples, for their workers.
+pub fn jobs() -> jobs_worker::Jobs {
+    use tutorials::{DirectLog, Fib, Hello, Log, TopicLog};
+    jobs_worker::jobs![Task, chaos::Abort, Hello, Log, DirectLog, TopicLog, Fib]
 }
 
 /// Jobs that misbehave on purpose, to watch the framework's guards at work.
@@ -225,9 +218,11 @@ pub fn receive(queues: Vec<String>, subscriptions: Vec<jobs_worker::Subscription
         let mut settings = jobs_worker::Settings::load(&jobs_core::ConfigSource::default())?;
         settings.log.filter = "warn".into();
         jobs_worker::init_logging(&settings.log)?;
+        // The queues named here are the binary's own choice (`--queue`): allowed.
+        let builder = queues.iter().fold(jobs_worker::Worker::builder().jobs(jobs()), |b, q| b.queue(q.clone()));
         settings.worker.queues = queues;
         settings.worker.subscriptions = subscriptions;
-        let worker = jobs_worker::Worker::new(settings.amqp, settings.worker)?;
+        let worker = builder.settings(settings).build()?;
         println!(" [*] Waiting for messages. To exit press CTRL+C");
         worker.run(jobs_worker::stop_signal()).await
     };

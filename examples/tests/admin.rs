@@ -1,16 +1,13 @@
 //! `worker queues` and `worker enqueue <job-type> --json`, with their exit codes.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use examples::Task;
-use jobs_core::amqprs::channel::{BasicAckArguments, BasicConsumeArguments};
 use jobs_core::Job;
+use jobs_test::amqprs::channel::{BasicAckArguments, BasicConsumeArguments};
+use jobs_test::*;
 
 fn worker(args: &[&str]) -> (Option<i32>, String, String) {
     let out =
@@ -45,7 +42,7 @@ async fn enqueue_by_json_and_list_queues() {
         let message = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
         let (props, body) = (message.basic_properties.unwrap(), message.content.unwrap());
         held.push(message.deliver.unwrap().delivery_tag());
-        if jobs_core::decode::<Task>(&body).unwrap().message == text {
+        if jobs_core::plumbing::decode::<Task>(&body).unwrap().message == text {
             assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
             assert_eq!(props.message_type().map(String::as_str), Some("Task"));
             break;

@@ -2,15 +2,12 @@
 //! both sides and prints a ratio. (No timing is asserted: speed is reported.)
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
 #[tokio::test]
 async fn the_benchmark_runs_and_prints_every_row() {
-    drop(common::raw_connection().await); // fail clearly when no broker
+    drop(jobs_test::raw_connection().await); // fail clearly when no broker
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--quick")
-        .env("JOBS__AMQP__URL", common::amqp_url())
+        .env("JOBS__AMQP__URL", jobs_test::amqp_url())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

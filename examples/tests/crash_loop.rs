@@ -2,16 +2,14 @@
 //! returns it goes to `<queue>.dead`, while the jobs behind it run.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use examples::{chaos::Abort, Task};
-use jobs_core::{header_str, header_u64, headers, Client, EnqueueOptions};
+use jobs_core::plumbing::{header_str, header_u64, headers};
+use jobs_core::{Client, EnqueueOptions};
+use jobs_test::*;
 
 #[tokio::test]
 async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run() {
@@ -38,7 +36,16 @@ async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run()
         assert!(start.elapsed() < Duration::from_secs(90), "no end to the crash loop after {starts} starts:\n{output}");
         starts += 1;
         let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--queues", &queue, "--id", &format!("crash-{starts}"), "--grace-period", "1s"])
+            .args([
+                "--queues",
+                &queue,
+                "--extra-queues",
+                &queue,
+                "--id",
+                &format!("crash-{starts}"),
+                "--grace-period",
+                "1s",
+            ])
             .env("JOBS__AMQP__URL", amqp_url())
             .env("JOBS__AMQP__MAX_CRASHES", "2")
             .env("RUST_LOG", "warn")

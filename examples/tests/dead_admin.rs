@@ -2,16 +2,14 @@
 //! (attempts reset) and purge them.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
 use std::process::Command;
 
-use common::*;
 use examples::Task;
-use jobs_core::amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
-use jobs_core::amqprs::FieldValue;
-use jobs_core::{header_str, header_u64, headers, job_properties, set_header, DeadFilter, DeadLetters, JobId};
+use jobs_core::plumbing::{header_str, header_u64, headers, job_properties, set_header};
+use jobs_core::{DeadFilter, DeadLetters, JobId};
+use jobs_test::amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
+use jobs_test::amqprs::FieldValue;
+use jobs_test::*;
 
 fn worker(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_worker")).args(args).env("JOBS__AMQP__URL", amqp_url()).output().unwrap()
@@ -35,7 +33,7 @@ async fn dead_jobs_are_listed_retried_and_purged() {
         set_header(&mut table, headers::ERROR_KIND, FieldValue::from("failed"));
         set_header(&mut table, headers::QUEUE, FieldValue::from(queue.as_str()));
         props.with_headers(table);
-        let body = jobs_core::encode(&Task { message: format!("dead {n}") }).unwrap();
+        let body = jobs_core::plumbing::encode(&Task { message: format!("dead {n}") }).unwrap();
         channel.basic_publish(props, body, BasicPublishArguments::new("", &dead)).await.unwrap();
         ids.push(id.to_string());
     }
@@ -83,7 +81,7 @@ async fn dead_jobs_are_listed_retried_and_purged() {
     assert_eq!(props.message_id().map(String::as_str), Some(ids[1].as_str()));
     assert_eq!(header_u64(&props, headers::ATTEMPT), Some(1), "attempts reset");
     assert_eq!(header_str(&props, headers::ERROR), None);
-    assert_eq!(jobs_core::decode::<Task>(&body).unwrap().message, "dead 1");
+    assert_eq!(jobs_core::plumbing::decode::<Task>(&body).unwrap().message, "dead 1");
     wait_until("two left dead", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 2 }).await;
 
     assert_eq!(admin.purge(&queue, &DeadFilter::Type("Other".into())).await.unwrap(), 0);

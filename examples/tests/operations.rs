@@ -4,18 +4,13 @@
 //! 200 only while connected, /metrics in Prometheus text.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-#[path = "support/process.rs"]
-mod process;
-
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use examples::Task;
 use jobs_core::{Client, EnqueueOptions};
+use jobs_test::*;
 
 /// systemd's end: collects every notification with the time it came.
 fn listen(path: &std::path::Path) -> Arc<Mutex<Vec<(Instant, String)>>> {
@@ -65,10 +60,10 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     let port = spare_port();
     let metrics_addr = format!("127.0.0.1:{port}");
     // Killed when dropped, should the test fail half-way.
-    let worker = process::Process::start_with(
+    let worker = Process::start_with(
         "worker",
         env!("CARGO_BIN_EXE_worker"),
-        &["--queues", queue, "--grace-period", "10s", "--metrics-addr", &metrics_addr],
+        &["--queues", queue, "--extra-queues", queue, "--grace-period", "10s", "--metrics-addr", &metrics_addr],
         &[
             ("JOBS__AMQP__URL", &url),
             ("NOTIFY_SOCKET", &path.to_string_lossy()),

@@ -2,15 +2,9 @@
 //! broadcast to every running worker, routing by key, routing by pattern.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-#[path = "support/process.rs"]
-mod process;
-
 use std::time::Duration;
 
-use common::*;
-use process::{run, Process};
+use jobs_test::*;
 
 const READY: &str = "worker ready";
 const T: Duration = Duration::from_secs(20);

@@ -2,21 +2,19 @@
 //! middle of a job, and kill -9 in the middle of a job.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-#[path = "support/process.rs"]
-mod process;
-
 use std::time::Duration;
 
-use common::*;
 use examples::Task;
 use jobs_core::{Client, EnqueueOptions, JobId};
-use process::Process;
+use jobs_test::*;
 
 /// A `worker` process on `queue`.
 fn worker(name: &str, queue: &str) -> Process {
-    Process::start(name, env!("CARGO_BIN_EXE_worker"), &["--queues", queue, "--id", name, "--grace-period", "30s"])
+    Process::start(
+        name,
+        env!("CARGO_BIN_EXE_worker"),
+        &["--queues", queue, "--extra-queues", queue, "--id", name, "--grace-period", "30s"],
+    )
 }
 
 async fn enqueue(client: &Client, queue: &str, message: &str) -> JobId {

@@ -1,21 +1,29 @@
 //! The enqueue client: durable, confirmed, pipelined publishing of jobs.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use amqprs::channel::BasicConsumeArguments;
 use amqprs::connection::Connection;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
-use crate::topology::{self, ExchangeKind, Route, Topology};
-use crate::{codec, connect_with_retry, AmqpConfig, Error, Job, JobId, Publisher, Respond};
-use amqprs::channel::BasicConsumeArguments;
-
+use crate::confirm::Publisher;
+use crate::connection::{close_connection, connect_with_retry};
+use crate::destination::{Declare, Destination};
+use crate::error::Cause;
 use crate::testing::{self, EnqueuedJob, Recorder};
+use crate::{codec, AmqpConfig, Error, Job, JobId, Respond};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
+
+tokio::task_local! {
+    /// The client of the innermost [`Client::scope`] around a task.
+    static SCOPED: Client;
+}
 
 /// Per-call settings of an enqueue.
 #[derive(Debug, Clone, Default)]
@@ -69,10 +77,11 @@ impl EnqueueOptions {
         self
     }
 
-    fn resolved_delay(&self) -> Duration {
+    /// The delay asked for, if any: until `at` (zero once it is past), else `delay`.
+    pub(crate) fn resolved_delay(&self) -> Option<Duration> {
         match self.at {
-            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
-            None => self.delay.unwrap_or_default(),
+            Some(at) => Some(at.duration_since(SystemTime::now()).unwrap_or_default()),
+            None => self.delay,
         }
     }
 }
@@ -118,8 +127,13 @@ struct Declared {
 }
 
 impl Declared {
-    fn ready(&self, queue: &str, delayed: bool) -> bool {
-        self.queues.contains(queue) && (!delayed || (self.delays && self.bound.contains(queue)))
+    fn ready(&self, declare: &Declare) -> bool {
+        match declare {
+            Declare::Exchange { name, .. } => self.exchanges.contains(*name),
+            Declare::Queue { queue, delayed } => {
+                self.queues.contains(queue) && (!delayed || (self.delays && self.bound.contains(queue)))
+            }
+        }
     }
 }
 
@@ -155,26 +169,6 @@ impl Client {
         Client { inner: Arc::new(inner) }
     }
 
-    /// Records a job in the testing mode.
-    fn record<J: Job>(&self, recorder: &Recorder, job: &J, options: &EnqueueOptions) -> Result<JobId, Error> {
-        let id = options.id.clone().unwrap_or_default();
-        let queue = match J::ROUTE {
-            Route::Queue => options.queue.clone().unwrap_or_else(|| J::QUEUE.to_owned()),
-            Route::Exchange { name, .. } => name.to_owned(),
-        };
-        let delay = options.at.is_some() || options.delay.is_some();
-        recorder.record(EnqueuedJob {
-            id: id.clone(),
-            name: J::NAME.to_owned(),
-            queue,
-            routing_key: options.routing_key.clone(),
-            delay: delay.then(|| options.resolved_delay()),
-            body: codec::encode(job)?,
-            enqueued_at: std::time::SystemTime::now(),
-        });
-        Ok(id)
-    }
-
     /// A client connected now, so that a wrong URL or password shows at start.
     ///
     /// # Errors
@@ -194,12 +188,40 @@ impl Client {
         GLOBAL.set(client).map_err(|_| Error::GlobalClientAlreadySet)
     }
 
+    /// Reads `[amqp]` from the layered config ([`AmqpConfig::load`]: `jobs.toml`,
+    /// `$JOBS_CONFIG`, `JOBS__AMQP__...` variables) and makes a client for it the
+    /// process-wide one. It connects on first use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad key; [`Error::GlobalClientAlreadySet`].
+    pub fn init_global_from_config() -> Result<(), Error> {
+        Client::init_global(Client::new(AmqpConfig::load()?))
+    }
+
     /// The process-wide client.
     ///
     /// # Errors
     /// [`Error::NoGlobalClient`] when none was set.
     pub fn global() -> Result<&'static Client, Error> {
         GLOBAL.get().ok_or(Error::NoGlobalClient)
+    }
+
+    /// The client that [`Job::enqueue`] and the other shortcuts use here: the
+    /// one of the innermost [`Client::scope`] around this task, else the
+    /// process-wide one.
+    ///
+    /// # Errors
+    /// [`Error::NoGlobalClient`] outside any scope when no global client is set.
+    pub fn current() -> Result<Client, Error> {
+        SCOPED.try_with(Client::clone).or_else(|_| Client::global().cloned())
+    }
+
+    /// Runs `future` with this client as the one [`Job::enqueue`] and the other
+    /// shortcuts use, in this task (not in tasks it spawns). For tests: each
+    /// test scopes its own [`TestClient`](crate::TestClient), and tests run in
+    /// parallel in one binary.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        SCOPED.scope(self, future).await
     }
 
     /// The settings this client was made with.
@@ -218,69 +240,58 @@ impl Client {
         self.enqueue_with(job, EnqueueOptions::default()).await
     }
 
-    /// [`Client::enqueue`] with per-call options: another queue, a given id, a delay.
+    /// [`Client::enqueue`] with per-call options: another queue, a given id, a
+    /// delay, a routing key.
     ///
     /// # Errors
-    /// As [`Client::enqueue`].
+    /// As [`Client::enqueue`]; [`Error::Unsupported`] for options that do not
+    /// fit the job type's route (a delay for a job routed through an exchange).
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
+        let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
+        let id = options.id.unwrap_or_default();
         if let Some(recorder) = &self.inner.test {
-            return self.record(recorder, job, &options);
+            recorder.record(EnqueuedJob::new::<J>(id.clone(), &destination, codec::encode(job)?));
+            return Ok(id);
         }
-        if let Route::Exchange { name, kind } = J::ROUTE {
-            return self.publish_routed(job, name, kind, options).await;
-        }
-        let queue = options.queue.as_deref().unwrap_or(J::QUEUE);
-        let delay = options.resolved_delay();
-        let id = options.id.clone().unwrap_or_default();
-        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
-        loop {
-            let message = outgoing(job, self.inner.config.topology(), queue, id.clone(), delay)?;
-            let session = self.session(deadline).await?;
-            session.prepare(&self.inner.config, queue, !delay.is_zero()).await?;
-            match session.publisher.publish(message).await {
-                // The connection went before the confirm: send again on a new one.
-                // (If the first copy was stored after all, the job runs twice: at-least-once.)
-                Err(Error::Closed { reason, .. }) if Instant::now() < deadline => {
-                    warn!(job.id = %id, %reason, "connection lost before the confirm; publishing again");
-                    self.drop_session(&session).await;
-                }
-                Err(err) => return Err(err),
-                Ok(()) => {
-                    debug!(job.name = J::NAME, job.id = %id, queue, ?delay, "enqueued");
-                    return Ok(id);
-                }
-            }
-        }
+        let body = codec::encode(job)?;
+        let mut results = self.publish(&destination, 1, |_| message::<J>(&id, &destination, body.clone())).await?;
+        results.pop().unwrap_or(Ok(()))?;
+        debug!(job.name = J::NAME, job.id = %id, to = destination.target(), delay = ?destination.delay, "enqueued");
+        Ok(id)
     }
 
-    /// Publishes a job of an exchange-routed type: every queue bound for its
-    /// routing key gets a copy; none is [`Error::Unroutable`].
-    async fn publish_routed<J: Job>(
-        &self,
-        job: &J,
-        exchange: &str,
-        kind: ExchangeKind,
-        options: EnqueueOptions,
-    ) -> Result<JobId, Error> {
-        if options.delay.is_some() || options.at.is_some() || options.queue.is_some() {
-            return Err(Error::Unsupported(
-                "delays and queue overrides are for queue-routed jobs, not exchange-routed ones",
-            ));
+    /// Enqueues many jobs of one type: all are published back to back, then all
+    /// confirms awaited. Returns their ids, in order, when every one was confirmed.
+    ///
+    /// # Errors
+    /// The first job's error when any was not confirmed; the others may be stored.
+    pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
+        self.enqueue_many_with(jobs, EnqueueOptions::default()).await
+    }
+
+    /// [`Client::enqueue_many`] with options shared by every job: another
+    /// queue, a delay, a routing key (for job types routed through an exchange).
+    ///
+    /// # Errors
+    /// As [`Client::enqueue_many`]; [`Error::Unsupported`] for options that do
+    /// not fit the route, and for an id (each job gets its own).
+    pub async fn enqueue_many_with<J: Job>(&self, jobs: &[J], options: EnqueueOptions) -> Result<Vec<JobId>, Error> {
+        if options.id.is_some() {
+            return Err(Error::Unsupported("one id for many jobs; each job of a batch gets its own"));
         }
-        let id = options.id.unwrap_or_default();
-        let routing_key = options.routing_key.unwrap_or_default();
-        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
-        let session = self.session(deadline).await?;
-        session.prepare_exchange(exchange, kind).await?;
-        let message = Outgoing {
-            properties: codec::job_properties(J::NAME, &id, 1),
-            body: codec::encode(job)?,
-            id: id.clone(),
-            exchange: exchange.to_owned(),
-            routing_key,
-        };
-        session.publisher.publish(message).await?;
-        Ok(id)
+        let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
+        let ids: Vec<JobId> = jobs.iter().map(|_| JobId::new()).collect();
+        let bodies = jobs.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
+        if let Some(recorder) = &self.inner.test {
+            for (id, body) in ids.iter().zip(bodies) {
+                recorder.record(EnqueuedJob::new::<J>(id.clone(), &destination, body));
+            }
+            return Ok(ids);
+        }
+        let results =
+            self.publish(&destination, jobs.len(), |i| message::<J>(&ids[i], &destination, bodies[i].clone())).await?;
+        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        Ok(ids)
     }
 
     /// Enqueues an RPC job and waits (at most `amqp.call_timeout`) for its answer,
@@ -299,28 +310,34 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
+        let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.inner.config.topology())?;
         let id = JobId::new();
+        let body = codec::encode(job)?;
         if let Some(recorder) = &self.inner.test {
             // The testing mode answers calls at once, running the job inline.
-            let enqueued = EnqueuedJob {
-                id: id.clone(),
-                name: J::NAME.to_owned(),
-                queue: J::QUEUE.to_owned(),
-                routing_key: None,
-                delay: None,
-                body: codec::encode(job)?,
-                enqueued_at: std::time::SystemTime::now(),
-            };
-            return testing::answer(id, recorder.run(&enqueued).await?);
+            let enqueued = EnqueuedJob::new::<J>(id.clone(), &destination, body);
+            return testing::answer(id, recorder.run(self, &enqueued).await?);
         }
-        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
-        let session = self.session(deadline).await?;
-        session.prepare(&self.inner.config, J::QUEUE, false).await?;
-        let replies = session.replies().await?;
-        let answer = replies.expect(&id);
-        let mut message = outgoing(job, self.inner.config.topology(), J::QUEUE, id.clone(), Duration::ZERO)?;
-        message.properties.with_reply_to(DIRECT_REPLY_TO).with_correlation_id(id.as_str());
-        if let Err(err) = session.publisher.publish(message).await {
+        // The answer comes on the channel that published the call: a call
+        // whose connection went is published again, and waits on the new one.
+        let listen = |session: Arc<Session>| {
+            let id = id.clone();
+            async move {
+                let replies = session.replies().await?;
+                let answer = replies.expect(&id);
+                Ok((replies, answer))
+            }
+        };
+        let make = |_| {
+            let mut message = message::<J>(&id, &destination, body.clone());
+            message.properties.with_reply_to(DIRECT_REPLY_TO).with_correlation_id(id.as_str());
+            message
+        };
+        let (mut results, listening) = self.publish_on(&destination, 1, listen, make).await?;
+        let Some((replies, answer)) = listening else {
+            return Err(Error::Closed { id, reason: "no connection to wait for the answer on".into() });
+        };
+        if let Err(err) = results.pop().unwrap_or(Ok(())) {
             replies.forget(&id);
             return Err(err);
         }
@@ -335,7 +352,7 @@ impl Client {
             }
         };
         match codec::header_str(&props, codec::headers::REPLY_STATUS) {
-            Some("ok") => codec::decode(&body).map_err(|source| Error::BadReply { id, source }),
+            Some("ok") => codec::decode(&body).map_err(|source| Error::BadReply { id, source: Cause::new(source) }),
             kind => {
                 let error: String = codec::decode(&body).unwrap_or_else(|_| "(unreadable error)".into());
                 Err(Error::CallFailed { id, kind: kind.unwrap_or("failed").to_owned(), error })
@@ -343,34 +360,75 @@ impl Client {
         }
     }
 
-    /// Enqueues many jobs of one type: all are published back to back, then all
-    /// confirms awaited. Returns their ids, in order, when every one was confirmed.
-    ///
-    /// # Errors
-    /// The first job's error when any was not confirmed; the others may be stored.
-    pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
-        if let Some(recorder) = &self.inner.test {
-            return jobs.iter().map(|job| self.record(recorder, job, &EnqueueOptions::default())).collect();
-        }
-        let messages = jobs
-            .iter()
-            .map(|job| outgoing(job, self.inner.config.topology(), J::QUEUE, JobId::new(), Duration::ZERO))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
+    /// Publishes `count` messages to `destination` and waits for their
+    /// confirms: the one publish path of every enqueue. Declares what the
+    /// destination needs first (once per connection). A message whose
+    /// connection or channel went before its confirm is published again on a
+    /// new connection, until `amqp.reconnect_timeout`: the broker may have
+    /// stored the first copy, so such a job can run twice (at-least-once,
+    /// never lost). Every other outcome is final. One result per message.
+    async fn publish(
+        &self,
+        destination: &Destination,
+        count: usize,
+        make: impl FnMut(usize) -> Outgoing,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let (results, _) = self.publish_on(destination, count, |_| async { Ok(()) }, make).await?;
+        Ok(results)
+    }
+
+    /// [`Client::publish`] with `setup` run on each session before its
+    /// publishes (a call starts listening for its answer there); returns what
+    /// the last session's setup gave.
+    async fn publish_on<T, Fut>(
+        &self,
+        destination: &Destination,
+        count: usize,
+        mut setup: impl FnMut(Arc<Session>) -> Fut,
+        mut make: impl FnMut(usize) -> Outgoing,
+    ) -> Result<(Vec<Result<(), Error>>, Option<T>), Error>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
         let deadline = Instant::now() + self.inner.config.reconnect_timeout;
-        let session = self.session(deadline).await?;
-        session.prepare(&self.inner.config, J::QUEUE, false).await?;
-        for result in session.publisher.publish_many(messages).await? {
-            result?;
+        let mut results: Vec<Option<Result<(), Error>>> = (0..count).map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..count).collect();
+        let mut last = None;
+        while !todo.is_empty() {
+            let session = self.session(deadline).await?;
+            session.prepare(&self.inner.config, &destination.declare).await?;
+            last = Some(setup(session.clone()).await?);
+            let messages: Vec<Outgoing> = todo.iter().map(|&i| make(i)).collect();
+            let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
+            let outcomes = match session.publisher.publish_many(messages).await {
+                Ok(outcomes) => outcomes,
+                // The channel went before every message was handed over: none is stored.
+                Err(err) => ids.into_iter().map(|id| Err(Error::Closed { id, reason: err.to_string() })).collect(),
+            };
+            let mut again = Vec::new();
+            for (i, outcome) in todo.iter().copied().zip(outcomes) {
+                match outcome {
+                    // The connection went before the confirm: send again on a new one.
+                    Err(Error::Closed { id, reason }) if Instant::now() < deadline => {
+                        warn!(job.id = %id, %reason, "connection lost before the confirm; publishing again");
+                        again.push(i);
+                    }
+                    outcome => results[i] = Some(outcome),
+                }
+            }
+            if !again.is_empty() {
+                self.drop_session(&session).await;
+            }
+            todo = again;
         }
-        Ok(ids)
+        Ok((results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect(), last))
     }
 
     /// Closes the connection; the next enqueue opens a new one.
     pub async fn close(&self) {
         let session = self.slot().take();
         if let Some(session) = session {
-            crate::close_connection(session.connection.clone()).await;
+            close_connection(session.connection.clone()).await;
         }
     }
 
@@ -452,7 +510,7 @@ impl Session {
                     .channel()
                     .basic_consume_rx(args)
                     .await
-                    .map_err(|source| Error::Amqp { op: "basic.consume (direct reply-to)", source })?;
+                    .map_err(Error::amqp("basic.consume (direct reply-to)"))?;
                 let replies = Arc::new(Replies::default());
                 let waiting = replies.clone();
                 tokio::spawn(async move {
@@ -475,56 +533,56 @@ impl Session {
             .cloned()
     }
 
-    /// Declares an exchange, once per connection.
-    async fn prepare_exchange(&self, exchange: &str, kind: ExchangeKind) -> Result<(), Error> {
-        if self.declared.read().unwrap_or_else(|e| e.into_inner()).exchanges.contains(exchange) {
-            return Ok(());
-        }
-        let _declaring = self.declaring.lock().await;
-        topology::declare_exchange(&self.publisher, exchange, kind).await?;
-        self.declared.write().unwrap_or_else(|e| e.into_inner()).exchanges.insert(exchange.to_owned());
-        Ok(())
+    fn declared(&self) -> std::sync::RwLockReadGuard<'_, Declared> {
+        self.declared.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Declares what publishing to `queue` needs, once per connection.
-    async fn prepare(&self, config: &AmqpConfig, queue: &str, delayed: bool) -> Result<(), Error> {
-        let read = |s: &Self| s.declared.read().unwrap_or_else(|e| e.into_inner()).ready(queue, delayed);
-        if read(self) {
+    fn declared_mut(&self) -> std::sync::RwLockWriteGuard<'_, Declared> {
+        self.declared.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Declares what publishing to a destination needs, once per connection.
+    async fn prepare(&self, config: &AmqpConfig, declare: &Declare) -> Result<(), Error> {
+        if self.declared().ready(declare) {
             return Ok(());
         }
         let _declaring = self.declaring.lock().await;
         let topology = config.topology();
-        let (queue_done, delays_done, bound_done) = {
-            let d = self.declared.read().unwrap_or_else(|e| e.into_inner());
-            (d.queues.contains(queue), d.delays, d.bound.contains(queue))
-        };
-        if !queue_done {
-            topology.declare_job_queue(&self.publisher, queue).await?;
-            self.declared.write().unwrap_or_else(|e| e.into_inner()).queues.insert(queue.to_owned());
-        }
-        if delayed && !delays_done {
-            topology.declare_delays(&self.publisher).await?;
-            self.declared.write().unwrap_or_else(|e| e.into_inner()).delays = true;
-        }
-        if delayed && !bound_done {
-            topology.bind_delayed(&self.publisher, queue).await?;
-            self.declared.write().unwrap_or_else(|e| e.into_inner()).bound.insert(queue.to_owned());
+        match declare {
+            Declare::Exchange { name, kind } => {
+                if !self.declared().exchanges.contains(*name) {
+                    topology.declare_exchange(&self.publisher, name, *kind).await?;
+                    self.declared_mut().exchanges.insert((*name).to_owned());
+                }
+            }
+            Declare::Queue { queue, delayed } => {
+                if !self.declared().queues.contains(queue) {
+                    topology.declare_job_queue(&self.publisher, queue).await?;
+                    self.declared_mut().queues.insert(queue.clone());
+                }
+                if *delayed && !self.declared().delays {
+                    topology.declare_delays(&self.publisher).await?;
+                    self.declared_mut().delays = true;
+                }
+                if *delayed && !self.declared().bound.contains(queue) {
+                    topology.bind_delayed(&self.publisher, queue).await?;
+                    self.declared_mut().bound.insert(queue.clone());
+                }
+            }
         }
         Ok(())
     }
 }
 
-fn outgoing<J: Job>(job: &J, topology: Topology, queue: &str, id: JobId, delay: Duration) -> Result<Outgoing, Error> {
-    topology::validate_queue_name(queue)?;
-    let (exchange, routing_key) =
-        topology.delay_route(delay, queue).unwrap_or_else(|| (String::new(), queue.to_owned()));
-    Ok(Outgoing {
-        properties: codec::job_properties(J::NAME, &id, 1),
-        body: codec::encode(job)?,
-        id,
-        exchange,
-        routing_key,
-    })
+/// The message of job type `J` with id `id` for `destination`.
+fn message<J: Job>(id: &JobId, destination: &Destination, body: Vec<u8>) -> Outgoing {
+    Outgoing {
+        properties: codec::job_properties(J::NAME, id, 1),
+        body,
+        id: id.clone(),
+        exchange: destination.exchange.clone(),
+        routing_key: destination.routing_key.clone(),
+    }
 }
 
 /// This host's name, for connection names and dead-letter headers.

@@ -24,8 +24,9 @@ pub mod headers {
     pub const HOST: &str = "x-host";
     /// On a retried or dead job: the last error's text.
     pub const ERROR: &str = "x-error";
-    /// On a retried or dead job: the kind of failure (`failed`, `fatal`,
-    /// `panicked`, `timeout`, `crashed`, `undecodable`, `unknown-type`, `bad-message`).
+    /// On a retried or dead job: the kind of failure, one of
+    /// [`FailureKind::as_str`](crate::FailureKind::as_str) (`failed`, `fatal`,
+    /// `panicked`, `timeout`, `crashed`, `undecodable`, `unknown_type`, `bad_message`).
     pub const ERROR_KIND: &str = "x-error-kind";
     /// On a retried or dead job: when it last failed (timestamp, seconds since the epoch).
     pub const FAILED_AT: &str = "x-failed-at";
@@ -43,7 +44,8 @@ pub mod headers {
 /// # Errors
 /// [`Error::Encode`] when serde refuses the value.
 pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(job).map_err(|source| Error::Encode { job: J::NAME, source })
+    rmp_serde::to_vec_named(job)
+        .map_err(|source| Error::Encode { job: J::NAME, source: crate::error::Cause::new(source) })
 }
 
 /// Decodes a MessagePack body into a job (or any serde type).

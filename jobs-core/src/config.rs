@@ -197,6 +197,38 @@ impl AmqpConfig {
         Ok(AmqpConfig { url, ..AmqpConfig::default() })
     }
 
+    /// The `[amqp]` section of the layered config: defaults < file
+    /// (`$JOBS_CONFIG`, else `./jobs.toml` if present) < `JOBS__AMQP__...`
+    /// environment variables. The same layers the worker reads, so an app that
+    /// only enqueues needs only this crate. Other sections are left to their readers.
+    ///
+    /// ```no_run
+    /// let amqp = jobs_core::AmqpConfig::load()?;
+    /// println!("broker: {}", amqp.url); // the password shows as ***
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad key.
+    pub fn load() -> Result<Self, Error> {
+        Self::load_from(&ConfigSource::default())
+    }
+
+    /// [`AmqpConfig::load`] from other sources (a given file, overrides).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad key.
+    pub fn load_from(source: &ConfigSource) -> Result<Self, Error> {
+        #[derive(Deserialize)]
+        struct Sections {
+            #[serde(default)]
+            amqp: AmqpConfig,
+        }
+        let sections: Sections = load_config(source)?;
+        sections.amqp.validate()?;
+        Ok(sections.amqp)
+    }
+
     /// The broker URLs to try, in order.
     pub fn urls(&self) -> impl Iterator<Item = &BrokerUrl> {
         std::iter::once(&self.url).chain(&self.fallback_urls)
@@ -321,6 +353,7 @@ pub fn load_config<T: DeserializeOwned>(source: &ConfigSource) -> Result<T, Erro
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("worker.queues")
+            .with_list_parse_key("worker.extra_queues")
             .with_list_parse_key("amqp.fallback_urls")
             .try_parsing(true),
     );
@@ -427,6 +460,22 @@ mod tests {
         let err = load_config::<Settings>(&source).unwrap_err().to_string();
         assert!(err.contains("amqp.confirm_timeout"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_amqp_section_loads_alone_beside_other_sections() {
+        let file = std::env::temp_dir().join(format!("jobs-core-amqp-{}.toml", std::process::id()));
+        std::fs::write(&file, "[amqp]\nheartbeat = 7\n[worker]\nconcurrency = 3\n[log]\nformat = \"json\"\n").unwrap();
+        let source =
+            ConfigSource { file: Some(file.clone()), env_prefix: Some("JOBSTEST2".into()), ..Default::default() };
+        assert_eq!(AmqpConfig::load_from(&source).unwrap().heartbeat, 7);
+        std::fs::write(&file, "[amqp]\nconfirm_timeout = \"0s\"\n").unwrap();
+        let err = AmqpConfig::load_from(&source).unwrap_err().to_string();
+        assert!(err.contains("amqp.confirm_timeout"), "{err}");
+        std::fs::write(&file, "[amqp]\nheartbeats = 7\n").unwrap();
+        let err = AmqpConfig::load_from(&source).unwrap_err().to_string();
+        assert!(err.contains("heartbeats"), "{err}");
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

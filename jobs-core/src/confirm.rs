@@ -186,17 +186,10 @@ impl Publisher {
     /// # Errors
     /// [`Error::Amqp`] when the channel cannot be opened or set up.
     pub async fn open(connection: &Connection, timeout: Duration) -> Result<Self, Error> {
-        let channel =
-            connection.open_channel(None).await.map_err(|source| Error::Amqp { op: "channel.open", source })?;
+        let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
         let tracker = Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }) });
-        channel
-            .register_callback(Callback(tracker.clone()))
-            .await
-            .map_err(|source| Error::Amqp { op: "channel.register_callback", source })?;
-        channel
-            .confirm_select(ConfirmSelectArguments::new(false))
-            .await
-            .map_err(|source| Error::Amqp { op: "confirm.select", source })?;
+        channel.register_callback(Callback(tracker.clone())).await.map_err(Error::amqp("channel.register_callback"))?;
+        channel.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(Error::amqp("confirm.select"))?;
         let (sender, queue) = mpsc::unbounded_channel();
         tokio::spawn(send_loop(channel.clone(), tracker.clone(), queue));
         Ok(Publisher { channel, tracker, sender, timeout })

@@ -8,6 +8,7 @@ use amqprs::Close;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::error::Cause;
 use crate::{AmqpConfig, Error};
 
 /// How long a close waits for the broker's answer (a close-ok, a consumer's
@@ -42,11 +43,11 @@ pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, Erro
                 connection
                     .register_callback(LogConnection)
                     .await
-                    .map_err(|source| Error::Amqp { op: "connection.register_callback", source })?;
+                    .map_err(Error::amqp("connection.register_callback"))?;
                 info!(url = %url, connection = name, "connected to RabbitMQ");
                 return Ok(connection);
             }
-            Err(source) => last = Some(Error::Connect { url: url.redacted(), source }),
+            Err(source) => last = Some(Error::Connect { url: url.redacted(), source: Cause::new(source) }),
         }
     }
     Err(last.unwrap_or_else(|| Error::Config { key: "amqp.url".into(), message: "no broker URL".into() }))

@@ -6,9 +6,12 @@ use amqprs::connection::Connection;
 use amqprs::{BasicProperties, FieldValue};
 use serde::Serialize;
 
+use crate::codec::{header_str, header_u64, headers, message_job_id, set_header};
 use crate::confirm::Outgoing;
+use crate::confirm::Publisher;
+use crate::connection::{close_connection, connect};
 use crate::topology::dead_queue;
-use crate::{connect, header_str, header_u64, headers, message_job_id, set_header, AmqpConfig, Error, Publisher};
+use crate::{AmqpConfig, Error};
 
 /// Which dead jobs an action takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +147,7 @@ impl DeadLetters {
         queue: &str,
         mut decide: impl FnMut(DeadJob, &BasicProperties, &[u8]) -> Action,
     ) -> Result<usize, Error> {
-        let amqp = |op| move |source| Error::Amqp { op, source };
+        let amqp = Error::amqp;
         let dead = dead_queue(queue);
         let channel = self.connection.open_channel(None).await.map_err(amqp("channel.open"))?;
         let mut acted = 0;
@@ -175,7 +178,7 @@ impl DeadLetters {
 
     /// Closes the connection.
     pub async fn close(self) {
-        crate::close_connection(self.connection).await;
+        close_connection(self.connection).await;
     }
 }
 
@@ -186,10 +189,7 @@ enum Action {
 }
 
 async fn ack(channel: &Channel, tag: u64) -> Result<(), Error> {
-    channel
-        .basic_ack(BasicAckArguments::new(tag, false))
-        .await
-        .map_err(|source| Error::Amqp { op: "basic.ack", source })
+    channel.basic_ack(BasicAckArguments::new(tag, false)).await.map_err(Error::amqp("basic.ack"))
 }
 
 /// The dead job as a fresh first attempt on `queue`.

@@ -25,7 +25,7 @@ pub enum Error {
         url: String,
         /// The cause.
         #[source]
-        source: amqprs::error::Error,
+        source: Cause,
     },
     /// A broker operation (declare, open channel, consume...) failed.
     #[error("RabbitMQ operation `{op}` failed")]
@@ -34,7 +34,7 @@ pub enum Error {
         op: &'static str,
         /// The cause.
         #[source]
-        source: amqprs::error::Error,
+        source: Cause,
     },
     /// The job could not be encoded as MessagePack.
     #[error("could not encode job `{job}`")]
@@ -43,7 +43,7 @@ pub enum Error {
         job: &'static str,
         /// The cause.
         #[source]
-        source: rmp_serde::encode::Error,
+        source: Cause,
     },
     /// A queue or exchange name the broker cannot take.
     #[error("invalid name `{name}`: {reason}")]
@@ -129,61 +129,93 @@ pub enum Error {
         id: JobId,
         /// The cause.
         #[source]
-        source: rmp_serde::decode::Error,
+        source: Cause,
     },
     /// The call does not apply to this kind of job.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
-    /// [`Job::enqueue`](crate::Job::enqueue) was called before [`Client::init_global`](crate::Client::init_global).
-    #[error("no global jobs client: call `jobs_core::Client::init_global` at start (workers do this for you)")]
+    /// [`Job::enqueue`](crate::Job::enqueue) was called with no client set:
+    /// neither [`Client::init_global`](crate::Client::init_global) nor a [`Client::scope`](crate::Client::scope).
+    #[error("no jobs client: call `jobs_core::Client::init_global_from_config()` at start (workers do this for you), or run inside `Client::scope`")]
     NoGlobalClient,
     /// [`Client::init_global`](crate::Client::init_global) was called twice.
     #[error("the global jobs client is already set")]
     GlobalClientAlreadySet,
 }
 
-/// How the worker treats a failed attempt.
+/// Whether and when the worker retries a failed attempt ([`JobError::retry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum FailureKind {
-    /// Retry with the job type's backoff (until retries exist: dead-letter).
-    Retry,
-    /// Retry after the given delay.
-    RetryAfter(Duration),
-    /// Do not retry: dead-letter now.
-    Fatal,
+pub enum Retry {
+    /// Retry after the job type's backoff, while attempts are left.
+    Backoff,
+    /// Retry after this delay, while attempts are left.
+    After(Duration),
+    /// Do not retry: the job goes to `<queue>.dead` now.
+    Never,
+}
+
+/// The underlying cause of an [`Error`], from the broker client or the
+/// MessagePack codec. Opaque, so that their versions are not part of this API;
+/// its `Display` is the cause's message and `source()` goes on down the chain.
+pub struct Cause(Box<dyn StdError + Send + Sync>);
+
+impl Cause {
+    pub(crate) fn new(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Cause(error.into())
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl StdError for Cause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
 }
 
 /// The error a job's `perform` returns. Any `std::error::Error` converts into it
 /// with `?` (a retryable failure); [`JobError::fatal`] and
 /// [`JobError::retry_after`] say more.
 ///
-/// The worker reacts by [`FailureKind`]: the failed job goes to `<queue>.dead`
-/// with this error's text in its `x-error` header.
+/// The worker reacts by [`JobError::retry`]: it publishes the next attempt
+/// through the delay cascade, or, once no attempts are left or for
+/// [`Retry::Never`], sends the job to `<queue>.dead` with this error's text in
+/// its `x-error` header and the kind `failed` or `fatal` in `x-error-kind`.
 pub struct JobError {
-    kind: FailureKind,
+    retry: Retry,
     error: Box<dyn StdError + Send + Sync>,
 }
 
 impl JobError {
     /// A retryable failure with a plain message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        JobError { kind: FailureKind::Retry, error: message.to_string().into() }
+        JobError { retry: Retry::Backoff, error: message.to_string().into() }
     }
 
     /// A failure that must not be retried (bad data, a permanent refusal).
     pub fn fatal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        JobError { kind: FailureKind::Fatal, error: error.into() }
+        JobError { retry: Retry::Never, error: error.into() }
     }
 
     /// A failure to retry after `delay` (a rate limit, a service asking to wait).
     pub fn retry_after(error: impl Into<Box<dyn StdError + Send + Sync>>, delay: Duration) -> Self {
-        JobError { kind: FailureKind::RetryAfter(delay), error: error.into() }
+        JobError { retry: Retry::After(delay), error: error.into() }
     }
 
-    /// How the worker is to treat this failure.
-    pub fn kind(&self) -> FailureKind {
-        self.kind
+    /// Whether and when the worker retries.
+    pub fn retry(&self) -> Retry {
+        self.retry
     }
 
     /// The underlying error.
@@ -194,7 +226,7 @@ impl JobError {
 
 impl<E: StdError + Send + Sync + 'static> From<E> for JobError {
     fn from(error: E) -> Self {
-        JobError { kind: FailureKind::Retry, error: Box::new(error) }
+        JobError { retry: Retry::Backoff, error: Box::new(error) }
     }
 }
 
@@ -213,7 +245,14 @@ impl fmt::Display for JobError {
 
 impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobError").field("kind", &self.kind).field("error", &self.error).finish()
+        f.debug_struct("JobError").field("retry", &self.retry).field("error", &self.error).finish()
+    }
+}
+
+impl Error {
+    /// Maps an amqprs error of operation `op`.
+    pub(crate) fn amqp(op: &'static str) -> impl Fn(amqprs::error::Error) -> Error {
+        move |source| Error::Amqp { op, source: Cause::new(source) }
     }
 }
 
@@ -244,15 +283,15 @@ mod tests {
             Ok(())
         }
         let err = fails().unwrap_err();
-        assert_eq!(err.kind(), FailureKind::Retry);
+        assert_eq!(err.retry(), Retry::Backoff);
         assert_eq!(err.to_string(), "outer: disk full");
     }
 
     #[test]
     fn fatal_and_retry_after_keep_their_kind() {
-        assert_eq!(JobError::fatal("bad address").kind(), FailureKind::Fatal);
+        assert_eq!(JobError::fatal("bad address").retry(), Retry::Never);
         let e = JobError::retry_after("rate limited", Duration::from_secs(5));
-        assert_eq!(e.kind(), FailureKind::RetryAfter(Duration::from_secs(5)));
+        assert_eq!(e.retry(), Retry::After(Duration::from_secs(5)));
         assert_eq!(e.to_string(), "rate limited");
     }
 }

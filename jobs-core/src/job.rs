@@ -9,6 +9,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Client, Error, JobError};
 
+/// Attempts in all of a job type that does not set `max_attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
+
 /// A type of background job: its name on the wire and the queue it goes to.
 ///
 /// Implement it with `#[derive(Job)]`, which also registers the type so that a
@@ -29,9 +32,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The queue that [`Job::enqueue`] sends the job to.
     const QUEUE: &'static str;
     /// Where jobs go: their queue, or an exchange (`#[job(exchange = "logs")]`).
-    const ROUTE: crate::topology::Route = crate::topology::Route::Queue;
+    const ROUTE: crate::Route = crate::Route::Queue;
     /// Attempts in all, the first included; after the last failure the job is dead.
-    const MAX_ATTEMPTS: u32 = 25;
+    const MAX_ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
     /// How long one attempt may run before it is cancelled and counted as failed.
     const TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
@@ -40,21 +43,31 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         crate::backoff::exponential(attempt)
     }
 
-    /// Enqueues this job on the process-wide client ([`Client::init_global`]) and
-    /// returns its id once the broker has confirmed it.
+    /// How a worker decodes and runs this type; `#[derive(Job)]` provides it.
+    #[doc(hidden)]
+    fn __registration() -> Option<&'static crate::plumbing::Registration>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Enqueues this job on the current client ([`Client::current`]: the
+    /// scoped one, else the process-wide one) and returns its id once the
+    /// broker has confirmed it.
     ///
     /// # Errors
-    /// [`Error::NoGlobalClient`] before a global client is set; otherwise as
+    /// [`Error::NoGlobalClient`] when no client is set; otherwise as
     /// [`Client::enqueue`].
     fn enqueue(&self) -> impl Future<Output = Result<JobId, Error>> + Send
     where
         Self: Sized,
     {
-        async move { Client::global()?.enqueue(self).await }
+        async move { Client::current()?.enqueue(self).await }
     }
 
     /// Publishes this exchange-routed job with `routing_key` (direct and topic
-    /// exchanges), on the process-wide client.
+    /// exchanges), on the current client.
     ///
     /// # Errors
     /// As [`Job::enqueue`]; [`Error::Unroutable`] when no queue is bound for the key.
@@ -62,10 +75,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     where
         Self: Sized,
     {
-        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().routing_key(routing_key)).await }
+        async move { Client::current()?.enqueue_with(self, crate::EnqueueOptions::new().routing_key(routing_key)).await }
     }
 
-    /// Enqueues this job to run after `delay` (on the process-wide client).
+    /// Enqueues this job to run after `delay` (whole seconds, rounded up), on the current client.
     ///
     /// # Errors
     /// As [`Job::enqueue`].
@@ -73,7 +86,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     where
         Self: Sized,
     {
-        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().delay(delay)).await }
+        async move { Client::current()?.enqueue_with(self, crate::EnqueueOptions::new().delay(delay)).await }
     }
 
     /// Enqueues this job to run at `at` (now if `at` is past).
@@ -84,7 +97,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     where
         Self: Sized,
     {
-        async move { Client::global()?.enqueue_with(self, crate::EnqueueOptions::new().at(at)).await }
+        async move { Client::current()?.enqueue_with(self, crate::EnqueueOptions::new().at(at)).await }
     }
 }
 
@@ -92,6 +105,53 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 ///
 /// Returning `Err` marks the attempt failed (see [`JobError`] for how the worker
 /// reacts); a panic counts as a failure too.
+///
+/// ```
+/// use jobs_core::prelude::*;
+///
+/// #[derive(Serialize, Deserialize, Job)]
+/// struct Resize { path: String }
+///
+/// impl Perform for Resize {
+///     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Mistakes the compiler refuses (their messages are the compiler's and
+/// serde's, so they are checked here rather than word for word in the
+/// derive's UI tests): a `perform` that is not `async`,
+///
+/// ```compile_fail
+/// use jobs_core::prelude::*;
+///
+/// #[derive(Serialize, Deserialize, Job)]
+/// struct Resize { path: String }
+///
+/// impl Perform for Resize {
+///     fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// and a field that serde cannot encode:
+///
+/// ```compile_fail
+/// use jobs_core::prelude::*;
+///
+/// struct Handle;
+///
+/// #[derive(Serialize, Deserialize, Job)]
+/// struct Resize { file: Handle }
+///
+/// impl Perform for Resize {
+///     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+///         Ok(())
+///     }
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` derives `Job` but does not implement `Perform`",
     label = "this job has no `perform`",
@@ -120,7 +180,7 @@ pub trait Respond: Job {
     fn respond(self, ctx: JobContext) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
 
     /// Enqueues the job and waits for its answer (at most `amqp.call_timeout`),
-    /// on the process-wide client.
+    /// on the current client.
     ///
     /// # Errors
     /// [`Error::CallFailed`] with the worker's error, [`Error::CallTimeout`], or
@@ -129,7 +189,7 @@ pub trait Respond: Job {
     where
         Self: Sized,
     {
-        async move { Client::global()?.call(self).await }
+        async move { Client::current()?.call(self).await }
     }
 }
 

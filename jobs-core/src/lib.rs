@@ -1,46 +1,122 @@
 //! # jobs-core
 //!
-//! Background jobs on RabbitMQ. A job is a serde struct with `#[derive(Job)]` and
-//! an async [`Perform::perform`]; [`Job::enqueue`] returns once the broker has the
-//! job safely (durable queue, persistent message, publisher confirm).
+//! Background jobs on RabbitMQ. A job is a serde struct with `#[derive(Job)]`
+//! and an async [`Perform::perform`]; [`Job::enqueue`] returns once the broker
+//! has the job safely (durable queue, persistent message, publisher confirm).
+//! Workers (the `jobs-worker` crate) run them with prefetch 1 and manual acks,
+//! retry failures with backoff, and keep what fails for good in `<queue>.dead`.
 //!
-//! ```no_run
-//! use jobs_core::{Job, JobContext, JobError, Perform};
-//! use serde::{Deserialize, Serialize};
+//! ## Define a job
+//!
+//! ```
+//! use jobs_core::prelude::*;
 //!
 //! #[derive(Serialize, Deserialize, Job)]
-//! #[job(queue = "emails")]
+//! #[job(queue = "emails", max_attempts = 10, timeout = "2m")] // defaults: "default", 25, 25 min
 //! struct EmailJob {
 //!     to: String,
 //! }
 //!
 //! impl Perform for EmailJob {
 //!     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-//!         println!("job {} (attempt {}): mail to {}", ctx.job_id(), ctx.attempt(), self.to);
+//!         // `?` on any error retries the job with backoff (attempt⁴ + 15 s + jitter);
+//!         // JobError::fatal(e) sends it to `emails.dead` now; JobError::retry_after(e, d) waits d.
+//!         println!("job {} attempt {}: mail {}", ctx.job_id(), ctx.attempt(), self.to);
 //!         Ok(())
 //!     }
 //! }
-//!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! jobs_core::Client::init_global(jobs_core::Client::new(jobs_core::AmqpConfig::default()))?;
-//! let id = EmailJob { to: "ann@example.com".into() }.enqueue().await?;
-//! println!("enqueued {id}");
-//! # Ok(())
-//! # }
 //! ```
 //!
-//! Modules, one concept each:
-//! - `job`: the [`Job`] and [`Perform`] traits, [`JobContext`], [`JobId`];
-//! - `error`: [`Error`] (what enqueue and setup report) and [`JobError`] (what a job reports);
-//! - `codec`: the wire format (MessagePack body, AMQP properties, [`headers`]);
+//! [`Job`] lists every `#[job(...)]` option; [`JobContext`] what a running job
+//! can see; [`JobError`] and [`Retry`] how a failure is retried.
+//!
+//! ## Enqueue
+//!
+//! ```no_run
+//! # use jobs_core::prelude::*;
+//! # #[derive(Serialize, Deserialize, Job)] struct EmailJob { to: String }
+//! # impl Perform for EmailJob { async fn perform(self, _: JobContext) -> Result<(), JobError> { Ok(()) } }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::{Duration, SystemTime};
+//!
+//! // Once at start: `[amqp]` from jobs.toml / JOBS__AMQP__URL (default: the local broker).
+//! Client::init_global_from_config()?;
+//!
+//! let id = EmailJob { to: "ann@example.com".into() }.enqueue().await?;      // confirmed by the broker
+//! EmailJob { to: "bob@example.com".into() }.enqueue_in(Duration::from_secs(600)).await?;
+//! EmailJob { to: "cy@example.com".into() }.enqueue_at(SystemTime::now() + Duration::from_secs(3600)).await?;
+//!
+//! // An explicit client: options, batches.
+//! let client = Client::current()?;
+//! client.enqueue_with(&EmailJob { to: "di@example.com".into() }, EnqueueOptions::new().queue("emails-bulk")).await?;
+//! let jobs = vec![EmailJob { to: "ed@example.com".into() }, EmailJob { to: "flo@example.com".into() }];
+//! let ids = client.enqueue_many(&jobs).await?; // published back to back, confirms awaited together
+//! # Ok(()) }
+//! ```
+//!
+//! Every way of enqueueing goes one path: the job type and its
+//! [`EnqueueOptions`] decide where the message goes, and a message whose
+//! connection was lost before the broker's confirm is published again on a new
+//! connection (so it can run twice, never zero times). Only `Ok` means stored;
+//! [`Error`] says why not.
+//!
+//! ## Dead jobs
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use jobs_core::{AmqpConfig, DeadFilter, DeadLetters};
+//! let dead = DeadLetters::connect(&AmqpConfig::load()?).await?;
+//! for job in dead.list("emails", 50).await? {
+//!     println!("{} {:?} {:?}: {:?}", job.id, job.job_type, job.error_kind, job.error);
+//! }
+//! let retried = dead.retry("emails", &DeadFilter::Type("EmailJob".into())).await?; // attempts reset
+//! # Ok(()) }
+//! ```
+//!
+//! ## Broadcasts, routed jobs and calls
+//!
+//! `#[job(exchange = "logs")]` broadcasts a job to every running worker
+//! subscribed to it; `exchange_type = "direct" | "topic"` routes by key
+//! ([`Job::enqueue_routed`]); `#[job(rpc)]` with [`Respond`] makes a job
+//! answer its caller ([`Respond::call`]). See `docs/patterns.md`.
+//!
+//! ## Testing app code
+//!
+//! [`TestClient`] records jobs instead of sending them and runs them inline;
+//! [`TestClient::scope`] gives each test its own:
+//!
+//! ```
+//! # use jobs_core::prelude::*;
+//! # #[derive(Serialize, Deserialize, Job)] struct EmailJob { to: String }
+//! # impl Perform for EmailJob { async fn perform(self, _: JobContext) -> Result<(), JobError> { Ok(()) } }
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let test = TestClient::new();
+//! test.scope(async {
+//!     EmailJob { to: "ann@example.com".into() }.enqueue().await // app code, unchanged
+//! }).await?;
+//! assert_eq!(test.jobs::<EmailJob>()[0].to, "ann@example.com");
+//! assert_eq!(test.run_all().await?, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Modules, one concept each
+//! - `job`: [`Job`], [`Perform`], [`Respond`], [`JobContext`], [`JobId`];
+//! - `client`: [`Client`], [`EnqueueOptions`], the process-wide and scoped clients;
+//! - `destination`: where a job type and its options send a job (one resolution for every path);
+//! - `error`: [`Error`] (what enqueue and setup report), [`JobError`] and [`Retry`] (what a job reports);
+//! - `failure`: [`FailureKind`], why an attempt failed (headers, logs, metrics);
 //! - [`backoff`]: retry delays;
-//! - `client`: [`Client`], the durable enqueue client, and the process-wide default;
-//! - `confirm`: publisher-confirm tracking shared by the client and the worker;
-//! - [`topology`]: queue names, queue types, the delay cascade, declarations;
-//! - `config`: [`AmqpConfig`], [`BrokerUrl`] and layered config loading ([`load_config`]);
+//! - `config`: [`AmqpConfig`], [`BrokerUrl`], [`TlsConfig`], layered loading ([`load_config`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
-//! - `registry`: the link-time list of job types that workers dispatch on.
+//! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
+//!   confirms, topology, the registry); not for app code.
+
+// Lets this crate's own unit tests use `#[derive(Job)]`, whose code names `::jobs_core`.
+#[cfg(test)]
+extern crate self as jobs_core;
 
 pub mod backoff;
 mod client;
@@ -49,34 +125,80 @@ mod config;
 mod confirm;
 mod connection;
 mod dead;
+mod destination;
 mod error;
+mod failure;
 mod job;
 mod registry;
 mod testing;
-pub mod topology;
+mod topology;
 
-pub use client::{hostname, Client, EnqueueOptions};
-pub use codec::{
-    decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_job_id, now_secs,
-    set_header, CONTENT_TYPE,
-};
+pub use client::{Client, EnqueueOptions};
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
-pub use confirm::{Outgoing, Publisher};
-pub use connection::{close_connection, connect, connect_with_retry, BROKER_ANSWER};
 pub use dead::{DeadFilter, DeadJob, DeadLetters};
-pub use error::{report, Error, FailureKind, JobError};
+pub use error::{report, Cause, Error, JobError, Retry};
+pub use failure::FailureKind;
 pub use job::{Job, JobContext, JobId, Perform, Respond};
 pub use jobs_macros::Job;
-pub use registry::{find_registration, registrations, JobFuture, Registration};
 pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
+pub use topology::{ExchangeKind, QueueType, Route};
 
-/// Re-exports of the broker client, for code that needs raw AMQP (tests, tools).
-pub use amqprs;
+/// What app code needs in one `use`: the job traits and derive, the client,
+/// the errors, and serde's derives.
+///
+/// ```
+/// use jobs_core::prelude::*;
+///
+/// #[derive(Serialize, Deserialize, Job)]
+/// struct Ping;
+///
+/// impl Perform for Ping {
+///     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub mod prelude {
+    pub use crate::{Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Perform, Respond, TestClient};
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// What `jobs-worker` and tools build on: raw AMQP ([`amqprs`](plumbing::amqprs)),
+/// connections, publisher confirms, the wire codec and its headers, the
+/// broker topology, and the registry of job types linked into a binary.
+///
+/// **Not for app code**: app code uses the crate root and [`prelude`]. What
+/// is here follows the worker's needs and may change in any release; the wire
+/// format itself is specified in `docs/wire-format.md`.
+pub mod plumbing {
+    pub use crate::client::hostname;
+    pub use crate::codec::{
+        decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_job_id, now_secs,
+        set_header, CONTENT_TYPE,
+    };
+    pub use crate::confirm::{Outgoing, Publisher};
+    pub use crate::connection::{close_connection, connect, connect_with_retry, BROKER_ANSWER};
+    pub use crate::job::DEFAULT_MAX_ATTEMPTS;
+    pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
+    pub use amqprs;
+
+    /// Names, arguments and declarations of the broker objects: job queues,
+    /// `<queue>.dead`, the delay cascade, exchanges.
+    pub mod topology {
+        pub use crate::topology::*;
+    }
+
+    /// Maps an amqprs error of operation `op` into an [`Error`](crate::Error).
+    pub fn amqp_error(op: &'static str) -> impl Fn(amqprs::error::Error) -> crate::Error {
+        crate::Error::amqp(op)
+    }
+}
 
 #[doc(hidden)]
 pub mod __private {
     //! Paths used by the code that `#[derive(Job)]` generates. Not a public API.
     pub use crate::job::JobContext;
-    pub use crate::registry::Registration;
+    pub use crate::registry::{Linked, Registration};
+    pub use crate::topology::{ExchangeKind, Route};
     pub use inventory;
 }

@@ -49,6 +49,16 @@ impl Registration {
         }
     }
 
+    /// The registration of job type `J`, made by its `#[derive(Job)]`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for a type whose `Job` impl was written by hand.
+    pub fn of_type<J: crate::Job>() -> Result<&'static Registration, crate::Error> {
+        J::__registration().ok_or(crate::Error::Unsupported(
+            "a job type needs #[derive(Job)] (which registers its perform) to be run by a worker",
+        ))
+    }
+
     /// The job type's name (`type` property).
     pub fn name(&self) -> &'static str {
         self.name
@@ -87,6 +97,11 @@ impl Registration {
         (self.backoff)(attempt)
     }
 
+    /// The job type's backoff function (`#[job(backoff = ...)]`).
+    pub fn backoff_fn(&self) -> fn(u32) -> Duration {
+        self.backoff
+    }
+
     /// Decodes `body` and returns the future that performs the job.
     ///
     /// # Errors
@@ -121,11 +136,19 @@ fn prepare_rpc<J: Respond>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rm
     }))
 }
 
-inventory::collect!(Registration);
+/// An entry of the link-time registry: `#[derive(Job)]` submits one per job
+/// type, pointing at the type's [`Job::__registration`](crate::Job).
+#[derive(Debug)]
+pub struct Linked(pub fn() -> Option<&'static Registration>);
 
-/// Every job type linked into this binary.
+inventory::collect!(Linked);
+
+/// Every job type linked into this binary, found at link time. A convenience:
+/// a linker that drops a job crate's registrations (nothing else of it used)
+/// drops its types from here; workers that list their job types explicitly
+/// (`Worker::builder().job::<J>()`) do not depend on it.
 pub fn registrations() -> impl Iterator<Item = &'static Registration> {
-    inventory::iter::<Registration>.into_iter()
+    inventory::iter::<Linked>.into_iter().filter_map(|linked| (linked.0)())
 }
 
 /// The job type named `name`, if linked into this binary.

@@ -57,7 +57,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::{find_registration, Client, Error, Job, JobContext, JobError, JobId};
+use crate::destination::{Declare, Destination};
+use crate::registry::{find_registration, Registration};
+use crate::{Client, Error, Job, JobContext, JobError, JobId};
 
 /// A job the test client recorded.
 #[derive(Debug, Clone)]
@@ -68,23 +70,43 @@ pub struct EnqueuedJob {
     pub name: String,
     /// The queue (or, for exchange-routed jobs, the exchange).
     pub queue: String,
-    /// The routing key of an exchange-routed job.
+    /// The routing key of a job routed through an exchange (empty for fanout);
+    /// `None` for a job sent to a queue.
     pub routing_key: Option<String>,
-    /// The delay asked for (`enqueue_in` / `enqueue_at`), if any.
+    /// The delay asked for (`enqueue_in` / `enqueue_at`), in whole seconds
+    /// rounded up as the broker holds it; `None` for no delay.
     pub delay: Option<Duration>,
     /// The encoded job, exactly as it would go on the wire.
     pub body: Vec<u8>,
     /// When it was enqueued (what `ctx.enqueued_at()` says when it runs).
     pub enqueued_at: std::time::SystemTime,
+    /// How to run it: known from the type at enqueue, so the testing mode
+    /// needs no link-time registry.
+    registration: Option<&'static Registration>,
 }
 
 impl EnqueuedJob {
+    /// The record of job `J` sent to `destination`, as the real client would send it.
+    pub(crate) fn new<J: Job>(id: JobId, destination: &Destination, body: Vec<u8>) -> Self {
+        let routed = matches!(destination.declare, Declare::Exchange { .. });
+        EnqueuedJob {
+            id,
+            name: J::NAME.to_owned(),
+            queue: destination.target().to_owned(),
+            routing_key: routed.then(|| destination.routing_key.clone()),
+            delay: destination.delay,
+            body,
+            enqueued_at: std::time::SystemTime::now(),
+            registration: J::__registration(),
+        }
+    }
+
     /// The job, decoded as `J`; `None` when it is another type.
     pub fn decode<J: Job>(&self) -> Option<J> {
         if self.name != J::NAME {
             return None;
         }
-        crate::decode(&self.body).ok()
+        crate::codec::decode(&self.body).ok()
     }
 }
 
@@ -115,15 +137,18 @@ impl Recorder {
         self.queued().push_back(job);
     }
 
-    /// Runs one job inline, as a worker would; returns an RPC job's encoded answer.
-    pub(crate) async fn run(&self, job: &EnqueuedJob) -> Result<Option<Vec<u8>>, TestJobFailed> {
+    /// Runs one job inline, as a worker would, with `client` as the client of
+    /// the jobs it enqueues; returns an RPC job's encoded answer.
+    pub(crate) async fn run(&self, client: &Client, job: &EnqueuedJob) -> Result<Option<Vec<u8>>, TestJobFailed> {
         let failed = |error: String| TestJobFailed { id: job.id.clone(), name: job.name.clone(), error };
-        let registration =
-            find_registration(&job.name).ok_or_else(|| failed("no such job type is linked into this binary".into()))?;
+        let registration = job
+            .registration
+            .or_else(|| find_registration(&job.name))
+            .ok_or_else(|| failed("the job type has no #[derive(Job)] registration".into()))?;
         let ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into())
             .with_enqueued_at(Some(job.enqueued_at));
         let future = registration.prepare(&job.body, ctx).map_err(|e| failed(e.to_string()))?;
-        let answer = future.await.map_err(|e: JobError| failed(e.to_string()))?;
+        let answer = client.clone().scope(future).await.map_err(|e: JobError| failed(e.to_string()))?;
         self.performed.lock().unwrap_or_else(|e| e.into_inner()).push(job.clone());
         Ok(answer)
     }
@@ -161,6 +186,13 @@ impl TestClient {
         self.recorder.performed.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `future` with this test client as the one [`Job::enqueue`] and the
+    /// other shortcuts use in this task ([`Client::scope`]): tests running in
+    /// parallel in one binary each see only their own jobs.
+    pub async fn scope<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.client().scope(future).await
+    }
+
     /// Forgets the waiting jobs.
     pub fn clear(&self) {
         self.recorder.queued().clear();
@@ -173,7 +205,7 @@ impl TestClient {
     pub async fn run_next(&self) -> Result<bool, TestJobFailed> {
         let next = self.recorder.queued().pop_front();
         match next {
-            Some(job) => self.recorder.run(&job).await.map(|_| true),
+            Some(job) => self.recorder.run(&self.client(), &job).await.map(|_| true),
             None => Ok(false),
         }
     }
@@ -201,5 +233,5 @@ impl From<TestJobFailed> for Error {
 /// Decodes an inline call's answer.
 pub(crate) fn answer<T: DeserializeOwned>(id: JobId, bytes: Option<Vec<u8>>) -> Result<T, Error> {
     let bytes = bytes.unwrap_or_default();
-    crate::decode(&bytes).map_err(|source| Error::BadReply { id, source })
+    crate::codec::decode(&bytes).map_err(|source| Error::BadReply { id, source: crate::error::Cause::new(source) })
 }

@@ -17,7 +17,8 @@ use amqprs::{FieldTable, FieldValue};
 use serde::Deserialize;
 
 use crate::codec::set_header;
-use crate::{Error, Publisher};
+use crate::confirm::Publisher;
+use crate::Error;
 
 /// Delay levels: delays up to `2^LEVELS - 1` seconds (about 8.5 years).
 pub const LEVELS: u32 = 28;
@@ -102,8 +103,7 @@ pub fn delivery_exchange(prefix: &str) -> String {
 /// exchange of the highest level it needs, and the routing key
 /// `b27.b26.….b0.<queue>`. `None` for no delay.
 pub fn delay_route(prefix: &str, delay: Duration, queue: &str) -> Option<(String, String)> {
-    let mut secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    secs = secs.min(MAX_DELAY.as_secs());
+    let secs = whole_seconds(delay).as_secs();
     if secs == 0 {
         return None;
     }
@@ -115,6 +115,13 @@ pub fn delay_route(prefix: &str, delay: Duration, queue: &str) -> Option<(String
     }
     key.push_str(queue);
     Some((delay_level(prefix, top), key))
+}
+
+/// `delay` as the cascade holds it: rounded up to whole seconds (never
+/// early), capped at [`MAX_DELAY`].
+pub fn whole_seconds(delay: Duration) -> Duration {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    Duration::from_secs(secs.min(MAX_DELAY.as_secs()))
 }
 
 /// Checks that `queue` can name a job queue (and its `.dead` twin and delay keys).
@@ -144,20 +151,6 @@ pub async fn queue_counts(connection: &amqprs::connection::Connection, queue: &s
     let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;
     let _ = channel.close().await;
     declared.ok().flatten().map(|(_, ready, consumers)| (ready, consumers))
-}
-
-/// Declares a durable exchange of `kind` and its dead-letter queue `<exchange>.dead`.
-///
-/// # Errors
-/// As [`Topology::declare_job_queue`].
-pub async fn declare_exchange(publisher: &Publisher, name: &str, kind: ExchangeKind) -> Result<(), Error> {
-    validate_queue_name(name)?;
-    publisher
-        .channel()
-        .exchange_declare(ExchangeDeclareArguments::new(name, kind.as_str()).durable(true).finish())
-        .await
-        .map_err(|source| declare_error(publisher, name, "exchange.declare", source))?;
-    declare_queue(publisher, &dead_queue(name), FieldTable::new()).await
 }
 
 /// Declares the framework's objects with the settings of one config.
@@ -232,6 +225,22 @@ impl Topology {
         declare_queue(publisher, &dead, self.queue_args(None, None)).await
     }
 
+    /// Declares a durable exchange of `kind` and its dead-letter queue
+    /// `<exchange>.dead` (a queue of this topology's type, so that with quorum
+    /// queues it survives the loss of a node like the job queues do).
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn declare_exchange(&self, publisher: &Publisher, name: &str, kind: ExchangeKind) -> Result<(), Error> {
+        validate_queue_name(name)?;
+        publisher
+            .channel()
+            .exchange_declare(ExchangeDeclareArguments::new(name, kind.as_str()).durable(true).finish())
+            .await
+            .map_err(|source| declare_error(publisher, name, "exchange.declare", source))?;
+        declare_queue(publisher, &dead_queue(name), self.queue_args(None, None)).await
+    }
+
     /// Binds `queue` to the delivery exchange, so delayed jobs reach it.
     /// Needs [`Topology::declare_delays`] first.
     ///
@@ -303,7 +312,7 @@ fn declare_error(publisher: &Publisher, name: &str, op: &'static str, source: am
             Error::TopologyMismatch { name: name.to_owned(), detail: reason }
         }
         Some(reason) => Error::Refused { op, name: name.to_owned(), detail: reason },
-        None => Error::Amqp { op, source },
+        None => Error::amqp(op)(source),
     }
 }
 

@@ -2,21 +2,14 @@
 //! and every way the broker can say no.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-#[path = "../../jobs-worker/tests/common/relay.rs"]
-mod relay;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
-use jobs_core::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
-use jobs_core::amqprs::{FieldTable, FieldValue};
-use jobs_core::{
-    connect, job_properties, AmqpConfig, Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Outgoing,
-    Perform, Publisher,
-};
+use jobs_core::plumbing::{connect, job_properties, Outgoing, Publisher};
+use jobs_core::{AmqpConfig, Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Perform};
+use jobs_test::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
+use jobs_test::amqprs::{FieldTable, FieldValue};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Job)]
@@ -54,7 +47,7 @@ async fn an_enqueued_job_is_a_persistent_typed_message_in_a_durable_queue() {
     // A first attempt goes without `x-attempt` (missing means 1) and without a
     // content type (msgpack is the only format): smaller messages, faster broker.
     assert_eq!((props.headers(), props.content_type()), (None, None));
-    assert_eq!(jobs_core::decode::<Email>(&body).unwrap(), email(1));
+    assert_eq!(jobs_core::plumbing::decode::<Email>(&body).unwrap(), email(1));
     let named: serde_json::Value = rmp_serde::from_slice(&body).unwrap();
     assert_eq!(named["to"], "user1@example.com", "fields are encoded by name");
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await, (0, 0), "the dead-letter queue is declared too");
@@ -96,7 +89,7 @@ async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
     for (n, id) in ids.iter().enumerate().take(5) {
         let (props, body) = get(&channel, Email::QUEUE).await.unwrap();
         assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
-        assert_eq!(jobs_core::decode::<Email>(&body).unwrap(), email(n), "order kept");
+        assert_eq!(jobs_core::plumbing::decode::<Email>(&body).unwrap(), email(n), "order kept");
     }
     delete_queues(&raw, &[Email::QUEUE]).await;
 }
@@ -105,7 +98,7 @@ fn message(id: &str, exchange: &str, routing_key: &str) -> Outgoing {
     let id = JobId::from(id);
     Outgoing {
         properties: job_properties("EmailJob", &id, 1),
-        body: jobs_core::encode(&email(0)).unwrap(),
+        body: jobs_core::plumbing::encode(&email(0)).unwrap(),
         id,
         exchange: exchange.into(),
         routing_key: routing_key.into(),
@@ -136,8 +129,8 @@ async fn a_message_the_broker_refuses_is_a_nack_error() {
     let queue = unique("full");
     let raw = raw_connection().await;
     let mut args = FieldTable::new();
-    jobs_core::set_header(&mut args, "x-max-length", FieldValue::l(0));
-    jobs_core::set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
+    jobs_core::plumbing::set_header(&mut args, "x-max-length", FieldValue::l(0));
+    jobs_core::plumbing::set_header(&mut args, "x-overflow", FieldValue::from("reject-publish"));
     let mut declare = QueueDeclareArguments::durable_client_named(&queue);
     declare.arguments(args);
     raw.open_channel(None).await.unwrap().queue_declare(declare).await.unwrap();
@@ -191,7 +184,7 @@ async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use()
 /// again on a new connection, where it is confirmed.
 #[tokio::test]
 async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
-    let relay = relay::Relay::start().await;
+    let relay = Relay::start().await;
     let queue = unique("half-open");
     let raw = raw_connection().await;
     let mut config = config_for(&relay.url);
@@ -210,14 +203,14 @@ async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
     let first = get(&channel, &queue).await.expect("the job before the cut");
     let second = get(&channel, &queue).await.expect("the job enqueued into the silence");
     assert_eq!(second.0.message_id().map(String::as_str), Some(id.as_str()));
-    assert_eq!(jobs_core::decode::<Email>(&first.1).unwrap(), email(1));
+    assert_eq!(jobs_core::plumbing::decode::<Email>(&first.1).unwrap(), email(1));
     assert!(get(&channel, &queue).await.is_none(), "the lost publish never reached the broker: no duplicate");
     delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn closing_a_client_whose_broker_went_silent_does_not_hang() {
-    let relay = relay::Relay::start().await;
+    let relay = Relay::start().await;
     let queue = unique("silent-close");
     let raw = raw_connection().await;
     let client = Client::new(config_for(&relay.url)); // heartbeat 30 s: it will not notice first

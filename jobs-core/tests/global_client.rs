@@ -2,11 +2,8 @@
 //! the job lands in its type's queue.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
-use common::*;
 use jobs_core::{Client, Error, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]

@@ -4,15 +4,12 @@
 //! password can come from a file and never shows in errors.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../jobs-worker/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use jobs_core::{AmqpConfig, Client, EnqueueOptions, Error, Job, JobContext, JobError, Perform, TlsConfig};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]

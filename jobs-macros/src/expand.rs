@@ -46,8 +46,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
         quote! { new }
     };
     let registration = quote_spanned! {ident.span()=>
-        ::jobs_core::__private::inventory::submit! {
-            ::jobs_core::__private::Registration::#constructor::<#ident>()
+        fn __registration() -> ::core::option::Option<&'static ::jobs_core::__private::Registration> {
+            static REGISTRATION: ::jobs_core::__private::Registration =
+                ::jobs_core::__private::Registration::#constructor::<#ident>();
+            ::core::option::Option::Some(&REGISTRATION)
         }
     };
     let max_attempts = attrs.max_attempts.map(|n| quote! { const MAX_ATTEMPTS: u32 = #n; });
@@ -69,9 +71,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             _ => quote! { Fanout },
         };
         quote! {
-            const ROUTE: ::jobs_core::topology::Route = ::jobs_core::topology::Route::Exchange {
+            const ROUTE: ::jobs_core::__private::Route = ::jobs_core::__private::Route::Exchange {
                 name: #exchange,
-                kind: ::jobs_core::topology::ExchangeKind::#kind,
+                kind: ::jobs_core::__private::ExchangeKind::#kind,
             };
         }
     });
@@ -83,7 +85,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #max_attempts
             #timeout
             #backoff
+            #registration
         }
-        #registration
+        ::jobs_core::__private::inventory::submit! {
+            ::jobs_core::__private::Linked(<#ident as ::jobs_core::Job>::__registration)
+        }
     })
 }

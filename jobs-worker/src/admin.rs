@@ -5,12 +5,13 @@
 
 use std::process::ExitCode;
 
-use jobs_core::topology::{dead_queue, queue_counts, Route};
-use jobs_core::{DeadFilter, DeadLetters, JobId};
+use jobs_core::plumbing::topology::{dead_queue, queue_counts};
+use jobs_core::plumbing::{close_connection, connect, job_properties, Outgoing, Publisher};
+use jobs_core::{DeadFilter, DeadLetters, JobId, Route};
 
-use crate::{Cli, Command, DeadAction, Settings};
+use crate::{Cli, Command, DeadAction, Jobs, Settings};
 
-pub(crate) fn main(cli: Cli) -> ExitCode {
+pub(crate) fn main(cli: Cli, jobs: &Jobs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -18,7 +19,7 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, jobs)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", jobs_core::report(&*err));
@@ -27,12 +28,12 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings = Settings::load(&cli.config_source())?;
     let action = match cli.command {
         Some(Command::Dead { action }) => action,
-        Some(Command::Queues { json }) => return queues(&settings, json).await,
-        Some(Command::Enqueue { job_type, json }) => return enqueue(&settings, &job_type, &json).await,
+        Some(Command::Queues { json }) => return queues(&settings, jobs, json).await,
+        Some(Command::Enqueue { job_type, json }) => return enqueue(&settings, jobs, &job_type, &json).await,
         _ => return Ok(ExitCode::SUCCESS),
     };
     let dead = DeadLetters::connect(&settings.amqp).await?;
@@ -89,12 +90,12 @@ fn report(what: &str, filter: &DeadFilter, n: usize) -> ExitCode {
 }
 
 /// Ready jobs and consumers of each queue of the linked job types, and its dead count.
-async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut names: Vec<&str> =
-        jobs_core::registrations().filter(|r| r.route() == Route::Queue).map(|r| r.queue()).collect();
+        jobs.registrations().iter().filter(|r| r.route() == Route::Queue).map(|r| r.queue()).collect();
     names.sort_unstable();
     names.dedup();
-    let connection = jobs_core::connect(&settings.amqp, "jobs-admin").await?;
+    let connection = connect(&settings.amqp, "jobs-admin").await?;
     if !json {
         println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "queue", "ready", "unacked", "consumers", "dead");
     }
@@ -111,14 +112,19 @@ async fn queues(settings: &Settings, json: bool) -> Result<ExitCode, Box<dyn std
             println!("{name:<40} {:>10} {:>10} {:>10} {:>10}", show(ready), show(unacked), show(consumers), show(dead));
         }
     }
-    jobs_core::close_connection(connection).await;
+    close_connection(connection).await;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Enqueues a job given as JSON, after checking it decodes as its type.
-async fn enqueue(settings: &Settings, job_type: &str, json: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let Some(registration) = jobs_core::find_registration(job_type) else {
-        let mut known: Vec<&str> = jobs_core::registrations().map(|r| r.name()).collect();
+async fn enqueue(
+    settings: &Settings,
+    jobs: &Jobs,
+    job_type: &str,
+    json: &str,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let Some(registration) = jobs.registrations().iter().find(|r| r.name() == job_type) else {
+        let mut known: Vec<&str> = jobs.names();
         known.sort_unstable();
         eprintln!("no job type `{job_type}` in this binary; known: {}", known.join(", "));
         return Ok(ExitCode::from(2));
@@ -139,15 +145,15 @@ async fn enqueue(settings: &Settings, job_type: &str, json: &str) -> Result<Exit
         Route::Queue => (String::new(), registration.queue().to_owned()),
         Route::Exchange { name, .. } => (name.to_owned(), String::new()),
     };
-    let connection = jobs_core::connect(&settings.amqp, "jobs-admin").await?;
-    let publisher = jobs_core::Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
+    let connection = connect(&settings.amqp, "jobs-admin").await?;
+    let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
     if registration.route() == Route::Queue {
         settings.amqp.topology().declare_job_queue(&publisher, registration.queue()).await?;
     }
     let id = JobId::new();
-    let properties = jobs_core::job_properties(registration.name(), &id, 1);
-    publisher.publish(jobs_core::Outgoing { id: id.clone(), exchange, routing_key, properties, body }).await?;
-    jobs_core::close_connection(connection).await;
+    let properties = job_properties(registration.name(), &id, 1);
+    publisher.publish(Outgoing { id: id.clone(), exchange, routing_key, properties, body }).await?;
+    close_connection(connection).await;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }

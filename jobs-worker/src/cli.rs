@@ -19,6 +19,10 @@ pub struct Cli {
     /// Queues to consume, comma-separated [default: every queue of the linked job types].
     #[arg(long, short = 'q', value_delimiter = ',', value_name = "QUEUE")]
     pub queues: Vec<String>,
+    /// Queues no job type names that jobs are sent to with `EnqueueOptions::queue`,
+    /// comma-separated: consumed too, and `--queues` may name them.
+    #[arg(long, value_delimiter = ',', value_name = "QUEUE")]
+    pub extra_queues: Vec<String>,
     /// Jobs run at once per queue, and the prefetch [default: 1].
     #[arg(long, short = 'n')]
     pub concurrency: Option<u16>,
@@ -138,6 +142,9 @@ impl Cli {
         let mut source = ConfigSource { file: self.config.clone(), ..ConfigSource::default() };
         if !self.queues.is_empty() {
             source = source.set("worker.queues", self.queues.clone());
+        }
+        if !self.extra_queues.is_empty() {
+            source = source.set("worker.extra_queues", self.extra_queues.clone());
         }
         if let Some(n) = self.concurrency {
             source = source.set("worker.concurrency", n);

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use jobs_core::topology::{ExchangeKind, Route};
 use jobs_core::{load_config, AmqpConfig, ConfigSource, Job};
+use jobs_core::{ExchangeKind, Route};
 use serde::Deserialize;
 
 use crate::Error;
@@ -44,6 +44,12 @@ pub struct WorkerConfig {
     /// Exchanges to take jobs from (`[[worker.subscriptions]]`): each gets a
     /// queue of this worker's own (exclusive, deleted when it stops), bound with `keys`.
     pub subscriptions: Vec<Subscription>,
+    /// Queues that none of the worker's job types names but that jobs are
+    /// sent to with `EnqueueOptions::queue` (`worker.extra_queues`, e.g.
+    /// `emails-bulk`). Consumed along with the job types' queues, and
+    /// `worker.queues` may name them; a queue in `worker.queues` that is in
+    /// neither stops the worker at start (a typo must not make an idle worker).
+    pub extra_queues: Vec<String>,
     /// Jobs run at once per queue; also the prefetch (`worker.concurrency`, default 1).
     pub concurrency: u16,
     /// How long a stop waits for running jobs (`worker.grace_period`, default `30s`).
@@ -69,6 +75,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             queues: Vec::new(),
             subscriptions: Vec::new(),
+            extra_queues: Vec::new(),
             concurrency: 1,
             grace_period: Duration::from_secs(30),
             id: None,
@@ -90,7 +97,12 @@ impl WorkerConfig {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
         }
         for queue in &self.queues {
-            jobs_core::topology::validate_queue_name(queue).map_err(|e| bad("worker.queues", e.to_string()))?;
+            jobs_core::plumbing::topology::validate_queue_name(queue)
+                .map_err(|e| bad("worker.queues", e.to_string()))?;
+        }
+        for queue in &self.extra_queues {
+            jobs_core::plumbing::topology::validate_queue_name(queue)
+                .map_err(|e| bad("worker.extra_queues", e.to_string()))?;
         }
         Ok(())
     }

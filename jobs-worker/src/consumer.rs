@@ -3,38 +3,32 @@
 
 use std::sync::Arc;
 
-use jobs_core::amqprs::channel::{
+use jobs_core::plumbing::amqprs::channel::{
     BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
     QueueDeclareArguments,
 };
-use jobs_core::amqprs::connection::Connection;
-use jobs_core::topology::ExchangeKind;
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::{amqp_error as amqp, BROKER_ANSWER};
+use jobs_core::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-use crate::dispatch::{Dispatcher, Outcome};
-use crate::settle::{Delivery, Settler};
+use crate::delivery::{Delivery, Meta};
+use crate::dispatch::Dispatcher;
+use crate::policy::{self, Home, Limits};
+use crate::settle::Settler;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
-use jobs_core::{header_u64, headers, BROKER_ANSWER};
 
 /// What every delivery's task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) settler: Settler,
-    /// Classic queues: count returns of unacked jobs ourselves (quorum queues count).
-    pub(crate) count_crashes: bool,
-    pub(crate) max_crashes: u32,
-    pub(crate) max_message_size: usize,
+    pub(crate) limits: Limits,
     pub(crate) health: Arc<Health>,
-}
-
-/// Maps an amqprs error of operation `op`.
-fn amqp(op: &'static str) -> impl Fn(jobs_core::amqprs::error::Error) -> jobs_core::Error {
-    move |source| jobs_core::Error::Amqp { op, source }
 }
 
 pub(crate) struct Consumer {
@@ -42,10 +36,9 @@ pub(crate) struct Consumer {
     /// The job queue, or for a subscription the exchange: what failures are
     /// dead-lettered under (`<home>.dead`) and what `ctx.queue()` says.
     queue: Arc<str>,
-    /// A subscription's queue: exclusive to this worker and gone with it, so
-    /// failures are not retried (a retry could not find its way back) and
-    /// returns are not counted as crashes.
-    transient: bool,
+    /// A job queue, or a subscription's queue (exclusive to this worker and
+    /// gone with it, so failures are not retried and returns are not crashes).
+    home: Home,
     tag: String,
     rx: UnboundedReceiver<ConsumerMessage>,
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
@@ -62,23 +55,23 @@ impl Consumer {
         worker: &str,
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
-        Self::consume(channel, queue, queue, false, prefetch, worker).await
+        Self::consume(channel, queue, queue, Home::Queue, prefetch, worker).await
     }
 
-    /// Starts consuming `queue` on `channel`; `home` names it in settling and logs.
+    /// Starts consuming `queue` on `channel`; `name` names it in settling and logs.
     async fn consume(
         channel: Channel,
         queue: &str,
-        home: &str,
-        transient: bool,
+        name: &str,
+        home: Home,
         prefetch: u16,
         worker: &str,
     ) -> Result<Self, Error> {
         channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
-        let tag = format!("{worker}:{home}");
+        let tag = format!("{worker}:{name}");
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
-        Ok(Consumer { channel, queue: home.into(), transient, tag, rx, inline: prefetch == 1 })
+        Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1 })
     }
 
     /// Subscribes to an exchange: a server-named exclusive queue of this
@@ -105,7 +98,7 @@ impl Consumer {
                 .await
                 .map_err(amqp("queue.bind"))?;
         }
-        Self::consume(channel, &queue, &subscription.exchange, true, prefetch, worker).await
+        Self::consume(channel, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
     }
 
     async fn cancel(&self) {
@@ -144,7 +137,7 @@ impl Consumer {
                             shared.clone(),
                             self.channel.clone(),
                             self.queue.clone(),
-                            self.transient,
+                            self.home,
                             message,
                         ));
                         if !self.inline {
@@ -171,55 +164,26 @@ impl Consumer {
     }
 }
 
-async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, transient: bool, message: ConsumerMessage) {
-    settle_one(&shared, channel, queue, transient, message).await;
+async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, home: Home, message: ConsumerMessage) {
+    settle_one(&shared, channel, queue, home, message).await;
     shared.health.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, transient: bool, message: ConsumerMessage) {
+/// Screens, runs and settles one delivery, as the policy decides.
+async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Home, message: ConsumerMessage) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
         return;
     };
-    let d = Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body };
-    let settler = &shared.settler;
-    if body.len() > shared.max_message_size {
-        let reason =
-            format!("body of {} bytes is over worker.max_message_size ({} bytes)", body.len(), shared.max_message_size);
-        return settler.dead_letter(&d, "bad-message", &reason).await;
-    }
-    if deliver.redelivered() && shared.count_crashes && !transient {
-        let crashes = header_u64(&props, headers::CRASHES).unwrap_or(0) + 1;
-        if crashes > u64::from(shared.max_crashes) {
-            let reason = format!(
-                "came back unacked {crashes} times (amqp.max_crashes = {}): it kills its worker, or its workers kept losing the broker",
-                shared.max_crashes
-            );
-            return settler.dead_letter(&d, "crashed", &reason).await;
+    let meta = Meta::of(&props, deliver.redelivered(), body.len());
+    let settlement = match policy::screen(&meta, home, &shared.limits) {
+        Some(settlement) => settlement,
+        None => {
+            let outcome = shared.dispatcher.run(&meta, &body, &queue, &shared.settler.worker).await;
+            policy::decide(outcome, &meta, home)
         }
-        return settler.requeue_crashed(&d, crashes).await;
-    }
-    let outcome = shared.dispatcher.run(&props, &body, &queue, &settler.worker).await;
-    if let Some(reply_to) = props.reply_to() {
-        // A call: its answer, or its failure, goes back to the caller; calls are not retried.
-        match &outcome {
-            Outcome::Done { reply: Some(bytes) } => settler.reply(&d, reply_to, "ok", bytes.clone()).await,
-            Outcome::Failed { kind, error, .. } | Outcome::Rejected { kind, reason: error } => {
-                let error = rmp_serde::to_vec(error).unwrap_or_default();
-                settler.reply(&d, reply_to, kind, error).await;
-                if matches!(outcome, Outcome::Failed { .. }) {
-                    return settler.ack(&channel, d.tag).await;
-                }
-            }
-            Outcome::Done { reply: None } => {}
-        }
-    }
-    match outcome {
-        Outcome::Done { .. } => settler.ack(&channel, d.tag).await,
-        Outcome::Failed { kind, error, retry_in: Some(delay) } if !transient => {
-            settler.retry(&d, kind, &error, delay).await
-        }
-        Outcome::Failed { kind, error, .. } => settler.dead_letter(&d, kind, &error).await,
-        Outcome::Rejected { kind, reason } => settler.dead_letter(&d, kind, &reason).await,
-    }
+    };
+    let delivery =
+        Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body, meta };
+    shared.settler.settle(&delivery, settlement).await;
 }

@@ -10,6 +10,18 @@ pub enum Error {
     /// No queue to consume: none configured and no job type linked into the binary.
     #[error("no queues to consume: set `worker.queues`, or link job types (`#[derive(Job)]`) into the worker binary")]
     NoQueues,
+    /// `worker.queues` names a queue that none of the worker's job types goes to.
+    #[error("`worker.queues` names `{queue}`, which none of this worker's job types goes to ({served}); fix the name, or, if jobs are sent there with `EnqueueOptions::queue`, list it in `worker.extra_queues` (`--extra-queues`) or add it with `Worker::builder().queue(\"{queue}\")`")]
+    UnknownQueue {
+        /// The queue.
+        queue: String,
+        /// The worker's job types and where each goes.
+        served: String,
+    },
+    /// A job type given to the worker has no registration: its `Job` impl was
+    /// written by hand instead of derived.
+    #[error("job type `{0}` has no registration: derive it with `#[derive(Job)]`")]
+    Unregistered(&'static str),
     /// Two linked job types share a name, so messages could not be told apart.
     #[error("two job types are both named `{0}`; give one another name with `#[job(name = \"...\")]`")]
     DuplicateJobName(&'static str),

@@ -4,36 +4,54 @@
 //! concurrency (default 1) and manual acks, so each worker takes a new job only
 //! when it has finished one, and a job a dead worker never acknowledged goes to
 //! another. A job is acked only after `perform` returned `Ok`; a failed or
-//! panicking job, or a message it cannot read, goes to `<queue>.dead` with the
-//! reason in its headers (the dead copy is confirmed before the original is acked).
+//! panicking job is retried with backoff and then goes to `<queue>.dead` with
+//! the reason in its headers (each copy is confirmed before the original is acked).
 //!
-//! An app's worker binary is one line; every job type linked into it is served:
+//! An app's worker binary is one line that names its job types:
 //!
 //! ```no_run
+//! # mod my_app { pub mod jobs {
+//! # use jobs_core::prelude::*;
+//! # #[derive(Serialize, Deserialize, Job)] pub struct EmailJob;
+//! # impl Perform for EmailJob { async fn perform(self, _: JobContext) -> Result<(), JobError> { Ok(()) } }
+//! # #[derive(Serialize, Deserialize, Job)] pub struct ReportJob;
+//! # impl Perform for ReportJob { async fn perform(self, _: JobContext) -> Result<(), JobError> { Ok(()) } }
+//! # } }
+//! use my_app::jobs::{EmailJob, ReportJob};
+//!
 //! fn main() -> std::process::ExitCode {
-//!     jobs_worker::main()
+//!     jobs_worker::main_with(jobs_worker::jobs![EmailJob, ReportJob])
 //! }
 //! ```
 //!
 //! Modules: `config` ([`Settings`], [`WorkerConfig`]), `cli` ([`Cli`]),
-//! `logging`, `worker` ([`Worker`]), `consumer`, `dispatch`, `settle`, `shutdown`.
+//! `logging`, `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
+//! `worker` ([`Worker`]), `consumer`, `delivery`, `dispatch`, `policy` (what
+//! happens to a delivery), `settle` (carrying it out), `shutdown`, `systemd`,
+//! `metrics`, `admin`.
 
 mod admin;
+mod builder;
 mod cli;
 mod config;
 mod consumer;
+mod delivery;
 mod dispatch;
 mod error;
+mod jobs;
 mod logging;
 mod metrics;
+mod policy;
 mod settle;
 mod shutdown;
 mod systemd;
 mod worker;
 
+pub use builder::WorkerBuilder;
 pub use cli::{Cli, Command, DeadAction, Which};
 pub use config::{LogConfig, LogFormat, Settings, Subscription, WorkerConfig};
 pub use error::Error;
+pub use jobs::Jobs;
 pub use logging::init_logging;
 pub use shutdown::stop_signal;
 pub use worker::Worker;
@@ -42,13 +60,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The whole daemon: parses the command line, loads config, sets up logging,
-/// runs the worker until SIGTERM or SIGINT, and returns the exit code (0 after a
-/// normal stop). A second signal stops at once.
-pub fn main() -> ExitCode {
+/// The whole daemon for the given job types: parses the command line, loads
+/// config, sets up logging, runs the worker until SIGTERM or SIGINT, and
+/// returns the exit code (0 after a normal stop). A second signal stops at
+/// once. The admin commands (`queues`, `enqueue`, `dead`) work on these job types.
+pub fn main_with(jobs: Jobs) -> ExitCode {
     let cli = Cli::parse();
     if cli.command.is_some() {
-        return admin::main(cli);
+        return admin::main(cli, &jobs);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -57,7 +76,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run_with(cli, jobs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %jobs_core::report(&err), "worker stopped with an error");
@@ -67,13 +86,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// [`main`] for apps that run their own tokio runtime.
+/// [`main_with`] for every job type the link-time registry found in the
+/// binary. A convenience; [`main_with`] and [`jobs!`] name them for sure.
+pub fn main() -> ExitCode {
+    main_with(Jobs::linked())
+}
+
+/// [`main_with`] for apps that run their own tokio runtime.
 ///
 /// # Errors
 /// A config error naming the key, or a broker error that stopped the worker.
-pub async fn run(cli: Cli) -> Result<(), Error> {
+pub async fn run_with(cli: Cli, jobs: Jobs) -> Result<(), Error> {
     let settings = Settings::load(&cli.config_source())?;
     init_logging(&settings.log)?;
-    let worker = Worker::new(settings.amqp, settings.worker)?;
+    let worker = Worker::builder().jobs(jobs).settings(settings).build()?;
     worker.run(stop_signal()).await
 }

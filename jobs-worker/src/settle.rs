@@ -1,15 +1,22 @@
-//! Settling a delivery. Exactly one of: ack (done); publish a copy (retry,
-//! crash-counted requeue, or dead letter), wait for its confirm, then ack; or
-//! leave it unacked (the broker hands it out again). Never ack first.
+//! Carrying out the policy's [`Settlement`] for a delivery. Exactly one of: ack
+//! (done); publish a copy (retry, crash-counted requeue, or dead letter), wait
+//! for its confirm, then ack; or leave it unacked (the broker hands it out
+//! again). Never ack first.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobs_core::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
-use jobs_core::amqprs::{BasicProperties, FieldTable, FieldValue};
-use jobs_core::topology::{dead_queue, Topology};
-use jobs_core::{header_u64, headers, now_secs, set_header, JobId, Outgoing, Publisher};
+use jobs_core::plumbing::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
+use jobs_core::plumbing::amqprs::{BasicProperties, FieldTable, FieldValue};
+use jobs_core::plumbing::topology::{dead_queue, Topology};
+use jobs_core::plumbing::{header_u64, headers, now_secs, set_header, Outgoing, Publisher};
+use jobs_core::FailureKind;
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
+
+use crate::delivery::Delivery;
+use crate::policy::{Action, Reply, Settlement};
 
 /// Where a settled copy goes.
 struct Copy<'a> {
@@ -25,11 +32,54 @@ pub(crate) struct Settler {
     pub(crate) worker: Arc<str>,
     pub(crate) host: String,
     pub(crate) topology: Topology,
+    /// Job types this worker does not know, and when each was last warned about.
+    pub(crate) unknown: Arc<Throttle>,
 }
 
 impl Settler {
+    /// Carries out `settlement` for `d`.
+    pub(crate) async fn settle(&self, d: &Delivery<'_>, settlement: Settlement) {
+        if let Some(reply) = settlement.reply {
+            if let Some(reply_to) = d.meta.reply_to {
+                self.reply(d, reply_to, reply).await;
+            }
+        }
+        if let Some(kind) = settlement.failure {
+            metrics::counter!("jobs_failed_total", "job" => d.name().to_owned(), "kind" => kind.as_str()).increment(1);
+        }
+        match settlement.action {
+            Action::Ack => self.ack(d.channel, d.tag).await,
+            Action::Retry { kind, error, attempt, delay } => {
+                if self.retry(d, kind, &error, attempt, delay).await {
+                    metrics::counter!("jobs_retried_total", "job" => d.name().to_owned()).increment(1);
+                    let failed = attempt - 1;
+                    if kind == FailureKind::UnknownType {
+                        if self.unknown.first_in_a_minute(d.name()) {
+                            warn!(queue = d.queue, job.name = d.name(), "no job type of this name in this worker: retrying such jobs with the default backoff, so that a worker that knows the type runs them (a newer deploy?); this line comes at most once a minute per type");
+                        }
+                        debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, retry_in = ?delay, "unknown job type; retry scheduled");
+                    } else {
+                        info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, %kind, reason = error, retry_in = ?delay, "job failed; retry scheduled");
+                    }
+                }
+            }
+            Action::Dead { kind, reason } => {
+                if self.dead_letter(d, kind, &reason).await {
+                    metrics::counter!("jobs_dead_total", "job" => d.name().to_owned(), "kind" => kind.as_str())
+                        .increment(1);
+                    warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), %kind, reason, "dead-lettered");
+                }
+            }
+            Action::Requeue { crashes } => {
+                if self.requeue_crashed(d, crashes).await {
+                    warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
+                }
+            }
+        }
+    }
+
     /// Acks a delivery whose job is done.
-    pub(crate) async fn ack(&self, channel: &Channel, tag: u64) {
+    async fn ack(&self, channel: &Channel, tag: u64) {
         if let Err(err) = channel.basic_ack(BasicAckArguments::new(tag, false)).await {
             // The channel is gone: the broker hands the job out again (at-least-once).
             error!(error = %err, "could not ack a settled job; it will be delivered again");
@@ -37,49 +87,36 @@ impl Settler {
     }
 
     /// Sends a delivery to `<queue>.dead` with the reason, then acks it.
-    pub(crate) async fn dead_letter(&self, d: &Delivery<'_>, kind: &'static str, reason: &str) {
+    async fn dead_letter(&self, d: &Delivery<'_>, kind: FailureKind, reason: &str) -> bool {
         let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
         // The attempt it ended on, said even for a first attempt (which goes without).
-        let done = self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, d.attempt())).await;
-        if done {
-            let job = d.name().unwrap_or("(none)").to_owned();
-            metrics::counter!("jobs_dead_total", "job" => job, "kind" => kind).increment(1);
-            warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), kind, reason, "dead-lettered");
-        }
+        self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, d.meta.attempt)).await
     }
 
-    /// Publishes the next attempt to run after `delay`, then acks this one.
-    pub(crate) async fn retry(&self, d: &Delivery<'_>, kind: &'static str, reason: &str, delay: Duration) {
-        let attempt = d.attempt();
+    /// Publishes attempt `attempt` to run after `delay`, then acks this one.
+    async fn retry(&self, d: &Delivery<'_>, kind: FailureKind, reason: &str, attempt: u32, delay: Duration) -> bool {
         let (exchange, routing_key) =
             self.topology.delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
         let copy = Copy { exchange, routing_key, what: "retry" };
-        let done = self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, attempt + 1)).await;
-        if done {
-            metrics::counter!("jobs_retried_total", "job" => d.name().unwrap_or("(none)").to_owned()).increment(1);
-            info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt, kind, reason, retry_in = ?delay, "job failed; retry scheduled");
-        }
+        self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, attempt)).await
     }
 
     /// Puts a redelivered job back at the end of its queue with its crash count
     /// raised, so it runs again after the jobs waiting behind it.
-    pub(crate) async fn requeue_crashed(&self, d: &Delivery<'_>, crashes: u64) {
+    async fn requeue_crashed(&self, d: &Delivery<'_>, crashes: u64) -> bool {
         let copy = Copy { exchange: String::new(), routing_key: d.queue.to_owned(), what: "crash requeue" };
-        let done = self.forward(d, copy, |t| set_header(t, headers::CRASHES, FieldValue::l(crashes as i64))).await;
-        if done {
-            warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
-        }
+        self.forward(d, copy, |t| set_header(t, headers::CRASHES, FieldValue::l(crashes as i64))).await
     }
 
     /// Sends a call's answer to its caller (direct reply-to). A caller that gave
     /// up is no error: its answer is dropped.
-    pub(crate) async fn reply(&self, d: &Delivery<'_>, reply_to: &str, status: &str, body: Vec<u8>) {
+    async fn reply(&self, d: &Delivery<'_>, reply_to: &str, Reply { status, body }: Reply) {
         let id = d.id();
         let mut table = FieldTable::new();
         set_header(&mut table, headers::REPLY_STATUS, FieldValue::from(status));
         let correlation = d.props.correlation_id().cloned().unwrap_or_else(|| id.to_string());
         let properties = BasicProperties::default()
-            .with_content_type(jobs_core::CONTENT_TYPE)
+            .with_content_type(jobs_core::plumbing::CONTENT_TYPE)
             .with_correlation_id(&correlation)
             .with_message_id(id.as_str())
             .with_headers(table)
@@ -92,18 +129,11 @@ impl Settler {
     }
 
     /// What failed, when and where, and the attempt the copy is for.
-    fn failure_headers(
-        &self,
-        table: &mut FieldTable,
-        d: &Delivery<'_>,
-        kind: &'static str,
-        reason: &str,
-        attempt: u32,
-    ) {
+    fn failure_headers(&self, table: &mut FieldTable, d: &Delivery<'_>, kind: FailureKind, reason: &str, attempt: u32) {
         let now = now_secs();
         set_header(table, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
         set_header(table, headers::ERROR, FieldValue::from(truncate(reason, 4096)));
-        set_header(table, headers::ERROR_KIND, FieldValue::from(kind));
+        set_header(table, headers::ERROR_KIND, FieldValue::from(kind.as_str()));
         set_header(table, headers::FAILED_AT, FieldValue::T(now));
         if header_u64(d.props, headers::FIRST_FAILED_AT).is_none() {
             set_header(table, headers::FIRST_FAILED_AT, FieldValue::T(now));
@@ -151,27 +181,26 @@ impl Settler {
     }
 }
 
-/// One delivery being settled.
-pub(crate) struct Delivery<'a> {
-    pub(crate) channel: &'a Channel,
-    pub(crate) tag: u64,
-    pub(crate) queue: &'a str,
-    pub(crate) props: &'a BasicProperties,
-    pub(crate) body: &'a [u8],
+/// Remembers when each name was last reported, to say a thing at most once a
+/// minute per name (a rolling deploy can bring thousands of jobs of a type
+/// the old workers do not know).
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    last: Mutex<HashMap<String, Instant>>,
 }
 
-impl Delivery<'_> {
-    /// The job id, or a new one for a message that had none (so its dead copy has one).
-    fn id(&self) -> JobId {
-        jobs_core::message_job_id(self.props)
-    }
-
-    fn attempt(&self) -> u32 {
-        jobs_core::message_attempt(self.props)
-    }
-
-    fn name(&self) -> Option<&str> {
-        self.props.message_type().map(String::as_str)
+impl Throttle {
+    /// Whether `name` was not reported in the last minute; if so, it is now.
+    pub(crate) fn first_in_a_minute(&self, name: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(name) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(60) => false,
+            _ => {
+                last.insert(name.to_owned(), now);
+                true
+            }
+        }
     }
 }
 
@@ -188,7 +217,21 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{truncate, Throttle};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_is_reported_at_most_once_a_minute() {
+        let throttle = Throttle::default();
+        assert!(throttle.first_in_a_minute("NewJob"));
+        assert!(!throttle.first_in_a_minute("NewJob"));
+        assert!(throttle.first_in_a_minute("OtherJob"), "per name");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!throttle.first_in_a_minute("NewJob"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(throttle.first_in_a_minute("NewJob"));
+        assert!(!throttle.first_in_a_minute("NewJob"));
+    }
 
     #[test]
     fn long_reasons_are_cut_on_a_char_boundary() {

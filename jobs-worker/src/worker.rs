@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs_core::amqprs::connection::Connection;
-use jobs_core::topology::{declare_exchange, QueueType};
-use jobs_core::{close_connection, connect_with_retry, report, AmqpConfig, Client, Publisher};
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::{close_connection, connect_with_retry, Publisher};
+use jobs_core::{report, AmqpConfig, Client, QueueType, Route};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,18 +17,22 @@ use tracing::{info, warn};
 
 use crate::consumer::{Consumer, Shared};
 use crate::dispatch::Dispatcher;
-use crate::settle::Settler;
+use crate::policy::Limits;
+use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
-use crate::{Error, Subscription, WorkerConfig};
+use crate::{Error, Jobs, Subscription, WorkerBuilder, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
 
-/// A worker: serves every job type linked into the binary from its queues.
+/// A worker: serves its job types from their queues.
 ///
 /// ```no_run
+/// # use jobs_core::prelude::*;
+/// # #[derive(Serialize, Deserialize, Job)] struct EmailJob;
+/// # impl Perform for EmailJob { async fn perform(self, _: JobContext) -> Result<(), JobError> { Ok(()) } }
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use jobs_worker::{Worker, WorkerConfig};
-/// let worker = Worker::new(jobs_core::AmqpConfig::default(), WorkerConfig::default())?;
+/// use jobs_worker::Worker;
+/// let worker = Worker::builder().job::<EmailJob>().build()?;
 /// worker.run(jobs_worker::stop_signal()).await?;
 /// # Ok(())
 /// # }
@@ -42,6 +46,7 @@ pub struct Worker {
     subscriptions: Vec<Subscription>,
     id: Arc<str>,
     health: Arc<Health>,
+    unknown: Arc<Throttle>,
 }
 
 /// How a connection's session ended.
@@ -53,25 +58,55 @@ enum SessionEnd {
 }
 
 impl Worker {
-    /// A worker for the linked job types, with the given settings.
+    /// A worker for every job type the link-time registry found in the binary
+    /// ([`Worker::builder`] lists them explicitly), with the given settings.
     ///
     /// # Errors
-    /// A config error naming the key, [`Error::DuplicateJobName`], or
-    /// [`Error::NoQueues`] when there is nothing to consume.
+    /// As [`WorkerBuilder::build`].
     pub fn new(amqp: AmqpConfig, config: WorkerConfig) -> Result<Self, Error> {
+        Worker::builder().linked_jobs().amqp(amqp).config(config).build()
+    }
+
+    /// A builder: job types, extra queues, settings.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    pub(crate) fn from_parts(
+        jobs: Jobs,
+        extra_queues: Vec<String>,
+        amqp: AmqpConfig,
+        config: WorkerConfig,
+    ) -> Result<Self, Error> {
         amqp.validate()?;
         config.validate()?;
-        let dispatcher = Dispatcher::from_registry()?;
+        if let Some(name) = jobs.unregistered() {
+            return Err(Error::Unregistered(name));
+        }
+        let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?;
+        let mut known = dispatcher.queues();
+        for queue in extra_queues.iter().chain(&config.extra_queues) {
+            jobs_core::plumbing::topology::validate_queue_name(queue)?;
+            known.push(queue.clone());
+        }
+        known.sort();
+        known.dedup();
         let (queues, subscriptions) = if config.queues.is_empty() && config.subscriptions.is_empty() {
-            (dispatcher.queues(), dispatcher.broadcasts())
+            (known, dispatcher.broadcasts())
         } else {
+            if let Some(queue) = config.queues.iter().find(|q| !known.contains(q)) {
+                return Err(Error::UnknownQueue { queue: queue.clone(), served: served(&dispatcher) });
+            }
             (config.queues.clone(), config.subscriptions.clone())
         };
         if queues.is_empty() && subscriptions.is_empty() {
             return Err(Error::NoQueues);
         }
         let n = WORKERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
-        let id = config.id.clone().unwrap_or_else(|| format!("{}:{}:{}", jobs_core::hostname(), std::process::id(), n));
+        let id = config
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}:{}", jobs_core::plumbing::hostname(), std::process::id(), n));
         Ok(Worker {
             amqp,
             config,
@@ -80,6 +115,7 @@ impl Worker {
             subscriptions,
             id: id.into(),
             health: Arc::default(),
+            unknown: Arc::default(),
         })
     }
 
@@ -211,17 +247,23 @@ impl Worker {
             consumers.push(Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?);
         }
         for subscription in &self.subscriptions {
-            declare_exchange(&publisher, &subscription.exchange, subscription.kind).await?;
+            topology.declare_exchange(&publisher, &subscription.exchange, subscription.kind).await?;
             consumers.push(Consumer::subscribe(&connection, subscription, self.config.concurrency, &self.id).await?);
         }
-        let shared = Arc::new(Shared {
-            dispatcher: self.dispatcher.clone(),
-            settler: Settler { publisher, worker: self.id.clone(), host: jobs_core::hostname(), topology },
-            count_crashes: self.amqp.queue_type == QueueType::Classic,
-            max_crashes: self.amqp.max_crashes,
+        let settler = Settler {
+            publisher,
+            worker: self.id.clone(),
+            host: jobs_core::plumbing::hostname(),
+            topology,
+            unknown: self.unknown.clone(),
+        };
+        let limits = Limits {
             max_message_size: self.config.max_message_size,
-            health: self.health.clone(),
-        });
+            max_crashes: self.amqp.max_crashes,
+            count_crashes: self.amqp.queue_type == QueueType::Classic,
+        };
+        let shared =
+            Arc::new(Shared { dispatcher: self.dispatcher.clone(), settler, limits, health: self.health.clone() });
         Ok((connection, consumers, shared))
     }
 
@@ -266,5 +308,22 @@ impl Worker {
                 "grace period over: leaving running jobs unacked; the broker hands them to another worker"
             );
         }
+    }
+}
+
+/// The job types of a worker and where they go, for messages.
+fn served(dispatcher: &Dispatcher) -> String {
+    let types: Vec<String> = dispatcher
+        .types()
+        .iter()
+        .map(|r| match r.route() {
+            Route::Queue => format!("{} → {}", r.name(), r.queue()),
+            Route::Exchange { name, .. } => format!("{} → exchange {name}", r.name()),
+        })
+        .collect();
+    if types.is_empty() {
+        "(no job types)".into()
+    } else {
+        types.join(", ")
     }
 }

@@ -3,18 +3,14 @@
 //! they use stops too. Every job runs at least once; duplicates are counted.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
-use jobs_core::topology::QueueType;
+use jobs_core::QueueType;
 use jobs_core::{BrokerUrl, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use jobs_worker::WorkerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +87,7 @@ async fn quorum_jobs_survive_nodes_stopping_with_none_lost() {
                 id: Some(format!("cluster-{i}")),
                 ..Default::default()
             };
-            worker::spawn_with(amqp.clone(), config)
+            spawn_with(amqp.clone(), config)
         })
         .collect();
 

@@ -2,17 +2,12 @@
 //! delay does not hold back a short one; delays survive a broker restart.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
-use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Later {
@@ -93,7 +88,7 @@ async fn delayed_jobs_survive_a_broker_restart() {
     client.close().await;
     node.restart();
     assert!(t0.elapsed() < Duration::from_secs(19), "the restart took too long for this test: {:?}", t0.elapsed());
-    let running = worker::spawn_worker(&url, &[queue], 1, "restart-worker", Duration::from_secs(5));
+    let running = spawn_worker(&url, &[queue], 1, "restart-worker", Duration::from_secs(5));
     wait_until("all five delayed jobs", Duration::from_secs(40), || async {
         (0..5).all(|n| started(&format!("restart-{n}")).is_some())
     })

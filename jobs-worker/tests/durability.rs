@@ -2,15 +2,11 @@
 //! then run. Uses a RabbitMQ node of the test's own, so other tests go on.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -45,7 +41,7 @@ async fn jobs_enqueued_before_a_broker_restart_are_run_after_it() {
     let raw = raw_connection_to(&url).await;
     assert_eq!(counts(&raw, queue).await.0, 10, "the durable queue kept its persistent messages");
     assert_eq!(counts(&raw, Durable::QUEUE).await.0, 10);
-    let running = worker::spawn_worker(&url, &[queue, Durable::QUEUE], 1, "durability-worker", Duration::from_secs(5));
+    let running = spawn_worker(&url, &[queue, Durable::QUEUE], 1, "durability-worker", Duration::from_secs(5));
     wait_until("all 20 jobs to run", Duration::from_secs(30), || async { DONE.lock().unwrap().len() == 20 }).await;
     running.stop().await.unwrap();
     let mut done = DONE.lock().unwrap().clone();

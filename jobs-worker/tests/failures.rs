@@ -2,17 +2,13 @@
 //! their headers; the worker keeps serving.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
-use jobs_core::{header_str, header_u64, headers, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::plumbing::{header_str, header_u64, headers};
+use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
-use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 #[job(max_attempts = 1)]
@@ -66,7 +62,7 @@ async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
         assert_eq!(header_u64(&props, headers::ATTEMPT), Some(1));
         assert_eq!(props.message_type().map(String::as_str), Some("Flaky"));
         assert_eq!(props.delivery_mode(), Some(2));
-        let job: Flaky = jobs_core::decode(&body).unwrap();
+        let job: Flaky = jobs_core::plumbing::decode(&body).unwrap();
         seen.push((id, job.mode, kind, error));
     }
     seen.sort();

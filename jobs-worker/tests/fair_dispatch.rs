@@ -2,15 +2,11 @@
 //! job meanwhile; the other worker runs them.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -36,8 +32,8 @@ async fn the_worker_holding_a_long_job_takes_no_short_job_meanwhile() {
     let queue = unique("fair");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
-    let a = worker::spawn_worker(&amqp_url(), &[&queue], 1, "fair-A", Duration::from_secs(10));
-    let b = worker::spawn_worker(&amqp_url(), &[&queue], 1, "fair-B", Duration::from_secs(10));
+    let a = spawn_worker(&amqp_url(), &[&queue], 1, "fair-A", Duration::from_secs(10));
+    let b = spawn_worker(&amqp_url(), &[&queue], 1, "fair-B", Duration::from_secs(10));
     wait_for_consumers(&raw, &queue, 2).await;
 
     let on = || EnqueueOptions::new().queue(&queue);

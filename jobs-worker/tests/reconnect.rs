@@ -3,21 +3,13 @@
 //! goes silent without closing is noticed by its heartbeat.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/relay.rs"]
-mod relay;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
-use relay::Relay;
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
-use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Numbered {
@@ -43,7 +35,7 @@ async fn worker_and_client_ride_through_a_broker_restart() {
     config.reconnect_timeout = Duration::from_secs(60);
     config.heartbeat = 5;
     let client = Client::new(config);
-    let running = worker::spawn_worker(&url, &[queue], 4, "reconnect-worker", Duration::from_secs(5));
+    let running = spawn_worker(&url, &[queue], 4, "reconnect-worker", Duration::from_secs(5));
 
     let restarter = {
         let node = node.clone();

@@ -2,17 +2,13 @@
 //! a final failure goes straight to dead; a job over its timeout is retried.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
-use jobs_core::{header_str, header_u64, headers, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::plumbing::{header_str, header_u64, headers};
+use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
-use worker::Fixture;
 
 /// (tag, attempt, when)
 static ATTEMPTS: Mutex<Vec<(String, u32, Instant)>> = Mutex::new(Vec::new());
@@ -106,7 +102,7 @@ async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() 
     let first = header_u64(&props, headers::FIRST_FAILED_AT).unwrap();
     let last = header_u64(&props, headers::FAILED_AT).unwrap();
     assert!(last >= first + 2, "first failure {first}, last {last}");
-    assert_eq!(header_str(&props, headers::HOST), Some(jobs_core::hostname().as_str()));
+    assert_eq!(header_str(&props, headers::HOST), Some(jobs_core::plumbing::hostname().as_str()));
     assert!(props.headers().unwrap().get(&"x-death".try_into().unwrap()).is_none(), "no broker history copied");
     assert_eq!(counts(&raw, &queue).await.0, 0);
     running.stop().await.unwrap();

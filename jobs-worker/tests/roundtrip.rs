@@ -2,16 +2,12 @@
 //! the delivery is acked.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +64,7 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
     let id = client.enqueue_with(&job, EnqueueOptions::new().queue(&queue)).await.expect("enqueue");
     assert_eq!(counts(&raw, &queue).await.0, 1, "the job waits in its queue before a worker runs");
 
-    let running = worker::spawn_worker(&amqp_url(), &[&queue], 1, "roundtrip-worker", Duration::from_secs(5));
+    let running = spawn_worker(&amqp_url(), &[&queue], 1, "roundtrip-worker", Duration::from_secs(5));
     wait_until("the job to be performed", Duration::from_secs(20), || async {
         SEEN.lock().unwrap().iter().any(|r| r.1 == id.as_str())
     })

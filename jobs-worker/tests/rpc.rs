@@ -2,14 +2,10 @@
 //! failure as the answer, and a late answer dropped without harm.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::time::Duration;
 
-use common::*;
 use jobs_core::{Client, Error, Job, JobContext, JobError, Respond};
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -42,7 +38,7 @@ async fn calls_answer_in_parallel_fail_with_the_workers_error_and_drop_late_answ
     let raw = raw_connection().await;
     delete_queues(&raw, &[Square::QUEUE]).await;
     let client = Client::new(amqp_config());
-    let running = worker::spawn_worker(&amqp_url(), &[Square::QUEUE], 16, "rpc-worker", Duration::from_secs(5));
+    let running = spawn_worker(&amqp_url(), &[Square::QUEUE], 16, "rpc-worker", Duration::from_secs(5));
     wait_for_consumers(&raw, Square::QUEUE, 1).await;
 
     let mut calls = Vec::new();

@@ -3,20 +3,12 @@
 //! longer answers does not hold a stop up.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/relay.rs"]
-mod relay;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
-use relay::Relay;
+use jobs_test::*;
 use serde::{Deserialize, Serialize};
-use worker::Fixture;
 
 #[derive(Debug, Serialize, Deserialize, Job)]
 struct Slow {

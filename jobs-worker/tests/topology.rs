@@ -3,18 +3,15 @@
 //! are dead-lettered unread.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "common/worker.rs"]
-mod worker;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
-use jobs_core::amqprs::channel::QueueDeclareArguments;
-use jobs_core::amqprs::{FieldTable, FieldValue};
-use jobs_core::topology::QueueType;
-use jobs_core::{header_str, headers, Client, EnqueueOptions, Error, Job, JobContext, JobError, Perform};
+use jobs_core::plumbing::{header_str, headers};
+use jobs_core::QueueType;
+use jobs_core::{Client, EnqueueOptions, Error, Job, JobContext, JobError, Perform};
+use jobs_test::amqprs::channel::QueueDeclareArguments;
+use jobs_test::amqprs::{FieldTable, FieldValue};
+use jobs_test::*;
 use jobs_worker::WorkerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +57,7 @@ async fn quorum_queues_run_delay_retry_and_dead_letter_jobs() {
     let client = Client::new(amqp.clone());
     let config =
         WorkerConfig { queues: vec![queue.clone()], id: Some("quorum-worker".into()), ..WorkerConfig::default() };
-    let running = worker::spawn_with(amqp, config);
+    let running = spawn_with(amqp, config);
     wait_for_consumers(&raw, &queue, 1).await;
 
     let on = || EnqueueOptions::new().queue(&queue);
@@ -78,7 +75,7 @@ async fn quorum_queues_run_delay_retry_and_dead_letter_jobs() {
     let channel = raw.open_channel(None).await.unwrap();
     // Declaring it again as quorum succeeds only if it is one.
     let mut args = FieldTable::new();
-    jobs_core::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
+    jobs_core::plumbing::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
     let mut declare = QueueDeclareArguments::durable_client_named(&dead);
     declare.arguments(args);
     channel.queue_declare(declare).await.expect("the dead queue is a quorum queue");
@@ -93,7 +90,7 @@ async fn a_queue_that_exists_with_other_arguments_is_one_clear_error() {
     let queue = unique("mismatch");
     let raw = raw_connection().await;
     let mut args = FieldTable::new();
-    jobs_core::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
+    jobs_core::plumbing::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
     let mut declare = QueueDeclareArguments::durable_client_named(&queue);
     declare.arguments(args);
     raw.open_channel(None).await.unwrap().queue_declare(declare).await.unwrap();
@@ -105,7 +102,8 @@ async fn a_queue_that_exists_with_other_arguments_is_one_clear_error() {
     assert!(text.contains(&queue) && text.contains("x-queue-type"), "{text}");
 
     let config = WorkerConfig { queues: vec![queue.clone()], ..WorkerConfig::default() };
-    let worker = jobs_worker::Worker::new(amqp_config(), config).unwrap();
+    let worker =
+        jobs_worker::Worker::builder().linked_jobs().queue(&queue).amqp(amqp_config()).config(config).build().unwrap();
     let err =
         tokio::time::timeout(Duration::from_secs(20), worker.run(std::future::pending())).await.expect("fails fast");
     let text = err.unwrap_err().to_string();
@@ -125,7 +123,7 @@ async fn an_oversized_message_is_dead_lettered_unread() {
         id: Some("small".into()),
         ..WorkerConfig::default()
     };
-    let running = worker::spawn_with(amqp_config(), config);
+    let running = spawn_with(amqp_config(), config);
     wait_for_consumers(&raw, &queue, 1).await;
     let big = format!("{queue}-big");
     let small = format!("{queue}-small");
@@ -137,7 +135,7 @@ async fn an_oversized_message_is_dead_lettered_unread() {
     assert!(runs(&big).is_empty());
     let channel = raw.open_channel(None).await.unwrap();
     let (props, _) = get(&channel, &dead).await.unwrap();
-    assert_eq!(header_str(&props, headers::ERROR_KIND), Some("bad-message"));
+    assert_eq!(header_str(&props, headers::ERROR_KIND), Some("bad_message"));
     assert!(header_str(&props, headers::ERROR).unwrap().contains("max_message_size"));
     running.stop().await.unwrap();
     delete_queues(&raw, &[&queue]).await;

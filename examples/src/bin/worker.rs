@@ -3,7 +3,5 @@
 //! (`--help`); SIGTERM or Ctrl-C stops it after the running task.
 
 fn main() -> std::process::ExitCode {
-    // Naming the app's jobs crate keeps the linker from dropping its job types.
-    tracing::debug!(jobs = ?examples::job_names(), "linked job types");
-    jobs_worker::main()
+    jobs_worker::main_with(examples::jobs())
 }

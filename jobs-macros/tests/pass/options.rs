@@ -35,6 +35,6 @@ fn main() {
     assert_eq!((EmailJob::MAX_ATTEMPTS, EmailJob::TIMEOUT), (5, std::time::Duration::from_secs(90)));
     assert_eq!(EmailJob::backoff(3), std::time::Duration::from_secs(60));
     assert_eq!((Defaults::MAX_ATTEMPTS, Defaults::TIMEOUT.as_secs()), (25, 1500));
-    let names: Vec<_> = jobs_core::registrations().map(|r| r.name()).collect();
+    let names: Vec<_> = jobs_core::plumbing::registrations().map(|r| r.name()).collect();
     assert!(names.contains(&"SendEmail") && names.contains(&"Defaults"), "{names:?}");
 }

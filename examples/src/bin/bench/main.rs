@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobs_core::amqprs::channel::QueueDeleteArguments;
-use jobs_core::amqprs::connection::Connection;
-use jobs_core::topology::{queue_counts, QueueType, Topology};
-use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform, Publisher};
+use jobs_core::plumbing::amqprs::channel::QueueDeleteArguments;
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::topology::{queue_counts, Topology};
+use jobs_core::plumbing::Publisher;
+use jobs_core::QueueType;
+use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_worker::{Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -207,7 +209,7 @@ async fn raw_publish(connection: &Connection, queue: &str, kind: QueueType, n: u
 }
 
 fn body() -> Vec<u8> {
-    jobs_core::encode(&Noop { sent_micros: now_micros() }).expect("encode")
+    jobs_core::plumbing::encode(&Noop { sent_micros: now_micros() }).expect("encode")
 }
 
 /// Enqueues `n` no-op jobs to `queue` from `width` concurrent enqueuers on one client.
@@ -244,7 +246,8 @@ async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u1
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let config = WorkerConfig { queues: vec![queue.to_owned()], concurrency, ..WorkerConfig::default() };
-    let worker = Worker::new(amqp.clone(), config).expect("worker");
+    let worker =
+        Worker::builder().job::<Noop>().queue(queue).amqp(amqp.clone()).config(config).build().expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
@@ -311,7 +314,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let options = Options::parse(&args)?;
     let amqp = examples::amqp_config()?;
-    let connection = jobs_core::connect(&amqp, "bench-raw").await?;
+    let connection = jobs_core::plumbing::connect(&amqp, "bench-raw").await?;
     let mut table = Table::default();
     for round in 1..=options.rounds {
         println!("round {round} of {}", options.rounds);
@@ -482,7 +485,7 @@ impl<'a> Rows<'a> {
             let (connection, queue, lat) = (self.connection.clone(), self.queue.clone(), raw_latencies.clone());
             tokio::spawn(async move {
                 raw::drain(&connection, &queue, 1, n, |body| {
-                    if let Ok(job) = jobs_core::decode::<Noop>(body) {
+                    if let Ok(job) = jobs_core::plumbing::decode::<Noop>(body) {
                         lat.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push(now_micros().saturating_sub(job.sent_micros));
@@ -538,7 +541,7 @@ async fn offer_load(rate: u64, n: u64, mut send: impl FnMut(u64)) {
 /// Runs a framework worker process on `bench.rss` and measures its memory.
 async fn worker_rss(amqp: &AmqpConfig, n: u64) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let queue = "bench.rss";
-    let connection = jobs_core::connect(amqp, "bench-rss").await?;
+    let connection = jobs_core::plumbing::connect(amqp, "bench-rss").await?;
     declare(&connection, queue, QueueType::Classic).await;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", queue])
@@ -574,7 +577,8 @@ fn status_kb(pid: u32, key: &str) -> Result<f64, Box<dyn std::error::Error>> {
 /// `bench serve <queue>`: a plain framework worker, for the memory rows.
 async fn serve(queue: String) -> Result<(), Box<dyn std::error::Error>> {
     let amqp = examples::amqp_config()?;
-    let config = WorkerConfig { queues: vec![queue], ..WorkerConfig::default() };
-    Worker::new(amqp, config)?.run(jobs_worker::stop_signal()).await?;
+    let config = WorkerConfig { queues: vec![queue.clone()], ..WorkerConfig::default() };
+    let worker = Worker::builder().job::<Noop>().queue(queue).amqp(amqp).config(config).build()?;
+    worker.run(jobs_worker::stop_signal()).await?;
     Ok(())
 }

@@ -4,12 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobs_core::amqprs::callbacks::ChannelCallback;
-use jobs_core::amqprs::channel::{
+use jobs_core::plumbing::amqprs::callbacks::ChannelCallback;
+use jobs_core::plumbing::amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel, ConfirmSelectArguments,
 };
-use jobs_core::amqprs::connection::Connection;
-use jobs_core::amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::Notify;
 
 /// Counts confirms (acks with `multiple`) and wakes waiters.
@@ -23,13 +23,13 @@ struct Cb(Arc<Confirms>);
 
 #[async_trait::async_trait]
 impl ChannelCallback for Cb {
-    async fn close(&mut self, _: &Channel, _: CloseChannel) -> Result<(), jobs_core::amqprs::error::Error> {
+    async fn close(&mut self, _: &Channel, _: CloseChannel) -> Result<(), jobs_core::plumbing::amqprs::error::Error> {
         Ok(())
     }
-    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), jobs_core::amqprs::error::Error> {
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), jobs_core::plumbing::amqprs::error::Error> {
         Ok(())
     }
-    async fn flow(&mut self, _: &Channel, _: bool) -> Result<bool, jobs_core::amqprs::error::Error> {
+    async fn flow(&mut self, _: &Channel, _: bool) -> Result<bool, jobs_core::plumbing::amqprs::error::Error> {
         Ok(true)
     }
     async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
@@ -62,7 +62,7 @@ impl RawPublisher {
     /// Sends the properties the framework puts on a first attempt of job type
     /// `name` (type, id, timestamp, `delivery_mode`) instead of `delivery_mode` alone.
     pub(crate) fn with_job_properties(mut self, name: &str) -> Self {
-        self.properties = jobs_core::job_properties(name, &jobs_core::JobId::default(), 1);
+        self.properties = jobs_core::plumbing::job_properties(name, &jobs_core::JobId::default(), 1);
         self
     }
 

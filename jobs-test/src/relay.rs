@@ -3,7 +3,6 @@
 //! more bytes either way, as with a broker that stops answering or a network
 //! that drops packets (a half-open connection). Connections made after a cut
 //! pass bytes as usual.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+#[derive(Debug)]
 pub struct Relay {
     /// `AMQP_URL` with the relay standing in for the broker.
     pub url: String,
@@ -24,12 +24,12 @@ pub struct Relay {
 impl Relay {
     /// Relays to the broker of `AMQP_URL` from a spare local port.
     pub async fn start() -> Self {
-        let broker = jobs_core::BrokerUrl::parse(&super::amqp_url()).expect("AMQP_URL");
+        let broker = jobs_core::BrokerUrl::parse(&crate::amqp_url()).expect("AMQP_URL");
         let (host, port) = broker.host_port();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a spare port");
         let relay_port = listener.local_addr().expect("bound").port();
-        let url = super::amqp_url().replacen(&format!("{host}:{port}"), &format!("127.0.0.1:{relay_port}"), 1);
-        assert_ne!(url, super::amqp_url(), "AMQP_URL must name its port for the relay to stand in");
+        let url = crate::amqp_url().replacen(&format!("{host}:{port}"), &format!("127.0.0.1:{relay_port}"), 1);
+        assert_ne!(url, crate::amqp_url(), "AMQP_URL must name its port for the relay to stand in");
         let cuts = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
             let cuts = cuts.clone();

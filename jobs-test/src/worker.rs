@@ -1,5 +1,4 @@
 //! Running an in-process worker in a test, stopped by the test.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::time::Duration;
 
@@ -9,9 +8,10 @@ use tokio::task::JoinHandle;
 
 /// How most worker tests start: a queue of their own, a raw connection to look
 /// at it, a client, and one worker (prefetch 1, id `<name>-worker`) consuming it.
+#[allow(missing_debug_implementations)] // amqprs connections have no Debug
 pub struct Fixture {
     pub queue: String,
-    pub raw: jobs_core::amqprs::connection::Connection,
+    pub raw: jobs_core::plumbing::amqprs::connection::Connection,
     pub client: jobs_core::Client,
     pub worker: RunningWorker,
 }
@@ -19,22 +19,23 @@ pub struct Fixture {
 impl Fixture {
     /// Starts the worker and waits (bounded) until it consumes.
     pub async fn start(name: &str, grace: Duration) -> Self {
-        Self::start_with(super::amqp_config(), name, grace).await
+        Self::start_with(crate::amqp_config(), name, grace).await
     }
 
     /// [`Fixture::start`] with the worker connecting by `amqp` (through a
     /// relay, with another heartbeat); the raw connection and the client go
     /// to the broker directly.
     pub async fn start_with(amqp: jobs_core::AmqpConfig, name: &str, grace: Duration) -> Self {
-        let queue = super::unique(name);
-        let raw = super::raw_connection().await;
-        let client = jobs_core::Client::new(super::amqp_config());
+        let queue = crate::unique(name);
+        let raw = crate::raw_connection().await;
+        let client = jobs_core::Client::new(crate::amqp_config());
         let worker = spawn_with(amqp, worker_config(&[&queue], 1, &format!("{name}-worker"), grace));
-        super::wait_for_consumers(&raw, &queue, 1).await;
+        crate::wait_for_consumers(&raw, &queue, 1).await;
         Fixture { queue, raw, client, worker }
     }
 }
 
+#[derive(Debug)]
 pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), jobs_worker::Error>>,
@@ -51,7 +52,7 @@ pub fn init_logs() {
 }
 
 pub fn spawn_worker(url: &str, queues: &[&str], concurrency: u16, id: &str, grace: Duration) -> RunningWorker {
-    spawn_with(super::config_for(url), worker_config(queues, concurrency, id, grace))
+    spawn_with(crate::config_for(url), worker_config(queues, concurrency, id, grace))
 }
 
 /// A worker on `queues` at prefetch `concurrency`, named `id`, that stops within `grace`.
@@ -67,7 +68,9 @@ pub fn worker_config(queues: &[&str], concurrency: u16, id: &str, grace: Duratio
 
 pub fn spawn_with(amqp: jobs_core::AmqpConfig, config: WorkerConfig) -> RunningWorker {
     init_logs();
-    let worker = Worker::new(amqp, config).expect("worker config");
+    // The tests' queues are their own: every linked job type may be sent there.
+    let config = WorkerConfig { extra_queues: config.queues.clone(), ..config };
+    let worker = Worker::builder().linked_jobs().amqp(amqp).config(config).build().expect("worker config");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;

@@ -1,11 +1,11 @@
 //! A binary of this package run as a process, its output lines collected as they come.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[derive(Debug)]
 pub struct Process {
     pub name: String,
     child: Child,
@@ -21,7 +21,7 @@ impl Process {
     pub fn start_with(name: &str, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
-            .env("JOBS__AMQP__URL", super::common::amqp_url())
+            .env("JOBS__AMQP__URL", crate::amqp_url())
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -73,7 +73,7 @@ impl Process {
 
     pub async fn wait_line(&self, needle: &str, limit: Duration) {
         let what = format!("{} to print {needle:?}", self.name);
-        super::common::wait_until(&what, limit, || async { self.has(needle) }).await;
+        crate::wait_until(&what, limit, || async { self.has(needle) }).await;
     }
 
     /// SIGTERM, then a clean exit.
@@ -93,7 +93,7 @@ impl Drop for Process {
 
 /// Runs a binary to its end; returns (success, stdout + stderr).
 pub fn run(binary: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary).args(args).env("JOBS__AMQP__URL", super::common::amqp_url()).output().expect("run");
+    let out = Command::new(binary).args(args).env("JOBS__AMQP__URL", crate::amqp_url()).output().expect("run");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

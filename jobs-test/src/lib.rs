@@ -1,0 +1,31 @@
+//! # jobs-test
+//!
+//! Support for this workspace's integration tests (not published): every test
+//! talks to a real RabbitMQ, named by `AMQP_URL` (default the local one), and
+//! fails, saying how to start one, when none answers; it never skips.
+//!
+//! Modules, one concept each:
+//! - `broker`: the URL and config, raw connections, queue counts, unique names;
+//! - `wait`: [`wait_until`], a bounded wait on an event;
+//! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
+//! - `relay`: [`Relay`], a TCP relay that can silence the connections it carries;
+//! - `worker`: [`Fixture`], [`RunningWorker`], a worker in the test's process;
+//! - `process`: [`Process`], a binary run as a child process, its output collected.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod broker;
+mod node;
+mod process;
+mod relay;
+mod wait;
+mod worker;
+
+pub use broker::*;
+pub use node::TestNode;
+pub use process::{run, Process};
+pub use relay::Relay;
+pub use wait::wait_until;
+pub use worker::{init_logs, spawn_with, spawn_worker, worker_config, Fixture, RunningWorker};
+
+/// Raw AMQP, for tests that act as another client would.
+pub use jobs_core::plumbing::amqprs;

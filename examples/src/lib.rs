@@ -52,6 +52,43 @@ pub fn jobs() -> jobs_worker::Jobs {
     jobs_worker::jobs![Task, chaos::Abort, Hello, Log, DirectLog, TopicLog, Fib]
 }
 
+/// A rolling deploy: version 2 of an app adds a job type that version 1's
+/// workers do not know (binaries `worker_v1` and `worker_v2`).
+pub mod rollout {
+    use jobs_core::{Job, JobContext, JobError, Perform};
+    use serde::{Deserialize, Serialize};
+
+    /// Known to both versions.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "rollout")]
+    pub struct Resize {
+        /// The image.
+        pub image: String,
+    }
+
+    /// New in version 2.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "rollout")]
+    pub struct Thumbnail {
+        /// The image.
+        pub image: String,
+    }
+
+    impl Perform for Resize {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!("[{}] ran Resize {} (job {})", ctx.worker(), self.image, ctx.job_id());
+            Ok(())
+        }
+    }
+
+    impl Perform for Thumbnail {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!("[{}] ran Thumbnail {} (job {}, attempt {})", ctx.worker(), self.image, ctx.job_id(), ctx.attempt());
+            Ok(())
+        }
+    }
+}
+
 /// Jobs that misbehave on purpose, to watch the framework's guards at work.
 pub mod chaos {
     use jobs_core::{Job, JobContext, JobError, Perform};

@@ -31,21 +31,6 @@ fn count(got: &Mutex<Vec<(Instant, String)>>, what: &str, since: Instant) -> usi
     got.lock().unwrap().iter().filter(|(t, m)| *t >= since && m == what).count()
 }
 
-/// A plain HTTP GET on loopback: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
-}
-
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn has(got: &Mutex<Vec<(Instant, String)>>, part: &str) -> bool {
     got.lock().unwrap().iter().any(|(_, m)| m.contains(part))
 }
@@ -82,8 +67,8 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     client.enqueue_with(&Task { message: "notify".into() }, EnqueueOptions::new().queue(queue)).await.unwrap();
     wait_until("STATUS with one job done", Duration::from_secs(10), || async { has(&got, "1 jobs done") }).await;
     client.close().await;
-    assert_eq!(get(port, "/healthz").0, 200);
-    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    let (code, metrics) = http_get(port, "/metrics");
     assert_eq!(code, 200);
     for series in [
         "jobs_started_total{job=\"Task\"} 1",
@@ -101,8 +86,8 @@ async fn the_worker_notifies_systemd_and_pings_the_watchdog_only_while_connected
     let t = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(count(&got, "WATCHDOG=1", t), 0, "no pings while the broker is down");
-    assert_eq!(get(port, "/healthz").0, 503);
-    assert!(get(port, "/metrics").1.contains("broker_connected 0"));
+    assert_eq!(http_get(port, "/healthz").0, 503);
+    assert!(http_get(port, "/metrics").1.contains("broker_connected 0"));
     node.ctl(&["start_app"]);
     let t = Instant::now();
     wait_until("pings again after reconnecting", Duration::from_secs(30), || async {

@@ -7,6 +7,7 @@
 //! Modules, one concept each:
 //! - `broker`: the URL and config, raw connections, queue counts, unique names;
 //! - `wait`: [`wait_until`], a bounded wait on an event;
+//! - `http`: [`http_get`], plain HTTP on loopback;
 //! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
 //! - `relay`: [`Relay`], a TCP relay that can silence the connections it carries;
 //! - `worker`: [`Fixture`], [`RunningWorker`], a worker in the test's process;
@@ -14,6 +15,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod broker;
+mod http;
 mod node;
 mod process;
 mod relay;
@@ -21,7 +23,8 @@ mod wait;
 mod worker;
 
 pub use broker::*;
-pub use node::TestNode;
+pub use http::http_get;
+pub use node::{spare_port, TestNode};
 pub use process::{run, Process};
 pub use relay::Relay;
 pub use wait::wait_until;

@@ -19,7 +19,8 @@ pub struct TestNode {
     server: std::sync::Mutex<Option<std::process::Child>>,
 }
 
-pub(crate) fn spare_port() -> u16 {
+/// A TCP port free on loopback now.
+pub fn spare_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a spare port")
 }
 

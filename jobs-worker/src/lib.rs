@@ -79,8 +79,13 @@ pub fn main_with(jobs: Jobs) -> ExitCode {
     match runtime.block_on(run_with(cli, jobs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %jobs_core::report(&err), "worker stopped with an error");
-            eprintln!("error: {}", jobs_core::report(&err));
+            // One line: through the log once logging is set up (it writes to
+            // stderr, in the configured format), else plainly.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %jobs_core::report(&err), "worker stopped with an error");
+            } else {
+                eprintln!("error: {}", jobs_core::report(&err));
+            }
             ExitCode::FAILURE
         }
     }

@@ -83,7 +83,13 @@ pub mod rollout {
 
     impl Perform for Thumbnail {
         async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-            println!("[{}] ran Thumbnail {} (job {}, attempt {})", ctx.worker(), self.image, ctx.job_id(), ctx.attempt());
+            println!(
+                "[{}] ran Thumbnail {} (job {}, attempt {})",
+                ctx.worker(),
+                self.image,
+                ctx.job_id(),
+                ctx.attempt()
+            );
             Ok(())
         }
     }

@@ -242,3 +242,84 @@ async fn a_dead_first_url_falls_over_to_the_next() {
     assert_eq!(counts(&raw, &queue).await.0, 1);
     delete_queues(&raw, &[&queue]).await;
 }
+
+/// The connection goes silent half-way through a batch: the jobs whose
+/// confirm did not come are published again on a new connection. Every job
+/// is stored at least once.
+#[tokio::test]
+async fn a_batch_cut_in_the_middle_is_confirmed_whole_on_a_new_connection() {
+    let relay = Relay::start().await;
+    let queue = unique("batch-cut");
+    let raw = raw_connection().await;
+    let mut config = config_for(&relay.url);
+    config.heartbeat = 1;
+    let client = Client::new(config);
+    client.enqueue_with(&email(0), EnqueueOptions::new().queue(&queue)).await.unwrap(); // connected, declared
+    let jobs: Vec<Email> = (1..=2000).map(email).collect();
+    relay.cut_after(40_000); // a few hundred publishes in
+    let batch = client.enqueue_many_with(&jobs, EnqueueOptions::new().queue(&queue));
+    let ids = tokio::time::timeout(Duration::from_secs(60), batch)
+        .await
+        .expect("the batch did not end within 60 s")
+        .expect("every job confirmed");
+    assert_eq!(ids.len(), 2000);
+    let stored = stored_ids(&raw, &queue).await;
+    let missing: Vec<_> = ids.iter().filter(|id| !stored.contains(id.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{} jobs confirmed but not stored: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    delete_queues(&raw, &[&queue]).await;
+}
+
+/// The same for a job routed through an exchange: published again, stored.
+#[tokio::test]
+async fn a_routed_enqueue_into_a_silent_connection_is_confirmed_on_a_new_one() {
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(exchange = "test.cut.direct", exchange_type = "direct")]
+    struct Alert {
+        text: String,
+    }
+    impl Perform for Alert {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            Ok(())
+        }
+    }
+
+    let relay = Relay::start().await;
+    let raw = raw_connection().await;
+    let channel = raw.open_channel(None).await.unwrap();
+    let declare =
+        jobs_test::amqprs::channel::ExchangeDeclareArguments::new("test.cut.direct", "direct").durable(true).finish();
+    channel.exchange_declare(declare).await.unwrap();
+    let queue = unique("routed-cut");
+    channel.queue_declare(QueueDeclareArguments::durable_client_named(&queue)).await.unwrap();
+    let bind = jobs_test::amqprs::channel::QueueBindArguments::new(&queue, "test.cut.direct", "page");
+    channel.queue_bind(bind).await.unwrap();
+    let mut config = config_for(&relay.url);
+    config.heartbeat = 1;
+    let client = Client::new(config);
+    let page = || EnqueueOptions::new().routing_key("page");
+    client.enqueue_with(&Alert { text: "before".into() }, page()).await.unwrap();
+    relay.cut();
+    let alert = Alert { text: "into the silence".into() };
+    let sent = client.enqueue_with(&alert, page());
+    let id = tokio::time::timeout(Duration::from_secs(30), sent).await.expect("returned").expect("confirmed");
+    let stored = stored_ids(&raw, &queue).await;
+    assert!(stored.contains(id.as_str()), "routed job stored after the cut");
+    assert_eq!(stored.len(), 2, "before and after: {stored:?}");
+    let _ = channel.exchange_delete(jobs_test::amqprs::channel::ExchangeDeleteArguments::new("test.cut.direct")).await;
+    delete_queues(&raw, &[&queue, "test.cut.direct"]).await;
+}
+
+/// The ids of the messages in `queue` (taken off it).
+async fn stored_ids(raw: &jobs_test::amqprs::connection::Connection, queue: &str) -> HashSet<String> {
+    let channel = raw.open_channel(None).await.unwrap();
+    let mut ids = HashSet::new();
+    while let Some((props, _)) = get(&channel, queue).await {
+        ids.insert(props.message_id().cloned().unwrap_or_default());
+    }
+    ids
+}

@@ -22,7 +22,7 @@ impl Perform for Ping {
 async fn enqueue_uses_the_global_client_once_it_is_set() {
     let err = Ping { n: 1 }.enqueue().await.unwrap_err();
     assert!(matches!(err, Error::NoGlobalClient), "{err:?}");
-    assert!(err.to_string().contains("init_global"));
+    assert!(err.to_string().contains("init_global_from_config") && err.to_string().contains("Client::scope"), "{err}");
 
     let raw = raw_connection().await;
     delete_queues(&raw, &[Ping::QUEUE]).await;

@@ -10,6 +10,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The README's Rust snippets, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use jobs_core::{Job, JobContext, JobError, Perform};
 use serde::{Deserialize, Serialize};
 

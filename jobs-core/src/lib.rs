@@ -163,7 +163,7 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
-/// What `jobs-worker` and tools build on: raw AMQP ([`amqprs`](plumbing::amqprs)),
+/// What `jobs-worker` and tools build on: raw AMQP ([`amqprs`]),
 /// connections, publisher confirms, the wire codec and its headers, the
 /// broker topology, and the registry of job types linked into a binary.
 ///

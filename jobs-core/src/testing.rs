@@ -36,8 +36,9 @@
 //!
 //! # tokio::runtime::Runtime::new()?.block_on(async {
 //! let test = TestClient::new();
-//! Client::init_global(test.client())?;
-//! sign_up(Client::global()?, "ann@example.com").await?;
+//! // App code that takes a client gets the test one; `job.enqueue()` inside
+//! // the scope records into it too.
+//! test.scope(async { sign_up(&Client::current()?, "ann@example.com").await }).await?;
 //!
 //! let queued = test.enqueued();
 //! assert_eq!((queued[0].name.as_str(), queued[0].queue.as_str()), ("Welcome", "signups"));

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -29,8 +30,24 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
         TcpListener::bind(addr).await.map_err(|e| Error::Metrics(format!("cannot listen on {addr}: {e}")))?;
     info!(%addr, "metrics and health on http://{addr}/metrics and /healthz");
     Ok(tokio::spawn(async move {
+        let mut pause = None;
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    pause = None;
+                    stream
+                }
+                Err(err) => {
+                    // Out of file descriptors, say: wait instead of spinning on the error.
+                    let wait = next_pause(pause);
+                    if pause.is_none() {
+                        warn!(error = %err, retry_in = ?wait, "the metrics listener cannot accept connections; pausing");
+                    }
+                    pause = Some(wait);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
             let (handle, health) = (handle.clone(), health.clone());
             tokio::spawn(async move {
                 let Ok(Some(head)) =
@@ -56,6 +73,11 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
             });
         }
     }))
+}
+
+/// How long to wait after a failed `accept`: 10 ms, doubling to 1 s while it keeps failing.
+fn next_pause(pause: Option<Duration>) -> Duration {
+    pause.map_or(Duration::from_millis(10), |p| (p * 2).min(Duration::from_secs(1)))
 }
 
 /// Reads a request's head (request line and headers), however the client
@@ -92,6 +114,18 @@ fn recorder() -> Result<PrometheusHandle, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_accepts_back_off_to_a_second() {
+        let mut pause = None;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let next = next_pause(pause);
+            seen.push(next.as_millis());
+            pause = Some(next);
+        }
+        assert_eq!(seen, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+    }
 
     #[tokio::test]
     async fn a_request_head_written_in_pieces_is_read_whole() {

@@ -1,0 +1,3 @@
+//! The app's job types.
+pub mod mail;
+pub mod report;

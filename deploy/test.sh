@@ -1,7 +1,34 @@
 #!/usr/bin/env bash
-# The whole test suite, against a real RabbitMQ (brought up first if needed).
+# The whole test suite, against a real RabbitMQ (brought up first if needed),
+# on a vhost of the run's own: no test touches another vhost's queues (a
+# developer's own, the demo's), two runs do not collide, and the vhost is
+# deleted at the end, after a failure too. Arguments go to `cargo test`
+# instead of the whole suite: `bash deploy/test.sh -p jobs-worker --test retries`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/rabbitmq.sh
-cargo test --workspace --all-targets --locked "$@"
-cargo test --workspace --doc --locked "$@"
+export PATH="$PATH:/usr/sbin"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Vhosts left by runs that were killed before their cleanup, over 6 hours old.
+now=$(date +%s)
+for old in $($SUDO rabbitmqctl -q list_vhosts name 2>/dev/null | grep -E '^jobs-test-[0-9]+-' || true); do
+  born=${old#jobs-test-}; born=${born%%-*}
+  if [ $((now - born)) -gt 21600 ]; then $SUDO rabbitmqctl -q delete_vhost "$old" >/dev/null 2>&1 || true; fi
+done
+
+VHOST="jobs-test-$now-$$-$RANDOM"
+cleanup() { $SUDO rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+$SUDO rabbitmqctl -q add_vhost "$VHOST"
+$SUDO rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*'
+export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+echo "tests: on vhost $VHOST (deleted at the end)"
+
+if [ $# -gt 0 ]; then
+  cargo test --locked "$@"
+else
+  cargo test --workspace --all-targets --locked
+  cargo test --workspace --doc --locked
+fi

@@ -14,6 +14,7 @@ use jobs_test::*;
 #[tokio::test]
 async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run() {
     let queue = unique("crash-loop");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
@@ -81,5 +82,4 @@ async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run()
     assert_eq!(header_str(&props, headers::ERROR_KIND), Some("crashed"));
     assert_eq!(header_u64(&props, headers::CRASHES), Some(2));
     assert!(header_str(&props, headers::ERROR).unwrap().contains("came back unacked 3 times"));
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -18,6 +18,7 @@ fn worker(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn dead_jobs_are_listed_retried_and_purged() {
     let queue = unique("dead-admin");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let channel = raw.open_channel(None).await.unwrap();
@@ -91,5 +92,4 @@ async fn dead_jobs_are_listed_retried_and_purged() {
     wait_until("none left dead", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 0 })
         .await;
     admin.close().await;
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -38,6 +38,7 @@ fn build_app() -> PathBuf {
 async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
     let bin = build_app();
     let queue = "lto-app";
+    let _cleanup = Cleanup::queues(&[queue]);
     let raw = raw_connection().await;
     let connection = jobs_core::plumbing::connect(&amqp_config(), "linker-test").await.unwrap();
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
@@ -63,5 +64,4 @@ async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
     let (ok, out) = run(bin.join("worker-unnamed").to_str().unwrap(), &[]);
     assert!(!ok && out.contains("no queues to consume"), "a jobs crate nothing names is not linked: {out}");
     jobs_core::plumbing::close_connection(connection).await;
-    delete_queues(&raw, &[queue]).await;
 }

@@ -20,6 +20,7 @@ fn metric(text: &str, series: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_type_only_newer_workers_know_waits_for_them_and_runs_once() {
     let queue = unique("rollout");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let port = spare_port();
@@ -62,7 +63,6 @@ async fn a_job_type_only_newer_workers_know_waits_for_them_and_runs_once() {
     assert_eq!(v2.count("ran Thumbnail"), 3, "no job twice: {:?}", v2.lines());
     v2.stop().await;
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[test]

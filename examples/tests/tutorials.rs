@@ -16,7 +16,8 @@ fn tag(what: &str) -> String {
 #[tokio::test]
 async fn hello_world_send_and_receive() {
     let queue = unique("hello");
-    let raw = raw_connection().await;
+    let _cleanup = Cleanup::queues(&[&queue]);
+    drop(raw_connection().await); // fails clearly when no broker answers
     let receiver = Process::start("receive", env!("CARGO_BIN_EXE_receive"), &["--queue", &queue]);
     receiver.wait_line(READY, T).await;
     assert!(receiver.has(" [*] Waiting for messages. To exit press CTRL+C"));
@@ -24,7 +25,6 @@ async fn hello_world_send_and_receive() {
     assert!(ok && out.contains(" [x] Sent 'Hello World!'"), "{out}");
     receiver.wait_line(" [x] Received Hello World!", T).await;
     receiver.stop().await;
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ async fn enqueue(client: &Client, queue: &str, message: &str) -> JobId {
 #[tokio::test]
 async fn two_workers_and_four_tasks_give_two_tasks_to_each() {
     let queue = unique("round-robin");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let mut a = worker("rr-A", &queue);
@@ -39,12 +40,12 @@ async fn two_workers_and_four_tasks_give_two_tasks_to_each() {
     b.signal(15);
     assert!(a.wait_exit(Duration::from_secs(20)).await.success());
     assert!(b.wait_exit(Duration::from_secs(20)).await.success());
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn sigterm_in_the_middle_of_a_job_lets_it_finish_then_exits_0() {
     let queue = unique("sigterm");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let mut worker = worker("term-W", &queue);
@@ -57,12 +58,12 @@ async fn sigterm_in_the_middle_of_a_job_lets_it_finish_then_exits_0() {
     assert!(status.success(), "exit status {status:?}: {:?}", worker.lines());
     assert!(worker.has("Done 'finish me..'"), "the running job finished: {:?}", worker.lines());
     assert_eq!(counts(&raw, &queue).await, (0, 0), "it was acked before the exit");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_job_hands_it_to_another_worker() {
     let queue = unique("kill9");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let mut a = worker("kill-A", &queue);
@@ -83,5 +84,4 @@ async fn kill_9_in_the_middle_of_a_job_hands_it_to_another_worker() {
     wait_until("the job to be acked", Duration::from_secs(10), || async { counts(&raw, &queue).await == (0, 1) }).await;
     other.signal(15);
     assert!(other.wait_exit(Duration::from_secs(20)).await.success());
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -111,6 +111,7 @@
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`], [`TlsConfig`], layered loading ([`load_config`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
+//! - `management`: the broker's management HTTP API (unacked counts);
 //! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
 //!   confirms, topology, the registry); not for app code.
 
@@ -129,6 +130,7 @@ mod destination;
 mod error;
 mod failure;
 mod job;
+mod management;
 mod registry;
 mod testing;
 mod topology;
@@ -179,6 +181,7 @@ pub mod plumbing {
     pub use crate::confirm::{Outgoing, Publisher};
     pub use crate::connection::{close_connection, connect, connect_with_retry, BROKER_ANSWER};
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
+    pub use crate::management::{Management, QueueStats};
     pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
     pub use amqprs;
 

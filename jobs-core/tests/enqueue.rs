@@ -32,6 +32,7 @@ fn email(n: usize) -> Email {
 #[tokio::test]
 async fn an_enqueued_job_is_a_persistent_typed_message_in_a_durable_queue() {
     let queue = unique("enqueue");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::connect(amqp_config()).await.unwrap();
     let id = client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
@@ -51,12 +52,12 @@ async fn an_enqueued_job_is_a_persistent_typed_message_in_a_durable_queue() {
     let named: serde_json::Value = rmp_serde::from_slice(&body).unwrap();
     assert_eq!(named["to"], "user1@example.com", "fields are encoded by name");
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await, (0, 0), "the dead-letter queue is declared too");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn concurrent_enqueues_on_one_client_are_all_confirmed_and_stored() {
     let queue = unique("concurrent");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let mut tasks = Vec::new();
@@ -72,12 +73,12 @@ async fn concurrent_enqueues_on_one_client_are_all_confirmed_and_stored() {
     }
     assert_eq!(ids.len(), 500);
     assert_eq!(counts(&raw, &queue).await.0, 500);
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
     let raw = raw_connection().await;
+    let _cleanup = Cleanup::queues(&[Email::QUEUE]);
     let channel = raw.open_channel(None).await.unwrap();
     // `Email::QUEUE` is shared with nothing else in this file's tests but this one.
     channel.queue_delete(QueueDeleteArguments::new(Email::QUEUE)).await.unwrap();
@@ -91,7 +92,6 @@ async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
         assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
         assert_eq!(jobs_core::plumbing::decode::<Email>(&body).unwrap(), email(n), "order kept");
     }
-    delete_queues(&raw, &[Email::QUEUE]).await;
 }
 
 fn message(id: &str, exchange: &str, routing_key: &str) -> Outgoing {
@@ -113,6 +113,7 @@ async fn a_message_no_queue_takes_is_unroutable_not_silently_dropped() {
     assert!(matches!(&err, Error::Unroutable { id, .. } if id.as_str() == "lost-1"), "{err:?}");
     // The channel stays usable: a routable message right after is confirmed.
     let queue = unique("after-unroutable");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     raw.open_channel(None)
         .await
@@ -121,12 +122,12 @@ async fn a_message_no_queue_takes_is_unroutable_not_silently_dropped() {
         .await
         .unwrap();
     publisher.publish(message("found-1", "", &queue)).await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_message_the_broker_refuses_is_a_nack_error() {
     let queue = unique("full");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let mut args = FieldTable::new();
     jobs_core::plumbing::set_header(&mut args, "x-max-length", FieldValue::l(0));
@@ -139,7 +140,6 @@ async fn a_message_the_broker_refuses_is_a_nack_error() {
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
     let err = publisher.publish(message("refused-1", "", &queue)).await.unwrap_err();
     assert!(matches!(&err, Error::Nacked { id } if id.as_str() == "refused-1"), "{err:?}");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
@@ -163,6 +163,7 @@ async fn a_channel_closed_by_the_broker_fails_the_pending_publish_and_the_next()
 #[tokio::test]
 async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use() {
     let queue = unique("reconnect");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
@@ -176,7 +177,6 @@ async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use()
     client.close().await;
     client.enqueue_with(&email(2), EnqueueOptions::new().queue(&queue)).await.expect("a new connection on next use");
     assert_eq!(counts(&raw, &queue).await.0, 2);
-    delete_queues(&raw, &[&queue]).await;
 }
 
 /// A half-open connection (the network drops everything, nothing closes): the
@@ -186,6 +186,7 @@ async fn a_closed_connection_is_an_error_and_the_client_reconnects_on_next_use()
 async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
     let relay = Relay::start().await;
     let queue = unique("half-open");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let mut config = config_for(&relay.url);
     config.heartbeat = 1;
@@ -205,20 +206,18 @@ async fn an_enqueue_on_a_silent_connection_is_confirmed_on_a_new_one() {
     assert_eq!(second.0.message_id().map(String::as_str), Some(id.as_str()));
     assert_eq!(jobs_core::plumbing::decode::<Email>(&first.1).unwrap(), email(1));
     assert!(get(&channel, &queue).await.is_none(), "the lost publish never reached the broker: no duplicate");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn closing_a_client_whose_broker_went_silent_does_not_hang() {
     let relay = Relay::start().await;
     let queue = unique("silent-close");
-    let raw = raw_connection().await;
+    let _cleanup = Cleanup::queues(&[&queue]);
     let client = Client::new(config_for(&relay.url)); // heartbeat 30 s: it will not notice first
     client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
     relay.cut();
     let closed = tokio::time::timeout(Duration::from_secs(20), client.close()).await;
     assert!(closed.is_ok(), "the close waited past 20 s for a close-ok that never comes");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
@@ -234,13 +233,13 @@ async fn an_unreachable_broker_is_a_connect_error_that_hides_the_password() {
 #[tokio::test]
 async fn a_dead_first_url_falls_over_to_the_next() {
     let queue = unique("fallback");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let mut config = AmqpConfig::with_url("amqp://guest:guest@127.0.0.1:1/%2f").unwrap();
     config.fallback_urls = vec![jobs_core::BrokerUrl::parse(&amqp_url()).unwrap()];
     let client = Client::connect(config).await.expect("the second URL answers");
     client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap();
     assert_eq!(counts(&raw, &queue).await.0, 1);
-    delete_queues(&raw, &[&queue]).await;
 }
 
 /// The connection goes silent half-way through a batch: the jobs whose
@@ -250,6 +249,7 @@ async fn a_dead_first_url_falls_over_to_the_next() {
 async fn a_batch_cut_in_the_middle_is_confirmed_whole_on_a_new_connection() {
     let relay = Relay::start().await;
     let queue = unique("batch-cut");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let mut config = config_for(&relay.url);
     config.heartbeat = 1;
@@ -271,7 +271,6 @@ async fn a_batch_cut_in_the_middle_is_confirmed_whole_on_a_new_connection() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    delete_queues(&raw, &[&queue]).await;
 }
 
 /// The same for a job routed through an exchange: published again, stored.
@@ -295,6 +294,7 @@ async fn a_routed_enqueue_into_a_silent_connection_is_confirmed_on_a_new_one() {
         jobs_test::amqprs::channel::ExchangeDeclareArguments::new("test.cut.direct", "direct").durable(true).finish();
     channel.exchange_declare(declare).await.unwrap();
     let queue = unique("routed-cut");
+    let _cleanup = Cleanup::queues(&[&queue]).exchanges(&["test.cut.direct"]);
     channel.queue_declare(QueueDeclareArguments::durable_client_named(&queue)).await.unwrap();
     let bind = jobs_test::amqprs::channel::QueueBindArguments::new(&queue, "test.cut.direct", "page");
     channel.queue_bind(bind).await.unwrap();
@@ -310,8 +310,6 @@ async fn a_routed_enqueue_into_a_silent_connection_is_confirmed_on_a_new_one() {
     let stored = stored_ids(&raw, &queue).await;
     assert!(stored.contains(id.as_str()), "routed job stored after the cut");
     assert_eq!(stored.len(), 2, "before and after: {stored:?}");
-    let _ = channel.exchange_delete(jobs_test::amqprs::channel::ExchangeDeleteArguments::new("test.cut.direct")).await;
-    delete_queues(&raw, &[&queue, "test.cut.direct"]).await;
 }
 
 /// The ids of the messages in `queue` (taken off it).

@@ -25,12 +25,11 @@ async fn enqueue_uses_the_global_client_once_it_is_set() {
     assert!(err.to_string().contains("init_global_from_config") && err.to_string().contains("Client::scope"), "{err}");
 
     let raw = raw_connection().await;
-    delete_queues(&raw, &[Ping::QUEUE]).await;
+    let _cleanup = Cleanup::queues(&[Ping::QUEUE]);
     Client::init_global(Client::new(amqp_config())).unwrap();
     assert!(matches!(Client::init_global(Client::new(amqp_config())), Err(Error::GlobalClientAlreadySet)));
     let id = Ping { n: 2 }.enqueue().await.unwrap();
     let channel = raw.open_channel(None).await.unwrap();
     let (props, _) = get(&channel, Ping::QUEUE).await.unwrap();
     assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
-    delete_queues(&raw, &[Ping::QUEUE]).await;
 }

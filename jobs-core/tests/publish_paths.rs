@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use jobs_core::{Client, EnqueueOptions, Error, Job, JobContext, JobError, Perform, Respond, TestClient};
 use jobs_test::amqprs::channel::{
-    BasicGetArguments, Channel, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicGetArguments, Channel, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use jobs_test::*;
 use serde::{Deserialize, Serialize};
@@ -180,6 +179,7 @@ fn placed(target: &str, routing_key: Option<&str>, delay: Option<u64>, count: us
 #[tokio::test]
 async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_testing_mode() {
     let raw = raw_connection().await;
+    let _cleanup = Cleanup::queues(&[QUEUE]).exchanges(&["test.paths.fanout", "test.paths.direct", "test.paths.topic"]);
     let channel = raw.open_channel(None).await.unwrap();
     let fanout = watch(&channel, "test.paths.fanout", "fanout", "").await;
     let direct = watch(&channel, "test.paths.direct", "direct", "warning").await;
@@ -242,11 +242,6 @@ async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_tes
     let nobody = client.enqueue_with(&Direct { n: 12 }, EnqueueOptions::new().routing_key("nobody")).await;
     assert_eq!(refused(&nobody.unwrap_err()), Answer::Refused("Unroutable"));
     assert_eq!(rows, 21);
-
-    for exchange in ["test.paths.fanout", "test.paths.direct", "test.paths.topic"] {
-        let _ = channel.exchange_delete(ExchangeDeleteArguments::new(exchange)).await;
-    }
-    delete_queues(&raw, &[QUEUE, "test.paths.fanout", "test.paths.direct", "test.paths.topic"]).await;
 }
 
 #[tokio::test]
@@ -257,9 +252,9 @@ async fn a_call_goes_the_same_path_on_the_broker_and_in_the_testing_mode() {
     let client = Client::new(amqp_config());
     assert_eq!(client.call(&Double { n: 21 }).await.unwrap(), 42);
     let test = TestClient::new();
+    let _cleanup = Cleanup::queues(&["test.paths.rpc"]);
     assert_eq!(test.client().call(&Double { n: 21 }).await.unwrap(), 42);
     let scoped = client.clone().scope(async { Double { n: 4 }.call().await }).await.unwrap();
     assert_eq!(scoped, 8, "the shortcut on the scoped client");
     worker.stop().await.unwrap();
-    delete_queues(&raw, &["test.paths.rpc"]).await;
 }

@@ -11,10 +11,16 @@ use jobs_core::AmqpConfig;
 
 use crate::wait_until;
 
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
+/// The broker of the tests: `AMQP_URL`, which must name a vhost of the tests'
+/// own (`bash deploy/test.sh` makes one per run and deletes it after), so that
+/// no test touches a developer's queues and two runs do not collide.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+    let how = "run the tests with `bash deploy/test.sh` (it makes a vhost of their own), or set AMQP_URL \
+               to a vhost for tests: AMQP_URL=amqp://guest:guest@127.0.0.1:5672/<vhost>";
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| panic!("AMQP_URL is not set: {how}"));
+    let parsed = jobs_core::BrokerUrl::parse(&url).unwrap_or_else(|e| panic!("AMQP_URL: {e}"));
+    assert_ne!(parsed.vhost(), "/", "AMQP_URL names the default vhost `/`, where apps live: {how}");
+    url
 }
 
 pub fn amqp_config() -> AmqpConfig {

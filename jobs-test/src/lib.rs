@@ -1,11 +1,13 @@
 //! # jobs-test
 //!
 //! Support for this workspace's integration tests (not published): every test
-//! talks to a real RabbitMQ, named by `AMQP_URL` (default the local one), and
-//! fails, saying how to start one, when none answers; it never skips.
+//! talks to a real RabbitMQ, on the vhost of the run named by `AMQP_URL`
+//! (`bash deploy/test.sh` makes one), and fails, saying how to start one, when
+//! none answers; it never skips.
 //!
 //! Modules, one concept each:
 //! - `broker`: the URL and config, raw connections, queue counts, unique names;
+//! - `cleanup`: [`Cleanup`], deleting a test's queues and exchanges on every path;
 //! - `wait`: [`wait_until`], a bounded wait on an event;
 //! - `http`: [`http_get`], plain HTTP on loopback;
 //! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
@@ -15,6 +17,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod broker;
+mod cleanup;
 mod http;
 mod node;
 mod process;
@@ -23,6 +26,7 @@ mod wait;
 mod worker;
 
 pub use broker::*;
+pub use cleanup::Cleanup;
 pub use http::http_get;
 pub use node::{spare_port, TestNode};
 pub use process::{run, Process};

@@ -14,6 +14,8 @@ pub struct Fixture {
     pub raw: jobs_core::plumbing::amqprs::connection::Connection,
     pub client: jobs_core::Client,
     pub worker: RunningWorker,
+    /// Deletes the queue at the end of the test, on every path.
+    pub cleanup: crate::Cleanup,
 }
 
 impl Fixture {
@@ -27,11 +29,12 @@ impl Fixture {
     /// to the broker directly.
     pub async fn start_with(amqp: jobs_core::AmqpConfig, name: &str, grace: Duration) -> Self {
         let queue = crate::unique(name);
+        let cleanup = crate::Cleanup::queues(&[&queue]);
         let raw = crate::raw_connection().await;
         let client = jobs_core::Client::new(crate::amqp_config());
         let worker = spawn_with(amqp, worker_config(&[&queue], 1, &format!("{name}-worker"), grace));
         crate::wait_for_consumers(&raw, &queue, 1).await;
-        Fixture { queue, raw, client, worker }
+        Fixture { queue, raw, client, worker, cleanup }
     }
 }
 

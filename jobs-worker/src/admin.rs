@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
-use jobs_core::plumbing::{close_connection, connect, job_properties, Outgoing, Publisher};
+use jobs_core::plumbing::{close_connection, connect, job_properties, Management, Outgoing, Publisher};
 use jobs_core::{DeadFilter, DeadLetters, JobId, Route};
 
 use crate::{Cli, Command, DeadAction, Jobs, Settings};
@@ -96,13 +96,14 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
     names.sort_unstable();
     names.dedup();
     let connection = connect(&settings.amqp, "jobs-admin").await?;
+    let management = Management::new(&settings.amqp);
     if !json {
         println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "queue", "ready", "unacked", "consumers", "dead");
     }
     for name in names {
         let (ready, consumers) = queue_counts(&connection, name).await.unzip();
         let dead = queue_counts(&connection, &dead_queue(name)).await.map(|c| c.0);
-        let unacked = unacked(&settings.amqp, name).await;
+        let unacked = management.queue(name).await.map(|stats| stats.unacked);
         let show = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
         let (ready, consumers, dead) = (ready.map(u64::from), consumers.map(u64::from), dead.map(u64::from));
         if json {
@@ -156,39 +157,4 @@ async fn enqueue(
     close_connection(connection).await;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Deliveries of `queue` not yet acked, from the management HTTP API (AMQP does
-/// not tell); `None` when the API does not answer.
-async fn unacked(amqp: &jobs_core::AmqpConfig, queue: &str) -> Option<u64> {
-    use base64::Engine;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (host, _) = amqp.url.host_port();
-    let (user, password) = amqp.url.credentials();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let encode = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    let path = format!("/api/queues/{}/{}", encode(&amqp.url.vhost()), encode(queue));
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect((host.as_str(), amqp.management_port)).await.ok()?;
-        // HTTP/1.0: a plain body, no chunking.
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response);
-        let body = text.split("\r\n\r\n").nth(1)?;
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
-        value.get("messages_unacknowledged")?.as_u64()
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), fetch).await.ok().flatten()
 }

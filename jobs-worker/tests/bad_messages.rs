@@ -42,7 +42,8 @@ fn props(id: &str, kind: Option<&str>, content_type: Option<&str>) -> BasicPrope
 
 #[tokio::test]
 async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_reason() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("bad", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("bad", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
 
     let msgpack = Some("application/msgpack");
@@ -109,7 +110,6 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
     assert_eq!(counts(&raw, &queue).await.0, 0);
     assert!(!running.is_finished(), "the worker still runs");
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 fn props_without_id() -> BasicProperties {

@@ -29,7 +29,8 @@ fn started(tag: &str) -> Option<Instant> {
 
 #[tokio::test]
 async fn a_delayed_job_starts_within_a_second_after_its_time_and_never_before() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("delay", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("delay", Duration::from_secs(5)).await;
     let on = || EnqueueOptions::new().queue(&queue);
 
     let t0 = Instant::now();
@@ -51,12 +52,12 @@ async fn a_delayed_job_starts_within_a_second_after_its_time_and_never_before() 
     assert!(at_late < Duration::from_millis(1200), "enqueue_at job late by {at_late:?}");
     assert!(started(&tag_at).unwrap() - t0 >= Duration::from_millis(2500), "enqueue_at job early");
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_job_delayed_an_hour_does_not_hold_back_one_delayed_two_seconds() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("hol", Duration::from_secs(5)).await;
+    let Fixture { queue, client, worker: running, cleanup: _cleanup, .. } =
+        Fixture::start("hol", Duration::from_secs(5)).await;
     let on = || EnqueueOptions::new().queue(&queue);
     let t0 = Instant::now();
     let long = format!("{queue}-hour");
@@ -71,7 +72,6 @@ async fn a_job_delayed_an_hour_does_not_hold_back_one_delayed_two_seconds() {
     assert!(started(&long).is_none());
     running.stop().await.unwrap();
     // The hour-long job is dropped when it comes due: its queue is gone by then.
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,8 @@ impl Perform for Flaky {
 
 #[tokio::test]
 async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("failures", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("failures", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
 
     let on = || EnqueueOptions::new().queue(&queue);
@@ -76,5 +77,4 @@ async fn failed_and_panicking_jobs_are_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(seen, expected);
     assert!(!running.is_finished(), "the worker still runs");
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -30,6 +30,7 @@ impl Perform for Sleep {
 #[tokio::test]
 async fn the_worker_holding_a_long_job_takes_no_short_job_meanwhile() {
     let queue = unique("fair");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let a = spawn_worker(&amqp_url(), &[&queue], 1, "fair-A", Duration::from_secs(10));
@@ -52,5 +53,4 @@ async fn the_worker_holding_a_long_job_takes_no_short_job_meanwhile() {
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -92,7 +92,7 @@ async fn a_silent_connection_is_noticed_by_its_heartbeat_and_the_worker_reconnec
     let relay = Relay::start().await;
     let mut amqp = config_for(&relay.url);
     amqp.heartbeat = 1;
-    let Fixture { queue, raw, client, worker: running } =
+    let Fixture { queue, client, worker: running, cleanup: _cleanup, .. } =
         Fixture::start_with(amqp, "half-open", Duration::from_secs(5)).await;
 
     relay.cut();
@@ -104,5 +104,4 @@ async fn a_silent_connection_is_noticed_by_its_heartbeat_and_the_worker_reconnec
     assert!(!running.is_finished(), "the worker is still running, not failed");
     running.stop().await.unwrap();
     drop(relay);
-    delete_queues(&raw, &[&queue]).await;
 }

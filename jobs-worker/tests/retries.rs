@@ -77,7 +77,8 @@ impl Perform for RateLimited {
 
 #[tokio::test]
 async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("retries", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("retries", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
     let id = client
         .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: false }, EnqueueOptions::new().queue(&queue))
@@ -106,12 +107,12 @@ async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() 
     assert!(props.headers().unwrap().get(&"x-death".try_into().unwrap()).is_none(), "no broker history copied");
     assert_eq!(counts(&raw, &queue).await.0, 0);
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_final_failure_goes_straight_to_dead() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("fatal", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("fatal", Duration::from_secs(5)).await;
     let dead = format!("{queue}.dead");
     client
         .enqueue_with(&AlwaysFails { tag: queue.clone(), fatal: true }, EnqueueOptions::new().queue(&queue))
@@ -124,12 +125,12 @@ async fn a_final_failure_goes_straight_to_dead() {
     assert_eq!(header_str(&props, headers::ERROR_KIND), Some("fatal"));
     assert_eq!(header_str(&props, headers::ERROR), Some("bad input on attempt 1"));
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_job_over_its_timeout_is_cancelled_and_retried() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("timeout", Duration::from_secs(5)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("timeout", Duration::from_secs(5)).await;
     client.enqueue_with(&SlowFirst { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
     let done = format!("{queue}:done");
     wait_until("the retry to finish", Duration::from_secs(20), || async { !attempts_of(&done).is_empty() }).await;
@@ -141,17 +142,16 @@ async fn a_job_over_its_timeout_is_cancelled_and_retried() {
     wait_until("the ack", Duration::from_secs(5), || async { counts(&raw, &queue).await.0 == 0 }).await;
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn retry_after_uses_the_delay_the_job_asked_for() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("retry-after", Duration::from_secs(5)).await;
+    let Fixture { queue, client, worker: running, cleanup: _cleanup, .. } =
+        Fixture::start("retry-after", Duration::from_secs(5)).await;
     client.enqueue_with(&RateLimited { tag: queue.clone() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
     wait_until("the second attempt", Duration::from_secs(20), || async { attempts_of(&queue).len() == 2 }).await;
     let attempts = attempts_of(&queue);
     let gap = attempts[1].1 - attempts[0].1;
     assert!(gap >= Duration::from_secs(2) && gap < Duration::from_millis(3500), "{gap:?}");
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }

@@ -50,6 +50,7 @@ impl Perform for Payload {
 #[tokio::test]
 async fn enqueued_job_is_performed_with_its_payload_intact() {
     let queue = unique("roundtrip");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
     let job = Payload {
@@ -80,7 +81,6 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
         .await;
     running.stop().await.expect("a normal stop is Ok");
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ impl Respond for Square {
 #[tokio::test]
 async fn calls_answer_in_parallel_fail_with_the_workers_error_and_drop_late_answers() {
     let raw = raw_connection().await;
-    delete_queues(&raw, &[Square::QUEUE]).await;
+    let _cleanup = Cleanup::queues(&[Square::QUEUE]);
     let client = Client::new(amqp_config());
     let running = spawn_worker(&amqp_url(), &[Square::QUEUE], 16, "rpc-worker", Duration::from_secs(5));
     wait_for_consumers(&raw, Square::QUEUE, 1).await;
@@ -70,5 +70,4 @@ async fn calls_answer_in_parallel_fail_with_the_workers_error_and_drop_late_answ
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(client.call(&Square { n: 9, sleep_ms: 0 }).await.unwrap(), Answer { n: 9, square: 81 });
     running.stop().await.unwrap();
-    delete_queues(&raw, &[Square::QUEUE]).await;
 }

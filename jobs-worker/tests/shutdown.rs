@@ -33,7 +33,8 @@ fn has(event: &str) -> bool {
 
 #[tokio::test]
 async fn a_stop_lets_the_running_job_finish_and_ack() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("stop", Duration::from_secs(20)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("stop", Duration::from_secs(20)).await;
     let on = || EnqueueOptions::new().queue(&queue);
     client.enqueue_with(&Slow { tag: "graceful".into(), millis: 1500 }, on()).await.unwrap();
     client.enqueue_with(&Slow { tag: "waiting".into(), millis: 10 }, on()).await.unwrap();
@@ -43,12 +44,12 @@ async fn a_stop_lets_the_running_job_finish_and_ack() {
     assert!(has("graceful:end"), "the running job finished before the worker stopped");
     assert!(!has("waiting:start"), "no new job was taken after the stop");
     assert_eq!(counts(&raw, &queue).await, (1, 0), "the finished job was acked; the waiting one is still queued");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
-    let Fixture { queue, raw, client, worker: running } = Fixture::start("grace", Duration::from_millis(300)).await;
+    let Fixture { queue, raw, client, worker: running, cleanup: _cleanup } =
+        Fixture::start("grace", Duration::from_millis(300)).await;
     client
         .enqueue_with(&Slow { tag: "too-long".into(), millis: 30_000 }, EnqueueOptions::new().queue(&queue))
         .await
@@ -61,13 +62,12 @@ async fn a_job_outlasting_the_grace_period_goes_back_to_the_queue() {
     })
     .await;
     assert!(!has("too-long:end"));
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_broker_that_stops_answering_does_not_hold_a_stop_up() {
     let relay = Relay::start().await;
-    let Fixture { queue, raw, worker: running, .. } =
+    let Fixture { worker: running, cleanup: _cleanup, .. } =
         Fixture::start_with(config_for(&relay.url), "silent", Duration::from_secs(1)).await;
 
     relay.cut();
@@ -79,5 +79,4 @@ async fn a_broker_that_stops_answering_does_not_hold_a_stop_up() {
     stopped.unwrap().expect("a stop is Ok even when the broker does not answer");
     println!("stopped {:?} after the broker went silent", asked.elapsed());
     drop(relay); // closes the relayed connections; the broker drops the consumer
-    delete_queues(&raw, &[&queue]).await;
 }

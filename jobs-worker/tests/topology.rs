@@ -50,6 +50,7 @@ fn job(tag: &str, fail: bool) -> Q {
 #[tokio::test]
 async fn quorum_queues_run_delay_retry_and_dead_letter_jobs() {
     let queue = unique("quorum");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let mut amqp = amqp_config();
@@ -82,12 +83,12 @@ async fn quorum_queues_run_delay_retry_and_dead_letter_jobs() {
     let (props, _) = get(&channel, &dead).await.unwrap();
     assert_eq!(header_str(&props, headers::ERROR_KIND), Some("failed"));
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn a_queue_that_exists_with_other_arguments_is_one_clear_error() {
     let queue = unique("mismatch");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
     let mut args = FieldTable::new();
     jobs_core::plumbing::set_header(&mut args, "x-queue-type", FieldValue::from("quorum"));
@@ -108,12 +109,12 @@ async fn a_queue_that_exists_with_other_arguments_is_one_clear_error() {
         tokio::time::timeout(Duration::from_secs(20), worker.run(std::future::pending())).await.expect("fails fast");
     let text = err.unwrap_err().to_string();
     assert!(text.contains(&queue) && text.contains("x-queue-type"), "{text}");
-    delete_queues(&raw, &[&queue]).await;
 }
 
 #[tokio::test]
 async fn an_oversized_message_is_dead_lettered_unread() {
     let queue = unique("oversize");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let client = Client::new(amqp_config());
@@ -138,5 +139,4 @@ async fn an_oversized_message_is_dead_lettered_unread() {
     assert_eq!(header_str(&props, headers::ERROR_KIND), Some("bad_message"));
     assert!(header_str(&props, headers::ERROR).unwrap().contains("max_message_size"));
     running.stop().await.unwrap();
-    delete_queues(&raw, &[&queue]).await;
 }

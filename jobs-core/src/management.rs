@@ -1,0 +1,175 @@
+//! The broker's management HTTP API (the `rabbitmq_management` plugin, which
+//! `deploy/rabbitmq.sh` enables), for what AMQP does not tell: unacked counts,
+//! message rates. A few plain HTTP/1.0 requests on the `amqp.url` host at
+//! `amqp.management_port`, with the URL's user; every call is bounded and
+//! answers `None` (or an error) when the API does not answer.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::AmqpConfig;
+
+/// How long one request may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts of one queue, as the management API last sampled them (every 5 s
+/// by default: they lag behind the queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Messages waiting.
+    pub ready: u64,
+    /// Messages delivered and not yet acked.
+    pub unacked: u64,
+    /// Consumers.
+    pub consumers: u64,
+}
+
+/// A client of the management API of the broker of an [`AmqpConfig`].
+#[derive(Clone)]
+pub struct Management {
+    host: String,
+    port: u16,
+    vhost: String,
+    authorization: String,
+}
+
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management").field("host", &self.host).field("port", &self.port).finish()
+    }
+}
+
+impl Management {
+    /// The API of `amqp.url`'s host, as its user (the password stays in memory only).
+    pub fn new(amqp: &AmqpConfig) -> Self {
+        use base64::Engine;
+        let (host, _) = amqp.url.host_port();
+        let (user, url_password) = amqp.url.credentials();
+        let password = amqp.file_password().ok().flatten().unwrap_or(url_password);
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Management {
+            host,
+            port: amqp.management_port,
+            vhost: amqp.url.vhost(),
+            authorization: format!("Basic {token}"),
+        }
+    }
+
+    /// The vhost of `amqp.url`.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// The stats of `queue` in the URL's vhost; `None` when the API does not
+    /// answer or knows no such queue.
+    pub async fn queue(&self, queue: &str) -> Option<QueueStats> {
+        let value = self.get(&format!("/api/queues/{}/{}", encode(&self.vhost), encode(queue))).await.ok()?;
+        let n = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
+        value.get("name")?;
+        Some(QueueStats {
+            ready: n("messages_ready"),
+            unacked: n("messages_unacknowledged"),
+            consumers: n("consumers"),
+        })
+    }
+
+    /// `GET path`: the JSON answer.
+    ///
+    /// # Errors
+    /// The status line or the I/O error, when the answer is not a 2xx with JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        let (status, body) = self.request("GET", path, None).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("GET {path}: HTTP {status}: {}", body.trim()));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))
+    }
+
+    /// `PUT path` with a JSON body.
+    ///
+    /// # Errors
+    /// The status when it is not 2xx, or the I/O error.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<(), String> {
+        let (status, text) = self.request("PUT", path, Some(body.to_string())).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("PUT {path}: HTTP {status}: {}", text.trim()))
+        }
+    }
+
+    /// `DELETE path`; a 404 counts as done.
+    ///
+    /// # Errors
+    /// The status when it is neither 2xx nor 404, or the I/O error.
+    pub async fn delete(&self, path: &str) -> Result<(), String> {
+        let (status, text) = self.request("DELETE", path, None).await?;
+        if (200..300).contains(&status) || status == 404 {
+            Ok(())
+        } else {
+            Err(format!("DELETE {path}: HTTP {status}: {}", text.trim()))
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, String), String> {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| format!("management API at {}:{}: {e}", self.host, self.port))?;
+            let body = body.unwrap_or_default();
+            // HTTP/1.0: a plain body, no chunking, the server closes when done.
+            let request = format!(
+                "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                self.host,
+                self.authorization,
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&response);
+            let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            Ok((status, body))
+        };
+        tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{method} {path}: no answer in {TIMEOUT:?}"))?
+    }
+}
+
+/// Percent-encodes a path segment (vhost `/` is `%2F`).
+pub(crate) fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode("/"), "%2F");
+        assert_eq!(encode("jobs-test.1_x~"), "jobs-test.1_x~");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn the_password_is_not_in_debug() {
+        let amqp = AmqpConfig::with_url("amqp://ann:topsecret@h:5672/v").unwrap();
+        let m = Management::new(&amqp);
+        assert!(!format!("{m:?}").contains("topsecret") && !format!("{m:?}").contains("Basic"));
+        assert_eq!(m.vhost(), "v");
+    }
+}

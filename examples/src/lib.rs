@@ -54,7 +54,7 @@ pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_core::Error> {
 /// The job types of the examples, for their workers.
 pub fn jobs() -> jobs_worker::Jobs {
     use tutorials::{DirectLog, Fib, Hello, Log, TopicLog};
-    jobs_worker::jobs![Task, chaos::Abort, Hello, Log, DirectLog, TopicLog, Fib]
+    jobs_worker::jobs![Task, chaos::Abort, chaos::Fail, Hello, Log, DirectLog, TopicLog, Fib]
 }
 
 /// A rolling deploy: version 2 of an app adds a job type that version 1's
@@ -112,6 +112,26 @@ pub mod chaos {
     pub struct Abort {
         /// Printed before the process dies.
         pub note: String,
+    }
+
+    /// Fails every attempt, to watch retries and dead letters: retried once
+    /// after a second, then in `chaos.dead`.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "chaos", max_attempts = 2, backoff = one_second)]
+    pub struct Fail {
+        /// Printed, then it fails.
+        pub note: String,
+    }
+
+    fn one_second(_attempt: u32) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    impl Perform for Fail {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!("{} [{}] failing '{}' (attempt {})", crate::clock(), ctx.worker(), self.note, ctx.attempt());
+            Err(JobError::msg(format!("{} fails on purpose", self.note)))
+        }
     }
 
     impl Perform for Abort {

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::confirm::Outgoing;
 use crate::confirm::Publisher;
-use crate::connection::{close_connection, connect_with_retry};
+use crate::connection::{close_connection, connect_watched_with_retry, ConnectionState};
 use crate::destination::{Declare, Destination};
 use crate::error::Cause;
 use crate::testing::{self, EnqueuedJob, Recorder};
@@ -105,6 +105,8 @@ struct Inner {
     current: std::sync::RwLock<Option<Arc<Session>>>,
     /// Held while a new session is opened, so only one task connects.
     connecting: tokio::sync::Mutex<()>,
+    /// What the broker says about the connection (blocked publishers).
+    state: Arc<ConnectionState>,
 }
 
 struct Session {
@@ -154,6 +156,7 @@ impl Client {
                 name,
                 current: Default::default(),
                 connecting: Default::default(),
+                state: Default::default(),
             }),
         }
     }
@@ -165,6 +168,7 @@ impl Client {
             name: "jobs-test-client".into(),
             current: Default::default(),
             connecting: Default::default(),
+            state: Default::default(),
         };
         Client { inner: Arc::new(inner) }
     }
@@ -398,7 +402,19 @@ impl Client {
             let session = self.session(deadline).await?;
             session.prepare(&self.inner.config, &destination.declare).await?;
             last = Some(setup(session.clone()).await?);
-            let messages: Vec<Outgoing> = todo.iter().map(|&i| make(i)).collect();
+            // Refused here, not sent: a body over `amqp.max_message_size`.
+            let limit = self.inner.config.max_message_size;
+            let mut messages = Vec::with_capacity(todo.len());
+            todo.retain(|&i| {
+                let message = make(i);
+                if message.body.len() > limit {
+                    let (id, size) = (message.id, message.body.len());
+                    results[i] = Some(Err(Error::TooLarge { id, size, limit }));
+                    return false;
+                }
+                messages.push(message);
+                true
+            });
             let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
             let outcomes = match session.publisher.publish_many(messages).await {
                 Ok(outcomes) => outcomes,
@@ -456,8 +472,9 @@ impl Client {
         if let Some(session) = self.live_session() {
             return Ok(session);
         }
-        let connection = connect_with_retry(&self.inner.config, &self.inner.name, deadline).await?;
-        let publisher = Publisher::open(&connection, self.inner.config.confirm_timeout).await?;
+        let (config, state) = (&self.inner.config, self.inner.state.clone());
+        let connection = connect_watched_with_retry(config, &self.inner.name, state.clone(), deadline).await?;
+        let publisher = Publisher::open(&connection, config.confirm_timeout).await?.watching(state);
         let session = Arc::new(Session {
             connection,
             publisher,

@@ -163,6 +163,10 @@ pub struct AmqpConfig {
     /// Queue type of job, dead and delay queues (`amqp.queue_type`: `classic`
     /// (default) or `quorum`). Client and workers must agree.
     pub queue_type: QueueType,
+    /// The largest message body an enqueue sends, in bytes
+    /// (`amqp.max_message_size`, default 128 MiB, RabbitMQ's own default
+    /// limit); a larger job is [`Error::TooLarge`] at once, not sent.
+    pub max_message_size: usize,
     /// How many times a job may kill its worker (come back unacked) before it
     /// is dead-lettered (`amqp.max_crashes`, default 3). On quorum queues this is
     /// the queue's `x-delivery-limit`.
@@ -182,6 +186,7 @@ impl Default for AmqpConfig {
             management_port: 15672,
             tls: TlsConfig::default(),
             queue_type: QueueType::Classic,
+            max_message_size: 128 << 20,
             max_crashes: 3,
         }
     }

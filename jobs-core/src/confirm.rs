@@ -17,6 +17,8 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use crate::connection::ConnectionState;
+use crate::refusal::{access_refused, Closure};
 use crate::{Error, JobId};
 
 /// How the broker settled one publish.
@@ -29,7 +31,15 @@ enum Outcome {
         exchange: String,
         routing_key: String,
     },
-    Closed(Arc<str>),
+    Closed(Arc<ClosedBy>),
+}
+
+/// Why a publishing channel is gone.
+#[derive(Debug)]
+struct ClosedBy {
+    reason: String,
+    /// What the broker said, when it closed the channel itself.
+    closure: Option<Closure>,
 }
 
 struct Waiter {
@@ -45,7 +55,7 @@ struct State {
     next_seq: u64,
     pending: BTreeMap<u64, Waiter>,
     /// Set once the channel is gone; later publishes fail at once.
-    closed: Option<Arc<str>>,
+    closed: Option<Arc<ClosedBy>>,
 }
 
 #[derive(Default)]
@@ -91,11 +101,12 @@ impl Tracker {
         }
     }
 
-    fn close(&self, reason: &str) {
+    fn close(&self, reason: &str, closure: Option<Closure>) {
         let (reason, pending) = {
             let mut state = self.lock();
             // The first reason stays: it is the cause, later ones are its echoes.
-            let reason = state.closed.get_or_insert_with(|| reason.into()).clone();
+            let closed = ClosedBy { reason: reason.to_owned(), closure };
+            let reason = state.closed.get_or_insert_with(|| Arc::new(closed)).clone();
             (reason, std::mem::take(&mut state.pending))
         };
         for waiter in pending.into_values() {
@@ -111,7 +122,7 @@ struct Callback(Arc<Tracker>);
 
 impl Drop for Callback {
     fn drop(&mut self) {
-        self.0.close("channel closed");
+        self.0.close("channel closed", None);
     }
 }
 
@@ -119,7 +130,7 @@ impl Drop for Callback {
 impl ChannelCallback for Callback {
     async fn close(&mut self, _channel: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
         warn!(reason = %close, "RabbitMQ closed the publishing channel");
-        self.0.close(&close.to_string());
+        self.0.close(&close.to_string(), Some(Closure::of_channel(&close)));
         Ok(())
     }
 
@@ -166,6 +177,8 @@ pub struct Outgoing {
 pub struct Publisher {
     channel: Channel,
     tracker: Arc<Tracker>,
+    /// Whether the connection is blocked, when known.
+    connection_state: Option<Arc<ConnectionState>>,
     /// To the task that numbers publishes and hands them to amqprs, in order.
     sender: mpsc::UnboundedSender<Vec<Queued>>,
     timeout: Duration,
@@ -192,7 +205,16 @@ impl Publisher {
         channel.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(Error::amqp("confirm.select"))?;
         let (sender, queue) = mpsc::unbounded_channel();
         tokio::spawn(send_loop(channel.clone(), tracker.clone(), queue));
-        Ok(Publisher { channel, tracker, sender, timeout })
+        Ok(Publisher { channel, tracker, connection_state: None, sender, timeout })
+    }
+
+    /// Reads the connection's state (blocked publishers) from `state`, so that
+    /// a confirm that does not come while the broker blocks publishers is
+    /// [`Error::Blocked`], not a plain timeout.
+    #[must_use]
+    pub fn watching(mut self, state: Arc<ConnectionState>) -> Self {
+        self.connection_state = Some(state);
+        self
     }
 
     /// The underlying channel (for declarations).
@@ -200,9 +222,9 @@ impl Publisher {
         &self.channel
     }
 
-    /// Why the broker closed the channel, if it did.
-    pub fn close_reason(&self) -> Option<String> {
-        self.tracker.lock().closed.as_ref().map(|r| r.to_string())
+    /// What the broker said when it closed the channel, if it did.
+    pub fn closure(&self) -> Option<Closure> {
+        self.tracker.lock().closed.as_ref().and_then(|c| c.closure.clone())
     }
 
     /// Whether the channel can still publish.
@@ -217,10 +239,10 @@ impl Publisher {
     /// [`Error::ConfirmTimeout`]: in every case the caller must treat the
     /// message as not stored.
     pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
-        let id = message.id.clone();
+        let sent = Sent::of(&message);
         let rx = self.send_all(vec![message]).await?.pop();
         match rx {
-            Some(rx) => self.wait(id, rx).await,
+            Some(rx) => self.wait(sent, rx).await,
             None => Ok(()),
         }
     }
@@ -231,11 +253,11 @@ impl Publisher {
     /// # Errors
     /// The outer error when the channel fails before every message was handed over.
     pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
-        let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
+        let sent: Vec<Sent> = messages.iter().map(Sent::of).collect();
         let receivers = self.send_all(messages).await?;
         let mut results = Vec::with_capacity(receivers.len());
-        for (id, rx) in ids.into_iter().zip(receivers) {
-            results.push(self.wait(id, rx).await);
+        for (sent, rx) in sent.into_iter().zip(receivers) {
+            results.push(self.wait(sent, rx).await);
         }
         Ok(results)
     }
@@ -260,17 +282,20 @@ impl Publisher {
         Ok(receivers)
     }
 
-    async fn wait(&self, id: JobId, rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+    async fn wait(&self, sent: Sent, rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+        let Sent { id, exchange, size } = sent;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Outcome::Confirmed)) => Ok(()),
             Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
             Ok(Ok(Outcome::Returned { exchange, routing_key })) => Err(Error::Unroutable { id, exchange, routing_key }),
-            Ok(Ok(Outcome::Closed(reason))) => Err(Error::Closed { id, reason: reason.to_string() }),
+            Ok(Ok(Outcome::Closed(closed))) => Err(closed_error(id, &exchange, size, &closed)),
             Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
             Err(_) => {
-                let mut state = self.tracker.lock();
-                state.pending.retain(|_, w| w.id != id);
-                Err(Error::ConfirmTimeout { id, after: self.timeout })
+                self.tracker.lock().pending.retain(|_, w| w.id != id);
+                match self.connection_state.as_ref().and_then(|s| s.blocked()) {
+                    Some(reason) => Err(Error::Blocked { id, reason, after: self.timeout }),
+                    None => Err(Error::ConfirmTimeout { id, after: self.timeout }),
+                }
             }
         }
     }
@@ -281,14 +306,56 @@ impl Publisher {
     }
 }
 
+/// What a waiter needs to know of its message to say why it failed.
+struct Sent {
+    id: JobId,
+    exchange: String,
+    size: usize,
+}
+
+impl Sent {
+    fn of(message: &Outgoing) -> Self {
+        Sent { id: message.id.clone(), exchange: message.exchange.clone(), size: message.body.len() }
+    }
+}
+
+/// The error of a message whose channel closed before its confirm. The broker
+/// closes a channel for one message's fault (a body over its size limit, a
+/// publish the user may not make); that message, and those that share the
+/// fault, are refused for good. The others on the channel were innocent
+/// bystanders: [`Error::Closed`], which the client publishes again.
+fn closed_error(id: JobId, exchange: &str, size: usize, closed: &ClosedBy) -> Error {
+    let Some(closure) = &closed.closure else {
+        return Error::Closed { id, reason: closed.reason.clone() };
+    };
+    let number_after = |words: &str| -> Option<usize> {
+        let rest = closure.text.split(words).nth(1)?.trim_start();
+        rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
+    };
+    if closure.code == 406 {
+        if let Some(max) = number_after("configured max size") {
+            if size > max {
+                return Error::MessageRefused { id, detail: closure.text.clone() };
+            }
+        }
+    }
+    if closure.code == 403 {
+        let target = if exchange.is_empty() { "amq.default" } else { exchange };
+        if closure.text.contains(&format!("access to exchange '{target}'")) {
+            return access_refused("basic.publish", closure);
+        }
+    }
+    Error::Closed { id, reason: closure.to_string() }
+}
+
 /// Numbers each publish and hands it to amqprs, in arrival order.
 async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::UnboundedReceiver<Vec<Queued>>) {
     while let Some(batch) = queue.recv().await {
         for (message, tx) in batch {
             {
                 let mut state = tracker.lock();
-                if let Some(reason) = &state.closed {
-                    let _ = tx.send(Outcome::Closed(reason.clone()));
+                if let Some(closed) = &state.closed {
+                    let _ = tx.send(Outcome::Closed(closed.clone()));
                     continue;
                 }
                 let seq = state.next_seq;
@@ -299,7 +366,7 @@ async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::Unb
             args.mandatory(true);
             if let Err(err) = channel.basic_publish(message.properties, message.body, args).await {
                 // Fails this message's waiter (still pending) and every later one.
-                tracker.close(&format!("publish failed: {err}"));
+                tracker.close(&format!("publish failed: {err}"), None);
             }
         }
     }
@@ -360,6 +427,23 @@ mod tests {
             assert!(matches!(rx.try_recv(), Ok(Outcome::Closed(_))));
         }
         assert!(tracker.lock().closed.is_some());
+    }
+
+    #[test]
+    fn a_closed_channel_refuses_the_message_at_fault_and_frees_the_others() {
+        let closed =
+            |code, text: &str| ClosedBy { reason: text.into(), closure: Some(Closure { code, text: text.into() }) };
+        let size = closed(406, "PRECONDITION_FAILED - message size 2097152 is larger than configured max size 1048576");
+        assert!(matches!(closed_error(JobId::from("big"), "", 2_097_152, &size), Error::MessageRefused { .. }));
+        assert!(matches!(closed_error(JobId::from("small"), "", 100, &size), Error::Closed { .. }), "a bystander");
+        let write = closed(403, "ACCESS_REFUSED - access to exchange 'amq.default' in vhost 'v' refused for user 'u'");
+        assert!(matches!(
+            closed_error(JobId::from("a"), "", 10, &write),
+            Error::AccessRefused { permission: "write", .. }
+        ));
+        assert!(matches!(closed_error(JobId::from("b"), "logs", 10, &write), Error::Closed { .. }));
+        let lost = ClosedBy { reason: "channel closed".into(), closure: None };
+        assert!(matches!(closed_error(JobId::from("c"), "", 10, &lost), Error::Closed { .. }));
     }
 
     #[test]

@@ -27,6 +27,66 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+    /// RabbitMQ refused the login (`403 ACCESS_REFUSED` on connecting).
+    #[error("RabbitMQ refused the login of user `{user}` at {at}: wrong user or password?")]
+    LoginRefused {
+        /// The user of `amqp.url`.
+        user: String,
+        /// Host and port.
+        at: String,
+    },
+    /// The vhost of `amqp.url` does not exist (`530 NOT_ALLOWED` on connecting).
+    #[error("vhost `{vhost}` does not exist on {at} (amqp.url)")]
+    NoVhost {
+        /// The vhost.
+        vhost: String,
+        /// Host and port.
+        at: String,
+    },
+    /// The user lacks a permission (`403 ACCESS_REFUSED` on a declare, publish
+    /// or consume; `530` for the vhost itself).
+    #[error("RabbitMQ refused user `{user}` the {permission} permission on {resource}")]
+    AccessRefused {
+        /// The user.
+        user: String,
+        /// The permission, quoted: `` `configure` ``, `` `write` ``, `` `read` ``
+        /// (`` `configure` or `read` `` for a queue that dead-letters), `` `access` `` (to a vhost).
+        permission: &'static str,
+        /// What it was refused on, with its vhost.
+        resource: String,
+        /// The broker's words.
+        detail: String,
+    },
+    /// The broker blocks publishers (a memory or disk alarm) and did not
+    /// confirm the message within `amqp.confirm_timeout`; it is not stored.
+    #[error("RabbitMQ is blocking publishers ({reason}) and did not take message {id} within {after:?}: an alarm on the broker must clear first")]
+    Blocked {
+        /// The message (job) id.
+        id: JobId,
+        /// The broker's reason (`low on memory`, `low on disk`).
+        reason: String,
+        /// The configured confirm timeout.
+        after: Duration,
+    },
+    /// The broker refused the message for good (over its `max_message_size`,
+    /// say): it is not stored, and sending it again would not help.
+    #[error("RabbitMQ refused message {id}: {detail}")]
+    MessageRefused {
+        /// The message (job) id.
+        id: JobId,
+        /// The broker's words.
+        detail: String,
+    },
+    /// The encoded job is larger than `amqp.max_message_size`: not sent.
+    #[error("message {id} is {size} bytes, over amqp.max_message_size ({limit} bytes); not sent")]
+    TooLarge {
+        /// The message (job) id.
+        id: JobId,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A broker operation (declare, open channel, consume...) failed.
     #[error("RabbitMQ operation `{op}` failed")]
     Amqp {
@@ -250,6 +310,25 @@ impl fmt::Debug for JobError {
 }
 
 impl Error {
+    /// Whether trying again cannot help: a config error, a refused login, a
+    /// missing vhost or permission, a topology mismatch, a refused message.
+    /// A worker stops at start for these; network trouble and closed channels
+    /// are retried instead.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. }
+                | Error::LoginRefused { .. }
+                | Error::NoVhost { .. }
+                | Error::AccessRefused { .. }
+                | Error::TopologyMismatch { .. }
+                | Error::InvalidName { .. }
+                | Error::MessageRefused { .. }
+                | Error::TooLarge { .. }
+                | Error::Unsupported(_)
+        )
+    }
+
     /// Maps an amqprs error of operation `op`.
     pub(crate) fn amqp(op: &'static str) -> impl Fn(amqprs::error::Error) -> Error {
         move |source| Error::Amqp { op, source: Cause::new(source) }

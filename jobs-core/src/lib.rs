@@ -112,6 +112,7 @@
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
 //! - `management`: the broker's management HTTP API (unacked counts);
+//! - `refusal`: what the broker refuses and why, as errors that say what to do;
 //! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
 //!   confirms, topology, the registry); not for app code.
 
@@ -131,6 +132,7 @@ mod error;
 mod failure;
 mod job;
 mod management;
+mod refusal;
 mod registry;
 mod testing;
 mod topology;
@@ -179,9 +181,13 @@ pub mod plumbing {
         set_header, CONTENT_TYPE,
     };
     pub use crate::confirm::{Outgoing, Publisher};
-    pub use crate::connection::{close_connection, connect, connect_with_retry, BROKER_ANSWER};
+    pub use crate::connection::{
+        close_connection, connect, connect_watched, connect_watched_with_retry, connect_with_retry, start_hint,
+        ConnectionState, BROKER_ANSWER,
+    };
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::management::{Management, QueueStats};
+    pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
     pub use amqprs;
 

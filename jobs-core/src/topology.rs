@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use amqprs::channel::{ExchangeBindArguments, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
-use amqprs::{FieldTable, FieldValue};
+use amqprs::{FieldName, FieldTable, FieldValue};
 use serde::Deserialize;
 
 use crate::codec::set_header;
@@ -294,6 +294,8 @@ impl Topology {
 }
 
 async fn declare_queue(publisher: &Publisher, name: &str, args: FieldTable) -> Result<(), Error> {
+    let dead_letters = FieldName::try_from("x-dead-letter-exchange").is_ok_and(|key| args.get(&key).is_some());
+    let op = if dead_letters { crate::refusal::DECLARE_DEAD_LETTERING } else { "queue.declare" };
     let mut declare = QueueDeclareArguments::durable_client_named(name);
     declare.arguments(args);
     publisher
@@ -301,17 +303,14 @@ async fn declare_queue(publisher: &Publisher, name: &str, args: FieldTable) -> R
         .queue_declare(declare)
         .await
         .map(|_| ())
-        .map_err(|source| declare_error(publisher, name, "queue.declare", source))
+        .map_err(|source| declare_error(publisher, name, op, source))
 }
 
 /// The broker closes the channel on a refused declaration and says why in the
 /// close; amqprs's error only says the channel closed. Use the broker's words.
 fn declare_error(publisher: &Publisher, name: &str, op: &'static str, source: amqprs::error::Error) -> Error {
-    match publisher.close_reason() {
-        Some(reason) if reason.contains("PRECONDITION_FAILED") => {
-            Error::TopologyMismatch { name: name.to_owned(), detail: reason }
-        }
-        Some(reason) => Error::Refused { op, name: name.to_owned(), detail: reason },
+    match publisher.closure() {
+        Some(closure) => crate::refusal::channel_error(op, name, &closure),
         None => Error::amqp(op)(source),
     }
 }

@@ -56,7 +56,9 @@ impl Drop for Cleanup {
         // test's runtime, or while it unwinds.
         let done = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            let _ = runtime.block_on(tokio::time::timeout(Duration::from_secs(10), Self::run(queues, exchanges)));
+            // The timeout is made inside the runtime: it needs its timer.
+            let _ = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), Self::run(queues, exchanges)).await });
         });
         let _ = done.join();
     }

@@ -11,6 +11,7 @@
 //! - `wait`: [`wait_until`], a bounded wait on an event;
 //! - `http`: [`http_get`], plain HTTP on loopback;
 //! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
+//! - `user`: [`TestUser`], a user with permissions of a test's own;
 //! - `relay`: [`Relay`], a TCP relay that can silence the connections it carries;
 //! - `worker`: [`Fixture`], [`RunningWorker`], a worker in the test's process;
 //! - `process`: [`Process`], a binary run as a child process, its output collected.
@@ -22,6 +23,7 @@ mod http;
 mod node;
 mod process;
 mod relay;
+mod user;
 mod wait;
 mod worker;
 
@@ -31,6 +33,7 @@ pub use http::http_get;
 pub use node::{spare_port, TestNode};
 pub use process::{run, Process};
 pub use relay::Relay;
+pub use user::TestUser;
 pub use wait::wait_until;
 pub use worker::{init_logs, spawn_with, spawn_worker, worker_config, Fixture, RunningWorker};
 

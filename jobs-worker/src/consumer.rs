@@ -8,7 +8,7 @@ use jobs_core::plumbing::amqprs::channel::{
     QueueDeclareArguments,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::{amqp_error as amqp, BROKER_ANSWER};
+use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, BROKER_ANSWER};
 use jobs_core::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -55,22 +55,25 @@ impl Consumer {
         worker: &str,
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
-        Self::consume(channel, queue, queue, Home::Queue, prefetch, worker).await
+        let watch = ChannelWatch::on(&channel).await?;
+        Self::consume(channel, &watch, queue, queue, Home::Queue, prefetch, worker).await
     }
 
     /// Starts consuming `queue` on `channel`; `name` names it in settling and logs.
     async fn consume(
         channel: Channel,
+        watch: &ChannelWatch,
         queue: &str,
         name: &str,
         home: Home,
         prefetch: u16,
         worker: &str,
     ) -> Result<Self, Error> {
-        channel.basic_qos(BasicQosArguments::new(0, prefetch, false)).await.map_err(amqp("basic.qos"))?;
+        let qos = BasicQosArguments::new(0, prefetch, false);
+        channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", queue, e))?;
         let tag = format!("{worker}:{name}");
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
-        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(amqp("basic.consume"))?;
+        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", name, e))?;
         Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1 })
     }
 
@@ -83,10 +86,11 @@ impl Consumer {
         worker: &str,
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        let watch = ChannelWatch::on(&channel).await?;
         let (queue, _, _) = channel
             .queue_declare(QueueDeclareArguments::exclusive_server_named())
             .await
-            .map_err(amqp("queue.declare"))?
+            .map_err(|e| watch.error("queue.declare", "(a subscription queue)", e))?
             .ok_or_else(|| Error::ConnectionLost { queue: "(no declare-ok)".into() })?;
         let keys = match subscription.kind {
             ExchangeKind::Fanout => vec![String::new()],
@@ -96,9 +100,9 @@ impl Consumer {
             channel
                 .queue_bind(QueueBindArguments::new(&queue, &subscription.exchange, key))
                 .await
-                .map_err(amqp("queue.bind"))?;
+                .map_err(|e| watch.error("queue.bind", &subscription.exchange, e))?;
         }
-        Self::consume(channel, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
+        Self::consume(channel, &watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
     }
 
     async fn cancel(&self) {

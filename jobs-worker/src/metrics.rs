@@ -59,7 +59,11 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
                 let consuming = health.consuming.load(Ordering::Relaxed);
                 let (status, kind, body) = match path {
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-                    "/healthz" if consuming => ("200 OK", "text/plain", "ok\n".to_owned()),
+                    "/healthz" if consuming => match health.degraded() {
+                        // Still working: 200, so that nothing restarts it; the body says what is wrong.
+                        Some(why) => ("200 OK", "text/plain", format!("degraded: {why}\n")),
+                        None => ("200 OK", "text/plain", "ok\n".to_owned()),
+                    },
                     "/healthz" => ("503 Service Unavailable", "text/plain", "not connected to RabbitMQ\n".to_owned()),
                     _ => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".to_owned()),
                 };

@@ -6,17 +6,29 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use jobs_core::plumbing::ConnectionState;
 use tracing::debug;
 
-/// What the worker tells systemd, and what the watchdog checks.
+/// What the worker tells systemd, and what the watchdog and `/healthz` check.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     /// Connected and consuming.
     pub(crate) consuming: AtomicBool,
     /// Jobs settled (acked, retried or dead) since start.
     pub(crate) done: AtomicU64,
+    /// What the broker says about the connection (blocked publishers).
+    pub(crate) connection: Arc<ConnectionState>,
+}
+
+impl Health {
+    /// What keeps the worker from working fully while it consumes, if anything.
+    pub(crate) fn degraded(&self) -> Option<String> {
+        let blocked = self.connection.blocked()?;
+        Some(format!("RabbitMQ is blocking publishers ({blocked}): retries and dead letters wait"))
+    }
 }
 
 /// A connection to systemd's notify socket, if there is one.
@@ -76,7 +88,8 @@ pub(crate) async fn watchdog(
         let consuming = health.consuming.load(Ordering::Relaxed);
         let done = health.done.load(Ordering::Relaxed);
         let state = if consuming { "consuming" } else { "reconnecting to RabbitMQ" };
-        notifier.notify(&format!("STATUS={state}; {done} jobs done, {} running", running()));
+        let degraded = health.degraded().map(|why| format!("; degraded: {why}")).unwrap_or_default();
+        notifier.notify(&format!("STATUS={state}; {done} jobs done, {} running{degraded}", running()));
         if pings && consuming {
             notifier.notify("WATCHDOG=1");
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::{close_connection, connect_with_retry, Publisher};
+use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
 use jobs_core::{report, AmqpConfig, Client, QueueType, Route};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -185,10 +185,7 @@ impl Worker {
             };
             let (connection, consumers, shared) = match connected {
                 Ok(session) => session,
-                Err(
-                    err @ Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. }),
-                ) => break Err(err),
-                Err(err) if !ever_connected => break Err(err),
+                Err(err) if stops(&err, ever_connected) => break Err(err),
                 Err(err) => {
                     warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
                     tokio::select! {
@@ -234,8 +231,9 @@ impl Worker {
 
     /// Connects, declares the topology and starts a consumer per queue.
     async fn open_session(&self, deadline: Instant) -> Result<(Connection, Vec<Consumer>, Arc<Shared>), Error> {
-        let connection = connect_with_retry(&self.amqp, &self.id, deadline).await?;
-        let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
+        let state = self.health.connection.clone();
+        let connection = connect_watched_with_retry(&self.amqp, &self.id, state.clone(), deadline).await?;
+        let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?.watching(state);
         let topology = self.amqp.topology();
         topology.declare_delays(&publisher).await?;
         for queue in &self.queues {
@@ -325,5 +323,20 @@ fn served(dispatcher: &Dispatcher) -> String {
         "(no job types)".into()
     } else {
         types.join(", ")
+    }
+}
+
+/// Whether a failed setup stops the worker. What trying again cannot fix stops
+/// it at start (a wrong password, no such vhost, a missing permission, bad
+/// config); later, credentials and permissions may be changing under it, so it
+/// says why and tries again. A topology mismatch or a bad name stops it
+/// always: the app's settings contradict the broker. Everything else (a node
+/// down, a refused connection, a closed channel) is tried again for as long as
+/// the worker runs.
+fn stops(err: &Error, ever_connected: bool) -> bool {
+    match err {
+        Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. }) => true,
+        Error::Core(core) => core.is_permanent() && !ever_connected,
+        _ => false,
     }
 }

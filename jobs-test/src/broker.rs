@@ -79,6 +79,20 @@ pub async fn wait_for_consumers(connection: &Connection, queue: &str, n: u32) {
     .await;
 }
 
+/// Proves that every delivery of `queue` was acked. Call it once its workers
+/// stopped: with no consumer left, no channel holds a delivery (an unacked
+/// one goes back to the queue when its channel closes), so an empty queue
+/// means every job was acked. A ready count of 0 while a worker runs proves
+/// nothing: an unacked job is not ready either.
+pub async fn assert_acked(connection: &Connection, queue: &str) {
+    wait_until(&format!("the consumers of {queue} to go"), Duration::from_secs(20), || async {
+        try_counts(connection, queue).await.is_some_and(|(_, consumers)| consumers == 0)
+    })
+    .await;
+    let (ready, _) = counts(connection, queue).await;
+    assert_eq!(ready, 0, "{ready} deliveries of {queue} came back unacked once its workers stopped");
+}
+
 /// Deletes test queues and their dead-letter twins.
 pub async fn delete_queues(connection: &Connection, queues: &[&str]) {
     let channel = connection.open_channel(None).await.expect("open channel");

@@ -90,9 +90,10 @@ async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() 
     assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3], "three attempts, counted");
     let gap1 = attempts[1].1 - attempts[0].1;
     let gap2 = attempts[2].1 - attempts[1].1;
-    // Backoff 1 s then 2 s, in whole seconds through the delay queues: never early, at most ~1 s late.
-    assert!(gap1 >= Duration::from_secs(1) && gap1 < Duration::from_millis(2500), "first retry after {gap1:?}");
-    assert!(gap2 >= Duration::from_secs(2) && gap2 < Duration::from_millis(3500), "second retry after {gap2:?}");
+    // Backoff 1 s then 2 s, whole seconds through the delay queues: never
+    // early; 2 s of room above for a loaded machine.
+    assert!(gap1 >= Duration::from_secs(1) && gap1 < Duration::from_secs(3), "first retry after {gap1:?}");
+    assert!(gap2 >= Duration::from_secs(2) && gap2 < Duration::from_secs(4), "second retry after {gap2:?}");
 
     let channel = raw.open_channel(None).await.unwrap();
     let (props, _) = get(&channel, &dead).await.unwrap();
@@ -105,8 +106,8 @@ async fn a_failing_job_is_retried_with_its_backoff_then_dead_with_its_history() 
     assert!(last >= first + 2, "first failure {first}, last {last}");
     assert_eq!(header_str(&props, headers::HOST), Some(jobs_core::plumbing::hostname().as_str()));
     assert!(props.headers().unwrap().get(&"x-death".try_into().unwrap()).is_none(), "no broker history copied");
-    assert_eq!(counts(&raw, &queue).await.0, 0);
     running.stop().await.unwrap();
+    assert_acked(&raw, &queue).await; // each failed delivery was acked once its copy was stored
 }
 
 #[tokio::test]

@@ -77,9 +77,8 @@ async fn enqueued_job_is_performed_with_its_payload_intact() {
     // Whole seconds: at most a second before the enqueue started, not after it ended.
     assert!(enqueued_at + Duration::from_secs(1) > before && enqueued_at <= SystemTime::now(), "{enqueued_at:?}");
 
-    wait_until("the delivery to be acked", Duration::from_secs(10), || async { counts(&raw, &queue).await == (0, 1) })
-        .await;
     running.stop().await.expect("a normal stop is Ok");
+    assert_acked(&raw, &queue).await;
     assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0);
 }
 

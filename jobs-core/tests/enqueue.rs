@@ -221,13 +221,37 @@ async fn closing_a_client_whose_broker_went_silent_does_not_hang() {
 }
 
 #[tokio::test]
-async fn an_unreachable_broker_is_a_connect_error_that_hides_the_password() {
+async fn an_unreachable_broker_is_a_connect_error_after_the_reconnect_timeout_that_hides_the_password() {
     let mut config = AmqpConfig::with_url("amqp://guest:hunter2@127.0.0.1:1/%2f").unwrap();
-    config.reconnect_timeout = Duration::from_millis(500);
-    let err = Client::connect(config).await.unwrap_err();
+    config.reconnect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = Client::new(config).enqueue(&email(1)).await.unwrap_err();
+    let waited = started.elapsed();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(text.contains("127.0.0.1:1") && !text.contains("hunter2"), "{text}");
+    // It tries until amqp.reconnect_timeout (2 s), then gives up; 2 s of room.
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4), "gave up after {waited:?}");
+}
+
+/// The broker takes the message and says nothing (here a link that went
+/// silent, with no heartbeat to notice it): `ConfirmTimeout` after
+/// `amqp.confirm_timeout`, not a wait without end.
+#[tokio::test]
+async fn a_confirm_that_does_not_come_is_a_confirm_timeout() {
+    let relay = Relay::start().await;
+    let queue = unique("confirm-timeout");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let mut config = config_for(&relay.url);
+    config.heartbeat = 0;
+    config.confirm_timeout = Duration::from_secs(1);
+    let client = Client::new(config);
+    client.enqueue_with(&email(1), EnqueueOptions::new().queue(&queue)).await.unwrap(); // connected, declared
+    relay.cut();
+    let started = std::time::Instant::now();
+    let err = client.enqueue_with(&email(2), EnqueueOptions::new().queue(&queue)).await.unwrap_err();
+    assert!(matches!(err, Error::ConfirmTimeout { after, .. } if after == Duration::from_secs(1)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "after {:?}", started.elapsed());
 }
 
 #[tokio::test]

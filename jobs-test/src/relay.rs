@@ -4,7 +4,7 @@
 //! that drops packets (a half-open connection). Connections made after a cut
 //! pass bytes as usual.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,9 @@ pub struct Relay {
     cuts: Arc<AtomicU64>,
     /// Bytes from clients to pass before the next cut; `u64::MAX`: no such cut.
     budget: Arc<AtomicU64>,
+    /// Set: the next `basic.publish` a client sends is dropped and its
+    /// connection closed, with everything the client sent before it passed.
+    publish_trap: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,25 +37,43 @@ impl Relay {
         assert_ne!(url, crate::amqp_url(), "AMQP_URL must name its port for the relay to stand in");
         let cuts = Arc::new(AtomicU64::new(0));
         let budget = Arc::new(AtomicU64::new(u64::MAX));
+        let publish_trap = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
-            let (cuts, budget) = (cuts.clone(), budget.clone());
+            let (cuts, budget, trap) = (cuts.clone(), budget.clone(), publish_trap.clone());
             async move {
                 let mut pipes = JoinSet::new(); // aborted with the task
                 while let Ok((client, _)) = listener.accept().await {
                     let Ok(server) = TcpStream::connect((host.as_str(), port)).await else { continue };
                     let born = cuts.load(Ordering::SeqCst);
                     let ((client_rx, client_tx), (server_rx, server_tx)) = (client.into_split(), server.into_split());
-                    pipes.spawn(pipe(client_rx, server_tx, cuts.clone(), born, Some(budget.clone())));
-                    pipes.spawn(pipe(server_rx, client_tx, cuts.clone(), born, None));
+                    let (closer_tx, closer_rx) = tokio::sync::oneshot::channel();
+                    let upstream = Upstream { budget: budget.clone(), trap: trap.clone(), close: closer_tx };
+                    pipes.spawn(pipe(client_rx, server_tx, cuts.clone(), born, Some(upstream)));
+                    let downstream = pipe(server_rx, client_tx, cuts.clone(), born, None);
+                    pipes.spawn(async move {
+                        // The other direction ends when the trap closes the connection.
+                        tokio::select! {
+                            _ = downstream => {}
+                            _ = closer_rx => {}
+                        }
+                    });
                 }
             }
         });
-        Relay { url, cuts, budget, task }
+        Relay { url, cuts, budget, publish_trap, task }
     }
 
     /// Silences every connection open now; later ones work.
     pub fn cut(&self) {
         self.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Arms the publish trap: the next `basic.publish` a client sends is
+    /// dropped, and its connection closed both ways (as a network failure
+    /// would), while everything sent before it (an ack, say) arrives. Returns
+    /// the switch, for code that arms it later (a job's `perform`).
+    pub fn publish_trap(&self) -> Arc<AtomicBool> {
+        self.publish_trap.clone()
     }
 
     /// Cuts once clients have sent `bytes` more bytes: in the middle of
@@ -68,16 +89,45 @@ impl Drop for Relay {
     }
 }
 
+/// What a client-to-broker pipe watches.
+struct Upstream {
+    budget: Arc<AtomicU64>,
+    trap: Arc<AtomicBool>,
+    /// Ends the broker-to-client pipe too when the trap closes the connection.
+    close: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The AMQP 0-9-1 protocol header a client sends first.
+const PROTOCOL_HEADER: usize = 8;
+
+/// The length of the frame at the start of `bytes` (header, payload, end
+/// octet), if its header is there; and whether it is a `basic.publish` method.
+fn frame(bytes: &[u8]) -> Option<(usize, bool)> {
+    if bytes.len() < 7 {
+        return None;
+    }
+    let size = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) as usize;
+    let publish = bytes[0] == 1 && bytes.len() >= 11 && bytes[7..11] == [0, 60, 0, 40];
+    if bytes[0] == 1 && bytes.len() < 11 && size >= 4 {
+        return None; // the class and method are not here yet
+    }
+    Some((7 + size + 1, publish))
+}
+
 /// Copies bytes until its connection is cut; then holds it open, passing
-/// nothing. With a `budget` (client to broker), a cut comes when it runs out.
+/// nothing. With an `upstream` (client to broker), a cut comes when the budget
+/// runs out, and the armed publish trap closes the connection at a publish.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     cuts: Arc<AtomicU64>,
     born: u64,
-    budget: Option<Arc<AtomicU64>>,
+    upstream: Option<Upstream>,
 ) {
     let mut buf = vec![0; 16 * 1024];
+    // Client bytes not yet passed on: whole frames go, so that a publish is seen whole.
+    let mut held: Vec<u8> = Vec::new();
+    let mut header_left = PROTOCOL_HEADER;
     loop {
         let mut n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -86,23 +136,48 @@ async fn pipe(
         if cuts.load(Ordering::SeqCst) > born {
             return std::future::pending().await;
         }
-        if let Some(budget) = &budget {
-            let left = budget.load(Ordering::SeqCst);
-            if left != u64::MAX {
-                let pass = (n as u64).min(left);
-                budget.store(left - pass, Ordering::SeqCst);
-                if pass < n as u64 || left - pass == 0 {
-                    // Out of budget: pass what it allows, then cut every connection open now.
-                    n = pass as usize;
-                    budget.store(u64::MAX, Ordering::SeqCst);
-                    let _ = to.write_all(&buf[..n]).await;
-                    cuts.fetch_add(1, Ordering::SeqCst);
-                    return std::future::pending().await;
-                }
+        let Some(up) = &upstream else {
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let left = up.budget.load(Ordering::SeqCst);
+        if left != u64::MAX {
+            let pass = (n as u64).min(left);
+            up.budget.store(left - pass, Ordering::SeqCst);
+            if pass < n as u64 || left - pass == 0 {
+                // Out of budget: pass what it allows, then cut every connection open now.
+                n = pass as usize;
+                up.budget.store(u64::MAX, Ordering::SeqCst);
+                held.extend_from_slice(&buf[..n]);
+                let _ = to.write_all(&held).await;
+                cuts.fetch_add(1, Ordering::SeqCst);
+                return std::future::pending().await;
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        held.extend_from_slice(&buf[..n]);
+        let mut ready = header_left.min(held.len());
+        header_left -= ready;
+        while let Some((len, publish)) = frame(&held[ready..]) {
+            if publish && up.trap.swap(false, Ordering::SeqCst) {
+                let _ = to.write_all(&held[..ready]).await;
+                // Close both ways, as a broken network would: the broker sees the
+                // connection go, and the client loses it before any confirm.
+                let _ = to.shutdown().await;
+                if let Some(up) = upstream {
+                    let _ = up.close.send(());
+                }
+                return;
+            }
+            if held.len() - ready < len {
+                break;
+            }
+            ready += len;
+        }
+        if to.write_all(&held[..ready]).await.is_err() {
             return;
         }
+        held.drain(..ready);
     }
 }

@@ -19,47 +19,67 @@ fn worker(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The `worker queues --json` row of `queue`.
+fn row(queue: &str) -> serde_json::Value {
+    let (code, out, err) = worker(&["queues", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rows.into_iter().find(|r| r["queue"] == queue).unwrap_or_else(|| panic!("no row for {queue}: {out}"))
+}
+
 #[tokio::test]
-async fn enqueue_by_json_and_list_queues() {
+async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     let raw = raw_connection().await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", 15672)).is_ok(),
         "the broker's management API does not answer on 127.0.0.1:15672 (unacked counts come from it); \
          `bash deploy/rabbitmq.sh` enables the plugin"
     );
+    let _cleanup = Cleanup::queues(&[Task::QUEUE]);
+    delete_queues(&raw, &[Task::QUEUE]).await; // what earlier tests of the run left
     let text = unique("from-json");
     let (code, out, err) = worker(&["enqueue", "Task", "--json", &format!(r#"{{"message":"{text}"}}"#)]);
     assert_eq!(code, Some(0), "{err}");
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 24, "prints the job id: {out}");
-
-    // Take the jobs of task_queue and hold them unacked: ours is among them.
+    let client = jobs_core::Client::new(amqp_config());
+    for n in 0..2 {
+        client.enqueue(&Task { message: format!("more {n}") }).await.unwrap();
+    }
     let channel = raw.open_channel(None).await.unwrap();
+    for n in 0..2 {
+        let body = jobs_core::plumbing::encode(&Task { message: format!("dead {n}") }).unwrap();
+        let props = jobs_core::plumbing::job_properties("Task", &jobs_core::JobId::new(), 1);
+        let args = jobs_test::amqprs::channel::BasicPublishArguments::new("", &format!("{}.dead", Task::QUEUE));
+        channel.basic_publish(props, body, args).await.unwrap();
+    }
+    wait_until("three ready, two dead, nothing held", Duration::from_secs(20), || async {
+        let row = row(Task::QUEUE);
+        (row["ready"].as_u64(), row["dead"].as_u64(), row["consumers"].as_u64(), row["unacked"].as_u64())
+            == (Some(3), Some(2), Some(0), Some(0))
+    })
+    .await;
+
+    // Take the three and hold them unacked; ours is among them.
     let args = BasicConsumeArguments::new(Task::QUEUE, "admin-test").manual_ack(true).finish();
     let (_, mut rx) = channel.basic_consume_rx(args).await.unwrap();
     let mut held = Vec::new();
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+    while held.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         let (props, body) = (message.basic_properties.unwrap(), message.content.unwrap());
         held.push(message.deliver.unwrap().delivery_tag());
         if jobs_core::plumbing::decode::<Task>(&body).unwrap().message == text {
             assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
             assert_eq!(props.message_type().map(String::as_str), Some("Task"));
-            break;
         }
     }
-
     // The management API counts them as unacked (its statistics refresh every few seconds).
-    let unacked_seen = || async {
-        let (code, out, _) = worker(&["queues", "--json"]);
-        assert_eq!(code, Some(0));
-        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let row = rows.iter().find(|r| r["queue"] == Task::QUEUE).cloned().unwrap();
-        row["unacked"].as_u64() == Some(held.len() as u64)
-            && row["consumers"].as_u64() == Some(1)
-            && row["dead"].is_u64()
-    };
-    wait_until("`worker queues` to show the held jobs as unacked", Duration::from_secs(20), unacked_seen).await;
+    wait_until("`worker queues` to show the three held as unacked", Duration::from_secs(20), || async {
+        let row = row(Task::QUEUE);
+        (row["ready"].as_u64(), row["unacked"].as_u64(), row["consumers"].as_u64(), row["dead"].as_u64())
+            == (Some(0), Some(3), Some(1), Some(2))
+    })
+    .await;
     let (code, table, _) = worker(&["queues"]);
     assert_eq!(code, Some(0));
     assert!(table.lines().next().unwrap().contains("unacked") && table.contains(Task::QUEUE), "{table}");

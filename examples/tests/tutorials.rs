@@ -83,6 +83,12 @@ async fn topics_deliver_by_pattern() {
     kern.wait_line(&format!(" [x] kern.info:{text}"), T).await;
     critical.wait_line(&format!(" [x] kern.critical:{text}"), T).await;
     critical.wait_line(&format!(" [x] app.critical:{text}"), T).await;
+    // A later message both patterns match: once it is in, anything wrongly
+    // routed before it would be in too (one publisher at a time, in order).
+    let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_topic"), &["kern.critical", "sentinel"]);
+    assert!(ok, "{out}");
+    kern.wait_line(" [x] kern.critical:sentinel", T).await;
+    critical.wait_line(" [x] kern.critical:sentinel", T).await;
     assert!(!kern.has(&format!("app.critical:{text}")));
     assert!(!critical.has(&format!("kern.info:{text}")));
     let (ok, out) = run(env!("CARGO_BIN_EXE_emit_log_topic"), &["app.info", &text]);

@@ -10,6 +10,7 @@
 //! - `cleanup`: [`Cleanup`], deleting a test's queues and exchanges on every path;
 //! - `wait`: [`wait_until`], a bounded wait on an event;
 //! - `http`: [`http_get`], plain HTTP on loopback;
+//! - `cluster`: [`TestCluster`], three nodes of a test's own, joined;
 //! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
 //! - `user`: [`TestUser`], a user with permissions of a test's own;
 //! - `relay`: [`Relay`], a TCP relay that can silence the connections it carries;
@@ -19,6 +20,7 @@
 
 mod broker;
 mod cleanup;
+mod cluster;
 mod http;
 mod node;
 mod process;
@@ -29,6 +31,7 @@ mod worker;
 
 pub use broker::*;
 pub use cleanup::Cleanup;
+pub use cluster::TestCluster;
 pub use http::http_get;
 pub use node::{spare_port, TestNode};
 pub use process::{run, Process};

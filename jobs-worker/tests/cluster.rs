@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,50 +27,14 @@ impl Perform for Counted {
     }
 }
 
-struct Cluster {
-    dir: String,
-    prefix: String,
-}
-
-impl Cluster {
-    fn script(&self, args: &[&str]) -> String {
-        let out = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/cluster.sh"))
-            .args(args)
-            .env("CLUSTER_PREFIX", &self.prefix)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn ctl(&self, node: u32, args: &[&str]) {
-        let name = format!("{}{node}@localhost", self.prefix);
-        let out = Command::new("rabbitmqctl").arg("-n").arg(&name).args(args).output().unwrap();
-        assert!(out.status.success(), "rabbitmqctl {args:?} on {name}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.script(&["stop", &self.dir]);
-    }
-}
-
 fn runs() -> HashMap<u32, u32> {
     RUNS.lock().unwrap().clone().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_jobs_survive_nodes_stopping_with_none_lost() {
-    let base = 15000 + (std::process::id() % 20000) as u16;
-    let cluster = Cluster {
-        dir: format!("/tmp/jobs-cluster-{}", std::process::id()),
-        prefix: format!("jobs-t{}-", std::process::id()),
-    };
-    let urls: Vec<String> =
-        cluster.script(&["start", &cluster.dir, &base.to_string()]).lines().map(str::to_owned).collect();
-    assert_eq!(urls.len(), 3);
+    let cluster = TestCluster::start();
+    let urls = cluster.urls.clone();
     let mut amqp = config_for(&urls[0]);
     amqp.fallback_urls = urls[1..].iter().map(|u| BrokerUrl::parse(u).unwrap()).collect();
     amqp.queue_type = QueueType::Quorum;
@@ -110,7 +73,7 @@ async fn quorum_jobs_survive_nodes_stopping_with_none_lost() {
     cluster.ctl(3, &["stop_app"]); // a node the workers are not connected to
     enqueue_until(2000).await;
     cluster.ctl(3, &["start_app"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.wait_running(1, 3); // rejoined
     cluster.ctl(1, &["stop_app"]); // the node everyone is connected to
     enqueue_until(total).await;
 

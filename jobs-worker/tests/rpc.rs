@@ -15,6 +15,9 @@ struct Square {
     sleep_ms: u64,
 }
 
+/// The calls the worker answered, in order.
+static ANSWERED: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Answer {
     n: i64,
@@ -26,6 +29,7 @@ impl Respond for Square {
 
     async fn respond(self, _ctx: JobContext) -> Result<Answer, JobError> {
         tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        ANSWERED.lock().unwrap().push(self.n);
         if self.n < 0 {
             return Err(JobError::msg(format!("{} is negative", self.n)));
         }
@@ -66,8 +70,8 @@ async fn calls_answer_in_parallel_fail_with_the_workers_error_and_drop_late_answ
 
     let err = client.call_with(&Square { n: 7, sleep_ms: 1500 }, Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, Error::CallTimeout { .. }), "{err:?}");
-    // Its answer arrives after the caller gave up: dropped; the client goes on.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its answer comes after the caller gave up: dropped; the client goes on.
+    wait_until("the late answer", Duration::from_secs(10), || async { ANSWERED.lock().unwrap().contains(&7) }).await;
     assert_eq!(client.call(&Square { n: 9, sleep_ms: 0 }).await.unwrap(), Answer { n: 9, square: 81 });
     running.stop().await.unwrap();
 }

@@ -11,13 +11,24 @@ use jobs_core::plumbing::{header_str, header_u64, headers};
 use jobs_core::{Client, EnqueueOptions};
 use jobs_test::*;
 
-#[tokio::test]
-async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run() {
-    let queue = unique("crash-loop");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_classic_queues_a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run() {
+    crash_loop("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_quorum_queues_a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run() {
+    crash_loop("quorum").await;
+}
+
+async fn crash_loop(queue_type: &str) {
+    let queue = unique(&format!("crash-loop-{queue_type}"));
     let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
-    let client = Client::new(amqp_config());
+    let mut amqp = amqp_config();
+    amqp.queue_type = if queue_type == "quorum" { jobs_core::QueueType::Quorum } else { jobs_core::QueueType::Classic };
+    let client = Client::new(amqp);
     let on = || EnqueueOptions::new().queue(&queue);
     let crash_id = client.enqueue_with(&Abort { note: "boom".into() }, on()).await.unwrap();
     for n in 0..5 {
@@ -49,6 +60,7 @@ async fn a_job_that_aborts_its_worker_is_dead_after_max_crashes_and_others_run()
             ])
             .env("JOBS__AMQP__URL", amqp_url())
             .env("JOBS__AMQP__MAX_CRASHES", "2")
+            .env("JOBS__AMQP__QUEUE_TYPE", queue_type)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -167,9 +167,10 @@ pub struct AmqpConfig {
     /// (`amqp.max_message_size`, default 128 MiB, RabbitMQ's own default
     /// limit); a larger job is [`Error::TooLarge`] at once, not sent.
     pub max_message_size: usize,
-    /// How many times a job may kill its worker (come back unacked) before it
-    /// is dead-lettered (`amqp.max_crashes`, default 3). On quorum queues this is
-    /// the queue's `x-delivery-limit`.
+    /// How many times a job may come back unacked (its worker died, or lost
+    /// the broker while it ran) before it is dead-lettered (`amqp.max_crashes`,
+    /// default 3). Counted by the worker on both queue types; quorum queues get
+    /// a `x-delivery-limit` of 100 as a backstop (so this must be below 100).
     pub max_crashes: u32,
 }
 
@@ -241,7 +242,7 @@ impl AmqpConfig {
 
     /// The topology these settings ask for.
     pub fn topology(&self) -> Topology {
-        Topology::new(self.queue_type, self.max_crashes)
+        Topology::new(self.queue_type, DELIVERY_LIMIT)
     }
 
     /// Checks values that serde cannot.
@@ -252,9 +253,21 @@ impl AmqpConfig {
         if self.confirm_timeout.is_zero() {
             return Err(Error::Config { key: "amqp.confirm_timeout".into(), message: "must be more than 0".into() });
         }
+        if self.max_crashes >= DELIVERY_LIMIT {
+            let message = format!("must be below {DELIVERY_LIMIT}, the quorum queues' delivery limit");
+            return Err(Error::Config { key: "amqp.max_crashes".into(), message });
+        }
         Ok(())
     }
 }
+
+/// The `x-delivery-limit` of quorum job queues: a backstop well above
+/// `amqp.max_crashes` (which must be below it). The worker counts returns
+/// itself (`x-crashes`), on both queue types, and puts a returned job back as
+/// a new message, so the broker's own count stays low; it only acts when a job
+/// keeps coming back without a worker getting as far as counting it. A
+/// constant, so that changing `amqp.max_crashes` needs no queue migration.
+pub const DELIVERY_LIMIT: u32 = 100;
 
 /// TLS settings (`[amqp.tls]`), used for `amqps://` URLs.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -5,10 +5,11 @@
 //!
 //! The rules:
 //! - a body over `worker.max_message_size` is dead (`bad_message`), unread;
-//! - on a queue, a delivery that came back unacked (its worker died) is put at
-//!   the end of its queue with its crash count raised, and is dead (`crashed`)
-//!   once it came back more than `amqp.max_crashes` times (classic queues;
-//!   quorum queues count deliveries themselves);
+//! - on a queue, a delivery that came back unacked (its worker died, or lost
+//!   the broker while holding it) is put at the end of its queue with its
+//!   crash count raised, and is dead (`crashed`) once it came back more than
+//!   `amqp.max_crashes` times (on classic and quorum queues alike; see
+//!   `docs/delivery-guarantees.md` for what counts);
 //! - a job that succeeded is acked; a call gets its answer first;
 //! - a failed attempt is retried after its backoff (or the delay the job
 //!   asked for) while attempts are left, else dead; `fatal` is dead at once;
@@ -63,8 +64,6 @@ pub(crate) enum Home {
 pub(crate) struct Limits {
     pub(crate) max_message_size: usize,
     pub(crate) max_crashes: u32,
-    /// Count returns of unacked jobs in `x-crashes` (classic queues).
-    pub(crate) count_crashes: bool,
 }
 
 /// What to do with a delivery.
@@ -105,7 +104,7 @@ pub(crate) fn screen(meta: &Meta<'_>, home: Home, limits: &Limits) -> Option<Set
             format!("body of {} bytes is over worker.max_message_size ({} bytes)", meta.size, limits.max_message_size);
         return Some(failed(None, FailureKind::BadMessage, Action::Dead { kind: FailureKind::BadMessage, reason }));
     }
-    if meta.redelivered && limits.count_crashes && home == Home::Queue {
+    if meta.redelivered && home == Home::Queue {
         let crashes = meta.crashes + 1;
         if crashes > u64::from(limits.max_crashes) {
             let reason = format!(
@@ -281,7 +280,7 @@ mod tests {
 
     #[test]
     fn screening_oversize_and_crash_returns() {
-        let limits = Limits { max_message_size: 100, max_crashes: 3, count_crashes: true };
+        let limits = Limits { max_message_size: 100, max_crashes: 3 };
         assert_eq!(screen(&meta(1), Home::Queue, &limits), None, "a fresh delivery runs");
 
         let big = Meta { size: 101, ..meta(1) };
@@ -298,7 +297,5 @@ mod tests {
         assert_eq!(dead.failure, Some(FailureKind::Crashed));
 
         assert_eq!(screen(&returned(5), Home::Subscription, &limits), None, "own queues count no crashes");
-        let quorum = Limits { count_crashes: false, ..limits };
-        assert_eq!(screen(&returned(5), Home::Queue, &quorum), None, "quorum queues count deliveries themselves");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
-use jobs_core::{report, AmqpConfig, Client, QueueType, Route};
+use jobs_core::{report, AmqpConfig, Client, Route};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -255,11 +255,7 @@ impl Worker {
             topology,
             unknown: self.unknown.clone(),
         };
-        let limits = Limits {
-            max_message_size: self.config.max_message_size,
-            max_crashes: self.amqp.max_crashes,
-            count_crashes: self.amqp.queue_type == QueueType::Classic,
-        };
+        let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =
             Arc::new(Shared { dispatcher: self.dispatcher.clone(), settler, limits, health: self.health.clone() });
         Ok((connection, consumers, shared))

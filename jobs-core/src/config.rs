@@ -267,7 +267,7 @@ impl AmqpConfig {
 /// a new message, so the broker's own count stays low; it only acts when a job
 /// keeps coming back without a worker getting as far as counting it. A
 /// constant, so that changing `amqp.max_crashes` needs no queue migration.
-pub const DELIVERY_LIMIT: u32 = 100;
+pub(crate) const DELIVERY_LIMIT: u32 = 100;
 
 /// TLS settings (`[amqp.tls]`), used for `amqps://` URLs.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::QueueDeleteArguments;
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::topology::{queue_counts, Topology};
+use jobs_core::plumbing::topology::queue_counts;
 use jobs_core::plumbing::Publisher;
 use jobs_core::QueueType;
 use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
@@ -166,7 +166,8 @@ impl Table {
 async fn declare(connection: &Connection, queue: &str, kind: QueueType) {
     delete(connection, queue).await;
     let publisher = Publisher::open(connection, Duration::from_secs(30)).await.expect("channel");
-    Topology::new(kind, 3).declare_job_queue(&publisher, queue).await.expect("declare");
+    let amqp = AmqpConfig { queue_type: kind, ..AmqpConfig::default() };
+    amqp.topology().declare_job_queue(&publisher, queue).await.expect("declare");
     publisher.close().await;
 }
 

@@ -93,3 +93,41 @@ async fn dead_jobs_are_listed_retried_and_purged() {
         .await;
     admin.close().await;
 }
+
+/// A job the broker dead-lettered itself (a quorum queue's delivery limit)
+/// carries none of the worker's headers: `dead list` shows the broker's reason.
+#[tokio::test]
+async fn a_job_the_broker_dead_lettered_shows_the_brokers_reason() {
+    let queue = unique("delivery-limit");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let mut amqp = amqp_config();
+    amqp.queue_type = jobs_core::QueueType::Quorum;
+    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
+    amqp.topology().declare_job_queue(&declarer, &queue).await.unwrap();
+    let channel = raw.open_channel(None).await.unwrap();
+    let body = jobs_core::plumbing::encode(&Task { message: "returned".into() }).unwrap();
+    let id = JobId::new();
+    channel.basic_publish(job_properties("Task", &id, 1), body, BasicPublishArguments::new("", &queue)).await.unwrap();
+    // Handed out and returned unacked over and over, past the queue's delivery limit (100).
+    let dead = format!("{queue}.dead");
+    let mut returns = 0;
+    while try_counts(&raw, &dead).await.map(|c| c.0) != Some(1) {
+        assert!(returns < 200, "still not dead-lettered after {returns} returns");
+        let get = jobs_test::amqprs::channel::BasicGetArguments::new(&queue);
+        if let Some((get_ok, _, _)) = channel.basic_get(get).await.unwrap() {
+            let reject = jobs_test::amqprs::channel::BasicRejectArguments::new(get_ok.delivery_tag(), true);
+            channel.basic_reject(reject).await.unwrap();
+            returns += 1;
+        }
+    }
+    assert!(returns > 100, "returned {returns} times");
+    let out = worker(&["dead", "list", &queue, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["error_kind"], "delivery_limit");
+    let error = listed["error"].as_str().unwrap();
+    assert!(error.contains("dead-lettered by RabbitMQ") && error.contains("x-delivery-limit"), "{error}");
+}

@@ -42,7 +42,8 @@ async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
     let raw = raw_connection().await;
     let connection = jobs_core::plumbing::connect(&amqp_config(), "linker-test").await.unwrap();
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
-    amqp_config().topology().declare_job_queue(&publisher, queue).await.unwrap();
+    let declarer = jobs_core::plumbing::topology::Declarer::open(&connection).await.unwrap();
+    amqp_config().topology().declare_job_queue(&declarer, queue).await.unwrap();
 
     for (worker, n) in [("worker-explicit", 1), ("worker-linked", 2)] {
         let running = Process::start(worker, bin.join(worker).to_str().unwrap(), &["--id", worker]);

@@ -16,6 +16,7 @@ use crate::connection::{close_connection, connect_watched_with_retry, Connection
 use crate::destination::{Declare, Destination};
 use crate::error::Cause;
 use crate::testing::{self, EnqueuedJob, Recorder};
+use crate::topology::Declarer;
 use crate::{codec, AmqpConfig, Error, Job, JobId, Respond};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
@@ -116,8 +117,9 @@ struct Session {
     replies: tokio::sync::OnceCell<Arc<Replies>>,
     /// What this connection has declared, read without waiting on the hot path.
     declared: std::sync::RwLock<Declared>,
-    /// Held while declaring.
-    declaring: tokio::sync::Mutex<()>,
+    /// The channel declarations go on (opened when first needed, again after
+    /// a refusal closed it); held while declaring.
+    declaring: tokio::sync::Mutex<Option<Declarer>>,
 }
 
 #[derive(Default)]
@@ -563,31 +565,41 @@ impl Session {
         if self.declared().ready(declare) {
             return Ok(());
         }
-        let _declaring = self.declaring.lock().await;
+        let mut declaring = self.declaring.lock().await;
+        let declarer = match declaring.take().filter(Declarer::is_open) {
+            Some(declarer) => declarer,
+            None => Declarer::open(&self.connection).await?,
+        };
+        let on = &declarer;
         let topology = config.topology();
-        match declare {
-            Declare::Exchange { name, kind } => {
-                if !self.declared().exchanges.contains(*name) {
-                    topology.declare_exchange(&self.publisher, name, *kind).await?;
-                    self.declared_mut().exchanges.insert((*name).to_owned());
+        let declared = async {
+            match declare {
+                Declare::Exchange { name, kind } => {
+                    if !self.declared().exchanges.contains(*name) {
+                        topology.declare_exchange(on, name, *kind).await?;
+                        self.declared_mut().exchanges.insert((*name).to_owned());
+                    }
+                }
+                Declare::Queue { queue, delayed } => {
+                    if !self.declared().queues.contains(queue) {
+                        topology.declare_job_queue(on, queue).await?;
+                        self.declared_mut().queues.insert(queue.clone());
+                    }
+                    if *delayed && !self.declared().delays {
+                        topology.declare_delays(on).await?;
+                        self.declared_mut().delays = true;
+                    }
+                    if *delayed && !self.declared().bound.contains(queue) {
+                        topology.bind_delayed(on, queue).await?;
+                        self.declared_mut().bound.insert(queue.clone());
+                    }
                 }
             }
-            Declare::Queue { queue, delayed } => {
-                if !self.declared().queues.contains(queue) {
-                    topology.declare_job_queue(&self.publisher, queue).await?;
-                    self.declared_mut().queues.insert(queue.clone());
-                }
-                if *delayed && !self.declared().delays {
-                    topology.declare_delays(&self.publisher).await?;
-                    self.declared_mut().delays = true;
-                }
-                if *delayed && !self.declared().bound.contains(queue) {
-                    topology.bind_delayed(&self.publisher, queue).await?;
-                    self.declared_mut().bound.insert(queue.clone());
-                }
-            }
+            Ok::<(), Error>(())
         }
-        Ok(())
+        .await;
+        *declaring = Some(declarer);
+        declared
     }
 }
 

@@ -65,19 +65,35 @@ pub struct DeadJob {
 impl DeadJob {
     fn of(props: &BasicProperties, body: &[u8]) -> Self {
         let text = |name| header_str(props, name).map(str::to_owned);
+        // Dead-lettered by the broker itself (a quorum queue's delivery limit,
+        // say): no framework headers, but the broker's own say why.
+        let broker = text("x-first-death-reason");
+        let error = text(headers::ERROR).or_else(|| broker.as_deref().map(|reason| broker_words(props, reason)));
         DeadJob {
             id: props.message_id().cloned().unwrap_or_default(),
             job_type: props.message_type().cloned(),
             queue: text(headers::QUEUE),
             attempt: header_u64(props, headers::ATTEMPT),
-            error_kind: text(headers::ERROR_KIND),
-            error: text(headers::ERROR),
+            error_kind: text(headers::ERROR_KIND).or(broker),
+            error,
             first_failed_at: header_u64(props, headers::FIRST_FAILED_AT),
             failed_at: header_u64(props, headers::FAILED_AT),
             worker: text(headers::WORKER),
             payload: rmp_serde::from_slice(body).unwrap_or(serde_json::Value::Null),
             size: body.len(),
         }
+    }
+}
+
+/// What the broker's dead-letter headers say, for a job it dead-lettered.
+fn broker_words(props: &BasicProperties, reason: &str) -> String {
+    let deliveries = header_u64(props, "x-delivery-count");
+    let queue = header_str(props, "x-first-death-queue").unwrap_or("its queue");
+    match (reason, deliveries) {
+        ("delivery_limit", Some(n)) => format!(
+            "dead-lettered by RabbitMQ: delivered {n} times from {queue} without an ack, past its x-delivery-limit"
+        ),
+        (reason, _) => format!("dead-lettered by RabbitMQ from {queue}: {reason}"),
     }
 }
 

@@ -17,7 +17,7 @@ use amqprs::{FieldName, FieldTable, FieldValue};
 use serde::Deserialize;
 
 use crate::codec::set_header;
-use crate::confirm::Publisher;
+use crate::refusal::ChannelWatch;
 use crate::Error;
 
 /// Delay levels: delays up to `2^LEVELS - 1` seconds (about 8.5 years).
@@ -211,7 +211,7 @@ impl Topology {
     /// # Errors
     /// [`Error::InvalidName`]; [`Error::TopologyMismatch`] when a queue of that
     /// name exists with other arguments; [`Error::Amqp`] otherwise.
-    pub async fn declare_job_queue(&self, publisher: &Publisher, queue: &str) -> Result<(), Error> {
+    pub async fn declare_job_queue(&self, on: &Declarer, queue: &str) -> Result<(), Error> {
         validate_queue_name(queue)?;
         let dead = dead_queue(queue);
         let args = if self.queue_type == QueueType::Quorum {
@@ -221,8 +221,8 @@ impl Topology {
         } else {
             self.queue_args(None, None)
         };
-        declare_queue(publisher, queue, args).await?;
-        declare_queue(publisher, &dead, self.queue_args(None, None)).await
+        declare_queue(on, queue, args).await?;
+        declare_queue(on, &dead, self.queue_args(None, None)).await
     }
 
     /// Declares a durable exchange of `kind` and its dead-letter queue
@@ -231,14 +231,13 @@ impl Topology {
     ///
     /// # Errors
     /// As [`Topology::declare_job_queue`].
-    pub async fn declare_exchange(&self, publisher: &Publisher, name: &str, kind: ExchangeKind) -> Result<(), Error> {
+    pub async fn declare_exchange(&self, on: &Declarer, name: &str, kind: ExchangeKind) -> Result<(), Error> {
         validate_queue_name(name)?;
-        publisher
-            .channel()
+        on.channel
             .exchange_declare(ExchangeDeclareArguments::new(name, kind.as_str()).durable(true).finish())
             .await
-            .map_err(|source| declare_error(publisher, name, "exchange.declare", source))?;
-        declare_queue(publisher, &dead_queue(name), self.queue_args(None, None)).await
+            .map_err(|source| on.watch.error("exchange.declare", name, source))?;
+        declare_queue(on, &dead_queue(name), self.queue_args(None, None)).await
     }
 
     /// Binds `queue` to the delivery exchange, so delayed jobs reach it.
@@ -246,13 +245,12 @@ impl Topology {
     ///
     /// # Errors
     /// As [`Topology::declare_job_queue`].
-    pub async fn bind_delayed(&self, publisher: &Publisher, queue: &str) -> Result<(), Error> {
+    pub async fn bind_delayed(&self, on: &Declarer, queue: &str) -> Result<(), Error> {
         let pattern = format!("{}{queue}", "*.".repeat(LEVELS as usize));
-        publisher
-            .channel()
+        on.channel
             .queue_bind(QueueBindArguments::new(queue, &delivery_exchange(self.delay_prefix()), &pattern))
             .await
-            .map_err(|source| declare_error(publisher, queue, "queue.bind", source))
+            .map_err(|source| on.watch.error("queue.bind", queue, source))
     }
 
     /// Declares the delay cascade: `LEVELS` exchanges and queues, the delivery
@@ -260,58 +258,81 @@ impl Topology {
     ///
     /// # Errors
     /// As [`Topology::declare_job_queue`].
-    pub async fn declare_delays(&self, publisher: &Publisher) -> Result<(), Error> {
-        let channel = publisher.channel();
+    pub async fn declare_delays(&self, on: &Declarer) -> Result<(), Error> {
+        let channel = &on.channel;
         let exchange = |name: &str| ExchangeDeclareArguments::new(name, "topic").durable(true).finish();
         let prefix = self.delay_prefix();
         let delivery = delivery_exchange(prefix);
         channel
             .exchange_declare(exchange(&delivery))
             .await
-            .map_err(|source| declare_error(publisher, &delivery, "exchange.declare", source))?;
+            .map_err(|source| on.watch.error("exchange.declare", &delivery, source))?;
         for level in 0..LEVELS {
             let name = delay_level(prefix, level);
             let next = if level == 0 { delivery.clone() } else { delay_level(prefix, level - 1) };
             channel
                 .exchange_declare(exchange(&name))
                 .await
-                .map_err(|source| declare_error(publisher, &name, "exchange.declare", source))?;
+                .map_err(|source| on.watch.error("exchange.declare", &name, source))?;
             let ttl = (1u64 << level) * 1000;
-            declare_queue(publisher, &name, self.queue_args(Some((&next, None)), Some(ttl))).await?;
+            declare_queue(on, &name, self.queue_args(Some((&next, None)), Some(ttl))).await?;
             // Bits above this level are any; this level's bit decides: 1 waits here, 0 goes on down.
             let above = "*.".repeat((LEVELS - 1 - level) as usize);
             channel
                 .queue_bind(QueueBindArguments::new(&name, &name, &format!("{above}1.#")))
                 .await
-                .map_err(|source| declare_error(publisher, &name, "queue.bind", source))?;
+                .map_err(|source| on.watch.error("queue.bind", &name, source))?;
             channel
                 .exchange_bind(ExchangeBindArguments::new(&next, &name, &format!("{above}0.#")))
                 .await
-                .map_err(|source| declare_error(publisher, &name, "exchange.bind", source))?;
+                .map_err(|source| on.watch.error("exchange.bind", &name, source))?;
         }
         Ok(())
     }
 }
 
-async fn declare_queue(publisher: &Publisher, name: &str, args: FieldTable) -> Result<(), Error> {
+async fn declare_queue(on: &Declarer, name: &str, args: FieldTable) -> Result<(), Error> {
     let dead_letters = FieldName::try_from("x-dead-letter-exchange").is_ok_and(|key| args.get(&key).is_some());
     let op = if dead_letters { crate::refusal::DECLARE_DEAD_LETTERING } else { "queue.declare" };
     let mut declare = QueueDeclareArguments::durable_client_named(name);
     declare.arguments(args);
-    publisher
-        .channel()
-        .queue_declare(declare)
-        .await
-        .map(|_| ())
-        .map_err(|source| declare_error(publisher, name, op, source))
+    on.channel.queue_declare(declare).await.map(|_| ()).map_err(|source| on.watch.error(op, name, source))
 }
 
-/// The broker closes the channel on a refused declaration and says why in the
-/// close; amqprs's error only says the channel closed. Use the broker's words.
-fn declare_error(publisher: &Publisher, name: &str, op: &'static str, source: amqprs::error::Error) -> Error {
-    match publisher.closure() {
-        Some(closure) => crate::refusal::channel_error(op, name, &closure),
-        None => Error::amqp(op)(source),
+/// A channel for declarations. The broker closes a channel on a refused
+/// declaration and says why in the close: the declarer keeps that, so the
+/// error names the queue, the argument or the permission. After a refusal it
+/// is closed; open another.
+pub struct Declarer {
+    channel: amqprs::channel::Channel,
+    watch: std::sync::Arc<ChannelWatch>,
+}
+
+impl std::fmt::Debug for Declarer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Declarer").field("channel", &self.channel.channel_id()).finish()
+    }
+}
+
+impl Declarer {
+    /// Opens a channel for declarations on `connection`.
+    ///
+    /// # Errors
+    /// [`Error::Amqp`] when the channel cannot be opened.
+    pub async fn open(connection: &amqprs::connection::Connection) -> Result<Self, Error> {
+        let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
+        let watch = ChannelWatch::on(&channel).await?;
+        Ok(Declarer { channel, watch })
+    }
+
+    /// Whether it can still declare (the broker closes it on a refusal).
+    pub fn is_open(&self) -> bool {
+        self.channel.is_open() && self.watch.closure().is_none()
+    }
+
+    /// Closes the channel.
+    pub async fn close(self) {
+        let _ = self.channel.close().await;
     }
 }
 

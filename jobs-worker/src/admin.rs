@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use jobs_core::plumbing::topology::{dead_queue, queue_counts};
+use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
 use jobs_core::plumbing::{close_connection, connect, job_properties, Management, Outgoing, Publisher};
 use jobs_core::{DeadFilter, DeadLetters, JobId, Route};
 
@@ -149,7 +149,9 @@ async fn enqueue(
     let connection = connect(&settings.amqp, "jobs-admin").await?;
     let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
     if registration.route() == Route::Queue {
-        settings.amqp.topology().declare_job_queue(&publisher, registration.queue()).await?;
+        let declarer = Declarer::open(&connection).await?;
+        settings.amqp.topology().declare_job_queue(&declarer, registration.queue()).await?;
+        declarer.close().await;
     }
     let id = JobId::new();
     let properties = job_properties(registration.name(), &id, 1);

@@ -31,10 +31,32 @@ pub enum Error {
         /// The queue whose consumer stopped.
         queue: String,
     },
+    /// Several queues or exchanges cannot be set up, for reasons trying again
+    /// cannot fix: each is named (a switch of `amqp.queue_type` finds every
+    /// queue to migrate at once).
+    #[error("{}", setup_errors(.0))]
+    Setup(Vec<Error>),
     /// The metrics listener could not be set up.
     #[error("cannot serve metrics: {0}")]
     Metrics(String),
     /// Logging could not be set up.
     #[error("cannot set up logging: {0}")]
     Logging(String),
+}
+
+impl Error {
+    /// Whether trying again cannot help (see [`jobs_core::Error::is_permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Core(core) => core.is_permanent(),
+            Error::Setup(_) | Error::UnknownQueue { .. } | Error::Unregistered(_) | Error::NoQueues => true,
+            Error::DuplicateJobName(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn setup_errors(errors: &[Error]) -> String {
+    let each: Vec<String> = errors.iter().map(|e| jobs_core::report(e)).collect();
+    format!("{} queues or exchanges cannot be set up: {}", errors.len(), each.join("; "))
 }

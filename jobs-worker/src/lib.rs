@@ -26,7 +26,7 @@
 //!
 //! Modules: `config` ([`Settings`], [`WorkerConfig`]), `cli` ([`Cli`]),
 //! `logging`, `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
-//! `worker` ([`Worker`]), `consumer`, `delivery`, `dispatch`, `policy` (what
+//! `worker` ([`Worker`]), `session` (one connection's setup and consuming), `consumer`, `delivery`, `dispatch`, `policy` (what
 //! happens to a delivery), `settle` (carrying it out), `shutdown`, `systemd`,
 //! `metrics`, `admin`.
 
@@ -42,6 +42,7 @@ mod jobs;
 mod logging;
 mod metrics;
 mod policy;
+mod session;
 mod settle;
 mod shutdown;
 mod systemd;

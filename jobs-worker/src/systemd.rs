@@ -21,13 +21,22 @@ pub(crate) struct Health {
     pub(crate) done: AtomicU64,
     /// What the broker says about the connection (blocked publishers).
     pub(crate) connection: Arc<ConnectionState>,
+    /// Queues and exchanges not set up yet, with why.
+    pub(crate) pending: std::sync::Mutex<Vec<String>>,
 }
 
 impl Health {
     /// What keeps the worker from working fully while it consumes, if anything.
     pub(crate) fn degraded(&self) -> Option<String> {
-        let blocked = self.connection.blocked()?;
-        Some(format!("RabbitMQ is blocking publishers ({blocked}): retries and dead letters wait"))
+        let mut troubles = Vec::new();
+        if let Some(blocked) = self.connection.blocked() {
+            troubles.push(format!("RabbitMQ is blocking publishers ({blocked}): retries and dead letters wait"));
+        }
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            troubles.push(format!("not set up yet: {}", pending.join(", ")));
+        }
+        (!troubles.is_empty()).then(|| troubles.join("; "))
     }
 }
 

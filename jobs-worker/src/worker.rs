@@ -9,15 +9,14 @@ use std::time::Duration;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
 use jobs_core::{report, AmqpConfig, Client, Route};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::consumer::{Consumer, Shared};
+use crate::consumer::Shared;
 use crate::dispatch::Dispatcher;
 use crate::policy::Limits;
+use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
 use crate::{Error, Jobs, Subscription, WorkerBuilder, WorkerConfig};
@@ -47,14 +46,6 @@ pub struct Worker {
     id: Arc<str>,
     health: Arc<Health>,
     unknown: Arc<Throttle>,
-}
-
-/// How a connection's session ended.
-enum SessionEnd {
-    /// The stop future resolved.
-    Stopped,
-    /// The connection or a consumer went away.
-    Lost(Error),
 }
 
 impl Worker {
@@ -177,17 +168,18 @@ impl Worker {
         tokio::pin!(stop);
         let mut ever_connected = false;
         let mut pause = Duration::from_millis(100);
+        let units = self.units();
         let result = loop {
             let deadline = Instant::now() + self.amqp.reconnect_timeout;
             let connected = tokio::select! {
                 _ = &mut stop => break Ok(()),
-                connected = self.open_session(deadline) => connected,
+                connected = self.connect(deadline) => connected,
             };
-            let (connection, consumers, shared) = match connected {
+            let (connection, shared) = match connected {
                 Ok(session) => session,
                 Err(err) if stops(&err, ever_connected) => break Err(err),
                 Err(err) => {
-                    warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
+                    warn!(error = %report(&err), retry_in = ?pause, "cannot reach RabbitMQ; retrying");
                     tokio::select! {
                         _ = &mut stop => break Ok(()),
                         _ = tokio::time::sleep(pause) => {}
@@ -196,22 +188,29 @@ impl Worker {
                     continue;
                 }
             };
-            if !ever_connected {
-                if let Some(notifier) = notifier {
-                    notifier.notify("READY=1");
+            let setup = Setup {
+                connection: &connection,
+                topology: self.amqp.topology(),
+                units: &units,
+                concurrency: self.config.concurrency,
+                worker: &self.id,
+                health: &self.health,
+            };
+            let started = Instant::now();
+            let ready = || {
+                if !ever_connected {
+                    if let Some(notifier) = notifier {
+                        notifier.notify("READY=1");
+                    }
                 }
-            }
-            ever_connected = true;
-            self.health.consuming.store(true, Ordering::Relaxed);
-            ::metrics::gauge!("broker_connected").set(1.0);
-            pause = Duration::from_millis(100);
-            let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
-            info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
-            let end = self.serve(&connection, consumers, shared, tasks, &mut stop).await;
-            self.health.consuming.store(false, Ordering::Relaxed);
+                ::metrics::gauge!("broker_connected").set(1.0);
+                let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
+                info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
+            };
+            let end = setup.run(shared, tasks, &mut stop, ready).await;
             ::metrics::gauge!("broker_connected").set(0.0);
             match end {
-                SessionEnd::Stopped => {
+                Ok(SessionEnd::Stopped) => {
                     if let Some(notifier) = notifier {
                         notifier.notify("STOPPING=1");
                     }
@@ -219,74 +218,66 @@ impl Worker {
                     close_connection(connection).await;
                     break Ok(());
                 }
-                SessionEnd::Lost(err) => {
+                Ok(SessionEnd::Lost(err)) => {
+                    ever_connected = true;
                     warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
                     close_connection(connection).await;
                 }
+                Err(err) if stops(&err, ever_connected) => {
+                    close_connection(connection).await;
+                    break Err(err);
+                }
+                Err(err) => {
+                    warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
+                    close_connection(connection).await;
+                }
+            }
+            // A session that did not last took jobs it could not settle: pause
+            // longer before the next, so that broker trouble does not turn into
+            // a loop of taking and dropping jobs (each return counts as a crash).
+            if started.elapsed() >= Duration::from_secs(10) {
+                pause = Duration::from_millis(100);
+            } else {
+                tokio::select! {
+                    _ = &mut stop => break Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
             }
         };
         info!(worker.id = &*self.id, "worker stopped");
         result
     }
 
-    /// Connects, declares the topology and starts a consumer per queue.
-    async fn open_session(&self, deadline: Instant) -> Result<(Connection, Vec<Consumer>, Arc<Shared>), Error> {
+    /// What each session sets up: the delay cascade, the queues, the subscriptions.
+    fn units(&self) -> Vec<Unit> {
+        let queues = self.queues.iter().cloned().map(Unit::Queue);
+        let subscriptions = self.subscriptions.iter().cloned().map(Unit::Subscription);
+        std::iter::once(Unit::Delays).chain(queues).chain(subscriptions).collect()
+    }
+
+    /// Connects and opens the channel that settles deliveries.
+    async fn connect(&self, deadline: Instant) -> Result<(Connection, Arc<Shared>), Error> {
         let state = self.health.connection.clone();
         let connection = connect_watched_with_retry(&self.amqp, &self.id, state.clone(), deadline).await?;
-        let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?.watching(state);
-        let topology = self.amqp.topology();
-        topology.declare_delays(&publisher).await?;
-        for queue in &self.queues {
-            topology.declare_job_queue(&publisher, queue).await?;
-            topology.bind_delayed(&publisher, queue).await?;
-        }
-        let mut consumers = Vec::with_capacity(self.queues.len() + self.subscriptions.len());
-        for queue in &self.queues {
-            consumers.push(Consumer::start(&connection, queue, self.config.concurrency, &self.id).await?);
-        }
-        for subscription in &self.subscriptions {
-            topology.declare_exchange(&publisher, &subscription.exchange, subscription.kind).await?;
-            consumers.push(Consumer::subscribe(&connection, subscription, self.config.concurrency, &self.id).await?);
-        }
+        let publisher = match Publisher::open(&connection, self.amqp.confirm_timeout).await {
+            Ok(publisher) => publisher.watching(state),
+            Err(err) => {
+                close_connection(connection).await;
+                return Err(err.into());
+            }
+        };
         let settler = Settler {
             publisher,
             worker: self.id.clone(),
             host: jobs_core::plumbing::hostname(),
-            topology,
+            topology: self.amqp.topology(),
             unknown: self.unknown.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =
             Arc::new(Shared { dispatcher: self.dispatcher.clone(), settler, limits, health: self.health.clone() });
-        Ok((connection, consumers, shared))
-    }
-
-    /// Consumes until `stop` resolves or a consumer ends.
-    async fn serve(
-        &self,
-        connection: &Connection,
-        consumers: Vec<Consumer>,
-        shared: Arc<Shared>,
-        tasks: &TaskTracker,
-        stop: &mut (impl Future<Output = ()> + Unpin),
-    ) -> SessionEnd {
-        let halt = CancellationToken::new();
-        let mut loops = JoinSet::new();
-        for consumer in consumers {
-            loops.spawn(consumer.run(halt.clone(), tasks.clone(), shared.clone()));
-        }
-        let end = tokio::select! {
-            _ = stop => SessionEnd::Stopped,
-            _ = connection.listen_network_io_failure() => SessionEnd::Lost(Error::ConnectionLost { queue: "(network failure)".into() }),
-            Some(ended) = loops.join_next() => match ended {
-                Ok(Err(err)) => SessionEnd::Lost(err),
-                Ok(Ok(())) => SessionEnd::Lost(Error::ConnectionLost { queue: "(consumer ended)".into() }),
-                Err(join) => SessionEnd::Lost(Error::ConnectionLost { queue: format!("consumer task failed: {join}") }),
-            },
-        };
-        halt.cancel();
-        while loops.join_next().await.is_some() {}
-        end
+        Ok((connection, shared))
     }
 
     /// Waits up to the grace period for running jobs.
@@ -332,6 +323,7 @@ fn served(dispatcher: &Dispatcher) -> String {
 fn stops(err: &Error, ever_connected: bool) -> bool {
     match err {
         Error::Core(jobs_core::Error::TopologyMismatch { .. } | jobs_core::Error::InvalidName { .. }) => true,
+        Error::Setup(errors) => errors.iter().any(|e| stops(e, ever_connected)),
         Error::Core(core) => core.is_permanent() && !ever_connected,
         _ => false,
     }

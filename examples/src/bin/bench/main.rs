@@ -15,8 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::QueueDeleteArguments;
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::topology::queue_counts;
-use jobs_core::plumbing::Publisher;
+use jobs_core::plumbing::topology::{queue_counts, Declarer};
 use jobs_core::QueueType;
 use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_worker::{Worker, WorkerConfig};
@@ -165,10 +164,10 @@ impl Table {
 /// (the same topology code), so both sides of a row use the same queues.
 async fn declare(connection: &Connection, queue: &str, kind: QueueType) {
     delete(connection, queue).await;
-    let publisher = Publisher::open(connection, Duration::from_secs(30)).await.expect("channel");
+    let declarer = Declarer::open(connection).await.expect("channel");
     let amqp = AmqpConfig { queue_type: kind, ..AmqpConfig::default() };
-    amqp.topology().declare_job_queue(&publisher, queue).await.expect("declare");
-    publisher.close().await;
+    amqp.topology().declare_job_queue(&declarer, queue).await.expect("declare");
+    declarer.close().await;
 }
 
 async fn delete(connection: &Connection, queue: &str) {

@@ -1,0 +1,262 @@
+//! One connection's work: set up what the worker consumes, consume it, and
+//! keep setting up what could not be set up yet.
+//!
+//! Everything is declared before anything is consumed, so a setup that fails
+//! half-way has taken no job (a job taken and then dropped with the connection
+//! would come back counted as a crash). What cannot be set up now (a queue
+//! whose node is down) does not hold up the rest: the worker consumes what it
+//! can, says what it cannot (log, `/healthz`, systemd `STATUS=`), and tries
+//! the rest again in the background with capped backoff. A consumer that ends
+//! while its connection lives (its queue went away with a node) is set up
+//! again the same way.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::topology::{Declarer, Topology};
+use jobs_core::report;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::consumer::{Consumer, Shared};
+use crate::systemd::Health;
+use crate::{Error, Subscription};
+
+/// One thing a session sets up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// The delay cascade, which retries and delayed jobs go through; job
+    /// queues are consumed only once it is there.
+    Delays,
+    /// A job queue and `<queue>.dead`, bound to the cascade, then consumed.
+    Queue(String),
+    /// An exchange and `<exchange>.dead`, then a queue of this worker's own bound to it.
+    Subscription(Subscription),
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unit::Delays => f.write_str("the delay queues"),
+            Unit::Queue(queue) => write!(f, "queue `{queue}`"),
+            Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
+        }
+    }
+}
+
+/// How a session ended.
+pub(crate) enum SessionEnd {
+    /// The stop future resolved.
+    Stopped,
+    /// The connection went away.
+    Lost(Error),
+}
+
+/// What a session needs of its worker.
+pub(crate) struct Setup<'a> {
+    pub(crate) connection: &'a Connection,
+    pub(crate) topology: Topology,
+    pub(crate) units: &'a [Unit],
+    pub(crate) concurrency: u16,
+    pub(crate) worker: &'a str,
+    pub(crate) health: &'a Health,
+}
+
+/// Units set up, and those still to set up with why not.
+struct Progress {
+    declared: Vec<Unit>,
+    pending: Vec<(Unit, String)>,
+}
+
+impl Setup<'_> {
+    /// Declares every unit, before any is consumed. Units that cannot be set
+    /// up now are returned as pending, with why.
+    ///
+    /// # Errors
+    /// What trying again cannot fix (a queue that exists with other
+    /// arguments, a missing permission), every such unit named.
+    async fn declare_all(&self, units: &[Unit]) -> Result<Progress, Error> {
+        let mut declarer: Option<Declarer> = None;
+        let mut progress = Progress { declared: Vec::new(), pending: Vec::new() };
+        let mut refused = Vec::new();
+        for unit in units {
+            match self.declare(&mut declarer, unit).await {
+                Ok(()) => progress.declared.push(unit.clone()),
+                Err(err) if err.is_permanent() => refused.push(err),
+                Err(err) => progress.pending.push((unit.clone(), report(&err))),
+            }
+        }
+        if let Some(declarer) = declarer {
+            declarer.close().await;
+        }
+        match refused.len() {
+            0 => Ok(progress),
+            1 => Err(refused.remove(0)),
+            _ => Err(Error::Setup(refused)),
+        }
+    }
+
+    /// Declares one unit, on `declarer` (a new one when it is closed).
+    async fn declare(&self, declarer: &mut Option<Declarer>, unit: &Unit) -> Result<(), Error> {
+        let on = match declarer.take().filter(Declarer::is_open) {
+            Some(on) => declarer.insert(on),
+            None => declarer.insert(Declarer::open(self.connection).await?),
+        };
+        match unit {
+            Unit::Delays => self.topology.declare_delays(on).await?,
+            Unit::Queue(queue) => {
+                self.topology.declare_job_queue(on, queue).await?;
+                self.topology.bind_delayed(on, queue).await?;
+            }
+            Unit::Subscription(s) => self.topology.declare_exchange(on, &s.exchange, s.kind).await?,
+        }
+        Ok(())
+    }
+
+    /// Starts consuming a declared unit (the cascade has nothing to consume).
+    async fn consume(&self, unit: &Unit) -> Result<Option<Consumer>, Error> {
+        match unit {
+            Unit::Delays => Ok(None),
+            Unit::Queue(queue) => {
+                Consumer::start(self.connection, queue, self.concurrency, self.worker).await.map(Some)
+            }
+            Unit::Subscription(s) => {
+                Consumer::subscribe(self.connection, s, self.concurrency, self.worker).await.map(Some)
+            }
+        }
+    }
+
+    fn show_pending(&self, pending: &[(Unit, String)]) {
+        let names = pending.iter().map(|(unit, why)| format!("{unit} ({why})")).collect();
+        *self.health.pending.lock().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// Sets up, then serves until `stop` or until the connection goes.
+    ///
+    /// # Errors
+    /// What trying again cannot fix; the connection is the caller's to close.
+    pub(crate) async fn run(
+        &self,
+        shared: Arc<Shared>,
+        tasks: &TaskTracker,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+        ready: impl FnOnce(),
+    ) -> Result<SessionEnd, Error> {
+        let Progress { declared, mut pending } = self.declare_all(self.units).await?;
+        let halt = CancellationToken::new();
+        let mut loops: JoinSet<(Unit, Result<(), Error>)> = JoinSet::new();
+        let delays_ready = !pending.iter().any(|(unit, _)| *unit == Unit::Delays);
+        for unit in declared {
+            if matches!(unit, Unit::Queue(_)) && !delays_ready {
+                pending.push((unit, "waiting for the delay queues".into()));
+                continue;
+            }
+            match self.consume(&unit).await {
+                Ok(Some(consumer)) => {
+                    loops.spawn(run_consumer(unit, consumer, halt.clone(), tasks.clone(), shared.clone()));
+                }
+                Ok(None) => {}
+                Err(err) if err.is_permanent() => return Err(err),
+                Err(err) => pending.push((unit, report(&err))),
+            }
+        }
+        for (unit, why) in &pending {
+            warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");
+        }
+        self.show_pending(&pending);
+        self.health.consuming.store(true, Ordering::Relaxed);
+        ready();
+        let mut pause = Duration::from_secs(1);
+        let mut next_try = Instant::now() + pause;
+        let end = loop {
+            tokio::select! {
+                _ = &mut *stop => break SessionEnd::Stopped,
+                _ = self.connection.listen_network_io_failure() => {
+                    break SessionEnd::Lost(Error::ConnectionLost { queue: "(network failure)".into() });
+                }
+                Some(ended) = loops.join_next() => {
+                    let (unit, result) = match ended {
+                        Ok(ended) => ended,
+                        Err(join) => break SessionEnd::Lost(Error::ConnectionLost { queue: format!("consumer task failed: {join}") }),
+                    };
+                    if !self.connection.is_open() {
+                        let err = result.err().unwrap_or(Error::ConnectionLost { queue: unit.to_string() });
+                        break SessionEnd::Lost(err);
+                    }
+                    let why = result.err().map(|e| report(&e)).unwrap_or_else(|| "its consumer ended".into());
+                    warn!(%unit, reason = why, "stopped consuming {unit}; setting it up again in the background");
+                    pending.push((unit, why));
+                    self.show_pending(&pending);
+                    pause = Duration::from_secs(1);
+                    next_try = Instant::now() + pause;
+                }
+                _ = tokio::time::sleep_until(next_try), if !pending.is_empty() => {
+                    pending = self.try_again(pending, &mut loops, &halt, tasks, &shared).await?;
+                    self.show_pending(&pending);
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    next_try = Instant::now() + pause;
+                }
+            }
+        };
+        self.health.consuming.store(false, Ordering::Relaxed);
+        self.show_pending(&[]);
+        halt.cancel();
+        while loops.join_next().await.is_some() {}
+        Ok(end)
+    }
+
+    /// Tries the pending units again: declared and consumed, they leave the list.
+    async fn try_again(
+        &self,
+        pending: Vec<(Unit, String)>,
+        loops: &mut JoinSet<(Unit, Result<(), Error>)>,
+        halt: &CancellationToken,
+        tasks: &TaskTracker,
+        shared: &Arc<Shared>,
+    ) -> Result<Vec<(Unit, String)>, Error> {
+        let (mut units, _): (Vec<Unit>, Vec<String>) = pending.into_iter().unzip();
+        // The cascade first: queues wait for it.
+        units.sort_by_key(|unit| *unit != Unit::Delays);
+        let Progress { declared, mut pending } = self.declare_all(&units).await?;
+        let delays_ready = !pending.iter().any(|(unit, _)| *unit == Unit::Delays);
+        for unit in declared {
+            if matches!(unit, Unit::Queue(_)) && !delays_ready {
+                pending.push((unit, "waiting for the delay queues".into()));
+                continue;
+            }
+            match self.consume(&unit).await {
+                Ok(consumer) => {
+                    info!(%unit, "{unit} set up; consuming it");
+                    if let Some(consumer) = consumer {
+                        loops.spawn(run_consumer(unit, consumer, halt.clone(), tasks.clone(), shared.clone()));
+                    }
+                }
+                Err(err) if err.is_permanent() => return Err(err),
+                Err(err) => pending.push((unit, report(&err))),
+            }
+        }
+        Ok(pending)
+    }
+}
+
+async fn run_consumer(
+    unit: Unit,
+    consumer: Consumer,
+    halt: CancellationToken,
+    tasks: TaskTracker,
+    shared: Arc<Shared>,
+) -> (Unit, Result<(), Error>) {
+    let result = consumer.run(halt.clone(), tasks, shared).await;
+    // A consumer that ends by itself, not by the halt, is an error to handle.
+    let result = match result {
+        Ok(()) if !halt.is_cancelled() => Err(Error::ConnectionLost { queue: unit.to_string() }),
+        other => other,
+    };
+    (unit, result)
+}

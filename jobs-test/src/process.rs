@@ -54,6 +54,18 @@ impl Process {
         self.out.lock().expect("lines").iter().filter(|l| l.contains(needle)).count()
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Whether the process is still running, without reaping it: the state
+    /// `/proc` shows for its pid (Linux).
+    pub fn is_running_now(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .is_ok_and(|stat| !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+    }
+
     pub fn signal(&self, signal: i32) {
         let status =
             Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill(1)");

@@ -1,0 +1,177 @@
+//! Losing a cluster node stops no worker and kills no job that never ran.
+//! Three nodes, quorum queues, the tutorials' worker (a queue job type and a
+//! broadcast type linked in); three workers connected to node 2 with nodes 1
+//! and 3 as fallbacks; an app enqueuing 4,000 jobs to node 1. Node 2 stops
+//! and comes back, then node 3: every confirmed job runs, none is dead, no
+//! worker exits. Then the same while a worker is killed -9 twice.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use examples::Task;
+use jobs_core::{AmqpConfig, BrokerUrl, Client, QueueType};
+use jobs_test::*;
+
+const JOBS: usize = 4000;
+
+fn worker(n: usize, urls: &[String]) -> Process {
+    let fallbacks = format!("{},{}", urls[0], urls[2]);
+    let env = [
+        ("JOBS__AMQP__URL", urls[1].as_str()),
+        ("JOBS__AMQP__FALLBACK_URLS", fallbacks.as_str()),
+        ("JOBS__AMQP__QUEUE_TYPE", "quorum"),
+        ("JOBS__AMQP__HEARTBEAT", "5"),
+        ("RUST_LOG", "warn"),
+    ];
+    Process::start_with(&format!("w{n}"), env!("CARGO_BIN_EXE_worker"), &["--id", &format!("w{n}"), "-n", "4"], &env)
+}
+
+/// Runs of each job, by its message, over all workers' output.
+fn runs(workers: &[Process], round: &str) -> HashMap<String, usize> {
+    let mut runs = HashMap::new();
+    let marker = format!("] Done '{round}-");
+    for worker in workers {
+        for line in worker.lines() {
+            if let Some(at) = line.find(&marker) {
+                let job = line[at + 8..].trim_end_matches('\'').to_owned();
+                *runs.entry(job).or_default() += 1;
+            }
+        }
+    }
+    runs
+}
+
+/// Enqueues `JOBS` jobs to node 1 over about 20 s while `events` happen at their times.
+async fn round(name: &str, urls: &[String], cluster: &TestCluster, workers: &mut Vec<Process>, kills: bool) {
+    let mut amqp = AmqpConfig::with_url(&urls[0]).unwrap();
+    amqp.fallback_urls = urls[1..].iter().map(|u| BrokerUrl::parse(u).unwrap()).collect();
+    amqp.queue_type = QueueType::Quorum;
+    amqp.reconnect_timeout = Duration::from_secs(90);
+    let client = Client::new(amqp);
+    let started = Instant::now();
+    let mut step = 0;
+    let mut confirmed = 0;
+    // The outage schedule: node 2 (the workers' node) stops at 3 s and
+    // returns at 8 s; node 3 stops at 11 s and returns at 16 s.
+    let events: [(u64, &dyn Fn()); 4] = [
+        (3, &|| cluster.ctl(2, &["stop_app"]).truncate(0)),
+        (8, &|| {
+            cluster.ctl(2, &["start_app"]);
+            cluster.wait_running(1, 3);
+        }),
+        (11, &|| cluster.ctl(3, &["stop_app"]).truncate(0)),
+        (16, &|| {
+            cluster.ctl(3, &["start_app"]);
+            cluster.wait_running(1, 3);
+        }),
+    ];
+    for n in 0..JOBS {
+        let at = started.elapsed();
+        if step < events.len() && at >= Duration::from_secs(events[step].0) {
+            (events[step].1)();
+            if kills && step < 2 {
+                // A worker killed -9, and started again (as systemd would).
+                let victim = step;
+                workers[victim].signal(9);
+                workers[victim].wait_exit(Duration::from_secs(10)).await;
+                workers.push(worker(workers.len(), urls));
+            }
+            step += 1;
+        }
+        client.enqueue(&Task { message: format!("{name}-{n}") }).await.expect("every enqueue is confirmed");
+        confirmed += 1;
+        let due = Duration::from_millis(5 * n as u64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    assert_eq!(confirmed, JOBS);
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_losses_stop_no_worker_and_kill_no_job() {
+    let cluster = TestCluster::start();
+    let urls = cluster.urls.clone();
+    let mut workers: Vec<Process> = (0..3).map(|n| worker(n, &urls)).collect();
+    let raw = raw_connection_to(&urls[0]).await;
+    wait_for_consumers(&raw, "task_queue", 3).await;
+
+    for (name, kills) in [("outage", false), ("outage-and-kills", true)] {
+        round(name, &urls, &cluster, &mut workers, kills).await;
+        wait_until(&format!("{name}: every job to run"), Duration::from_secs(180), || async {
+            runs(&workers, name).len() == JOBS
+        })
+        .await;
+        let runs = runs(&workers, name);
+        let duplicates: usize = runs.values().map(|n| n - 1).sum();
+        println!("{name}: {JOBS} jobs confirmed, every one ran; {duplicates} ran more than once");
+        let killed = if kills { 2 } else { 0 };
+        let running = workers.iter_mut().map(Process::is_running).filter(|running| *running).count();
+        assert_eq!(running, workers.len() - killed, "{name}: no worker exited by itself");
+        for queue in ["task_queue.dead", "logs.dead", "chaos.dead", "hello.dead", "rpc_queue.dead"] {
+            assert_eq!(counts(&raw, queue).await.0, 0, "{name}: nothing in {queue}");
+        }
+        let reconnected = workers.iter().filter(|w| w.has("lost the broker")).count();
+        println!("{name}: {reconnected} workers reconnected");
+    }
+    // In quorum mode every durable queue is a quorum queue: the broadcast's
+    // dead queue and the delay cascade too (only the workers' own
+    // subscription queues are exclusive), so none is lost with its node.
+    let listed = cluster.ctl(1, &["list_queues", "name", "type", "exclusive", "--formatter", "json"]);
+    let queues: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    for queue in &queues {
+        if queue["exclusive"] != true {
+            assert_eq!(queue["type"], "quorum", "{queue}");
+        }
+    }
+    assert!(queues.iter().any(|q| q["name"] == "logs.dead"), "{listed}");
+    for worker in workers.into_iter().filter_map(|mut w| w.is_running().then_some(w)) {
+        worker.stop().await;
+    }
+
+    a_worker_started_while_a_node_is_down_consumes_and_reports_what_it_cannot_set_up(&cluster).await;
+}
+
+/// A classic queue lives on one node. A worker started while that node is
+/// down (its URL that node, its fallbacks the others) consumes the rest
+/// within seconds, reports the queue it cannot set up yet, and sets it up
+/// once the node is back.
+async fn a_worker_started_while_a_node_is_down_consumes_and_reports_what_it_cannot_set_up(cluster: &TestCluster) {
+    let urls = &cluster.urls;
+    let node2 = raw_connection_to(&urls[1]).await;
+    let channel = node2.open_channel(None).await.unwrap();
+    for name in ["legacy", "legacy.dead"] {
+        let declare = jobs_test::amqprs::channel::QueueDeclareArguments::durable_client_named(name);
+        channel.queue_declare(declare).await.unwrap(); // classic, its home node 2
+    }
+    drop(node2);
+    cluster.ctl(2, &["stop_app"]);
+
+    let port = spare_port();
+    let fallbacks = format!("{},{}", urls[0], urls[2]);
+    let metrics = format!("127.0.0.1:{port}");
+    let env = [
+        ("JOBS__AMQP__URL", urls[1].as_str()),
+        ("JOBS__AMQP__FALLBACK_URLS", fallbacks.as_str()),
+        ("JOBS__AMQP__QUEUE_TYPE", "classic"),
+        ("RUST_LOG", "info"),
+    ];
+    let args = ["--queues", "legacy,fresh", "--extra-queues", "legacy,fresh", "--metrics-addr", &metrics];
+    let started = Instant::now();
+    let worker = Process::start_with("classic", env!("CARGO_BIN_EXE_worker"), &args, &env);
+    let node1 = raw_connection_to(&urls[0]).await;
+    wait_for_consumers(&node1, "fresh", 1).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "consuming after {:?}", started.elapsed());
+    worker.wait_line("cannot set up queue `legacy` yet", Duration::from_secs(10)).await;
+    let (code, body) = http_get(port, "/healthz");
+    assert_eq!(code, 200, "it works, partly: {body}");
+    assert!(body.starts_with("degraded: not set up yet: queue `legacy` (") && body.contains("is down"), "{body}");
+
+    cluster.ctl(2, &["start_app"]);
+    worker.wait_line("queue `legacy` set up; consuming it", Duration::from_secs(60)).await;
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_owned()));
+    assert!(worker.is_running_now(), "it never exited");
+    worker.stop().await;
+}

@@ -111,6 +111,33 @@ async fn a_queue_that_exists_with_other_arguments_is_one_clear_error() {
     assert!(text.contains(&queue) && text.contains("x-queue-type"), "{text}");
 }
 
+/// A vhost switched from classic to quorum queues: the worker names every
+/// queue to migrate in one error, not one per start.
+#[tokio::test]
+async fn switching_to_quorum_names_every_queue_to_migrate() {
+    let (a, b) = (unique("migrate-a"), unique("migrate-b"));
+    let _cleanup = Cleanup::queues(&[&a, &b]);
+    let raw = raw_connection().await;
+    let channel = raw.open_channel(None).await.unwrap();
+    for name in [&a, &b] {
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(name)).await.unwrap();
+        // classic
+    }
+    let mut amqp = amqp_config();
+    amqp.queue_type = QueueType::Quorum;
+    let config = WorkerConfig { queues: vec![a.clone(), b.clone()], ..WorkerConfig::default() };
+    let worker =
+        jobs_worker::Worker::builder().linked_jobs().queue(&a).queue(&b).amqp(amqp).config(config).build().unwrap();
+    let err =
+        tokio::time::timeout(Duration::from_secs(20), worker.run(std::future::pending())).await.expect("fails fast");
+    let text = err.unwrap_err().to_string();
+    assert!(text.starts_with("2 queues or exchanges cannot be set up"), "{text}");
+    assert!(
+        text.contains(&format!("`{a}`")) && text.contains(&format!("`{b}`")) && text.contains("x-queue-type"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn an_oversized_message_is_dead_lettered_unread() {
     let queue = unique("oversize");

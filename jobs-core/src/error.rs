@@ -114,7 +114,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A queue or exchange exists with other settings than the config asks for.
-    #[error("`{name}` exists on the broker with other settings: {detail}; delete it or change the config")]
+    #[error("`{name}` exists on the broker with other settings: {detail}; delete it or change the config (docs/deployment.md: switching between classic and quorum queues)")]
     TopologyMismatch {
         /// The queue or exchange.
         name: String,

@@ -29,6 +29,7 @@ echo "tests: on vhost $VHOST (deleted at the end)"
 if [ $# -gt 0 ]; then
   cargo test --locked "$@"
 else
-  cargo test --workspace --all-targets --locked
+  # Every test binary runs, whatever fails first: one run reports every failure.
+  cargo test --workspace --all-targets --locked --no-fail-fast
   cargo test --workspace --doc --locked
 fi

@@ -163,6 +163,11 @@ pub struct AmqpConfig {
     /// Queue type of job, dead and delay queues (`amqp.queue_type`: `classic`
     /// (default) or `quorum`). Client and workers must agree.
     pub queue_type: QueueType,
+    /// How long the stream of worker heartbeats keeps them (`amqp.events_max_age`,
+    /// default `7d`): the history the dashboard can show. Workers and
+    /// dashboards of a vhost must agree (it is an argument of the stream).
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
     /// The largest message body an enqueue sends, in bytes
     /// (`amqp.max_message_size`, default 128 MiB, RabbitMQ's own default
     /// limit); a larger job is [`Error::TooLarge`] at once, not sent.
@@ -188,6 +193,7 @@ impl Default for AmqpConfig {
             tls: TlsConfig::default(),
             queue_type: QueueType::Classic,
             max_message_size: 128 << 20,
+            events_max_age: Duration::from_secs(7 * 86400),
             max_crashes: 3,
         }
     }
@@ -242,7 +248,7 @@ impl AmqpConfig {
 
     /// The topology these settings ask for.
     pub fn topology(&self) -> Topology {
-        Topology::new(self.queue_type, DELIVERY_LIMIT)
+        Topology::new(self.queue_type, DELIVERY_LIMIT).with_events_max_age(self.events_max_age)
     }
 
     /// Checks values that serde cannot.

@@ -439,7 +439,7 @@ mod tests {
         let write = closed(403, "ACCESS_REFUSED - access to exchange 'amq.default' in vhost 'v' refused for user 'u'");
         assert!(matches!(
             closed_error(JobId::from("a"), "", 10, &write),
-            Error::AccessRefused { permission: "write", .. }
+            Error::AccessRefused { permission: "`write`", .. }
         ));
         assert!(matches!(closed_error(JobId::from("b"), "logs", 10, &write), Error::Closed { .. }));
         let lost = ClosedBy { reason: "channel closed".into(), closure: None };

@@ -111,6 +111,7 @@
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`], [`TlsConfig`], layered loading ([`load_config`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
+//! - [`events`]: worker heartbeats on the stream `jobs.events`, for the dashboard;
 //! - `management`: the broker's management HTTP API (unacked counts);
 //! - `refusal`: what the broker refuses and why, as errors that say what to do;
 //! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
@@ -129,6 +130,7 @@ mod connection;
 mod dead;
 mod destination;
 mod error;
+pub mod events;
 mod failure;
 mod job;
 mod management;

@@ -158,13 +158,34 @@ pub async fn queue_counts(connection: &amqprs::connection::Connection, queue: &s
 pub struct Topology {
     queue_type: QueueType,
     delivery_limit: u32,
+    events_max_age: Duration,
 }
 
 impl Topology {
     /// Queues of `queue_type`; on quorum queues a message delivered more than
     /// `delivery_limit` times (returned by crashed workers) is dead-lettered.
     pub fn new(queue_type: QueueType, delivery_limit: u32) -> Self {
-        Topology { queue_type, delivery_limit }
+        Topology { queue_type, delivery_limit, events_max_age: Duration::from_secs(7 * 86400) }
+    }
+
+    /// How long the heartbeat stream keeps beats (`amqp.events_max_age`).
+    #[must_use]
+    pub fn with_events_max_age(mut self, max_age: Duration) -> Self {
+        self.events_max_age = max_age;
+        self
+    }
+
+    /// Declares the stream of worker heartbeats, [`EVENTS_STREAM`](crate::events::EVENTS_STREAM):
+    /// beats older than `amqp.events_max_age` are dropped by the broker.
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn declare_events(&self, on: &Declarer) -> Result<(), Error> {
+        let mut args = FieldTable::new();
+        set_header(&mut args, "x-queue-type", FieldValue::from("stream"));
+        let max_age = crate::events::max_age_argument(self.events_max_age);
+        set_header(&mut args, "x-max-age", FieldValue::from(max_age.as_str()));
+        declare_queue(on, crate::events::EVENTS_STREAM, args).await
     }
 
     /// The queue type.

@@ -64,6 +64,11 @@ pub struct WorkerConfig {
     /// Larger message bodies go to `<queue>.dead` unread (`worker.max_message_size`,
     /// bytes, default 16 MiB).
     pub max_message_size: usize,
+    /// How often the worker sends a heartbeat to the stream `jobs.events`, for
+    /// the dashboard (`worker.heartbeat_interval`, default `5s`; `0s` turns
+    /// heartbeats off).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// The broker's `consumer_timeout` (`worker.consumer_timeout`, default `30m`, as
     /// RabbitMQ's): the worker warns at start about job timeouts not below it.
     #[serde(with = "humantime_serde")]
@@ -82,6 +87,7 @@ impl Default for WorkerConfig {
             metrics_addr: None,
             max_message_size: 16 << 20,
             consumer_timeout: Duration::from_secs(30 * 60),
+            heartbeat_interval: Duration::from_secs(5),
         }
     }
 }

@@ -183,7 +183,8 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
     let settlement = match policy::screen(&meta, home, &shared.limits) {
         Some(settlement) => settlement,
         None => {
-            let outcome = shared.dispatcher.run(&meta, &body, &queue, &shared.settler.worker).await;
+            let outcome =
+                shared.dispatcher.run(&meta, &body, &queue, &shared.settler.worker, &shared.settler.activity).await;
             policy::decide(outcome, &meta, home)
         }
     };

@@ -15,6 +15,7 @@ use jobs_core::plumbing::{Registration, CONTENT_TYPE};
 use jobs_core::{ExchangeKind, FailureKind, JobContext, JobId, Retry, Route};
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::activity::Activity;
 use crate::delivery::Meta;
 use crate::policy::{Outcome, Schedule};
 use crate::{Error, Subscription};
@@ -94,7 +95,14 @@ impl Dispatcher {
     }
 
     /// Decodes and runs one delivery.
-    pub(crate) async fn run(&self, meta: &Meta<'_>, body: &[u8], queue: &Arc<str>, worker: &Arc<str>) -> Outcome {
+    pub(crate) async fn run(
+        &self,
+        meta: &Meta<'_>,
+        body: &[u8],
+        queue: &Arc<str>,
+        worker: &Arc<str>,
+        activity: &Activity,
+    ) -> Outcome {
         if let Some(content_type) = meta.content_type {
             if content_type != CONTENT_TYPE {
                 return reject(
@@ -118,7 +126,8 @@ impl Dispatcher {
                 schedule: Schedule::DEFAULT,
             };
         };
-        let ctx = JobContext::new(JobId::from(id), registration.name(), queue.clone(), meta.attempt, worker.clone())
+        let job_id = JobId::from(id);
+        let ctx = JobContext::new(job_id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
             .with_enqueued_at(meta.enqueued_at);
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
@@ -132,16 +141,13 @@ impl Dispatcher {
         let running = CatchUnwind(future.instrument(span.clone()));
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
-        metrics::counter!("jobs_started_total", "job" => job).increment(1);
-        let in_flight = metrics::gauge!("jobs_running");
-        in_flight.increment(1.0);
+        let noted = activity.started(job, &job_id, queue, meta.attempt);
         let result = tokio::time::timeout(registration.timeout(), running).await;
-        in_flight.decrement(1.0);
-        metrics::histogram!("job_duration_seconds", "job" => job).record(started.elapsed().as_secs_f64());
+        activity.ended(job, started.elapsed(), matches!(result, Ok(Ok(Ok(_)))));
+        drop(noted);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (kind, error, retry) = match result {
             Ok(Ok(Ok(reply))) => {
-                metrics::counter!("jobs_succeeded_total", "job" => job).increment(1);
                 debug!(parent: &span, elapsed_ms, "job done");
                 return Outcome::Done { reply };
             }

@@ -30,6 +30,7 @@
 //! happens to a delivery), `settle` (carrying it out), `shutdown`, `systemd`,
 //! `metrics`, `admin`.
 
+mod activity;
 mod admin;
 mod builder;
 mod cli;
@@ -38,6 +39,7 @@ mod consumer;
 mod delivery;
 mod dispatch;
 mod error;
+mod heartbeat;
 mod jobs;
 mod logging;
 mod metrics;

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::consumer::{Consumer, Shared};
+use crate::heartbeat::Current;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
 
@@ -38,6 +39,8 @@ pub(crate) enum Unit {
     Queue(String),
     /// An exchange and `<exchange>.dead`, then a queue of this worker's own bound to it.
     Subscription(Subscription),
+    /// The stream heartbeats go to.
+    Events,
 }
 
 impl std::fmt::Display for Unit {
@@ -46,6 +49,7 @@ impl std::fmt::Display for Unit {
             Unit::Delays => f.write_str("the delay queues"),
             Unit::Queue(queue) => write!(f, "queue `{queue}`"),
             Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
+            Unit::Events => write!(f, "the stream `{}`", jobs_core::events::EVENTS_STREAM),
         }
     }
 }
@@ -66,6 +70,7 @@ pub(crate) struct Setup<'a> {
     pub(crate) concurrency: u16,
     pub(crate) worker: &'a str,
     pub(crate) health: &'a Health,
+    pub(crate) current: &'a Current,
 }
 
 /// Units set up, and those still to set up with why not.
@@ -115,6 +120,7 @@ impl Setup<'_> {
                 self.topology.bind_delayed(on, queue).await?;
             }
             Unit::Subscription(s) => self.topology.declare_exchange(on, &s.exchange, s.kind).await?,
+            Unit::Events => self.topology.declare_events(on).await?,
         }
         Ok(())
     }
@@ -122,7 +128,7 @@ impl Setup<'_> {
     /// Starts consuming a declared unit (the cascade has nothing to consume).
     async fn consume(&self, unit: &Unit) -> Result<Option<Consumer>, Error> {
         match unit {
-            Unit::Delays => Ok(None),
+            Unit::Delays | Unit::Events => Ok(None),
             Unit::Queue(queue) => {
                 Consumer::start(self.connection, queue, self.concurrency, self.worker).await.map(Some)
             }
@@ -171,6 +177,7 @@ impl Setup<'_> {
         }
         self.show_pending(&pending);
         self.health.consuming.store(true, Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
         ready();
         let mut pause = Duration::from_secs(1);
         let mut next_try = Instant::now() + pause;
@@ -205,6 +212,7 @@ impl Setup<'_> {
             }
         };
         self.health.consuming.store(false, Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.show_pending(&[]);
         halt.cancel();
         while loops.join_next().await.is_some() {}

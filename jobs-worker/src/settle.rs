@@ -15,6 +15,7 @@ use jobs_core::FailureKind;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::activity::Activity;
 use crate::delivery::Delivery;
 use crate::policy::{Action, Reply, Settlement};
 
@@ -34,6 +35,8 @@ pub(crate) struct Settler {
     pub(crate) topology: Topology,
     /// Job types this worker does not know, and when each was last warned about.
     pub(crate) unknown: Arc<Throttle>,
+    /// Where failures, retries and dead letters are counted.
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl Settler {
@@ -45,13 +48,13 @@ impl Settler {
             }
         }
         if let Some(kind) = settlement.failure {
-            metrics::counter!("jobs_failed_total", "job" => d.name().to_owned(), "kind" => kind.as_str()).increment(1);
+            self.activity.failed(d.name(), kind);
         }
         match settlement.action {
             Action::Ack => self.ack(d.channel, d.tag).await,
             Action::Retry { kind, error, attempt, delay } => {
                 if self.retry(d, kind, &error, attempt, delay).await {
-                    metrics::counter!("jobs_retried_total", "job" => d.name().to_owned()).increment(1);
+                    self.activity.retried(d.name());
                     let failed = attempt - 1;
                     if kind == FailureKind::UnknownType {
                         if self.unknown.first_in_a_minute(d.name()) {
@@ -65,8 +68,7 @@ impl Settler {
             }
             Action::Dead { kind, reason } => {
                 if self.dead_letter(d, kind, &reason).await {
-                    metrics::counter!("jobs_dead_total", "job" => d.name().to_owned(), "kind" => kind.as_str())
-                        .increment(1);
+                    self.activity.dead(d.name(), kind);
                     warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), %kind, reason, "dead-lettered");
                 }
             }

@@ -13,8 +13,10 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::activity::Activity;
 use crate::consumer::Shared;
 use crate::dispatch::Dispatcher;
+use crate::heartbeat::{self, Beats, Current};
 use crate::policy::Limits;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
@@ -46,6 +48,11 @@ pub struct Worker {
     id: Arc<str>,
     health: Arc<Health>,
     unknown: Arc<Throttle>,
+    activity: Arc<Activity>,
+    /// Heartbeats, unless `worker.heartbeat_interval` is 0.
+    beats: Option<Arc<Beats>>,
+    /// The session consuming now: where heartbeats go.
+    current: Current,
 }
 
 impl Worker {
@@ -98,6 +105,19 @@ impl Worker {
             .id
             .clone()
             .unwrap_or_else(|| format!("{}:{}:{}", jobs_core::plumbing::hostname(), std::process::id(), n));
+        let heartbeats = !config.heartbeat_interval.is_zero();
+        let activity = Arc::new(Activity::new(dispatcher.types().iter().map(|r| r.name()), heartbeats));
+        let beats = heartbeats.then(|| {
+            Arc::new(Beats {
+                worker: id.clone(),
+                queues: queues.clone(),
+                exchanges: subscriptions.iter().map(|s| s.exchange.clone()).collect(),
+                concurrency: config.concurrency,
+                interval: config.heartbeat_interval,
+                activity: activity.clone(),
+                started_at: std::time::SystemTime::now(),
+            })
+        });
         Ok(Worker {
             amqp,
             config,
@@ -107,6 +127,9 @@ impl Worker {
             id: id.into(),
             health: Arc::default(),
             unknown: Arc::default(),
+            activity,
+            beats,
+            current: Current::default(),
         })
     }
 
@@ -152,8 +175,9 @@ impl Worker {
             Some(addr) => Some(crate::metrics::serve(addr, self.health.clone()).await?),
             None => None,
         };
+        let beating = self.beats.clone().map(|beats| tokio::spawn(heartbeat::run(beats, self.current.clone())));
         let result = self.serve_until(stop, &tasks, notifier.as_deref()).await;
-        for task in [watchdog, metrics].into_iter().flatten() {
+        for task in [watchdog, metrics, beating].into_iter().flatten() {
             task.abort();
         }
         result
@@ -195,6 +219,7 @@ impl Worker {
                 concurrency: self.config.concurrency,
                 worker: &self.id,
                 health: &self.health,
+                current: &self.current,
             };
             let started = Instant::now();
             let ready = || {
@@ -207,7 +232,7 @@ impl Worker {
                 let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
                 info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
             };
-            let end = setup.run(shared, tasks, &mut stop, ready).await;
+            let end = setup.run(shared.clone(), tasks, &mut stop, ready).await;
             ::metrics::gauge!("broker_connected").set(0.0);
             match end {
                 Ok(SessionEnd::Stopped) => {
@@ -215,6 +240,11 @@ impl Worker {
                         notifier.notify("STOPPING=1");
                     }
                     self.drain(tasks).await;
+                    if let Some(beats) = &self.beats {
+                        // The last beat: the worker stops; the dashboard need not wait for it.
+                        let beat = beats.make(true);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), beats.send(&shared, &beat)).await;
+                    }
                     close_connection(connection).await;
                     break Ok(());
                 }
@@ -253,7 +283,8 @@ impl Worker {
     fn units(&self) -> Vec<Unit> {
         let queues = self.queues.iter().cloned().map(Unit::Queue);
         let subscriptions = self.subscriptions.iter().cloned().map(Unit::Subscription);
-        std::iter::once(Unit::Delays).chain(queues).chain(subscriptions).collect()
+        let events = self.beats.as_ref().map(|_| Unit::Events);
+        std::iter::once(Unit::Delays).chain(events).chain(queues).chain(subscriptions).collect()
     }
 
     /// Connects and opens the channel that settles deliveries.
@@ -273,6 +304,7 @@ impl Worker {
             host: jobs_core::plumbing::hostname(),
             topology: self.amqp.topology(),
             unknown: self.unknown.clone(),
+            activity: self.activity.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =

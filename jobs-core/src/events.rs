@@ -1,0 +1,261 @@
+//! Worker heartbeats: what each worker publishes every
+//! `worker.heartbeat_interval` to the RabbitMQ stream `jobs.events`, and what
+//! the dashboard reads back. A stream keeps them (`amqp.events_max_age`, 7
+//! days by default) and reading does not remove them, so a dashboard that
+//! starts reads the window it shows again: its charts survive its restarts
+//! and the broker's. Nothing is published per job: a beat carries the counts
+//! since the one before.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The stream of heartbeats.
+pub const EVENTS_STREAM: &str = "jobs.events";
+
+/// Upper bounds, in seconds, of the job duration buckets a beat counts in
+/// (the last bucket counts the rest): the Prometheus histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0];
+
+/// The bucket of a duration of `seconds`: an index into [`DURATION_BUCKETS`],
+/// or its length for longer ones.
+pub fn duration_bucket(seconds: f64) -> usize {
+    DURATION_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(DURATION_BUCKETS.len())
+}
+
+/// One worker's heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The worker's id (`worker.id`, `host:pid:n` by default).
+    pub worker: String,
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The version of `jobs-worker` it runs.
+    pub version: String,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When this beat was sent, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// The interval between its beats, milliseconds.
+    pub interval_ms: u64,
+    /// The queues it consumes.
+    pub queues: Vec<String>,
+    /// The exchanges it subscribes to.
+    #[serde(default)]
+    pub exchanges: Vec<String>,
+    /// Jobs run at once per queue.
+    pub concurrency: u16,
+    /// Set on its last beat, sent as it stops.
+    pub stopping: bool,
+    /// The jobs running as the beat was sent.
+    pub running: Vec<RunningJob>,
+    /// What happened since the last beat, per job type.
+    pub counts: Vec<TypeCounts>,
+}
+
+/// A job running in a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningJob {
+    /// The job id.
+    pub id: String,
+    /// The job type.
+    pub job_type: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// Which attempt.
+    pub attempt: u32,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// What happened to the jobs of one type between two beats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeCounts {
+    /// The job type.
+    pub job_type: String,
+    /// Attempts started.
+    pub started: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Failed attempts (and messages that could not run), by failure kind.
+    pub failed: BTreeMap<String, u64>,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Attempt durations, counted per [`DURATION_BUCKETS`] bucket (one more for the rest).
+    pub durations: Vec<u64>,
+}
+
+impl TypeCounts {
+    /// Failed attempts of every kind.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// Whether nothing happened.
+    pub fn is_empty(&self) -> bool {
+        self.started == 0 && self.succeeded == 0 && self.failed.is_empty() && self.retried == 0 && self.dead == 0
+    }
+}
+
+impl Heartbeat {
+    /// The beat as a message body (MessagePack with field names).
+    ///
+    /// # Errors
+    /// When serde refuses it (it does not).
+    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
+        rmp_serde::to_vec_named(self)
+            .map_err(|source| crate::Error::Encode { job: "Heartbeat", source: crate::Cause::new(source) })
+    }
+
+    /// A beat from a message body; `None` when it is not one.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        rmp_serde::from_slice(body).ok()
+    }
+
+    /// The interval between the worker's beats.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// Where a reader of the stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first beat sent at or after this time (whole seconds).
+    Time(std::time::SystemTime),
+    /// The beat at this offset of the stream (the one after the last read, on a reconnect).
+    Offset(u64),
+    /// The beats sent from now on.
+    Next,
+}
+
+/// A reader of the stream of heartbeats, on a channel of its own.
+pub struct EventReader {
+    channel: amqprs::channel::Channel,
+    rx: tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
+    /// Delivered and not yet acked (acked together: the acks only give credit).
+    unacked: u32,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader").field("channel", &self.channel.channel_id()).finish()
+    }
+}
+
+impl EventReader {
+    /// Starts reading [`EVENTS_STREAM`] at `start` (it must exist: workers and
+    /// the dashboard declare it with [`Topology::declare_events`](crate::plumbing::topology::Topology::declare_events)).
+    /// Reading removes nothing: every reader sees every beat.
+    ///
+    /// # Errors
+    /// When the channel cannot be opened or the consume is refused.
+    pub async fn open(connection: &amqprs::connection::Connection, start: StartAt) -> Result<Self, crate::Error> {
+        use amqprs::channel::{BasicConsumeArguments, BasicQosArguments};
+        use amqprs::{FieldTable, FieldValue};
+        let channel = connection.open_channel(None).await.map_err(crate::Error::amqp("channel.open"))?;
+        let watch = crate::refusal::ChannelWatch::on(&channel).await?;
+        // A stream is read with a prefetch and acks (the acks only give credit).
+        let qos = BasicQosArguments::new(0, 500, false);
+        channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", EVENTS_STREAM, e))?;
+        let offset = match start {
+            StartAt::Time(at) => FieldValue::T(at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+            StartAt::Offset(offset) => FieldValue::l(i64::try_from(offset).unwrap_or(i64::MAX)),
+            StartAt::Next => FieldValue::from("next"),
+        };
+        let mut arguments = FieldTable::new();
+        crate::codec::set_header(&mut arguments, "x-stream-offset", offset);
+        let mut args = BasicConsumeArguments::new(EVENTS_STREAM, "").manual_ack(true).finish();
+        args.arguments = arguments;
+        let (_, rx) =
+            channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", EVENTS_STREAM, e))?;
+        Ok(EventReader { channel, rx, unacked: 0 })
+    }
+
+    /// The next beat and its offset in the stream; `None` when the channel
+    /// closed. Messages that are not beats are skipped.
+    pub async fn next(&mut self) -> Option<(u64, Heartbeat)> {
+        use amqprs::channel::BasicAckArguments;
+        loop {
+            let message = self.rx.recv().await?;
+            let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content)
+            else {
+                continue;
+            };
+            self.unacked += 1;
+            if self.unacked >= 250 || self.rx.is_empty() {
+                let _ = self.channel.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), true)).await;
+                self.unacked = 0;
+            }
+            let offset = crate::codec::header_u64(&props, "x-stream-offset").unwrap_or(0);
+            if let Some(beat) = Heartbeat::decode(&body) {
+                return Some((offset, beat));
+            }
+        }
+    }
+
+    /// Stops reading.
+    pub async fn close(self) {
+        let _ = self.channel.close().await;
+    }
+}
+
+/// `x-max-age` for a stream: whole seconds, as RabbitMQ writes them (`604800s`).
+pub fn max_age_argument(max_age: Duration) -> String {
+    format!("{}s", max_age.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_fall_in_their_bucket() {
+        assert_eq!(duration_bucket(0.0005), 0);
+        assert_eq!(duration_bucket(0.001), 0);
+        assert_eq!(duration_bucket(0.002), 1);
+        assert_eq!(duration_bucket(2.0), 7);
+        assert_eq!(duration_bucket(4000.0), DURATION_BUCKETS.len());
+    }
+
+    #[test]
+    fn a_beat_survives_the_wire() {
+        let beat = Heartbeat {
+            worker: "h:1:0".into(),
+            host: "h".into(),
+            pid: 1,
+            version: "0.1.0".into(),
+            started_at_ms: 1,
+            sent_at_ms: 2,
+            interval_ms: 5000,
+            queues: vec!["emails".into()],
+            exchanges: vec![],
+            concurrency: 1,
+            stopping: false,
+            running: vec![RunningJob {
+                id: "a".into(),
+                job_type: "EmailJob".into(),
+                queue: "emails".into(),
+                attempt: 1,
+                started_at_ms: 1,
+            }],
+            counts: vec![TypeCounts {
+                job_type: "EmailJob".into(),
+                started: 3,
+                succeeded: 2,
+                failed: [("failed".to_string(), 1)].into(),
+                retried: 1,
+                dead: 0,
+                durations: vec![0; 13],
+            }],
+        };
+        assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat));
+        assert_eq!(Heartbeat::decode(b"\xc1 not a beat"), None);
+        assert_eq!(max_age_argument(Duration::from_secs(7 * 86400)), "604800s");
+    }
+}

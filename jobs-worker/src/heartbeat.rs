@@ -1,0 +1,89 @@
+//! The worker's heartbeat: every `worker.heartbeat_interval` (5 s; `0s` turns
+//! it off) a beat to the stream `jobs.events` with who the worker is, the jobs
+//! it runs now and what its jobs did since the last beat; a last one, marked
+//! `stopping`, as it stops. Published on the connection of the session that
+//! runs (none while it reconnects), apart from the jobs: a beat never holds
+//! one up. A beat lost with its connection loses the counts it carried.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobs_core::events::{Heartbeat, EVENTS_STREAM};
+use jobs_core::plumbing::{job_properties, Outgoing};
+use jobs_core::JobId;
+use tracing::debug;
+
+use crate::activity::Activity;
+use crate::consumer::Shared;
+
+/// The session consuming now, if any: where beats go.
+pub(crate) type Current = Arc<Mutex<Option<Arc<Shared>>>>;
+
+/// What every beat of this worker says about it.
+#[derive(Debug)]
+pub(crate) struct Beats {
+    pub(crate) worker: String,
+    pub(crate) queues: Vec<String>,
+    pub(crate) exchanges: Vec<String>,
+    pub(crate) concurrency: u16,
+    pub(crate) interval: Duration,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) started_at: SystemTime,
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Beats {
+    /// The next beat: the counts since the last one.
+    pub(crate) fn make(&self, stopping: bool) -> Heartbeat {
+        let (running, counts) = self.activity.take();
+        Heartbeat {
+            worker: self.worker.clone(),
+            host: jobs_core::plumbing::hostname(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: millis(self.started_at),
+            sent_at_ms: millis(SystemTime::now()),
+            interval_ms: self.interval.as_millis() as u64,
+            queues: self.queues.clone(),
+            exchanges: self.exchanges.clone(),
+            concurrency: self.concurrency,
+            stopping,
+            running,
+            counts,
+        }
+    }
+
+    /// Publishes `beat` on `shared`'s channel and waits for its confirm.
+    pub(crate) async fn send(&self, shared: &Shared, beat: &Heartbeat) {
+        let body = match beat.encode() {
+            Ok(body) => body,
+            Err(err) => return debug!(error = %err, "heartbeat not encoded"),
+        };
+        let id = JobId::new();
+        let mut properties = job_properties("Heartbeat", &id, 1);
+        properties.with_persistence(false);
+        let message = Outgoing { id, exchange: String::new(), routing_key: EVENTS_STREAM.into(), properties, body };
+        if let Err(err) = shared.settler.publisher.publish(message).await {
+            debug!(error = %jobs_core::report(&err), "heartbeat not sent");
+        }
+    }
+}
+
+/// Sends a beat every interval to the current session, until aborted.
+pub(crate) async fn run(beats: Arc<Beats>, current: Current) {
+    let mut tick = tokio::time::interval(beats.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let shared = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // No session: the counts wait for the next beat that has one.
+        if let Some(shared) = shared {
+            let beat = beats.make(false);
+            beats.send(&shared, &beat).await;
+        }
+    }
+}

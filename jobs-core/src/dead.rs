@@ -56,6 +56,8 @@ pub struct DeadJob {
     pub failed_at: Option<u64>,
     /// The worker that dead-lettered it.
     pub worker: Option<String>,
+    /// The host of that worker.
+    pub host: Option<String>,
     /// The body decoded from MessagePack, or `null` when it does not decode.
     pub payload: serde_json::Value,
     /// The body's size in bytes.
@@ -79,6 +81,7 @@ impl DeadJob {
             first_failed_at: header_u64(props, headers::FIRST_FAILED_AT),
             failed_at: header_u64(props, headers::FAILED_AT),
             worker: text(headers::WORKER),
+            host: text(headers::HOST),
             payload: rmp_serde::from_slice(body).unwrap_or(serde_json::Value::Null),
             size: body.len(),
         }

@@ -75,6 +75,15 @@ impl Management {
         })
     }
 
+    /// Every queue of the URL's vhost, as the API lists them (name, type,
+    /// counts, `message_stats` rates).
+    ///
+    /// # Errors
+    /// As [`Management::get`].
+    pub async fn queues(&self) -> Result<Value, String> {
+        self.get(&format!("/api/queues/{}", encode(&self.vhost))).await
+    }
+
     /// `GET path`: the JSON answer.
     ///
     /// # Errors

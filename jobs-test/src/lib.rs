@@ -32,7 +32,7 @@ mod worker;
 pub use broker::*;
 pub use cleanup::Cleanup;
 pub use cluster::TestCluster;
-pub use http::http_get;
+pub use http::{http_get, http_request, HttpResponse};
 pub use node::{spare_port, TestNode};
 pub use process::{run, Process};
 pub use relay::Relay;

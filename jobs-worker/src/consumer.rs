@@ -105,18 +105,22 @@ impl Consumer {
         Self::consume(channel, &watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
     }
 
-    async fn cancel(&self) {
+    /// Cancels the consumer; notes in `health` a broker that does not answer.
+    async fn cancel(&self, health: &Health) {
         match tokio::time::timeout(BROKER_ANSWER, self.channel.basic_cancel(BasicCancelArguments::new(&self.tag))).await
         {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => {
                 debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)")
             }
-            Err(_) => warn!(
-                queue = &*self.queue,
-                timeout = ?BROKER_ANSWER,
-                "the broker did not answer the consumer's cancel; stopping anyway (what it still delivers is not started and goes back to the queue)"
-            ),
+            Err(_) => {
+                health.silent.store(true, std::sync::atomic::Ordering::Relaxed);
+                warn!(
+                    queue = &*self.queue,
+                    timeout = ?BROKER_ANSWER,
+                    "the broker did not answer the consumer's cancel; stopping anyway (what it still delivers is not started and goes back to the queue)"
+                )
+            }
         }
     }
 
@@ -132,7 +136,7 @@ impl Consumer {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    self.cancel().await;
+                    self.cancel(&shared.health).await;
                     return Ok(());
                 }
                 message = self.rx.recv() => match message {
@@ -156,7 +160,7 @@ impl Consumer {
                                 // Stop taking jobs now; the running one finishes on its own
                                 // (still tracked, so the grace period applies to it).
                                 tokio::spawn(job);
-                                self.cancel().await;
+                                self.cancel(&shared.health).await;
                                 return Ok(());
                             }
                         }

@@ -23,6 +23,9 @@ pub(crate) struct Health {
     pub(crate) connection: Arc<ConnectionState>,
     /// Queues and exchanges not set up yet, with why.
     pub(crate) pending: std::sync::Mutex<Vec<String>>,
+    /// The broker did not answer a consumer's cancel as the worker stopped:
+    /// nothing more is waited for from it.
+    pub(crate) silent: AtomicBool,
 }
 
 impl Health {

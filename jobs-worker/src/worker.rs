@@ -240,10 +240,11 @@ impl Worker {
                         notifier.notify("STOPPING=1");
                     }
                     self.drain(tasks).await;
-                    if let Some(beats) = &self.beats {
-                        // The last beat: the worker stops; the dashboard need not wait for it.
+                    if let Some(beats) = self.beats.as_ref().filter(|_| !self.health.silent.load(Ordering::Relaxed)) {
+                        // The last beat says the worker stopped; a broker that
+                        // did not answer the cancel is not waited for again.
                         let beat = beats.make(true);
-                        let _ = tokio::time::timeout(Duration::from_secs(5), beats.send(&shared, &beat)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), beats.send(&shared, &beat)).await;
                     }
                     close_connection(connection).await;
                     break Ok(());

@@ -1,0 +1,82 @@
+//! JSON for every page, under `/api/...`, for scripts: the same data the
+//! pages show, read from the same state.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::dashboard::{now_ms, Dashboard};
+use crate::pages::{dead_jobs, queue_name, DeadQuery, Params, RangeQuery};
+
+pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
+    let now = now_ms();
+    let history = dashboard.history();
+    let series: Vec<_> = history
+        .series(now.saturating_sub(query.range.millis()), now, 360)
+        .into_iter()
+        .map(|(at_ms, m)| json!({ "at_ms": at_ms, "succeeded": m.succeeded, "failed": m.failed }))
+        .collect();
+    let live = history.workers(now).iter().filter(|w| w.status == crate::history::WorkerStatus::Live).count();
+    let body = json!({
+        "last_hour": history.totals(now.saturating_sub(3_600_000)),
+        "last_day": history.totals(now.saturating_sub(86_400_000)),
+        "live_workers": live,
+        "range": query.range.name(),
+        "series": series,
+        "queues": dashboard.queue_rows(),
+        "broker": dashboard.broker_status(),
+    });
+    Json(body).into_response()
+}
+
+pub(crate) async fn workers(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    Json(dashboard.history().workers(now_ms())).into_response()
+}
+
+pub(crate) async fn types(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
+    Json(dashboard.history().types(now_ms().saturating_sub(query.range.millis()))).into_response()
+}
+
+pub(crate) async fn queues(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    Json(dashboard.queue_rows()).into_response()
+}
+
+pub(crate) async fn dead(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(queue): Path<String>,
+    Params(query): Params<DeadQuery>,
+) -> Response {
+    if let Err(bad) = queue_name(&queue) {
+        return bad.into_response();
+    }
+    let (jobs, capped) = match dead_jobs(&dashboard, &queue, &query).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let per_page = 50;
+    let pages = jobs.len().div_ceil(per_page).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<_> = jobs.iter().skip((page - 1) * per_page).take(per_page).collect();
+    Json(json!({ "queue": queue, "total": jobs.len(), "capped": capped, "page": page, "pages": pages, "jobs": shown }))
+        .into_response()
+}
+
+pub(crate) async fn dead_job(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(bad) = queue_name(&queue) {
+        return bad.into_response();
+    }
+    match dead_jobs(&dashboard, &queue, &DeadQuery::default()).await {
+        Ok((jobs, _)) => match jobs.into_iter().find(|j| j.id == id) {
+            Some(job) => Json(job).into_response(),
+            None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no dead job has that id" }))).into_response(),
+        },
+        Err(refusal) => refusal.into_response(),
+    }
+}

@@ -1,0 +1,307 @@
+//! The dashboard's state and the tasks that feed it: the heartbeat reader
+//! (from `now - window` at start, then from where it left off after a lost
+//! connection), the queue poller (every 2 s), and the connection dead-job
+//! actions go through. Pages only read what these keep.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobs_core::events::{EventReader, StartAt};
+use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
+use jobs_core::plumbing::{close_connection, connect, Management};
+use jobs_core::{report, AmqpConfig, DeadFilter, DeadJob, DeadLetters};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{Auth, WebConfig};
+use crate::history::History;
+
+/// One job queue, as the poller last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueRow {
+    /// The queue.
+    pub name: String,
+    /// Jobs waiting.
+    pub ready: Option<u64>,
+    /// Jobs delivered and not yet acked (from the management API; unknown without it).
+    pub unacked: Option<u64>,
+    /// Consumers.
+    pub consumers: Option<u64>,
+    /// Jobs in `<queue>.dead`.
+    pub dead: Option<u64>,
+    /// Jobs published to it per second (management API).
+    pub rate_in: Option<f64>,
+    /// Jobs acked from it per second (management API).
+    pub rate_out: Option<f64>,
+}
+
+/// Whether the dashboard reaches the broker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BrokerStatus {
+    /// Reading heartbeats now.
+    pub connected: bool,
+    /// Why not, when not.
+    pub error: Option<String>,
+}
+
+/// The dashboard: build it with [`Dashboard::new`], start its tasks with
+/// [`Dashboard::start`], serve [`Dashboard::router`].
+#[derive(Debug)]
+pub struct Dashboard {
+    pub(crate) amqp: AmqpConfig,
+    pub(crate) web: WebConfig,
+    pub(crate) auth: Auth,
+    pub(crate) history: Mutex<History>,
+    pub(crate) queues: RwLock<Vec<QueueRow>>,
+    pub(crate) broker: RwLock<BrokerStatus>,
+    dead: tokio::sync::Mutex<Option<DeadLetters>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Dashboard {
+    /// A dashboard for the broker of `amqp`.
+    ///
+    /// # Errors
+    /// [`jobs_core::Error::Config`] when a secret file of `[web]` cannot be read.
+    pub fn new(amqp: AmqpConfig, web: WebConfig) -> Result<Arc<Self>, jobs_core::Error> {
+        let auth = web.auth()?;
+        Ok(Arc::new(Dashboard {
+            history: Mutex::new(History::new(web.window)),
+            amqp,
+            web,
+            auth,
+            queues: RwLock::default(),
+            broker: RwLock::default(),
+            dead: tokio::sync::Mutex::default(),
+        }))
+    }
+
+    /// Starts reading heartbeats and polling queues; the tasks run until aborted.
+    pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        vec![tokio::spawn(self.clone().read_beats()), tokio::spawn(self.clone().poll_queues())]
+    }
+
+    pub(crate) fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn broker_status(&self) -> BrokerStatus {
+        self.broker.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn queue_rows(&self) -> Vec<QueueRow> {
+        self.queues.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_broker(&self, connected: bool, error: Option<String>) {
+        *self.broker.write().unwrap_or_else(|e| e.into_inner()) = BrokerStatus { connected, error };
+    }
+
+    /// Reads the heartbeat stream for good: from the start of the window the
+    /// first time, from the beat after the last one read after a reconnect.
+    async fn read_beats(self: Arc<Self>) {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.read_once().await {
+                Ok(()) => pause = Duration::from_millis(200),
+                Err(err) => {
+                    let text = report(&err);
+                    warn!(error = %text, retry_in = ?pause, "cannot read heartbeats; retrying");
+                    self.set_broker(false, Some(text));
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn read_once(&self) -> Result<(), jobs_core::Error> {
+        let connection = connect(&self.amqp, "jobs-web").await?;
+        let result = async {
+            let declarer = Declarer::open(&connection).await?;
+            self.amqp.topology().declare_events(&declarer).await?;
+            declarer.close().await;
+            let last = self.history().last_offset;
+            let start = match last {
+                Some(offset) => StartAt::Offset(offset + 1),
+                None => StartAt::Time(SystemTime::now() - self.web.window),
+            };
+            let mut reader = EventReader::open(&connection, start).await?;
+            self.set_broker(true, None);
+            info!(?start, "reading heartbeats");
+            let mut prune = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    beat = reader.next() => match beat {
+                        Some((offset, beat)) => self.history().add(offset, beat),
+                        None => break,
+                    },
+                    _ = prune.tick() => self.history().prune(now_ms()),
+                }
+            }
+            self.set_broker(false, Some("the connection to RabbitMQ closed".into()));
+            Ok(())
+        }
+        .await;
+        close_connection(connection).await;
+        result
+    }
+
+    /// Refreshes the queue table every 2 s: from the management API when it
+    /// answers (one request, with unacked counts and rates), else by asking
+    /// the broker over AMQP about each queue the workers consume.
+    async fn poll_queues(self: Arc<Self>) {
+        let management = Management::new(&self.amqp);
+        let mut connection = None;
+        loop {
+            let known = self.history().queues();
+            let rows = match self.queues_from_management(&management, &known).await {
+                Some(rows) => rows,
+                None => self.queues_from_amqp(&mut connection, &known).await,
+            };
+            *self.queues.write().unwrap_or_else(|e| e.into_inner()) = rows;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn queues_from_management(&self, management: &Management, known: &[String]) -> Option<Vec<QueueRow>> {
+        let list = management.queues().await.ok()?;
+        let list = list.as_array()?;
+        let by_name = |name: &str| list.iter().find(|q| q["name"] == name);
+        let n = |q: Option<&Value>, key: &str| q.and_then(|q| q[key].as_u64());
+        let rate = |q: Option<&Value>, key: &str| q.and_then(|q| q["message_stats"][key]["rate"].as_f64());
+        let mut names: Vec<String> = list
+            .iter()
+            .filter(|q| q["exclusive"] != true && q["type"] != "stream")
+            .filter_map(|q| q["name"].as_str())
+            .filter(|name| is_job_queue(name))
+            .map(str::to_owned)
+            .chain(known.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Some(
+            names
+                .into_iter()
+                .map(|name| {
+                    let q = by_name(&name);
+                    QueueRow {
+                        ready: n(q, "messages_ready"),
+                        unacked: n(q, "messages_unacknowledged"),
+                        consumers: n(q, "consumers"),
+                        dead: n(by_name(&dead_queue(&name)), "messages_ready"),
+                        rate_in: rate(q, "publish_details").or(q.map(|_| 0.0)),
+                        rate_out: rate(q, "ack_details").or(q.map(|_| 0.0)),
+                        name,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    async fn queues_from_amqp(
+        &self,
+        slot: &mut Option<jobs_core::plumbing::amqprs::connection::Connection>,
+        known: &[String],
+    ) -> Vec<QueueRow> {
+        if slot.as_ref().map_or(true, |c| !c.is_open()) {
+            *slot = connect(&self.amqp, "jobs-web-queues").await.ok();
+        }
+        let mut rows = Vec::with_capacity(known.len());
+        for name in known {
+            let mut row = QueueRow { name: name.clone(), ..QueueRow::default() };
+            if let Some(connection) = slot.as_ref() {
+                let counts = queue_counts(connection, name).await;
+                row.ready = counts.map(|c| u64::from(c.0));
+                row.consumers = counts.map(|c| u64::from(c.1));
+                row.dead = queue_counts(connection, &dead_queue(name)).await.map(|c| u64::from(c.0));
+            }
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// The dead jobs of `queue`, oldest first (at most `limit`).
+    ///
+    /// # Errors
+    /// When the broker cannot be reached or refuses.
+    pub(crate) async fn list_dead(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, jobs_core::Error> {
+        match self.dead_op(DeadOp::List(queue, limit)).await? {
+            DeadDone::Jobs(jobs) => Ok(jobs),
+            DeadDone::Count(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Retries (`retry`) or deletes the dead jobs of `queue` that `filter` takes; how many.
+    ///
+    /// # Errors
+    /// When the broker cannot be reached or refuses.
+    pub(crate) async fn act_on_dead(
+        &self,
+        queue: &str,
+        filter: &DeadFilter,
+        retry: bool,
+    ) -> Result<usize, jobs_core::Error> {
+        let op = if retry { DeadOp::Retry(queue, filter) } else { DeadOp::Purge(queue, filter) };
+        match self.dead_op(op).await? {
+            DeadDone::Count(n) => Ok(n),
+            DeadDone::Jobs(_) => Ok(0),
+        }
+    }
+
+    /// Runs `op` on the connection for dead jobs, made again once if it was lost.
+    async fn dead_op(&self, op: DeadOp<'_>) -> Result<DeadDone, jobs_core::Error> {
+        let mut slot = self.dead.lock().await;
+        let mut last = None;
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = Some(DeadLetters::connect(&self.amqp).await?);
+            }
+            let Some(dead) = slot.as_ref() else { continue };
+            let done = match op {
+                DeadOp::List(queue, limit) => dead.list(queue, limit).await.map(DeadDone::Jobs),
+                DeadOp::Retry(queue, filter) => dead.retry(queue, filter).await.map(DeadDone::Count),
+                DeadOp::Purge(queue, filter) => dead.purge(queue, filter).await.map(DeadDone::Count),
+            };
+            match done {
+                Ok(done) => return Ok(done),
+                Err(err) if err.is_permanent() => return Err(err),
+                Err(err) => {
+                    if let Some(dead) = slot.take() {
+                        dead.close().await;
+                    }
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or(jobs_core::Error::Unsupported("no connection for dead jobs")))
+    }
+}
+
+/// What to do with dead jobs.
+#[derive(Clone, Copy)]
+enum DeadOp<'a> {
+    List(&'a str, usize),
+    Retry(&'a str, &'a DeadFilter),
+    Purge(&'a str, &'a DeadFilter),
+}
+
+/// What it gave.
+enum DeadDone {
+    Jobs(Vec<DeadJob>),
+    Count(usize),
+}
+
+/// Whether `name` is a job queue, not one of the framework's others.
+fn is_job_queue(name: &str) -> bool {
+    !(name.ends_with(".dead")
+        || name.starts_with("jobs.delay.")
+        || name == jobs_core::events::EVENTS_STREAM
+        || name.starts_with("amq."))
+}

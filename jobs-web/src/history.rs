@@ -1,0 +1,376 @@
+//! What the dashboard knows, built from the workers' heartbeats alone and
+//! kept bounded: per-minute totals over the window, per-hour histograms per
+//! job type, and the last beat of each worker (at most [`MAX_WORKERS`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use jobs_core::events::{Heartbeat, RunningJob, DURATION_BUCKETS};
+use serde::Serialize;
+
+/// Workers remembered at most; the longest unseen go first.
+pub const MAX_WORKERS: usize = 1000;
+
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Jobs that ended in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed, and messages that could not run.
+    pub failed: u64,
+}
+
+/// One job type in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TypeHour {
+    succeeded: u64,
+    failed: u64,
+    durations: [u64; DURATION_BUCKETS.len() + 1],
+}
+
+/// A worker as its beats show it.
+#[derive(Debug, Clone)]
+struct Seen {
+    beat: Heartbeat,
+    /// When its first beat in the window came.
+    first_ms: u64,
+}
+
+/// Everything the pages show that comes from beats.
+#[derive(Debug)]
+pub struct History {
+    window: Duration,
+    minutes: BTreeMap<u64, Minute>,
+    hours: BTreeMap<u64, HashMap<String, TypeHour>>,
+    workers: HashMap<String, Seen>,
+    /// The stream offset of the last beat read.
+    pub last_offset: Option<u64>,
+    /// Beats read since the dashboard started.
+    pub beats: u64,
+}
+
+/// How a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    /// It beat within three of its intervals.
+    Live,
+    /// Its last beat said it stopped.
+    Stopped,
+    /// It stopped beating without saying so (killed, or cut off).
+    Vanished,
+}
+
+/// A worker, for the workers page.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRow {
+    /// Its id.
+    pub id: String,
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The version of `jobs-worker` it runs.
+    pub version: String,
+    /// Live, stopped, vanished.
+    pub status: WorkerStatus,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: u64,
+    /// Its last beat (ms since the epoch).
+    pub last_beat_ms: u64,
+    /// The queues it consumes.
+    pub queues: Vec<String>,
+    /// The exchanges it subscribes to.
+    pub exchanges: Vec<String>,
+    /// Jobs at once per queue.
+    pub concurrency: u16,
+    /// The jobs it ran at its last beat (none unless live).
+    pub running: Vec<RunningJob>,
+}
+
+/// A job type over a span, for the job types page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeRow {
+    /// The job type.
+    pub job_type: String,
+    /// Attempts that ended.
+    pub runs: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Failed ÷ runs.
+    pub failure_rate: f64,
+    /// Durations, as the upper bound in seconds of the bucket the percentile
+    /// falls in (`None`: longer than the last bound).
+    pub p50: Option<f64>,
+    /// 95th percentile, likewise.
+    pub p95: Option<f64>,
+    /// 99th percentile, likewise.
+    pub p99: Option<f64>,
+}
+
+impl History {
+    /// An empty history keeping `window`.
+    pub fn new(window: Duration) -> Self {
+        History {
+            window,
+            minutes: BTreeMap::new(),
+            hours: BTreeMap::new(),
+            workers: HashMap::new(),
+            last_offset: None,
+            beats: 0,
+        }
+    }
+
+    /// The history kept.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Takes in a beat read at `offset` of the stream.
+    pub fn add(&mut self, offset: u64, beat: Heartbeat) {
+        self.last_offset = Some(offset);
+        self.beats += 1;
+        let at = beat.sent_at_ms;
+        let minute = self.minutes.entry(at / MINUTE_MS).or_default();
+        let hour = self.hours.entry(at / HOUR_MS).or_default();
+        for counts in &beat.counts {
+            let failed = counts.failed_total();
+            minute.succeeded += counts.succeeded;
+            minute.failed += failed;
+            let t = hour.entry(counts.job_type.clone()).or_default();
+            t.succeeded += counts.succeeded;
+            t.failed += failed;
+            for (slot, n) in t.durations.iter_mut().zip(&counts.durations) {
+                *slot += n;
+            }
+        }
+        let first_ms = self.workers.get(&beat.worker).map_or(at, |seen| seen.first_ms.min(at));
+        let newer = self.workers.get(&beat.worker).map_or(true, |seen| seen.beat.sent_at_ms <= at);
+        if newer {
+            self.workers.insert(beat.worker.clone(), Seen { beat, first_ms });
+        }
+        if self.workers.len() > MAX_WORKERS {
+            if let Some(oldest) = self.workers.values().min_by_key(|s| s.beat.sent_at_ms).map(|s| s.beat.worker.clone())
+            {
+                self.workers.remove(&oldest);
+            }
+        }
+    }
+
+    /// Forgets what is older than the window, as of `now_ms`.
+    pub fn prune(&mut self, now_ms: u64) {
+        let from = now_ms.saturating_sub(self.window.as_millis() as u64);
+        self.minutes = self.minutes.split_off(&(from / MINUTE_MS));
+        self.hours = self.hours.split_off(&(from / HOUR_MS));
+        self.workers.retain(|_, seen| seen.beat.sent_at_ms >= from);
+    }
+
+    /// Jobs that ended since `since_ms`.
+    pub fn totals(&self, since_ms: u64) -> Minute {
+        self.minutes.range(since_ms / MINUTE_MS..).fold(Minute::default(), |sum, (_, m)| Minute {
+            succeeded: sum.succeeded + m.succeeded,
+            failed: sum.failed + m.failed,
+        })
+    }
+
+    /// The minutes from `from_ms` to `to_ms`, in `points` equal steps
+    /// (summed): (step start ms, totals).
+    pub fn series(&self, from_ms: u64, to_ms: u64, points: usize) -> Vec<(u64, Minute)> {
+        let points = points.max(1) as u64;
+        let first = from_ms / MINUTE_MS;
+        let minutes = (to_ms / MINUTE_MS).saturating_sub(first) + 1;
+        let per = minutes.div_ceil(points).max(1);
+        let mut out: Vec<(u64, Minute)> =
+            (0..minutes.div_ceil(per)).map(|i| ((first + i * per) * MINUTE_MS, Minute::default())).collect();
+        for (minute, m) in self.minutes.range(first..=to_ms / MINUTE_MS) {
+            let slot = &mut out[((minute - first) / per) as usize].1;
+            slot.succeeded += m.succeeded;
+            slot.failed += m.failed;
+        }
+        out
+    }
+
+    /// The job types with runs since `since_ms`, busiest first.
+    pub fn types(&self, since_ms: u64) -> Vec<TypeRow> {
+        let mut sums: HashMap<&str, TypeHour> = HashMap::new();
+        for types in self.hours.range(since_ms / HOUR_MS..).map(|(_, types)| types) {
+            for (name, t) in types {
+                let sum = sums.entry(name).or_default();
+                sum.succeeded += t.succeeded;
+                sum.failed += t.failed;
+                for (slot, n) in sum.durations.iter_mut().zip(&t.durations) {
+                    *slot += n;
+                }
+            }
+        }
+        let mut rows: Vec<TypeRow> = sums
+            .into_iter()
+            .map(|(name, t)| {
+                let runs = t.succeeded + t.failed;
+                TypeRow {
+                    job_type: name.to_owned(),
+                    runs,
+                    failed: t.failed,
+                    failure_rate: if runs == 0 { 0.0 } else { t.failed as f64 / runs as f64 },
+                    p50: percentile(&t.durations, 0.50),
+                    p95: percentile(&t.durations, 0.95),
+                    p99: percentile(&t.durations, 0.99),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.runs.cmp(&a.runs).then_with(|| a.job_type.cmp(&b.job_type)));
+        rows
+    }
+
+    /// The workers, live first, as of `now_ms`.
+    pub fn workers(&self, now_ms: u64) -> Vec<WorkerRow> {
+        let mut rows: Vec<WorkerRow> = self
+            .workers
+            .values()
+            .map(|seen| {
+                let beat = &seen.beat;
+                let late = now_ms.saturating_sub(beat.sent_at_ms) > 3 * beat.interval_ms.max(1000);
+                let status = match (beat.stopping, late) {
+                    (true, _) => WorkerStatus::Stopped,
+                    (false, true) => WorkerStatus::Vanished,
+                    (false, false) => WorkerStatus::Live,
+                };
+                WorkerRow {
+                    id: beat.worker.clone(),
+                    host: beat.host.clone(),
+                    pid: beat.pid,
+                    version: beat.version.clone(),
+                    status,
+                    started_at_ms: beat.started_at_ms,
+                    last_beat_ms: beat.sent_at_ms,
+                    queues: beat.queues.clone(),
+                    exchanges: beat.exchanges.clone(),
+                    concurrency: beat.concurrency,
+                    running: if status == WorkerStatus::Live { beat.running.clone() } else { Vec::new() },
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.status != WorkerStatus::Live, &a.id).cmp(&(b.status != WorkerStatus::Live, &b.id)));
+        rows
+    }
+
+    /// The queues that workers seen in the window consume.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self.workers.values().flat_map(|s| s.beat.queues.iter().cloned()).collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+}
+
+/// The upper bound of the duration bucket the `q` quantile falls in.
+fn percentile(durations: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = durations.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in durations.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return DURATION_BUCKETS.get(i).copied();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobs_core::events::TypeCounts;
+
+    fn beat(worker: &str, at_ms: u64, succeeded: u64, failed: u64, fast: u64, slow: u64) -> Heartbeat {
+        let mut durations = vec![0; DURATION_BUCKETS.len() + 1];
+        durations[1] = fast; // ≤ 5 ms
+        durations[7] = slow; // ≤ 5 s
+        Heartbeat {
+            worker: worker.into(),
+            host: "h".into(),
+            pid: 1,
+            version: "0".into(),
+            started_at_ms: 0,
+            sent_at_ms: at_ms,
+            interval_ms: 5000,
+            queues: vec![format!("{worker}-q")],
+            exchanges: vec![],
+            concurrency: 1,
+            stopping: false,
+            running: vec![],
+            counts: vec![TypeCounts {
+                job_type: "Mail".into(),
+                started: succeeded + failed,
+                succeeded,
+                failed: [("failed".to_string(), failed)].into_iter().filter(|(_, n)| *n > 0).collect(),
+                retried: 0,
+                dead: 0,
+                durations,
+            }],
+        }
+    }
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn totals_series_and_types_sum_the_beats() {
+        let mut h = History::new(Duration::from_secs(7 * 86400));
+        let t0 = 100 * DAY;
+        h.add(1, beat("a", t0, 90, 10, 95, 5));
+        h.add(2, beat("b", t0 + 30_000, 5, 0, 5, 0));
+        h.add(3, beat("a", t0 + 3 * MINUTE_MS, 1, 1, 2, 0));
+        assert_eq!(h.totals(t0), Minute { succeeded: 96, failed: 11 });
+        assert_eq!(h.totals(t0 + 2 * MINUTE_MS), Minute { succeeded: 1, failed: 1 });
+        let series = h.series(t0, t0 + 3 * MINUTE_MS, 4);
+        assert_eq!(series.len(), 4);
+        assert_eq!(series[0].1, Minute { succeeded: 95, failed: 10 });
+        assert_eq!(series[3], (t0 + 3 * MINUTE_MS, Minute { succeeded: 1, failed: 1 }));
+        let coarse = h.series(t0, t0 + 3 * MINUTE_MS, 2);
+        assert_eq!(coarse.iter().map(|p| p.1.succeeded).collect::<Vec<_>>(), [95, 1], "two minutes per point");
+        let types = h.types(t0);
+        assert_eq!(types.len(), 1);
+        let mail = &types[0];
+        assert_eq!((mail.runs, mail.failed), (107, 11));
+        assert_eq!((mail.p50, mail.p95, mail.p99), (Some(0.005), Some(0.005), Some(5.0)));
+        assert_eq!(h.last_offset, Some(3));
+    }
+
+    #[test]
+    fn workers_are_live_stopped_or_vanished_and_old_history_goes() {
+        let mut h = History::new(Duration::from_secs(86400));
+        let t0 = 100 * DAY;
+        h.add(1, beat("live", t0, 1, 0, 1, 0));
+        h.add(2, beat("gone", t0 - 60_000, 1, 0, 1, 0));
+        let mut last = beat("done", t0, 0, 0, 0, 0);
+        last.stopping = true;
+        h.add(3, last);
+        let rows = h.workers(t0 + 5_000);
+        let status = |id: &str| rows.iter().find(|r| r.id == id).unwrap().status;
+        assert_eq!(
+            (status("live"), status("gone"), status("done")),
+            (WorkerStatus::Live, WorkerStatus::Vanished, WorkerStatus::Stopped)
+        );
+        assert_eq!(rows[0].id, "live", "live first");
+        assert_eq!(h.queues(), ["done-q", "gone-q", "live-q"]);
+        h.prune(t0 + DAY + 2 * MINUTE_MS);
+        assert!(h.workers(t0 + DAY).is_empty() && h.totals(0) == Minute::default(), "beyond the window");
+    }
+
+    #[test]
+    fn the_worker_list_is_capped() {
+        let mut h = History::new(Duration::from_secs(86400));
+        for n in 0..(MAX_WORKERS as u64 + 10) {
+            h.add(n, beat(&format!("w{n}"), 100 * DAY + n, 0, 0, 0, 0));
+        }
+        let rows = h.workers(100 * DAY);
+        assert_eq!(rows.len(), MAX_WORKERS);
+        assert!(!rows.iter().any(|r| r.id == "w0"), "the longest unseen went first");
+    }
+}

@@ -1,0 +1,45 @@
+//! # jobs-web
+//!
+//! The dashboard of jobs-core: live workers and the jobs they run, queues,
+//! throughput history that survives restarts, job types with their duration
+//! percentiles, and dead jobs with retry and delete (one, or all of a queue or
+//! a type, each confirmed). Everything it shows comes from the broker: the
+//! workers' heartbeats on the stream `jobs.events`, queue counts over AMQP and
+//! the management API, and `<queue>.dead`. It links no app job types, so one
+//! dashboard serves every app of a vhost.
+//!
+//! Run the `jobs-web` binary, or mount the router in an app:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let dashboard = jobs_web::Dashboard::new(jobs_core::AmqpConfig::load()?, jobs_web::WebConfig::default())?;
+//! dashboard.start(); // reads heartbeats, polls queues
+//! let app = axum::Router::new().nest("/jobs", dashboard.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: `config` ([`Settings`], [`WebConfig`]), `dashboard` ([`Dashboard`]:
+//! state and the tasks that feed it), `history` (what heartbeats tell, kept
+//! bounded), `chart` (SVG), `pages` (HTML), `api` (JSON), `security`
+//! (authentication, CSRF, headers), `routes`.
+
+mod api;
+mod chart;
+mod config;
+mod dashboard;
+mod history;
+mod pages;
+mod routes;
+mod security;
+
+pub use config::{Auth, Secret, Settings, WebConfig};
+pub use dashboard::{BrokerStatus, Dashboard, QueueRow};
+pub use history::{History, Minute, TypeRow, WorkerRow, WorkerStatus, MAX_WORKERS};
+
+#[doc(hidden)]
+pub mod __bench {
+    //! For the dashboard's benchmark: the overview rendered from a made-up history.
+    pub use crate::routes::render_overview;
+}

@@ -1,0 +1,60 @@
+//! The routes, their assets embedded in the binary.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::dashboard::Dashboard;
+use crate::{api, pages, security};
+
+const CSS: &str = include_str!("../assets/app.css");
+const LIVE_JS: &str = include_str!("../assets/live.js");
+
+impl Dashboard {
+    /// The dashboard's routes: pages, `/api/...`, assets. Mount it at the
+    /// root or under a prefix (`Router::nest("/jobs", ..)`): links follow.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/", get(pages::overview))
+            .route("/workers", get(pages::workers))
+            .route("/jobs", get(pages::types))
+            .route("/dead", get(pages::dead_queues))
+            .route("/dead/{queue}", get(pages::dead_list))
+            .route("/dead/{queue}/job/{id}", get(pages::dead_job))
+            .route("/dead/{queue}/job/{id}/{action}", post(pages::dead_job_action))
+            .route("/dead/{queue}/bulk", get(pages::bulk_confirm).post(pages::bulk_do))
+            .route("/api/overview", get(api::overview))
+            .route("/api/workers", get(api::workers))
+            .route("/api/jobs", get(api::types))
+            .route("/api/queues", get(api::queues))
+            .route("/api/dead/{queue}", get(api::dead))
+            .route("/api/dead/{queue}/{id}", get(api::dead_job))
+            .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
+            .route(
+                "/assets/live.js",
+                get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], LIVE_JS) }),
+            )
+            .route("/healthz", get(healthz))
+            .fallback(|| async { pages::error_page(axum::http::StatusCode::NOT_FOUND, "no such page").into_response() })
+            .layer(axum::middleware::from_fn_with_state(self.clone(), security::guard))
+            .with_state(self.clone())
+    }
+}
+
+async fn healthz(axum::extract::State(dashboard): axum::extract::State<Arc<Dashboard>>) -> impl IntoResponse {
+    let status = dashboard.broker_status();
+    let code = if status.connected { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (code, if status.connected { "ok\n".to_owned() } else { format!("{}\n", status.error.unwrap_or_default()) })
+}
+
+/// The overview page as of `now_ms`, rendered (for the benchmark).
+pub fn render_overview(dashboard: &Dashboard, now_ms: u64) -> String {
+    use askama::Template;
+    let csrf = security::Csrf("0".repeat(32));
+    pages::overview_page(dashboard, pages::Base(String::new()), &csrf, pages::Range::Week, now_ms)
+        .render()
+        .unwrap_or_default()
+}

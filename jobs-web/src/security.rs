@@ -1,0 +1,157 @@
+//! What every request goes through: authentication (when configured), the
+//! CSRF token (a cookie, and the same value in every form: a POST must bring
+//! both), and headers that keep pages from being framed or running scripts
+//! of others.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use crate::config::Auth;
+use crate::Dashboard;
+
+/// The CSRF token of a request: its cookie's, or a new one.
+#[derive(Debug, Clone)]
+pub(crate) struct Csrf(pub(crate) String);
+
+const COOKIE: &str = "jobs_csrf";
+
+/// The Content-Security-Policy: scripts and styles from the dashboard only,
+/// no inline script, no framing.
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS's generator; should it fail, a token from the time and a counter
+    // is still unique, and the cookie's SameSite=Strict keeps other sites out.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time equality, for secrets.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let basic =
+        given.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
+    let basic = basic.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(|b| b.split_once(':'));
+    match auth {
+        Auth::None => true,
+        // A token as a bearer token, or as the password of basic auth (what a browser can send).
+        Auth::Token(token) => {
+            let bearer = given.strip_prefix("Bearer ").map(str::trim);
+            bearer
+                .or(basic.map(|(_, password)| password))
+                .is_some_and(|t| same(t.as_bytes(), token.expose().as_bytes()))
+        }
+        Auth::Basic(user, password) => basic.is_some_and(|(u, p)| {
+            same(u.as_bytes(), user.as_bytes()) & same(p.as_bytes(), password.expose().as_bytes())
+        }),
+    }
+}
+
+/// Authenticates, hands the handlers the CSRF token, and sets the headers.
+pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
+    if !authorized(&dashboard.auth, request.headers()) {
+        let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobs\""));
+        return response;
+    }
+    let existing = cookie(request.headers(), COOKIE);
+    let token = existing.clone().unwrap_or_else(new_token);
+    if request.method() == Method::POST && !same_origin(request.headers()) {
+        return crate::pages::error_page(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    request.extensions_mut().insert(Csrf(token.clone()));
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    if existing.is_none() {
+        let value = format!("{COOKIE}={token}; Path=/; SameSite=Strict; HttpOnly");
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// A POST from a page of another origin is refused (browsers send `Origin`).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, rest)| rest == host)
+}
+
+/// Whether a form's token is the request's cookie token.
+pub(crate) fn csrf_ok(headers: &HeaderMap, form_token: &str) -> bool {
+    cookie(headers, COOKIE).is_some_and(|c| same(c.as_bytes(), form_token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn tokens_and_passwords_are_checked() {
+        let token = Auth::Token("s3cret".into());
+        assert!(authorized(&token, &headers(&[("authorization", "Bearer s3cret")])));
+        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:s3cret");
+        assert!(authorized(&token, &headers(&[("authorization", &format!("Basic {basic}"))])));
+        assert!(!authorized(&token, &headers(&[("authorization", "Bearer nope")])));
+        assert!(!authorized(&token, &headers(&[])));
+        let user = Auth::Basic("ops".into(), "pw".into());
+        let good = base64::engine::general_purpose::STANDARD.encode("ops:pw");
+        let bad = base64::engine::general_purpose::STANDARD.encode("ops:px");
+        assert!(authorized(&user, &headers(&[("authorization", &format!("Basic {good}"))])));
+        assert!(!authorized(&user, &headers(&[("authorization", &format!("Basic {bad}"))])));
+        assert!(authorized(&Auth::None, &headers(&[])));
+    }
+
+    #[test]
+    fn the_form_token_must_match_the_cookie() {
+        let t = new_token();
+        assert_eq!(t.len(), 32);
+        let h = headers(&[("cookie", &format!("other=1; {COOKIE}={t}"))]);
+        assert!(csrf_ok(&h, &t));
+        assert!(!csrf_ok(&h, &new_token()));
+        assert!(!csrf_ok(&headers(&[]), &t));
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:9180"), ("origin", "http://127.0.0.1:9180")])));
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:9180"), ("origin", "http://evil.example")])));
+    }
+}

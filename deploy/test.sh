@@ -11,6 +11,13 @@ export PATH="$PATH:/usr/sbin"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# The dashboard's browser test drives headless Chromium over WebDriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "tests: installing chromium and chromium-driver from the OS packages (for the dashboard's browser test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 # Vhosts left by runs that were killed before their cleanup, over 6 hours old.
 now=$(date +%s)
 for old in $($SUDO rabbitmqctl -q list_vhosts name 2>/dev/null | grep -E '^jobs-test-[0-9]+-' || true); do

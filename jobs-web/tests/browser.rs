@@ -1,0 +1,218 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver
+//! (`chromium` and `chromium-driver` from the OS packages; `deploy/test.sh`
+//! installs them). Two workers and the dashboard: the test sees both
+//! workers and a job running on one of them, the queue's numbers and a dead
+//! job; clicks Retry and sees the job run and leave the dead list; then
+//! retries all. Screenshots of each page go to `target/screenshots/`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_test::*;
+use jobs_web::{Dashboard, WebConfig};
+use serde::{Deserialize, Serialize};
+
+/// Keys whose first run failed: a job fails (fatally) the first time, then works.
+static FAILED_ONCE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Invoice {
+    key: String,
+    ms: u64,
+}
+
+impl Perform for Invoice {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        let first = FAILED_ONCE.lock().unwrap().get_or_insert_with(HashSet::new).insert(self.key.clone());
+        if first && self.key.starts_with("bad") {
+            return Err(JobError::fatal(format!("invoice {} has no customer", self.key)));
+        }
+        DONE.lock().unwrap().push(self.key);
+        Ok(())
+    }
+}
+
+/// chromedriver on a spare port, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn done(key: &str) -> bool {
+    DONE.lock().unwrap().iter().any(|k| k == key)
+}
+
+async fn browser() -> (Client, Driver) {
+    let port = spare_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver does not start ({e}): `bash deploy/test.sh` installs chromium and chromium-driver")
+        });
+    let driver = Driver(child);
+    let capabilities = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1280,1000"]
+        }
+    });
+    let capabilities = capabilities.as_object().unwrap().clone();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last = None;
+    for _ in 0..100 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
+            Ok(client) => return (client, driver),
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no WebDriver session with chromium: {last:?}");
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+/// Waits, without reloading, until the element `css` holds `needle` (or, with `gone`, does not).
+async fn wait_text(browser: &Client, css: &str, needle: &str, gone: bool, what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let shown = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown.contains(needle) != gone {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "{what}: {css} shows {shown:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_them() {
+    let queue = unique("browser");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let workers: Vec<_> = ["web-worker-a", "web-worker-b"]
+        .iter()
+        .map(|id| {
+            let mut config = worker_config(&[&queue], 1, &format!("{queue}-{id}"), Duration::from_secs(5));
+            config.heartbeat_interval = Duration::from_millis(500);
+            spawn_with(amqp_config(), config)
+        })
+        .collect();
+    wait_for_consumers(&raw, &queue, 2).await;
+    let dashboard = Dashboard::new(amqp_config(), WebConfig::default()).unwrap();
+    dashboard.start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = dashboard.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://127.0.0.1:{port}");
+
+    let client = jobs_core::Client::new(amqp_config());
+    let on = || EnqueueOptions::new().queue(&queue);
+    client.enqueue_with(&Invoice { key: "bad-1".into(), ms: 0 }, on()).await.unwrap();
+    let slow = client.enqueue_with(&Invoice { key: "slow".into(), ms: 8000 }, on()).await.unwrap();
+    for n in 0..3 {
+        client.enqueue_with(&Invoice { key: format!("bad-bulk-{n}"), ms: 0 }, on()).await.unwrap();
+    }
+
+    let (browser, _driver) = browser().await;
+    // Workers: both, and the slow job running on one of them.
+    browser.goto(&format!("{base}/workers")).await.unwrap();
+    wait_text(&browser, "#workers", &slow.to_string(), false, "the running job").await;
+    let table = text(&browser, "#workers").await;
+    assert!(
+        table.contains(&format!("{queue}-web-worker-a")) && table.contains(&format!("{queue}-web-worker-b")),
+        "{table}"
+    );
+    assert!(table.matches("live").count() >= 2, "{table}");
+    screenshot(&browser, "workers").await;
+
+    // Overview: the queue's numbers (refreshed in place by the page's script).
+    browser.goto(&format!("{base}/")).await.unwrap();
+    let row = format!("tr[data-queue='{queue}']");
+    wait_text(&browser, &row, " 4 ", false, "4 dead jobs in the queue row").await;
+    let cells = text(&browser, &row).await;
+    assert!(cells.starts_with(&queue), "{cells}");
+    assert!(browser.find(Locator::Css("svg.chart path.succeeded")).await.is_ok(), "the chart is drawn");
+    screenshot(&browser, "overview").await;
+    browser.goto(&format!("{base}/jobs")).await.unwrap();
+    wait_text(&browser, "#types", "Invoice", false, "the job type").await;
+    screenshot(&browser, "job-types").await;
+
+    // The slow job ends: the workers page drops it by itself, without a reload.
+    browser.goto(&format!("{base}/workers")).await.unwrap();
+    wait_text(&browser, "#workers", &slow.to_string(), true, "the finished job gone from the live page").await;
+
+    // Dead jobs: one retried by its button; it runs and leaves the list.
+    browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
+    wait_text(&browser, "#dead-jobs", "has no customer", false, "the dead jobs").await;
+    screenshot(&browser, "dead-jobs").await;
+    let first = browser.find(Locator::XPath("//tr[td[text()='Invoice']][.//td[contains(., 'bad-1')]]")).await;
+    let retry_button = match first {
+        Ok(row) => row.find(Locator::Css("button.retry")).await.unwrap(),
+        Err(_) => {
+            // The id is the link text; find the row of the job whose error names bad-1.
+            let rows = browser.find_all(Locator::Css("#dead-jobs tbody tr")).await.unwrap();
+            let mut found = None;
+            for row in rows {
+                if row.text().await.unwrap().contains("invoice bad-1 ") {
+                    found = Some(row.find(Locator::Css("button.retry")).await.unwrap());
+                }
+            }
+            found.expect("the row of bad-1")
+        }
+    };
+    retry_button.click().await.unwrap();
+    wait_until("the retried job to run", Duration::from_secs(20), || async { done("bad-1") }).await;
+    browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
+    let listed = text(&browser, "#dead-jobs").await;
+    assert!(!listed.contains("invoice bad-1 ") && listed.contains("bad-bulk-0"), "{listed}");
+
+    // Retry all: confirmed, with how many it takes.
+    browser.find(Locator::LinkText("Retry all…")).await.unwrap().click().await.unwrap();
+    assert!(text(&browser, "h2").await.contains("Retry 3 dead jobs"));
+    screenshot(&browser, "confirm").await;
+    browser.find(Locator::Css("#confirm button")).await.unwrap().click().await.unwrap();
+    assert!(text(&browser, "#done").await.contains("Retried 3 dead jobs"));
+    wait_until("the three to run", Duration::from_secs(20), || async {
+        (0..3).all(|n| done(&format!("bad-bulk-{n}")))
+    })
+    .await;
+    browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
+    assert!(text(&browser, "#dead-jobs").await.contains("no dead job"));
+    screenshot(&browser, "dead-jobs-empty").await;
+
+    browser.close().await.unwrap();
+    for worker in workers {
+        worker.stop().await.unwrap();
+    }
+}

@@ -20,6 +20,7 @@ async fn the_benchmark_runs_and_prints_every_row() {
         "classic: enqueue, 512 concurrent (raw: pipelined, same messages)",
         "classic: enqueue_many, batches of 1000",
         "classic: drain, prefetch 1",
+        "classic: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)",
         "classic: latency at 200/s, prefetch 1, p99",
         "quorum: enqueue_many, batches of 1000",
         "quorum: drain, prefetch 1",

@@ -40,6 +40,16 @@ pub use history::{History, Minute, TypeRow, WorkerRow, WorkerStatus, MAX_WORKERS
 
 #[doc(hidden)]
 pub mod __bench {
-    //! For the dashboard's benchmark: the overview rendered from a made-up history.
+    //! For the dashboard's benchmark: a made-up history, and the overview rendered from it.
     pub use crate::routes::render_overview;
+
+    /// Takes in a beat, as the reader does.
+    pub fn add_beat(dashboard: &crate::Dashboard, offset: u64, beat: jobs_core::events::Heartbeat) {
+        dashboard.history().add(offset, beat);
+    }
+
+    /// Sets the queue table, as the poller does.
+    pub fn set_queues(dashboard: &crate::Dashboard, rows: Vec<crate::QueueRow>) {
+        *dashboard.queues.write().unwrap_or_else(|e| e.into_inner()) = rows;
+    }
 }

@@ -122,6 +122,26 @@ impl Table {
         }
     }
 
+    /// The first column of a row compared within the framework (see `rate_second`).
+    fn rate_first(&mut self, what: &str, n: u64, time: Duration) {
+        let a = n as f64 / time.as_secs_f64();
+        println!("  {what}: {a:.0}/s");
+        if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
+            v.push((a, f64::NAN));
+        }
+    }
+
+    /// The second column of the row `rate_first` began.
+    fn rate_second(&mut self, what: &str, n: u64, time: Duration) {
+        let b = n as f64 / time.as_secs_f64();
+        println!("  {what}: {b:.0}/s");
+        if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
+            if let Some(last) = v.last_mut().filter(|last| last.1.is_nan()) {
+                last.1 = b;
+            }
+        }
+    }
+
     fn latency(&mut self, what: &str, ours: &[u64], raw: &[u64]) {
         println!("  {what}: p99 framework {:.2} ms, raw {:.2} ms", quantile(ours, 0.99), quantile(raw, 0.99));
         if let Row::Latency(a, b) = self.row(what, || Row::Latency(Vec::new(), Vec::new())) {
@@ -242,10 +262,22 @@ async fn fill(client: &Client, queue: &str, n: u64) -> Result<(), Box<dyn std::e
 }
 
 async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u16) -> Duration {
+    framework_drain_with(amqp, queue, n, concurrency, WorkerConfig::default().heartbeat_interval).await
+}
+
+/// [`framework_drain`] with heartbeats every `heartbeat_interval` (0: none).
+async fn framework_drain_with(
+    amqp: &AmqpConfig,
+    queue: &str,
+    n: u64,
+    concurrency: u16,
+    heartbeat_interval: Duration,
+) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let config = WorkerConfig { queues: vec![queue.to_owned()], concurrency, ..WorkerConfig::default() };
+    let config =
+        WorkerConfig { queues: vec![queue.to_owned()], concurrency, heartbeat_interval, ..WorkerConfig::default() };
     let worker =
         Worker::builder().job::<Noop>().queue(queue).amqp(amqp.clone()).config(config).build().expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -454,6 +486,19 @@ impl<'a> Rows<'a> {
             fill(&self.client, &self.queue, self.sizes.drain).await?;
             let raw_time = raw::drain(self.connection, &self.queue, prefetch, self.sizes.drain, |_| {}).await;
             table.rate(&format!("{label}: {what}"), self.sizes.drain, ours, raw_time);
+        }
+        // Heartbeats (the default, every 5 s: running jobs noted, counts kept,
+        // a beat to the stream) against none, both the framework, same run.
+        let what = format!("{label}: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)");
+        for interval in [Duration::from_secs(5), Duration::ZERO] {
+            declare(self.connection, &self.queue, self.kind).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await?;
+            let time = framework_drain_with(&self.amqp, &self.queue, self.sizes.drain, 1, interval).await;
+            if interval.is_zero() {
+                table.rate_second(&what, self.sizes.drain, time);
+            } else {
+                table.rate_first(&what, self.sizes.drain, time);
+            }
         }
         Ok(())
     }

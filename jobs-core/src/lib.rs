@@ -188,7 +188,7 @@ pub mod plumbing {
         ConnectionState, BROKER_ANSWER,
     };
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
-    pub use crate::management::{Management, QueueStats};
+    pub use crate::management::{encode as percent_encode, Management, QueueStats};
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
     pub use amqprs;

@@ -149,8 +149,9 @@ impl Management {
     }
 }
 
-/// Percent-encodes a path segment (vhost `/` is `%2F`).
-pub(crate) fn encode(segment: &str) -> String {
+/// Percent-encodes a URL path segment or query value: all but letters,
+/// digits and `-._~` (vhost `/` is `%2F`).
+pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| {

@@ -1,6 +1,6 @@
 //! Users of a test's own on the test broker, made through the management API.
 
-use jobs_core::plumbing::Management;
+use jobs_core::plumbing::{percent_encode as encode, Management};
 use serde_json::json;
 
 /// A user with a password and permissions (regular expressions, as
@@ -58,17 +58,4 @@ impl Drop for TestUser {
 
 fn management() -> Management {
     Management::new(&crate::amqp_config())
-}
-
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

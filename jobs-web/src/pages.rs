@@ -19,6 +19,7 @@ use crate::chart;
 use crate::dashboard::{now_ms, BrokerStatus, Dashboard, QueueRow};
 use crate::history::{WorkerRow, WorkerStatus};
 use crate::security::{csrf_ok, Csrf};
+use jobs_core::plumbing::percent_encode as encode;
 
 /// The path the dashboard is mounted under (`""` at the root), for links.
 #[derive(Debug, Clone)]
@@ -549,20 +550,6 @@ pub(crate) async fn dead_list(
         prev,
         next,
     })
-}
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[derive(Template)]

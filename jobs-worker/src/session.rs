@@ -154,24 +154,9 @@ impl Setup<'_> {
         stop: &mut (impl Future<Output = ()> + Unpin),
         ready: impl FnOnce(),
     ) -> Result<SessionEnd, Error> {
-        let Progress { declared, mut pending } = self.declare_all(self.units).await?;
         let halt = CancellationToken::new();
         let mut loops: JoinSet<(Unit, Result<(), Error>)> = JoinSet::new();
-        let delays_ready = !pending.iter().any(|(unit, _)| *unit == Unit::Delays);
-        for unit in declared {
-            if matches!(unit, Unit::Queue(_)) && !delays_ready {
-                pending.push((unit, "waiting for the delay queues".into()));
-                continue;
-            }
-            match self.consume(&unit).await {
-                Ok(Some(consumer)) => {
-                    loops.spawn(run_consumer(unit, consumer, halt.clone(), tasks.clone(), shared.clone()));
-                }
-                Ok(None) => {}
-                Err(err) if err.is_permanent() => return Err(err),
-                Err(err) => pending.push((unit, report(&err))),
-            }
-        }
+        let mut pending = self.set_up(self.units, false, &mut loops, &halt, tasks, &shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");
         }
@@ -204,7 +189,10 @@ impl Setup<'_> {
                     next_try = Instant::now() + pause;
                 }
                 _ = tokio::time::sleep_until(next_try), if !pending.is_empty() => {
-                    pending = self.try_again(pending, &mut loops, &halt, tasks, &shared).await?;
+                    let (mut units, _): (Vec<Unit>, Vec<String>) = std::mem::take(&mut pending).into_iter().unzip();
+                    // The cascade first: queues wait for it.
+                    units.sort_by_key(|unit| *unit != Unit::Delays);
+                    pending = self.set_up(&units, true, &mut loops, &halt, tasks, &shared).await?;
                     self.show_pending(&pending);
                     pause = (pause * 2).min(Duration::from_secs(30));
                     next_try = Instant::now() + pause;
@@ -219,19 +207,19 @@ impl Setup<'_> {
         Ok(end)
     }
 
-    /// Tries the pending units again: declared and consumed, they leave the list.
-    async fn try_again(
+    /// Declares `units`, then consumes those declared (job queues once the
+    /// cascade is there); returns those still to set up, with why. `again`:
+    /// they were pending, and each that is set up now is said so.
+    async fn set_up(
         &self,
-        pending: Vec<(Unit, String)>,
+        units: &[Unit],
+        again: bool,
         loops: &mut JoinSet<(Unit, Result<(), Error>)>,
         halt: &CancellationToken,
         tasks: &TaskTracker,
         shared: &Arc<Shared>,
     ) -> Result<Vec<(Unit, String)>, Error> {
-        let (mut units, _): (Vec<Unit>, Vec<String>) = pending.into_iter().unzip();
-        // The cascade first: queues wait for it.
-        units.sort_by_key(|unit| *unit != Unit::Delays);
-        let Progress { declared, mut pending } = self.declare_all(&units).await?;
+        let Progress { declared, mut pending } = self.declare_all(units).await?;
         let delays_ready = !pending.iter().any(|(unit, _)| *unit == Unit::Delays);
         for unit in declared {
             if matches!(unit, Unit::Queue(_)) && !delays_ready {
@@ -240,7 +228,9 @@ impl Setup<'_> {
             }
             match self.consume(&unit).await {
                 Ok(consumer) => {
-                    info!(%unit, "{unit} set up; consuming it");
+                    if again {
+                        info!(%unit, "{unit} set up; consuming it");
+                    }
                     if let Some(consumer) = consumer {
                         loops.spawn(run_consumer(unit, consumer, halt.clone(), tasks.clone(), shared.clone()));
                     }

@@ -2,7 +2,7 @@
 //! same AMQP work, in the same run, with the ratio.
 //!
 //! `cargo run --release -p examples --bin bench` (add `--quick` for a smoke run,
-//! `--rounds N` for more rounds, `--only enqueue,drain,latency,memory` for some parts,
+//! `--rounds N` for more rounds, `--only enqueue,drain,heartbeats,latency,memory` for some parts,
 //! `--drain-at 10,100,300` to drain at those prefetch counts besides 1).
 //! Needs the README's broker (`bash deploy/rabbitmq.sh`); uses queues `bench.*`
 //! and deletes them.
@@ -59,7 +59,7 @@ fn now_micros() -> u64 {
 }
 
 /// The parts of the benchmark, for `--only`.
-const PARTS: [&str; 4] = ["enqueue", "drain", "latency", "memory"];
+const PARTS: [&str; 5] = ["enqueue", "drain", "heartbeats", "latency", "memory"];
 
 struct Sizes {
     sequential: u64,
@@ -119,26 +119,6 @@ impl Table {
         println!("  {what}: framework {a:.0}/s, raw {b:.0}/s");
         if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
             v.push((a, b));
-        }
-    }
-
-    /// The first column of a row compared within the framework (see `rate_second`).
-    fn rate_first(&mut self, what: &str, n: u64, time: Duration) {
-        let a = n as f64 / time.as_secs_f64();
-        println!("  {what}: {a:.0}/s");
-        if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
-            v.push((a, f64::NAN));
-        }
-    }
-
-    /// The second column of the row `rate_first` began.
-    fn rate_second(&mut self, what: &str, n: u64, time: Duration) {
-        let b = n as f64 / time.as_secs_f64();
-        println!("  {what}: {b:.0}/s");
-        if let Row::Rate(v) = self.row(what, || Row::Rate(Vec::new())) {
-            if let Some(last) = v.last_mut().filter(|last| last.1.is_nan()) {
-                last.1 = b;
-            }
         }
     }
 
@@ -359,6 +339,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if options.runs("drain") {
                 rows.drain(&mut table, &options.drain_at).await?;
             }
+            if options.runs("heartbeats") {
+                rows.heartbeats(&mut table, round).await?;
+            }
             if options.runs("latency") {
                 rows.latency(&mut table).await?;
             }
@@ -487,19 +470,24 @@ impl<'a> Rows<'a> {
             let raw_time = raw::drain(self.connection, &self.queue, prefetch, self.sizes.drain, |_| {}).await;
             table.rate(&format!("{label}: {what}"), self.sizes.drain, ours, raw_time);
         }
-        // Heartbeats (the default, every 5 s: running jobs noted, counts kept,
-        // a beat to the stream) against none, both the framework, same run.
-        let what = format!("{label}: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)");
-        for interval in [Duration::from_secs(5), Duration::ZERO] {
+        Ok(())
+    }
+
+    /// Drain at prefetch 1 with heartbeats (the default, every 5 s: running
+    /// jobs noted, counts kept, a beat to the stream) against none, both the
+    /// framework, in the same round; which goes first alternates by round.
+    async fn heartbeats(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let what = format!("{}: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)", self.label);
+        let (on, off) = (Duration::from_secs(5), Duration::ZERO);
+        let order = if round % 2 == 0 { [on, off] } else { [off, on] };
+        let mut times = [Duration::ZERO; 2];
+        for interval in order {
             declare(self.connection, &self.queue, self.kind).await;
             fill(&self.client, &self.queue, self.sizes.drain).await?;
             let time = framework_drain_with(&self.amqp, &self.queue, self.sizes.drain, 1, interval).await;
-            if interval.is_zero() {
-                table.rate_second(&what, self.sizes.drain, time);
-            } else {
-                table.rate_first(&what, self.sizes.drain, time);
-            }
+            times[usize::from(interval.is_zero())] = time;
         }
+        table.rate(&what, self.sizes.drain, times[0], times[1]);
         Ok(())
     }
 

@@ -47,7 +47,8 @@ fn bad_options_are_refused_with_what_they_take() {
     };
     let (ok, stderr) = bench(&["--only", "enqueue,speed"]);
     assert!(
-        !ok && stderr.contains("unknown part `speed`") && stderr.contains("enqueue, drain, heartbeats, latency, memory"),
+        !ok && stderr.contains("unknown part `speed`")
+            && stderr.contains("enqueue, drain, heartbeats, latency, memory"),
         "{stderr}"
     );
     for bad in ["0", "10,x", ""] {

@@ -176,21 +176,13 @@ async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_th
     browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
     wait_text(&browser, "#dead-jobs", "has no customer", false, "the dead jobs").await;
     screenshot(&browser, "dead-jobs").await;
-    let first = browser.find(Locator::XPath("//tr[td[text()='Invoice']][.//td[contains(., 'bad-1')]]")).await;
-    let retry_button = match first {
-        Ok(row) => row.find(Locator::Css("button.retry")).await.unwrap(),
-        Err(_) => {
-            // The id is the link text; find the row of the job whose error names bad-1.
-            let rows = browser.find_all(Locator::Css("#dead-jobs tbody tr")).await.unwrap();
-            let mut found = None;
-            for row in rows {
-                if row.text().await.unwrap().contains("invoice bad-1 ") {
-                    found = Some(row.find(Locator::Css("button.retry")).await.unwrap());
-                }
-            }
-            found.expect("the row of bad-1")
+    let mut retry_button = None;
+    for row in browser.find_all(Locator::Css("#dead-jobs tbody tr")).await.unwrap() {
+        if row.text().await.unwrap().contains("invoice bad-1 ") {
+            retry_button = Some(row.find(Locator::Css("button.retry")).await.unwrap());
         }
-    };
+    }
+    let retry_button = retry_button.expect("the row of bad-1, with its Retry button");
     retry_button.click().await.unwrap();
     wait_until("the retried job to run", Duration::from_secs(20), || async { done("bad-1") }).await;
     browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
@@ -199,16 +191,17 @@ async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_th
 
     // Retry all: confirmed, with how many it takes.
     browser.find(Locator::LinkText("Retry all…")).await.unwrap().click().await.unwrap();
-    assert!(text(&browser, "h2").await.contains("Retry 3 dead jobs"));
+    // A click does not wait for the page it loads: wait for what it shows.
+    wait_text(&browser, "h2", "Retry 3 dead jobs", false, "the confirmation").await;
     screenshot(&browser, "confirm").await;
     browser.find(Locator::Css("#confirm button")).await.unwrap().click().await.unwrap();
-    assert!(text(&browser, "#done").await.contains("Retried 3 dead jobs"));
+    wait_text(&browser, "#done", "Retried 3 dead jobs", false, "how many were retried").await;
     wait_until("the three to run", Duration::from_secs(20), || async {
         (0..3).all(|n| done(&format!("bad-bulk-{n}")))
     })
     .await;
     browser.goto(&format!("{base}/dead/{queue}")).await.unwrap();
-    assert!(text(&browser, "#dead-jobs").await.contains("no dead job"));
+    wait_text(&browser, "#dead-jobs", "no dead job", false, "an empty dead list").await;
     screenshot(&browser, "dead-jobs-empty").await;
 
     browser.close().await.unwrap();

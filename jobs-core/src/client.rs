@@ -421,7 +421,11 @@ impl Client {
             let outcomes = match session.publisher.publish_many(messages).await {
                 Ok(outcomes) => outcomes,
                 // The channel went before every message was handed over: none is stored.
-                Err(err) => ids.into_iter().map(|id| Err(Error::Closed { id, reason: err.to_string() })).collect(),
+                Err(Error::Closed { reason, .. }) => {
+                    ids.into_iter().map(|id| Err(Error::Closed { id, reason: reason.clone() })).collect()
+                }
+                // A message that cannot be sent at all (a name over 255 bytes): none was sent.
+                Err(err) => return Err(err),
             };
             let mut again = Vec::new();
             for (i, outcome) in todo.iter().copied().zip(outcomes) {

@@ -240,24 +240,29 @@ impl Publisher {
     /// message as not stored.
     pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
         let sent = Sent::of(&message);
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let rx = self.send_all(vec![message]).await?.pop();
         match rx {
-            Some(rx) => self.wait(sent, rx).await,
+            Some(rx) => self.wait(sent, rx, deadline).await,
             None => Ok(()),
         }
     }
 
     /// Publishes many messages back to back, then waits for all their confirms.
-    /// Returns one result per message, in order.
+    /// Returns one result per message, in order. The confirm timeout bounds
+    /// the whole batch, not each message in turn.
     ///
     /// # Errors
-    /// The outer error when the channel fails before every message was handed over.
+    /// The outer error when the channel fails before every message was handed
+    /// over ([`Error::Closed`]), or a message cannot be sent at all
+    /// ([`Error::InvalidName`]): then none was sent.
     pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
         let sent: Vec<Sent> = messages.iter().map(Sent::of).collect();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let receivers = self.send_all(messages).await?;
         let mut results = Vec::with_capacity(receivers.len());
         for (sent, rx) in sent.into_iter().zip(receivers) {
-            results.push(self.wait(sent, rx).await);
+            results.push(self.wait(sent, rx, deadline).await);
         }
         Ok(results)
     }
@@ -271,6 +276,7 @@ impl Publisher {
         for message in messages {
             validate_name(&message.exchange)?;
             validate_name(&message.routing_key)?;
+            validate_name(message.id.as_str())?;
             let (tx, rx) = oneshot::channel();
             batch.push((message, tx));
             receivers.push(rx);
@@ -282,16 +288,23 @@ impl Publisher {
         Ok(receivers)
     }
 
-    async fn wait(&self, sent: Sent, rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+    async fn wait(
+        &self,
+        sent: Sent,
+        rx: oneshot::Receiver<Outcome>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Error> {
         let Sent { id, exchange, size } = sent;
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Outcome::Confirmed)) => Ok(()),
             Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
             Ok(Ok(Outcome::Returned { exchange, routing_key })) => Err(Error::Unroutable { id, exchange, routing_key }),
             Ok(Ok(Outcome::Closed(closed))) => Err(closed_error(id, &exchange, size, &closed)),
             Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
             Err(_) => {
-                self.tracker.lock().pending.retain(|_, w| w.id != id);
+                // Our receiver is dropped on return; forget every waiter whose
+                // receiver is gone (ids need not be unique, receivers are).
+                self.tracker.lock().pending.retain(|_, w| !w.tx.is_closed());
                 match self.connection_state.as_ref().and_then(|s| s.blocked()) {
                     Some(reason) => Err(Error::Blocked { id, reason, after: self.timeout }),
                     None => Err(Error::ConfirmTimeout { id, after: self.timeout }),
@@ -372,7 +385,7 @@ async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::Unb
     }
 }
 
-/// amqprs panics on names over 255 bytes; refuse them first.
+/// amqprs panics on short strings (names, message ids) over 255 bytes; refuse them first.
 fn validate_name(name: &str) -> Result<(), Error> {
     if name.len() > 255 {
         return Err(Error::InvalidName { name: name.to_owned(), reason: "longer than 255 bytes" });

@@ -130,11 +130,17 @@ impl DeadLetters {
     /// When the dead queue does not exist or the broker fails.
     pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, Error> {
         let mut jobs = Vec::new();
+        if limit == 0 {
+            return Ok(jobs);
+        }
         self.each(queue, |job, _, _| {
+            jobs.push(job);
+            // Got no further than the page asks: a long dead queue is not walked.
             if jobs.len() < limit {
-                jobs.push(job);
+                Action::Keep
+            } else {
+                Action::Stop
             }
-            Action::Keep
         })
         .await?;
         Ok(jobs)
@@ -177,6 +183,7 @@ impl DeadLetters {
                 let tag = get_ok.delivery_tag();
                 match decide(DeadJob::of(&props, &body), &props, &body) {
                     Action::Keep => {}
+                    Action::Stop => break,
                     Action::Delete => {
                         ack(&channel, tag).await?;
                         acted += 1;
@@ -203,6 +210,8 @@ impl DeadLetters {
 
 enum Action {
     Keep,
+    /// Keep this one and get no more.
+    Stop,
     Delete,
     Retry,
 }

@@ -17,10 +17,14 @@ impl HttpResponse {
     }
 }
 
-/// A request to `127.0.0.1:port`, with extra header lines and a form body.
+/// A request to `127.0.0.1:port`, with extra header lines (a `Host` among
+/// them replaces `127.0.0.1:port`) and a form body.
 pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> HttpResponse {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the listener");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -85,6 +85,12 @@ pub struct WebConfig {
     /// (`web.window`, default `7d`; at most `amqp.events_max_age`).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// Without authentication, the `Host` names requests may use besides
+    /// `localhost` and loopback addresses (`web.allowed_hosts`): a name of
+    /// yours that a proxy on this host forwards. Other names are refused, so
+    /// that a web page cannot reach the dashboard by pointing its own name at
+    /// 127.0.0.1 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -98,6 +104,7 @@ impl Default for WebConfig {
             password_file: None,
             read_only: false,
             window: Duration::from_secs(7 * 86400),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -513,7 +513,7 @@ pub(crate) async fn dead_list(
     let filter_type = query.job_type.clone().unwrap_or_default();
     let filter_text = query.q.clone().unwrap_or_default();
     let link = |n: usize| {
-        let mut url = format!("{}/dead/{queue}?page={n}&order={order}", base.0);
+        let mut url = format!("{}/dead/{}?page={n}&order={order}", base.0, encode(&queue));
         if !filter_type.is_empty() {
             url.push_str(&format!("&type={}", encode(&filter_type)));
         }
@@ -648,7 +648,7 @@ pub(crate) async fn dead_job_action(
         Ok(0) => {
             error_page(StatusCode::NOT_FOUND, "no dead job has that id (retried or deleted already?)").into_response()
         }
-        Ok(_) => Redirect::to(&format!("{}/dead/{queue}", base.0)).into_response(),
+        Ok(_) => Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response(),
         Err(err) => error_page(StatusCode::BAD_GATEWAY, &jobs_core::report(&err)).into_response(),
     }
 }
@@ -757,6 +757,6 @@ pub(crate) async fn bulk_do(
     let what = if form.action == BulkAction::Retry { "Retried" } else { "Deleted" };
     let of_type = if form.job_type.is_empty() { String::new() } else { format!(" of type {}", form.job_type) };
     let message = format!("{what} {n} dead job{}{of_type} in {queue}", if n == 1 { "" } else { "s" });
-    let back = format!("{}/dead/{queue}", base.0);
+    let back = format!("{}/dead/{}", base.0, encode(&queue));
     render(&Done { page: page(&dashboard, base, "dead", &csrf), message, queue, back })
 }

@@ -76,6 +76,11 @@ fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
 
 /// Authenticates, hands the handlers the CSRF token, and sets the headers.
 pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
+    if dashboard.auth == Auth::None && !loopback_host(request.headers(), &dashboard.web.allowed_hosts) {
+        let message = "this dashboard has no authentication and answers only to localhost and loopback addresses \
+                       (or the names in web.allowed_hosts)";
+        return crate::pages::error_page(StatusCode::MISDIRECTED_REQUEST, message).into_response();
+    }
     if !authorized(&dashboard.auth, request.headers()) {
         let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobs\""));
@@ -101,6 +106,23 @@ pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: 
         }
     }
     response
+}
+
+/// Whether the request's `Host` is `localhost`, a loopback address or one of
+/// `allowed`. A dashboard without authentication answers nothing else: a page
+/// that points a name of its own at 127.0.0.1 (DNS rebinding) would otherwise
+/// read it as same-origin.
+fn loopback_host(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST) else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    // `name`, `name:port`, `[::1]`, `[::1]:port`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// A POST from a page of another origin is refused (browsers send `Origin`).
@@ -153,5 +175,17 @@ mod tests {
         assert!(!csrf_ok(&headers(&[]), &t));
         assert!(same_origin(&headers(&[("host", "127.0.0.1:9180"), ("origin", "http://127.0.0.1:9180")])));
         assert!(!same_origin(&headers(&[("host", "127.0.0.1:9180"), ("origin", "http://evil.example")])));
+    }
+
+    #[test]
+    fn without_authentication_only_loopback_hosts_are_answered() {
+        let host = |h: &str| headers(&[("host", h)]);
+        for good in ["127.0.0.1:9180", "localhost:9180", "LOCALHOST", "[::1]:9180", "127.0.0.2", "[::1]"] {
+            assert!(loopback_host(&host(good), &[]), "{good}");
+        }
+        for bad in ["evil.example", "evil.example:9180", "10.0.0.1:9180", "[2001:db8::1]:80"] {
+            assert!(!loopback_host(&host(bad), &[]), "{bad}");
+        }
+        assert!(loopback_host(&host("jobs.internal:8080"), &["jobs.internal".into()]));
     }
 }

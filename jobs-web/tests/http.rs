@@ -158,6 +158,23 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
     assert!(bulk.body.contains("Deleted 1 dead job of type Report"), "{}", bulk.body);
     assert_eq!(api(&format!("/api/dead/{queue}"))["total"], 0);
 
+    // An id with characters that mean something in a URL: links percent-encode it.
+    let odd = jobs_core::JobId::from("odd/id?x y#1");
+    client.enqueue_with(&Report { ok: false }, on().id(odd.clone())).await.unwrap();
+    wait_until("the odd dead job", Duration::from_secs(20), || async {
+        api(&format!("/api/dead/{queue}"))["total"] == 1
+    })
+    .await;
+    let list = http_request(port, "GET", &format!("/dead/{queue}"), &[], None);
+    let link = format!("/dead/{queue}/job/odd%2Fid%3Fx%20y%231");
+    assert!(list.body.contains(&format!("href=\"{link}\"")), "{}", list.body);
+    let page = http_request(port, "GET", &link, &[], None);
+    assert!(page.status == 200 && page.body.contains("odd/id?x y#1"), "{}: {}", page.status, page.body);
+    let deleted =
+        http_request(port, "POST", &format!("{link}/delete"), &[("Cookie", &cookie)], Some(&format!("csrf={token}")));
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert_eq!(api(&format!("/api/dead/{queue}"))["total"], 0);
+
     // Read-only, and mounted under a prefix: links follow it; no action is offered or taken.
     let read_only = WebConfig { read_only: true, ..WebConfig::default() };
     let (ro_port, _) = serve(read_only, amqp.clone(), "/jobs").await;
@@ -194,8 +211,32 @@ async fn authentication_when_configured_and_never_on_a_public_address_without_it
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{text}");
 
+    // Without authentication, only loopback names are answered: a page whose
+    // own name points at 127.0.0.1 (DNS rebinding) is refused.
+    let open = WebConfig { allowed_hosts: vec!["jobs.internal".into()], ..WebConfig::default() };
+    let (open_port, _) = serve(open, amqp_config(), "").await;
+    assert_eq!(http_request(open_port, "GET", "/", &[], None).status, 200);
+    assert_eq!(http_request(open_port, "GET", "/", &[("Host", &format!("localhost:{open_port}"))], None).status, 200);
+    let rebound =
+        http_request(open_port, "GET", "/api/workers", &[("Host", &format!("evil.example:{open_port}"))], None);
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
+    assert!(rebound.body.contains("web.allowed_hosts"), "{}", rebound.body);
+    assert_eq!(http_request(open_port, "GET", "/", &[("Host", "jobs.internal")], None).status, 200);
+
     let web = WebConfig { token: Some("t0ken-for-tests".into()), ..WebConfig::default() };
     let (port, _) = serve(web, amqp_config(), "").await;
+    // With authentication, any name (a proxy's, a load balancer's) is answered.
+    assert_eq!(
+        http_request(
+            port,
+            "GET",
+            "/",
+            &[("Host", "jobs.example.com"), ("Authorization", "Bearer t0ken-for-tests")],
+            None
+        )
+        .status,
+        200
+    );
     let denied = http_request(port, "GET", "/", &[], None);
     assert_eq!(denied.status, 401);
     assert_eq!(denied.header("www-authenticate"), Some("Basic realm=\"jobs\""));

@@ -53,6 +53,11 @@ struct Running {
     started_at: SystemTime,
 }
 
+/// How many names of job types the worker does not have are counted apart.
+const MAX_OTHERS: usize = 100;
+/// Where the names past [`MAX_OTHERS`] are counted.
+const OTHER: &str = "(other)";
+
 /// The worker's job accounting.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -95,7 +100,12 @@ impl Activity {
     fn counters<R>(&self, job_type: &str, f: impl FnOnce(&Counters) -> R) -> R {
         match self.types.get(job_type) {
             Some(counters) => f(counters),
-            None => f(self.others.lock().unwrap_or_else(|e| e.into_inner()).entry(job_type.to_owned()).or_default()),
+            None => {
+                let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+                // Names come from messages: past a hundred, count them together.
+                let name = if others.len() < MAX_OTHERS || others.contains_key(job_type) { job_type } else { OTHER };
+                f(others.entry(name.to_owned()).or_default())
+            }
         }
     }
 
@@ -202,5 +212,19 @@ mod tests {
         drop(guard);
         let (running, counts) = activity.take();
         assert!(running.is_empty() && counts.is_empty(), "taken: {counts:?}");
+    }
+
+    #[test]
+    fn names_from_messages_past_a_hundred_are_counted_together() {
+        let activity = Activity::new(["Mail"], false);
+        for n in 0..150 {
+            activity.retried(&format!("Bogus{n}"));
+        }
+        activity.retried("Bogus0");
+        let (_, counts) = activity.take();
+        assert_eq!(counts.len(), MAX_OTHERS + 1);
+        let other = counts.iter().find(|c| c.job_type == OTHER).map(|c| c.retried);
+        assert_eq!(other, Some(50));
+        assert_eq!(counts.iter().find(|c| c.job_type == "Bogus0").map(|c| c.retried), Some(2));
     }
 }

@@ -71,7 +71,7 @@ impl Consumer {
     ) -> Result<Self, Error> {
         let qos = BasicQosArguments::new(0, prefetch, false);
         channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", queue, e))?;
-        let tag = format!("{worker}:{name}");
+        let tag = consumer_tag(worker, name);
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", name, e))?;
         Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1 })
@@ -195,4 +195,29 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
     let delivery =
         Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body, meta };
     shared.settler.settle(&delivery, settlement).await;
+}
+
+/// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).
+/// Each consumer has a channel of its own, so a cut tag stays unique there.
+fn consumer_tag(worker: &str, queue: &str) -> String {
+    let mut tag = format!("{worker}:{queue}");
+    let mut end = tag.len().min(255);
+    while !tag.is_char_boundary(end) {
+        end -= 1;
+    }
+    tag.truncate(end);
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_tag;
+
+    #[test]
+    fn a_consumer_tag_fits_in_255_bytes_on_a_char_boundary() {
+        assert_eq!(consumer_tag("host-1", "emails"), "host-1:emails");
+        let long = consumer_tag(&"é".repeat(200), "emails");
+        assert!(long.len() <= 255 && long.len() >= 254, "{}", long.len());
+        assert!(long.starts_with('é'));
+    }
 }

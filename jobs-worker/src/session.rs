@@ -156,7 +156,36 @@ impl Setup<'_> {
     ) -> Result<SessionEnd, Error> {
         let halt = CancellationToken::new();
         let mut loops: JoinSet<(Unit, Result<(), Error>)> = JoinSet::new();
-        let mut pending = self.set_up(self.units, false, &mut loops, &halt, tasks, &shared).await?;
+        let end = self.serve(&shared, tasks, stop, ready, &halt, &mut loops).await;
+        // However the session ended (a stop, a lost connection, a refusal):
+        // nothing is consumed any more, and health says so.
+        self.health.consuming.store(false, Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.show_pending(&[]);
+        halt.cancel();
+        while loops.join_next().await.is_some() {}
+        end
+    }
+
+    async fn serve(
+        &self,
+        shared: &Arc<Shared>,
+        tasks: &TaskTracker,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+        ready: impl FnOnce(),
+        halt: &CancellationToken,
+        loops: &mut JoinSet<(Unit, Result<(), Error>)>,
+    ) -> Result<SessionEnd, Error> {
+        // Listening starts when first polled: poll it once now, so that a
+        // failure during the setup below is not missed.
+        let failure = self.connection.listen_network_io_failure();
+        tokio::pin!(failure);
+        tokio::select! {
+            biased;
+            _ = &mut failure => return Ok(lost("(network failure)")),
+            _ = std::future::ready(()) => {}
+        }
+        let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");
         }
@@ -166,20 +195,18 @@ impl Setup<'_> {
         ready();
         let mut pause = Duration::from_secs(1);
         let mut next_try = Instant::now() + pause;
-        let end = loop {
+        loop {
             tokio::select! {
-                _ = &mut *stop => break SessionEnd::Stopped,
-                _ = self.connection.listen_network_io_failure() => {
-                    break SessionEnd::Lost(Error::ConnectionLost { queue: "(network failure)".into() });
-                }
+                _ = &mut *stop => return Ok(SessionEnd::Stopped),
+                _ = &mut failure => return Ok(lost("(network failure)")),
                 Some(ended) = loops.join_next() => {
                     let (unit, result) = match ended {
                         Ok(ended) => ended,
-                        Err(join) => break SessionEnd::Lost(Error::ConnectionLost { queue: format!("consumer task failed: {join}") }),
+                        Err(join) => return Ok(lost(&format!("consumer task failed: {join}"))),
                     };
                     if !self.connection.is_open() {
                         let err = result.err().unwrap_or(Error::ConnectionLost { queue: unit.to_string() });
-                        break SessionEnd::Lost(err);
+                        return Ok(SessionEnd::Lost(err));
                     }
                     let why = result.err().map(|e| report(&e)).unwrap_or_else(|| "its consumer ended".into());
                     warn!(%unit, reason = why, "stopped consuming {unit}; setting it up again in the background");
@@ -189,22 +216,20 @@ impl Setup<'_> {
                     next_try = Instant::now() + pause;
                 }
                 _ = tokio::time::sleep_until(next_try), if !pending.is_empty() => {
+                    // With nothing consumed, no consumer ends to tell of a lost connection.
+                    if !self.connection.is_open() {
+                        return Ok(lost("(connection closed)"));
+                    }
                     let (mut units, _): (Vec<Unit>, Vec<String>) = std::mem::take(&mut pending).into_iter().unzip();
                     // The cascade first: queues wait for it.
                     units.sort_by_key(|unit| *unit != Unit::Delays);
-                    pending = self.set_up(&units, true, &mut loops, &halt, tasks, &shared).await?;
+                    pending = self.set_up(&units, true, loops, halt, tasks, shared).await?;
                     self.show_pending(&pending);
                     pause = (pause * 2).min(Duration::from_secs(30));
                     next_try = Instant::now() + pause;
                 }
             }
-        };
-        self.health.consuming.store(false, Ordering::Relaxed);
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.show_pending(&[]);
-        halt.cancel();
-        while loops.join_next().await.is_some() {}
-        Ok(end)
+        }
     }
 
     /// Declares `units`, then consumes those declared (job queues once the
@@ -241,6 +266,10 @@ impl Setup<'_> {
         }
         Ok(pending)
     }
+}
+
+fn lost(why: &str) -> SessionEnd {
+    SessionEnd::Lost(Error::ConnectionLost { queue: why.into() })
 }
 
 async fn run_consumer(

@@ -190,7 +190,9 @@ impl Worker {
         notifier: Option<&Notifier>,
     ) -> Result<(), Error> {
         tokio::pin!(stop);
-        let mut ever_connected = false;
+        // Set once a session is ready: from then on, what fails is the broker's
+        // trouble to wait out, not a setup to refuse.
+        let ever_connected = std::sync::atomic::AtomicBool::new(false);
         let mut pause = Duration::from_millis(100);
         let units = self.units();
         let result = loop {
@@ -201,7 +203,7 @@ impl Worker {
             };
             let (connection, shared) = match connected {
                 Ok(session) => session,
-                Err(err) if stops(&err, ever_connected) => break Err(err),
+                Err(err) if stops(&err, ever_connected.load(Ordering::Relaxed)) => break Err(err),
                 Err(err) => {
                     warn!(error = %report(&err), retry_in = ?pause, "cannot reach RabbitMQ; retrying");
                     tokio::select! {
@@ -223,7 +225,7 @@ impl Worker {
             };
             let started = Instant::now();
             let ready = || {
-                if !ever_connected {
+                if !ever_connected.swap(true, Ordering::Relaxed) {
                     if let Some(notifier) = notifier {
                         notifier.notify("READY=1");
                     }
@@ -232,6 +234,8 @@ impl Worker {
                 let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
                 info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
             };
+            // A broker that went silent in an earlier session may answer this one.
+            self.health.silent.store(false, Ordering::Relaxed);
             let end = setup.run(shared.clone(), tasks, &mut stop, ready).await;
             ::metrics::gauge!("broker_connected").set(0.0);
             match end {
@@ -250,11 +254,10 @@ impl Worker {
                     break Ok(());
                 }
                 Ok(SessionEnd::Lost(err)) => {
-                    ever_connected = true;
                     warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
                     close_connection(connection).await;
                 }
-                Err(err) if stops(&err, ever_connected) => {
+                Err(err) if stops(&err, ever_connected.load(Ordering::Relaxed)) => {
                     close_connection(connection).await;
                     break Err(err);
                 }
@@ -276,6 +279,11 @@ impl Worker {
                 pause = (pause * 2).min(Duration::from_secs(30));
             }
         };
+        // Stopped while reconnecting or pausing: jobs of the lost session may
+        // still run; they get the grace period too.
+        if !tasks.is_closed() {
+            self.drain(tasks).await;
+        }
         info!(worker.id = &*self.id, "worker stopped");
         result
     }

@@ -437,12 +437,14 @@ pub(crate) fn queue_name(queue: &str) -> Result<(), Refusal> {
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// The dead jobs of `queue` that the query's filters keep, in its order.
+/// The dead jobs of `queue` that the query's filters keep, in its order; a
+/// 400 for a name no queue can have.
 pub(crate) async fn dead_jobs(
     dashboard: &Dashboard,
     queue: &str,
     query: &DeadQuery,
 ) -> Result<(Vec<DeadJob>, bool), Refusal> {
+    queue_name(queue)?;
     let listed = dashboard.list_dead(queue, DEAD_LIMIT).await;
     let mut jobs = listed.map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, jobs_core::report(&e)))?;
     let capped = jobs.len() >= DEAD_LIMIT;
@@ -496,9 +498,6 @@ pub(crate) async fn dead_list(
     Path(queue): Path<String>,
     Params(query): Params<DeadQuery>,
 ) -> Response {
-    if let Err(bad) = queue_name(&queue) {
-        return bad.into_response();
-    }
     let (jobs, capped) = match dead_jobs(&dashboard, &queue, &query).await {
         Ok(found) => found,
         Err(refusal) => return refusal.into_response(),
@@ -575,9 +574,6 @@ pub(crate) async fn dead_job(
     Extension(csrf): Extension<Csrf>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(bad) = queue_name(&queue) {
-        return bad.into_response();
-    }
     let (jobs, _) = match dead_jobs(&dashboard, &queue, &DeadQuery::default()).await {
         Ok(found) => found,
         Err(refusal) => return refusal.into_response(),

@@ -439,7 +439,7 @@ impl Client {
                 }
             }
             if !again.is_empty() {
-                self.drop_session(&session).await;
+                self.drop_session(&session);
             }
             todo = again;
         }
@@ -463,7 +463,7 @@ impl Client {
         current.as_ref().filter(|s| s.connection.is_open() && s.publisher.is_open()).cloned()
     }
 
-    async fn drop_session(&self, session: &Arc<Session>) {
+    fn drop_session(&self, session: &Arc<Session>) {
         let mut slot = self.slot();
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;

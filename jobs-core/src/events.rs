@@ -24,6 +24,11 @@ pub fn duration_bucket(seconds: f64) -> usize {
     DURATION_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(DURATION_BUCKETS.len())
 }
 
+/// `at` in milliseconds since the Unix epoch, as beats carry times.
+pub fn epoch_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One worker's heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

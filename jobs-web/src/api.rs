@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::dashboard::{now_ms, Dashboard};
-use crate::pages::{dead_jobs, DeadQuery, Params, RangeQuery};
+use crate::pages::{dead_jobs, page_count, DeadQuery, Params, RangeQuery, Refusal, PER_PAGE};
 
 pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
     let now = now_ms();
@@ -20,11 +20,11 @@ pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(que
         .into_iter()
         .map(|(at_ms, m)| json!({ "at_ms": at_ms, "succeeded": m.succeeded, "failed": m.failed }))
         .collect();
-    let live = history.workers(now).iter().filter(|w| w.status == crate::history::WorkerStatus::Live).count();
+    let summary = history.summary(now);
     let body = json!({
-        "last_hour": history.totals(now.saturating_sub(3_600_000)),
-        "last_day": history.totals(now.saturating_sub(86_400_000)),
-        "live_workers": live,
+        "last_hour": summary.last_hour,
+        "last_day": summary.last_day,
+        "live_workers": summary.live_workers,
         "range": query.range.name(),
         "series": series,
         "queues": dashboard.queue_rows(),
@@ -49,28 +49,23 @@ pub(crate) async fn dead(
     State(dashboard): State<Arc<Dashboard>>,
     Path(queue): Path<String>,
     Params(query): Params<DeadQuery>,
-) -> Response {
-    let (jobs, capped) = match dead_jobs(&dashboard, &queue, &query).await {
-        Ok(found) => found,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let per_page = 50;
-    let pages = jobs.len().div_ceil(per_page).max(1);
+) -> Result<Response, Refusal> {
+    let (jobs, capped) = dead_jobs(&dashboard, &queue, &query).await?;
+    let pages = page_count(jobs.len());
     let page = query.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<_> = jobs.iter().skip((page - 1) * per_page).take(per_page).collect();
-    Json(json!({ "queue": queue, "total": jobs.len(), "capped": capped, "page": page, "pages": pages, "jobs": shown }))
-        .into_response()
+    let shown: Vec<_> = jobs.iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
+    let body =
+        json!({ "queue": queue, "total": jobs.len(), "capped": capped, "page": page, "pages": pages, "jobs": shown });
+    Ok(Json(body).into_response())
 }
 
 pub(crate) async fn dead_job(
     State(dashboard): State<Arc<Dashboard>>,
     Path((queue, id)): Path<(String, String)>,
-) -> Response {
-    match dead_jobs(&dashboard, &queue, &DeadQuery::default()).await {
-        Ok((jobs, _)) => match jobs.into_iter().find(|j| j.id == id) {
-            Some(job) => Json(job).into_response(),
-            None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no dead job has that id" }))).into_response(),
-        },
-        Err(refusal) => refusal.into_response(),
-    }
+) -> Result<Response, Refusal> {
+    let (jobs, _) = dead_jobs(&dashboard, &queue, &DeadQuery::default()).await?;
+    Ok(match jobs.into_iter().find(|j| j.id == id) {
+        Some(job) => Json(job).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no dead job has that id" }))).into_response(),
+    })
 }

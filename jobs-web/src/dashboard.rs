@@ -4,7 +4,7 @@
 //! actions go through. Pages only read what these keep.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jobs_core::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
@@ -61,7 +61,7 @@ pub struct Dashboard {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    jobs_core::events::epoch_ms(SystemTime::now())
 }
 
 impl Dashboard {

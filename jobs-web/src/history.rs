@@ -31,12 +31,14 @@ struct TypeHour {
     durations: [u64; DURATION_BUCKETS.len() + 1],
 }
 
-/// A worker as its beats show it.
-#[derive(Debug, Clone)]
-struct Seen {
-    beat: Heartbeat,
-    /// When its first beat in the window came.
-    first_ms: u64,
+impl TypeHour {
+    fn add(&mut self, succeeded: u64, failed: u64, durations: &[u64]) {
+        self.succeeded += succeeded;
+        self.failed += failed;
+        for (slot, n) in self.durations.iter_mut().zip(durations) {
+            *slot += n;
+        }
+    }
 }
 
 /// Everything the pages show that comes from beats.
@@ -45,11 +47,10 @@ pub struct History {
     window: Duration,
     minutes: BTreeMap<u64, Minute>,
     hours: BTreeMap<u64, HashMap<String, TypeHour>>,
-    workers: HashMap<String, Seen>,
+    /// The last beat of each worker.
+    workers: HashMap<String, Heartbeat>,
     /// The stream offset of the last beat read.
     pub last_offset: Option<u64>,
-    /// Beats read since the dashboard started.
-    pub beats: u64,
 }
 
 /// How a worker is doing.
@@ -91,6 +92,17 @@ pub struct WorkerRow {
     pub running: Vec<RunningJob>,
 }
 
+/// What the overview leads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Jobs that ended in the last hour.
+    pub last_hour: Minute,
+    /// Jobs that ended in the last day.
+    pub last_day: Minute,
+    /// Workers that beat within three of their intervals.
+    pub live_workers: usize,
+}
+
 /// A job type over a span, for the job types page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TypeRow {
@@ -114,14 +126,7 @@ pub struct TypeRow {
 impl History {
     /// An empty history keeping `window`.
     pub fn new(window: Duration) -> Self {
-        History {
-            window,
-            minutes: BTreeMap::new(),
-            hours: BTreeMap::new(),
-            workers: HashMap::new(),
-            last_offset: None,
-            beats: 0,
-        }
+        History { window, minutes: BTreeMap::new(), hours: BTreeMap::new(), workers: HashMap::new(), last_offset: None }
     }
 
     /// The history kept.
@@ -132,7 +137,6 @@ impl History {
     /// Takes in a beat read at `offset` of the stream.
     pub fn add(&mut self, offset: u64, beat: Heartbeat) {
         self.last_offset = Some(offset);
-        self.beats += 1;
         let at = beat.sent_at_ms;
         let minute = self.minutes.entry(at / MINUTE_MS).or_default();
         let hour = self.hours.entry(at / HOUR_MS).or_default();
@@ -140,21 +144,14 @@ impl History {
             let failed = counts.failed_total();
             minute.succeeded += counts.succeeded;
             minute.failed += failed;
-            let t = hour.entry(counts.job_type.clone()).or_default();
-            t.succeeded += counts.succeeded;
-            t.failed += failed;
-            for (slot, n) in t.durations.iter_mut().zip(&counts.durations) {
-                *slot += n;
-            }
+            hour.entry(counts.job_type.clone()).or_default().add(counts.succeeded, failed, &counts.durations);
         }
-        let first_ms = self.workers.get(&beat.worker).map_or(at, |seen| seen.first_ms.min(at));
-        let newer = self.workers.get(&beat.worker).map_or(true, |seen| seen.beat.sent_at_ms <= at);
+        let newer = self.workers.get(&beat.worker).map_or(true, |last| last.sent_at_ms <= at);
         if newer {
-            self.workers.insert(beat.worker.clone(), Seen { beat, first_ms });
+            self.workers.insert(beat.worker.clone(), beat);
         }
         if self.workers.len() > MAX_WORKERS {
-            if let Some(oldest) = self.workers.values().min_by_key(|s| s.beat.sent_at_ms).map(|s| s.beat.worker.clone())
-            {
+            if let Some(oldest) = self.workers.values().min_by_key(|b| b.sent_at_ms).map(|b| b.worker.clone()) {
                 self.workers.remove(&oldest);
             }
         }
@@ -165,7 +162,7 @@ impl History {
         let from = now_ms.saturating_sub(self.window.as_millis() as u64);
         self.minutes = self.minutes.split_off(&(from / MINUTE_MS));
         self.hours = self.hours.split_off(&(from / HOUR_MS));
-        self.workers.retain(|_, seen| seen.beat.sent_at_ms >= from);
+        self.workers.retain(|_, beat| beat.sent_at_ms >= from);
     }
 
     /// Jobs that ended since `since_ms`.
@@ -174,6 +171,15 @@ impl History {
             succeeded: sum.succeeded + m.succeeded,
             failed: sum.failed + m.failed,
         })
+    }
+
+    /// The last hour's and day's totals and the live workers, as of `now_ms`.
+    pub fn summary(&self, now_ms: u64) -> Summary {
+        Summary {
+            last_hour: self.totals(now_ms.saturating_sub(HOUR_MS)),
+            last_day: self.totals(now_ms.saturating_sub(24 * HOUR_MS)),
+            live_workers: self.workers.values().filter(|b| status(b, now_ms) == WorkerStatus::Live).count(),
+        }
     }
 
     /// The minutes from `from_ms` to `to_ms`, in `points` equal steps
@@ -198,12 +204,7 @@ impl History {
         let mut sums: HashMap<&str, TypeHour> = HashMap::new();
         for types in self.hours.range(since_ms / HOUR_MS..).map(|(_, types)| types) {
             for (name, t) in types {
-                let sum = sums.entry(name).or_default();
-                sum.succeeded += t.succeeded;
-                sum.failed += t.failed;
-                for (slot, n) in sum.durations.iter_mut().zip(&t.durations) {
-                    *slot += n;
-                }
+                sums.entry(name).or_default().add(t.succeeded, t.failed, &t.durations);
             }
         }
         let mut rows: Vec<TypeRow> = sums
@@ -230,14 +231,8 @@ impl History {
         let mut rows: Vec<WorkerRow> = self
             .workers
             .values()
-            .map(|seen| {
-                let beat = &seen.beat;
-                let late = now_ms.saturating_sub(beat.sent_at_ms) > 3 * beat.interval_ms.max(1000);
-                let status = match (beat.stopping, late) {
-                    (true, _) => WorkerStatus::Stopped,
-                    (false, true) => WorkerStatus::Vanished,
-                    (false, false) => WorkerStatus::Live,
-                };
+            .map(|beat| {
+                let status = status(beat, now_ms);
                 WorkerRow {
                     id: beat.worker.clone(),
                     host: beat.host.clone(),
@@ -259,10 +254,20 @@ impl History {
 
     /// The queues that workers seen in the window consume.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues: Vec<String> = self.workers.values().flat_map(|s| s.beat.queues.iter().cloned()).collect();
+        let mut queues: Vec<String> = self.workers.values().flat_map(|b| b.queues.iter().cloned()).collect();
         queues.sort();
         queues.dedup();
         queues
+    }
+}
+
+/// How the worker of `beat`, its last, is doing as of `now_ms`.
+fn status(beat: &Heartbeat, now_ms: u64) -> WorkerStatus {
+    let late = now_ms.saturating_sub(beat.sent_at_ms) > 3 * beat.interval_ms.max(1000);
+    match (beat.stopping, late) {
+        (true, _) => WorkerStatus::Stopped,
+        (false, true) => WorkerStatus::Vanished,
+        (false, false) => WorkerStatus::Live,
     }
 }
 

@@ -36,7 +36,7 @@ mod security;
 
 pub use config::{Auth, Secret, Settings, WebConfig};
 pub use dashboard::{BrokerStatus, Dashboard, QueueRow};
-pub use history::{History, Minute, TypeRow, WorkerRow, WorkerStatus, MAX_WORKERS};
+pub use history::{History, Minute, Summary, TypeRow, WorkerRow, WorkerStatus, MAX_WORKERS};
 
 #[doc(hidden)]
 pub mod __bench {

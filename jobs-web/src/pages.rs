@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::chart;
 use crate::dashboard::{now_ms, BrokerStatus, Dashboard, QueueRow};
-use crate::history::{WorkerRow, WorkerStatus};
+use crate::history::{Summary, WorkerRow, WorkerStatus};
 use crate::security::{csrf_ok, Csrf};
 use jobs_core::plumbing::percent_encode as encode;
 
@@ -44,17 +44,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded_from_str(query)
-            .map(Params)
-            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad query parameters: {e}")))
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad query parameters: {}", e.body_text())))
     }
-}
-
-fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, String> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|e| format!("{e}"))?)
-        .map(|q| q.0)
-        .map_err(|e| e.body_text())
 }
 
 /// Why a request is refused: a status and a sentence, shown as the error page.
@@ -220,9 +213,7 @@ impl From<&QueueRow> for QueueView {
 #[template(path = "overview.html")]
 struct Overview {
     page: PageCtx,
-    hour: crate::history::Minute,
-    day: crate::history::Minute,
-    live_workers: usize,
+    summary: Summary,
     step: &'static str,
     range: &'static str,
     ranges: [&'static str; 4],
@@ -242,18 +233,14 @@ pub(crate) async fn overview(
 /// The overview as of `now` (also what the benchmark renders).
 pub(crate) fn overview_page(dashboard: &Dashboard, base: Base, csrf: &Csrf, range: Range, now: u64) -> impl Template {
     let (points, step) = range.points();
-    let (hour, day, series, live_workers) = {
+    let (summary, series) = {
         let history = dashboard.history();
-        let series = history.series(now.saturating_sub(range.millis()), now, points);
-        let live = history.workers(now).iter().filter(|w| w.status == WorkerStatus::Live).count();
-        (history.totals(now.saturating_sub(3_600_000)), history.totals(now.saturating_sub(86_400_000)), series, live)
+        (history.summary(now), history.series(now.saturating_sub(range.millis()), now, points))
     };
     let label = |ms: u64| time(ms).chars().skip(5).take(11).collect::<String>();
     Overview {
         page: page(dashboard, base, "overview", csrf),
-        hour,
-        day,
-        live_workers,
+        summary,
         step,
         range: range.name(),
         ranges: Range::ALL,
@@ -408,7 +395,13 @@ pub(crate) async fn dead_queues(
 
 /// Dead jobs read at most for one listing.
 pub(crate) const DEAD_LIMIT: usize = 10_000;
-const PER_PAGE: usize = 50;
+/// Dead jobs on one page (and in one answer of the API).
+pub(crate) const PER_PAGE: usize = 50;
+
+/// How many pages `jobs` dead jobs fill (one, when there are none).
+pub(crate) fn page_count(jobs: usize) -> usize {
+    jobs.div_ceil(PER_PAGE).max(1)
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -445,8 +438,7 @@ pub(crate) async fn dead_jobs(
     query: &DeadQuery,
 ) -> Result<(Vec<DeadJob>, bool), Refusal> {
     queue_name(queue)?;
-    let listed = dashboard.list_dead(queue, DEAD_LIMIT).await;
-    let mut jobs = listed.map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, jobs_core::report(&e)))?;
+    let mut jobs = dashboard.list_dead(queue, DEAD_LIMIT).await.map_err(broker_refusal)?;
     let capped = jobs.len() >= DEAD_LIMIT;
     if let Some(t) = query.job_type.as_deref().filter(|t| !t.is_empty()) {
         jobs.retain(|j| j.job_type.as_deref() == Some(t));
@@ -488,7 +480,7 @@ struct DeadList {
 }
 
 fn secs_to_time(secs: Option<u64>) -> String {
-    secs.map_or_else(|| "-".into(), |s| time(s * 1000))
+    show(secs.map(|s| time(s * 1000)))
 }
 
 pub(crate) async fn dead_list(
@@ -497,16 +489,12 @@ pub(crate) async fn dead_list(
     Extension(csrf): Extension<Csrf>,
     Path(queue): Path<String>,
     Params(query): Params<DeadQuery>,
-) -> Response {
-    let (jobs, capped) = match dead_jobs(&dashboard, &queue, &query).await {
-        Ok(found) => found,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let pages = jobs.len().div_ceil(PER_PAGE).max(1);
+) -> Result<Response, Refusal> {
+    let (jobs, capped) = dead_jobs(&dashboard, &queue, &query).await?;
+    let pages = page_count(jobs.len());
     let page_no = query.page.unwrap_or(1);
     if page_no == 0 || page_no > pages {
-        return error_page(StatusCode::BAD_REQUEST, &format!("page {page_no} does not exist (1 to {pages})"))
-            .into_response();
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("page {page_no} does not exist (1 to {pages})")));
     }
     let order = if query.order == Order::Newest { "newest" } else { "oldest" };
     let filter_type = query.job_type.clone().unwrap_or_default();
@@ -528,14 +516,14 @@ pub(crate) async fn dead_list(
         .take(PER_PAGE)
         .map(|j| DeadRow {
             id: j.id.clone(),
-            job_type: j.job_type.clone().unwrap_or_else(|| "-".into()),
+            job_type: show(j.job_type.as_deref()),
             attempt: show(j.attempt),
-            kind: j.error_kind.clone().unwrap_or_else(|| "-".into()),
-            error: j.error.clone().unwrap_or_else(|| "-".into()),
+            kind: show(j.error_kind.as_deref()),
+            error: show(j.error.as_deref()),
             failed_at: secs_to_time(j.failed_at),
         })
         .collect();
-    render(&DeadList {
+    Ok(render(&DeadList {
         page: page(&dashboard, base, "dead", &csrf),
         total: jobs.len(),
         capped,
@@ -548,7 +536,7 @@ pub(crate) async fn dead_list(
         pages,
         prev,
         next,
-    })
+    }))
 }
 
 #[derive(Template)]
@@ -573,30 +561,28 @@ pub(crate) async fn dead_job(
     base: Base,
     Extension(csrf): Extension<Csrf>,
     Path((queue, id)): Path<(String, String)>,
-) -> Response {
-    let (jobs, _) = match dead_jobs(&dashboard, &queue, &DeadQuery::default()).await {
-        Ok(found) => found,
-        Err(refusal) => return refusal.into_response(),
-    };
+) -> Result<Response, Refusal> {
+    let (jobs, _) = dead_jobs(&dashboard, &queue, &DeadQuery::default()).await?;
     let Some(job) = jobs.into_iter().find(|j| j.id == id) else {
-        return error_page(StatusCode::NOT_FOUND, "no dead job has that id (retried or deleted already?)")
-            .into_response();
+        return Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB));
     };
-    render(&DeadJobPage {
+    Ok(render(&DeadJobPage {
         page: page(&dashboard, base, "dead", &csrf),
-        job_type: job.job_type.clone().unwrap_or_else(|| "-".into()),
-        kind: job.error_kind.clone().unwrap_or_else(|| "-".into()),
-        error: job.error.clone().unwrap_or_else(|| "-".into()),
+        job_type: show(job.job_type.as_deref()),
+        kind: show(job.error_kind.as_deref()),
+        error: show(job.error.as_deref()),
         attempt: show(job.attempt),
         first_failed: secs_to_time(job.first_failed_at),
         last_failed: secs_to_time(job.failed_at),
-        worker: job.worker.clone().unwrap_or_else(|| "-".into()),
-        host: job.host.clone().unwrap_or_else(|| "-".into()),
+        worker: show(job.worker.as_deref()),
+        host: show(job.host.as_deref()),
         args: serde_json::to_string_pretty(&job.payload).unwrap_or_default(),
         queue,
         job,
-    })
+    }))
 }
+
+const NO_SUCH_JOB: &str = "no dead job has that id (retried or deleted already?)";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfForm {
@@ -604,10 +590,14 @@ pub(crate) struct CsrfForm {
     csrf: String,
 }
 
+fn read_only() -> Refusal {
+    Refusal::new(StatusCode::FORBIDDEN, "this dashboard is read-only")
+}
+
 /// Refuses a POST that changes things when read-only, or without the CSRF token.
 fn may_act(dashboard: &Dashboard, headers: &HeaderMap, token: &str) -> Result<(), Refusal> {
     if dashboard.web.read_only {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "this dashboard is read-only"));
+        return Err(read_only());
     }
     if !csrf_ok(headers, token) {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page and try again"));
@@ -630,23 +620,23 @@ pub(crate) async fn dead_job_action(
     headers: HeaderMap,
     Path((queue, id, action)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Err(refused) = queue_name(&queue).and_then(|()| may_act(&dashboard, &headers, &form.csrf)) {
-        return refused.into_response();
-    }
-    let filter = DeadFilter::Id(id.clone());
-    let done = match action.as_str() {
-        "retry" => dashboard.act_on_dead(&queue, &filter, true).await,
-        "delete" => dashboard.act_on_dead(&queue, &filter, false).await,
-        _ => return error_page(StatusCode::NOT_FOUND, "no such action").into_response(),
+) -> Result<Response, Refusal> {
+    queue_name(&queue)?;
+    may_act(&dashboard, &headers, &form.csrf)?;
+    let retry = match action.as_str() {
+        "retry" => true,
+        "delete" => false,
+        _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action")),
     };
-    match done {
-        Ok(0) => {
-            error_page(StatusCode::NOT_FOUND, "no dead job has that id (retried or deleted already?)").into_response()
-        }
-        Ok(_) => Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response(),
-        Err(err) => error_page(StatusCode::BAD_GATEWAY, &jobs_core::report(&err)).into_response(),
+    match dashboard.act_on_dead(&queue, &DeadFilter::Id(id), retry).await.map_err(broker_refusal)? {
+        0 => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB)),
+        _ => Ok(Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response()),
     }
+}
+
+/// A broker error, as the page that says it.
+fn broker_refusal(err: jobs_core::Error) -> Refusal {
+    Refusal::new(StatusCode::BAD_GATEWAY, jobs_core::report(&err))
 }
 
 #[derive(Debug, Deserialize)]
@@ -698,26 +688,21 @@ pub(crate) async fn bulk_confirm(
     Extension(csrf): Extension<Csrf>,
     Path(queue): Path<String>,
     Params(query): Params<BulkQuery>,
-) -> Response {
-    if let Err(bad) = queue_name(&queue) {
-        return bad.into_response();
-    }
+) -> Result<Response, Refusal> {
+    queue_name(&queue)?;
     if dashboard.web.read_only {
-        return error_page(StatusCode::FORBIDDEN, "this dashboard is read-only").into_response();
+        return Err(read_only());
     }
     let filter = DeadQuery { job_type: query.job_type.clone(), ..DeadQuery::default() };
-    let count = match dead_jobs(&dashboard, &queue, &filter).await {
-        Ok((jobs, _)) => jobs.len(),
-        Err(refusal) => return refusal.into_response(),
-    };
-    render(&Confirm {
+    let count = dead_jobs(&dashboard, &queue, &filter).await?.0.len();
+    Ok(render(&Confirm {
         page: page(&dashboard, base, "dead", &csrf),
         queue,
         action: query.action.name(),
         verb: query.action.verb(),
         job_type: query.job_type.unwrap_or_default(),
         count,
-    })
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -737,22 +722,14 @@ pub(crate) async fn bulk_do(
     headers: HeaderMap,
     Path(queue): Path<String>,
     Form(form): Form<BulkForm>,
-) -> Response {
-    if let Err(refused) = queue_name(&queue).and_then(|()| may_act(&dashboard, &headers, &form.csrf)) {
-        return refused.into_response();
-    }
+) -> Result<Response, Refusal> {
+    queue_name(&queue)?;
+    may_act(&dashboard, &headers, &form.csrf)?;
     let filter = if form.job_type.is_empty() { DeadFilter::All } else { DeadFilter::Type(form.job_type.clone()) };
-    let done = match form.action {
-        BulkAction::Retry => dashboard.act_on_dead(&queue, &filter, true).await,
-        BulkAction::Delete => dashboard.act_on_dead(&queue, &filter, false).await,
-    };
-    let n = match done {
-        Ok(n) => n,
-        Err(err) => return error_page(StatusCode::BAD_GATEWAY, &jobs_core::report(&err)).into_response(),
-    };
+    let n = dashboard.act_on_dead(&queue, &filter, form.action == BulkAction::Retry).await.map_err(broker_refusal)?;
     let what = if form.action == BulkAction::Retry { "Retried" } else { "Deleted" };
     let of_type = if form.job_type.is_empty() { String::new() } else { format!(" of type {}", form.job_type) };
     let message = format!("{what} {n} dead job{}{of_type} in {queue}", if n == 1 { "" } else { "s" });
     let back = format!("{}/dead/{}", base.0, encode(&queue));
-    render(&Done { page: page(&dashboard, base, "dead", &csrf), message, queue, back })
+    Ok(render(&Done { page: page(&dashboard, base, "dead", &csrf), message, queue, back }))
 }

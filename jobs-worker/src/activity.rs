@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use jobs_core::events::{duration_bucket, RunningJob, TypeCounts, DURATION_BUCKETS};
+use jobs_core::events::{duration_bucket, epoch_ms, RunningJob, TypeCounts, DURATION_BUCKETS};
 use jobs_core::{FailureKind, JobId};
 
 /// Counts of one job type since the last beat.
@@ -165,7 +165,6 @@ impl Activity {
 
     /// The jobs running now, and the counts since the last call (which start again at 0).
     pub(crate) fn take(&self) -> (Vec<RunningJob>, Vec<TypeCounts>) {
-        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let running = self.running.as_ref().map_or_else(Vec::new, |running| {
             let running = running.lock().unwrap_or_else(|e| e.into_inner());
             let mut jobs: Vec<RunningJob> = running
@@ -175,7 +174,7 @@ impl Activity {
                     job_type: r.job_type.to_owned(),
                     queue: r.queue.to_string(),
                     attempt: r.attempt,
-                    started_at_ms: millis(r.started_at),
+                    started_at_ms: epoch_ms(r.started_at),
                 })
                 .collect();
             jobs.sort_by_key(|j| j.started_at_ms);

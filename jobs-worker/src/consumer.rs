@@ -200,13 +200,7 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
 /// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).
 /// Each consumer has a channel of its own, so a cut tag stays unique there.
 fn consumer_tag(worker: &str, queue: &str) -> String {
-    let mut tag = format!("{worker}:{queue}");
-    let mut end = tag.len().min(255);
-    while !tag.is_char_boundary(end) {
-        end -= 1;
-    }
-    tag.truncate(end);
-    tag
+    crate::settle::prefix(&format!("{worker}:{queue}"), 255).to_owned()
 }
 
 #[cfg(test)]

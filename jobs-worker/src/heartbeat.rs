@@ -6,9 +6,9 @@
 //! one up. A beat lost with its connection loses the counts it carried.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use jobs_core::events::{Heartbeat, EVENTS_STREAM};
+use jobs_core::events::{epoch_ms, Heartbeat, EVENTS_STREAM};
 use jobs_core::plumbing::{job_properties, Outgoing};
 use jobs_core::JobId;
 use tracing::debug;
@@ -31,10 +31,6 @@ pub(crate) struct Beats {
     pub(crate) started_at: SystemTime,
 }
 
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Beats {
     /// The next beat: the counts since the last one.
     pub(crate) fn make(&self, stopping: bool) -> Heartbeat {
@@ -44,8 +40,8 @@ impl Beats {
             host: jobs_core::plumbing::hostname(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at_ms: millis(self.started_at),
-            sent_at_ms: millis(SystemTime::now()),
+            started_at_ms: epoch_ms(self.started_at),
+            sent_at_ms: epoch_ms(SystemTime::now()),
             interval_ms: self.interval.as_millis() as u64,
             queues: self.queues.clone(),
             exchanges: self.exchanges.clone(),

@@ -1,31 +1,16 @@
 //! Delayed and scheduled jobs: never early, at most about a second late; a long
-//! delay does not hold back a short one; delays survive a broker restart.
+//! delay does not hold back a short one. (That delays survive a broker
+//! restart: `delays_restart.rs`.)
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::EnqueueOptions;
 use jobs_test::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize, Job)]
-struct Later {
-    tag: String,
-}
-
-static STARTED: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
-
-impl Perform for Later {
-    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
-        STARTED.lock().unwrap().push((self.tag, Instant::now()));
-        Ok(())
-    }
-}
-
-fn started(tag: &str) -> Option<Instant> {
-    STARTED.lock().unwrap().iter().find(|s| s.0 == tag).map(|s| s.1)
-}
+#[path = "support/later.rs"]
+mod later;
+use later::{started, Later};
 
 #[tokio::test]
 async fn a_delayed_job_starts_after_its_time_never_before_and_holds_no_worker() {

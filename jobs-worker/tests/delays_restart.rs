@@ -3,30 +3,14 @@
 //! timing tests of `delays.rs` beside it.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jobs_core::{Client, EnqueueOptions, Job, JobContext, JobError, Perform};
+use jobs_core::{Client, EnqueueOptions};
 use jobs_test::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize, Job)]
-struct Later {
-    tag: String,
-}
-
-static STARTED: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
-
-impl Perform for Later {
-    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
-        STARTED.lock().unwrap().push((self.tag, Instant::now()));
-        Ok(())
-    }
-}
-
-fn started(tag: &str) -> Option<Instant> {
-    STARTED.lock().unwrap().iter().find(|s| s.0 == tag).map(|s| s.1)
-}
+#[path = "support/later.rs"]
+mod later;
+use later::{started, Later};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_survive_a_broker_restart() {

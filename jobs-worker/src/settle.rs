@@ -199,6 +199,11 @@ impl Throttle {
         match last.get(name) {
             Some(at) if now.duration_since(*at) < Duration::from_secs(60) => false,
             _ => {
+                // Names come from messages: forget those said over a minute ago
+                // before the map grows past a thousand.
+                if last.len() >= 1000 {
+                    last.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+                }
                 last.insert(name.to_owned(), now);
                 true
             }
@@ -238,6 +243,18 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(throttle.first_in_a_minute("NewJob"));
         assert!(!throttle.first_in_a_minute("NewJob"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_said_over_a_minute_ago_are_forgotten_past_a_thousand() {
+        let throttle = Throttle::default();
+        for n in 0..1000 {
+            assert!(throttle.first_in_a_minute(&format!("Bogus{n}")));
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(throttle.first_in_a_minute("Another"));
+        assert_eq!(throttle.last.lock().unwrap().len(), 1, "the stale names went");
+        assert!(!throttle.first_in_a_minute("Another"));
     }
 
     #[test]

@@ -35,8 +35,14 @@ pub mod headers {
     /// On an RPC answer: `ok` (the body is the output) or the failure's kind
     /// (the body is the error text, MessagePack string).
     pub const REPLY_STATUS: &str = "x-reply-status";
-    /// On a retried, requeued or dead job: the queue it came from.
+    /// On a retried, requeued or dead job: the queue it came from (for a job
+    /// taken from an exchange: the exchange).
     pub const QUEUE: &str = "x-queue";
+    /// On a dead job taken from an exchange (a broadcast, a routed job): the
+    /// exchange, where a retry of it goes back to.
+    pub const EXCHANGE: &str = "x-exchange";
+    /// On a dead job taken from an exchange: the routing key it was published with.
+    pub const ROUTING_KEY: &str = "x-routing-key";
 }
 
 /// Encodes a job as MessagePack with field names.

@@ -9,6 +9,7 @@ use amqprs::Close;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::refusal::connect_error;
 use crate::{AmqpConfig, Error};
 
@@ -115,21 +116,21 @@ pub async fn connect_watched_with_retry(
     state: Arc<ConnectionState>,
     deadline: Instant,
 ) -> Result<Connection, Error> {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
     loop {
         match connect_watched(config, name, state.clone()).await {
             Ok(connection) => return Ok(connection),
-            Err(err) if err.is_permanent() || Instant::now() + pause >= deadline => return Err(err),
+            Err(err) if err.is_permanent() || Instant::now() + pause.peek() >= deadline => return Err(err),
             Err(err) => {
+                let retry_in = pause.peek();
                 if first {
-                    warn!(error = %crate::error::report(&err), retry_in = ?pause, hint = start_hint(config), "cannot reach RabbitMQ; retrying");
+                    warn!(error = %crate::error::report(&err), ?retry_in, hint = start_hint(config), "cannot reach RabbitMQ; retrying");
                 } else {
-                    warn!(error = %crate::error::report(&err), retry_in = ?pause, "cannot reach RabbitMQ; retrying");
+                    warn!(error = %crate::error::report(&err), ?retry_in, "cannot reach RabbitMQ; retrying");
                 }
                 first = false;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause.wait().await;
             }
         }
     }

@@ -1,8 +1,11 @@
-//! Where a job goes: one resolution of a job type and its [`EnqueueOptions`]
-//! into the exchange, routing key and what must be declared first. Every way
-//! of enqueueing (one job, a batch, a call, the process-wide shortcuts) and the
-//! testing mode's recorder go through it, so they accept and refuse the same
-//! things and send a job to the same place.
+//! Where a message goes: one resolution of a job type and its
+//! [`EnqueueOptions`] into the exchange, routing key and what must be declared
+//! first, and the same for every copy the framework sends (a retry through
+//! the delay cascade, a dead letter, a crash requeue, a revived dead job, an
+//! answer, a heartbeat). Every way of enqueueing (one job, a batch, a call,
+//! the process-wide shortcuts, the admin command) and the testing mode's
+//! recorder go through it, so they accept and refuse the same things and send
+//! a job to the same place; a delay is routed in one place, [`Destination::to_queue`].
 
 use std::time::Duration;
 
@@ -16,12 +19,15 @@ pub(crate) enum Declare {
     /// the queue's binding to its delivery exchange too.
     Queue { queue: String, delayed: bool },
     /// The exchange and `<exchange>.dead`.
-    Exchange { name: &'static str, kind: ExchangeKind },
+    Exchange { name: String, kind: ExchangeKind },
+    /// Nothing: what the message goes to exists already (a worker's copies go
+    /// where it declared at start; a reply queue is the broker's own).
+    Nothing,
 }
 
-/// Where one job message goes.
+/// Where one message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Destination {
+pub struct Destination {
     /// The exchange to publish to (`""`: the default exchange).
     pub(crate) exchange: String,
     /// The routing key.
@@ -32,34 +38,45 @@ pub(crate) struct Destination {
     pub(crate) delay: Option<Duration>,
 }
 
+/// What a job type says about where its jobs go: its name, queue and route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRoute<'a> {
+    /// The job type's name.
+    pub name: &'a str,
+    /// Its queue.
+    pub queue: &'a str,
+    /// Its route.
+    pub route: Route,
+}
+
 impl Destination {
     /// Resolves job type `J` with `options` in `topology`.
+    ///
+    /// # Errors
+    /// As [`Destination::resolve_for`].
+    pub(crate) fn resolve<J: Job>(options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
+        Self::resolve_for(JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE }, options, topology)
+    }
+
+    /// Resolves a job type's route with `options` in `topology`.
     ///
     /// # Errors
     /// [`Error::Unsupported`] for options that do not apply to the job type's
     /// route (a routing key for a queue-routed type; a queue or a delay for an
     /// exchange-routed one); [`Error::InvalidName`] for a queue the broker
     /// cannot take.
-    pub(crate) fn resolve<J: Job>(options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
-        match J::ROUTE {
+    pub fn resolve_for(job: JobRoute<'_>, options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
+        match job.route {
             Route::Queue => {
                 if options.routing_key.is_some() {
                     return Err(Error::Unsupported(
                         "a routing key is for jobs routed through an exchange; this job type goes to a queue (use EnqueueOptions::queue)",
                     ));
                 }
-                let queue = options.queue.as_deref().unwrap_or(J::QUEUE);
-                topology::validate_queue_name(queue)?;
-                let delay = options.resolved_delay().filter(|d| !d.is_zero());
-                let (exchange, routing_key) = delay
-                    .and_then(|delay| topology.delay_route(delay, queue))
-                    .unwrap_or_else(|| (String::new(), queue.to_owned()));
-                Ok(Destination {
-                    exchange,
-                    routing_key,
-                    declare: Declare::Queue { queue: queue.to_owned(), delayed: delay.is_some() },
-                    delay: delay.map(topology::whole_seconds),
-                })
+                let queue = options.queue.as_deref().unwrap_or(job.queue);
+                let mut destination = Destination::to_queue(topology, queue, options.resolved_delay())?;
+                destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: destination.delay.is_some() };
+                Ok(destination)
             }
             Route::Exchange { name, kind } => {
                 if options.queue.is_some() || options.delay.is_some() || options.at.is_some() {
@@ -70,10 +87,46 @@ impl Destination {
                 Ok(Destination {
                     exchange: name.to_owned(),
                     routing_key: options.routing_key.clone().unwrap_or_default(),
-                    declare: Declare::Exchange { name, kind },
+                    declare: Declare::Exchange { name: name.to_owned(), kind },
                     delay: None,
                 })
             }
+        }
+    }
+
+    /// Job queue `queue`, now or after `delay` (through the delay cascade of
+    /// `topology`; a zero delay is none); declares nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a queue the broker cannot take.
+    pub fn to_queue(topology: Topology, queue: &str, delay: Option<Duration>) -> Result<Self, Error> {
+        topology::validate_queue_name(queue)?;
+        let delay = delay.filter(|d| !d.is_zero());
+        let (exchange, routing_key) = delay
+            .and_then(|delay| topology.delay_route(delay, queue))
+            .unwrap_or_else(|| (String::new(), queue.to_owned()));
+        Ok(Destination { exchange, routing_key, declare: Declare::Nothing, delay: delay.map(topology::whole_seconds) })
+    }
+
+    /// Queue `queue` by the default exchange, now: a dead-letter queue, a
+    /// stream, a caller's reply queue. Declares nothing.
+    pub fn direct(queue: &str) -> Self {
+        Destination { exchange: String::new(), routing_key: queue.to_owned(), declare: Declare::Nothing, delay: None }
+    }
+
+    /// The dead-letter queue of `queue` (`<queue>.dead`).
+    pub fn dead(queue: &str) -> Self {
+        Destination::direct(&topology::dead_queue(queue))
+    }
+
+    /// Exchange `name` with `routing_key` (a revived broadcast or routed
+    /// job); declares nothing: the exchange the job came from exists.
+    pub fn exchange(name: &str, routing_key: &str) -> Self {
+        Destination {
+            exchange: name.to_owned(),
+            routing_key: routing_key.to_owned(),
+            declare: Declare::Nothing,
+            delay: None,
         }
     }
 
@@ -82,6 +135,8 @@ impl Destination {
         match &self.declare {
             Declare::Queue { queue, .. } => queue,
             Declare::Exchange { name, .. } => name,
+            Declare::Nothing if self.exchange.is_empty() => &self.routing_key,
+            Declare::Nothing => &self.exchange,
         }
     }
 }
@@ -144,7 +199,31 @@ mod tests {
             (d.exchange.as_str(), d.routing_key.as_str(), d.target()),
             ("dest_logs", "kern.critical", "dest_logs")
         );
-        assert_eq!(d.declare, Declare::Exchange { name: "dest_logs", kind: ExchangeKind::Topic });
+        assert_eq!(d.declare, Declare::Exchange { name: "dest_logs".into(), kind: ExchangeKind::Topic });
+    }
+
+    #[test]
+    fn copies_go_to_queues_with_their_delay_routed_one_way() {
+        let now = Destination::to_queue(classic(), "q", None).unwrap();
+        assert_eq!((now.exchange.as_str(), now.routing_key.as_str(), now.delay), ("", "q", None));
+        let zero = Destination::to_queue(classic(), "q", Some(Duration::ZERO)).unwrap();
+        assert_eq!(zero, now, "a zero delay is none");
+        let later = Destination::to_queue(classic(), "q", Some(Duration::from_millis(2500))).unwrap();
+        assert_eq!((later.exchange.as_str(), later.delay), ("jobs.delay.01", Some(Duration::from_secs(3))));
+        let by_type = Destination::resolve::<Mail>(
+            &EnqueueOptions::new().queue("q").delay(Duration::from_millis(2500)),
+            classic(),
+        )
+        .unwrap();
+        assert_eq!((by_type.exchange, by_type.routing_key), (later.exchange, later.routing_key), "one delay route");
+        assert_eq!(Destination::dead("q").routing_key, "q.dead");
+        assert_eq!(Destination::dead("q").target(), "q.dead");
+        let back = Destination::exchange("logs", "kern.critical");
+        assert_eq!(
+            (back.exchange.as_str(), back.routing_key.as_str(), back.target()),
+            ("logs", "kern.critical", "logs")
+        );
+        assert!(matches!(Destination::to_queue(classic(), "amq.q", None), Err(Error::InvalidName { .. })));
     }
 
     #[test]

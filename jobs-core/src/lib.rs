@@ -122,30 +122,39 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
+mod call;
 mod client;
 mod codec;
 mod config;
 mod confirm;
 mod connection;
 mod dead;
+mod declared;
 mod destination;
 mod error;
 pub mod events;
 mod failure;
 mod job;
+mod job_error;
 mod management;
+mod message;
+mod options;
 mod refusal;
 mod registry;
+mod reply;
+mod session;
 mod testing;
 mod topology;
 
-pub use client::{Client, EnqueueOptions};
+pub use client::Client;
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
 pub use dead::{DeadFilter, DeadJob, DeadLetters};
-pub use error::{report, Cause, Error, JobError, Retry};
+pub use error::{report, Cause, Error};
 pub use failure::FailureKind;
 pub use job::{Job, JobContext, JobId, Perform, Respond};
+pub use job_error::{JobError, Retry};
 pub use jobs_macros::Job;
+pub use options::EnqueueOptions;
 pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
 pub use topology::{ExchangeKind, QueueType, Route};
 
@@ -187,16 +196,35 @@ pub mod plumbing {
         close_connection, connect, connect_watched, connect_watched_with_retry, connect_with_retry, start_hint,
         ConnectionState, BROKER_ANSWER,
     };
+    pub use crate::destination::{Destination, JobRoute};
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
-    pub use crate::management::{encode as percent_encode, Management, QueueStats};
+    pub use crate::management::{Management, QueueStats};
+    pub use crate::message::{cut, exchange_origin, prefix, Failure, Message, Origin, MAX_ERROR_LEN};
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
+    pub use crate::reply::ReplyStatus;
     pub use amqprs;
 
     /// Names, arguments and declarations of the broker objects: job queues,
     /// `<queue>.dead`, the delay cascade, exchanges.
     pub mod topology {
         pub use crate::topology::*;
+    }
+
+    /// Enqueues a job already encoded as MessagePack, of the type `registration`
+    /// describes, through `client`'s one publish path (the admin command's
+    /// `worker enqueue`, for JSON given at the command line).
+    ///
+    /// # Errors
+    /// As [`Client::enqueue_with`](crate::Client::enqueue_with).
+    pub async fn enqueue_encoded(
+        client: &crate::Client,
+        registration: &'static Registration,
+        body: Vec<u8>,
+        options: crate::EnqueueOptions,
+    ) -> Result<crate::JobId, crate::Error> {
+        let route = JobRoute { name: registration.name(), queue: registration.queue(), route: registration.route() };
+        client.enqueue_encoded(route, Some(registration), body, options).await
     }
 
     /// Maps an amqprs error of operation `op` into an [`Error`](crate::Error).

@@ -149,19 +149,14 @@ impl Management {
     }
 }
 
-/// Percent-encodes a URL path segment or query value: all but letters,
-/// digits and `-._~` (vhost `/` is `%2F`).
-pub fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// What a path segment keeps as it is: letters, digits and `-._~`
+/// (RFC 3986's unreserved characters); the vhost `/` becomes `%2F`.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes a URL path segment.
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -173,6 +168,7 @@ mod tests {
         assert_eq!(encode("/"), "%2F");
         assert_eq!(encode("jobs-test.1_x~"), "jobs-test.1_x~");
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(encode("é"), "%C3%A9");
     }
 
     #[test]

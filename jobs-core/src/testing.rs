@@ -89,16 +89,27 @@ pub struct EnqueuedJob {
 impl EnqueuedJob {
     /// The record of job `J` sent to `destination`, as the real client would send it.
     pub(crate) fn new<J: Job>(id: JobId, destination: &Destination, body: Vec<u8>) -> Self {
+        Self::of(J::NAME, J::__registration(), id, destination, body)
+    }
+
+    /// The record of a job of type `name` sent to `destination`.
+    pub(crate) fn of(
+        name: &str,
+        registration: Option<&'static Registration>,
+        id: JobId,
+        destination: &Destination,
+        body: Vec<u8>,
+    ) -> Self {
         let routed = matches!(destination.declare, Declare::Exchange { .. });
         EnqueuedJob {
             id,
-            name: J::NAME.to_owned(),
+            name: name.to_owned(),
             queue: destination.target().to_owned(),
             routing_key: routed.then(|| destination.routing_key.clone()),
             delay: destination.delay,
             body,
             enqueued_at: std::time::SystemTime::now(),
-            registration: J::__registration(),
+            registration,
         }
     }
 
@@ -227,7 +238,7 @@ impl TestClient {
 
 impl From<TestJobFailed> for Error {
     fn from(failed: TestJobFailed) -> Self {
-        Error::CallFailed { id: failed.id, kind: "failed".into(), error: failed.error }
+        Error::CallFailed { id: failed.id, kind: crate::FailureKind::Failed, error: failed.error }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use jobs_core::backoff::Backoff;
 use jobs_core::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
 use jobs_core::plumbing::{close_connection, connect, Management};
@@ -106,18 +107,17 @@ impl Dashboard {
     /// Reads the heartbeat stream for good: from the start of the window the
     /// first time, from the beat after the last one read after a reconnect.
     async fn read_beats(self: Arc<Self>) {
-        let mut pause = Duration::from_millis(200);
+        let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             match self.read_once().await {
-                Ok(()) => pause = Duration::from_millis(200),
+                Ok(()) => pause.reset(),
                 Err(err) => {
                     let text = report(&err);
-                    warn!(error = %text, retry_in = ?pause, "cannot read heartbeats; retrying");
+                    warn!(error = %text, retry_in = ?pause.peek(), "cannot read heartbeats; retrying");
                     self.set_broker(false, Some(text));
                 }
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            pause.wait().await;
         }
     }
 

@@ -19,7 +19,15 @@ use crate::chart;
 use crate::dashboard::{now_ms, BrokerStatus, Dashboard, QueueRow};
 use crate::history::{Summary, WorkerRow, WorkerStatus};
 use crate::security::{csrf_ok, Csrf};
-use jobs_core::plumbing::percent_encode as encode;
+
+/// What a path segment or query value keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes a path segment or query value for a link.
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
+}
 
 /// The path the dashboard is mounted under (`""` at the root), for links.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@
 
 use std::process::ExitCode;
 
-use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
-use jobs_core::plumbing::{close_connection, connect, job_properties, Management, Outgoing, Publisher};
-use jobs_core::{DeadFilter, DeadLetters, JobId, Route};
+use jobs_core::plumbing::topology::{dead_queue, queue_counts};
+use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Management};
+use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Route};
 
 use crate::{Cli, Command, DeadAction, Jobs, Settings};
 
@@ -33,7 +33,12 @@ async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Erro
     let action = match cli.command {
         Some(Command::Dead { action }) => action,
         Some(Command::Queues { json }) => return queues(&settings, jobs, json).await,
-        Some(Command::Enqueue { job_type, json }) => return enqueue(&settings, jobs, &job_type, &json).await,
+        Some(Command::Enqueue { job_type, json, delay, routing_key }) => {
+            let mut options = EnqueueOptions::new();
+            options.delay = delay;
+            options.routing_key = routing_key;
+            return enqueue(&settings, jobs, &job_type, &json, options).await;
+        }
         _ => return Ok(ExitCode::SUCCESS),
     };
     let dead = DeadLetters::connect(&settings.amqp).await?;
@@ -117,14 +122,17 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Enqueues a job given as JSON, after checking it decodes as its type.
+/// Enqueues a job given as JSON, after checking it decodes as its type,
+/// through the client's one publish path: to its queue (declared first, with
+/// the delay cascade for a delay), or through its exchange (declared first).
 async fn enqueue(
     settings: &Settings,
     jobs: &Jobs,
     job_type: &str,
     json: &str,
+    options: EnqueueOptions,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let Some(registration) = jobs.registrations().iter().find(|r| r.name() == job_type) else {
+    let Some(registration) = jobs.registrations().iter().copied().find(|r| r.name() == job_type) else {
         let mut known: Vec<&str> = jobs.names();
         known.sort_unstable();
         eprintln!("no job type `{job_type}` in this binary; known: {}", known.join(", "));
@@ -142,21 +150,19 @@ async fn enqueue(
         eprintln!("--json does not fit job type `{job_type}`: {err}");
         return Ok(ExitCode::from(2));
     }
-    let (exchange, routing_key) = match registration.route() {
-        Route::Queue => (String::new(), registration.queue().to_owned()),
-        Route::Exchange { name, .. } => (name.to_owned(), String::new()),
-    };
-    let connection = connect(&settings.amqp, "jobs-admin").await?;
-    let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
-    if registration.route() == Route::Queue {
-        let declarer = Declarer::open(&connection).await?;
-        settings.amqp.topology().declare_job_queue(&declarer, registration.queue()).await?;
-        declarer.close().await;
+    let client = Client::new(settings.amqp.clone());
+    let enqueued = enqueue_encoded(&client, registration, body, options).await;
+    client.close().await;
+    match enqueued {
+        Ok(id) => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        // Options that do not fit the type's route are bad input, as a bad type is.
+        Err(err @ jobs_core::Error::Unsupported(_)) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(2))
+        }
+        Err(err) => Err(err.into()),
     }
-    let id = JobId::new();
-    let properties = job_properties(registration.name(), &id, 1);
-    publisher.publish(Outgoing { id: id.clone(), exchange, routing_key, properties, body }).await?;
-    close_connection(connection).await;
-    println!("{id}");
-    Ok(ExitCode::SUCCESS)
 }

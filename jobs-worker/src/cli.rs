@@ -54,13 +54,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Enqueues one job of a type linked into this binary, given as JSON.
+    /// Enqueues one job of a type linked into this binary, given as JSON, as
+    /// `Job::enqueue` would: to its queue, or through its exchange.
     Enqueue {
         /// The job type's name (its `type`), e.g. `Task`.
         job_type: String,
         /// The job's fields as a JSON object.
         #[arg(long)]
         json: String,
+        /// Run it no earlier than this from now, such as `90s` or `2h` (queue-routed types).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        delay: Option<std::time::Duration>,
+        /// The routing key, for types routed through a direct or topic exchange.
+        #[arg(long, value_name = "KEY")]
+        routing_key: Option<String>,
     },
     /// Dead jobs (in `<queue>.dead`): list, retry or purge them.
     Dead {

@@ -8,7 +8,7 @@ use jobs_core::plumbing::amqprs::channel::{
     QueueDeclareArguments,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, BROKER_ANSWER};
+use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Origin, BROKER_ANSWER};
 use jobs_core::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -184,23 +184,34 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
         return;
     };
     let meta = Meta::of(&props, deliver.redelivered(), body.len());
-    let settlement = match policy::screen(&meta, home, &shared.limits) {
-        Some(settlement) => settlement,
-        None => {
-            let outcome =
-                shared.dispatcher.run(&meta, &body, &queue, &shared.settler.worker, &shared.settler.activity).await;
-            policy::decide(outcome, &meta, home)
+    let decision = match policy::screen(&meta, home, &shared.limits) {
+        Ok(name) => {
+            let (worker, activity) = (&shared.settler.worker, &shared.settler.activity);
+            let ran = shared.dispatcher.run(name, &meta, &body, &queue, worker, activity).await;
+            policy::decide(ran, &meta, home)
         }
+        Err(decision) => decision,
     };
-    let delivery =
-        Delivery { channel: &channel, tag: deliver.delivery_tag(), queue: &queue, props: &props, body: &body, meta };
-    shared.settler.settle(&delivery, settlement).await;
+    let origin = match home {
+        Home::Queue => Origin::Queue(&queue),
+        Home::Subscription => Origin::Exchange { name: &queue, routing_key: deliver.routing_key() },
+    };
+    let delivery = Delivery {
+        channel: &channel,
+        tag: deliver.delivery_tag(),
+        queue: &queue,
+        origin,
+        props: &props,
+        body: &body,
+        meta,
+    };
+    shared.settler.settle(&delivery, decision).await;
 }
 
 /// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).
 /// Each consumer has a channel of its own, so a cut tag stays unique there.
 fn consumer_tag(worker: &str, queue: &str) -> String {
-    crate::settle::prefix(&format!("{worker}:{queue}"), 255).to_owned()
+    jobs_core::plumbing::prefix(&format!("{worker}:{queue}"), 255).to_owned()
 }
 
 #[cfg(test)]

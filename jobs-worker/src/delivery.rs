@@ -1,10 +1,12 @@
-//! One delivery and what its properties say, read once.
+//! One delivery and what its properties say, read once: its job id too, made
+//! once for a message that has none, so that its log line, its dead copy and
+//! the dashboard all name the same id.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::Channel;
 use jobs_core::plumbing::amqprs::BasicProperties;
-use jobs_core::plumbing::{header_u64, headers, message_attempt, message_job_id};
+use jobs_core::plumbing::{header_u64, headers, message_attempt, Origin};
 use jobs_core::JobId;
 
 /// What the worker knows of a message before it runs it, from its properties.
@@ -12,8 +14,10 @@ use jobs_core::JobId;
 pub(crate) struct Meta<'a> {
     /// The job type's name (`type`), if any.
     pub(crate) name: Option<&'a str>,
-    /// The job id (`message_id`), if any and not empty.
-    pub(crate) id: Option<&'a str>,
+    /// The job id: `message_id`, or one made for a message without (once).
+    pub(crate) id: JobId,
+    /// Whether the message had a `message_id` of its own.
+    pub(crate) has_id: bool,
     /// Which attempt this is, from 1 (`x-attempt`, missing means 1).
     pub(crate) attempt: u32,
     /// Returns of this job unacked so far, as counted in `x-crashes`.
@@ -32,9 +36,11 @@ pub(crate) struct Meta<'a> {
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties, redelivered: bool, size: usize) -> Self {
+        let own = props.message_id().map(String::as_str).filter(|id| !id.is_empty());
         Meta {
             name: props.message_type().map(String::as_str),
-            id: props.message_id().map(String::as_str).filter(|id| !id.is_empty()),
+            id: own.map(JobId::from).unwrap_or_default(),
+            has_id: own.is_some(),
             attempt: message_attempt(props),
             crashes: header_u64(props, headers::CRASHES).unwrap_or(0),
             redelivered,
@@ -44,6 +50,11 @@ impl<'a> Meta<'a> {
             size,
         }
     }
+
+    /// Whether it is a call: someone waits for its answer.
+    pub(crate) fn is_call(&self) -> bool {
+        self.reply_to.is_some()
+    }
 }
 
 /// One delivery being settled.
@@ -52,19 +63,40 @@ pub(crate) struct Delivery<'a> {
     pub(crate) tag: u64,
     /// The job queue, or for a subscription its exchange.
     pub(crate) queue: &'a str,
+    /// Where it came from: its queue, or the exchange and routing key of a subscription's job.
+    pub(crate) origin: Origin<'a>,
     pub(crate) props: &'a BasicProperties,
     pub(crate) body: &'a [u8],
     pub(crate) meta: Meta<'a>,
 }
 
 impl<'a> Delivery<'a> {
-    /// The job id, or a new one for a message that had none (so its dead copy has one).
-    pub(crate) fn id(&self) -> JobId {
-        message_job_id(self.props)
+    /// The job id (read, or made, once).
+    pub(crate) fn id(&self) -> &JobId {
+        &self.meta.id
     }
 
     /// The job type's name, or `(none)`.
     pub(crate) fn name(&self) -> &'a str {
         self.meta.name.unwrap_or("(none)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_without_an_id_gets_one_once() {
+        let props = BasicProperties::default().with_message_type("J").finish();
+        let meta = Meta::of(&props, false, 3);
+        assert!(!meta.has_id);
+        assert_eq!(meta.id.as_str().len(), 24);
+        assert_eq!(meta.clone().id, meta.id, "the id is made once and kept");
+        let empty = BasicProperties::default().with_message_id("").finish();
+        assert!(!Meta::of(&empty, false, 0).has_id, "an empty id is none");
+        let own = BasicProperties::default().with_message_id("abc").finish();
+        let meta = Meta::of(&own, true, 0);
+        assert_eq!((meta.id.as_str(), meta.has_id, meta.redelivered), ("abc", true, true));
     }
 }

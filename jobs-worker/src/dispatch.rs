@@ -1,6 +1,7 @@
-//! From a delivery to an [`Outcome`]: find the job type, decode, run `perform`
-//! under the job type's timeout, inside a span, catching a panic as a failure.
-//! What then happens to the delivery is the policy's decision (`policy.rs`).
+//! From a delivery to what happened when it ran ([`Ran`]): find the job type,
+//! decode, run `perform` under the job type's timeout, inside a span, catching
+//! a panic. Facts only: what then happens to the delivery is the policy's
+//! decision (`policy.rs`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -11,13 +12,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use jobs_core::plumbing::{Registration, CONTENT_TYPE};
-use jobs_core::{ExchangeKind, FailureKind, JobContext, JobId, Retry, Route};
+use jobs_core::plumbing::Registration;
+use jobs_core::{ExchangeKind, JobContext, Route};
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::activity::Activity;
 use crate::delivery::Meta;
-use crate::policy::{Outcome, Schedule};
+use crate::policy::{Ran, Schedule};
 use crate::{Error, Subscription};
 
 /// The job types this worker runs, by name.
@@ -94,46 +95,26 @@ impl Dispatcher {
         }
     }
 
-    /// Decodes and runs one delivery.
+    /// Decodes and runs one delivery of job type `name`, and says what happened.
     pub(crate) async fn run(
         &self,
+        name: &str,
         meta: &Meta<'_>,
         body: &[u8],
         queue: &Arc<str>,
         worker: &Arc<str>,
         activity: &Activity,
-    ) -> Outcome {
-        if let Some(content_type) = meta.content_type {
-            if content_type != CONTENT_TYPE {
-                return reject(
-                    FailureKind::BadMessage,
-                    format!("content type `{content_type}` is not `{CONTENT_TYPE}`"),
-                );
-            }
-        }
-        let Some(name) = meta.name else {
-            return reject(FailureKind::BadMessage, "the message has no `type` property naming its job type".into());
-        };
-        let Some(id) = meta.id else {
-            return reject(FailureKind::BadMessage, "the message has no `message_id` (job id)".into());
-        };
+    ) -> Ran {
         let Some(registration) = self.table.get(name) else {
-            // A rolling deploy: a newer worker may know it. Retry on the default schedule.
-            return Outcome::Failed {
-                kind: FailureKind::UnknownType,
-                error: format!("no job type `{name}` in this worker"),
-                retry: Retry::Backoff,
-                schedule: Schedule::DEFAULT,
-            };
+            return Ran::UnknownType;
         };
-        let job_id = JobId::from(id);
-        let ctx = JobContext::new(job_id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
+        let ctx = JobContext::new(meta.id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
             .with_enqueued_at(meta.enqueued_at);
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
-            Err(err) => return reject(FailureKind::Undecodable, format!("body does not decode as `{name}`: {err}")),
+            Err(err) => return Ran::Undecodable { error: err.to_string() },
         };
-        let span = info_span!("job", job.name = name, job.id = id, job.attempt = meta.attempt, queue = &**queue);
+        let span = info_span!("job", job.name = name, job.id = %meta.id, job.attempt = meta.attempt, queue = &**queue);
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
         // Run in this (already per-delivery) task: a second spawn per job cost a
@@ -141,27 +122,21 @@ impl Dispatcher {
         let running = CatchUnwind(future.instrument(span.clone()));
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
-        let noted = activity.started(job, &job_id, queue, meta.attempt);
+        let noted = activity.started(job, &meta.id, queue, meta.attempt);
         let result = tokio::time::timeout(registration.timeout(), running).await;
         activity.ended(job, started.elapsed(), matches!(result, Ok(Ok(Ok(_)))));
         drop(noted);
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (kind, error, retry) = match result {
-            Ok(Ok(Ok(reply))) => {
-                debug!(parent: &span, elapsed_ms, "job done");
-                return Outcome::Done { reply };
-            }
-            Ok(Ok(Err(err))) => {
-                let kind = if err.retry() == Retry::Never { FailureKind::Fatal } else { FailureKind::Failed };
-                (kind, err.to_string(), err.retry())
-            }
-            Ok(Err(panic)) => (FailureKind::Panicked, panic_message(panic), Retry::Backoff),
-            // Dropping the future cancels the job.
-            Err(_) => (FailureKind::Timeout, format!("timed out after {:?}", registration.timeout()), Retry::Backoff),
-        };
-        debug!(parent: &span, elapsed_ms, %kind, %error, "job failed");
         let schedule = Schedule { max_attempts: registration.max_attempts(), backoff: registration.backoff_fn() };
-        Outcome::Failed { kind, error, retry, schedule }
+        let ran = match result {
+            Ok(Ok(Ok(reply))) => Ran::Returned { reply },
+            Ok(Ok(Err(error))) => Ran::Errored { error, schedule },
+            Ok(Err(panic)) => Ran::Panicked { message: panic_message(panic), schedule },
+            // Dropping the future cancels the job.
+            Err(_) => Ran::TimedOut { after: registration.timeout(), schedule },
+        };
+        debug!(parent: &span, elapsed_ms, returned = matches!(ran, Ran::Returned { .. }), "job ended");
+        ran
     }
 }
 
@@ -181,16 +156,13 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-fn reject(kind: FailureKind, reason: String) -> Outcome {
-    Outcome::Rejected { kind, reason }
-}
-
+/// A panic's message, when it has one.
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
-        Ok(text) => format!("panicked: {text}"),
+        Ok(text) => *text,
         Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => format!("panicked: {text}"),
-            Err(_) => "panicked".into(),
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "(no message)".into(),
         },
     }
 }
@@ -201,8 +173,8 @@ mod tests {
 
     #[test]
     fn panic_messages_are_kept() {
-        assert_eq!(panic_message(Box::new("boom")), "panicked: boom");
-        assert_eq!(panic_message(Box::new(String::from("bang"))), "panicked: bang");
-        assert_eq!(panic_message(Box::new(7)), "panicked");
+        assert_eq!(panic_message(Box::new("boom")), "boom");
+        assert_eq!(panic_message(Box::new(String::from("bang"))), "bang");
+        assert_eq!(panic_message(Box::new(7)), "(no message)");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use jobs_core::events::{epoch_ms, Heartbeat, EVENTS_STREAM};
-use jobs_core::plumbing::{job_properties, Outgoing};
+use jobs_core::plumbing::{Destination, Message};
 use jobs_core::JobId;
 use tracing::debug;
 
@@ -58,10 +58,8 @@ impl Beats {
             Ok(body) => body,
             Err(err) => return debug!(error = %err, "heartbeat not encoded"),
         };
-        let id = JobId::new();
-        let mut properties = job_properties("Heartbeat", &id, 1);
-        properties.with_persistence(false);
-        let message = Outgoing { id, exchange: String::new(), routing_key: EVENTS_STREAM.into(), properties, body };
+        let message = Message::job("Heartbeat", JobId::new(), body).transient();
+        let message = message.into_outgoing(&Destination::direct(EVENTS_STREAM));
         if let Err(err) = shared.settler.publisher.publish(message).await {
             debug!(error = %jobs_core::report(&err), "heartbeat not sent");
         }

@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobs_core::backoff::Backoff;
+use jobs_core::events::DURATION_BUCKETS;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -18,9 +20,6 @@ use tracing::{info, warn};
 
 use crate::systemd::Health;
 use crate::Error;
-
-/// Seconds buckets for job durations.
-const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0];
 
 /// Installs the Prometheus recorder (once per process) and serves `/metrics`
 /// and `/healthz` on `addr` until the returned task is aborted.
@@ -30,21 +29,19 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
         TcpListener::bind(addr).await.map_err(|e| Error::Metrics(format!("cannot listen on {addr}: {e}")))?;
     info!(%addr, "metrics and health on http://{addr}/metrics and /healthz");
     Ok(tokio::spawn(async move {
-        let mut pause = None;
+        let mut pause = ACCEPT_PAUSE;
         loop {
             let mut stream = match listener.accept().await {
                 Ok((stream, _)) => {
-                    pause = None;
+                    pause.reset();
                     stream
                 }
                 Err(err) => {
                     // Out of file descriptors, say: wait instead of spinning on the error.
-                    let wait = next_pause(pause);
-                    if pause.is_none() {
-                        warn!(error = %err, retry_in = ?wait, "the metrics listener cannot accept connections; pausing");
+                    if pause == ACCEPT_PAUSE {
+                        warn!(error = %err, retry_in = ?pause.peek(), "the metrics listener cannot accept connections; pausing");
                     }
-                    pause = Some(wait);
-                    tokio::time::sleep(wait).await;
+                    pause.wait().await;
                     continue;
                 }
             };
@@ -80,9 +77,7 @@ pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio
 }
 
 /// How long to wait after a failed `accept`: 10 ms, doubling to 1 s while it keeps failing.
-fn next_pause(pause: Option<Duration>) -> Duration {
-    pause.map_or(Duration::from_millis(10), |p| (p * 2).min(Duration::from_secs(1)))
-}
+const ACCEPT_PAUSE: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
 
 /// Reads a request's head (request line and headers), however the client
 /// splits it into writes; `None` when the client goes first or sends more than
@@ -108,7 +103,7 @@ fn recorder() -> Result<PrometheusHandle, Error> {
         return Ok(handle.clone());
     }
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("job_duration_seconds".into()), BUCKETS)
+        .set_buckets_for_metric(Matcher::Full("job_duration_seconds".into()), &DURATION_BUCKETS)
         .map_err(|e| Error::Metrics(e.to_string()))?
         .install_recorder()
         .map_err(|e| Error::Metrics(e.to_string()))?;
@@ -121,13 +116,8 @@ mod tests {
 
     #[test]
     fn failed_accepts_back_off_to_a_second() {
-        let mut pause = None;
-        let mut seen = Vec::new();
-        for _ in 0..10 {
-            let next = next_pause(pause);
-            seen.push(next.as_millis());
-            pause = Some(next);
-        }
+        let mut pause = ACCEPT_PAUSE;
+        let seen: Vec<u128> = (0..10).map(|_| pause.next().as_millis()).collect();
         assert_eq!(seen, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
     }
 

@@ -1,28 +1,40 @@
-//! What happens to a delivery, decided in one place by pure functions: run it
-//! or settle it unrun ([`screen`]), and once it ran, how to settle it
-//! ([`decide`]). `settle.rs` only carries the decision out; nothing here
-//! touches the broker.
+//! What happens to a delivery, decided in one place by pure functions: run
+//! it or settle it unrun ([`screen`]), how to settle it once it ran
+//! ([`decide`], from the facts the dispatcher reports), and what to do when a
+//! copy cannot be stored ([`unstored`]). `settle.rs` only carries a
+//! [`Decision`] out; nothing here touches the broker.
 //!
-//! The rules:
+//! The rules, each a row of the table tests below:
 //! - a body over `worker.max_message_size` is dead (`bad_message`), unread;
+//! - a message whose `content_type` is set to anything but
+//!   `application/msgpack`, or that has no `type` or no `message_id`, is dead
+//!   (`bad_message`);
 //! - on a queue, a delivery that came back unacked (its worker died, or lost
 //!   the broker while holding it) is put at the end of its queue with its
 //!   crash count raised, and is dead (`crashed`) once it came back more than
 //!   `amqp.max_crashes` times (on classic and quorum queues alike; see
 //!   `docs/delivery-guarantees.md` for what counts);
-//! - a job that succeeded is acked; a call gets its answer first;
-//! - a failed attempt is retried after its backoff (or the delay the job
-//!   asked for) while attempts are left, else dead; `fatal` is dead at once;
-//!   a job type this worker does not know fails with `unknown_type` and is
-//!   retried on the default schedule, so that a worker that knows it runs it;
-//! - a message that cannot be run (`bad_message`, `undecodable`) is dead at once;
+//! - a job that returned `Ok` is acked; a call gets its answer first;
+//! - a job that returned an error is retried after its type's backoff (or the
+//!   delay it asked for with `retry_after`) while attempts are left, else
+//!   dead (`failed`); an error marked `fatal` is dead at once (`fatal`);
+//! - a panic (`panicked`) and a timeout (`timeout`) are failed attempts like
+//!   an error, retried on the job type's backoff;
+//! - a job type this worker does not know fails with `unknown_type` and is
+//!   retried on the default schedule (25 attempts, the default backoff), so
+//!   that a worker that knows it runs it;
+//! - a body that does not decode as its type is dead at once (`undecodable`);
 //! - subscription jobs (a worker's own, transient queue) are never retried:
 //!   a retry could not find its way back; their failures go to `<exchange>.dead`;
-//! - a call (`reply_to` set) gets its failure as the answer and is not retried.
+//! - a call (`reply_to` set) gets its failure as the answer and is not
+//!   retried; a call that cannot run at all is answered and dead;
+//! - a copy (retry, dead letter, crash requeue) that the broker does not
+//!   confirm sends the delivery back to its queue after a pause of a second.
 
 use std::time::Duration;
 
-use jobs_core::{FailureKind, Retry};
+use jobs_core::plumbing::{ReplyStatus, CONTENT_TYPE};
+use jobs_core::{FailureKind, JobError, Retry};
 
 use crate::delivery::Meta;
 
@@ -39,15 +51,21 @@ impl Schedule {
         Schedule { max_attempts: jobs_core::plumbing::DEFAULT_MAX_ATTEMPTS, backoff: jobs_core::backoff::exponential };
 }
 
-/// How one run of a delivery ended.
+/// What the dispatcher found when it ran a delivery: facts, no decisions.
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Ran {
     /// `perform` returned `Ok`; an RPC job's encoded answer.
-    Done { reply: Option<Vec<u8>> },
-    /// The attempt failed (or its type is unknown here); it may be retried.
-    Failed { kind: FailureKind, error: String, retry: Retry, schedule: Schedule },
-    /// The message cannot be run at all.
-    Rejected { kind: FailureKind, reason: String },
+    Returned { reply: Option<Vec<u8>> },
+    /// `perform` returned this error.
+    Errored { error: JobError, schedule: Schedule },
+    /// `perform` panicked with this message.
+    Panicked { message: String, schedule: Schedule },
+    /// `perform` ran past its type's timeout and was dropped.
+    TimedOut { after: Duration, schedule: Schedule },
+    /// No job type of the message's name is linked into this worker.
+    UnknownType,
+    /// The body does not decode as the job type: the decoder's words.
+    Undecodable { error: String },
 }
 
 /// Where the delivery was consumed from.
@@ -66,43 +84,75 @@ pub(crate) struct Limits {
     pub(crate) max_crashes: u32,
 }
 
-/// What to do with a delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Settlement {
-    /// An answer to send to the caller first (RPC).
-    pub(crate) reply: Option<Reply>,
-    /// Then this.
-    pub(crate) action: Action,
-    /// The kind of failure, when the delivery failed (for metrics and logs).
-    pub(crate) failure: Option<FailureKind>,
-}
-
-/// A call's answer: `ok` and the output, or the failure's kind and its text.
+/// A call's answer: its status and body (the output, or the error's text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
-    pub(crate) status: &'static str,
+    pub(crate) status: ReplyStatus,
     pub(crate) body: Vec<u8>,
 }
 
-/// What happens to the delivery itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Done: ack.
-    Ack,
+/// What to do with a delivery, and so what is counted: one shape for both.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    /// Done: ack (a call gets its answer first).
+    Ack { reply: Option<Reply> },
+    /// A call failed: its failure is its answer, then ack (calls are not retried).
+    Answer { kind: FailureKind, reply: Reply },
     /// Publish attempt `attempt` to run after `delay`, wait for its confirm, ack.
     Retry { kind: FailureKind, error: String, attempt: u32, delay: Duration },
-    /// Publish a copy to `<queue>.dead` with the reason, wait for its confirm, ack.
-    Dead { kind: FailureKind, reason: String },
+    /// Publish a copy to `<queue>.dead` with the reason, wait for its confirm,
+    /// ack (a call that could not run gets its failure as the answer first).
+    Dead { kind: FailureKind, reason: String, reply: Option<Reply> },
     /// Publish a copy at the end of its queue with `x-crashes = crashes`, wait, ack.
     Requeue { crashes: u64 },
 }
 
-/// Before running: `Some` settles the delivery unrun.
-pub(crate) fn screen(meta: &Meta<'_>, home: Home, limits: &Limits) -> Option<Settlement> {
+impl Decision {
+    /// The kind of failure counted for this delivery (`jobs_failed_total`), if it failed.
+    pub(crate) fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Decision::Ack { .. } | Decision::Requeue { .. } => None,
+            Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
+        }
+    }
+
+    /// The answer the caller gets first, for a call.
+    pub(crate) fn reply(&self) -> Option<&Reply> {
+        match self {
+            Decision::Ack { reply } | Decision::Dead { reply, .. } => reply.as_ref(),
+            Decision::Answer { reply, .. } => Some(reply),
+            Decision::Retry { .. } | Decision::Requeue { .. } => None,
+        }
+    }
+}
+
+/// What to do when the copy a decision publishes is not stored (nacked,
+/// refused, or its channel went before the confirm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unstored {
+    /// Give the delivery back to its queue (reject, requeue) after `pause`, so
+    /// that a broker refusing copies is not asked again in a tight loop.
+    Return { pause: Duration },
+}
+
+/// Before running: the job type's name to run, or the decision that settles
+/// the delivery unrun.
+pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result<&'a str, Decision> {
+    let bad = |reason: String| Err(dead(meta, FailureKind::BadMessage, reason));
     if meta.size > limits.max_message_size {
-        let reason =
-            format!("body of {} bytes is over worker.max_message_size ({} bytes)", meta.size, limits.max_message_size);
-        return Some(failed(None, FailureKind::BadMessage, Action::Dead { kind: FailureKind::BadMessage, reason }));
+        return bad(format!(
+            "body of {} bytes is over worker.max_message_size ({} bytes)",
+            meta.size, limits.max_message_size
+        ));
+    }
+    if let Some(content_type) = meta.content_type.filter(|t| *t != CONTENT_TYPE) {
+        return bad(format!("content type `{content_type}` is not `{CONTENT_TYPE}`"));
+    }
+    let Some(name) = meta.name else {
+        return bad("the message has no `type` property naming its job type".into());
+    };
+    if !meta.has_id {
+        return bad("the message has no `message_id` (job id)".into());
     }
     if meta.redelivered && home == Home::Queue {
         let crashes = meta.crashes + 1;
@@ -111,42 +161,62 @@ pub(crate) fn screen(meta: &Meta<'_>, home: Home, limits: &Limits) -> Option<Set
                 "came back unacked {crashes} times (amqp.max_crashes = {}): it kills its worker, or its workers kept losing the broker",
                 limits.max_crashes
             );
-            return Some(failed(None, FailureKind::Crashed, Action::Dead { kind: FailureKind::Crashed, reason }));
+            return Err(dead(meta, FailureKind::Crashed, reason));
         }
-        return Some(Settlement { reply: None, action: Action::Requeue { crashes }, failure: None });
+        return Err(Decision::Requeue { crashes });
     }
-    None
+    Ok(name)
 }
 
-/// After running: how to settle.
-pub(crate) fn decide(outcome: Outcome, meta: &Meta<'_>, home: Home) -> Settlement {
-    let call = meta.reply_to.is_some();
-    match outcome {
-        Outcome::Done { reply } => Settlement {
-            reply: reply.filter(|_| call).map(|body| Reply { status: "ok", body }),
-            action: Action::Ack,
-            failure: None,
-        },
-        Outcome::Failed { kind, error, .. } if call => {
-            // A call's failure is its answer; the caller decides what next.
-            failed(Some(answer(kind, &error)), kind, Action::Ack)
+/// After running: how to settle, from what the run did.
+pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
+    let name = meta.name.unwrap_or("(none)");
+    let (kind, error, retry, schedule) = match ran {
+        Ran::Returned { reply } => {
+            let reply = reply.filter(|_| meta.is_call()).map(|body| Reply { status: ReplyStatus::Ok, body });
+            return Decision::Ack { reply };
         }
-        Outcome::Failed { kind, error, retry, schedule } => {
-            let delay = match home {
-                Home::Subscription => None,
-                Home::Queue => next_delay(retry, meta.attempt, schedule),
+        Ran::Errored { error, schedule } => {
+            let kind = match error.retry() {
+                Retry::Never => FailureKind::Fatal,
+                Retry::Backoff | Retry::After(_) => FailureKind::Failed,
             };
-            let action = match delay {
-                Some(delay) => Action::Retry { kind, error, attempt: meta.attempt.saturating_add(1), delay },
-                None => Action::Dead { kind, reason: error },
-            };
-            failed(None, kind, action)
+            (kind, error.to_string(), error.retry(), schedule)
         }
-        Outcome::Rejected { kind, reason } => {
-            let reply = call.then(|| answer(kind, &reason));
-            failed(reply, kind, Action::Dead { kind, reason })
+        Ran::Panicked { message, schedule } => {
+            (FailureKind::Panicked, format!("panicked: {message}"), Retry::Backoff, schedule)
         }
+        Ran::TimedOut { after, schedule } => {
+            (FailureKind::Timeout, format!("timed out after {after:?}"), Retry::Backoff, schedule)
+        }
+        // A rolling deploy: a newer worker may know it. Retry on the default schedule.
+        Ran::UnknownType => (
+            FailureKind::UnknownType,
+            format!("no job type `{name}` in this worker"),
+            Retry::Backoff,
+            Schedule::DEFAULT,
+        ),
+        Ran::Undecodable { error } => {
+            return dead(meta, FailureKind::Undecodable, format!("body does not decode as `{name}`: {error}"));
+        }
+    };
+    if meta.is_call() {
+        // A call's failure is its answer; the caller decides what next.
+        return Decision::Answer { kind, reply: answer(kind, &error) };
     }
+    let delay = match home {
+        Home::Subscription => None,
+        Home::Queue => next_delay(retry, meta.attempt, schedule),
+    };
+    match delay {
+        Some(delay) => Decision::Retry { kind, error, attempt: meta.attempt.saturating_add(1), delay },
+        None => Decision::Dead { kind, reason: error, reply: None },
+    }
+}
+
+/// When the copy of `decision` was not stored.
+pub(crate) fn unstored(_decision: &Decision) -> Unstored {
+    Unstored::Return { pause: Duration::from_secs(1) }
 }
 
 /// When to retry after failed attempt `attempt`, if at all.
@@ -155,24 +225,27 @@ fn next_delay(retry: Retry, attempt: u32, schedule: Schedule) -> Option<Duration
         return None;
     }
     match retry {
+        Retry::Backoff => Some((schedule.backoff)(attempt)),
         Retry::After(delay) => Some(delay),
         Retry::Never => None,
-        _ => Some((schedule.backoff)(attempt)),
     }
 }
 
-fn failed(reply: Option<Reply>, kind: FailureKind, action: Action) -> Settlement {
-    Settlement { reply, action, failure: Some(kind) }
+/// Dead with `reason`; a call hears why first.
+fn dead(meta: &Meta<'_>, kind: FailureKind, reason: String) -> Decision {
+    let reply = meta.is_call().then(|| answer(kind, &reason));
+    Decision::Dead { kind, reason, reply }
 }
 
 fn answer(kind: FailureKind, error: &str) -> Reply {
     // A MessagePack string: what callers decode as the error's text.
-    Reply { status: kind.as_str(), body: rmp_serde::to_vec(error).unwrap_or_default() }
+    Reply { status: ReplyStatus::Failed(kind), body: rmp_serde::to_vec(error).unwrap_or_default() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use FailureKind::*;
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
@@ -183,119 +256,210 @@ mod tests {
     }
 
     const THREE: Schedule = Schedule { max_attempts: 3, backoff: two_seconds };
+    const LIMITS: Limits = Limits { max_message_size: 100, max_crashes: 3 };
 
     fn meta(attempt: u32) -> Meta<'static> {
-        Meta { name: Some("J"), id: Some("id"), attempt, size: 10, ..Meta::default() }
+        Meta { name: Some("J"), has_id: true, attempt, size: 10, ..Meta::default() }
     }
 
-    fn failure(kind: FailureKind, retry: Retry) -> Outcome {
-        Outcome::Failed { kind, error: "boom".into(), retry, schedule: THREE }
+    fn call(attempt: u32) -> Meta<'static> {
+        Meta { reply_to: Some("amq.rabbitmq.reply-to.x"), ..meta(attempt) }
     }
 
-    fn retry(kind: FailureKind, attempt: u32, delay: Duration) -> Action {
-        Action::Retry { kind, error: "boom".into(), attempt, delay }
+    fn errored(error: JobError) -> Ran {
+        Ran::Errored { error, schedule: THREE }
     }
 
-    fn dead(kind: FailureKind, reason: &str) -> Action {
-        Action::Dead { kind, reason: reason.into() }
+    fn retry(kind: FailureKind, error: &str, attempt: u32, delay: Duration) -> Decision {
+        Decision::Retry { kind, error: error.into(), attempt, delay }
+    }
+
+    fn dead(kind: FailureKind, reason: &str) -> Decision {
+        Decision::Dead { kind, reason: reason.into(), reply: None }
+    }
+
+    fn text_of(reply: &Reply) -> String {
+        rmp_serde::from_slice(&reply.body).unwrap()
+    }
+
+    /// One row per rule after a run: what ran, on which attempt, and the decision.
+    #[test]
+    fn after_a_run_on_a_queue() {
+        let cases: Vec<(&str, Ran, u32, Decision)> = vec![
+            ("returned Ok: ack", Ran::Returned { reply: None }, 1, Decision::Ack { reply: None }),
+            (
+                "an error with attempts left: retry on the type's backoff",
+                errored(JobError::msg("boom")),
+                1,
+                retry(Failed, "boom", 2, secs(2)),
+            ),
+            ("an error on the last attempt: dead", errored(JobError::msg("boom")), 3, dead(Failed, "boom")),
+            (
+                "retry_after: its delay",
+                errored(JobError::retry_after("slow down", secs(9))),
+                2,
+                retry(Failed, "slow down", 3, secs(9)),
+            ),
+            (
+                "retry_after on the last attempt: dead",
+                errored(JobError::retry_after("slow down", secs(9))),
+                3,
+                dead(Failed, "slow down"),
+            ),
+            ("fatal: dead at once", errored(JobError::fatal("bad address")), 1, dead(Fatal, "bad address")),
+            (
+                "a panic: retried on the type's backoff",
+                Ran::Panicked { message: "oops".into(), schedule: THREE },
+                2,
+                retry(Panicked, "panicked: oops", 3, secs(2)),
+            ),
+            (
+                "a panic on the last attempt: dead",
+                Ran::Panicked { message: "oops".into(), schedule: THREE },
+                3,
+                dead(Panicked, "panicked: oops"),
+            ),
+            (
+                "a timeout: retried on the type's backoff",
+                Ran::TimedOut { after: secs(5), schedule: THREE },
+                1,
+                retry(Timeout, "timed out after 5s", 2, secs(2)),
+            ),
+            (
+                "undecodable: dead at once",
+                Ran::Undecodable { error: "missing field `to`".into() },
+                1,
+                dead(Undecodable, "body does not decode as `J`: missing field `to`"),
+            ),
+        ];
+        for (rule, ran, attempt, expected) in cases {
+            let decision = decide(ran, &meta(attempt), Home::Queue);
+            assert_eq!(decision, expected, "{rule}");
+            assert_eq!(decision.failure(), expected.failure(), "{rule}");
+            assert_eq!(decision.reply(), None, "{rule}: not a call");
+        }
     }
 
     #[test]
-    fn outcomes_on_a_queue() {
-        use FailureKind::*;
-        let cases: Vec<(&str, Outcome, u32, Action)> = vec![
-            ("success", Outcome::Done { reply: None }, 1, Action::Ack),
-            ("failure, attempts left", failure(Failed, Retry::Backoff), 1, retry(Failed, 2, secs(2))),
-            ("failure on the last attempt", failure(Failed, Retry::Backoff), 3, dead(Failed, "boom")),
-            ("retry_after", failure(Failed, Retry::After(secs(9))), 2, retry(Failed, 3, secs(9))),
-            ("retry_after on the last attempt", failure(Failed, Retry::After(secs(9))), 3, dead(Failed, "boom")),
-            ("fatal", failure(Fatal, Retry::Never), 1, dead(Fatal, "boom")),
-            ("panic", failure(Panicked, Retry::Backoff), 2, retry(Panicked, 3, secs(2))),
-            ("timeout", failure(Timeout, Retry::Backoff), 1, retry(Timeout, 2, secs(2))),
-            ("unknown type", failure(UnknownType, Retry::Backoff), 1, retry(UnknownType, 2, secs(2))),
-            ("undecodable", Outcome::Rejected { kind: Undecodable, reason: "bad".into() }, 1, dead(Undecodable, "bad")),
-            (
-                "bad message",
-                Outcome::Rejected { kind: BadMessage, reason: "no id".into() },
-                1,
-                dead(BadMessage, "no id"),
-            ),
-        ];
-        for (what, outcome, attempt, action) in cases {
-            let expected_failure = match &outcome {
-                Outcome::Done { .. } => None,
-                Outcome::Failed { kind, .. } | Outcome::Rejected { kind, .. } => Some(*kind),
-            };
-            let settlement = decide(outcome, &meta(attempt), Home::Queue);
-            assert_eq!(settlement.action, action, "{what}");
-            assert_eq!(settlement.failure, expected_failure, "{what}");
-            assert_eq!(settlement.reply, None, "{what}: not a call");
-        }
+    fn what_is_counted_follows_from_the_decision() {
+        assert_eq!(Decision::Ack { reply: None }.failure(), None);
+        assert_eq!(Decision::Requeue { crashes: 1 }.failure(), None, "a crash return is counted when it goes dead");
+        assert_eq!(retry(Timeout, "t", 2, secs(1)).failure(), Some(Timeout));
+        assert_eq!(dead(Undecodable, "u").failure(), Some(Undecodable));
+        let answer = Decision::Answer { kind: Panicked, reply: answer(Panicked, "p") };
+        assert_eq!(answer.failure(), Some(Panicked), "a failed call is counted as failed");
     }
 
     #[test]
     fn unknown_types_follow_the_default_schedule() {
-        let outcome = |attempt| {
-            let outcome = Outcome::Failed {
-                kind: FailureKind::UnknownType,
-                error: "no type".into(),
-                retry: Retry::Backoff,
-                schedule: Schedule::DEFAULT,
-            };
-            decide(outcome, &meta(attempt), Home::Queue).action
-        };
-        match outcome(1) {
-            Action::Retry { attempt: 2, delay, .. } => assert!((secs(16)..=secs(36)).contains(&delay), "{delay:?}"),
+        let decision = |attempt| decide(Ran::UnknownType, &meta(attempt), Home::Queue);
+        match decision(1) {
+            Decision::Retry { kind: UnknownType, attempt: 2, delay, error } => {
+                assert!((secs(16)..=secs(36)).contains(&delay), "{delay:?}");
+                assert_eq!(error, "no job type `J` in this worker");
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(outcome(24), Action::Retry { attempt: 25, .. }));
-        assert_eq!(outcome(25), dead(FailureKind::UnknownType, "no type"));
+        assert!(matches!(decision(24), Decision::Retry { attempt: 25, .. }));
+        assert_eq!(decision(25), dead(UnknownType, "no job type `J` in this worker"), "the default 25 attempts");
     }
 
     #[test]
     fn subscription_jobs_are_never_retried() {
-        let settlement = decide(failure(FailureKind::Failed, Retry::Backoff), &meta(1), Home::Subscription);
-        assert_eq!(settlement.action, dead(FailureKind::Failed, "boom"));
+        let decision = decide(errored(JobError::msg("boom")), &meta(1), Home::Subscription);
+        assert_eq!(decision, dead(Failed, "boom"));
+        let unknown = decide(Ran::UnknownType, &meta(1), Home::Subscription);
+        assert!(matches!(unknown, Decision::Dead { kind: UnknownType, .. }), "{unknown:?}");
     }
 
     #[test]
     fn calls_get_their_answer_and_are_not_retried() {
-        let call = Meta { reply_to: Some("amq.rabbitmq.reply-to.x"), ..meta(1) };
-        let ok = decide(Outcome::Done { reply: Some(vec![7]) }, &call, Home::Queue);
-        assert_eq!((ok.reply, ok.action), (Some(Reply { status: "ok", body: vec![7] }), Action::Ack));
+        let ok = decide(Ran::Returned { reply: Some(vec![7]) }, &call(1), Home::Queue);
+        assert_eq!(ok, Decision::Ack { reply: Some(Reply { status: ReplyStatus::Ok, body: vec![7] }) });
 
-        let failed = decide(failure(FailureKind::Failed, Retry::Backoff), &call, Home::Queue);
-        let text: String = rmp_serde::from_slice(&failed.reply.as_ref().unwrap().body).unwrap();
-        assert_eq!((failed.reply.unwrap().status, text.as_str()), ("failed", "boom"));
-        assert_eq!(failed.action, Action::Ack);
+        for (ran, kind) in [
+            (errored(JobError::msg("boom")), Failed),
+            (errored(JobError::fatal("boom")), Fatal),
+            (Ran::Panicked { message: "boom".into(), schedule: THREE }, Panicked),
+            (Ran::TimedOut { after: secs(1), schedule: THREE }, Timeout),
+            (Ran::UnknownType, UnknownType),
+        ] {
+            match decide(ran, &call(1), Home::Queue) {
+                Decision::Answer { kind: got, reply } => {
+                    assert_eq!((got, reply.status), (kind, ReplyStatus::Failed(kind)));
+                    assert!(!text_of(&reply).is_empty());
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
 
-        let rejected =
-            decide(Outcome::Rejected { kind: FailureKind::Undecodable, reason: "bad".into() }, &call, Home::Queue);
-        assert_eq!(rejected.reply.unwrap().status, "undecodable");
-        assert_eq!(rejected.action, dead(FailureKind::Undecodable, "bad"));
+        let undecodable = decide(Ran::Undecodable { error: "bad".into() }, &call(1), Home::Queue);
+        assert!(matches!(undecodable, Decision::Dead { kind: Undecodable, .. }));
+        assert_eq!(undecodable.reply().map(|r| r.status), Some(ReplyStatus::Failed(Undecodable)), "answered, and dead");
 
-        let plain = decide(Outcome::Done { reply: Some(vec![7]) }, &meta(1), Home::Queue);
-        assert_eq!(plain.reply, None, "an answer only goes to a caller");
+        let plain = decide(Ran::Returned { reply: Some(vec![7]) }, &meta(1), Home::Queue);
+        assert_eq!(plain, Decision::Ack { reply: None }, "an answer only goes to a caller");
+    }
+
+    /// One row per rule before a run: the delivery's properties, and whether it runs.
+    #[test]
+    fn before_a_run() {
+        let returned = |crashes| Meta { redelivered: true, crashes, ..meta(1) };
+        let bad = |reason: &str| dead(BadMessage, reason);
+        let cases: Vec<(&str, Meta<'static>, Home, Result<&str, Decision>)> = vec![
+            ("a fresh delivery runs", meta(1), Home::Queue, Ok("J")),
+            ("msgpack named runs", Meta { content_type: Some(CONTENT_TYPE), ..meta(1) }, Home::Queue, Ok("J")),
+            (
+                "oversize: bad, unread",
+                Meta { size: 101, ..meta(1) },
+                Home::Queue,
+                Err(bad("body of 101 bytes is over worker.max_message_size (100 bytes)")),
+            ),
+            (
+                "another content type: bad",
+                Meta { content_type: Some("application/json"), ..meta(1) },
+                Home::Queue,
+                Err(bad("content type `application/json` is not `application/msgpack`")),
+            ),
+            (
+                "no type: bad",
+                Meta { name: None, ..meta(1) },
+                Home::Queue,
+                Err(bad("the message has no `type` property naming its job type")),
+            ),
+            (
+                "no id: bad",
+                Meta { has_id: false, ..meta(1) },
+                Home::Queue,
+                Err(bad("the message has no `message_id` (job id)")),
+            ),
+            (
+                "a bad message that came back is still just bad",
+                Meta { has_id: false, ..returned(0) },
+                Home::Queue,
+                Err(bad("the message has no `message_id` (job id)")),
+            ),
+            ("a first return: requeued, one crash", returned(0), Home::Queue, Err(Decision::Requeue { crashes: 1 })),
+            ("up to max_crashes: requeued", returned(2), Home::Queue, Err(Decision::Requeue { crashes: 3 })),
+            ("a subscription's own queue counts no crashes", returned(5), Home::Subscription, Ok("J")),
+        ];
+        for (rule, meta, home, expected) in cases {
+            assert_eq!(screen(&meta, home, &LIMITS), expected, "{rule}");
+        }
+        match screen(&returned(3), Home::Queue, &LIMITS) {
+            Err(Decision::Dead { kind: Crashed, reason, reply: None }) => {
+                assert!(reason.contains("came back unacked 4 times (amqp.max_crashes = 3)"), "{reason}")
+            }
+            other => panic!("past max_crashes: {other:?}"),
+        }
+        let bad_call = screen(&Meta { name: None, ..call(1) }, Home::Queue, &LIMITS).unwrap_err();
+        assert_eq!(bad_call.reply().map(|r| r.status), Some(ReplyStatus::Failed(BadMessage)), "a bad call hears why");
     }
 
     #[test]
-    fn screening_oversize_and_crash_returns() {
-        let limits = Limits { max_message_size: 100, max_crashes: 3 };
-        assert_eq!(screen(&meta(1), Home::Queue, &limits), None, "a fresh delivery runs");
-
-        let big = Meta { size: 101, ..meta(1) };
-        let settlement = screen(&big, Home::Queue, &limits).unwrap();
-        assert!(
-            matches!(settlement.action, Action::Dead { kind: FailureKind::BadMessage, ref reason } if reason.contains("101 bytes"))
-        );
-
-        let returned = |crashes| Meta { redelivered: true, crashes, ..meta(1) };
-        assert_eq!(screen(&returned(0), Home::Queue, &limits).unwrap().action, Action::Requeue { crashes: 1 });
-        assert_eq!(screen(&returned(2), Home::Queue, &limits).unwrap().action, Action::Requeue { crashes: 3 });
-        let dead = screen(&returned(3), Home::Queue, &limits).unwrap();
-        assert!(matches!(dead.action, Action::Dead { kind: FailureKind::Crashed, .. }), "{dead:?}");
-        assert_eq!(dead.failure, Some(FailureKind::Crashed));
-
-        assert_eq!(screen(&returned(5), Home::Subscription, &limits), None, "own queues count no crashes");
+    fn a_copy_that_is_not_stored_goes_back_after_a_second() {
+        for decision in [retry(Failed, "e", 2, secs(1)), dead(Fatal, "e"), Decision::Requeue { crashes: 1 }] {
+            assert_eq!(unstored(&decision), Unstored::Return { pause: secs(1) }, "{decision:?}");
+        }
     }
 }

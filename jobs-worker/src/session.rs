@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::topology::{Declarer, Topology};
 use jobs_core::report;
@@ -193,8 +194,8 @@ impl Setup<'_> {
         self.health.consuming.store(true, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
         ready();
-        let mut pause = Duration::from_secs(1);
-        let mut next_try = Instant::now() + pause;
+        let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut next_try = Instant::now() + pause.next();
         loop {
             tokio::select! {
                 _ = &mut *stop => return Ok(SessionEnd::Stopped),
@@ -212,8 +213,8 @@ impl Setup<'_> {
                     warn!(%unit, reason = why, "stopped consuming {unit}; setting it up again in the background");
                     pending.push((unit, why));
                     self.show_pending(&pending);
-                    pause = Duration::from_secs(1);
-                    next_try = Instant::now() + pause;
+                    pause.reset();
+                    next_try = Instant::now() + pause.next();
                 }
                 _ = tokio::time::sleep_until(next_try), if !pending.is_empty() => {
                     // With nothing consumed, no consumer ends to tell of a lost connection.
@@ -225,8 +226,7 @@ impl Setup<'_> {
                     units.sort_by_key(|unit| *unit != Unit::Delays);
                     pending = self.set_up(&units, true, loops, halt, tasks, shared).await?;
                     self.show_pending(&pending);
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                    next_try = Instant::now() + pause;
+                    next_try = Instant::now() + pause.next();
                 }
             }
         }

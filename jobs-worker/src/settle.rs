@@ -1,30 +1,25 @@
-//! Carrying out the policy's [`Settlement`] for a delivery. Exactly one of: ack
+//! Carrying out the policy's [`Decision`] for a delivery. Exactly one of: ack
 //! (done); publish a copy (retry, crash-counted requeue, or dead letter), wait
-//! for its confirm, then ack; or leave it unacked (the broker hands it out
-//! again). Never ack first.
+//! for its confirm, then ack; or give the delivery back (what
+//! [`policy::unstored`] says when the copy is not stored). Never ack first.
+//! Nothing here decides: the copies are built by `jobs_core`'s one message
+//! builder and sent where its `Destination` says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobs_core::plumbing::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
-use jobs_core::plumbing::amqprs::{BasicProperties, FieldTable, FieldValue};
-use jobs_core::plumbing::topology::{dead_queue, Topology};
-use jobs_core::plumbing::{header_u64, headers, now_secs, set_header, Outgoing, Publisher};
+use jobs_core::plumbing::amqprs::FieldValue;
+use jobs_core::plumbing::topology::Topology;
+use jobs_core::plumbing::{headers, Destination, Failure, Message, Publisher};
 use jobs_core::FailureKind;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
 use crate::delivery::Delivery;
-use crate::policy::{Action, Reply, Settlement};
-
-/// Where a settled copy goes.
-struct Copy<'a> {
-    exchange: String,
-    routing_key: String,
-    what: &'a str,
-}
+use crate::policy::{self, Decision, Reply, Unstored};
 
 /// What a worker needs to settle deliveries on one connection.
 #[derive(Debug)]
@@ -40,44 +35,68 @@ pub(crate) struct Settler {
 }
 
 impl Settler {
-    /// Carries out `settlement` for `d`.
-    pub(crate) async fn settle(&self, d: &Delivery<'_>, settlement: Settlement) {
-        if let Some(reply) = settlement.reply {
-            if let Some(reply_to) = d.meta.reply_to {
-                self.reply(d, reply_to, reply).await;
-            }
+    /// Carries out `decision` for `d`.
+    pub(crate) async fn settle(&self, d: &Delivery<'_>, decision: Decision) {
+        if let (Some(reply), Some(reply_to)) = (decision.reply(), d.meta.reply_to) {
+            self.reply(d, reply_to, reply).await;
         }
-        if let Some(kind) = settlement.failure {
+        if let Some(kind) = decision.failure() {
             self.activity.failed(d.name(), kind);
         }
-        match settlement.action {
-            Action::Ack => self.ack(d.channel, d.tag).await,
-            Action::Retry { kind, error, attempt, delay } => {
-                if self.retry(d, kind, &error, attempt, delay).await {
-                    self.activity.retried(d.name());
-                    let failed = attempt - 1;
-                    if kind == FailureKind::UnknownType {
-                        if self.unknown.first_in_a_minute(d.name()) {
-                            warn!(queue = d.queue, job.name = d.name(), "no job type of this name in this worker: retrying such jobs with the default backoff, so that a worker that knows the type runs them (a newer deploy?); this line comes at most once a minute per type");
-                        }
-                        debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, retry_in = ?delay, "unknown job type; retry scheduled");
-                    } else {
-                        info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, %kind, reason = error, retry_in = ?delay, "job failed; retry scheduled");
-                    }
+        let (message, destination, what) = match &decision {
+            Decision::Ack { .. } | Decision::Answer { .. } => return self.ack(d.channel, d.tag).await,
+            Decision::Retry { kind, error, attempt, delay } => {
+                let message = self.copy(d).failure(&self.failure(*kind, error)).attempt(*attempt);
+                match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
+                    Ok(destination) => (message, destination, "retry"),
+                    // The worker checked its queue names at start: not seen, but not a panic either.
+                    Err(err) => return self.give_back(d, &decision, "retry", &err).await,
                 }
             }
-            Action::Dead { kind, reason } => {
-                if self.dead_letter(d, kind, &reason).await {
-                    self.activity.dead(d.name(), kind);
-                    warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), %kind, reason, "dead-lettered");
-                }
+            Decision::Dead { kind, reason, .. } => {
+                // The attempt it ended on, said even for a first attempt (which goes without).
+                let message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(d.meta.attempt);
+                (message, Destination::dead(d.queue), "dead-lettered")
             }
-            Action::Requeue { crashes } => {
-                if self.requeue_crashed(d, crashes).await {
-                    warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
-                }
+            Decision::Requeue { crashes } => {
+                let message = self.copy(d).header(headers::CRASHES, FieldValue::l(*crashes as i64));
+                (message, Destination::direct(d.queue), "crash requeue")
             }
+        };
+        if !self.forward(d, message, &destination, &decision, what).await {
+            return;
         }
+        match decision {
+            Decision::Retry { kind, error, attempt, delay } => {
+                self.activity.retried(d.name());
+                let failed = attempt - 1;
+                if kind == FailureKind::UnknownType {
+                    if self.unknown.first_in_a_minute(d.name()) {
+                        warn!(queue = d.queue, job.name = d.name(), "no job type of this name in this worker: retrying such jobs with the default backoff, so that a worker that knows the type runs them (a newer deploy?); this line comes at most once a minute per type");
+                    }
+                    debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, retry_in = ?delay, "unknown job type; retry scheduled");
+                } else {
+                    info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = failed, %kind, reason = error, retry_in = ?delay, "job failed; retry scheduled");
+                }
+            }
+            Decision::Dead { kind, reason, .. } => {
+                self.activity.dead(d.name(), kind);
+                warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), %kind, reason, "dead-lettered");
+            }
+            Decision::Requeue { crashes } => {
+                warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
+            }
+            Decision::Ack { .. } | Decision::Answer { .. } => {}
+        }
+    }
+
+    /// A copy of the delivery, saying where it came from.
+    fn copy(&self, d: &Delivery<'_>) -> Message {
+        Message::copy(d.props, d.body.to_vec(), d.id().clone()).origin(d.origin)
+    }
+
+    fn failure<'a>(&'a self, kind: FailureKind, reason: &'a str) -> Failure<'a> {
+        Failure { kind, reason, worker: &self.worker, host: &self.host }
     }
 
     /// Acks a delivery whose job is done.
@@ -88,97 +107,47 @@ impl Settler {
         }
     }
 
-    /// Sends a delivery to `<queue>.dead` with the reason, then acks it.
-    async fn dead_letter(&self, d: &Delivery<'_>, kind: FailureKind, reason: &str) -> bool {
-        let copy = Copy { exchange: String::new(), routing_key: dead_queue(d.queue), what: "dead-lettered" };
-        // The attempt it ended on, said even for a first attempt (which goes without).
-        self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, d.meta.attempt)).await
-    }
-
-    /// Publishes attempt `attempt` to run after `delay`, then acks this one.
-    async fn retry(&self, d: &Delivery<'_>, kind: FailureKind, reason: &str, attempt: u32, delay: Duration) -> bool {
-        let (exchange, routing_key) =
-            self.topology.delay_route(delay, d.queue).unwrap_or_else(|| (String::new(), d.queue.to_owned()));
-        let copy = Copy { exchange, routing_key, what: "retry" };
-        self.forward(d, copy, |t| self.failure_headers(t, d, kind, reason, attempt)).await
-    }
-
-    /// Puts a redelivered job back at the end of its queue with its crash count
-    /// raised, so it runs again after the jobs waiting behind it.
-    async fn requeue_crashed(&self, d: &Delivery<'_>, crashes: u64) -> bool {
-        let copy = Copy { exchange: String::new(), routing_key: d.queue.to_owned(), what: "crash requeue" };
-        self.forward(d, copy, |t| set_header(t, headers::CRASHES, FieldValue::l(crashes as i64))).await
-    }
-
     /// Sends a call's answer to its caller (direct reply-to). A caller that gave
     /// up is no error: its answer is dropped.
-    async fn reply(&self, d: &Delivery<'_>, reply_to: &str, Reply { status, body }: Reply) {
+    async fn reply(&self, d: &Delivery<'_>, reply_to: &str, reply: &Reply) {
         let id = d.id();
-        let mut table = FieldTable::new();
-        set_header(&mut table, headers::REPLY_STATUS, FieldValue::from(status));
-        let correlation = d.props.correlation_id().cloned().unwrap_or_else(|| id.to_string());
-        let properties = BasicProperties::default()
-            .with_content_type(jobs_core::plumbing::CONTENT_TYPE)
-            .with_correlation_id(&correlation)
-            .with_message_id(id.as_str())
-            .with_headers(table)
-            .finish();
-        let message =
-            Outgoing { id: id.clone(), exchange: String::new(), routing_key: reply_to.to_owned(), properties, body };
-        if let Err(err) = self.publisher.publish(message).await {
+        let correlation = d.props.correlation_id().map_or(id.as_str(), String::as_str);
+        let answer = Message::answer(id.clone(), correlation, reply.status, reply.body.clone());
+        if let Err(err) = self.publisher.publish(answer.into_outgoing(&Destination::direct(reply_to))).await {
             debug!(job.id = %id, error = %err, "the caller is gone; answer dropped");
         }
     }
 
-    /// What failed, when and where, and the attempt the copy is for.
-    fn failure_headers(&self, table: &mut FieldTable, d: &Delivery<'_>, kind: FailureKind, reason: &str, attempt: u32) {
-        let now = now_secs();
-        set_header(table, headers::ATTEMPT, FieldValue::l(i64::from(attempt)));
-        set_header(table, headers::ERROR, FieldValue::from(truncate(reason, 4096)));
-        set_header(table, headers::ERROR_KIND, FieldValue::from(kind.as_str()));
-        set_header(table, headers::FAILED_AT, FieldValue::T(now));
-        if header_u64(d.props, headers::FIRST_FAILED_AT).is_none() {
-            set_header(table, headers::FIRST_FAILED_AT, FieldValue::T(now));
-        }
-        set_header(table, headers::WORKER, FieldValue::from(&*self.worker));
-        set_header(table, headers::HOST, FieldValue::from(self.host.as_str()));
-    }
-
-    /// Publishes a copy of the delivery with edited headers, waits for the
-    /// confirm, then acks. If the copy is not confirmed the delivery goes back
-    /// to its queue instead. Returns whether the copy was stored.
-    async fn forward(&self, d: &Delivery<'_>, copy: Copy<'_>, edit: impl FnOnce(&mut FieldTable)) -> bool {
-        let mut table = d.props.headers().cloned().unwrap_or_default();
-        // The broker's own dead-letter history from the delay cascade: not ours to keep.
-        if let Ok(key) = "x-death".try_into() {
-            table.remove(&key);
-        }
-        set_header(&mut table, headers::QUEUE, FieldValue::from(d.queue));
-        edit(&mut table);
-        let id = d.id();
-        let mut properties = d.props.clone();
-        properties.with_headers(table).with_message_id(id.as_str()).with_persistence(true);
-        let message = Outgoing {
-            id: id.clone(),
-            exchange: copy.exchange,
-            routing_key: copy.routing_key,
-            properties,
-            body: d.body.to_vec(),
-        };
-        match self.publisher.publish(message).await {
+    /// Publishes the copy, waits for the confirm, then acks. If the copy is
+    /// not stored, gives the delivery back. Returns whether it was stored.
+    async fn forward(
+        &self,
+        d: &Delivery<'_>,
+        message: Message,
+        destination: &Destination,
+        decision: &Decision,
+        what: &str,
+    ) -> bool {
+        match self.publisher.publish(message.into_outgoing(destination)).await {
             Ok(()) => {
                 self.ack(d.channel, d.tag).await;
                 true
             }
             Err(err) => {
-                error!(queue = d.queue, job.id = %id, error = %jobs_core::report(&err), what = copy.what, "could not store the job's copy; returning it to its queue");
-                // Not in a hot loop: give the broker a moment before the job comes back.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Err(err) = d.channel.basic_reject(BasicRejectArguments::new(d.tag, true)).await {
-                    error!(error = %err, "could not return the job; the broker will when the channel closes");
-                }
+                self.give_back(d, decision, what, &err).await;
                 false
             }
+        }
+    }
+
+    /// The copy of `decision` was not stored: as the policy says, the
+    /// delivery goes back to its queue after a pause.
+    async fn give_back(&self, d: &Delivery<'_>, decision: &Decision, what: &str, err: &jobs_core::Error) {
+        let Unstored::Return { pause } = policy::unstored(decision);
+        error!(queue = d.queue, job.id = %d.id(), error = %jobs_core::report(err), what, "could not store the job's copy; returning it to its queue");
+        tokio::time::sleep(pause).await;
+        if let Err(err) = d.channel.basic_reject(BasicRejectArguments::new(d.tag, true)).await {
+            error!(error = %err, "could not return the job; the broker will when the channel closes");
         }
     }
 }
@@ -211,25 +180,9 @@ impl Throttle {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    format!("{}…", prefix(text, max))
-}
-
-/// The longest start of `text` of at most `max` bytes that ends on a char boundary.
-pub(crate) fn prefix(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{truncate, Throttle};
+    use super::Throttle;
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
@@ -255,11 +208,5 @@ mod tests {
         assert!(throttle.first_in_a_minute("Another"));
         assert_eq!(throttle.last.lock().unwrap().len(), 1, "the stale names went");
         assert!(!throttle.first_in_a_minute("Another"));
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_a_char_boundary() {
-        assert_eq!(truncate("short", 10), "short");
-        assert_eq!(truncate("ééé", 3), "é…");
     }
 }

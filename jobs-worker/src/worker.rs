@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
 use jobs_core::{report, AmqpConfig, Client, Route};
@@ -193,7 +194,8 @@ impl Worker {
         // Set once a session is ready: from then on, what fails is the broker's
         // trouble to wait out, not a setup to refuse.
         let ever_connected = std::sync::atomic::AtomicBool::new(false);
-        let mut pause = Duration::from_millis(100);
+        let mut reconnect = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut short_sessions = SessionPacing::default();
         let units = self.units();
         let result = loop {
             let deadline = Instant::now() + self.amqp.reconnect_timeout;
@@ -205,15 +207,15 @@ impl Worker {
                 Ok(session) => session,
                 Err(err) if stops(&err, ever_connected.load(Ordering::Relaxed)) => break Err(err),
                 Err(err) => {
-                    warn!(error = %report(&err), retry_in = ?pause, "cannot reach RabbitMQ; retrying");
+                    warn!(error = %report(&err), retry_in = ?reconnect.peek(), "cannot reach RabbitMQ; retrying");
                     tokio::select! {
                         _ = &mut stop => break Ok(()),
-                        _ = tokio::time::sleep(pause) => {}
+                        _ = reconnect.wait() => {}
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
+            reconnect.reset();
             let setup = Setup {
                 connection: &connection,
                 topology: self.amqp.topology(),
@@ -262,21 +264,15 @@ impl Worker {
                     break Err(err);
                 }
                 Err(err) => {
-                    warn!(error = %report(&err), retry_in = ?pause, "cannot set up consuming; retrying");
+                    warn!(error = %report(&err), "cannot set up consuming; retrying");
                     close_connection(connection).await;
                 }
             }
-            // A session that did not last took jobs it could not settle: pause
-            // longer before the next, so that broker trouble does not turn into
-            // a loop of taking and dropping jobs (each return counts as a crash).
-            if started.elapsed() >= Duration::from_secs(10) {
-                pause = Duration::from_millis(100);
-            } else {
+            if let Some(pause) = short_sessions.after(started.elapsed()) {
                 tokio::select! {
                     _ = &mut stop => break Ok(()),
                     _ = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(30));
             }
         };
         // Stopped while reconnecting or pausing: jobs of the lost session may
@@ -337,6 +333,32 @@ impl Worker {
     }
 }
 
+/// How long to pause before the next session. A session that did not last
+/// took jobs it could not settle: the pause grows (0.1 s doubling to 30 s)
+/// while sessions keep ending within 10 s, so that broker trouble does not turn
+/// into a loop of taking and dropping jobs (each return counts as a crash); a
+/// session that lasted starts the pauses again, and is followed by none.
+#[derive(Debug)]
+struct SessionPacing(Backoff);
+
+impl Default for SessionPacing {
+    fn default() -> Self {
+        SessionPacing(Backoff::new(Duration::from_millis(100), Duration::from_secs(30)))
+    }
+}
+
+impl SessionPacing {
+    /// A session that ran for `lasted` ended: the pause before the next, if any.
+    fn after(&mut self, lasted: Duration) -> Option<Duration> {
+        if lasted >= Duration::from_secs(10) {
+            self.0.reset();
+            None
+        } else {
+            Some(self.0.next())
+        }
+    }
+}
+
 /// The job types of a worker and where they go, for messages.
 fn served(dispatcher: &Dispatcher) -> String {
     let types: Vec<String> = dispatcher
@@ -367,5 +389,20 @@ fn stops(err: &Error, ever_connected: bool) -> bool {
         Error::Setup(errors) => errors.iter().any(|e| stops(e, ever_connected)),
         Error::Core(core) => core.is_permanent() && !ever_connected,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_that_end_within_ten_seconds_back_off_up_to_thirty() {
+        let mut pacing = SessionPacing::default();
+        let short = Duration::from_secs(2);
+        let pauses: Vec<u128> = (0..12).map(|_| pacing.after(short).unwrap().as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
+        assert_eq!(pacing.after(Duration::from_secs(10)), None, "a session that lasted is followed by no pause");
+        assert_eq!(pacing.after(short), Some(Duration::from_millis(100)), "and the pauses start again");
     }
 }

@@ -1,0 +1,152 @@
+//! Calls (tutorial 6, RPC): a job published with `reply_to` set to RabbitMQ's
+//! direct reply-to, and its answer awaited on the channel that published it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqprs::channel::BasicConsumeArguments;
+use tracing::debug;
+
+use crate::codec;
+use crate::destination::Destination;
+use crate::error::Cause;
+use crate::message::Message;
+use crate::plumbing::ReplyStatus;
+use crate::session::Session;
+use crate::testing::{self, EnqueuedJob};
+use crate::{Client, EnqueueOptions, Error, FailureKind, JobId, Respond};
+
+/// RabbitMQ's pseudo-queue for answers on the caller's own channel.
+pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+type Reply = (amqprs::BasicProperties, Vec<u8>);
+type Waiting = HashMap<String, tokio::sync::oneshot::Sender<Reply>>;
+
+/// Callers waiting for answers, by job id.
+#[derive(Default)]
+pub(crate) struct Replies {
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+impl Replies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expect(&self, id: &JobId) -> tokio::sync::oneshot::Receiver<Reply> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert(id.to_string(), tx);
+        rx
+    }
+
+    fn forget(&self, id: &JobId) {
+        self.lock().remove(id.as_str());
+    }
+}
+
+impl Session {
+    /// Starts consuming answers on the publisher's channel, once per connection.
+    async fn replies(&self) -> Result<Arc<Replies>, Error> {
+        self.replies
+            .get_or_try_init(|| async {
+                let args = BasicConsumeArguments::new(DIRECT_REPLY_TO, "").manual_ack(false).finish();
+                let (_, mut rx) = self
+                    .publisher
+                    .channel()
+                    .basic_consume_rx(args)
+                    .await
+                    .map_err(Error::amqp("basic.consume (direct reply-to)"))?;
+                let replies = Arc::new(Replies::default());
+                let waiting = replies.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = rx.recv().await {
+                        let (Some(props), Some(body)) = (message.basic_properties, message.content) else { continue };
+                        let waiter = props.correlation_id().and_then(|id| waiting.lock().remove(id.as_str()));
+                        match waiter {
+                            Some(tx) => {
+                                let _ = tx.send((props, body));
+                            }
+                            None => debug!(correlation_id = ?props.correlation_id(), "answer to a call nobody waits for; dropped"),
+                        }
+                    }
+                    // The channel is gone: dropping the senders fails every waiting call.
+                    waiting.lock().clear();
+                });
+                Ok(replies)
+            })
+            .await
+            .cloned()
+    }
+}
+
+impl Client {
+    /// Enqueues an RPC job and waits (at most `amqp.call_timeout`) for its answer,
+    /// which comes back over RabbitMQ's direct reply-to. Many calls may be in
+    /// flight on one client; an answer that comes after its caller gave up is dropped.
+    ///
+    /// # Errors
+    /// [`Error::CallFailed`] with the worker's error, [`Error::CallTimeout`],
+    /// [`Error::BadReply`], or as [`Client::enqueue`].
+    pub async fn call<J: Respond>(&self, job: &J) -> Result<J::Output, Error> {
+        self.call_with(job, self.config().call_timeout).await
+    }
+
+    /// [`Client::call`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
+        let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.config().topology())?;
+        let id = JobId::new();
+        let body = codec::encode(job)?;
+        if let Some(recorder) = self.recorder() {
+            // The testing mode answers calls at once, running the job inline.
+            let enqueued = EnqueuedJob::new::<J>(id.clone(), &destination, body);
+            return testing::answer(id, recorder.run(self, &enqueued).await?);
+        }
+        // The answer comes on the channel that published the call: a call
+        // whose connection went is published again, and waits on the new one.
+        let listen = |session: Arc<Session>| {
+            let id = id.clone();
+            async move {
+                let replies = session.replies().await?;
+                let answer = replies.expect(&id);
+                Ok((replies, answer))
+            }
+        };
+        let message = Message::job(J::NAME, id.clone(), body).reply_to(DIRECT_REPLY_TO);
+        let (mut results, listening) = self.publish_on(&destination, 1, listen, |_| message.to(&destination)).await?;
+        let Some((replies, answer)) = listening else {
+            return Err(Error::Closed { id, reason: "no connection to wait for the answer on".into() });
+        };
+        if let Err(err) = results.pop().unwrap_or(Ok(())) {
+            replies.forget(&id);
+            return Err(err);
+        }
+        let (props, body) = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                return Err(Error::Closed { id, reason: "the connection closed before the answer came".into() })
+            }
+            Err(_) => {
+                replies.forget(&id);
+                return Err(Error::CallTimeout { id, after: timeout });
+            }
+        };
+        let status = codec::header_str(&props, codec::headers::REPLY_STATUS).and_then(ReplyStatus::parse);
+        match status {
+            Some(ReplyStatus::Ok) => {
+                codec::decode(&body).map_err(|source| Error::BadReply { id, source: Cause::new(source) })
+            }
+            Some(ReplyStatus::Failed(kind)) => {
+                let error: String = codec::decode(&body).unwrap_or_else(|_| "(unreadable error)".into());
+                Err(Error::CallFailed { id, kind, error })
+            }
+            None => {
+                let error: String = codec::decode(&body).unwrap_or_else(|_| "(unreadable error)".into());
+                Err(Error::CallFailed { id, kind: FailureKind::Failed, error })
+            }
+        }
+    }
+}

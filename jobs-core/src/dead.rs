@@ -1,37 +1,83 @@
-//! Dead jobs: list, retry (attempts reset) and purge what sits in `<queue>.dead`.
-//! Dead jobs stay until someone acts: the framework sets no expiry on them.
+//! Dead jobs: count, list, find, retry (attempts reset) and purge what sits
+//! in `<queue>.dead`. Dead jobs stay until someone acts: the framework sets no
+//! expiry on them.
+//!
+//! A dead-letter queue is read by walking it (`browse.rs`): the count is the
+//! broker's and costs nothing, a page of the oldest jobs costs reading up to
+//! that page, and what needs the whole queue (the newest jobs, a filter's
+//! matches, one job by id) reads up to a budget and says when it stopped
+//! short. Retry and purge walk the whole queue in windows, memory bounded,
+//! and report their progress.
 
-use amqprs::channel::{BasicAckArguments, BasicGetArguments, Channel};
 use amqprs::connection::Connection;
-use amqprs::{BasicProperties, FieldValue};
+use amqprs::BasicProperties;
 use serde::Serialize;
 
-use crate::codec::{header_str, header_u64, headers, message_job_id, set_header};
-use crate::confirm::Outgoing;
-use crate::confirm::Publisher;
+use crate::browse::{self, Seen, Walk};
+use crate::codec::{header_str, header_u64, headers, message_job_id};
+use crate::confirm::{Outgoing, Publisher};
 use crate::connection::{close_connection, connect};
-use crate::topology::dead_queue;
-use crate::{AmqpConfig, Error};
+use crate::destination::Destination;
+use crate::message::{exchange_origin, Message};
+use crate::topology::{dead_queue, Topology};
+use crate::{untyped, AmqpConfig, Error};
 
-/// Which dead jobs an action takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DeadFilter {
-    /// Every one.
-    All,
-    /// The job with this id.
-    Id(String),
-    /// Jobs of this type (job name).
-    Type(String),
+/// Which dead jobs a listing or an action takes: those that match everything
+/// set (nothing set: every one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    id: Option<String>,
+    job_type: Option<String>,
+    text: Option<String>,
 }
 
 impl DeadFilter {
+    /// Every dead job.
+    pub fn all() -> Self {
+        DeadFilter::default()
+    }
+
+    /// The job with this id.
+    pub fn id(id: impl Into<String>) -> Self {
+        DeadFilter { id: Some(id.into()), ..DeadFilter::default() }
+    }
+
+    /// Jobs of this type (job name).
+    pub fn of_type(job_type: impl Into<String>) -> Self {
+        DeadFilter::all().with_type(job_type)
+    }
+
+    /// Only jobs of this type too.
+    #[must_use]
+    pub fn with_type(mut self, job_type: impl Into<String>) -> Self {
+        self.job_type = Some(job_type.into());
+        self
+    }
+
+    /// Only jobs whose error contains `text` (ignoring case) too.
+    #[must_use]
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into().to_lowercase());
+        self
+    }
+
+    /// Whether it takes every dead job.
+    pub fn is_all(&self) -> bool {
+        self.id.is_none() && self.job_type.is_none() && self.text.is_none()
+    }
+
+    /// Whether it names one job by id.
+    pub fn is_id(&self) -> bool {
+        self.id.is_some()
+    }
+
     fn matches(&self, job: &DeadJob) -> bool {
-        match self {
-            DeadFilter::All => true,
-            DeadFilter::Id(id) => job.id == *id,
-            DeadFilter::Type(name) => job.job_type.as_deref() == Some(name.as_str()),
-        }
+        self.id.as_deref().map_or(true, |id| job.id == id)
+            && self.job_type.as_deref().map_or(true, |t| job.job_type.as_deref() == Some(t))
+            && self
+                .text
+                .as_deref()
+                .map_or(true, |text| job.error.as_deref().unwrap_or("").to_lowercase().contains(text))
     }
 }
 
@@ -40,10 +86,16 @@ impl DeadFilter {
 pub struct DeadJob {
     /// Job id (`message_id`).
     pub id: String,
+    /// Its place in the dead queue when it was read (0: the oldest).
+    pub position: u64,
     /// Job type (`type`), if the message had one.
     pub job_type: Option<String>,
-    /// The queue it came from.
+    /// The queue it came from (for a job taken from an exchange: the exchange).
     pub queue: Option<String>,
+    /// For a job taken from an exchange: the exchange a retry sends it back to.
+    pub exchange: Option<String>,
+    /// And the routing key it goes with.
+    pub routing_key: Option<String>,
     /// The last attempt's number.
     pub attempt: Option<u64>,
     /// The kind of failure (`failed`, `crashed`, `undecodable`…).
@@ -58,23 +110,36 @@ pub struct DeadJob {
     pub worker: Option<String>,
     /// The host of that worker.
     pub host: Option<String>,
-    /// The body decoded from MessagePack, or `null` when it does not decode.
+    /// The body as JSON (read without its type, within bounds); `null` when
+    /// it is not shown, or not read (listings read no bodies).
     pub payload: serde_json::Value,
+    /// Why the body is not shown, when it was read and is not.
+    pub payload_error: Option<String>,
     /// The body's size in bytes.
     pub size: usize,
 }
 
 impl DeadJob {
-    fn of(props: &BasicProperties, body: &[u8]) -> Self {
+    /// The job as its message says; with `body`, its payload too.
+    fn of(props: &BasicProperties, body: Option<&[u8]>, size: usize, position: u64) -> Self {
         let text = |name| header_str(props, name).map(str::to_owned);
         // Dead-lettered by the broker itself (a quorum queue's delivery limit,
         // say): no framework headers, but the broker's own say why.
         let broker = text("x-first-death-reason");
         let error = text(headers::ERROR).or_else(|| broker.as_deref().map(|reason| broker_words(props, reason)));
+        let (payload, payload_error) = match body.map(untyped::to_json) {
+            Some(Ok(payload)) => (payload, None),
+            Some(Err(why)) => (serde_json::Value::Null, Some(format!("cannot be shown: {why}"))),
+            None => (serde_json::Value::Null, None),
+        };
+        let origin = exchange_origin(props);
         DeadJob {
             id: props.message_id().cloned().unwrap_or_default(),
+            position,
             job_type: props.message_type().cloned(),
             queue: text(headers::QUEUE),
+            exchange: origin.map(|(exchange, _)| exchange.to_owned()),
+            routing_key: origin.map(|(_, key)| key.to_owned()),
             attempt: header_u64(props, headers::ATTEMPT),
             error_kind: text(headers::ERROR_KIND).or(broker),
             error,
@@ -82,28 +147,128 @@ impl DeadJob {
             failed_at: header_u64(props, headers::FAILED_AT),
             worker: text(headers::WORKER),
             host: text(headers::HOST),
-            payload: rmp_serde::from_slice(body).unwrap_or(serde_json::Value::Null),
-            size: body.len(),
+            payload,
+            payload_error,
+            size,
         }
     }
 }
 
 /// What the broker's dead-letter headers say, for a job it dead-lettered.
+/// (Their `x-delivery-count` counts deliveries from the dead queue itself,
+/// not from the queue the job died in: no count is claimed.)
 fn broker_words(props: &BasicProperties, reason: &str) -> String {
-    let deliveries = header_u64(props, "x-delivery-count");
     let queue = header_str(props, "x-first-death-queue").unwrap_or("its queue");
-    match (reason, deliveries) {
-        ("delivery_limit", Some(n)) => format!(
-            "dead-lettered by RabbitMQ: delivered {n} times from {queue} without an ack, past its x-delivery-limit"
+    match reason {
+        "delivery_limit" => format!(
+            "dead-lettered by RabbitMQ: delivered from {queue} more times than its x-delivery-limit without an ack"
         ),
-        (reason, _) => format!("dead-lettered by RabbitMQ from {queue}: {reason}"),
+        reason => format!("dead-lettered by RabbitMQ from {queue}: {reason}"),
     }
+}
+
+/// Which end of the dead queue a listing starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// The oldest first: the queue's own order; a page costs reading up to it.
+    #[default]
+    Oldest,
+    /// The newest first: the whole queue is read (up to the budget).
+    Newest,
+}
+
+/// What a listing asks for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadQuery {
+    /// Which jobs.
+    pub filter: DeadFilter,
+    /// From which end.
+    pub order: Order,
+    /// Matches to pass over first (the pages before).
+    pub skip: u64,
+    /// Matches to return (a page).
+    pub limit: usize,
+    /// The most messages to read; past it the page says it stopped short.
+    pub budget: u64,
+    /// Read on to the end (within the budget) to count every match, not only up to the page.
+    pub count: bool,
+}
+
+impl DeadQuery {
+    /// The first `limit` jobs, oldest first, of every kind.
+    pub fn new(limit: usize) -> Self {
+        DeadQuery { filter: DeadFilter::all(), order: Order::Oldest, skip: 0, limit, budget: u64::MAX, count: false }
+    }
+
+    /// Only the jobs `filter` takes.
+    #[must_use]
+    pub fn filter(mut self, filter: DeadFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// From this end.
+    #[must_use]
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// After passing over `skip` matches.
+    #[must_use]
+    pub fn skip(mut self, skip: u64) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    /// Reading at most `budget` messages.
+    #[must_use]
+    pub fn budget(mut self, budget: u64) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Counting every match (within the budget).
+    #[must_use]
+    pub fn counting(mut self) -> Self {
+        self.count = true;
+        self
+    }
+}
+
+/// A page of dead jobs, and how much of the queue it saw.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct DeadPage {
+    /// Dead jobs in the queue when it was read: the true count.
+    pub total: u64,
+    /// Messages read to make the page.
+    pub scanned: u64,
+    /// Matches among those read.
+    pub matched: u64,
+    /// Whether every message was read (so `matched` is the count of all matches).
+    pub complete: bool,
+    /// The page: jobs in the order asked for, without their bodies.
+    pub jobs: Vec<DeadJob>,
+}
+
+/// What a long action has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Dead jobs in the queue when it began.
+    pub total: u64,
+    /// Read so far.
+    pub scanned: u64,
+    /// Retried or deleted so far.
+    pub acted: u64,
 }
 
 /// A connection for managing dead jobs.
 pub struct DeadLetters {
     connection: Connection,
     publisher: Publisher,
+    topology: Topology,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -111,6 +276,9 @@ impl std::fmt::Debug for DeadLetters {
         f.debug_struct("DeadLetters").field("connection", &self.connection.connection_name()).finish()
     }
 }
+
+/// Copies published back to back before their confirms are awaited, in a retry.
+const RETRY_BATCH: usize = 500;
 
 impl DeadLetters {
     /// Connects to the broker.
@@ -120,11 +288,19 @@ impl DeadLetters {
     pub async fn connect(config: &AmqpConfig) -> Result<Self, Error> {
         let connection = connect(config, &format!("jobs-admin:{}", std::process::id())).await?;
         let publisher = Publisher::open(&connection, config.confirm_timeout).await?;
-        Ok(DeadLetters { connection, publisher })
+        Ok(DeadLetters { connection, publisher, topology: config.topology() })
     }
 
-    /// Lists up to `limit` dead jobs of `queue` (the job queue's name, not `.dead`),
-    /// oldest first, leaving them where they are.
+    /// How many dead jobs `queue` (the job queue's name, not `.dead`) has: the broker's count.
+    ///
+    /// # Errors
+    /// When the dead queue does not exist or the broker fails.
+    pub async fn count(&self, queue: &str) -> Result<u64, Error> {
+        Ok(u64::from(browse::ready(&self.connection, &dead_queue(queue)).await?))
+    }
+
+    /// Lists up to `limit` dead jobs of `queue`, oldest first, leaving them
+    /// where they are; with their payloads.
     ///
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
@@ -133,28 +309,127 @@ impl DeadLetters {
         if limit == 0 {
             return Ok(jobs);
         }
-        self.each(queue, |job, _, _| {
-            jobs.push(job);
-            // Got no further than the page asks: a long dead queue is not walked.
-            if jobs.len() < limit {
-                Action::Keep
-            } else {
-                Action::Stop
+        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
+        let read = async {
+            while let Some(seen) = walk.next().await? {
+                jobs.push(DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index));
+                if jobs.len() >= limit {
+                    break;
+                }
             }
-        })
-        .await?;
-        Ok(jobs)
+            Ok::<_, Error>(())
+        }
+        .await;
+        walk.finish().await;
+        read.map(|()| jobs)
     }
 
-    /// Sends the matching dead jobs back to `queue` with the attempt count reset
-    /// and the failure headers removed (each copy confirmed before the dead one
-    /// is removed). Returns how many.
+    /// A page of the dead jobs of `queue` (without their payloads), as `query` asks.
     ///
     /// # Errors
-    /// When the dead queue does not exist or the broker fails; the jobs not yet
-    /// moved stay dead.
+    /// When the dead queue does not exist or the broker fails.
+    pub async fn page(&self, queue: &str, query: &DeadQuery) -> Result<DeadPage, Error> {
+        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
+        let total = walk.total();
+        let wanted = query.skip.saturating_add(query.limit as u64);
+        // Oldest first: the page itself. Newest first: the last `wanted` matches seen.
+        let mut kept: std::collections::VecDeque<DeadJob> = std::collections::VecDeque::new();
+        let mut matched = 0u64;
+        let mut budget_left = query.budget;
+        let read = async {
+            let mut reached_end = true;
+            loop {
+                if budget_left == 0 {
+                    reached_end = walk.seen() >= total;
+                    break;
+                }
+                let Some(seen) = walk.next().await? else { break };
+                budget_left -= 1;
+                let job = DeadJob::of(&seen.props, None, seen.body.len(), seen.index);
+                if !query.filter.matches(&job) {
+                    continue;
+                }
+                matched += 1;
+                match query.order {
+                    Order::Oldest => {
+                        if matched > query.skip && matched <= wanted {
+                            kept.push_back(job);
+                        }
+                        if matched >= wanted && !query.count {
+                            reached_end = walk.seen() >= total;
+                            break;
+                        }
+                    }
+                    Order::Newest => {
+                        kept.push_back(job);
+                        if kept.len() as u64 > wanted {
+                            kept.pop_front();
+                        }
+                    }
+                }
+            }
+            Ok::<_, Error>(reached_end)
+        }
+        .await;
+        let scanned = walk.seen();
+        walk.finish().await;
+        let complete = read?;
+        let jobs = match query.order {
+            Order::Oldest => kept.into_iter().collect(),
+            Order::Newest => {
+                let skip = query.skip.min(kept.len() as u64) as usize;
+                kept.into_iter().rev().skip(skip).collect()
+            }
+        };
+        Ok(DeadPage { total, scanned, matched, complete, jobs })
+    }
+
+    /// The dead job of `queue` with id `id`, with its payload; `None` when no
+    /// dead job has it. Reads up to it (the whole queue when it is not there).
+    ///
+    /// # Errors
+    /// When the dead queue does not exist or the broker fails.
+    pub async fn find(&self, queue: &str, id: &str) -> Result<Option<DeadJob>, Error> {
+        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
+        let found = async {
+            while let Some(seen) = walk.next().await? {
+                if seen.props.message_id().is_some_and(|m| m == id) {
+                    return Ok(Some(DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index)));
+                }
+            }
+            Ok::<_, Error>(None)
+        }
+        .await;
+        walk.finish().await;
+        found
+    }
+
+    /// Sends the matching dead jobs back with the attempt count reset and the
+    /// failure headers removed: a job from a queue to that queue, a job taken
+    /// from an exchange (a broadcast, a routed job) to that exchange with its
+    /// routing key. Each copy is confirmed before the dead one is removed.
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// When the dead queue does not exist or the broker fails, or a copy is
+    /// refused (a routed job no queue takes now: it stays dead); the jobs not
+    /// yet moved stay dead.
     pub async fn retry(&self, queue: &str, filter: &DeadFilter) -> Result<usize, Error> {
-        self.each(queue, |job, _, _| if filter.matches(&job) { Action::Retry } else { Action::Keep }).await
+        self.retry_with(queue, filter, |_| {}).await
+    }
+
+    /// [`DeadLetters::retry`], telling `progress` how far it got as it goes
+    /// (after each batch of copies).
+    ///
+    /// # Errors
+    /// As [`DeadLetters::retry`].
+    pub async fn retry_with(
+        &self,
+        queue: &str,
+        filter: &DeadFilter,
+        progress: impl FnMut(Progress),
+    ) -> Result<usize, Error> {
+        self.act(queue, filter, true, progress).await
     }
 
     /// Deletes the matching dead jobs for good. Returns how many.
@@ -162,44 +437,105 @@ impl DeadLetters {
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
     pub async fn purge(&self, queue: &str, filter: &DeadFilter) -> Result<usize, Error> {
-        self.each(queue, |job, _, _| if filter.matches(&job) { Action::Delete } else { Action::Keep }).await
+        self.purge_with(queue, filter, |_| {}).await
     }
 
-    /// Walks the dead queue once on a channel of its own: each message is got
-    /// unacked, so none is seen twice; those kept go back when the channel closes.
-    async fn each(
+    /// [`DeadLetters::purge`], telling `progress` how far it got as it goes.
+    ///
+    /// # Errors
+    /// As [`DeadLetters::purge`].
+    pub async fn purge_with(
         &self,
         queue: &str,
-        mut decide: impl FnMut(DeadJob, &BasicProperties, &[u8]) -> Action,
+        filter: &DeadFilter,
+        progress: impl FnMut(Progress),
     ) -> Result<usize, Error> {
-        let amqp = Error::amqp;
-        let dead = dead_queue(queue);
-        let channel = self.connection.open_channel(None).await.map_err(amqp("channel.open"))?;
-        let mut acted = 0;
+        self.act(queue, filter, false, progress).await
+    }
+
+    /// Walks the dead queue once, retrying or deleting what `filter` takes.
+    async fn act(
+        &self,
+        queue: &str,
+        filter: &DeadFilter,
+        retry: bool,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<usize, Error> {
+        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
+        let mut done = Progress { total: walk.total(), ..Progress::default() };
+        let mut batch: Vec<Seen> = Vec::new();
         let result = async {
-            while let Some((get_ok, props, body)) =
-                channel.basic_get(BasicGetArguments::new(&dead)).await.map_err(amqp("basic.get"))?
-            {
-                let tag = get_ok.delivery_tag();
-                match decide(DeadJob::of(&props, &body), &props, &body) {
-                    Action::Keep => {}
-                    Action::Stop => break,
-                    Action::Delete => {
-                        ack(&channel, tag).await?;
-                        acted += 1;
+            loop {
+                let next = walk.next().await?;
+                let end = next.is_none();
+                // One id is one job: the walk ends at it.
+                let mut last = end;
+                if let Some(seen) = next {
+                    if filter.matches(&DeadJob::of(&seen.props, None, seen.body.len(), seen.index)) {
+                        last = filter.is_id();
+                        batch.push(seen);
                     }
-                    Action::Retry => {
-                        self.publisher.publish(revived(queue, &props, body)).await?;
-                        ack(&channel, tag).await?;
-                        acted += 1;
-                    }
+                }
+                if batch.len() >= RETRY_BATCH || (last && !batch.is_empty()) {
+                    self.settle(&mut walk, queue, std::mem::take(&mut batch), retry, &mut done).await?;
+                    done.scanned = walk.seen();
+                    progress(done);
+                }
+                if last {
+                    done.scanned = walk.seen();
+                    progress(done);
+                    break;
                 }
             }
             Ok::<_, Error>(())
         }
         .await;
-        let _ = channel.close().await;
-        result.map(|()| acted)
+        walk.finish().await;
+        result.map(|()| done.acted as usize)
+    }
+
+    /// Retries (copies confirmed, then acked) or deletes a batch of dead jobs.
+    async fn settle(
+        &self,
+        walk: &mut Walk,
+        queue: &str,
+        batch: Vec<Seen>,
+        retry: bool,
+        done: &mut Progress,
+    ) -> Result<(), Error> {
+        if !retry {
+            for seen in &batch {
+                walk.ack(seen).await?;
+                done.acted += 1;
+            }
+            return Ok(());
+        }
+        let copies = batch.iter().map(|seen| self.revived(queue, seen)).collect::<Result<Vec<_>, _>>()?;
+        let results = self.publisher.publish_many(copies).await?;
+        let mut first_error = None;
+        for (seen, result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    walk.ack(seen).await?;
+                    done.acted += 1;
+                }
+                // Not stored: it stays dead; say why once the batch is settled.
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The dead job as a fresh first attempt, to where it came from.
+    fn revived(&self, queue: &str, seen: &Seen) -> Result<Outgoing, Error> {
+        let destination = match exchange_origin(&seen.props) {
+            Some((exchange, routing_key)) => Destination::exchange(exchange, routing_key),
+            None => Destination::to_queue(self.topology, queue, None)?,
+        };
+        let id = message_job_id(&seen.props);
+        Ok(Message::copy(&seen.props, seen.body.clone(), id).revived().into_outgoing(&destination))
     }
 
     /// Closes the connection.
@@ -208,39 +544,39 @@ impl DeadLetters {
     }
 }
 
-enum Action {
-    Keep,
-    /// Keep this one and get no more.
-    Stop,
-    Delete,
-    Retry,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn ack(channel: &Channel, tag: u64) -> Result<(), Error> {
-    channel.basic_ack(BasicAckArguments::new(tag, false)).await.map_err(Error::amqp("basic.ack"))
-}
-
-/// The dead job as a fresh first attempt on `queue`.
-fn revived(queue: &str, props: &BasicProperties, body: Vec<u8>) -> Outgoing {
-    let mut table = props.headers().cloned().unwrap_or_default();
-    for name in [
-        headers::ERROR,
-        headers::ERROR_KIND,
-        headers::FAILED_AT,
-        headers::FIRST_FAILED_AT,
-        headers::WORKER,
-        headers::HOST,
-        headers::QUEUE,
-        headers::CRASHES,
-        "x-death",
-    ] {
-        if let Ok(key) = name.try_into() {
-            table.remove(&key);
-        }
+    fn job(id: &str, job_type: &str, error: &str) -> DeadJob {
+        let mut table = amqprs::FieldTable::new();
+        crate::codec::set_header(&mut table, headers::ERROR, amqprs::FieldValue::from(error));
+        let props =
+            BasicProperties::default().with_message_id(id).with_message_type(job_type).with_headers(table).finish();
+        DeadJob::of(&props, None, 0, 0)
     }
-    set_header(&mut table, headers::ATTEMPT, FieldValue::l(1));
-    let id = message_job_id(props);
-    let mut properties = props.clone();
-    properties.with_headers(table).with_message_id(id.as_str()).with_persistence(true);
-    Outgoing { id, exchange: String::new(), routing_key: queue.to_owned(), properties, body }
+
+    #[test]
+    fn a_filter_takes_what_matches_everything_set() {
+        let a = job("a", "Mail", "SMTP refused: 550");
+        let b = job("b", "Report", "timed out");
+        assert!(DeadFilter::all().matches(&a) && DeadFilter::all().is_all());
+        assert!(DeadFilter::id("a").matches(&a) && !DeadFilter::id("a").matches(&b));
+        assert!(DeadFilter::of_type("Mail").matches(&a) && !DeadFilter::of_type("Mail").matches(&b));
+        assert!(DeadFilter::all().with_text("smtp").matches(&a), "text ignores case");
+        assert!(!DeadFilter::of_type("Mail").with_text("timed").matches(&a), "every part must match");
+        assert!(DeadFilter::of_type("Report").with_text("TIMED").matches(&b));
+    }
+
+    #[test]
+    fn a_dead_job_says_why_its_body_is_not_shown() {
+        let props = BasicProperties::default().with_message_id("x").finish();
+        let deep = [vec![0x91u8; 1000], vec![0xc0]].concat();
+        let shown = DeadJob::of(&props, Some(&deep), deep.len(), 3);
+        assert!(shown.payload.is_null());
+        assert_eq!(shown.payload_error.as_deref(), Some("cannot be shown: it nests deeper than 128 levels"));
+        assert_eq!((shown.size, shown.position), (1001, 3));
+        let fine = DeadJob::of(&props, Some(&[0x81, 0xa1, b'a', 0x01]), 4, 0);
+        assert_eq!((fine.payload, fine.payload_error), (serde_json::json!({ "a": 1 }), None));
+    }
 }

@@ -69,7 +69,7 @@
 //! for job in dead.list("emails", 50).await? {
 //!     println!("{} {:?} {:?}: {:?}", job.id, job.job_type, job.error_kind, job.error);
 //! }
-//! let retried = dead.retry("emails", &DeadFilter::Type("EmailJob".into())).await?; // attempts reset
+//! let retried = dead.retry("emails", &DeadFilter::of_type("EmailJob".into())).await?; // attempts reset
 //! # Ok(()) }
 //! ```
 //!
@@ -111,7 +111,7 @@
 //! - `config`: [`AmqpConfig`], [`BrokerUrl`], [`TlsConfig`], layered loading ([`load_config`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
-//! - [`events`]: worker heartbeats on the stream `jobs.events`, for the dashboard;
+//! - `events`: worker heartbeats on the stream `jobs.events`, for the dashboard;
 //! - `management`: the broker's management HTTP API (unacked counts);
 //! - `refusal`: what the broker refuses and why, as errors that say what to do;
 //! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
@@ -122,6 +122,7 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
+mod browse;
 mod call;
 mod client;
 mod codec;
@@ -132,7 +133,7 @@ mod dead;
 mod declared;
 mod destination;
 mod error;
-pub mod events;
+mod events;
 mod failure;
 mod job;
 mod job_error;
@@ -145,10 +146,11 @@ mod reply;
 mod session;
 mod testing;
 mod topology;
+mod untyped;
 
 pub use client::Client;
 pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
-pub use dead::{DeadFilter, DeadJob, DeadLetters};
+pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Order, Progress};
 pub use error::{report, Cause, Error};
 pub use failure::FailureKind;
 pub use job::{Job, JobContext, JobId, Perform, Respond};
@@ -203,7 +205,14 @@ pub mod plumbing {
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
     pub use crate::reply::ReplyStatus;
+    pub use crate::untyped::{to_json as body_as_json, NotShown};
     pub use amqprs;
+
+    /// Worker heartbeats on the stream `jobs.events`, for the dashboard: the
+    /// beat, its encoding, and a reader of the stream.
+    pub mod events {
+        pub use crate::events::*;
+    }
 
     /// Names, arguments and declarations of the broker objects: job queues,
     /// `<queue>.dead`, the delay cascade, exchanges.

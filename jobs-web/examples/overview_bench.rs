@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use jobs_core::events::{Heartbeat, RunningJob, TypeCounts, DURATION_BUCKETS};
+use jobs_core::plumbing::events::{Heartbeat, RunningJob, TypeCounts, DURATION_BUCKETS};
 use jobs_web::__bench::{add_beat, render_overview, set_queues};
-use jobs_web::{Dashboard, QueueRow, WebConfig};
+use jobs_web::{Dashboard, WebConfig};
 
 const WORKERS: u64 = 100;
 const QUEUES: usize = 50;
@@ -75,17 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fill = started.elapsed();
     set_queues(
         &dashboard,
-        (0..QUEUES)
-            .map(|q| QueueRow {
-                name: format!("queue-{q}"),
-                ready: Some(q as u64 * 10),
-                unacked: Some(4),
-                consumers: Some(2),
-                dead: Some(q as u64),
-                rate_in: Some(120.5),
-                rate_out: Some(119.0),
-            })
-            .collect(),
+        (0..QUEUES).map(|q| (format!("queue-{q}"), q as u64 * 10, 4, 2, q as u64, 120.5, 119.0)).collect::<Vec<_>>(),
     );
     let rss_after = rss_mb();
     let mut times = Vec::new();

@@ -1,5 +1,6 @@
 //! JSON for every page, under `/api/...`, for scripts: the same data the
-//! pages show, read from the same state.
+//! pages show, read from the same state; refusals are JSON too
+//! (`{"error": ...}` with the status).
 
 use std::sync::Arc;
 
@@ -9,8 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::actions::ActionView;
 use crate::dashboard::{now_ms, Dashboard};
-use crate::pages::{dead_jobs, page_count, DeadQuery, Params, RangeQuery, Refusal, PER_PAGE};
+use crate::extract::Params;
+use crate::pages::dead::{busy, listing, ListQuery, NO_SUCH_JOB, PER_PAGE};
+use crate::pages::{queue_name, RangeQuery};
+use crate::refusal::Refusal;
 
 pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
     let now = now_ms();
@@ -48,14 +53,22 @@ pub(crate) async fn queues(State(dashboard): State<Arc<Dashboard>>) -> Response 
 pub(crate) async fn dead(
     State(dashboard): State<Arc<Dashboard>>,
     Path(queue): Path<String>,
-    Params(query): Params<DeadQuery>,
+    Params(query): Params<ListQuery>,
 ) -> Result<Response, Refusal> {
-    let (jobs, capped) = dead_jobs(&dashboard, &queue, &query).await?;
-    let pages = page_count(jobs.len());
-    let page = query.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<_> = jobs.iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
-    let body =
-        json!({ "queue": queue, "total": jobs.len(), "capped": capped, "page": page, "pages": pages, "jobs": shown });
+    busy(&dashboard, &queue).map_err(Refusal::json)?;
+    let listing = listing(&dashboard, &queue, &query).await.map_err(Refusal::json)?;
+    let page = &listing.page;
+    let body = json!({
+        "queue": queue,
+        "total": page.total,
+        "matches": listing.matches,
+        "complete": page.complete,
+        "scanned": page.scanned,
+        "page": listing.page_no,
+        "pages": listing.pages,
+        "per_page": PER_PAGE,
+        "jobs": page.jobs,
+    });
     Ok(Json(body).into_response())
 }
 
@@ -63,9 +76,17 @@ pub(crate) async fn dead_job(
     State(dashboard): State<Arc<Dashboard>>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    let (jobs, _) = dead_jobs(&dashboard, &queue, &DeadQuery::default()).await?;
-    Ok(match jobs.into_iter().find(|j| j.id == id) {
-        Some(job) => Json(job).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no dead job has that id" }))).into_response(),
-    })
+    queue_name(&queue).map_err(Refusal::json)?;
+    busy(&dashboard, &queue).map_err(Refusal::json)?;
+    match dashboard.dead_find(&queue, &id).await.map_err(|e| Refusal::broker(&e).json())? {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB).json()),
+    }
+}
+
+pub(crate) async fn action(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Result<Response, Refusal> {
+    match dashboard.actions.get(id) {
+        Some(action) => Ok(Json(ActionView::of(&action)).into_response()),
+        None => Err(Refusal::new(StatusCode::NOT_FOUND, "no such action").json()),
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jobs_core::{load_config, AmqpConfig, ConfigSource};
-use jobs_worker::LogConfig;
+use jobs_runtime::LogConfig;
 use serde::Deserialize;
 
 /// Everything the dashboard reads from config.

@@ -7,21 +7,22 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use jobs_core::backoff::Backoff;
-use jobs_core::events::{EventReader, StartAt};
+use jobs_core::plumbing::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
 use jobs_core::plumbing::{close_connection, connect, Management};
-use jobs_core::{report, AmqpConfig, DeadFilter, DeadJob, DeadLetters};
+use jobs_core::{report, AmqpConfig, DeadLetters};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::actions::Actions;
 use crate::config::{Auth, WebConfig};
 use crate::history::History;
 
 /// One job queue, as the poller last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct QueueRow {
+pub(crate) struct QueueRow {
     /// The queue.
     pub name: String,
     /// Jobs waiting.
@@ -40,7 +41,7 @@ pub struct QueueRow {
 
 /// Whether the dashboard reaches the broker.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct BrokerStatus {
+pub(crate) struct BrokerStatus {
     /// Reading heartbeats now.
     pub connected: bool,
     /// Why not, when not.
@@ -57,12 +58,15 @@ pub struct Dashboard {
     pub(crate) history: Mutex<History>,
     pub(crate) queues: RwLock<Vec<QueueRow>>,
     pub(crate) broker: RwLock<BrokerStatus>,
-    dead: tokio::sync::Mutex<Option<DeadLetters>>,
+    /// The connection dead-job pages read through, one walk at a time.
+    pub(crate) dead: tokio::sync::Mutex<Option<DeadLetters>>,
+    /// Retries and deletes of many dead jobs, running and recent.
+    pub(crate) actions: Actions,
 }
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    jobs_core::events::epoch_ms(SystemTime::now())
+    jobs_core::plumbing::events::epoch_ms(SystemTime::now())
 }
 
 impl Dashboard {
@@ -80,6 +84,7 @@ impl Dashboard {
             queues: RwLock::default(),
             broker: RwLock::default(),
             dead: tokio::sync::Mutex::default(),
+            actions: Actions::default(),
         }))
     }
 
@@ -134,7 +139,7 @@ impl Dashboard {
             };
             let mut reader = EventReader::open(&connection, start).await?;
             self.set_broker(true, None);
-            info!(?start, "reading heartbeats");
+            info!(start = %start_text(start), "reading heartbeats");
             let mut prune = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {
@@ -226,82 +231,21 @@ impl Dashboard {
         }
         rows
     }
-
-    /// The dead jobs of `queue`, oldest first (at most `limit`).
-    ///
-    /// # Errors
-    /// When the broker cannot be reached or refuses.
-    pub(crate) async fn list_dead(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, jobs_core::Error> {
-        match self.dead_op(DeadOp::List(queue, limit)).await? {
-            DeadDone::Jobs(jobs) => Ok(jobs),
-            DeadDone::Count(_) => Ok(Vec::new()),
-        }
-    }
-
-    /// Retries (`retry`) or deletes the dead jobs of `queue` that `filter` takes; how many.
-    ///
-    /// # Errors
-    /// When the broker cannot be reached or refuses.
-    pub(crate) async fn act_on_dead(
-        &self,
-        queue: &str,
-        filter: &DeadFilter,
-        retry: bool,
-    ) -> Result<usize, jobs_core::Error> {
-        let op = if retry { DeadOp::Retry(queue, filter) } else { DeadOp::Purge(queue, filter) };
-        match self.dead_op(op).await? {
-            DeadDone::Count(n) => Ok(n),
-            DeadDone::Jobs(_) => Ok(0),
-        }
-    }
-
-    /// Runs `op` on the connection for dead jobs, made again once if it was lost.
-    async fn dead_op(&self, op: DeadOp<'_>) -> Result<DeadDone, jobs_core::Error> {
-        let mut slot = self.dead.lock().await;
-        let mut last = None;
-        for _ in 0..2 {
-            if slot.is_none() {
-                *slot = Some(DeadLetters::connect(&self.amqp).await?);
-            }
-            let Some(dead) = slot.as_ref() else { continue };
-            let done = match op {
-                DeadOp::List(queue, limit) => dead.list(queue, limit).await.map(DeadDone::Jobs),
-                DeadOp::Retry(queue, filter) => dead.retry(queue, filter).await.map(DeadDone::Count),
-                DeadOp::Purge(queue, filter) => dead.purge(queue, filter).await.map(DeadDone::Count),
-            };
-            match done {
-                Ok(done) => return Ok(done),
-                Err(err) if err.is_permanent() => return Err(err),
-                Err(err) => {
-                    if let Some(dead) = slot.take() {
-                        dead.close().await;
-                    }
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or(jobs_core::Error::Unsupported("no connection for dead jobs")))
-    }
 }
 
-/// What to do with dead jobs.
-#[derive(Clone, Copy)]
-enum DeadOp<'a> {
-    List(&'a str, usize),
-    Retry(&'a str, &'a DeadFilter),
-    Purge(&'a str, &'a DeadFilter),
-}
-
-/// What it gave.
-enum DeadDone {
-    Jobs(Vec<DeadJob>),
-    Count(usize),
+/// Where the reader starts, for the log: a time in RFC 3339.
+fn start_text(start: StartAt) -> String {
+    match start {
+        StartAt::Time(at) => format!("at {}", humantime::format_rfc3339_seconds(at)),
+        StartAt::Offset(offset) => format!("at offset {offset}"),
+        StartAt::Next => "with the next beat".into(),
+    }
 }
 
 /// Whether `name` is a job queue, not one of the framework's others.
 fn is_job_queue(name: &str) -> bool {
     !(name.ends_with(".dead")
         || name.starts_with("jobs.delay.")
-        || name == jobs_core::events::EVENTS_STREAM
+        || name == jobs_core::plumbing::events::EVENTS_STREAM
         || name.starts_with("amq."))
 }

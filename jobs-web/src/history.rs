@@ -5,22 +5,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use jobs_core::events::{Heartbeat, RunningJob, DURATION_BUCKETS};
+use jobs_core::plumbing::events::{Heartbeat, RunningJob, DURATION_BUCKETS};
 use serde::Serialize;
 
 /// Workers remembered at most; the longest unseen go first.
-pub const MAX_WORKERS: usize = 1000;
+pub(crate) const MAX_WORKERS: usize = 1000;
 
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
 
 /// Jobs that ended in one minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Minute {
+pub(crate) struct Minute {
     /// Attempts that succeeded.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Attempts that failed, and messages that could not run.
-    pub failed: u64,
+    pub(crate) failed: u64,
 }
 
 /// One job type in one hour.
@@ -43,20 +43,20 @@ impl TypeHour {
 
 /// Everything the pages show that comes from beats.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     window: Duration,
     minutes: BTreeMap<u64, Minute>,
     hours: BTreeMap<u64, HashMap<String, TypeHour>>,
     /// The last beat of each worker.
     workers: HashMap<String, Heartbeat>,
     /// The stream offset of the last beat read.
-    pub last_offset: Option<u64>,
+    pub(crate) last_offset: Option<u64>,
 }
 
 /// How a worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WorkerStatus {
+pub(crate) enum WorkerStatus {
     /// It beat within three of its intervals.
     Live,
     /// Its last beat said it stopped.
@@ -67,53 +67,53 @@ pub enum WorkerStatus {
 
 /// A worker, for the workers page.
 #[derive(Debug, Clone, Serialize)]
-pub struct WorkerRow {
+pub(crate) struct WorkerRow {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its host.
-    pub host: String,
+    pub(crate) host: String,
     /// Its process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The version of `jobs-worker` it runs.
-    pub version: String,
+    pub(crate) version: String,
     /// Live, stopped, vanished.
-    pub status: WorkerStatus,
+    pub(crate) status: WorkerStatus,
     /// When it started (ms since the epoch).
-    pub started_at_ms: u64,
+    pub(crate) started_at_ms: u64,
     /// Its last beat (ms since the epoch).
-    pub last_beat_ms: u64,
+    pub(crate) last_beat_ms: u64,
     /// The queues it consumes.
-    pub queues: Vec<String>,
+    pub(crate) queues: Vec<String>,
     /// The exchanges it subscribes to.
-    pub exchanges: Vec<String>,
+    pub(crate) exchanges: Vec<String>,
     /// Jobs at once per queue.
-    pub concurrency: u16,
+    pub(crate) concurrency: u16,
     /// The jobs it ran at its last beat (none unless live).
-    pub running: Vec<RunningJob>,
+    pub(crate) running: Vec<RunningJob>,
 }
 
 /// What the overview leads with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Jobs that ended in the last hour.
-    pub last_hour: Minute,
+    pub(crate) last_hour: Minute,
     /// Jobs that ended in the last day.
-    pub last_day: Minute,
+    pub(crate) last_day: Minute,
     /// Workers that beat within three of their intervals.
-    pub live_workers: usize,
+    pub(crate) live_workers: usize,
 }
 
 /// A job type over a span, for the job types page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TypeRow {
+pub(crate) struct TypeRow {
     /// The job type.
-    pub job_type: String,
+    pub(crate) job_type: String,
     /// Attempts that ended.
-    pub runs: u64,
+    pub(crate) runs: u64,
     /// Of which failed.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Failed ÷ runs.
-    pub failure_rate: f64,
+    pub(crate) failure_rate: f64,
     /// Durations, as the upper bound in seconds of the bucket the percentile
     /// falls in (`None`: longer than the last bound).
     pub p50: Option<f64>,
@@ -125,17 +125,12 @@ pub struct TypeRow {
 
 impl History {
     /// An empty history keeping `window`.
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         History { window, minutes: BTreeMap::new(), hours: BTreeMap::new(), workers: HashMap::new(), last_offset: None }
     }
 
-    /// The history kept.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Takes in a beat read at `offset` of the stream.
-    pub fn add(&mut self, offset: u64, beat: Heartbeat) {
+    pub(crate) fn add(&mut self, offset: u64, beat: Heartbeat) {
         self.last_offset = Some(offset);
         let at = beat.sent_at_ms;
         let minute = self.minutes.entry(at / MINUTE_MS).or_default();
@@ -158,7 +153,7 @@ impl History {
     }
 
     /// Forgets what is older than the window, as of `now_ms`.
-    pub fn prune(&mut self, now_ms: u64) {
+    pub(crate) fn prune(&mut self, now_ms: u64) {
         let from = now_ms.saturating_sub(self.window.as_millis() as u64);
         self.minutes = self.minutes.split_off(&(from / MINUTE_MS));
         self.hours = self.hours.split_off(&(from / HOUR_MS));
@@ -166,7 +161,7 @@ impl History {
     }
 
     /// Jobs that ended since `since_ms`.
-    pub fn totals(&self, since_ms: u64) -> Minute {
+    pub(crate) fn totals(&self, since_ms: u64) -> Minute {
         self.minutes.range(since_ms / MINUTE_MS..).fold(Minute::default(), |sum, (_, m)| Minute {
             succeeded: sum.succeeded + m.succeeded,
             failed: sum.failed + m.failed,
@@ -174,7 +169,7 @@ impl History {
     }
 
     /// The last hour's and day's totals and the live workers, as of `now_ms`.
-    pub fn summary(&self, now_ms: u64) -> Summary {
+    pub(crate) fn summary(&self, now_ms: u64) -> Summary {
         Summary {
             last_hour: self.totals(now_ms.saturating_sub(HOUR_MS)),
             last_day: self.totals(now_ms.saturating_sub(24 * HOUR_MS)),
@@ -184,7 +179,7 @@ impl History {
 
     /// The minutes from `from_ms` to `to_ms`, in `points` equal steps
     /// (summed): (step start ms, totals).
-    pub fn series(&self, from_ms: u64, to_ms: u64, points: usize) -> Vec<(u64, Minute)> {
+    pub(crate) fn series(&self, from_ms: u64, to_ms: u64, points: usize) -> Vec<(u64, Minute)> {
         let points = points.max(1) as u64;
         let first = from_ms / MINUTE_MS;
         let minutes = (to_ms / MINUTE_MS).saturating_sub(first) + 1;
@@ -200,7 +195,7 @@ impl History {
     }
 
     /// The job types with runs since `since_ms`, busiest first.
-    pub fn types(&self, since_ms: u64) -> Vec<TypeRow> {
+    pub(crate) fn types(&self, since_ms: u64) -> Vec<TypeRow> {
         let mut sums: HashMap<&str, TypeHour> = HashMap::new();
         for types in self.hours.range(since_ms / HOUR_MS..).map(|(_, types)| types) {
             for (name, t) in types {
@@ -227,7 +222,7 @@ impl History {
     }
 
     /// The workers, live first, as of `now_ms`.
-    pub fn workers(&self, now_ms: u64) -> Vec<WorkerRow> {
+    pub(crate) fn workers(&self, now_ms: u64) -> Vec<WorkerRow> {
         let mut rows: Vec<WorkerRow> = self
             .workers
             .values()
@@ -253,7 +248,7 @@ impl History {
     }
 
     /// The queues that workers seen in the window consume.
-    pub fn queues(&self) -> Vec<String> {
+    pub(crate) fn queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self.workers.values().flat_map(|b| b.queues.iter().cloned()).collect();
         queues.sort();
         queues.dedup();
@@ -291,7 +286,7 @@ fn percentile(durations: &[u64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobs_core::events::TypeCounts;
+    use jobs_core::plumbing::events::TypeCounts;
 
     fn beat(worker: &str, at_ms: u64, succeeded: u64, failed: u64, fast: u64, slow: u64) -> Heartbeat {
         let mut durations = vec![0; DURATION_BUCKETS.len() + 1];

@@ -22,21 +22,28 @@
 //!
 //! Modules: `config` ([`Settings`], [`WebConfig`]), `dashboard` ([`Dashboard`]:
 //! state and the tasks that feed it), `history` (what heartbeats tell, kept
-//! bounded), `chart` (SVG), `pages` (HTML), `api` (JSON), `security`
-//! (authentication, CSRF, headers), `routes`.
+//! bounded), `dead` (reading dead-letter queues, one walk at a time),
+//! `actions` (retry or delete many, in the background, with progress),
+//! `chart` (SVG), `pages` (HTML, a file per family), `api` (JSON), `extract`
+//! (request parts), `format` (how values are written), `refusal` (error
+//! answers, HTML or JSON), `security` (authentication, CSRF, headers), `routes`.
 
+mod actions;
 mod api;
 mod chart;
 mod config;
 mod dashboard;
+mod dead;
+mod extract;
+mod format;
 mod history;
 mod pages;
+mod refusal;
 mod routes;
 mod security;
 
 pub use config::{Auth, Secret, Settings, WebConfig};
-pub use dashboard::{BrokerStatus, Dashboard, QueueRow};
-pub use history::{History, Minute, Summary, TypeRow, WorkerRow, WorkerStatus, MAX_WORKERS};
+pub use dashboard::Dashboard;
 
 #[doc(hidden)]
 pub mod __bench {
@@ -44,12 +51,27 @@ pub mod __bench {
     pub use crate::routes::render_overview;
 
     /// Takes in a beat, as the reader does.
-    pub fn add_beat(dashboard: &crate::Dashboard, offset: u64, beat: jobs_core::events::Heartbeat) {
+    pub fn add_beat(dashboard: &crate::Dashboard, offset: u64, beat: jobs_core::plumbing::events::Heartbeat) {
         dashboard.history().add(offset, beat);
     }
 
-    /// Sets the queue table, as the poller does.
-    pub fn set_queues(dashboard: &crate::Dashboard, rows: Vec<crate::QueueRow>) {
+    /// Sets the queue table, as the poller does: (name, ready, unacked, consumers, dead, rate in, rate out).
+    pub fn set_queues(
+        dashboard: &crate::Dashboard,
+        rows: impl IntoIterator<Item = (String, u64, u64, u64, u64, f64, f64)>,
+    ) {
+        let rows = rows
+            .into_iter()
+            .map(|(name, ready, unacked, consumers, dead, rate_in, rate_out)| crate::dashboard::QueueRow {
+                name,
+                ready: Some(ready),
+                unacked: Some(unacked),
+                consumers: Some(consumers),
+                dead: Some(dead),
+                rate_in: Some(rate_in),
+                rate_out: Some(rate_out),
+            })
+            .collect();
         *dashboard.queues.write().unwrap_or_else(|e| e.into_inner()) = rows;
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use jobs_core::ConfigSource;
+use jobs_runtime::Threads;
 use jobs_web::{Dashboard, Settings};
 
 /// Serves the jobs dashboard: workers, queues, throughput, dead jobs.
@@ -26,24 +27,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            if tracing::dispatcher::has_been_set() {
-                tracing::error!(error = %jobs_core::report(&*err), "jobs-web stopped with an error");
-            } else {
-                eprintln!("error: {}", jobs_core::report(&*err));
-            }
-            ExitCode::FAILURE
-        }
-    }
+    jobs_runtime::run(Threads::Multi, "jobs-web", async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -56,13 +40,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     let settings = Settings::load(&source)?;
     settings.web.auth_for_listening()?;
-    jobs_worker::init_logging(&settings.log)?;
+    jobs_runtime::init_logging(&settings.log)?;
     let addr = settings.web.addr;
     let dashboard = Dashboard::new(settings.amqp, settings.web)?;
     let tasks = dashboard.start();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "dashboard on http://{addr}/");
-    axum::serve(listener, dashboard.router()).with_graceful_shutdown(jobs_worker::stop_signal()).await?;
+    axum::serve(listener, dashboard.router()).with_graceful_shutdown(jobs_runtime::stop_signal()).await?;
     for task in tasks {
         task.abort();
     }

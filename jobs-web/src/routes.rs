@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::dashboard::Dashboard;
+use crate::refusal::Refusal;
 use crate::{api, pages, security};
 
 const CSS: &str = include_str!("../assets/app.css");
@@ -18,27 +19,31 @@ impl Dashboard {
     /// root or under a prefix (`Router::nest("/jobs", ..)`): links follow.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/", get(pages::overview))
-            .route("/workers", get(pages::workers))
-            .route("/jobs", get(pages::types))
-            .route("/dead", get(pages::dead_queues))
-            .route("/dead/{queue}", get(pages::dead_list))
-            .route("/dead/{queue}/job/{id}", get(pages::dead_job))
-            .route("/dead/{queue}/job/{id}/{action}", post(pages::dead_job_action))
-            .route("/dead/{queue}/bulk", get(pages::bulk_confirm).post(pages::bulk_do))
+            .route("/", get(pages::overview::overview))
+            .route("/workers", get(pages::workers::workers))
+            .route("/jobs", get(pages::types::types))
+            .route("/dead", get(pages::dead::dead_queues))
+            .route("/dead/{queue}", get(pages::dead::dead_list))
+            .route("/dead/{queue}/job/{id}", get(pages::dead::dead_job))
+            .route("/dead/{queue}/job/{id}/{action}", post(pages::dead::dead_job_action))
+            .route("/dead/{queue}/bulk", get(pages::bulk::bulk_confirm).post(pages::bulk::bulk_do))
+            .route("/dead/{queue}/actions/{id}", get(pages::bulk::action_page))
             .route("/api/overview", get(api::overview))
             .route("/api/workers", get(api::workers))
             .route("/api/jobs", get(api::types))
             .route("/api/queues", get(api::queues))
             .route("/api/dead/{queue}", get(api::dead))
             .route("/api/dead/{queue}/{id}", get(api::dead_job))
+            .route("/api/actions/{id}", get(api::action))
             .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
             .route(
                 "/assets/live.js",
                 get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], LIVE_JS) }),
             )
             .route("/healthz", get(healthz))
-            .fallback(|| async { pages::error_page(axum::http::StatusCode::NOT_FOUND, "no such page").into_response() })
+            .fallback(|uri: axum::http::Uri| async move {
+                Refusal::for_path(uri.path(), axum::http::StatusCode::NOT_FOUND, "no such page").into_response()
+            })
             .layer(axum::middleware::from_fn_with_state(self.clone(), security::guard))
             .with_state(self.clone())
     }
@@ -54,7 +59,7 @@ async fn healthz(axum::extract::State(dashboard): axum::extract::State<Arc<Dashb
 pub fn render_overview(dashboard: &Dashboard, now_ms: u64) -> String {
     use askama::Template;
     let csrf = security::Csrf("0".repeat(32));
-    pages::overview_page(dashboard, pages::Base(String::new()), &csrf, pages::Range::Week, now_ms)
+    pages::overview::overview_page(dashboard, crate::extract::Base(String::new()), &csrf, pages::Range::Week, now_ms)
         .render()
         .unwrap_or_default()
 }

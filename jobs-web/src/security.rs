@@ -79,7 +79,7 @@ pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: 
     if dashboard.auth == Auth::None && !loopback_host(request.headers(), &dashboard.web.allowed_hosts) {
         let message = "this dashboard has no authentication and answers only to localhost and loopback addresses \
                        (or the names in web.allowed_hosts)";
-        return crate::pages::error_page(StatusCode::MISDIRECTED_REQUEST, message).into_response();
+        return crate::refusal::error_page(StatusCode::MISDIRECTED_REQUEST, message).into_response();
     }
     if !authorized(&dashboard.auth, request.headers()) {
         let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
@@ -89,7 +89,7 @@ pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: 
     let existing = cookie(request.headers(), COOKIE);
     let token = existing.clone().unwrap_or_else(new_token);
     if request.method() == Method::POST && !same_origin(request.headers()) {
-        return crate::pages::error_page(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+        return crate::refusal::error_page(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     request.extensions_mut().insert(Csrf(token.clone()));
     let mut response = next.run(request).await;

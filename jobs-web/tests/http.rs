@@ -166,8 +166,13 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
         &[("Cookie", &cookie)],
         Some(&format!("csrf={token}&action=delete&type=Report")),
     );
-    assert_eq!(bulk.status, 200);
-    assert!(bulk.body.contains("Deleted 1 dead job of type Report"), "{}", bulk.body);
+    assert_eq!(bulk.status, 303, "{}", bulk.body);
+    let progress = bulk.header("location").expect("the action's page").to_owned();
+    assert!(progress.starts_with(&format!("/dead/{queue}/actions/")), "{progress}");
+    wait_until("the bulk delete to end", Duration::from_secs(20), || async {
+        http_request(port, "GET", &progress, &[], None).body.contains("Deleted 1 dead job of type Report")
+    })
+    .await;
     assert_eq!(api(&format!("/api/dead/{queue}"))["total"], 0);
 
     // An id with characters that mean something in a URL: links percent-encode it.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use jobs_core::events::{duration_bucket, epoch_ms, RunningJob, TypeCounts, DURATION_BUCKETS};
+use jobs_core::plumbing::events::{duration_bucket, epoch_ms, RunningJob, TypeCounts, DURATION_BUCKETS};
 use jobs_core::{FailureKind, JobId};
 
 /// Counts of one job type since the last beat.

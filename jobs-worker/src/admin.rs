@@ -7,28 +7,11 @@ use std::process::ExitCode;
 
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
 use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Management};
-use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Route};
+use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Progress, Route};
 
 use crate::{Cli, Command, DeadAction, Jobs, Settings};
 
-pub(crate) fn main(cli: Cli, jobs: &Jobs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, jobs)) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {}", jobs_core::report(&*err));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings = Settings::load(&cli.config_source())?;
     let action = match cli.command {
         Some(Command::Dead { action }) => action,
@@ -44,6 +27,7 @@ async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Erro
     let dead = DeadLetters::connect(&settings.amqp).await?;
     let code = match action {
         DeadAction::List { queue, limit, json } => {
+            let total = dead.count(&queue).await?;
             let jobs = dead.list(&queue, limit).await?;
             for job in &jobs {
                 if json {
@@ -60,11 +44,11 @@ async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Erro
                 }
             }
             if !json {
-                eprintln!("{} dead job(s) listed from {queue}.dead", jobs.len());
+                eprintln!("{} of {total} dead job(s) listed from {queue}.dead, oldest first", jobs.len());
             }
             ExitCode::SUCCESS
         }
-        DeadAction::Show { queue, id } => match dead.list(&queue, usize::MAX).await?.into_iter().find(|j| j.id == id) {
+        DeadAction::Show { queue, id } => match dead.find(&queue, &id).await? {
             Some(job) => {
                 println!("{}", serde_json::to_string_pretty(&job)?);
                 ExitCode::SUCCESS
@@ -75,19 +59,32 @@ async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Erro
             }
         },
         DeadAction::Retry { queue, which } => {
-            report("retried", &which.filter(), dead.retry(&queue, &which.filter()).await?)
+            let filter = which.filter();
+            report("retried", &filter, dead.retry_with(&queue, &filter, progress("retried")).await?)
         }
         DeadAction::Purge { queue, which } => {
-            report("purged", &which.filter(), dead.purge(&queue, &which.filter()).await?)
+            let filter = which.filter();
+            report("purged", &filter, dead.purge_with(&queue, &filter, progress("purged")).await?)
         }
     };
     dead.close().await;
     Ok(code)
 }
 
+/// Tells a long retry or purge's progress on stderr, every few seconds.
+fn progress(what: &'static str) -> impl FnMut(Progress) {
+    let mut last = std::time::Instant::now();
+    move |done| {
+        if last.elapsed() >= std::time::Duration::from_secs(2) && done.scanned < done.total {
+            eprintln!("{what} {} so far; read {} of {} dead job(s)", done.acted, done.scanned, done.total);
+            last = std::time::Instant::now();
+        }
+    }
+}
+
 fn report(what: &str, filter: &DeadFilter, n: usize) -> ExitCode {
     println!("{what} {n} dead job(s)");
-    if n == 0 && matches!(filter, DeadFilter::Id(_)) {
+    if n == 0 && filter.is_id() {
         eprintln!("no dead job has that id");
         return ExitCode::from(2);
     }

@@ -136,9 +136,9 @@ impl Which {
     /// As a filter.
     pub fn filter(&self) -> DeadFilter {
         match (&self.id, &self.job_type) {
-            (Some(id), _) => DeadFilter::Id(id.clone()),
-            (None, Some(name)) => DeadFilter::Type(name.clone()),
-            (None, None) => DeadFilter::All,
+            (Some(id), _) => DeadFilter::id(id.clone()),
+            (None, Some(name)) => DeadFilter::of_type(name.clone()),
+            (None, None) => DeadFilter::all(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use jobs_core::{load_config, AmqpConfig, ConfigSource, Job};
 use jobs_core::{ExchangeKind, Route};
+use jobs_runtime::LogConfig;
 use serde::Deserialize;
 
 use crate::Error;
@@ -152,32 +153,6 @@ impl Subscription {
     }
 }
 
-/// `[log]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` or `json` (`log.format`, default `text`).
-    pub format: LogFormat,
-    /// Filter in `RUST_LOG` syntax (`log.filter`, default `info`); `RUST_LOG` wins when set.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info".into() }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for journald and log shippers.
-    Json,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,7 +213,7 @@ mod tests {
         assert_eq!(s.worker.queues, ["a", "b"]);
         assert_eq!(s.worker.concurrency, 4);
         assert_eq!(s.worker.grace_period, Duration::from_secs(5));
-        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.format, jobs_runtime::LogFormat::Json);
         assert_eq!(s.amqp.heartbeat, 30);
     }
 

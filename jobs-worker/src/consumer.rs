@@ -91,7 +91,7 @@ impl Consumer {
             .queue_declare(QueueDeclareArguments::exclusive_server_named())
             .await
             .map_err(|e| watch.error("queue.declare", "(a subscription queue)", e))?
-            .ok_or_else(|| Error::ConnectionLost { queue: "(no declare-ok)".into() })?;
+            .ok_or_else(|| Error::ConnectionLost { reason: "no declare-ok for a subscription queue".into() })?;
         let keys = match subscription.kind {
             ExchangeKind::Fanout => vec![String::new()],
             _ => subscription.keys.clone(),
@@ -165,7 +165,7 @@ impl Consumer {
                             }
                         }
                     }
-                    None => return Err(Error::ConnectionLost { queue: self.queue.to_string() }),
+                    None => return Err(Error::ConnectionLost { reason: format!("the consumer of `{}` ended", self.queue) }),
                 },
             }
         }

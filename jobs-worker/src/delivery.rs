@@ -46,7 +46,8 @@ impl<'a> Meta<'a> {
             redelivered,
             reply_to: props.reply_to().map(String::as_str),
             content_type: props.content_type().map(String::as_str),
-            enqueued_at: props.timestamp().map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            // Any producer writes it: a time past what `SystemTime` holds is none, not a panic.
+            enqueued_at: props.timestamp().and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs))),
             size,
         }
     }
@@ -98,5 +99,7 @@ mod tests {
         let own = BasicProperties::default().with_message_id("abc").finish();
         let meta = Meta::of(&own, true, 0);
         assert_eq!((meta.id.as_str(), meta.has_id, meta.redelivered), ("abc", true, true));
+        let far = BasicProperties::default().with_timestamp(u64::MAX).finish();
+        assert_eq!(Meta::of(&far, false, 0).enqueued_at, None, "a time no clock holds is none, not a panic");
     }
 }

@@ -25,11 +25,11 @@ pub enum Error {
     /// Two linked job types share a name, so messages could not be told apart.
     #[error("two job types are both named `{0}`; give one another name with `#[job(name = \"...\")]`")]
     DuplicateJobName(&'static str),
-    /// The connection to the broker was lost (the consumer stream ended).
-    #[error("lost the connection to RabbitMQ while consuming `{queue}`")]
+    /// The connection to the broker was lost.
+    #[error("lost the connection to RabbitMQ: {reason}")]
     ConnectionLost {
-        /// The queue whose consumer stopped.
-        queue: String,
+        /// Why, as far as known (the consumer of a queue ended, a network failure).
+        reason: String,
     },
     /// Several queues or exchanges cannot be set up, for reasons trying again
     /// cannot fix: each is named (a switch of `amqp.queue_type` finds every
@@ -37,11 +37,17 @@ pub enum Error {
     #[error("{}", setup_errors(.0))]
     Setup(Vec<Error>),
     /// The metrics listener could not be set up.
-    #[error("cannot serve metrics: {0}")]
-    Metrics(String),
+    #[error("cannot serve metrics: {what}")]
+    Metrics {
+        /// What failed (listening on an address, installing the recorder).
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Logging could not be set up.
-    #[error("cannot set up logging: {0}")]
-    Logging(String),
+    #[error("cannot set up logging")]
+    Logging(#[from] jobs_runtime::LoggingError),
 }
 
 impl Error {

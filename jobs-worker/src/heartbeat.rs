@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use jobs_core::events::{epoch_ms, Heartbeat, EVENTS_STREAM};
+use jobs_core::plumbing::events::{epoch_ms, Heartbeat, EVENTS_STREAM};
 use jobs_core::plumbing::{Destination, Message};
 use jobs_core::JobId;
 use tracing::debug;

@@ -25,9 +25,9 @@
 //! ```
 //!
 //! Modules: `config` ([`Settings`], [`WorkerConfig`]), `cli` ([`Cli`]),
-//! `logging`, `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
+//! `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
 //! `worker` ([`Worker`]), `session` (one connection's setup and consuming), `consumer`, `delivery`, `dispatch`, `policy` (what
-//! happens to a delivery), `settle` (carrying it out), `shutdown`, `systemd`,
+//! happens to a delivery), `settle` (carrying it out), `systemd`,
 //! `metrics`, `admin`.
 
 mod activity;
@@ -41,27 +41,25 @@ mod dispatch;
 mod error;
 mod heartbeat;
 mod jobs;
-mod logging;
 mod metrics;
 mod policy;
 mod session;
 mod settle;
-mod shutdown;
 mod systemd;
 mod worker;
 
 pub use builder::WorkerBuilder;
 pub use cli::{Cli, Command, DeadAction, Which};
-pub use config::{LogConfig, LogFormat, Settings, Subscription, WorkerConfig};
+pub use config::{Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use jobs::Jobs;
-pub use logging::init_logging;
-pub use shutdown::stop_signal;
+pub use jobs_runtime::{init_logging, stop_signal, LogConfig, LogFormat};
 pub use worker::Worker;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use jobs_runtime::Threads;
 
 /// The whole daemon for the given job types: parses the command line, loads
 /// config, sets up logging, runs the worker until SIGTERM or SIGINT, and
@@ -70,28 +68,9 @@ use clap::Parser;
 pub fn main_with(jobs: Jobs) -> ExitCode {
     let cli = Cli::parse();
     if cli.command.is_some() {
-        return admin::main(cli, &jobs);
+        return jobs_runtime::run(Threads::Current, "the command", admin::run(cli, &jobs));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run_with(cli, jobs)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line: through the log once logging is set up (it writes to
-            // stderr, in the configured format), else plainly.
-            if tracing::dispatcher::has_been_set() {
-                tracing::error!(error = %jobs_core::report(&err), "worker stopped with an error");
-            } else {
-                eprintln!("error: {}", jobs_core::report(&err));
-            }
-            ExitCode::FAILURE
-        }
-    }
+    jobs_runtime::run(Threads::Multi, "the worker", async { run_with(cli, jobs).await.map(|()| ExitCode::SUCCESS) })
 }
 
 /// [`main_with`] for every job type the link-time registry found in the

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::backoff::Backoff;
-use jobs_core::events::DURATION_BUCKETS;
+use jobs_core::plumbing::events::DURATION_BUCKETS;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,8 +25,9 @@ use crate::Error;
 /// and `/healthz` on `addr` until the returned task is aborted.
 pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<tokio::task::JoinHandle<()>, Error> {
     let handle = recorder()?;
-    let listener =
-        TcpListener::bind(addr).await.map_err(|e| Error::Metrics(format!("cannot listen on {addr}: {e}")))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Metrics { what: format!("cannot listen on {addr}"), source: e.into() })?;
     info!(%addr, "metrics and health on http://{addr}/metrics and /healthz");
     Ok(tokio::spawn(async move {
         let mut pause = ACCEPT_PAUSE;
@@ -104,9 +105,9 @@ fn recorder() -> Result<PrometheusHandle, Error> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("job_duration_seconds".into()), &DURATION_BUCKETS)
-        .map_err(|e| Error::Metrics(e.to_string()))?
+        .map_err(|e| Error::Metrics { what: "the duration buckets".into(), source: e.into() })?
         .install_recorder()
-        .map_err(|e| Error::Metrics(e.to_string()))?;
+        .map_err(|e| Error::Metrics { what: "the Prometheus recorder".into(), source: e.into() })?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

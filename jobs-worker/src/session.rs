@@ -50,7 +50,7 @@ impl std::fmt::Display for Unit {
             Unit::Delays => f.write_str("the delay queues"),
             Unit::Queue(queue) => write!(f, "queue `{queue}`"),
             Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
-            Unit::Events => write!(f, "the stream `{}`", jobs_core::events::EVENTS_STREAM),
+            Unit::Events => write!(f, "the stream `{}`", jobs_core::plumbing::events::EVENTS_STREAM),
         }
     }
 }
@@ -183,7 +183,7 @@ impl Setup<'_> {
         tokio::pin!(failure);
         tokio::select! {
             biased;
-            _ = &mut failure => return Ok(lost("(network failure)")),
+            _ = &mut failure => return Ok(lost("a network failure")),
             _ = std::future::ready(()) => {}
         }
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
@@ -199,14 +199,14 @@ impl Setup<'_> {
         loop {
             tokio::select! {
                 _ = &mut *stop => return Ok(SessionEnd::Stopped),
-                _ = &mut failure => return Ok(lost("(network failure)")),
+                _ = &mut failure => return Ok(lost("a network failure")),
                 Some(ended) = loops.join_next() => {
                     let (unit, result) = match ended {
                         Ok(ended) => ended,
                         Err(join) => return Ok(lost(&format!("consumer task failed: {join}"))),
                     };
                     if !self.connection.is_open() {
-                        let err = result.err().unwrap_or(Error::ConnectionLost { queue: unit.to_string() });
+                        let err = result.err().unwrap_or(Error::ConnectionLost { reason: format!("while consuming {unit}") });
                         return Ok(SessionEnd::Lost(err));
                     }
                     let why = result.err().map(|e| report(&e)).unwrap_or_else(|| "its consumer ended".into());
@@ -219,7 +219,7 @@ impl Setup<'_> {
                 _ = tokio::time::sleep_until(next_try), if !pending.is_empty() => {
                     // With nothing consumed, no consumer ends to tell of a lost connection.
                     if !self.connection.is_open() {
-                        return Ok(lost("(connection closed)"));
+                        return Ok(lost("the connection closed"));
                     }
                     let (mut units, _): (Vec<Unit>, Vec<String>) = std::mem::take(&mut pending).into_iter().unzip();
                     // The cascade first: queues wait for it.
@@ -269,7 +269,7 @@ impl Setup<'_> {
 }
 
 fn lost(why: &str) -> SessionEnd {
-    SessionEnd::Lost(Error::ConnectionLost { queue: why.into() })
+    SessionEnd::Lost(Error::ConnectionLost { reason: why.into() })
 }
 
 async fn run_consumer(
@@ -282,7 +282,9 @@ async fn run_consumer(
     let result = consumer.run(halt.clone(), tasks, shared).await;
     // A consumer that ends by itself, not by the halt, is an error to handle.
     let result = match result {
-        Ok(()) if !halt.is_cancelled() => Err(Error::ConnectionLost { queue: unit.to_string() }),
+        Ok(()) if !halt.is_cancelled() => {
+            Err(Error::ConnectionLost { reason: format!("the consumer of {unit} ended") })
+        }
         other => other,
     };
     (unit, result)

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use jobs_core::events::{EventReader, Heartbeat, StartAt};
+use jobs_core::plumbing::events::{EventReader, Heartbeat, StartAt};
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_test::*;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ async fn beats_tell_the_worker_its_running_job_its_counts_and_its_stop() {
     let last = beats.last().unwrap();
     assert!(last.running.is_empty(), "nothing runs after the stop");
     // Summed over the beats: each event counted once, in some beat.
-    let sum = |f: &dyn Fn(&jobs_core::events::TypeCounts) -> u64| -> u64 {
+    let sum = |f: &dyn Fn(&jobs_core::plumbing::events::TypeCounts) -> u64| -> u64 {
         beats.iter().flat_map(|b| &b.counts).filter(|c| c.job_type == "Beat").map(f).sum()
     };
     assert_eq!(sum(&|c| c.started), 3);

@@ -27,7 +27,7 @@ async fn wait_for_signal() {
                 }
             }
             Err(err) => {
-                warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops this worker");
+                warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops this process");
                 let _ = tokio::signal::ctrl_c().await;
             }
         }

@@ -1,0 +1,57 @@
+//! The job types: runs, failure rate, duration percentiles.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+
+use super::{page, render, PageCtx, Range, RangeQuery};
+use crate::dashboard::{now_ms, Dashboard};
+use crate::extract::{Base, Params};
+use crate::format::bound;
+use crate::security::Csrf;
+
+struct TypeView {
+    job_type: String,
+    runs: u64,
+    failed: u64,
+    failure_rate: String,
+    p50: String,
+    p95: String,
+    p99: String,
+}
+
+#[derive(Template)]
+#[template(path = "types.html")]
+struct Types {
+    page: PageCtx,
+    range: &'static str,
+    ranges: [&'static str; 4],
+    types: Vec<TypeView>,
+}
+
+pub(crate) async fn types(
+    State(dashboard): State<Arc<Dashboard>>,
+    base: Base,
+    Extension(csrf): Extension<Csrf>,
+    Params(query): Params<RangeQuery>,
+) -> Response {
+    let since = now_ms().saturating_sub(query.range.millis());
+    let types = dashboard
+        .history()
+        .types(since)
+        .into_iter()
+        .map(|t| TypeView {
+            failure_rate: format!("{:.1}%", t.failure_rate * 100.0),
+            p50: if t.runs == 0 { "-".into() } else { bound(t.p50) },
+            p95: if t.runs == 0 { "-".into() } else { bound(t.p95) },
+            p99: if t.runs == 0 { "-".into() } else { bound(t.p99) },
+            job_type: t.job_type,
+            runs: t.runs,
+            failed: t.failed,
+        })
+        .collect();
+    render(&Types { page: page(&dashboard, base, "jobs", &csrf), range: query.range.name(), ranges: Range::ALL, types })
+}

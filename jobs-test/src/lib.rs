@@ -13,6 +13,7 @@
 //! - `cluster`: [`TestCluster`], three nodes of a test's own, joined;
 //! - `node`: [`TestNode`], a broker node of a test's own, for tests that stop one;
 //! - `user`: [`TestUser`], a user with permissions of a test's own;
+//! - `vhost`: [`TestVhost`], a fresh vhost of a test's own;
 //! - `relay`: [`Relay`], a TCP relay that can silence the connections it carries;
 //! - `worker`: [`Fixture`], [`RunningWorker`], a worker in the test's process;
 //! - `process`: [`Process`], a binary run as a child process, its output collected.
@@ -26,6 +27,7 @@ mod node;
 mod process;
 mod relay;
 mod user;
+mod vhost;
 mod wait;
 mod worker;
 
@@ -37,6 +39,7 @@ pub use node::{spare_port, TestNode};
 pub use process::{run, Process};
 pub use relay::Relay;
 pub use user::TestUser;
+pub use vhost::TestVhost;
 pub use wait::wait_until;
 pub use worker::{init_logs, spawn_with, spawn_worker, worker_config, Fixture, RunningWorker};
 

@@ -114,11 +114,13 @@ pub(crate) async fn listing(dashboard: &Dashboard, queue: &str, query: &ListQuer
         ListOrder::Oldest => Order::Oldest,
         ListOrder::Newest => Order::Newest,
     };
-    let mut dead_query = DeadQuery::new(PER_PAGE)
-        .filter(filter)
-        .order(order)
-        .skip((page_no - 1).saturating_mul(PER_PAGE as u64))
-        .budget(READ_BUDGET);
+    let mut dead_query =
+        DeadQuery::new(PER_PAGE).filter(filter).order(order).skip((page_no - 1).saturating_mul(PER_PAGE as u64));
+    // The oldest first without a filter reaches every job, at the cost of
+    // reading up to its page; what needs the whole queue reads within the budget.
+    if !all || order == Order::Newest {
+        dead_query = dead_query.budget(READ_BUDGET);
+    }
     if !all {
         dead_query = dead_query.counting();
     }

@@ -1,0 +1,105 @@
+//! A dead queue longer than one read of it used to be (10,000): the pages
+//! tell the true count, reach the last job, open a job past the first 10,000,
+//! count a filter's matches over the whole queue, and Retry all acts on every
+//! one, in the background, with its count.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use jobs_core::plumbing::{Destination, Message, Publisher};
+use jobs_core::JobId;
+use jobs_test::*;
+use jobs_web::{Dashboard, WebConfig};
+
+const DEAD: usize = 12_000;
+const LATE: usize = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dead_job_is_reached_counted_and_retried() {
+    let queue = unique("dead-pages");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
+    amqp_config().topology().declare_job_queue(&declarer, &queue).await.unwrap();
+    let publisher = Publisher::open(&raw, Duration::from_secs(30)).await.unwrap();
+    let dead = Destination::dead(&queue);
+    for chunk in (0..DEAD).collect::<Vec<_>>().chunks(1000) {
+        let messages = chunk
+            .iter()
+            .map(|n| {
+                let kind = if *n >= DEAD - LATE { "Late" } else { "Report" };
+                Message::job(kind, JobId::from(format!("dead-{n:05}").as_str()), vec![0x80]).into_outgoing(&dead)
+            })
+            .collect();
+        for result in publisher.publish_many(messages).await.unwrap() {
+            result.unwrap();
+        }
+    }
+
+    let dashboard = Dashboard::new(amqp_config(), WebConfig::default()).unwrap();
+    dashboard.start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = dashboard.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = |path: &str| {
+        let (status, body) = http_get(port, path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+
+    let first = api(&format!("/api/dead/{queue}"));
+    assert_eq!((first["total"].as_u64(), first["pages"].as_u64()), (Some(DEAD as u64), Some(240)), "{first}");
+    assert_eq!(first["jobs"][0]["id"], "dead-00000", "oldest first");
+    assert!(first["scanned"].as_u64().unwrap() <= 50, "page 1 reads one page: {}", first["scanned"]);
+    let last = api(&format!("/api/dead/{queue}?page=240"));
+    assert_eq!(last["jobs"].as_array().unwrap().len(), 50);
+    assert_eq!(last["jobs"][49]["id"], format!("dead-{:05}", DEAD - 1), "the last page reaches the last job");
+    let html = http_get(port, &format!("/dead/{queue}?page=240")).1;
+    assert!(html.contains("12,000 dead") && html.contains("page 240 of 240"), "{html}");
+    let past = http_get(port, &format!("/dead/{queue}?page=241"));
+    assert_eq!(past.0, 400, "{}", past.1);
+
+    let job = api(&format!("/api/dead/{queue}/dead-11500"));
+    assert_eq!((job["id"].as_str(), job["position"].as_u64()), (Some("dead-11500"), Some(11_500)));
+    let (status, page) = http_get(port, &format!("/dead/{queue}/job/dead-11500"));
+    assert_eq!(status, 200, "a job past the first 10,000 opens: {page}");
+
+    let late = api(&format!("/api/dead/{queue}?type=Late"));
+    assert_eq!(
+        (late["matches"].as_u64(), late["complete"].as_bool()),
+        (Some(LATE as u64), Some(true)),
+        "{}",
+        late["matches"]
+    );
+    assert_eq!(late["jobs"][0]["id"], format!("dead-{:05}", DEAD - LATE));
+    let newest = api(&format!("/api/dead/{queue}?order=newest"));
+    assert_eq!(newest["jobs"][0]["id"], format!("dead-{:05}", DEAD - 1), "newest first");
+    assert_eq!(newest["complete"], true, "within the read budget");
+    assert_eq!(api(&format!("/api/dead/{queue}"))["total"], DEAD as u64, "reading left every job dead");
+
+    // Retry all: confirmed with the true count, run in the background, every one moved.
+    let confirm = http_get(port, &format!("/dead/{queue}/bulk?action=retry"));
+    assert!(confirm.1.contains("Retry 12,000 dead jobs"), "{}", confirm.1);
+    let page = http_request(port, "GET", &format!("/dead/{queue}"), &[], None);
+    let cookie = page.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    let token = cookie.split_once('=').unwrap().1.to_owned();
+    let started = http_request(
+        port,
+        "POST",
+        &format!("/dead/{queue}/bulk"),
+        &[("Cookie", &cookie)],
+        Some(&format!("csrf={token}&action=retry&type=")),
+    );
+    assert_eq!(started.status, 303, "{}", started.body);
+    let progress = started.header("location").unwrap().to_owned();
+    let id = progress.rsplit('/').next().unwrap().to_owned();
+    wait_until("Retry all to end", Duration::from_secs(120), || async {
+        http_get(port, &progress).1.contains("Retried 12,000 dead jobs")
+    })
+    .await;
+    let action = api(&format!("/api/actions/{id}"));
+    assert_eq!((action["done"].as_u64(), action["running"].as_bool()), (Some(DEAD as u64), Some(false)), "{action}");
+    assert_eq!(try_counts(&raw, &format!("{queue}.dead")).await, Some((0, 0)), "none stays dead");
+    assert_eq!(try_counts(&raw, &queue).await.map(|c| c.0), Some(DEAD as u32), "every one back in its queue");
+}

@@ -63,7 +63,7 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::
 }
 
 /// Seconds since the Unix epoch, as AMQP timestamps count.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -84,7 +84,7 @@ pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
 
 /// The job id of a message: its `message_id`, or a new id when it has none
 /// (so that a dead or revived copy of a foreign message still has one).
-pub fn message_job_id(props: &BasicProperties) -> JobId {
+pub(crate) fn message_job_id(props: &BasicProperties) -> JobId {
     props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
 }
 

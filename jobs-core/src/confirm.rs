@@ -222,11 +222,6 @@ impl Publisher {
         &self.channel
     }
 
-    /// What the broker said when it closed the channel, if it did.
-    pub fn closure(&self) -> Option<Closure> {
-        self.tracker.lock().closed.as_ref().and_then(|c| c.closure.clone())
-    }
-
     /// Whether the channel can still publish.
     pub fn is_open(&self) -> bool {
         self.channel.is_open() && self.tracker.lock().closed.is_none()

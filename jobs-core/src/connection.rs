@@ -46,7 +46,7 @@ impl ConnectionState {
 }
 
 /// Opens a connection named `name` (shown in the management UI) to the first
-/// broker of `config.urls()` that answers. One try each; see [`connect_with_retry`].
+/// broker of `config.urls()` that answers. One try each; see [`connect_watched_with_retry`].
 ///
 /// # Errors
 /// [`Error::LoginRefused`], [`Error::NoVhost`], [`Error::AccessRefused`] when
@@ -96,20 +96,13 @@ pub async fn connect_watched(
     Err(last.unwrap_or_else(|| Error::Config { key: "amqp.url".into(), message: "no broker URL".into() }))
 }
 
-/// [`connect`], retried with capped exponential backoff (0.1 s doubling to 5 s)
-/// until `deadline` has passed. A refusal that trying again cannot change
-/// ([`Error::is_permanent`]: a wrong password, no such vhost) returns at once.
+/// [`connect_watched`], retried with capped exponential backoff (0.1 s
+/// doubling to 5 s) until `deadline` has passed. A refusal that trying again
+/// cannot change ([`Error::is_permanent`]: a wrong password, no such vhost)
+/// returns at once.
 ///
 /// # Errors
 /// The last [`Error::Connect`] once the deadline has passed; a permanent error at once.
-pub async fn connect_with_retry(config: &AmqpConfig, name: &str, deadline: Instant) -> Result<Connection, Error> {
-    connect_watched_with_retry(config, name, Arc::default(), deadline).await
-}
-
-/// [`connect_with_retry`] keeping the connection's state in `state`.
-///
-/// # Errors
-/// As [`connect_with_retry`].
 pub async fn connect_watched_with_retry(
     config: &AmqpConfig,
     name: &str,
@@ -137,7 +130,7 @@ pub async fn connect_watched_with_retry(
 }
 
 /// What to do when no broker answers: for a broker on this machine, how to start one.
-pub fn start_hint(config: &AmqpConfig) -> &'static str {
+pub(crate) fn start_hint(config: &AmqpConfig) -> &'static str {
     let (host, _) = config.url.host_port();
     if matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "[::1]") {
         "is RabbitMQ running here? `bash deploy/rabbitmq.sh` installs and starts it"

@@ -40,13 +40,13 @@ pub struct Destination {
 
 /// What a job type says about where its jobs go: its name, queue and route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobRoute<'a> {
+pub(crate) struct JobRoute<'a> {
     /// The job type's name.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// Its queue.
-    pub queue: &'a str,
+    pub(crate) queue: &'a str,
     /// Its route.
-    pub route: Route,
+    pub(crate) route: Route,
 }
 
 impl Destination {
@@ -65,7 +65,7 @@ impl Destination {
     /// route (a routing key for a queue-routed type; a queue or a delay for an
     /// exchange-routed one); [`Error::InvalidName`] for a queue the broker
     /// cannot take.
-    pub fn resolve_for(job: JobRoute<'_>, options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
+    pub(crate) fn resolve_for(job: JobRoute<'_>, options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
         match job.route {
             Route::Queue => {
                 if options.routing_key.is_some() {

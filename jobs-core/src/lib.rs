@@ -108,7 +108,8 @@
 //! - `error`: [`Error`] (what enqueue and setup report), [`JobError`] and [`Retry`] (what a job reports);
 //! - `failure`: [`FailureKind`], why an attempt failed (headers, logs, metrics);
 //! - [`backoff`]: retry delays;
-//! - `config`: [`AmqpConfig`], [`BrokerUrl`], [`TlsConfig`], layered loading ([`load_config`]);
+//! - `config`: [`AmqpConfig`], `[amqp]`; `broker_url`: [`BrokerUrl`]; `tls`: [`TlsConfig`];
+//!   `layers`: layered loading ([`load_config`], [`ConfigSource`]);
 //! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
 //! - `events`: worker heartbeats on the stream `jobs.events`, for the dashboard;
@@ -122,6 +123,7 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
+mod broker_url;
 mod browse;
 mod call;
 mod client;
@@ -131,33 +133,40 @@ mod confirm;
 mod connection;
 mod dead;
 mod declared;
+mod delay;
 mod destination;
 mod error;
 mod events;
 mod failure;
 mod job;
 mod job_error;
+mod layers;
 mod management;
 mod message;
+mod names;
 mod options;
 mod refusal;
 mod registry;
 mod reply;
 mod session;
 mod testing;
+mod tls;
 mod topology;
 mod untyped;
 
+pub use broker_url::{BrokerUrl, UrlError};
 pub use client::Client;
-pub use config::{load_config, AmqpConfig, BrokerUrl, ConfigSource, TlsConfig};
+pub use config::AmqpConfig;
 pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Order, Progress};
 pub use error::{report, Cause, Error};
 pub use failure::FailureKind;
 pub use job::{Job, JobContext, JobId, Perform, Respond};
 pub use job_error::{JobError, Retry};
 pub use jobs_macros::Job;
+pub use layers::{load_config, ConfigSource, Override};
 pub use options::EnqueueOptions;
 pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
+pub use tls::TlsConfig;
 pub use topology::{ExchangeKind, QueueType, Route};
 
 /// What app code needs in one `use`: the job traits and derive, the client,
@@ -190,22 +199,19 @@ pub mod prelude {
 pub mod plumbing {
     pub use crate::client::hostname;
     pub use crate::codec::{
-        decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_job_id, now_secs,
-        set_header, CONTENT_TYPE,
+        decode, encode, header_str, header_u64, headers, job_properties, message_attempt, set_header, CONTENT_TYPE,
     };
     pub use crate::confirm::{Outgoing, Publisher};
     pub use crate::connection::{
-        close_connection, connect, connect_watched, connect_watched_with_retry, connect_with_retry, start_hint,
-        ConnectionState, BROKER_ANSWER,
+        close_connection, connect, connect_watched, connect_watched_with_retry, ConnectionState, BROKER_ANSWER,
     };
-    pub use crate::destination::{Destination, JobRoute};
+    pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
-    pub use crate::management::{Management, QueueStats};
-    pub use crate::message::{cut, exchange_origin, prefix, Failure, Message, Origin, MAX_ERROR_LEN};
+    pub use crate::management::{Management, ManagementError, QueueStats};
+    pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
-    pub use crate::registry::{find_registration, registrations, JobFuture, Linked, Registration};
+    pub use crate::registry::{registrations, JobFuture, Linked, Registration};
     pub use crate::reply::ReplyStatus;
-    pub use crate::untyped::{to_json as body_as_json, NotShown};
     pub use amqprs;
 
     /// Worker heartbeats on the stream `jobs.events`, for the dashboard: the
@@ -232,7 +238,11 @@ pub mod plumbing {
         body: Vec<u8>,
         options: crate::EnqueueOptions,
     ) -> Result<crate::JobId, crate::Error> {
-        let route = JobRoute { name: registration.name(), queue: registration.queue(), route: registration.route() };
+        let route = crate::destination::JobRoute {
+            name: registration.name(),
+            queue: registration.queue(),
+            route: registration.route(),
+        };
         client.enqueue_encoded(route, Some(registration), body, options).await
     }
 

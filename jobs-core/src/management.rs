@@ -26,6 +26,52 @@ pub struct QueueStats {
     pub consumers: u64,
 }
 
+/// Why a request to the management API failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagementError {
+    /// It could not be reached or the exchange broke off.
+    #[error("management API at {at}")]
+    Io {
+        /// Host and port.
+        at: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("{method} {path}: no answer in {after:?}")]
+    Timeout {
+        /// The method.
+        method: &'static str,
+        /// The path.
+        path: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// An answer that is not a success.
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Status {
+        /// The method.
+        method: &'static str,
+        /// The path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the API said.
+        body: String,
+    },
+    /// A success that is not JSON.
+    #[error("GET {path}: the answer is not JSON")]
+    NotJson {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// A client of the management API of the broker of an [`AmqpConfig`].
 #[derive(Clone)]
 pub struct Management {
@@ -80,53 +126,47 @@ impl Management {
     ///
     /// # Errors
     /// As [`Management::get`].
-    pub async fn queues(&self) -> Result<Value, String> {
+    pub async fn queues(&self) -> Result<Value, ManagementError> {
         self.get(&format!("/api/queues/{}", encode(&self.vhost))).await
     }
 
     /// `GET path`: the JSON answer.
     ///
     /// # Errors
-    /// The status line or the I/O error, when the answer is not a 2xx with JSON.
-    pub async fn get(&self, path: &str) -> Result<Value, String> {
-        let (status, body) = self.request("GET", path, None).await?;
-        if !(200..300).contains(&status) {
-            return Err(format!("GET {path}: HTTP {status}: {}", body.trim()));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))
+    /// [`ManagementError`] when the answer is not a 2xx with JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, ManagementError> {
+        let body = self.request("GET", path, None, &[]).await?;
+        serde_json::from_str(&body).map_err(|source| ManagementError::NotJson { path: path.to_owned(), source })
     }
 
     /// `PUT path` with a JSON body.
     ///
     /// # Errors
-    /// The status when it is not 2xx, or the I/O error.
-    pub async fn put(&self, path: &str, body: &Value) -> Result<(), String> {
-        let (status, text) = self.request("PUT", path, Some(body.to_string())).await?;
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("PUT {path}: HTTP {status}: {}", text.trim()))
-        }
+    /// [`ManagementError`] when the answer is not a 2xx.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<(), ManagementError> {
+        self.request("PUT", path, Some(body.to_string()), &[]).await.map(drop)
     }
 
     /// `DELETE path`; a 404 counts as done.
     ///
     /// # Errors
-    /// The status when it is neither 2xx nor 404, or the I/O error.
-    pub async fn delete(&self, path: &str) -> Result<(), String> {
-        let (status, text) = self.request("DELETE", path, None).await?;
-        if (200..300).contains(&status) || status == 404 {
-            Ok(())
-        } else {
-            Err(format!("DELETE {path}: HTTP {status}: {}", text.trim()))
-        }
+    /// [`ManagementError`] when the answer is neither a 2xx nor a 404.
+    pub async fn delete(&self, path: &str) -> Result<(), ManagementError> {
+        self.request("DELETE", path, None, &[404]).await.map(drop)
     }
 
-    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, String), String> {
+    /// One request; the body of a 2xx answer (or of a status in `also_fine`).
+    async fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<String>,
+        also_fine: &[u16],
+    ) -> Result<String, ManagementError> {
+        let at = format!("{}:{}", self.host, self.port);
+        let io = |source| ManagementError::Io { at: at.clone(), source };
         let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| format!("management API at {}:{}: {e}", self.host, self.port))?;
+            let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(io)?;
             let body = body.unwrap_or_default();
             // HTTP/1.0: a plain body, no chunking, the server closes when done.
             let request = format!(
@@ -135,17 +175,23 @@ impl Management {
                 self.authorization,
                 body.len()
             );
-            stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            stream.write_all(request.as_bytes()).await.map_err(io)?;
             let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+            stream.read_to_end(&mut response).await.map_err(io)?;
             let text = String::from_utf8_lossy(&response);
-            let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
             let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-            Ok((status, body))
+            if (200..300).contains(&status) || also_fine.contains(&status) {
+                Ok(body)
+            } else {
+                Err(ManagementError::Status { method, path: path.to_owned(), status, body: body.trim().to_owned() })
+            }
         };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .map_err(|_| format!("{method} {path}: no answer in {TIMEOUT:?}"))?
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| ManagementError::Timeout {
+            method,
+            path: path.to_owned(),
+            after: TIMEOUT,
+        })?
     }
 }
 

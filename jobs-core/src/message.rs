@@ -18,7 +18,7 @@ const BROKER_HISTORY: &str = "x-death";
 
 /// The longest error text a copy carries in `x-error` (a header table must fit
 /// in one frame).
-pub const MAX_ERROR_LEN: usize = 4096;
+pub(crate) const MAX_ERROR_LEN: usize = 4096;
 
 /// A message on its way out: its id, properties and body. Headers are
 /// edited on it; [`Message::to`] addresses it.
@@ -208,7 +208,7 @@ impl Message {
 
 /// Where a dead copy with `properties` came from, as [`Message::origin`] wrote
 /// it: its exchange and routing key, for a job taken from an exchange.
-pub fn exchange_origin(properties: &BasicProperties) -> Option<(&str, &str)> {
+pub(crate) fn exchange_origin(properties: &BasicProperties) -> Option<(&str, &str)> {
     let exchange = header_str(properties, headers::EXCHANGE).filter(|e| !e.is_empty())?;
     Some((exchange, header_str(properties, headers::ROUTING_KEY).unwrap_or("")))
 }

@@ -49,16 +49,6 @@ impl Registration {
         }
     }
 
-    /// The registration of job type `J`, made by its `#[derive(Job)]`.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) for a type whose `Job` impl was written by hand.
-    pub fn of_type<J: crate::Job>() -> Result<&'static Registration, crate::Error> {
-        J::__registration().ok_or(crate::Error::Unsupported(
-            "a job type needs #[derive(Job)] (which registers its perform) to be run by a worker",
-        ))
-    }
-
     /// The job type's name (`type` property).
     pub fn name(&self) -> &'static str {
         self.name
@@ -152,6 +142,6 @@ pub fn registrations() -> impl Iterator<Item = &'static Registration> {
 }
 
 /// The job type named `name`, if linked into this binary.
-pub fn find_registration(name: &str) -> Option<&'static Registration> {
+pub(crate) fn find_registration(name: &str) -> Option<&'static Registration> {
     registrations().find(|r| r.name == name)
 }

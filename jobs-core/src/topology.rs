@@ -1,147 +1,24 @@
-//! Names, arguments and declarations of every broker object the framework uses,
-//! in one place. Declarations are idempotent; client and worker both make them.
+//! Declarations of every broker object the framework uses, in one place,
+//! with the settings of one config; idempotent, made by client and worker
+//! alike. Their names are `names.rs`, the delay cascade's arithmetic `delay.rs`:
 //!
 //! - `<queue>`: durable queue the jobs wait in (classic, or quorum by config);
 //! - `<queue>.dead`: jobs that failed for good or could not be read; no expiry;
 //! - `jobs.delay.00` … `jobs.delay.27` and `jobs.delay.delivery` (with quorum
-//!   queues `jobs.delay.quorum.00` …): the delay
-//!   cascade (see [`delay_route`]): level `n` is a topic exchange and a queue
-//!   holding messages `2ⁿ` seconds by queue TTL, then dead-lettering them to
-//!   level `n-1`; the routing key spells the remaining delay in bits, then the
-//!   destination queue. Bounded objects, no head-of-line blocking, durable.
+//!   queues `jobs.delay.quorum.00` …): the delay cascade;
+//! - `jobs.events`: the stream of worker heartbeats.
 
 use std::time::Duration;
 
 use amqprs::channel::{ExchangeBindArguments, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
 use amqprs::{FieldName, FieldTable, FieldValue};
-use serde::Deserialize;
 
 use crate::codec::set_header;
 use crate::refusal::ChannelWatch;
 use crate::Error;
 
-/// Delay levels: delays up to `2^LEVELS - 1` seconds (about 8.5 years).
-pub const LEVELS: u32 = 28;
-
-/// The longest delay the cascade can hold.
-pub const MAX_DELAY: Duration = Duration::from_secs((1 << LEVELS) - 1);
-
-/// The longest job queue name: a delayed job's routing key is 56 bytes of bits,
-/// then the queue name, and the broker allows 255.
-pub const MAX_QUEUE_NAME: usize = 190;
-
-/// Prefix of the delay cascade's objects with classic queues; with quorum
-/// queues it is `jobs.delay.quorum` (so both kinds can share a vhost).
-pub const DELAY_PREFIX: &str = "jobs.delay";
-
-/// The kind of queue jobs wait in (`amqp.queue_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueType {
-    /// Durable classic queues: one broker, or no replication needed.
-    #[default]
-    Classic,
-    /// Replicated quorum queues (RabbitMQ clusters), with a delivery limit and
-    /// at-least-once dead-lettering to `<queue>.dead`.
-    Quorum,
-}
-
-/// The kind of an exchange that routed jobs go through (tutorials 3 to 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExchangeKind {
-    /// Every bound queue gets every job: broadcast to the running workers.
-    Fanout,
-    /// Queues bound with the job's routing key get it.
-    Direct,
-    /// Queues bound with a matching pattern (`kern.*`, `*.critical`, `#`) get it.
-    Topic,
-}
-
-impl ExchangeKind {
-    /// The AMQP exchange type.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Topic => "topic",
-        }
-    }
-}
-
-/// Where a job type's jobs go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// To its queue (work queues: one worker runs each job).
-    Queue,
-    /// Through an exchange, to the queues of the workers subscribed to it.
-    Exchange {
-        /// The exchange's name.
-        name: &'static str,
-        /// Its kind.
-        kind: ExchangeKind,
-    },
-}
-
-/// The dead-letter queue of `queue`.
-pub fn dead_queue(queue: &str) -> String {
-    format!("{queue}.dead")
-}
-
-/// The exchange and queue of delay level `level` of the cascade named `prefix`.
-pub fn delay_level(prefix: &str, level: u32) -> String {
-    format!("{prefix}.{level:02}")
-}
-
-/// The exchange of the cascade named `prefix` that hands due messages to their queue.
-pub fn delivery_exchange(prefix: &str) -> String {
-    format!("{prefix}.delivery")
-}
-
-/// Where to publish a message delayed by `delay` (rounded up to whole seconds,
-/// capped at [`MAX_DELAY`]) for `queue`, in the cascade named `prefix`: the
-/// exchange of the highest level it needs, and the routing key
-/// `b27.b26.….b0.<queue>`. `None` for no delay.
-pub fn delay_route(prefix: &str, delay: Duration, queue: &str) -> Option<(String, String)> {
-    let secs = whole_seconds(delay).as_secs();
-    if secs == 0 {
-        return None;
-    }
-    let top = 63 - secs.leading_zeros();
-    let mut key = String::with_capacity(2 * LEVELS as usize + queue.len());
-    for level in (0..LEVELS).rev() {
-        key.push(if secs & (1 << level) != 0 { '1' } else { '0' });
-        key.push('.');
-    }
-    key.push_str(queue);
-    Some((delay_level(prefix, top), key))
-}
-
-/// `delay` as the cascade holds it: rounded up to whole seconds (never
-/// early), capped at [`MAX_DELAY`].
-pub fn whole_seconds(delay: Duration) -> Duration {
-    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    Duration::from_secs(secs.min(MAX_DELAY.as_secs()))
-}
-
-/// Checks that `queue` can name a job queue (and its `.dead` twin and delay keys).
-///
-/// # Errors
-/// [`Error::InvalidName`] with the reason.
-pub fn validate_queue_name(queue: &str) -> Result<(), Error> {
-    let reason = if queue.is_empty() {
-        "a queue name cannot be empty"
-    } else if queue.len() > MAX_QUEUE_NAME {
-        "longer than 190 bytes (a delayed job's routing key adds 56 to it, and the broker allows 255)"
-    } else if queue.starts_with("amq.") {
-        "names starting with `amq.` are reserved by RabbitMQ"
-    } else if queue.split('.').any(|w| w == "*" || w == "#") {
-        "a queue name cannot have `*` or `#` as a dot-separated word"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidName { name: queue.to_owned(), reason })
-}
+pub use crate::delay::*;
+pub use crate::names::*;
 
 /// Ready messages and consumers of `queue`, by a passive declare on a channel of
 /// its own (a missing queue closes the channel it is asked on); `None` when the
@@ -354,48 +231,5 @@ impl Declarer {
     /// Closes the channel.
     pub async fn close(self) {
         let _ = self.channel.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_queue_is_named_after_its_queue() {
-        assert_eq!(dead_queue("emails"), "emails.dead");
-    }
-
-    #[test]
-    fn bad_queue_names_are_refused() {
-        assert!(validate_queue_name("emails").is_ok());
-        assert!(validate_queue_name("a.b-c_d").is_ok());
-        assert!(validate_queue_name("").is_err());
-        assert!(validate_queue_name("amq.direct").is_err());
-        assert!(validate_queue_name("a.*.b").is_err());
-        assert!(validate_queue_name("#").is_err());
-        assert!(validate_queue_name(&"x".repeat(191)).is_err());
-        assert!(validate_queue_name(&"x".repeat(190)).is_ok());
-    }
-
-    #[test]
-    fn delay_routes_spell_the_seconds_in_bits_and_start_at_the_top_level() {
-        assert_eq!(delay_route(DELAY_PREFIX, Duration::ZERO, "q"), None);
-        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(5), "emails").unwrap();
-        assert_eq!(exchange, "jobs.delay.02");
-        assert_eq!(key, format!("{}1.0.1.emails", "0.".repeat(25)));
-        // Rounded up: never early.
-        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_millis(1500), "q").unwrap();
-        assert_eq!(exchange, "jobs.delay.01");
-        assert!(key.ends_with(".0.1.0.q"), "{key}");
-        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(3600), "q").unwrap();
-        assert_eq!(exchange, "jobs.delay.11");
-        let bits: String = key.split('.').take(LEVELS as usize).collect();
-        assert_eq!(u64::from_str_radix(&bits, 2).unwrap(), 3600);
-        let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(u64::MAX), "q").unwrap();
-        assert_eq!(exchange, "jobs.delay.27");
-        assert!(key.starts_with(&"1.".repeat(28)));
-        let longest = "q".repeat(MAX_QUEUE_NAME);
-        assert!(delay_route(DELAY_PREFIX, Duration::from_secs(1), &longest).unwrap().1.len() <= 255);
     }
 }

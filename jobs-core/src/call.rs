@@ -1,84 +1,18 @@
 //! Calls (tutorial 6, RPC): a job published with `reply_to` set to RabbitMQ's
 //! direct reply-to, and its answer awaited on the channel that published it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use amqprs::channel::BasicConsumeArguments;
-use tracing::debug;
 
 use crate::codec;
 use crate::destination::Destination;
 use crate::error::Cause;
 use crate::message::Message;
 use crate::plumbing::ReplyStatus;
+use crate::replies::DIRECT_REPLY_TO;
 use crate::session::Session;
 use crate::testing::{self, EnqueuedJob};
 use crate::{Client, EnqueueOptions, Error, FailureKind, JobId, Respond};
-
-/// RabbitMQ's pseudo-queue for answers on the caller's own channel.
-pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-type Reply = (amqprs::BasicProperties, Vec<u8>);
-type Waiting = HashMap<String, tokio::sync::oneshot::Sender<Reply>>;
-
-/// Callers waiting for answers, by job id.
-#[derive(Default)]
-pub(crate) struct Replies {
-    waiting: std::sync::Mutex<Waiting>,
-}
-
-impl Replies {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn expect(&self, id: &JobId) -> tokio::sync::oneshot::Receiver<Reply> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.lock().insert(id.to_string(), tx);
-        rx
-    }
-
-    fn forget(&self, id: &JobId) {
-        self.lock().remove(id.as_str());
-    }
-}
-
-impl Session {
-    /// Starts consuming answers on the publisher's channel, once per connection.
-    async fn replies(&self) -> Result<Arc<Replies>, Error> {
-        self.replies
-            .get_or_try_init(|| async {
-                let args = BasicConsumeArguments::new(DIRECT_REPLY_TO, "").manual_ack(false).finish();
-                let (_, mut rx) = self
-                    .publisher
-                    .channel()
-                    .basic_consume_rx(args)
-                    .await
-                    .map_err(Error::amqp("basic.consume (direct reply-to)"))?;
-                let replies = Arc::new(Replies::default());
-                let waiting = replies.clone();
-                tokio::spawn(async move {
-                    while let Some(message) = rx.recv().await {
-                        let (Some(props), Some(body)) = (message.basic_properties, message.content) else { continue };
-                        let waiter = props.correlation_id().and_then(|id| waiting.lock().remove(id.as_str()));
-                        match waiter {
-                            Some(tx) => {
-                                let _ = tx.send((props, body));
-                            }
-                            None => debug!(correlation_id = ?props.correlation_id(), "answer to a call nobody waits for; dropped"),
-                        }
-                    }
-                    // The channel is gone: dropping the senders fails every waiting call.
-                    waiting.lock().clear();
-                });
-                Ok(replies)
-            })
-            .await
-            .cloned()
-    }
-}
 
 impl Client {
     /// Enqueues an RPC job and waits (at most `amqp.call_timeout`) for its answer,

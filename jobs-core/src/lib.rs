@@ -147,6 +147,7 @@ mod names;
 mod options;
 mod refusal;
 mod registry;
+mod replies;
 mod reply;
 mod session;
 mod testing;

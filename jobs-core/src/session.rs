@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use amqprs::connection::Connection;
 
-use crate::call::Replies;
 use crate::confirm::Publisher;
 use crate::declared::Declared;
 use crate::destination::Declare;
+use crate::replies::Replies;
 use crate::topology::Declarer;
 use crate::{AmqpConfig, Error};
 
@@ -17,7 +17,7 @@ pub(crate) struct Session {
     pub(crate) connection: Connection,
     pub(crate) publisher: Publisher,
     /// Answers to calls, consumed from direct reply-to on the publisher's channel.
-    pub(crate) replies: tokio::sync::OnceCell<Arc<Replies>>,
+    replies: tokio::sync::OnceCell<Arc<Replies>>,
     /// What this connection has declared, read without waiting on the hot path.
     declared: std::sync::RwLock<Declared>,
     /// The channel declarations go on (opened when first needed, again after
@@ -34,6 +34,11 @@ impl Session {
             declared: Default::default(),
             declaring: Default::default(),
         }
+    }
+
+    /// The answers to this connection's calls (their consumer starts on first use).
+    pub(crate) async fn replies(&self) -> Result<Arc<Replies>, Error> {
+        self.replies.get_or_try_init(|| Replies::start(self.publisher.channel())).await.cloned()
     }
 
     /// Whether it can still publish.

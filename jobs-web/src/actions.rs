@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use jobs_core::{DeadFilter, DeadLetters, Progress};
+use jobs_core::{AmqpConfig, DeadFilter, DeadLetters, Progress};
 use serde::Serialize;
-
-use crate::dashboard::{now_ms, Dashboard};
 
 /// Actions remembered after they end.
 pub(crate) const KEPT: usize = 50;
@@ -74,21 +72,23 @@ impl Actions {
     }
 }
 
-impl Dashboard {
+impl Actions {
     /// Starts retrying (`retry`) or deleting every dead job of `queue` (of
-    /// `job_type`, when given); `Err` with the running one when one runs on the queue.
-    pub(crate) fn start_action(
-        self: &Arc<Self>,
+    /// `job_type`, when given) on a connection of its own to the broker of
+    /// `amqp`; `Err` with the running one when one runs on the queue.
+    pub(crate) fn start(
+        &self,
+        amqp: &AmqpConfig,
         queue: &str,
         job_type: Option<String>,
         retry: bool,
     ) -> Result<Arc<Action>, Arc<Action>> {
         let action = {
-            let mut all = self.actions.all();
+            let mut all = self.all();
             if let Some(running) = all.values().find(|a| a.queue == queue && a.running()) {
                 return Err(running.clone());
             }
-            let id = self.actions.next.fetch_add(1, Ordering::Relaxed) + 1;
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
             let action = Arc::new(Action {
                 id,
                 queue: queue.to_owned(),
@@ -105,9 +105,9 @@ impl Dashboard {
             }
             action
         };
-        let (dashboard, running) = (self.clone(), action.clone());
+        let (amqp, running) = (amqp.clone(), action.clone());
         tokio::spawn(async move {
-            let outcome = dashboard.run_action(&running).await;
+            let outcome = run(&amqp, &running).await;
             running.update(|state| {
                 state.outcome = Some(outcome.map_err(|e| jobs_core::report(&e)));
                 state.ended_ms = Some(now_ms());
@@ -115,19 +115,24 @@ impl Dashboard {
         });
         Ok(action)
     }
+}
 
-    async fn run_action(&self, action: &Action) -> Result<u64, jobs_core::Error> {
-        let filter = action.job_type.as_ref().map_or_else(DeadFilter::all, DeadFilter::of_type);
-        let dead = DeadLetters::connect(&self.amqp).await?;
-        let progress = |p: Progress| action.update(|state| state.progress = p);
-        let done = if action.retry {
-            dead.retry_with(&action.queue, &filter, progress).await
-        } else {
-            dead.purge_with(&action.queue, &filter, progress).await
-        };
-        dead.close().await;
-        done.map(|n| n as u64)
-    }
+async fn run(amqp: &AmqpConfig, action: &Action) -> Result<u64, jobs_core::Error> {
+    let filter = action.job_type.as_ref().map_or_else(DeadFilter::all, DeadFilter::of_type);
+    let dead = DeadLetters::connect(amqp).await?;
+    let progress = |p: Progress| action.update(|state| state.progress = p);
+    let done = if action.retry {
+        dead.retry_with(&action.queue, &filter, progress).await
+    } else {
+        dead.purge_with(&action.queue, &filter, progress).await
+    };
+    dead.close().await;
+    done.map(|n| n as u64)
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    jobs_core::plumbing::events::epoch_ms(std::time::SystemTime::now())
 }
 
 /// An action as the API shows it.

@@ -121,8 +121,8 @@ pub(crate) async fn bulk_do(
     may_act(&dashboard, &headers, &form.csrf)?;
     let job_type = Some(form.job_type.clone()).filter(|t| !t.is_empty());
     // One per queue: a second one goes to the page of the one running.
-    let action =
-        dashboard.start_action(&queue, job_type, form.action == BulkAction::Retry).unwrap_or_else(|running| running);
+    let started = dashboard.actions.start(&dashboard.amqp, &queue, job_type, form.action == BulkAction::Retry);
+    let action = started.unwrap_or_else(|running| running);
     // A small one ends at once: wait a moment, so that the next page says what was done.
     for _ in 0..20 {
         if !action.running() {

@@ -9,9 +9,8 @@ use jobs_core::Job;
 use jobs_test::amqprs::channel::{BasicAckArguments, BasicConsumeArguments};
 use jobs_test::*;
 
-fn worker(args: &[&str]) -> (Option<i32>, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_worker")).args(args).env("JOBS__AMQP__URL", amqp_url()).output().unwrap();
+fn worker(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_worker")).args(args).env("JOBS__AMQP__URL", url).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -20,8 +19,8 @@ fn worker(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 /// The `worker queues --json` row of `queue`.
-fn row(queue: &str) -> serde_json::Value {
-    let (code, out, err) = worker(&["queues", "--json"]);
+fn row(url: &str, queue: &str) -> serde_json::Value {
+    let (code, out, err) = worker(url, &["queues", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     rows.into_iter().find(|r| r["queue"] == queue).unwrap_or_else(|| panic!("no row for {queue}: {out}"))
@@ -29,20 +28,21 @@ fn row(queue: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn enqueue_by_json_and_list_queues_with_their_numbers() {
-    let raw = raw_connection().await;
+    // `worker queues` lists the job types' own queues (`task_queue`): a vhost of the test's own.
+    let vhost = TestVhost::create("admin").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", 15672)).is_ok(),
         "the broker's management API does not answer on 127.0.0.1:15672 (unacked counts come from it); \
          `bash deploy/rabbitmq.sh` enables the plugin"
     );
-    let _cleanup = Cleanup::queues(&[Task::QUEUE]);
-    delete_queues(&raw, &[Task::QUEUE]).await; // what earlier tests of the run left
     let text = unique("from-json");
-    let (code, out, err) = worker(&["enqueue", "Task", "--json", &format!(r#"{{"message":"{text}"}}"#)]);
+    let (code, out, err) = worker(&url, &["enqueue", "Task", "--json", &format!(r#"{{"message":"{text}"}}"#)]);
     assert_eq!(code, Some(0), "{err}");
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 24, "prints the job id: {out}");
-    let client = jobs_core::Client::new(amqp_config());
+    let client = jobs_core::Client::new(config_for(&url));
     for n in 0..2 {
         client.enqueue(&Task { message: format!("more {n}") }).await.unwrap();
     }
@@ -54,7 +54,7 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
         channel.basic_publish(props, body, args).await.unwrap();
     }
     wait_until("three ready, two dead, nothing held", Duration::from_secs(20), || async {
-        let row = row(Task::QUEUE);
+        let row = row(&url, Task::QUEUE);
         (row["ready"].as_u64(), row["dead"].as_u64(), row["consumers"].as_u64(), row["unacked"].as_u64())
             == (Some(3), Some(2), Some(0), Some(0))
     })
@@ -75,12 +75,12 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     }
     // The management API counts them as unacked (its statistics refresh every few seconds).
     wait_until("`worker queues` to show the three held as unacked", Duration::from_secs(20), || async {
-        let row = row(Task::QUEUE);
+        let row = row(&url, Task::QUEUE);
         (row["ready"].as_u64(), row["unacked"].as_u64(), row["consumers"].as_u64(), row["dead"].as_u64())
             == (Some(0), Some(3), Some(1), Some(2))
     })
     .await;
-    let (code, table, _) = worker(&["queues"]);
+    let (code, table, _) = worker(&url, &["queues"]);
     assert_eq!(code, Some(0));
     assert!(table.lines().next().unwrap().contains("unacked") && table.contains(Task::QUEUE), "{table}");
     for tag in held {
@@ -88,12 +88,12 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     }
     let _ = channel.close().await;
 
-    let (code, _, err) = worker(&["enqueue", "NoSuchJob", "--json", "{}"]);
+    let (code, _, err) = worker(&url, &["enqueue", "NoSuchJob", "--json", "{}"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("no job type `NoSuchJob`") && err.contains("Task"), "{err}");
-    let (code, _, err) = worker(&["enqueue", "Task", "--json", r#"{"msg": 1}"#]);
+    let (code, _, err) = worker(&url, &["enqueue", "Task", "--json", r#"{"msg": 1}"#]);
     assert_eq!(code, Some(2));
     assert!(err.contains("does not fit job type `Task`"), "{err}");
-    let (code, _, err) = worker(&["enqueue", "Task", "--json", "{not json"]);
+    let (code, _, err) = worker(&url, &["enqueue", "Task", "--json", "{not json"]);
     assert_eq!((code, err.contains("not JSON")), (Some(2), true), "{err}");
 }

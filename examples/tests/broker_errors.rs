@@ -29,7 +29,6 @@ fn client(url: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_named_and_stops_a_starting_worker_within_seconds() {
-    let _cleanup = Cleanup::queues(&["task_queue"]);
     let user = TestUser::create("login", ".*", ".*", ".*").await;
     let wrong = user.url_with("not-the-password-42");
 

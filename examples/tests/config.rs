@@ -11,11 +11,17 @@ use jobs_test::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_come_from_the_environment_as_comma_separated_values() {
+    // Whether `task_queue` is consumed is asked: a vhost of the test's own.
+    let vhost = TestVhost::create("env-lists").await;
+    let url = vhost.url();
     let (a, b) = (unique("env-a"), unique("env-b"));
-    let _cleanup = Cleanup::queues(&[&a, &b]);
-    let raw = raw_connection().await;
+    let raw = raw_connection_to(&url).await;
     let list = format!("{a},{b}");
-    let env = [("JOBS__WORKER__QUEUES", list.as_str()), ("JOBS__WORKER__EXTRA_QUEUES", list.as_str())];
+    let env = [
+        ("JOBS__WORKER__QUEUES", list.as_str()),
+        ("JOBS__WORKER__EXTRA_QUEUES", list.as_str()),
+        ("JOBS__AMQP__URL", url.as_str()),
+    ];
     let worker = Process::start_with("env", env!("CARGO_BIN_EXE_worker"), &[], &env);
     wait_for_consumers(&raw, &a, 1).await;
     wait_for_consumers(&raw, &b, 1).await;
@@ -116,4 +122,31 @@ async fn the_password_never_reaches_a_log_line() {
     }
     text.stop().await;
     json.stop().await;
+}
+
+/// A job type whose timeout is not below the broker's `consumer_timeout`
+/// (`worker.consumer_timeout`) is warned about at start, by name: a long run
+/// would make the broker close the channel and hand the job out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_timeout_not_below_the_consumer_timeout_is_warned_about_at_start() {
+    let queue = unique("timeouts");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let args = ["--queues", &queue, "--extra-queues", &queue];
+    // The tutorials' Fib has a timeout of 60 s, Task the default 25 min.
+    let env = [("JOBS__WORKER__CONSUMER_TIMEOUT", "60s"), ("RUST_LOG", "warn")];
+    let worker = Process::start_with("timeouts", env!("CARGO_BIN_EXE_worker"), &args, &env);
+    wait_for_consumers(&raw, &queue, 1).await;
+    worker.wait_line("job timeout is not below the broker's consumer_timeout", Duration::from_secs(10)).await;
+    let warned: Vec<String> =
+        worker.lines().into_iter().filter(|l| l.contains("not below the broker's consumer_timeout")).collect();
+    assert!(warned.iter().any(|l| l.contains("Fib") && l.contains("60s")), "{warned:?}");
+    assert!(warned.iter().any(|l| l.contains("Task")), "25 min is not below 60 s either: {warned:?}");
+    assert!(!warned.iter().any(|l| l.contains("Abort") && l.contains("Fail")), "one line each: {warned:?}");
+    worker.stop().await;
+
+    let fine = Process::start_with("fine", env!("CARGO_BIN_EXE_worker"), &args, &[("RUST_LOG", "warn")]);
+    wait_for_consumers(&raw, &queue, 1).await;
+    let lines = fine.stop().await;
+    assert!(!lines.iter().any(|l| l.contains("consumer_timeout")), "below the default 30 min: no warning: {lines:?}");
 }

@@ -94,4 +94,6 @@ async fn crash_loop(queue_type: &str) {
     assert_eq!(header_str(&props, headers::ERROR_KIND), Some("crashed"));
     assert_eq!(header_u64(&props, headers::CRASHES), Some(2));
     assert!(header_str(&props, headers::ERROR).unwrap().contains("came back unacked 3 times"));
+    // Every other job was acked: the last worker stopped and nothing came back.
+    assert_acked(&raw, &queue).await;
 }

@@ -4,6 +4,11 @@
 //! turn. App code takes a [`Client`] (or uses the global one) and works with
 //! the real client and the test one alike.
 //!
+//! It answers as the broker would, with one difference: it knows no
+//! bindings, so a job routed through an exchange with a key no queue is
+//! bound for (which the broker returns, [`Error::Unroutable`]) is recorded
+//! and `Ok`. Assert on [`EnqueuedJob::routing_key`] for what should reach whom.
+//!
 //! ```
 //! use jobs_core::{Client, Job, JobContext, JobError, Perform, TestClient};
 //! use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jobs_core::plumbing::{connect, job_properties, Outgoing, Publisher};
 use jobs_core::{AmqpConfig, Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Perform};
-use jobs_test::amqprs::channel::{QueueDeclareArguments, QueueDeleteArguments};
+use jobs_test::amqprs::channel::QueueDeclareArguments;
 use jobs_test::amqprs::{FieldTable, FieldValue};
 use jobs_test::*;
 use serde::{Deserialize, Serialize};
@@ -78,17 +78,16 @@ async fn concurrent_enqueues_on_one_client_are_all_confirmed_and_stored() {
 #[tokio::test]
 async fn enqueue_many_stores_every_job_and_returns_their_ids_in_order() {
     let raw = raw_connection().await;
-    let _cleanup = Cleanup::queues(&[Email::QUEUE]);
+    let queue = unique("many");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let channel = raw.open_channel(None).await.unwrap();
-    // `Email::QUEUE` is shared with nothing else in this file's tests but this one.
-    channel.queue_delete(QueueDeleteArguments::new(Email::QUEUE)).await.unwrap();
     let client = Client::new(amqp_config());
     let jobs: Vec<Email> = (0..300).map(email).collect();
-    let ids = client.enqueue_many(&jobs).await.unwrap();
+    let ids = client.enqueue_many_with(&jobs, EnqueueOptions::new().queue(&queue)).await.unwrap();
     assert_eq!(ids.len(), 300);
-    assert_eq!(counts(&raw, Email::QUEUE).await.0, 300);
+    assert_eq!(counts(&raw, &queue).await.0, 300);
     for (n, id) in ids.iter().enumerate().take(5) {
-        let (props, body) = get(&channel, Email::QUEUE).await.unwrap();
+        let (props, body) = get(&channel, &queue).await.unwrap();
         assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
         assert_eq!(jobs_core::plumbing::decode::<Email>(&body).unwrap(), email(n), "order kept");
     }
@@ -280,6 +279,7 @@ async fn a_batch_cut_in_the_middle_is_confirmed_whole_on_a_new_connection() {
     let client = Client::new(config);
     client.enqueue_with(&email(0), EnqueueOptions::new().queue(&queue)).await.unwrap(); // connected, declared
     let jobs: Vec<Email> = (1..=2000).map(email).collect();
+    assert_eq!((relay.cuts(), relay.connections()), (0, 1));
     relay.cut_after(40_000); // a few hundred publishes in
     let batch = client.enqueue_many_with(&jobs, EnqueueOptions::new().queue(&queue));
     let ids = tokio::time::timeout(Duration::from_secs(60), batch)
@@ -287,6 +287,10 @@ async fn a_batch_cut_in_the_middle_is_confirmed_whole_on_a_new_connection() {
         .expect("the batch did not end within 60 s")
         .expect("every job confirmed");
     assert_eq!(ids.len(), 2000);
+    // The cut did happen, in the batch (2,000 publishes are far more than
+    // 40,000 bytes), and the rest went on a new connection.
+    assert_eq!(relay.cuts(), 1, "the relay cut the connection mid-batch");
+    assert_eq!(relay.connections(), 2, "the client published the rest on a new connection");
     let stored = stored_ids(&raw, &queue).await;
     let missing: Vec<_> = ids.iter().filter(|id| !stored.contains(id.as_str())).collect();
     assert!(

@@ -129,8 +129,13 @@ fn recorded(test: &TestClient, sent: Result<usize, Error>) -> Answer {
     }
 }
 
+/// The job number of a sentinel, sent after each case's jobs the same way.
+const SENTINEL: u32 = 999;
+
 /// The broker's answer: find the messages where they landed. `watch` is the
 /// queue bound to an exchange route (with the case's key), or the job queue.
+/// Read until the sentinel sent after them the same way: exactly `count`
+/// came before it, so no extra copy was stored.
 async fn delivered(channel: &Channel, sent: Result<usize, Error>, watch: &str, routed: bool) -> Answer {
     let count = match sent {
         Err(err) => return refused(&err),
@@ -138,14 +143,25 @@ async fn delivered(channel: &Channel, sent: Result<usize, Error>, watch: &str, r
     };
     let mut got = Vec::new();
     let start = std::time::Instant::now();
-    while got.len() < count {
-        assert!(start.elapsed() < Duration::from_secs(20), "only {} of {count} jobs arrived in {watch}", got.len());
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} of {count} jobs, and no sentinel, in {watch}",
+            got.len()
+        );
         let args = BasicGetArguments::new(watch).no_ack(true).finish();
         match channel.basic_get(args).await.unwrap() {
-            Some((get_ok, _, _)) => got.push((get_ok.exchange().to_owned(), get_ok.routing_key().to_owned())),
+            Some((get_ok, _, body)) => {
+                let job: serde_json::Value = rmp_serde::from_slice(&body).unwrap();
+                if job["n"] == SENTINEL {
+                    break;
+                }
+                got.push((get_ok.exchange().to_owned(), get_ok.routing_key().to_owned()));
+            }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+    assert_eq!(got.len(), count, "{watch}: exactly the jobs sent came before the sentinel, no extra copy");
     let (exchange, key) = got[0].clone();
     if routed {
         return Answer::Placed { target: exchange, routing_key: Some(key), delay: None, count };
@@ -191,31 +207,31 @@ async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_tes
     for path in [Path::One, Path::Many, Path::Shortcut] {
         let n = if matches!(path, Path::Many) { 2 } else { 1 };
         macro_rules! case {
-            ($what:expr, $job:expr, $options:expr, $watch:expr, $routed:expr, $expected:expr) => {{
-                let broker =
-                    delivered(&channel, send(&client, path, $job.clone(), $options.clone()).await, $watch, $routed)
-                        .await;
-                let recorder = recorded(&test, send(&test.client(), path, $job, $options).await);
+            ($what:expr, $job:ident $n:expr, $options:expr, $watch:expr, $routed:expr, $expected:expr) => {{
+                let sent = send(&client, path, $job { n: $n }, $options.clone()).await;
+                if sent.is_ok() {
+                    // After the case's jobs, the same way: the last to come.
+                    client.enqueue_with(&$job { n: SENTINEL }, $options.clone()).await.unwrap();
+                }
+                let broker = delivered(&channel, sent, $watch, $routed).await;
+                let recorder = recorded(&test, send(&test.client(), path, $job { n: $n }, $options).await);
                 assert_eq!(broker, $expected, "{path:?} × {}: the broker", $what);
                 assert_eq!(recorder, $expected, "{path:?} × {}: the testing mode", $what);
                 rows += 1;
             }};
         }
         let plain = EnqueueOptions::new;
-        case!("queue", ToQueue { n: 1 }, plain(), QUEUE, false, placed(QUEUE, None, None, n));
-        case!("queue + delay", ToQueue { n: 2 }, plain().delay(secs(1)), QUEUE, false, placed(QUEUE, None, Some(1), n));
-        let f = Fanout { n: 3 };
-        case!("fanout", f, plain(), &fanout, true, placed("test.paths.fanout", Some(""), None, n));
-        let d = Direct { n: 4 };
+        case!("queue", ToQueue 1, plain(), QUEUE, false, placed(QUEUE, None, None, n));
+        case!("queue + delay", ToQueue 2, plain().delay(secs(1)), QUEUE, false, placed(QUEUE, None, Some(1), n));
+        case!("fanout", Fanout 3, plain(), &fanout, true, placed("test.paths.fanout", Some(""), None, n));
         let key = plain().routing_key("warning");
-        case!("direct", d, key, &direct, true, placed("test.paths.direct", Some("warning"), None, n));
-        let t = Topic { n: 5 };
+        case!("direct", Direct 4, key, &direct, true, placed("test.paths.direct", Some("warning"), None, n));
         let key = plain().routing_key("kern.critical");
-        case!("topic", t, key, &topic, true, placed("test.paths.topic", Some("kern.critical"), None, n));
+        case!("topic", Topic 5, key, &topic, true, placed("test.paths.topic", Some("kern.critical"), None, n));
         // Options that do not fit the route are refused alike everywhere.
         let refusal = Answer::Refused("Unsupported");
-        case!("fanout + delay", Fanout { n: 6 }, plain().delay(secs(5)), &fanout, true, refusal.clone());
-        case!("queue + routing key", ToQueue { n: 7 }, plain().routing_key("k"), QUEUE, false, refusal.clone());
+        case!("fanout + delay", Fanout 6, plain().delay(secs(5)), &fanout, true, refusal.clone());
+        case!("queue + routing key", ToQueue 7, plain().routing_key("k"), QUEUE, false, refusal.clone());
     }
     // Options the shortcuts cannot express.
     for path in [Path::One, Path::Many] {
@@ -238,9 +254,13 @@ async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_tes
     let batch = [ToQueue { n: 10 }, ToQueue { n: 11 }];
     assert!(matches!(client.enqueue_many_with(&batch, with_id.clone()).await, Err(Error::Unsupported(_))));
     assert!(matches!(test.client().enqueue_many_with(&batch, with_id).await, Err(Error::Unsupported(_))));
-    // No queue bound for a key: unroutable on the broker (the recorder cannot know who listens).
+    // No queue bound for a key: unroutable on the broker; the recorder knows no
+    // bindings and records it (its documented answer).
     let nobody = client.enqueue_with(&Direct { n: 12 }, EnqueueOptions::new().routing_key("nobody")).await;
     assert_eq!(refused(&nobody.unwrap_err()), Answer::Refused("Unroutable"));
+    let recorded_anyway =
+        test.client().enqueue_with(&Direct { n: 12 }, EnqueueOptions::new().routing_key("nobody")).await;
+    assert!(recorded_anyway.is_ok(), "the test client records what the broker would return");
     assert_eq!(rows, 21);
 }
 

@@ -88,11 +88,17 @@ impl Process {
         crate::wait_until(&what, limit, || async { self.has(needle) }).await;
     }
 
-    /// SIGTERM, then a clean exit.
-    pub async fn stop(mut self) {
+    /// SIGTERM, then a clean exit; what it printed, all of it.
+    pub async fn stop(mut self) -> Vec<String> {
         self.signal(15);
         let status = self.wait_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "{} exited with {status:?}: {:?}", self.name, self.lines());
+        // Its pipes are closed: the readers have every line once they end.
+        crate::wait_until("the last output lines", Duration::from_secs(5), || async {
+            Arc::strong_count(&self.out) == 1
+        })
+        .await;
+        self.lines()
     }
 }
 
@@ -105,7 +111,12 @@ impl Drop for Process {
 
 /// Runs a binary to its end; returns (success, stdout + stderr).
 pub fn run(binary: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary).args(args).env("JOBS__AMQP__URL", crate::amqp_url()).output().expect("run");
+    run_on(&crate::amqp_url(), binary, args)
+}
+
+/// [`run`] against the broker (and vhost) of `url`.
+pub fn run_on(url: &str, binary: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary).args(args).env("JOBS__AMQP__URL", url).output().expect("run");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

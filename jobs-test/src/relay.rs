@@ -23,6 +23,8 @@ pub struct Relay {
     /// Set: the next `basic.publish` a client sends is dropped and its
     /// connection closed, with everything the client sent before it passed.
     publish_trap: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,11 +40,13 @@ impl Relay {
         let cuts = Arc::new(AtomicU64::new(0));
         let budget = Arc::new(AtomicU64::new(u64::MAX));
         let publish_trap = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
-            let (cuts, budget, trap) = (cuts.clone(), budget.clone(), publish_trap.clone());
+            let (cuts, budget, trap, accepted) = (cuts.clone(), budget.clone(), publish_trap.clone(), accepted.clone());
             async move {
                 let mut pipes = JoinSet::new(); // aborted with the task
                 while let Ok((client, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect((host.as_str(), port)).await else { continue };
                     let born = cuts.load(Ordering::SeqCst);
                     let ((client_rx, client_tx), (server_rx, server_tx)) = (client.into_split(), server.into_split());
@@ -60,7 +64,17 @@ impl Relay {
                 }
             }
         });
-        Relay { url, cuts, budget, publish_trap, task }
+        Relay { url, cuts, budget, publish_trap, accepted, task }
+    }
+
+    /// How many times connections were cut so far (by [`Relay::cut`] or a spent [`Relay::cut_after`]).
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::SeqCst)
+    }
+
+    /// How many connections clients made through the relay so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Silences every connection open now; later ones work.

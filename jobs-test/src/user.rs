@@ -4,7 +4,7 @@ use jobs_core::plumbing::Management;
 use serde_json::json;
 
 /// Percent-encodes a path segment of the management API (the vhost `/` is `%2F`).
-pub(crate) fn encode(segment: &str) -> String {
+pub fn encode(segment: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()

@@ -110,7 +110,33 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
         let csp = page.header("content-security-policy").unwrap();
         assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(!page.body.contains("<script>"), "{path}: no inline script");
+        for (header, value) in [
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "same-origin"),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(page.header(header), Some(value), "{path}: {header}");
+        }
     }
+    // The API's answers carry them too, and its refusals are JSON.
+    let refused = http_request(port, "GET", "/api/dead/amq.nope", &[], None);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.header("content-type").is_some_and(|t| t.starts_with("application/json")),
+        "{:?}",
+        refused.header("content-type")
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(&refused.body).unwrap()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("amq.")));
+    assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
+    let missing = http_request(port, "GET", "/api/no-such-thing", &[], None);
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.starts_with('{'), "a JSON 404 under /api: {}", missing.body);
+    let bad_query = http_request(port, "GET", "/api/jobs?range=forever", &[], None);
+    assert_eq!(bad_query.status, 400);
+    assert!(bad_query.body.contains("\"error\""), "{}", bad_query.body);
     let job = api(&format!("/api/dead/{queue}/{dead_id}"));
     assert_eq!((job["job_type"].as_str(), job["error_kind"].as_str()), (Some("Report"), Some("fatal")));
     assert_eq!(job["payload"]["ok"], false, "arguments decoded from MessagePack without the type");

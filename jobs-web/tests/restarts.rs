@@ -86,5 +86,21 @@ async fn the_history_survives_a_dashboard_restart_and_the_dashboard_a_broker_res
         succeeded_last_hour(second) == 25
     })
     .await;
+    // And still once after more beats have been read (a reader that went back
+    // over the stream would add them again now).
+    let last_beat = || {
+        let body = http_get(second, "/api/workers").1;
+        let workers: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        workers
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["id"] == "ticks-worker"))
+            .and_then(|w| w["last_beat_ms"].as_u64())
+    };
+    let seen = last_beat().expect("the worker on the dashboard");
+    wait_until("five more beats read", Duration::from_secs(30), || async {
+        last_beat().is_some_and(|at| at >= seen + 5 * 300)
+    })
+    .await;
+    assert_eq!(succeeded_last_hour(second), 25, "counted once after further beats too");
     running.stop().await.unwrap();
 }

@@ -107,9 +107,9 @@ async fn undecodable_unknown_and_malformed_messages_are_dead_lettered_with_the_r
         assert_eq!(found.1, *kind, "{id}");
         assert!(found.2.contains(reason), "{id}: {:?} does not contain {reason:?}", found.2);
     }
-    assert_eq!(counts(&raw, &queue).await.0, 0);
     assert!(!running.is_finished(), "the worker still runs");
     running.stop().await.unwrap();
+    assert_acked(&raw, &queue).await;
 }
 
 fn props_without_id() -> BasicProperties {

@@ -292,31 +292,7 @@ pub fn receive(queues: Vec<String>, subscriptions: Vec<jobs_worker::Subscription
         settings.worker.subscriptions = subscriptions;
         let worker = builder.settings(settings).build()?;
         println!(" [*] Waiting for messages. To exit press CTRL+C");
-        worker.run(jobs_worker::stop_signal()).await
+        worker.run(jobs_worker::stop_signal()).await.map(|()| std::process::ExitCode::SUCCESS)
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", jobs_core::report(&err));
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Splits `--queue NAME` off the arguments (for running beside other users of the tutorial's names).
-pub fn take_flag(args: &mut Vec<String>, flag: &str) -> Option<String> {
-    let at = args.iter().position(|a| a == flag)?;
-    if at + 1 >= args.len() {
-        return None;
-    }
-    let value = args.remove(at + 1);
-    args.remove(at);
-    Some(value)
+    jobs_runtime::run(jobs_runtime::Threads::Multi, "the worker", run)
 }

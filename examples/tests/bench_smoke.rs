@@ -47,10 +47,18 @@ fn bad_options_are_refused_with_what_they_take() {
     };
     let (ok, stderr) = bench(&["--only", "enqueue,speed"]);
     assert!(
-        !ok && stderr.contains("unknown part `speed`")
-            && stderr.contains("enqueue, drain, heartbeats, latency, memory"),
+        !ok && stderr.contains("invalid value 'speed' for '--only")
+            && stderr.contains("possible values: enqueue, drain, heartbeats, latency, memory"),
         "{stderr}"
     );
+    // `--help` says what there is, and runs nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && help.contains("Usage: bench"), "{help}");
+    for part in ["enqueue", "drain", "heartbeats", "latency", "memory", "--rounds", "--quick", "--drain-at"] {
+        assert!(help.contains(part), "--help lists {part}: {help}");
+    }
+    assert!(!help.contains("round 1"), "nothing was run: {help}");
     for bad in ["0", "10,x", ""] {
         let (ok, stderr) = bench(&["--drain-at", bad]);
         assert!(!ok && stderr.contains("--drain-at takes a list of prefetch counts"), "{bad}: {stderr}");

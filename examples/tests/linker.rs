@@ -66,3 +66,25 @@ async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
     assert!(!ok && out.contains("no queues to consume"), "a jobs crate nothing names is not linked: {out}");
     jobs_core::plumbing::close_connection(connection).await;
 }
+
+/// An app outside the workspace that adds the `[patch.crates-io]` lines of
+/// `docs/configuration.md` hears of a wrong password as `LoginRefused`, at
+/// once (without them: a reset connection after about 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_the_patch_lines_hears_a_wrong_password_as_login_refused() {
+    let bin = build_app();
+    let user = TestUser::create("outside-app", ".*", ".*", ".*").await;
+    let started = std::time::Instant::now();
+    let out = Command::new(bin.join("login-check"))
+        .env("JOBS__AMQP__URL", user.url_with("not-the-password"))
+        .env("JOBS__AMQP__RECONNECT_TIMEOUT", "20s")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("login refused: true"), "{text}");
+    assert!(text.contains(&format!("RabbitMQ refused the login of user `{}`", user.name)), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "at once: {:?}", started.elapsed());
+    let right = Command::new(bin.join("login-check")).env("JOBS__AMQP__URL", user.url()).output().unwrap();
+    assert!(right.status.success(), "the right password connects: {}", String::from_utf8_lossy(&right.stdout));
+}

@@ -123,3 +123,33 @@ async fn rpc_client_gets_its_answer_from_rpc_server() {
     assert!(!ok && out.contains("does not fit in 64 bits"), "the worker's error reaches the caller: {out}");
     server.stop().await;
 }
+
+/// Every tutorial binary answers `--help` with its usage, and does nothing
+/// else: `manager --help` enqueues no job whose message is `--help`.
+#[tokio::test]
+async fn every_tutorial_binary_answers_help_with_usage() {
+    let vhost = TestVhost::create("help").await;
+    let url = vhost.url();
+    for (name, binary) in [
+        ("send", env!("CARGO_BIN_EXE_send")),
+        ("receive", env!("CARGO_BIN_EXE_receive")),
+        ("manager", env!("CARGO_BIN_EXE_manager")),
+        ("worker", env!("CARGO_BIN_EXE_worker")),
+        ("emit_log", env!("CARGO_BIN_EXE_emit_log")),
+        ("receive_logs", env!("CARGO_BIN_EXE_receive_logs")),
+        ("emit_log_direct", env!("CARGO_BIN_EXE_emit_log_direct")),
+        ("receive_logs_direct", env!("CARGO_BIN_EXE_receive_logs_direct")),
+        ("emit_log_topic", env!("CARGO_BIN_EXE_emit_log_topic")),
+        ("receive_logs_topic", env!("CARGO_BIN_EXE_receive_logs_topic")),
+        ("rpc_client", env!("CARGO_BIN_EXE_rpc_client")),
+        ("rpc_server", env!("CARGO_BIN_EXE_rpc_server")),
+        ("worker_v1", env!("CARGO_BIN_EXE_worker_v1")),
+        ("worker_v2", env!("CARGO_BIN_EXE_worker_v2")),
+    ] {
+        let (ok, out) = run_on(&url, binary, &["--help"]);
+        assert!(ok && out.contains(&format!("Usage: {name}")), "{name} --help: {out}");
+        assert!(!out.contains("Sent") && !out.contains("Waiting for messages"), "{name} did something: {out}");
+    }
+    let raw = raw_connection_to(&url).await;
+    assert_eq!(try_counts(&raw, "task_queue").await, None, "no job was enqueued: the queue was never declared");
+}

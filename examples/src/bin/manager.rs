@@ -3,17 +3,25 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use jobs_core::Client;
+
+/// Enqueues one task (tutorial 2): a worker takes a second per `.` in its message.
+#[derive(Parser)]
+struct Args {
+    /// The message [default: Hello World!].
+    message: Vec<String>,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let words: Vec<String> = std::env::args().skip(1).collect();
-    let message = if words.is_empty() { "Hello World!".to_owned() } else { words.join(" ") };
+    let args = Args::parse();
+    let message = if args.message.is_empty() { "Hello World!".to_owned() } else { args.message.join(" ") };
     let result = async {
         let client = Client::new(examples::amqp_config()?);
-        let id = client.enqueue(&examples::Task { message: message.clone() }).await?;
+        let id = client.enqueue(&examples::Task { message: message.clone() }).await;
         client.close().await;
-        Ok::<_, Box<dyn std::error::Error>>(id)
+        Ok::<_, Box<dyn std::error::Error>>(id?)
     };
     match result.await {
         Ok(id) => {
@@ -21,7 +29,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", jobs_core::report(&*err));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,15 @@
 //! Tutorial 1's `receive`: prints each job from queue `hello` (`--queue` to use another).
 
+use clap::Parser;
+
+/// Prints each Hello job (tutorial 1) until SIGTERM or Ctrl-C.
+#[derive(Parser)]
+struct Args {
+    /// The queue to take them from.
+    #[arg(long, default_value = "hello")]
+    queue: String,
+}
+
 fn main() -> std::process::ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let queue = examples::take_flag(&mut args, "--queue").unwrap_or_else(|| "hello".into());
-    examples::receive(vec![queue], Vec::new())
+    examples::receive(vec![Args::parse().queue], Vec::new())
 }

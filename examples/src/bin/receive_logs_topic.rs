@@ -1,13 +1,17 @@
 //! Tutorial 5's `receive_logs_topic`: `receive_logs_topic "kern.*" "*.critical"`
 //! prints the log lines whose key matches a pattern (`#` for all).
 
+use clap::Parser;
 use examples::tutorials::TopicLog;
 
+/// Prints the log lines whose key matches a pattern (tutorial 5) while it runs.
+#[derive(Parser)]
+struct Args {
+    /// Patterns to bind, such as `kern.*`, `*.critical`, `#`.
+    #[arg(required = true)]
+    binding_key: Vec<String>,
+}
+
 fn main() -> std::process::ExitCode {
-    let keys: Vec<String> = std::env::args().skip(1).collect();
-    if keys.is_empty() {
-        eprintln!("Usage: receive_logs_topic [binding_key]...");
-        return std::process::ExitCode::FAILURE;
-    }
-    examples::receive_from::<TopicLog>(keys)
+    examples::receive_from::<TopicLog>(Args::parse().binding_key)
 }

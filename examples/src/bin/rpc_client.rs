@@ -3,19 +3,21 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use examples::tutorials::Fib;
 use jobs_core::Client;
 
+/// Asks an `rpc_server` for a Fibonacci number (tutorial 6) and prints the answer.
+#[derive(Parser)]
+struct Args {
+    /// Which Fibonacci number.
+    #[arg(default_value_t = 30)]
+    n: u32,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let n = match std::env::args().nth(1).map(|a| a.parse::<u32>()) {
-        None => 30,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            eprintln!("Usage: rpc_client [n]");
-            return ExitCode::FAILURE;
-        }
-    };
+    let n = Args::parse().n;
     println!(" [x] Requesting fib({n})");
     let result = async {
         let client = Client::new(examples::amqp_config()?);

@@ -1,9 +1,10 @@
 //! Speed, measured: each row done by the framework and by raw amqprs doing the
 //! same AMQP work, in the same run, with the ratio.
 //!
-//! `cargo run --release -p examples --bin bench` (add `--quick` for a smoke run,
-//! `--rounds N` for more rounds, `--only enqueue,drain,heartbeats,latency,memory` for some parts,
-//! `--drain-at 10,100,300` to drain at those prefetch counts besides 1).
+//! `cargo run --release -p examples --bin bench` (`--help` lists the options:
+//! `--quick` for a smoke run, `--rounds N`, `--only` some parts, `--drain-at`
+//! prefetch counts). Each ratio is the median of the rounds' ratios, and
+//! every round's ratio is printed too.
 //! Needs the README's broker (`bash deploy/rabbitmq.sh`); uses queues `bench.*`
 //! and deletes them.
 
@@ -59,7 +60,19 @@ fn now_micros() -> u64 {
 }
 
 /// The parts of the benchmark, for `--only`.
-const PARTS: [&str; 5] = ["enqueue", "drain", "heartbeats", "latency", "memory"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Enqueue: sequential awaited, 64 and 512 concurrent callers, batches of 1000.
+    Enqueue,
+    /// Drain 20,000 no-op jobs at prefetch 1 and at the best concurrency.
+    Drain,
+    /// Drain at prefetch 1 with heartbeats on and off.
+    Heartbeats,
+    /// Enqueue-to-start latency at a steady 1,000 jobs/s.
+    Latency,
+    /// A worker process's memory, idle and while draining.
+    Memory,
+}
 
 struct Sizes {
     sequential: u64,
@@ -79,8 +92,8 @@ struct Table {
 enum Row {
     /// Throughput per round: (framework, raw) in jobs/s.
     Rate(Vec<(f64, f64)>),
-    /// Latencies (µs) of every round: framework, raw.
-    Latency(Vec<u64>, Vec<u64>),
+    /// Latencies (µs) per round: framework, raw.
+    Latency(Vec<(Vec<u64>, Vec<u64>)>),
     /// A figure of the framework alone.
     Note(Vec<f64>, &'static str, &'static str),
 }
@@ -124,9 +137,8 @@ impl Table {
 
     fn latency(&mut self, what: &str, ours: &[u64], raw: &[u64]) {
         println!("  {what}: p99 framework {:.2} ms, raw {:.2} ms", quantile(ours, 0.99), quantile(raw, 0.99));
-        if let Row::Latency(a, b) = self.row(what, || Row::Latency(Vec::new(), Vec::new())) {
-            a.extend_from_slice(ours);
-            b.extend_from_slice(raw);
+        if let Row::Latency(rounds) = self.row(what, || Row::Latency(Vec::new())) {
+            rounds.push((ours.to_vec(), raw.to_vec()));
         }
     }
 
@@ -137,24 +149,42 @@ impl Table {
     }
 
     fn print(&self, rounds: usize) {
-        println!("\nMedians of {rounds} round(s); latency quantiles over all rounds' jobs.\n");
+        println!("\nMedians of {rounds} round(s); latency quantiles over all rounds' jobs; each ratio the median of the rounds' ratios.\n");
         println!("| row | framework | raw amqprs | ratio |\n|---|---:|---:|---:|");
+        let mut per_round = Vec::new();
         for (what, row) in &self.rows {
             match row {
                 Row::Rate(v) => {
                     let a = median(v.iter().map(|x| x.0).collect());
                     let b = median(v.iter().map(|x| x.1).collect());
-                    println!("| {what} | {a:.0} /s | {b:.0} /s | {:.2} |", a / b);
+                    let ratios: Vec<f64> = v.iter().map(|(a, b)| a / b).collect();
+                    println!("| {what} | {a:.0} /s | {b:.0} /s | {:.2} |", median(ratios.clone()));
+                    per_round.push((what.clone(), ratios));
                 }
-                Row::Latency(a, b) => {
+                Row::Latency(v) => {
+                    let all = |side: fn(&(Vec<u64>, Vec<u64>)) -> &Vec<u64>| {
+                        v.iter().flat_map(side).copied().collect::<Vec<u64>>()
+                    };
+                    let (a, b) = (all(|r| &r.0), all(|r| &r.1));
                     for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-                        let (x, y) = (quantile(a, p), quantile(b, p));
-                        println!("| {what}, {label} | {x:.2} ms | {y:.2} ms | {:.2} |", x / y);
+                        let (x, y) = (quantile(&a, p), quantile(&b, p));
+                        let ratios: Vec<f64> = v.iter().map(|(a, b)| quantile(a, p) / quantile(b, p)).collect();
+                        println!("| {what}, {label} | {x:.2} ms | {y:.2} ms | {:.2} |", median(ratios.clone()));
+                        per_round.push((format!("{what}, {label}"), ratios));
                     }
                 }
                 Row::Note(v, unit, note) => {
                     println!("| {what} | {:.1} {unit} | - | - ({note}) |", median(v.clone()));
                 }
+            }
+        }
+        if rounds > 1 {
+            println!("\nEach round's ratio (framework ÷ raw):\n");
+            println!("| row | {} |", (1..=rounds).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
+            println!("|---|{}", "---:|".repeat(rounds));
+            for (what, ratios) in per_round {
+                let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                println!("| {what} | {} |", cells.join(" | "));
             }
         }
     }
@@ -271,60 +301,75 @@ async fn framework_drain_with(
     elapsed
 }
 
+/// Speed, measured: each row done by the framework and by raw amqprs doing
+/// the same AMQP work, in the same run, with the ratio. Needs a broker
+/// (`bash deploy/rabbitmq.sh`); uses queues `bench.*` and deletes them.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// Small counts and one round: a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds; medians are reported [default: 3, 1 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Only these parts, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Part>,
+    /// Drain at these prefetch counts too, besides 1 (e.g. 10,100,300) [default: the best setting].
+    #[arg(long, value_delimiter = ',', value_parser = prefetch)]
+    drain_at: Vec<u16>,
+    #[command(subcommand)]
+    serve: Option<Serve>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Serve {
+    /// A plain framework worker on QUEUE, for the memory rows.
+    #[command(hide = true)]
+    Serve { queue: String },
+}
+
+fn prefetch(text: &str) -> Result<u16, String> {
+    text.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "--drain-at takes a list of prefetch counts such as 10,100,300".into())
+}
+
 /// What the command line asks for.
 struct Options {
     rounds: usize,
     /// Parts to run (all when empty).
-    only: Vec<String>,
+    only: Vec<Part>,
     /// Prefetch counts to drain at besides 1 (the best setting when empty).
     drain_at: Vec<u16>,
     sizes: Sizes,
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Self, String> {
-        let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1));
-        let quick = args.iter().any(|a| a == "--quick");
-        let rounds = match value("--rounds") {
-            Some(v) => v.and_then(|r| r.parse().ok()).ok_or("--rounds takes a number")?,
-            None if quick => 1,
-            None => 3,
-        };
-        let only: Vec<String> = match value("--only") {
-            Some(v) => v.ok_or("--only takes a list such as enqueue,latency")?.split(',').map(str::to_owned).collect(),
-            None => Vec::new(),
-        };
-        if let Some(part) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
-            return Err(format!("--only: unknown part `{part}` (parts: {})", PARTS.join(", ")));
-        }
-        let drain_at = match value("--drain-at") {
-            Some(v) => v
-                .map(|list| list.split(',').map(str::parse).collect::<Result<Vec<u16>, _>>())
-                .and_then(Result::ok)
-                .filter(|v| v.iter().all(|&n| n > 0))
-                .ok_or("--drain-at takes a list of prefetch counts such as 10,100,300")?,
-            None => Vec::new(),
-        };
-        let sizes = if quick {
+    fn of(cli: Cli) -> Self {
+        let sizes = if cli.quick {
             Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200 }
         } else {
             Sizes { sequential: 3000, concurrent: 20000, batch: 20000, drain: 20000, latency_secs: 10, rate: 1000 }
         };
-        Ok(Options { rounds, only, drain_at, sizes })
+        let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 });
+        Options { rounds, only: cli.only, drain_at: cli.drain_at, sizes }
     }
 
-    fn runs(&self, part: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("serve") {
-        return serve(args.get(2).cloned().unwrap_or_default()).await;
+    let cli = <Cli as clap::Parser>::parse();
+    if let Some(Serve::Serve { queue }) = cli.serve {
+        return serve(queue).await;
     }
-    let options = Options::parse(&args)?;
+    let options = Options::of(cli);
     let amqp = examples::amqp_config()?;
     let connection = jobs_core::plumbing::connect(&amqp, "bench-raw").await?;
     let mut table = Table::default();
@@ -333,21 +378,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for kind in [QueueType::Classic, QueueType::Quorum] {
             let rows = Rows::new(&connection, &amqp, kind, &options.sizes);
             println!("{} queues:", rows.label);
-            if options.runs("enqueue") {
+            if options.runs(Part::Enqueue) {
                 rows.enqueue(&mut table).await?;
             }
-            if options.runs("drain") {
+            if options.runs(Part::Drain) {
                 rows.drain(&mut table, &options.drain_at).await?;
             }
-            if options.runs("heartbeats") {
+            if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;
             }
-            if options.runs("latency") {
+            if options.runs(Part::Latency) {
                 rows.latency(&mut table).await?;
             }
             rows.finish().await;
         }
-        if options.runs("memory") {
+        if options.runs(Part::Memory) {
             let (idle, peak) = worker_rss(&amqp, options.sizes.drain).await?;
             table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
             table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");

@@ -69,7 +69,7 @@
 //! for job in dead.list("emails", 50).await? {
 //!     println!("{} {:?} {:?}: {:?}", job.id, job.job_type, job.error_kind, job.error);
 //! }
-//! let retried = dead.retry("emails", &DeadFilter::of_type("EmailJob".into())).await?; // attempts reset
+//! let retried = dead.retry("emails", &DeadFilter::of_type("EmailJob")).await?; // attempts reset
 //! # Ok(()) }
 //! ```
 //!

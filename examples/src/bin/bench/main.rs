@@ -162,10 +162,8 @@ impl Table {
                     per_round.push((what.clone(), ratios));
                 }
                 Row::Latency(v) => {
-                    let all = |side: fn(&(Vec<u64>, Vec<u64>)) -> &Vec<u64>| {
-                        v.iter().flat_map(side).copied().collect::<Vec<u64>>()
-                    };
-                    let (a, b) = (all(|r| &r.0), all(|r| &r.1));
+                    let a: Vec<u64> = v.iter().flat_map(|r| r.0.iter().copied()).collect();
+                    let b: Vec<u64> = v.iter().flat_map(|r| r.1.iter().copied()).collect();
                     for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
                         let (x, y) = (quantile(&a, p), quantile(&b, p));
                         let ratios: Vec<f64> = v.iter().map(|(a, b)| quantile(a, p) / quantile(b, p)).collect();

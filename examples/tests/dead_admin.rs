@@ -85,7 +85,8 @@ async fn dead_jobs_are_listed_retried_and_purged() {
     assert_eq!(jobs_core::plumbing::decode::<Task>(&body).unwrap().message, "dead 1");
     wait_until("two left dead", std::time::Duration::from_secs(5), || async { counts(&raw, &dead).await.0 == 2 }).await;
 
-    assert_eq!(admin.purge(&queue, &DeadFilter::of_type("Other")).await.unwrap(), 0);
+    let none = admin.purge(&queue, &DeadFilter::of_type("Other")).await.unwrap();
+    assert_eq!((none.total, none.scanned, none.acted), (2, 2, 0), "{none:?}");
     let out = worker(&["dead", "purge", &queue, "--type", "Task"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "purged 2 dead job(s)");

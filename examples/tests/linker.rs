@@ -37,16 +37,18 @@ fn build_app() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
     let bin = build_app();
-    let queue = "lto-app";
-    let _cleanup = Cleanup::queues(&[queue]);
-    let raw = raw_connection().await;
-    let connection = jobs_core::plumbing::connect(&amqp_config(), "linker-test").await.unwrap();
+    // The app's queue has a fixed name: on a vhost of its own, gone with it.
+    let vhost = TestVhost::create("lto-app").await;
+    let (url, queue) = (vhost.url(), "lto-app");
+    let raw = raw_connection_to(&url).await;
+    let connection = jobs_core::plumbing::connect(&config_for(&url), "linker-test").await.unwrap();
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
     let declarer = jobs_core::plumbing::topology::Declarer::open(&connection).await.unwrap();
     amqp_config().topology().declare_job_queue(&declarer, queue).await.unwrap();
 
     for (worker, n) in [("worker-explicit", 1), ("worker-linked", 2)] {
-        let running = Process::start(worker, bin.join(worker).to_str().unwrap(), &["--id", worker]);
+        let env = [("JOBS__AMQP__URL", url.as_str())];
+        let running = Process::start_with(worker, bin.join(worker).to_str().unwrap(), &["--id", worker], &env);
         wait_for_consumers(&raw, queue, 1).await;
         for job in ["LtoMail", "LtoReport"] {
             let id = JobId::new();
@@ -62,7 +64,7 @@ async fn both_ways_of_registering_serve_every_job_in_a_fat_lto_release_build() {
         assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 0, "{worker}: nothing dead");
     }
 
-    let (ok, out) = run(bin.join("worker-unnamed").to_str().unwrap(), &[]);
+    let (ok, out) = run_on(&url, bin.join("worker-unnamed").to_str().unwrap(), &[]);
     assert!(!ok && out.contains("no queues to consume"), "a jobs crate nothing names is not linked: {out}");
     jobs_core::plumbing::close_connection(connection).await;
 }

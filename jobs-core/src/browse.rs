@@ -4,14 +4,21 @@
 //! window on one channel; when the window is full of messages it keeps (a
 //! listing keeps them all, a filtered action the ones it does not take), it
 //! opens the next channel for the next window, so that it reads on past any
-//! window with memory bounded by one window, in the queue's order. What it
-//! acks (a retried or deleted dead job) is gone; everything else returns when
-//! the walk ends.
+//! window, in the queue's order. What it acks (a retried or deleted dead job)
+//! is gone; everything else returns when the walk ends.
+//!
+//! Memory is one window: the first is as large as the reader asks for (a
+//! page and one more, at most 2,000 messages), the next ones twice as large
+//! each, up to 65,535 messages, and no larger than 64 MiB of bodies as the
+//! bodies read so far average.
 //!
 //! A walk reads the messages the queue held when it began (its ready count
-//! then), and ends early when the queue has none left to give (another reader
-//! holds or took them). Two walks of one queue at the same time see each
-//! other's held messages as gone.
+//! then), and ends early when the queue has none left to give for two
+//! seconds (another reader holds or took them): it says so
+//! ([`Walk::ended_early`]). Two walks of one queue at the same time see each
+//! other's held messages as gone. A channel of the walk that closes under it
+//! (the broker's doing) returns what it held, and the walk ends with an error
+//! rather than read those again.
 
 use std::time::Duration;
 
@@ -29,12 +36,17 @@ use crate::Error;
 /// whether the queue has any left to give.
 const IDLE: Duration = Duration::from_millis(500);
 
-/// The windows (channels) a walk is sized for: a queue of `n` messages gets
-/// windows of `n / WINDOWS` (at least 2,000).
-const WINDOWS: u64 = 1000;
+/// How many idle waits in a row, with nothing left to give, end a walk early:
+/// messages on their way to it arrive well within that.
+const IDLE_ENDS: u32 = 4;
 
-/// The most channels one walk opens: RabbitMQ allows 2047 on a connection,
-/// and a queue that grew while it was read needs a few more than it was sized for.
+/// The largest window.
+const MAX_WINDOW: u16 = u16::MAX;
+
+/// The bodies one window may hold, as far as the average body read tells.
+const WINDOW_BYTES: u64 = 64 << 20;
+
+/// The most channels one walk opens (RabbitMQ allows 2047 on a connection).
 const MAX_CHANNELS: usize = 2000;
 
 /// One message read by a walk.
@@ -44,7 +56,13 @@ pub(crate) struct Seen {
     pub(crate) index: u64,
     pub(crate) props: BasicProperties,
     pub(crate) body: Vec<u8>,
-    /// The window (channel) it is held on, and its delivery tag there.
+    /// Where it is held: for [`Walk::ack`].
+    pub(crate) held: Held,
+}
+
+/// Where a message a walk read is held: its window (channel) and delivery tag there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
     window: usize,
     tag: u64,
 }
@@ -52,6 +70,7 @@ pub(crate) struct Seen {
 /// A window: a channel consuming the queue, and how many messages it holds.
 struct Window {
     channel: Channel,
+    size: u16,
     held: u32,
     forward: tokio::task::JoinHandle<()>,
 }
@@ -60,34 +79,37 @@ struct Window {
 pub(crate) struct Walk {
     connection: Connection,
     queue: String,
-    /// Messages one window holds.
-    size: u16,
+    /// The size of the next window to open.
+    next_size: u16,
     /// Ready messages when the walk began: it reads no more than these.
     total: u64,
     seen: u64,
+    bytes: u64,
+    ended_early: bool,
     windows: Vec<Window>,
     tx: mpsc::Sender<(usize, ConsumerMessage)>,
     rx: mpsc::Receiver<(usize, ConsumerMessage)>,
 }
 
 impl Walk {
-    /// Starts walking `queue`.
+    /// Starts walking `queue`, with a first window of `first` messages (what
+    /// the reader needs first: a page and one more).
     ///
     /// # Errors
     /// [`Error::Refused`] when the queue does not exist (the broker closes a
     /// channel for it); [`Error::Amqp`] when the broker fails.
-    pub(crate) async fn start(connection: &Connection, queue: &str) -> Result<Self, Error> {
+    pub(crate) async fn start(connection: &Connection, queue: &str, first: u64) -> Result<Self, Error> {
         let total = u64::from(ready(connection, queue).await?);
-        // Windows of at least 2,000 messages, larger for long queues, so that
-        // one walk fits in the channels a connection may open.
-        let size = total.div_ceil(WINDOWS).clamp(2_000, u64::from(u16::MAX)) as u16;
         let (tx, rx) = mpsc::channel(256);
         Ok(Walk {
             connection: connection.clone(),
             queue: queue.to_owned(),
-            size,
+            // Bodies are not known yet: the first window takes at most 2,000.
+            next_size: first.clamp(16, 2_000) as u16,
             total,
             seen: 0,
+            bytes: 0,
+            ended_early: false,
             windows: Vec::new(),
             tx,
             rx,
@@ -104,18 +126,30 @@ impl Walk {
         self.seen
     }
 
+    /// Whether it ended before reading every message the queue held at its
+    /// start, because the queue had none left to give (another reader).
+    pub(crate) fn ended_early(&self) -> bool {
+        self.ended_early
+    }
+
     /// The next message, in the queue's order (for a walk that acks as it
     /// goes, in the order the broker hands them out); `None` once every
     /// message the queue held at the start was read, or it has none left.
     ///
     /// # Errors
-    /// When a channel cannot be opened or closes under the walk.
+    /// [`Error::QueueRead`] when a channel of the walk closed under it; as
+    /// [`ready`] when the broker cannot be asked.
     pub(crate) async fn next(&mut self) -> Result<Option<Seen>, Error> {
         if self.seen >= self.total {
             return Ok(None);
         }
+        let mut idle = 0;
         loop {
-            if self.windows.last().map_or(true, |w| w.held >= u32::from(self.size)) {
+            // A window that closed gave back what it held: reading on would read those twice.
+            if self.windows.iter().any(|w| !w.channel.is_open() || w.forward.is_finished()) {
+                return Err(self.failed("a channel reading it closed"));
+            }
+            if self.windows.last().map_or(true, |w| w.held >= u32::from(w.size)) {
                 self.open_window().await?;
             }
             match tokio::time::timeout(IDLE, self.rx.recv()).await {
@@ -128,33 +162,35 @@ impl Walk {
                     self.windows[window].held += 1;
                     let index = self.seen;
                     self.seen += 1;
-                    return Ok(Some(Seen { index, props, body, window, tag: deliver.delivery_tag() }));
+                    self.bytes += body.len() as u64;
+                    return Ok(Some(Seen { index, props, body, held: Held { window, tag: deliver.delivery_tag() } }));
                 }
-                Ok(None) => return Err(Error::Closed { id: Default::default(), reason: "walk ended".into() }),
+                Ok(None) => return Err(self.failed("its readers stopped")),
                 Err(_) => {
                     // Nothing came: are there messages left for us at all?
-                    if ready(&self.connection, &self.queue).await? == 0 {
-                        return Ok(None);
+                    if ready(&self.connection, &self.queue).await? > 0 {
+                        idle = 0;
+                        continue;
                     }
-                    if self.windows.iter().any(|w| w.forward.is_finished()) {
-                        return Err(Error::Closed {
-                            id: Default::default(),
-                            reason: format!("a channel reading `{}` closed", self.queue),
-                        });
+                    idle += 1;
+                    if idle >= IDLE_ENDS {
+                        self.ended_early = true;
+                        return Ok(None);
                     }
                 }
             }
         }
     }
 
-    /// Takes `seen` out of the queue for good.
+    /// Takes the message held at `held` out of the queue for good.
     ///
     /// # Errors
     /// When the channel it is held on is gone (then it is back in the queue).
-    pub(crate) async fn ack(&mut self, seen: &Seen) -> Result<(), Error> {
-        let window = &mut self.windows[seen.window];
-        window.channel.basic_ack(BasicAckArguments::new(seen.tag, false)).await.map_err(Error::amqp("basic.ack"))?;
-        window.held -= 1;
+    pub(crate) async fn ack(&mut self, held: Held) -> Result<(), Error> {
+        let window = &mut self.windows[held.window];
+        let acked = window.channel.basic_ack(BasicAckArguments::new(held.tag, false)).await;
+        acked.map_err(Error::amqp("basic.ack"))?;
+        window.held = window.held.saturating_sub(1);
         Ok(())
     }
 
@@ -166,13 +202,23 @@ impl Walk {
         }
     }
 
+    fn failed(&self, reason: &str) -> Error {
+        Error::QueueRead { queue: self.queue.clone(), reason: reason.to_owned() }
+    }
+
     async fn open_window(&mut self) -> Result<(), Error> {
         if self.windows.len() >= MAX_CHANNELS {
-            return Err(Error::Unsupported("a walk over more messages than its channels can hold"));
+            return Err(self.failed("more messages than the walk's channels can hold"));
         }
+        let mut size = self.next_size;
+        if let Some(average) = self.bytes.checked_div(self.seen) {
+            let fits = (WINDOW_BYTES / average.max(1)).clamp(16, u64::from(MAX_WINDOW));
+            size = size.min(u16::try_from(fits).unwrap_or(MAX_WINDOW));
+        }
+        self.next_size = size.saturating_mul(2);
         let channel = self.connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
         let watch = ChannelWatch::on(&channel).await?;
-        let qos = BasicQosArguments::new(0, self.size, false);
+        let qos = BasicQosArguments::new(0, size, false);
         channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", &self.queue, e))?;
         let args = BasicConsumeArguments::new(&self.queue, "").manual_ack(true).finish();
         let (_, mut rx) =
@@ -185,7 +231,7 @@ impl Walk {
                 }
             }
         });
-        self.windows.push(Window { channel, held: 0, forward });
+        self.windows.push(Window { channel, size, held: 0, forward });
         Ok(())
     }
 }
@@ -195,6 +241,10 @@ impl Walk {
 /// # Errors
 /// [`Error::Refused`] naming the queue when it does not exist.
 pub(crate) async fn ready(connection: &Connection, queue: &str) -> Result<u32, Error> {
+    // amqprs panics on a name over 255 bytes.
+    if queue.len() > 255 {
+        return Err(Error::InvalidName { name: queue.to_owned(), reason: "longer than 255 bytes" });
+    }
     let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
     let watch = ChannelWatch::on(&channel).await?;
     let declared = channel.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await;

@@ -43,6 +43,10 @@ pub mod headers {
     pub const EXCHANGE: &str = "x-exchange";
     /// On a dead job taken from an exchange: the routing key it was published with.
     pub const ROUTING_KEY: &str = "x-routing-key";
+    /// On a copy of a message whose header table was too large to carry
+    /// (over 64 KiB): how many bytes of headers were left out (only the
+    /// framework's own were kept).
+    pub const HEADERS_DROPPED: &str = "x-headers-dropped";
 }
 
 /// Encodes a job as MessagePack with field names.
@@ -82,10 +86,15 @@ pub fn job_properties(name: &str, id: &JobId, attempt: u32) -> BasicProperties {
     properties.finish()
 }
 
+/// The job id a message carries: its `message_id`, when it has one that is not empty.
+pub fn message_id(props: &BasicProperties) -> Option<JobId> {
+    props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str()))
+}
+
 /// The job id of a message: its `message_id`, or a new id when it has none
 /// (so that a dead or revived copy of a foreign message still has one).
 pub(crate) fn message_job_id(props: &BasicProperties) -> JobId {
-    props.message_id().filter(|s| !s.is_empty()).map(|s| JobId::from(s.as_str())).unwrap_or_default()
+    message_id(props).unwrap_or_default()
 }
 
 /// Which attempt a message is for: its `x-attempt` header, 1 when it has none
@@ -106,6 +115,15 @@ pub fn set_header(table: &mut FieldTable, name: &str, value: FieldValue) {
     }
 }
 
+/// The size of a header table on the wire, in bytes. (amqprs keeps it as the
+/// table's first field, which only its serde form shows.)
+pub(crate) fn table_size(table: &FieldTable) -> usize {
+    rmp_serde::to_vec(table)
+        .ok()
+        .and_then(|bytes| rmp_serde::from_slice::<(u32, serde::de::IgnoredAny)>(&bytes).ok())
+        .map_or(usize::MAX, |(size, _)| size as usize)
+}
+
 /// Reads a header as text, if present and textual.
 pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a str> {
     let value = props.headers()?.get(&FieldName::try_from(name).ok()?)?;
@@ -117,7 +135,12 @@ pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a str>
 
 /// Reads a header as an unsigned integer, whatever integer type the producer used.
 pub fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
-    let value = props.headers()?.get(&FieldName::try_from(name).ok()?)?;
+    table_u64(props.headers()?, name)
+}
+
+/// A header of `table` as an unsigned integer, whatever integer type the producer used.
+pub(crate) fn table_u64(table: &FieldTable, name: &str) -> Option<u64> {
+    let value = table.get(&FieldName::try_from(name).ok()?)?;
     match *value {
         FieldValue::b(v) => u64::try_from(v).ok(),
         FieldValue::B(v) => Some(u64::from(v)),
@@ -171,6 +194,17 @@ mod tests {
         let mut fresh = FieldTable::new();
         set_header(&mut fresh, headers::ATTEMPT, FieldValue::l(2));
         assert_eq!(replaced, fresh, "same entries and same encoded length");
+    }
+
+    #[test]
+    fn a_table_knows_its_size_on_the_wire() {
+        let mut table = FieldTable::new();
+        assert_eq!(table_size(&table), 0);
+        // name: 1 + 3 bytes; value: tag 1 + length 4 + 1 byte.
+        set_header(&mut table, "x-a", FieldValue::from("b"));
+        assert_eq!(table_size(&table), 10);
+        set_header(&mut table, "x-n", FieldValue::l(7));
+        assert_eq!(table_size(&table), 10 + 4 + 1 + 8);
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl ChannelCallback for Callback {
 }
 
 /// One message to publish: where to, its properties (with `message_id` set) and body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The message's id; must equal the `message_id` property.
     pub id: JobId,
@@ -381,7 +381,7 @@ async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::Unb
 }
 
 /// amqprs panics on short strings (names, message ids) over 255 bytes; refuse them first.
-fn validate_name(name: &str) -> Result<(), Error> {
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     if name.len() > 255 {
         return Err(Error::InvalidName { name: name.to_owned(), reason: "longer than 255 bytes" });
     }

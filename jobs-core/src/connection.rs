@@ -71,7 +71,7 @@ pub async fn connect_watched(
     for url in config.urls() {
         let mut args = url.connection_args(name, config.heartbeat, password.as_deref());
         if url.is_tls() {
-            args.tls_adaptor(config.tls_adaptor(url)?);
+            args.tls_adaptor(config.tls.adaptor(url)?);
         }
         match Connection::open(&args).await {
             Ok(connection) => {

@@ -253,15 +253,25 @@ pub struct DeadPage {
     pub jobs: Vec<DeadJob>,
 }
 
-/// What a long action has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// What a retry or purge has done, so far or in all: the progress a long
+/// one reports as it goes, and its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Progress {
     /// Dead jobs in the queue when it began.
     pub total: u64,
     /// Read so far.
     pub scanned: u64,
-    /// Retried or deleted so far.
+    /// Retried or deleted.
     pub acted: u64,
+    /// Taken by the filter but not retried: the broker refused the copy (a
+    /// routed job no queue takes now, say). They stay dead.
+    pub failed: u64,
+    /// Why the first of those was refused.
+    pub first_failure: Option<String>,
+    /// Not read at all: the queue had none left to give before the end
+    /// (another reader held them). They stay dead.
+    pub not_reached: u64,
 }
 
 /// A connection for managing dead jobs.
@@ -280,6 +290,23 @@ impl std::fmt::Debug for DeadLetters {
 /// Copies published back to back before their confirms are awaited, in a retry.
 const RETRY_BATCH: usize = 500;
 
+/// What finding one dead job by id found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Found {
+    /// The job, with its payload.
+    Job(Box<DeadJob>),
+    /// No dead job has that id among those read: `complete` when every one was.
+    Missing {
+        /// Dead jobs read.
+        scanned: u64,
+        /// Dead jobs in the queue.
+        total: u64,
+        /// Whether every one was read.
+        complete: bool,
+    },
+}
+
 impl DeadLetters {
     /// Connects to the broker.
     ///
@@ -291,12 +318,25 @@ impl DeadLetters {
         Ok(DeadLetters { connection, publisher, topology: config.topology() })
     }
 
+    /// `<queue>.dead`, for a job queue name that names one.
+    fn dead(queue: &str) -> Result<String, Error> {
+        crate::names::validate_queue_name(queue)?;
+        Ok(dead_queue(queue))
+    }
+
+    /// A walk of the dead queue of `queue`, with a first window of `first`
+    /// messages. Whoever starts one ends it with [`Walk::finish`], also on an
+    /// error, so that what it held is back in the queue before the next.
+    async fn walk(&self, queue: &str, first: u64) -> Result<Walk, Error> {
+        Walk::start(&self.connection, &Self::dead(queue)?, first).await
+    }
+
     /// How many dead jobs `queue` (the job queue's name, not `.dead`) has: the broker's count.
     ///
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
     pub async fn count(&self, queue: &str) -> Result<u64, Error> {
-        Ok(u64::from(browse::ready(&self.connection, &dead_queue(queue)).await?))
+        Ok(u64::from(browse::ready(&self.connection, &Self::dead(queue)?).await?))
     }
 
     /// Lists up to `limit` dead jobs of `queue`, oldest first, leaving them
@@ -305,23 +345,14 @@ impl DeadLetters {
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
     pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, Error> {
-        let mut jobs = Vec::new();
         if limit == 0 {
-            return Ok(jobs);
+            Self::dead(queue)?;
+            return Ok(Vec::new());
         }
-        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
-        let read = async {
-            while let Some(seen) = walk.next().await? {
-                jobs.push(DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index));
-                if jobs.len() >= limit {
-                    break;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
+        let mut walk = self.walk(queue, limit as u64 + 1).await?;
+        let jobs = read_list(&mut walk, limit).await;
         walk.finish().await;
-        read.map(|()| jobs)
+        jobs
     }
 
     /// A page of the dead jobs of `queue` (without their payloads), as `query` asks.
@@ -329,92 +360,40 @@ impl DeadLetters {
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
     pub async fn page(&self, queue: &str, query: &DeadQuery) -> Result<DeadPage, Error> {
-        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
-        let total = walk.total();
-        let wanted = query.skip.saturating_add(query.limit as u64);
-        // Oldest first: the page itself. Newest first: the last `wanted` matches seen.
-        let mut kept: std::collections::VecDeque<DeadJob> = std::collections::VecDeque::new();
-        let mut matched = 0u64;
-        let mut budget_left = query.budget;
-        let read = async {
-            let mut reached_end = true;
-            loop {
-                if budget_left == 0 {
-                    reached_end = walk.seen() >= total;
-                    break;
-                }
-                let Some(seen) = walk.next().await? else { break };
-                budget_left -= 1;
-                let job = DeadJob::of(&seen.props, None, seen.body.len(), seen.index);
-                if !query.filter.matches(&job) {
-                    continue;
-                }
-                matched += 1;
-                match query.order {
-                    Order::Oldest => {
-                        if matched > query.skip && matched <= wanted {
-                            kept.push_back(job);
-                        }
-                        if matched >= wanted && !query.count {
-                            reached_end = walk.seen() >= total;
-                            break;
-                        }
-                    }
-                    Order::Newest => {
-                        kept.push_back(job);
-                        if kept.len() as u64 > wanted {
-                            kept.pop_front();
-                        }
-                    }
-                }
-            }
-            Ok::<_, Error>(reached_end)
-        }
-        .await;
-        let scanned = walk.seen();
-        walk.finish().await;
-        let complete = read?;
-        let jobs = match query.order {
-            Order::Oldest => kept.into_iter().collect(),
-            Order::Newest => {
-                let skip = query.skip.min(kept.len() as u64) as usize;
-                kept.into_iter().rev().skip(skip).collect()
-            }
+        let first = match (query.order, query.count) {
+            (Order::Oldest, false) => query.skip.saturating_add(query.limit as u64).saturating_add(1),
+            _ => u64::MAX,
         };
-        Ok(DeadPage { total, scanned, matched, complete, jobs })
+        let mut walk = self.walk(queue, first).await?;
+        let page = read_page(&mut walk, query).await;
+        walk.finish().await;
+        page
     }
 
-    /// The dead job of `queue` with id `id`, with its payload; `None` when no
-    /// dead job has it. Reads up to it (the whole queue when it is not there).
+    /// The dead job of `queue` with id `id`, with its payload, reading at
+    /// most `budget` dead jobs (`u64::MAX`: the whole queue).
     ///
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
-    pub async fn find(&self, queue: &str, id: &str) -> Result<Option<DeadJob>, Error> {
-        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
-        let found = async {
-            while let Some(seen) = walk.next().await? {
-                if seen.props.message_id().is_some_and(|m| m == id) {
-                    return Ok(Some(DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index)));
-                }
-            }
-            Ok::<_, Error>(None)
-        }
-        .await;
+    pub async fn find(&self, queue: &str, id: &str, budget: u64) -> Result<Found, Error> {
+        let mut walk = self.walk(queue, budget.min(2_000)).await?;
+        let found = read_find(&mut walk, id, budget).await;
         walk.finish().await;
         found
     }
 
     /// Sends the matching dead jobs back with the attempt count reset and the
     /// failure headers removed: a job from a queue to that queue, a job taken
-    /// from an exchange (a broadcast, a routed job) to that exchange with its
-    /// routing key. Each copy is confirmed before the dead one is removed.
-    /// Returns how many.
+    /// from an exchange (a broadcast, a routed job: its dead queue is
+    /// `<exchange>.dead`) to that exchange with its routing key. Each copy is
+    /// confirmed before the dead one is removed; one the broker refuses (a
+    /// routed job no queue takes now) stays dead and is counted, and the rest
+    /// go on.
     ///
     /// # Errors
-    /// When the dead queue does not exist or the broker fails, or a copy is
-    /// refused (a routed job no queue takes now: it stays dead); the jobs not
+    /// When the dead queue does not exist or the broker fails; the jobs not
     /// yet moved stay dead.
-    pub async fn retry(&self, queue: &str, filter: &DeadFilter) -> Result<usize, Error> {
+    pub async fn retry(&self, queue: &str, filter: &DeadFilter) -> Result<Progress, Error> {
         self.retry_with(queue, filter, |_| {}).await
     }
 
@@ -427,16 +406,16 @@ impl DeadLetters {
         &self,
         queue: &str,
         filter: &DeadFilter,
-        progress: impl FnMut(Progress),
-    ) -> Result<usize, Error> {
+        progress: impl FnMut(&Progress),
+    ) -> Result<Progress, Error> {
         self.act(queue, filter, true, progress).await
     }
 
-    /// Deletes the matching dead jobs for good. Returns how many.
+    /// Deletes the matching dead jobs for good.
     ///
     /// # Errors
     /// When the dead queue does not exist or the broker fails.
-    pub async fn purge(&self, queue: &str, filter: &DeadFilter) -> Result<usize, Error> {
+    pub async fn purge(&self, queue: &str, filter: &DeadFilter) -> Result<Progress, Error> {
         self.purge_with(queue, filter, |_| {}).await
     }
 
@@ -448,8 +427,8 @@ impl DeadLetters {
         &self,
         queue: &str,
         filter: &DeadFilter,
-        progress: impl FnMut(Progress),
-    ) -> Result<usize, Error> {
+        progress: impl FnMut(&Progress),
+    ) -> Result<Progress, Error> {
         self.act(queue, filter, false, progress).await
     }
 
@@ -459,42 +438,55 @@ impl DeadLetters {
         queue: &str,
         filter: &DeadFilter,
         retry: bool,
-        mut progress: impl FnMut(Progress),
-    ) -> Result<usize, Error> {
-        let mut walk = Walk::start(&self.connection, &dead_queue(queue)).await?;
-        let mut done = Progress { total: walk.total(), ..Progress::default() };
-        let mut batch: Vec<Seen> = Vec::new();
-        let result = async {
-            loop {
-                let next = walk.next().await?;
-                let end = next.is_none();
-                // One id is one job: the walk ends at it.
-                let mut last = end;
-                if let Some(seen) = next {
-                    if filter.matches(&DeadJob::of(&seen.props, None, seen.body.len(), seen.index)) {
-                        last = filter.is_id();
-                        batch.push(seen);
-                    }
-                }
-                if batch.len() >= RETRY_BATCH || (last && !batch.is_empty()) {
-                    self.settle(&mut walk, queue, std::mem::take(&mut batch), retry, &mut done).await?;
-                    done.scanned = walk.seen();
-                    progress(done);
-                }
-                if last {
-                    done.scanned = walk.seen();
-                    progress(done);
-                    break;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Progress, Error> {
+        let mut walk = self.walk(queue, 2 * RETRY_BATCH as u64).await?;
+        let done = self.act_on(&mut walk, queue, filter, retry, &mut progress).await;
         walk.finish().await;
-        result.map(|()| done.acted as usize)
+        done
     }
 
-    /// Retries (copies confirmed, then acked) or deletes a batch of dead jobs.
+    async fn act_on(
+        &self,
+        walk: &mut Walk,
+        queue: &str,
+        filter: &DeadFilter,
+        retry: bool,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<Progress, Error> {
+        let mut done = Progress { total: walk.total(), ..Progress::default() };
+        let mut batch: Vec<Seen> = Vec::new();
+        loop {
+            let next = walk.next().await?;
+            // One id is one job: the walk ends at it.
+            let mut last = next.is_none();
+            if let Some(seen) = next {
+                if filter.matches(&DeadJob::of(&seen.props, None, seen.body.len(), seen.index)) {
+                    last = filter.is_id();
+                    batch.push(seen);
+                }
+            }
+            if batch.len() >= RETRY_BATCH || (last && !batch.is_empty()) {
+                let settled = self.settle(walk, queue, std::mem::take(&mut batch), retry, &mut done).await;
+                done.scanned = walk.seen();
+                progress(&done);
+                settled?;
+            }
+            if last {
+                break;
+            }
+        }
+        done.scanned = walk.seen();
+        if walk.ended_early() {
+            done.not_reached = done.total.saturating_sub(done.scanned);
+        }
+        progress(&done);
+        Ok(done)
+    }
+
+    /// Retries (copies confirmed, then acked) or deletes a batch of dead
+    /// jobs. A copy the broker refuses leaves its job dead (counted); an ack
+    /// that fails ends the walk, after the rest of the batch is acked.
     async fn settle(
         &self,
         walk: &mut Walk,
@@ -503,23 +495,32 @@ impl DeadLetters {
         retry: bool,
         done: &mut Progress,
     ) -> Result<(), Error> {
-        if !retry {
-            for seen in &batch {
-                walk.ack(seen).await?;
-                done.acted += 1;
-            }
-            return Ok(());
-        }
-        let copies = batch.iter().map(|seen| self.revived(queue, seen)).collect::<Result<Vec<_>, _>>()?;
-        let results = self.publisher.publish_many(copies).await?;
-        let mut first_error = None;
-        for (seen, result) in batch.iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    walk.ack(seen).await?;
-                    done.acted += 1;
+        let mut take = Vec::with_capacity(batch.len());
+        if retry {
+            let mut copies = Vec::with_capacity(batch.len());
+            let mut held = Vec::with_capacity(batch.len());
+            for seen in batch {
+                match self.revived(queue, seen.props, seen.body) {
+                    Ok(copy) => {
+                        copies.push(copy);
+                        held.push(seen.held);
+                    }
+                    Err(err) => refused(done, &err),
                 }
-                // Not stored: it stays dead; say why once the batch is settled.
+            }
+            for (held, stored) in held.into_iter().zip(self.publisher.publish_many(copies).await?) {
+                match stored {
+                    Ok(()) => take.push(held),
+                    Err(err) => refused(done, &err),
+                }
+            }
+        } else {
+            take.extend(batch.into_iter().map(|seen| seen.held));
+        }
+        let mut first_error = None;
+        for held in take {
+            match walk.ack(held).await {
+                Ok(()) => done.acted += 1,
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -528,20 +529,96 @@ impl DeadLetters {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The dead job as a fresh first attempt, to where it came from.
-    fn revived(&self, queue: &str, seen: &Seen) -> Result<Outgoing, Error> {
-        let destination = match exchange_origin(&seen.props) {
-            Some((exchange, routing_key)) => Destination::exchange(exchange, routing_key),
+    /// The dead job as a fresh first attempt, to where it came from: its
+    /// exchange, for a job taken from one (its dead queue is the exchange's),
+    /// else its queue.
+    fn revived(&self, queue: &str, props: BasicProperties, body: Vec<u8>) -> Result<Outgoing, Error> {
+        let destination = match exchange_origin(&props).filter(|(exchange, _)| *exchange == queue) {
+            Some((exchange, routing_key)) => {
+                crate::confirm::validate_name(routing_key)?;
+                Destination::exchange(exchange, routing_key)
+            }
             None => Destination::to_queue(self.topology, queue, None)?,
         };
-        let id = message_job_id(&seen.props);
-        Ok(Message::copy(&seen.props, seen.body.clone(), id).revived().into_outgoing(&destination))
+        let id = message_job_id(&props);
+        Ok(Message::copy(&props, body, id).revived().into_outgoing(&destination))
     }
 
     /// Closes the connection.
     pub async fn close(self) {
         close_connection(self.connection).await;
     }
+}
+
+/// Up to `limit` dead jobs of a walk, with their payloads.
+async fn read_list(walk: &mut Walk, limit: usize) -> Result<Vec<DeadJob>, Error> {
+    let mut jobs = Vec::new();
+    while let Some(seen) = walk.next().await? {
+        jobs.push(DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index));
+        if jobs.len() >= limit {
+            break;
+        }
+    }
+    Ok(jobs)
+}
+
+/// The page `query` asks for, from a walk.
+async fn read_page(walk: &mut Walk, query: &DeadQuery) -> Result<DeadPage, Error> {
+    let total = walk.total();
+    let wanted = query.skip.saturating_add(query.limit as u64);
+    // Oldest first: the page itself. Newest first: the last `wanted` matches seen.
+    let mut kept: std::collections::VecDeque<DeadJob> = std::collections::VecDeque::new();
+    let mut matched = 0u64;
+    while walk.seen() < query.budget {
+        let Some(seen) = walk.next().await? else { break };
+        let job = DeadJob::of(&seen.props, None, seen.body.len(), seen.index);
+        if !query.filter.matches(&job) {
+            continue;
+        }
+        matched += 1;
+        match query.order {
+            Order::Oldest => {
+                if matched > query.skip && matched <= wanted {
+                    kept.push_back(job);
+                }
+                if matched >= wanted && !query.count {
+                    break;
+                }
+            }
+            Order::Newest => {
+                kept.push_back(job);
+                if kept.len() as u64 > wanted {
+                    kept.pop_front();
+                }
+            }
+        }
+    }
+    let jobs = match query.order {
+        Order::Oldest => kept.into_iter().collect(),
+        Order::Newest => {
+            let skip = query.skip.min(kept.len() as u64) as usize;
+            kept.into_iter().rev().skip(skip).collect()
+        }
+    };
+    Ok(DeadPage { total, scanned: walk.seen(), matched, complete: walk.seen() >= total, jobs })
+}
+
+/// The dead job with id `id`, reading at most `budget` of a walk.
+async fn read_find(walk: &mut Walk, id: &str, budget: u64) -> Result<Found, Error> {
+    while walk.seen() < budget {
+        let Some(seen) = walk.next().await? else { break };
+        let job = DeadJob::of(&seen.props, Some(&seen.body), seen.body.len(), seen.index);
+        if job.id == id {
+            return Ok(Found::Job(Box::new(job)));
+        }
+    }
+    Ok(Found::Missing { scanned: walk.seen(), total: walk.total(), complete: walk.seen() >= walk.total() })
+}
+
+/// Counts a dead job the filter took that stays dead, and why the first one did.
+fn refused(done: &mut Progress, err: &Error) {
+    done.failed += 1;
+    done.first_failure.get_or_insert_with(|| crate::report(err));
 }
 
 #[cfg(test)]

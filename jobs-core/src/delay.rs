@@ -47,7 +47,7 @@ pub fn delay_route(prefix: &str, delay: Duration, queue: &str) -> Option<(String
 /// `delay` as the cascade holds it: rounded up to whole seconds (never
 /// early), capped at [`MAX_DELAY`].
 pub fn whole_seconds(delay: Duration) -> Duration {
-    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    let secs = delay.as_secs().saturating_add(u64::from(delay.subsec_nanos() > 0));
     Duration::from_secs(secs.min(MAX_DELAY.as_secs()))
 }
 
@@ -70,6 +70,7 @@ mod tests {
         assert_eq!(exchange, "jobs.delay.11");
         let bits: String = key.split('.').take(LEVELS as usize).collect();
         assert_eq!(u64::from_str_radix(&bits, 2).unwrap(), 3600);
+        assert_eq!(whole_seconds(Duration::MAX), MAX_DELAY, "no overflow to a zero delay");
         let (exchange, key) = delay_route(DELAY_PREFIX, Duration::from_secs(u64::MAX), "q").unwrap();
         assert_eq!(exchange, "jobs.delay.27");
         assert!(key.starts_with(&"1.".repeat(28)));

@@ -192,6 +192,15 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+    /// A queue could not be read to its end (a channel of the reading closed
+    /// under it): what it held went back to the queue.
+    #[error("could not read `{queue}`: {reason}")]
+    QueueRead {
+        /// The queue.
+        queue: String,
+        /// Why.
+        reason: String,
+    },
     /// The call does not apply to this kind of job.
     #[error("not supported: {0}")]
     Unsupported(&'static str),

@@ -103,18 +103,32 @@
 //!
 //! ## Modules, one concept each
 //! - `job`: [`Job`], [`Perform`], [`Respond`], [`JobContext`], [`JobId`];
-//! - `client`: [`Client`], [`EnqueueOptions`], the process-wide and scoped clients;
+//! - `client`: [`Client`], the process-wide and scoped clients; `options`:
+//!   [`EnqueueOptions`]; `session`: the client's connection and publisher;
+//!   `declared`: the queues a client has declared; `call`: RPC calls;
+//!   `replies`: the answers to calls;
 //! - `destination`: where a job type and its options send a job (one resolution for every path);
-//! - `error`: [`Error`] (what enqueue and setup report), [`JobError`] and [`Retry`] (what a job reports);
+//! - `message`: every message the framework publishes (a job, a copy, an answer), built one way;
+//! - `codec`: the wire codec, its headers and properties; `reply`: an answer's status;
+//! - `error`: [`Error`] (what enqueue and setup report); `job_error`: [`JobError`]
+//!   and [`Retry`] (what a job reports);
 //! - `failure`: [`FailureKind`], why an attempt failed (headers, logs, metrics);
-//! - [`backoff`]: retry delays;
+//! - [`backoff`]: retry delays and reconnect pauses;
 //! - `config`: [`AmqpConfig`], `[amqp]`; `broker_url`: [`BrokerUrl`]; `tls`: [`TlsConfig`];
 //!   `layers`: layered loading ([`load_config`], [`ConfigSource`]);
-//! - `dead`: [`DeadLetters`], list, retry and purge dead jobs;
+//! - `topology`: queues, exchanges and their arguments; `names`: what a queue
+//!   may be called and what each is named after; `delay`: the delay cascade;
+//! - `connection`: connecting, with retries and TLS; `confirm`: publishing
+//!   with publisher confirms;
+//! - `dead`: [`DeadLetters`]: count, page, find, retry and purge dead jobs;
+//!   `browse`: reading a queue without taking its messages (a walk);
+//!   `untyped`: a MessagePack body as JSON without its type, within bounds;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
-//! - `events`: worker heartbeats on the stream `jobs.events`, for the dashboard;
+//! - `events`: worker heartbeats on the stream `jobs.events`, for the
+//!   dashboard (under [`plumbing::events`]);
 //! - `management`: the broker's management HTTP API (unacked counts);
 //! - `refusal`: what the broker refuses and why, as errors that say what to do;
+//! - `registry`: the job types linked into the binary;
 //! - [`plumbing`]: what the worker and tools build on (raw AMQP, the codec,
 //!   confirms, topology, the registry); not for app code.
 
@@ -158,7 +172,7 @@ mod untyped;
 pub use broker_url::{BrokerUrl, UrlError};
 pub use client::Client;
 pub use config::AmqpConfig;
-pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Order, Progress};
+pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Found, Order, Progress};
 pub use error::{report, Cause, Error};
 pub use failure::FailureKind;
 pub use job::{Job, JobContext, JobId, Perform, Respond};
@@ -200,7 +214,8 @@ pub mod prelude {
 pub mod plumbing {
     pub use crate::client::hostname;
     pub use crate::codec::{
-        decode, encode, header_str, header_u64, headers, job_properties, message_attempt, set_header, CONTENT_TYPE,
+        decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_id, set_header,
+        CONTENT_TYPE,
     };
     pub use crate::confirm::{Outgoing, Publisher};
     pub use crate::connection::{
@@ -208,7 +223,7 @@ pub mod plumbing {
     };
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
-    pub use crate::management::{Management, ManagementError, QueueStats};
+    pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{registrations, JobFuture, Linked, Registration};

@@ -111,7 +111,8 @@ impl Management {
     /// The stats of `queue` in the URL's vhost; `None` when the API does not
     /// answer or knows no such queue.
     pub async fn queue(&self, queue: &str) -> Option<QueueStats> {
-        let value = self.get(&format!("/api/queues/{}/{}", encode(&self.vhost), encode(queue))).await.ok()?;
+        let value =
+            self.get(&format!("/api/queues/{}/{}", percent_encode(&self.vhost), percent_encode(queue))).await.ok()?;
         let n = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
         value.get("name")?;
         Some(QueueStats {
@@ -127,7 +128,7 @@ impl Management {
     /// # Errors
     /// As [`Management::get`].
     pub async fn queues(&self) -> Result<Value, ManagementError> {
-        self.get(&format!("/api/queues/{}", encode(&self.vhost))).await
+        self.get(&format!("/api/queues/{}", percent_encode(&self.vhost))).await
     }
 
     /// `GET path`: the JSON answer.
@@ -200,8 +201,9 @@ impl Management {
 const SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Percent-encodes a URL path segment.
-fn encode(segment: &str) -> String {
+/// Percent-encodes a URL path segment or query value (the vhost `/` is
+/// `%2F`): every byte but letters, digits and `-._~`.
+pub fn percent_encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
@@ -211,10 +213,10 @@ mod tests {
 
     #[test]
     fn segments_are_percent_encoded() {
-        assert_eq!(encode("/"), "%2F");
-        assert_eq!(encode("jobs-test.1_x~"), "jobs-test.1_x~");
-        assert_eq!(encode("a b/c"), "a%20b%2Fc");
-        assert_eq!(encode("é"), "%C3%A9");
+        assert_eq!(percent_encode("/"), "%2F");
+        assert_eq!(percent_encode("jobs-test.1_x~"), "jobs-test.1_x~");
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(percent_encode("é"), "%C3%A9");
     }
 
     #[test]

@@ -7,14 +7,84 @@
 
 use amqprs::{BasicProperties, FieldName, FieldTable, FieldValue};
 
-use crate::codec::{header_str, header_u64, headers, job_properties, now_secs, set_header, CONTENT_TYPE};
+use crate::codec::{header_str, headers, job_properties, now_secs, set_header, table_size, table_u64, CONTENT_TYPE};
 use crate::confirm::Outgoing;
 use crate::destination::Destination;
 use crate::{FailureKind, JobId};
 
-/// Headers the broker adds as it dead-letters a message through the delay
-/// cascade; not ours to copy.
-const BROKER_HISTORY: &str = "x-death";
+/// Headers the broker adds as it dead-letters a message (through the delay
+/// cascade, at a quorum queue's delivery limit): its history, not ours to
+/// copy (a stale `x-first-death-reason` would read as the broker's verdict).
+const BROKER_HISTORY: [&str; 7] = [
+    "x-death",
+    "x-first-death-reason",
+    "x-first-death-queue",
+    "x-first-death-exchange",
+    "x-last-death-reason",
+    "x-last-death-queue",
+    "x-last-death-exchange",
+];
+
+/// The largest header table of a received message that a copy carries over:
+/// a copy adds its own (the failure's, up to about 4.5 KB), and a content
+/// header must fit in one frame (128 KiB by default). A larger one keeps only
+/// the framework's headers, and says how many bytes went (`x-headers-dropped`).
+const MAX_COPIED_HEADERS: usize = 64 << 10;
+
+/// The framework's own headers: what a copy keeps of a table too large to carry.
+const OURS: [&str; 12] = [
+    headers::ATTEMPT,
+    headers::CRASHES,
+    headers::FIRST_FAILED_AT,
+    headers::HOST,
+    headers::ERROR,
+    headers::ERROR_KIND,
+    headers::FAILED_AT,
+    headers::WORKER,
+    headers::REPLY_STATUS,
+    headers::QUEUE,
+    headers::EXCHANGE,
+    headers::ROUTING_KEY,
+];
+
+/// The properties a copy carries over: not `expiration` (a producer's
+/// per-message TTL would expire the copy out of `<queue>.dead`), not
+/// `user_id` (the broker refuses one that is not the publishing user's),
+/// not `cluster_id`; `reply_to` and `correlation_id` only when `call` (a
+/// revived dead call has no caller left).
+fn carried(props: &BasicProperties, call: bool) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    fn text(value: Option<&String>) -> Option<&str> {
+        value.map(String::as_str)
+    }
+    if let Some(v) = text(props.content_type()) {
+        out.with_content_type(v);
+    }
+    if let Some(v) = text(props.content_encoding()) {
+        out.with_content_encoding(v);
+    }
+    if let Some(v) = props.priority() {
+        out.with_priority(v);
+    }
+    if let Some(v) = props.timestamp() {
+        out.with_timestamp(v);
+    }
+    if let Some(v) = text(props.message_type()) {
+        out.with_message_type(v);
+    }
+    if let Some(v) = text(props.app_id()) {
+        out.with_app_id(v);
+    }
+    if call {
+        if let Some(v) = text(props.reply_to()) {
+            out.with_reply_to(v);
+        }
+        if let Some(v) = text(props.correlation_id()) {
+            out.with_correlation_id(v);
+        }
+    }
+    out.finish()
+}
 
 /// The longest error text a copy carries in `x-error` (a header table must fit
 /// in one frame).
@@ -56,8 +126,21 @@ impl Message {
     /// dead-letter history.
     pub fn copy(properties: &BasicProperties, body: Vec<u8>, id: JobId) -> Self {
         let mut table = properties.headers().cloned().unwrap_or_default();
-        remove(&mut table, BROKER_HISTORY);
-        let mut properties = properties.clone();
+        for name in BROKER_HISTORY {
+            remove(&mut table, name);
+        }
+        let size = table_size(&table);
+        if size > MAX_COPIED_HEADERS {
+            let mut ours = FieldTable::new();
+            for name in OURS {
+                if let Some(value) = FieldName::try_from(name).ok().and_then(|key| table.get(&key).cloned()) {
+                    set_header(&mut ours, name, value);
+                }
+            }
+            set_header(&mut ours, headers::HEADERS_DROPPED, FieldValue::l(size as i64));
+            table = ours;
+        }
+        let mut properties = carried(properties, true);
         properties.with_message_id(id.as_str()).with_persistence(true);
         Message { id, properties, headers: Some(table), body }
     }
@@ -97,7 +180,7 @@ impl Message {
     #[must_use]
     pub fn failure(self, failure: &Failure<'_>) -> Self {
         let now = now_secs();
-        let first = header_u64(&self.properties, headers::FIRST_FAILED_AT).unwrap_or(now);
+        let first = self.headers.as_ref().and_then(|t| table_u64(t, headers::FIRST_FAILED_AT)).unwrap_or(now);
         self.header(headers::ERROR, FieldValue::from(cut(failure.reason, MAX_ERROR_LEN)))
             .header(headers::ERROR_KIND, FieldValue::from(failure.kind.as_str()))
             .header(headers::FAILED_AT, FieldValue::T(now))
@@ -107,9 +190,11 @@ impl Message {
     }
 
     /// The copy as a fresh first attempt: the failure, crash count, origin
-    /// and route headers taken off, `x-attempt` 1.
+    /// and route headers taken off, `x-attempt` 1, and no caller to answer.
     #[must_use]
     pub fn revived(mut self) -> Self {
+        self.properties = carried(&self.properties, false);
+        self.properties.with_message_id(self.id.as_str()).with_persistence(true);
         if let Some(table) = self.headers.as_mut() {
             for name in [
                 headers::ERROR,
@@ -195,9 +280,16 @@ impl Message {
     /// `x-queue` names the exchange, and `x-exchange` and `x-routing-key` say
     /// how to send it back there).
     #[must_use]
-    pub fn origin(self, origin: Origin<'_>) -> Self {
+    pub fn origin(mut self, origin: Origin<'_>) -> Self {
         match origin {
-            Origin::Queue(queue) => self.header(headers::QUEUE, FieldValue::from(queue)),
+            // A job from a queue came by no exchange, whatever its producer wrote.
+            Origin::Queue(queue) => {
+                if let Some(table) = self.headers.as_mut() {
+                    remove(table, headers::EXCHANGE);
+                    remove(table, headers::ROUTING_KEY);
+                }
+                self.header(headers::QUEUE, FieldValue::from(queue))
+            }
             Origin::Exchange { name, routing_key } => self
                 .header(headers::QUEUE, FieldValue::from(name))
                 .header(headers::EXCHANGE, FieldValue::from(name))
@@ -246,9 +338,18 @@ mod tests {
     fn received() -> BasicProperties {
         let mut table = FieldTable::new();
         set_header(&mut table, "x-death", FieldValue::from("history"));
+        set_header(&mut table, "x-first-death-reason", FieldValue::from("expired"));
         set_header(&mut table, "x-app", FieldValue::from("kept"));
         set_header(&mut table, headers::FIRST_FAILED_AT, FieldValue::T(7));
-        BasicProperties::default().with_message_type("Mail").with_headers(table).finish()
+        BasicProperties::default()
+            .with_message_type("Mail")
+            .with_headers(table)
+            .with_expiration("60000")
+            .with_user_id("someone-else")
+            .with_reply_to("amq.rabbitmq.reply-to.x")
+            .with_correlation_id("c1")
+            .with_timestamp(42)
+            .finish()
     }
 
     fn table(outgoing: &Outgoing) -> &FieldTable {
@@ -265,7 +366,43 @@ mod tests {
         assert_eq!(out.properties.delivery_mode(), Some(2));
         assert_eq!(header_str(&out.properties, "x-app"), Some("kept"));
         assert!(table(&out).get(&FieldName::try_from("x-death").unwrap()).is_none());
+        assert_eq!(header_str(&out.properties, "x-first-death-reason"), None, "the broker's history is not copied");
         assert_eq!((out.exchange.as_str(), out.routing_key.as_str(), out.body.as_slice()), ("", "q", &b"body"[..]));
+        assert_eq!(out.properties.expiration(), None, "no producer TTL on a copy (a dead copy must not expire)");
+        assert_eq!(out.properties.user_id(), None, "no user id the broker would refuse");
+        assert_eq!(out.properties.timestamp(), Some(42), "the first enqueue time is kept");
+        assert_eq!(
+            out.properties.reply_to().map(String::as_str),
+            Some("amq.rabbitmq.reply-to.x"),
+            "a call's requeue still answers"
+        );
+    }
+
+    #[test]
+    fn a_copy_of_a_huge_header_table_keeps_only_the_frameworks_headers() {
+        let mut table = FieldTable::new();
+        for n in 0..100 {
+            set_header(&mut table, &format!("x-app-{n}"), FieldValue::from("v".repeat(1000).as_str()));
+        }
+        set_header(&mut table, headers::CRASHES, FieldValue::l(2));
+        let props = BasicProperties::default().with_headers(table).finish();
+        let out = Message::copy(&props, vec![], JobId::from("h")).to(&Destination::direct("q"));
+        assert_eq!(header_u64(&out.properties, headers::CRASHES), Some(2), "ours are kept");
+        assert_eq!(header_str(&out.properties, "x-app-7"), None, "the app's went");
+        assert!(header_u64(&out.properties, headers::HEADERS_DROPPED).is_some_and(|n| n > 100_000));
+        assert!(table_size(out.properties.headers().unwrap()) < 100);
+    }
+
+    #[test]
+    fn a_queue_job_came_by_no_exchange_whatever_its_producer_wrote() {
+        let mut planted = FieldTable::new();
+        set_header(&mut planted, headers::EXCHANGE, FieldValue::from("amq.topic"));
+        set_header(&mut planted, headers::ROUTING_KEY, FieldValue::from("elsewhere"));
+        let props = BasicProperties::default().with_headers(planted).finish();
+        let dead =
+            Message::copy(&props, vec![], JobId::from("p")).origin(Origin::Queue("q")).to(&Destination::dead("q"));
+        assert_eq!(exchange_origin(&dead.properties), None);
+        assert_eq!(header_str(&dead.properties, headers::QUEUE), Some("q"));
     }
 
     #[test]
@@ -311,6 +448,11 @@ mod tests {
         assert_eq!(header_u64(&out.properties, headers::ATTEMPT), Some(1));
         assert_eq!(exchange_origin(&out.properties), None);
         assert_eq!(header_str(&out.properties, "x-app"), Some("kept"), "the app's own headers stay");
+        assert_eq!(
+            (out.properties.reply_to(), out.properties.correlation_id()),
+            (None, None),
+            "no caller left to answer"
+        );
     }
 
     #[test]

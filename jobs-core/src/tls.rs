@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AmqpConfig, BrokerUrl, Error};
+use crate::{BrokerUrl, Error};
 
 /// TLS settings (`[amqp.tls]`), used for `amqps://` URLs.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -20,15 +20,15 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
-impl AmqpConfig {
+impl TlsConfig {
     /// The TLS adaptor for an `amqps://` URL.
-    pub(crate) fn tls_adaptor(&self, url: &BrokerUrl) -> Result<amqprs::tls::TlsAdaptor, Error> {
+    pub(crate) fn adaptor(&self, url: &BrokerUrl) -> Result<amqprs::tls::TlsAdaptor, Error> {
         use rustls_pki_types::pem::PemObject;
         let bad = |key: &str, message: String| Error::Config { key: key.into(), message };
         // rustls needs a process-wide crypto provider; install ring's once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let domain = url.host_port().0;
-        let tls = &self.tls;
+        let tls = self;
         if let Some(ca) = &tls.ca_file {
             rustls_pki_types::CertificateDer::pem_file_iter(ca)
                 .map_err(|e| bad("amqp.tls.ca_file", format!("cannot read {}: {e}", ca.display())))?

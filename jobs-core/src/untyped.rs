@@ -195,7 +195,9 @@ impl<'a> Reader<'a> {
         if len > self.bytes.len() - self.at {
             return Err(self.malformed("a length longer than the body"));
         }
-        let mut items = Vec::with_capacity(len);
+        // Reserve for a few items only: a length is a claim, checked against
+        // the bytes left, but every level of nesting may claim them all again.
+        let mut items = Vec::with_capacity(len.min(256));
         for _ in 0..len {
             items.push(self.value(depth + 1)?);
         }
@@ -297,6 +299,15 @@ mod tests {
         let many = [vec![0xdd, 0x00, 0x02, 0x00, 0x00], vec![0x01; 0x20000]].concat();
         assert_eq!(to_json(&many), Err(NotShown::TooMany));
         assert_eq!(to_json(&vec![0xc0; MAX_BODY + 1]), Err(NotShown::TooLarge(MAX_BODY + 1)));
+        // Every level claims all the bytes left: nothing is reserved for the claims.
+        let claim = ((MAX_BODY - 5 * MAX_DEPTH) as u32).to_be_bytes();
+        let mut claims = Vec::new();
+        for _ in 0..MAX_DEPTH - 1 {
+            claims.push(0xdd);
+            claims.extend_from_slice(&claim);
+        }
+        claims.resize(MAX_BODY, 0xc0);
+        assert!(matches!(to_json(&claims), Err(NotShown::Malformed { .. } | NotShown::TooMany | NotShown::TooDeep)));
         assert!(matches!(to_json(&[0xc1]), Err(NotShown::Malformed { .. })));
         assert!(matches!(to_json(&[0xc0, 0xc0]), Err(NotShown::Malformed { what: "bytes after the value", at: 1 })));
         assert!(matches!(to_json(&[]), Err(NotShown::Malformed { .. })));

@@ -24,9 +24,10 @@ async fn enqueue_uses_the_global_client_once_it_is_set() {
     assert!(matches!(err, Error::NoGlobalClient), "{err:?}");
     assert!(err.to_string().contains("init_global_from_config") && err.to_string().contains("Client::scope"), "{err}");
 
-    let raw = raw_connection().await;
-    let _cleanup = Cleanup::queues(&[Ping::QUEUE]);
-    Client::init_global(Client::new(amqp_config())).unwrap();
+    // The type's queue has a fixed name: on a vhost of its own, gone with it.
+    let vhost = TestVhost::create("global-client").await;
+    let raw = raw_connection_to(&vhost.url()).await;
+    Client::init_global(Client::new(config_for(&vhost.url()))).unwrap();
     assert!(matches!(Client::init_global(Client::new(amqp_config())), Err(Error::GlobalClientAlreadySet)));
     let id = Ping { n: 2 }.enqueue().await.unwrap();
     let channel = raw.open_channel(None).await.unwrap();

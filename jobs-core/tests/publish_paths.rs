@@ -194,13 +194,14 @@ fn placed(target: &str, routing_key: Option<&str>, delay: Option<u64>, count: us
 
 #[tokio::test]
 async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_testing_mode() {
-    let raw = raw_connection().await;
-    let _cleanup = Cleanup::queues(&[QUEUE]).exchanges(&["test.paths.fanout", "test.paths.direct", "test.paths.topic"]);
+    // Fixed names (the job types' own): on a vhost of its own, gone with it.
+    let vhost = TestVhost::create("paths").await;
+    let raw = raw_connection_to(&vhost.url()).await;
     let channel = raw.open_channel(None).await.unwrap();
     let fanout = watch(&channel, "test.paths.fanout", "fanout", "").await;
     let direct = watch(&channel, "test.paths.direct", "direct", "warning").await;
     let topic = watch(&channel, "test.paths.topic", "topic", "kern.*").await;
-    let client = Client::new(amqp_config());
+    let client = Client::new(config_for(&vhost.url()));
     let test = TestClient::new();
     let secs = Duration::from_secs;
     let mut rows = 0;
@@ -266,13 +267,13 @@ async fn every_path_and_route_gives_the_same_answer_on_the_broker_and_in_the_tes
 
 #[tokio::test]
 async fn a_call_goes_the_same_path_on_the_broker_and_in_the_testing_mode() {
-    let raw = raw_connection().await;
-    let worker = spawn_worker(&amqp_url(), &["test.paths.rpc"], 1, "paths-rpc", Duration::from_secs(5));
+    let vhost = TestVhost::create("paths-rpc").await;
+    let raw = raw_connection_to(&vhost.url()).await;
+    let worker = spawn_worker(&vhost.url(), &["test.paths.rpc"], 1, "paths-rpc", Duration::from_secs(5));
     wait_for_consumers(&raw, "test.paths.rpc", 1).await;
-    let client = Client::new(amqp_config());
+    let client = Client::new(config_for(&vhost.url()));
     assert_eq!(client.call(&Double { n: 21 }).await.unwrap(), 42);
     let test = TestClient::new();
-    let _cleanup = Cleanup::queues(&["test.paths.rpc"]);
     assert_eq!(test.client().call(&Double { n: 21 }).await.unwrap(), 42);
     let scoped = client.clone().scope(async { Double { n: 4 }.call().await }).await.unwrap();
     assert_eq!(scoped, 8, "the shortcut on the scoped client");

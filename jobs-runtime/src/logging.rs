@@ -52,18 +52,19 @@ pub enum LoggingError {
 /// # Errors
 /// [`LoggingError`] when the filter does not parse or a subscriber is already set.
 pub fn init_logging(config: &LogConfig) -> Result<(), LoggingError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(value) if !value.is_empty() => value,
-        _ => config.filter.clone(),
-    };
-    let env_filter =
-        EnvFilter::try_new(&filter).map_err(|source| LoggingError::Filter { filter: filter.clone(), source })?;
+    let env_filter = filter(std::env::var("RUST_LOG").ok(), config)?;
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
     result.map_err(LoggingError::Install)
+}
+
+/// The filter: `rust_log` (the variable's value) when set and not empty, else `log.filter`.
+fn filter(rust_log: Option<String>, config: &LogConfig) -> Result<EnvFilter, LoggingError> {
+    let filter = rust_log.filter(|value| !value.is_empty()).unwrap_or_else(|| config.filter.clone());
+    EnvFilter::try_new(&filter).map_err(|source| LoggingError::Filter { filter, source })
 }
 
 #[cfg(test)]
@@ -73,11 +74,13 @@ mod tests {
     #[test]
     fn a_bad_filter_keeps_its_cause() {
         let config = LogConfig { filter: "[".into(), ..LogConfig::default() };
-        // RUST_LOG wins when set; the test's own filter is the one checked only without it.
-        if std::env::var_os("RUST_LOG").is_none() {
-            let err = init_logging(&config).unwrap_err();
-            assert!(matches!(err, LoggingError::Filter { .. }), "{err:?}");
-            assert!(std::error::Error::source(&err).is_some(), "the parse error is kept");
-        }
+        let err = filter(None, &config).unwrap_err();
+        assert!(matches!(&err, LoggingError::Filter { filter, .. } if filter == "["), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some(), "the parse error is kept");
+        // RUST_LOG wins when set; empty is not set.
+        assert!(filter(Some("debug".into()), &config).is_ok());
+        assert!(filter(Some(String::new()), &config).is_err());
+        let bad_env = filter(Some("[[".into()), &LogConfig::default()).unwrap_err();
+        assert!(bad_env.to_string().contains("`[[`"), "names the filter: {bad_env}");
     }
 }

@@ -1,14 +1,8 @@
 //! Users of a test's own on the test broker, made through the management API.
 
+use jobs_core::plumbing::percent_encode as encode;
 use jobs_core::plumbing::Management;
 use serde_json::json;
-
-/// Percent-encodes a path segment of the management API (the vhost `/` is `%2F`).
-pub fn encode(segment: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
-}
 
 /// A user with a password and permissions (regular expressions, as
 /// `rabbitmqctl set_permissions` takes them) on the run's vhost; deleted

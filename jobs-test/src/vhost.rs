@@ -5,7 +5,7 @@
 use jobs_core::plumbing::Management;
 use serde_json::json;
 
-use crate::user::encode;
+use jobs_core::plumbing::percent_encode as encode;
 
 /// A fresh vhost.
 #[derive(Debug)]

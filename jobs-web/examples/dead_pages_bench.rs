@@ -56,6 +56,8 @@ async fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
         let queue = unique("dead-bench");
+        // Gone also when a step fails: a million dead jobs left behind weigh on the broker.
+        let cleanup = Cleanup::queues(&[&queue]);
         let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
         amqp_config().topology().declare_job_queue(&declarer, &queue).await.unwrap();
         let publisher = Publisher::open(&raw, Duration::from_secs(60)).await.unwrap();
@@ -74,12 +76,15 @@ async fn main() {
                 result.unwrap();
             }
         }
-        let get = move |path: String| {
+        let answers = move |path: String, expected: u16| {
             move || {
                 let (status, body) = http_get(port, &path);
-                assert_eq!(status, 200, "{path}: {body}");
+                assert_eq!(status, expected, "{path}: {body}");
             }
         };
+        let get = move |path: String| answers(path, 200);
+        // A job past the first 100,000 is not looked for (the page says so and names the CLI).
+        let past_budget = n > 100_000;
         let last_page = n.div_ceil(50);
         let (q, runs) = (queue.clone(), if n >= 1_000_000 { 1 } else { 3 });
         let (first, last, newest, filter, open);
@@ -89,7 +94,7 @@ async fn main() {
                 timed(runs, get(format!("/dead/{q}?page={last_page}"))),
                 timed(runs, get(format!("/dead/{q}?order=newest"))),
                 timed(runs, get(format!("/dead/{q}?type=Late"))),
-                timed(runs, get(format!("/api/dead/{q}/dead-{:07}", n - 1))),
+                timed(runs, answers(format!("/api/dead/{q}/dead-{:07}", n - 1), if past_budget { 404 } else { 200 })),
             )
         })
         .await
@@ -97,13 +102,14 @@ async fn main() {
         let dead_letters = jobs_core::DeadLetters::connect(&amqp_config()).await.unwrap();
         let t = Instant::now();
         let retried = dead_letters.retry(&queue, &jobs_core::DeadFilter::all()).await.unwrap();
-        let rate = retried as f64 / t.elapsed().as_secs_f64();
-        assert_eq!(retried, n);
+        let rate = retried.acted as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(retried.acted, n as u64, "{retried:?}");
         dead_letters.close().await;
+        let open_note = if past_budget { " (404 after the first 100,000)" } else { "" };
         println!(
-            "| {n} | {first:.0} ms | {last:.0} ms | {newest:.0} ms | {filter:.0} ms | {open:.0} ms | {rate:.0} jobs/s | {:.0} MB |",
+            "| {n} | {first:.0} ms | {last:.0} ms | {newest:.0} ms | {filter:.0} ms | {open:.0} ms{open_note} | {rate:.0} jobs/s | {:.0} MB |",
             rss_mb("VmHWM")
         );
-        delete_queues(&raw, &[&queue]).await;
+        drop(cleanup);
     }
 }

@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::actions::ActionView;
 use crate::dashboard::{now_ms, Dashboard};
 use crate::extract::Params;
-use crate::pages::dead::{busy, listing, ListQuery, NO_SUCH_JOB, PER_PAGE};
-use crate::pages::{queue_name, RangeQuery};
+use crate::pages::bulk::action_id;
+use crate::pages::dead::{find, listing, read, ListQuery, PER_PAGE};
+use crate::pages::RangeQuery;
 use crate::refusal::Refusal;
 
 pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
@@ -55,8 +56,9 @@ pub(crate) async fn dead(
     Path(queue): Path<String>,
     Params(query): Params<ListQuery>,
 ) -> Result<Response, Refusal> {
-    busy(&dashboard, &queue).map_err(Refusal::json)?;
-    let listing = listing(&dashboard, &queue, &query).await.map_err(Refusal::json)?;
+    let reading = read(&dashboard, &queue).map_err(Refusal::json)?;
+    let listing = listing(&dashboard, &reading, &query).await.map_err(Refusal::json)?;
+    drop(reading);
     let page = &listing.page;
     let body = json!({
         "queue": queue,
@@ -76,15 +78,16 @@ pub(crate) async fn dead_job(
     State(dashboard): State<Arc<Dashboard>>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    queue_name(&queue).map_err(Refusal::json)?;
-    busy(&dashboard, &queue).map_err(Refusal::json)?;
-    match dashboard.dead_find(&queue, &id).await.map_err(|e| Refusal::broker(&e).json())? {
-        Some(job) => Ok(Json(job).into_response()),
-        None => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB).json()),
-    }
+    let reading = read(&dashboard, &queue).map_err(Refusal::json)?;
+    let job = find(&dashboard, &reading, &id).await.map_err(Refusal::json)?;
+    Ok(Json(job).into_response())
 }
 
-pub(crate) async fn action(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Result<Response, Refusal> {
+pub(crate) async fn action(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let id = action_id(&id).map_err(Refusal::json)?;
     match dashboard.actions.get(id) {
         Some(action) => Ok(Json(ActionView::of(&action)).into_response()),
         None => Err(Refusal::new(StatusCode::NOT_FOUND, "no such action").json()),

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::actions::Actions;
 use crate::config::{Auth, WebConfig};
 use crate::history::History;
+use crate::walks::Walks;
 
 /// One job queue, as the poller last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -62,6 +63,8 @@ pub struct Dashboard {
     pub(crate) dead: tokio::sync::Mutex<Option<DeadLetters>>,
     /// Retries and deletes of many dead jobs, running and recent.
     pub(crate) actions: Actions,
+    /// What walks each dead queue now: page reads, or one action.
+    pub(crate) walks: Arc<Walks>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -85,6 +88,7 @@ impl Dashboard {
             broker: RwLock::default(),
             dead: tokio::sync::Mutex::default(),
             actions: Actions::default(),
+            walks: Arc::default(),
         }))
     }
 

@@ -1,83 +1,75 @@
 //! The dashboard's reads and single actions on dead-letter queues: one
-//! connection, one walk at a time (two walks of one queue would each see the
-//! other's held jobs as gone), made again once if it was lost.
+//! connection, one walk at a time, made again once if it was lost. Each
+//! takes a [`Reading`] of its queue: proof that no bulk action walks it.
 
-use jobs_core::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery};
+use jobs_core::{DeadFilter, DeadLetters, DeadPage, DeadQuery, Found, Progress};
 
 use crate::dashboard::Dashboard;
+use crate::walks::Reading;
 
-/// What to do on a dead-letter queue.
-#[derive(Clone, Copy)]
-enum Op<'a> {
-    Page(&'a str, &'a DeadQuery),
-    Find(&'a str, &'a str),
-    Act(&'a str, &'a DeadFilter, bool),
-}
-
-/// What it gave.
-enum Done {
-    Page(DeadPage),
-    Job(Option<Box<DeadJob>>),
-    Count(usize),
+/// Runs `$call` with `$dead` the connection for dead jobs (made when there
+/// is none), once more on a new one when it failed on one lost.
+macro_rules! with_dead {
+    ($dashboard:expr, |$dead:ident| $call:expr) => {{
+        let mut slot = $dashboard.dead.lock().await;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let $dead = match slot.as_ref() {
+                Some(dead) => dead,
+                None => &*slot.insert(DeadLetters::connect(&$dashboard.amqp).await?),
+            };
+            let done = $call.await;
+            match done {
+                Err(err) if tries < 2 && !err.is_permanent() => {
+                    if let Some(lost) = slot.take() {
+                        lost.close().await;
+                    }
+                    tracing::debug!(error = %jobs_core::report(&err), "dead-job connection lost; once more on a new one");
+                }
+                done => break done,
+            }
+        }
+    }};
 }
 
 impl Dashboard {
-    /// A page of the dead jobs of `queue`.
-    pub(crate) async fn dead_page(&self, queue: &str, query: &DeadQuery) -> Result<DeadPage, jobs_core::Error> {
-        match self.dead_op(Op::Page(queue, query)).await? {
-            Done::Page(page) => Ok(page),
-            _ => Err(jobs_core::Error::Unsupported("a dead-job operation gave another answer")),
-        }
+    /// How many dead jobs `queue` has: the broker's count.
+    pub(crate) async fn dead_count(&self, queue: &str) -> Result<u64, jobs_core::Error> {
+        with_dead!(self, |dead| dead.count(queue))
     }
 
-    /// The dead job of `queue` with id `id`, with its payload.
-    pub(crate) async fn dead_find(&self, queue: &str, id: &str) -> Result<Option<DeadJob>, jobs_core::Error> {
-        match self.dead_op(Op::Find(queue, id)).await? {
-            Done::Job(job) => Ok(job.map(|job| *job)),
-            _ => Err(jobs_core::Error::Unsupported("a dead-job operation gave another answer")),
-        }
+    /// A page of the dead jobs of the queue read.
+    pub(crate) async fn dead_page(
+        &self,
+        reading: &Reading<'_>,
+        query: &DeadQuery,
+    ) -> Result<DeadPage, jobs_core::Error> {
+        with_dead!(self, |dead| dead.page(reading.queue(), query))
     }
 
-    /// Retries (`retry`) or deletes the dead jobs of `queue` that `filter`
-    /// takes (one, by id: the pages' buttons); how many.
+    /// The dead job with id `id`, with its payload, reading at most `budget` jobs.
+    pub(crate) async fn dead_find(
+        &self,
+        reading: &Reading<'_>,
+        id: &str,
+        budget: u64,
+    ) -> Result<Found, jobs_core::Error> {
+        with_dead!(self, |dead| dead.find(reading.queue(), id, budget))
+    }
+
+    /// Retries (`retry`) or deletes the dead jobs `filter` takes (one, by id:
+    /// the pages' buttons).
     pub(crate) async fn dead_act(
         &self,
-        queue: &str,
+        reading: &Reading<'_>,
         filter: &DeadFilter,
         retry: bool,
-    ) -> Result<usize, jobs_core::Error> {
-        match self.dead_op(Op::Act(queue, filter, retry)).await? {
-            Done::Count(n) => Ok(n),
-            _ => Err(jobs_core::Error::Unsupported("a dead-job operation gave another answer")),
+    ) -> Result<Progress, jobs_core::Error> {
+        if retry {
+            with_dead!(self, |dead| dead.retry(reading.queue(), filter))
+        } else {
+            with_dead!(self, |dead| dead.purge(reading.queue(), filter))
         }
-    }
-
-    /// Runs `op` on the connection for dead jobs, made again once if it was lost.
-    async fn dead_op(&self, op: Op<'_>) -> Result<Done, jobs_core::Error> {
-        let mut slot = self.dead.lock().await;
-        let mut last = None;
-        for _ in 0..2 {
-            if slot.is_none() {
-                *slot = Some(DeadLetters::connect(&self.amqp).await?);
-            }
-            let Some(dead) = slot.as_ref() else { continue };
-            let done = match op {
-                Op::Page(queue, query) => dead.page(queue, query).await.map(Done::Page),
-                Op::Find(queue, id) => dead.find(queue, id).await.map(|job| Done::Job(job.map(Box::new))),
-                Op::Act(queue, filter, true) => dead.retry(queue, filter).await.map(Done::Count),
-                Op::Act(queue, filter, false) => dead.purge(queue, filter).await.map(Done::Count),
-            };
-            match done {
-                Ok(done) => return Ok(done),
-                Err(err) if err.is_permanent() => return Err(err),
-                Err(err) => {
-                    if let Some(dead) = slot.take() {
-                        dead.close().await;
-                    }
-                    last = Some(err);
-                }
-            }
-        }
-        Err(last.unwrap_or(jobs_core::Error::Unsupported("no connection for dead jobs")))
     }
 }

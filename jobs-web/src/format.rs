@@ -54,13 +54,8 @@ pub(crate) fn bound(seconds: Option<f64>) -> String {
 }
 
 /// What a path segment or query value keeps as it is: RFC 3986's unreserved characters.
-const SEGMENT: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// Percent-encodes a path segment or query value for a link.
-pub(crate) fn encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
-}
+pub(crate) use jobs_core::plumbing::percent_encode as encode;
 
 #[cfg(test)]
 mod tests {

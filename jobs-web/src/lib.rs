@@ -24,6 +24,7 @@
 //! state and the tasks that feed it), `history` (what heartbeats tell, kept
 //! bounded), `dead` (reading dead-letter queues, one walk at a time),
 //! `actions` (retry or delete many, in the background, with progress),
+//! `walks` (who walks a dead queue now: reads, or one action),
 //! `chart` (SVG), `pages` (HTML, a file per family), `api` (JSON), `extract`
 //! (request parts), `format` (how values are written), `refusal` (error
 //! answers, HTML or JSON), `security` (authentication, CSRF, headers), `routes`.
@@ -41,6 +42,7 @@ mod pages;
 mod refusal;
 mod routes;
 mod security;
+mod walks;
 
 pub use config::{Auth, Secret, Settings, WebConfig};
 pub use dashboard::Dashboard;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use crate::config::Auth;
+use crate::refusal::Refusal;
 use crate::Dashboard;
 
 /// The CSRF token of a request: its cookie's, or a new one.
@@ -74,25 +75,26 @@ fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Authenticates, hands the handlers the CSRF token, and sets the headers.
+/// Authenticates, hands the handlers the CSRF token, and sets the headers
+/// (on refusals too); a refusal under `/api/` is JSON.
 pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
-    if dashboard.auth == Auth::None && !loopback_host(request.headers(), &dashboard.web.allowed_hosts) {
-        let message = "this dashboard has no authentication and answers only to localhost and loopback addresses \
-                       (or the names in web.allowed_hosts)";
-        return crate::refusal::error_page(StatusCode::MISDIRECTED_REQUEST, message).into_response();
-    }
-    if !authorized(&dashboard.auth, request.headers()) {
-        let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobs\""));
-        return response;
-    }
     let existing = cookie(request.headers(), COOKIE);
     let token = existing.clone().unwrap_or_else(new_token);
-    if request.method() == Method::POST && !same_origin(request.headers()) {
-        return crate::refusal::error_page(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
-    }
-    request.extensions_mut().insert(Csrf(token.clone()));
-    let mut response = next.run(request).await;
+    let mut response = match refused(&dashboard, &request) {
+        Some((status, message)) => {
+            let mut response = Refusal::for_path(request.uri().path(), status, message).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobs\""));
+            }
+            response
+        }
+        None => {
+            request.extensions_mut().insert(Csrf(token.clone()));
+            next.run(request).await
+        }
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -106,6 +108,22 @@ pub(crate) async fn guard(State(dashboard): State<Arc<Dashboard>>, mut request: 
         }
     }
     response
+}
+
+/// Why a request is refused before any handler sees it, if it is.
+fn refused(dashboard: &Dashboard, request: &Request) -> Option<(StatusCode, &'static str)> {
+    if dashboard.auth == Auth::None && !loopback_host(request.headers(), &dashboard.web.allowed_hosts) {
+        let message = "this dashboard has no authentication and answers only to localhost and loopback addresses \
+                       (or the names in web.allowed_hosts)";
+        return Some((StatusCode::MISDIRECTED_REQUEST, message));
+    }
+    if !authorized(&dashboard.auth, request.headers()) {
+        return Some((StatusCode::UNAUTHORIZED, "authentication required"));
+    }
+    if request.method() == Method::POST && !same_origin(request.headers()) {
+        return Some((StatusCode::FORBIDDEN, "cross-site request refused"));
+    }
+    None
 }
 
 /// Whether the request's `Host` is `localhost`, a loopback address or one of

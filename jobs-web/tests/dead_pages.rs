@@ -1,11 +1,14 @@
 //! A dead queue longer than one read of it used to be (10,000): the pages
 //! tell the true count, reach the last job, open a job past the first 10,000,
 //! count a filter's matches over the whole queue, and Retry all acts on every
-//! one, in the background, with its count.
+//! one, in the background, with its count. A bulk action holds its queue
+//! (reads wait their turn or are refused), takes only what its filter takes,
+//! and one whose link goes silent ends with an error, the rest left dead.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
+use jobs_core::plumbing::amqprs::{FieldValue, LongStr};
 use jobs_core::plumbing::{Destination, Message, Publisher};
 use jobs_core::JobId;
 use jobs_test::*;
@@ -102,4 +105,122 @@ async fn every_dead_job_is_reached_counted_and_retried() {
     assert_eq!((action["done"].as_u64(), action["running"].as_bool()), (Some(DEAD as u64), Some(false)), "{action}");
     assert_eq!(try_counts(&raw, &format!("{queue}.dead")).await, Some((0, 0)), "none stays dead");
     assert_eq!(try_counts(&raw, &queue).await.map(|c| c.0), Some(DEAD as u32), "every one back in its queue");
+}
+
+/// A dashboard on `amqp`, served on a spare port.
+async fn serve(amqp: jobs_core::AmqpConfig) -> u16 {
+    let dashboard = Dashboard::new(amqp, WebConfig::default()).unwrap();
+    dashboard.start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = dashboard.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// Starts a bulk action with `form` (after the CSRF fields); the path of its progress page.
+fn start_bulk(port: u16, queue: &str, form: &str) -> String {
+    let page = http_request(port, "GET", &format!("/dead/{queue}/bulk?action=delete"), &[], None);
+    let cookie = page.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    let token = cookie.split_once('=').unwrap().1.to_owned();
+    let started = http_request(
+        port,
+        "POST",
+        &format!("/dead/{queue}/bulk"),
+        &[("Cookie", &cookie)],
+        Some(&format!("csrf={token}&{form}")),
+    );
+    assert_eq!(started.status, 303, "{}", started.body);
+    started.header("location").unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_action_holds_its_queue_and_takes_only_what_its_filter_takes() {
+    const N: usize = 4_000;
+    let queue = unique("dead-bulk");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
+    amqp_config().topology().declare_job_queue(&declarer, &queue).await.unwrap();
+    let publisher = Publisher::open(&raw, Duration::from_secs(30)).await.unwrap();
+    let dead = Destination::dead(&queue);
+    let error = |n: usize| if n % 2 == 0 { "Timeout talking to smtp" } else { "mailbox refused" };
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+        let messages = chunk
+            .iter()
+            .map(|n| {
+                let text = FieldValue::S(LongStr::try_from(error(*n).to_owned()).unwrap());
+                Message::job("Mail", JobId::from(format!("bulk-{n:05}").as_str()), vec![0x80])
+                    .header(jobs_core::plumbing::headers::ERROR, text)
+                    .into_outgoing(&dead)
+            })
+            .collect();
+        for result in publisher.publish_many(messages).await.unwrap() {
+            result.unwrap();
+        }
+    }
+    // The dashboard reaches the broker through a relay that can go silent.
+    let relay = Relay::start().await;
+    let mut amqp = config_for(&relay.url);
+    amqp.heartbeat = 2;
+    let port = serve(amqp).await;
+    let api = |path: &str| {
+        let (status, body) = http_get(port, path);
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|_| panic!("{path}: {body}")))
+    };
+
+    // A text filter: its matches counted, carried to the bulk links and the confirmation.
+    let (status, timeouts) = api(&format!("/api/dead/{queue}?q=timeout"));
+    assert_eq!(status, 200, "{timeouts}");
+    assert_eq!((timeouts["matches"].as_u64(), timeouts["complete"].as_bool()), (Some(N as u64 / 2), Some(true)));
+    let list = http_get(port, &format!("/dead/{queue}?q=timeout")).1;
+    assert!(list.contains("bulk?action=delete&#38;q=timeout"), "{list}");
+    let confirm = http_get(port, &format!("/dead/{queue}/bulk?action=delete&q=timeout")).1;
+    assert!(
+        confirm.contains("Delete 2,000 dead jobs whose error contains")
+            && confirm.contains("name=\"q\" value=\"timeout\""),
+        "{confirm}"
+    );
+
+    // The link goes silent partway through the deletes: the action stalls, and holds the queue meanwhile.
+    relay.cut_after(20_000);
+    let progress = start_bulk(port, &queue, "action=delete&q=timeout");
+    let id = progress.rsplit('/').next().unwrap().to_owned();
+    let (_, action) = api(&format!("/api/actions/{id}"));
+    assert_eq!(action["running"], true, "stalled on the silent link: {action}");
+    let (status, refused) = api(&format!("/api/dead/{queue}"));
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains(&format!("(action {id})")), "{refused}");
+    assert_eq!(api(&format!("/api/dead/{queue}/bulk-00001")).0, 409, "opening a job waits too");
+    let page = http_get(port, &format!("/dead/{queue}"));
+    assert_eq!(page.0, 200);
+    assert!(page.1.contains("the list shows again when it has ended"), "{}", page.1);
+    assert_eq!(start_bulk(port, &queue, "action=retry"), progress, "a second action goes to the running one");
+    wait_until("the stalled action to end", Duration::from_secs(60), || async {
+        api(&format!("/api/actions/{id}")).1["running"] == false
+    })
+    .await;
+    let (_, action) = api(&format!("/api/actions/{id}"));
+    assert!(action["error"].is_string(), "it says why it stopped: {action}");
+    assert!(action["done"].as_u64().unwrap() < N as u64 / 2, "{action}");
+    let stopped = http_get(port, &progress).1;
+    assert!(stopped.contains("then stopped") && stopped.contains("the rest stay dead"), "{stopped}");
+
+    // The queue reads again (on a new connection), and a run to the end takes the other timeouts, only those.
+    wait_until("the jobs the silent link held back in the queue", Duration::from_secs(60), || async {
+        let (status, all) = api(&format!("/api/dead/{queue}?q=refused"));
+        status == 200 && all["matches"] == N as u64 / 2 && all["total"].as_u64() > Some(N as u64 / 2)
+    })
+    .await;
+    let progress = start_bulk(port, &queue, "action=delete&q=timeout");
+    wait_until("the second delete to end", Duration::from_secs(60), || async {
+        http_get(port, &progress).1.contains("Deleted")
+    })
+    .await;
+    let done = http_get(port, &progress).1;
+    assert!(done.contains("whose error contains"), "{done}");
+    let (_, left) = api(&format!("/api/dead/{queue}?q=timeout"));
+    assert_eq!(left["matches"], 0, "{left}");
+    assert_eq!(left["total"], N as u64 / 2, "every refused job stays dead: {left}");
+    assert_eq!(try_counts(&raw, &format!("{queue}.dead")).await.map(|c| c.0), Some(N as u32 / 2));
 }

@@ -200,6 +200,15 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
     })
     .await;
     assert_eq!(api(&format!("/api/dead/{queue}"))["total"], 0);
+    // An action id that is not a number: a 404 like any unknown one, JSON under /api.
+    let (status, body) = http_get(port, "/api/actions/not-a-number");
+    assert_eq!(status, 404, "{body}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    assert_eq!(http_get(port, &format!("/dead/{queue}/actions/x1")).0, 404);
+    // A page past the last is refused from the broker's count.
+    let (status, body) = http_get(port, &format!("/api/dead/{queue}?page=2"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("page 2 does not exist (1 to 1)"), "{body}");
 
     // An id with characters that mean something in a URL: links percent-encode it.
     let odd = jobs_core::JobId::from("odd/id?x y#1");
@@ -263,7 +272,9 @@ async fn authentication_when_configured_and_never_on_a_public_address_without_it
     let rebound =
         http_request(open_port, "GET", "/api/workers", &[("Host", &format!("evil.example:{open_port}"))], None);
     assert_eq!(rebound.status, 421, "{}", rebound.body);
-    assert!(rebound.body.contains("web.allowed_hosts"), "{}", rebound.body);
+    let said: serde_json::Value = serde_json::from_str(&rebound.body).expect("JSON under /api");
+    assert!(said["error"].as_str().unwrap().contains("web.allowed_hosts"), "{}", rebound.body);
+    assert_eq!(rebound.header("x-frame-options"), Some("DENY"), "refusals carry the headers too");
     assert_eq!(http_request(open_port, "GET", "/", &[("Host", "jobs.internal")], None).status, 200);
 
     let web = WebConfig { token: Some("t0ken-for-tests".into()), ..WebConfig::default() };
@@ -283,6 +294,11 @@ async fn authentication_when_configured_and_never_on_a_public_address_without_it
     let denied = http_request(port, "GET", "/", &[], None);
     assert_eq!(denied.status, 401);
     assert_eq!(denied.header("www-authenticate"), Some("Basic realm=\"jobs\""));
+    assert!(denied.header("content-security-policy").is_some(), "refusals carry the headers too");
+    let denied_api = http_request(port, "GET", "/api/workers", &[], None);
+    assert_eq!(denied_api.status, 401);
+    let said: serde_json::Value = serde_json::from_str(&denied_api.body).expect("JSON under /api");
+    assert_eq!(said["error"], "authentication required");
     assert_eq!(http_request(port, "GET", "/", &[("Authorization", "Bearer nope")], None).status, 401);
     assert_eq!(http_request(port, "GET", "/", &[("Authorization", "Bearer t0ken-for-tests")], None).status, 200);
     // A browser sends it as the password of basic authentication.

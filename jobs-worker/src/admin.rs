@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
 use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Management};
-use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Progress, Route};
+use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
 
 use crate::{Cli, Command, DeadAction, Jobs, Settings};
 
@@ -48,15 +48,16 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
             }
             ExitCode::SUCCESS
         }
-        DeadAction::Show { queue, id } => match dead.find(&queue, &id).await? {
-            Some(job) => {
+        DeadAction::Show { queue, id } => match dead.find(&queue, &id, u64::MAX).await? {
+            Found::Job(job) => {
                 println!("{}", serde_json::to_string_pretty(&job)?);
                 ExitCode::SUCCESS
             }
-            None => {
-                eprintln!("no dead job has that id");
+            Found::Missing { scanned, .. } => {
+                eprintln!("no dead job has that id (read all {scanned})");
                 ExitCode::from(2)
             }
+            _ => ExitCode::from(2),
         },
         DeadAction::Retry { queue, which } => {
             let filter = which.filter();
@@ -72,7 +73,7 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
 }
 
 /// Tells a long retry or purge's progress on stderr, every few seconds.
-fn progress(what: &'static str) -> impl FnMut(Progress) {
+fn progress(what: &'static str) -> impl FnMut(&Progress) {
     let mut last = std::time::Instant::now();
     move |done| {
         if last.elapsed() >= std::time::Duration::from_secs(2) && done.scanned < done.total {
@@ -82,11 +83,22 @@ fn progress(what: &'static str) -> impl FnMut(Progress) {
     }
 }
 
-fn report(what: &str, filter: &DeadFilter, n: usize) -> ExitCode {
-    println!("{what} {n} dead job(s)");
-    if n == 0 && filter.is_id() {
+/// What a retry or purge did; exit code 1 when jobs it took stayed dead, 2 when an `--id` matched none.
+fn report(what: &str, filter: &DeadFilter, done: Progress) -> ExitCode {
+    println!("{what} {} dead job(s)", done.acted);
+    if done.failed > 0 {
+        let why = done.first_failure.as_deref().unwrap_or("refused");
+        eprintln!("{} stay dead: the broker refused their copies (the first: {why})", done.failed);
+    }
+    if done.not_reached > 0 {
+        eprintln!("{} not reached: another reader held them; run it again", done.not_reached);
+    }
+    if done.acted == 0 && filter.is_id() && done.failed == 0 {
         eprintln!("no dead job has that id");
         return ExitCode::from(2);
+    }
+    if done.failed > 0 || done.not_reached > 0 {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -30,6 +30,22 @@ pub struct WorkerBuilder {
     config: WorkerConfig,
 }
 
+impl Worker {
+    /// A worker for every job type the link-time registry found in the binary
+    /// ([`Worker::builder`] lists them explicitly), with the given settings.
+    ///
+    /// # Errors
+    /// As [`WorkerBuilder::build`].
+    pub fn new(amqp: AmqpConfig, config: WorkerConfig) -> Result<Self, Error> {
+        Worker::builder().linked_jobs().amqp(amqp).config(config).build()
+    }
+
+    /// A builder: job types, extra queues, settings.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+}
+
 impl WorkerBuilder {
     /// Serves job type `J`.
     #[must_use]

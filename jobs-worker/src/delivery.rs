@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::Channel;
 use jobs_core::plumbing::amqprs::BasicProperties;
-use jobs_core::plumbing::{header_u64, headers, message_attempt, Origin};
+use jobs_core::plumbing::{header_u64, headers, message_attempt, message_id, Origin};
 use jobs_core::JobId;
 
 /// What the worker knows of a message before it runs it, from its properties.
@@ -36,11 +36,11 @@ pub(crate) struct Meta<'a> {
 
 impl<'a> Meta<'a> {
     pub(crate) fn of(props: &'a BasicProperties, redelivered: bool, size: usize) -> Self {
-        let own = props.message_id().map(String::as_str).filter(|id| !id.is_empty());
+        let own = message_id(props);
         Meta {
             name: props.message_type().map(String::as_str),
-            id: own.map(JobId::from).unwrap_or_default(),
             has_id: own.is_some(),
+            id: own.unwrap_or_default(),
             attempt: message_attempt(props),
             crashes: header_u64(props, headers::CRASHES).unwrap_or(0),
             redelivered,

@@ -29,7 +29,11 @@
 //! - a call (`reply_to` set) gets its failure as the answer and is not
 //!   retried; a call that cannot run at all is answered and dead;
 //! - a copy (retry, dead letter, crash requeue) that the broker does not
-//!   confirm sends the delivery back to its queue after a pause of a second.
+//!   store (a nack, a refusal) is published again after a pause, 1 s
+//!   doubling to 30 s, for about 2½ minutes, the delivery held (so the job
+//!   does not run again meanwhile); then the delivery goes back to its queue,
+//!   and comes back counted as a crash. When the settling channel is gone,
+//!   nothing can be published: the delivery goes back at once.
 
 use std::time::Duration;
 
@@ -100,9 +104,10 @@ pub(crate) enum Decision {
     Answer { kind: FailureKind, reply: Reply },
     /// Publish attempt `attempt` to run after `delay`, wait for its confirm, ack.
     Retry { kind: FailureKind, error: String, attempt: u32, delay: Duration },
-    /// Publish a copy to `<queue>.dead` with the reason, wait for its confirm,
-    /// ack (a call that could not run gets its failure as the answer first).
-    Dead { kind: FailureKind, reason: String, reply: Option<Reply> },
+    /// Publish a copy to `<queue>.dead` with the reason, saying it ended on
+    /// attempt `attempt`, wait for its confirm, ack (a call that could not run
+    /// gets its failure as the answer first).
+    Dead { kind: FailureKind, reason: String, attempt: u32, reply: Option<Reply> },
     /// Publish a copy at the end of its queue with `x-crashes = crashes`, wait, ack.
     Requeue { crashes: u64 },
 }
@@ -130,10 +135,16 @@ impl Decision {
 /// refused, or its channel went before the confirm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unstored {
-    /// Give the delivery back to its queue (reject, requeue) after `pause`, so
-    /// that a broker refusing copies is not asked again in a tight loop.
-    Return { pause: Duration },
+    /// Publish it again after `pause`, the delivery still held.
+    Again { pause: Duration },
+    /// Give the delivery back to its queue (reject, requeue): its return
+    /// counts as a crash.
+    GiveBack,
 }
+
+/// How many times a copy is published again before its delivery is given
+/// back: pauses of 1, 2, 4, 8, 16 s and then 30 s four times, about 2½ minutes in all.
+const COPY_TRIES: u32 = 10;
 
 /// Before running: the job type's name to run, or the decision that settles
 /// the delivery unrun.
@@ -155,7 +166,7 @@ pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result
         return bad("the message has no `message_id` (job id)".into());
     }
     if meta.redelivered && home == Home::Queue {
-        let crashes = meta.crashes + 1;
+        let crashes = meta.crashes.saturating_add(1);
         if crashes > u64::from(limits.max_crashes) {
             let reason = format!(
                 "came back unacked {crashes} times (amqp.max_crashes = {}): it kills its worker, or its workers kept losing the broker",
@@ -210,13 +221,18 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
     };
     match delay {
         Some(delay) => Decision::Retry { kind, error, attempt: meta.attempt.saturating_add(1), delay },
-        None => Decision::Dead { kind, reason: error, reply: None },
+        None => Decision::Dead { kind, reason: error, attempt: meta.attempt, reply: None },
     }
 }
 
-/// When the copy of `decision` was not stored.
-pub(crate) fn unstored(_decision: &Decision) -> Unstored {
-    Unstored::Return { pause: Duration::from_secs(1) }
+/// When the copy of a decision was not stored, for the `tries`-th time;
+/// `channel_open`: whether the settling channel can still publish.
+pub(crate) fn unstored(tries: u32, channel_open: bool) -> Unstored {
+    if !channel_open || tries >= COPY_TRIES {
+        return Unstored::GiveBack;
+    }
+    let pause = Duration::from_secs(1u64 << tries.saturating_sub(1).min(5)).min(Duration::from_secs(30));
+    Unstored::Again { pause }
 }
 
 /// When to retry after failed attempt `attempt`, if at all.
@@ -231,10 +247,10 @@ fn next_delay(retry: Retry, attempt: u32, schedule: Schedule) -> Option<Duration
     }
 }
 
-/// Dead with `reason`; a call hears why first.
+/// Dead with `reason`, on the attempt it was on; a call hears why first.
 fn dead(meta: &Meta<'_>, kind: FailureKind, reason: String) -> Decision {
     let reply = meta.is_call().then(|| answer(kind, &reason));
-    Decision::Dead { kind, reason, reply }
+    Decision::Dead { kind, reason, attempt: meta.attempt, reply }
 }
 
 fn answer(kind: FailureKind, error: &str) -> Reply {
@@ -275,7 +291,11 @@ mod tests {
     }
 
     fn dead(kind: FailureKind, reason: &str) -> Decision {
-        Decision::Dead { kind, reason: reason.into(), reply: None }
+        Decision::Dead { kind, reason: reason.into(), attempt: 1, reply: None }
+    }
+
+    fn dead_on(kind: FailureKind, reason: &str, attempt: u32) -> Decision {
+        Decision::Dead { kind, reason: reason.into(), attempt, reply: None }
     }
 
     fn text_of(reply: &Reply) -> String {
@@ -293,7 +313,12 @@ mod tests {
                 1,
                 retry(Failed, "boom", 2, secs(2)),
             ),
-            ("an error on the last attempt: dead", errored(JobError::msg("boom")), 3, dead(Failed, "boom")),
+            (
+                "an error on the last attempt: dead, on that attempt",
+                errored(JobError::msg("boom")),
+                3,
+                dead_on(Failed, "boom", 3),
+            ),
             (
                 "retry_after: its delay",
                 errored(JobError::retry_after("slow down", secs(9))),
@@ -304,7 +329,7 @@ mod tests {
                 "retry_after on the last attempt: dead",
                 errored(JobError::retry_after("slow down", secs(9))),
                 3,
-                dead(Failed, "slow down"),
+                dead_on(Failed, "slow down", 3),
             ),
             ("fatal: dead at once", errored(JobError::fatal("bad address")), 1, dead(Fatal, "bad address")),
             (
@@ -317,7 +342,7 @@ mod tests {
                 "a panic on the last attempt: dead",
                 Ran::Panicked { message: "oops".into(), schedule: THREE },
                 3,
-                dead(Panicked, "panicked: oops"),
+                dead_on(Panicked, "panicked: oops", 3),
             ),
             (
                 "a timeout: retried on the type's backoff",
@@ -361,7 +386,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(decision(24), Decision::Retry { attempt: 25, .. }));
-        assert_eq!(decision(25), dead(UnknownType, "no job type `J` in this worker"), "the default 25 attempts");
+        assert_eq!(decision(25), dead_on(UnknownType, "no job type `J` in this worker", 25), "the default 25 attempts");
     }
 
     #[test]
@@ -447,7 +472,7 @@ mod tests {
             assert_eq!(screen(&meta, home, &LIMITS), expected, "{rule}");
         }
         match screen(&returned(3), Home::Queue, &LIMITS) {
-            Err(Decision::Dead { kind: Crashed, reason, reply: None }) => {
+            Err(Decision::Dead { kind: Crashed, reason, reply: None, .. }) => {
                 assert!(reason.contains("came back unacked 4 times (amqp.max_crashes = 3)"), "{reason}")
             }
             other => panic!("past max_crashes: {other:?}"),
@@ -457,9 +482,22 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_that_is_not_stored_goes_back_after_a_second() {
-        for decision in [retry(Failed, "e", 2, secs(1)), dead(Fatal, "e"), Decision::Requeue { crashes: 1 }] {
-            assert_eq!(unstored(&decision), Unstored::Return { pause: secs(1) }, "{decision:?}");
-        }
+    fn a_copy_that_is_not_stored_is_tried_again_for_minutes_then_given_back() {
+        let pauses: Vec<Unstored> = (1..=COPY_TRIES).map(|tries| unstored(tries, true)).collect();
+        let expected: Vec<Unstored> = [1, 2, 4, 8, 16, 30, 30, 30, 30]
+            .into_iter()
+            .map(|s| Unstored::Again { pause: secs(s) })
+            .chain([Unstored::GiveBack])
+            .collect();
+        assert_eq!(pauses, expected);
+        let held: u64 = [1, 2, 4, 8, 16, 30, 30, 30, 30].iter().sum();
+        assert!(held < 600, "held {held} s: well within the broker's consumer_timeout");
+        assert_eq!(unstored(1, false), Unstored::GiveBack, "no channel to publish on: back at once");
+    }
+
+    #[test]
+    fn a_crash_count_at_its_end_does_not_wrap() {
+        let returned = Meta { redelivered: true, crashes: u64::MAX, ..meta(1) };
+        assert!(matches!(screen(&returned, Home::Queue, &LIMITS), Err(Decision::Dead { kind: Crashed, .. })));
     }
 }

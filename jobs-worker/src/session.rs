@@ -200,6 +200,7 @@ impl Setup<'_> {
             tokio::select! {
                 _ = &mut *stop => return Ok(SessionEnd::Stopped),
                 _ = &mut failure => return Ok(lost("a network failure")),
+                _ = shared.settler.broken.cancelled() => return Ok(lost("the channel that stores settled copies closed")),
                 Some(ended) = loops.join_next() => {
                     let (unit, result) = match ended {
                         Ok(ended) => ended,

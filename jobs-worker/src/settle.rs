@@ -32,6 +32,9 @@ pub(crate) struct Settler {
     pub(crate) unknown: Arc<Throttle>,
     /// Where failures, retries and dead letters are counted.
     pub(crate) activity: Arc<Activity>,
+    /// Cancelled when the settling channel is gone: the session ends, as no
+    /// copy can be stored on it any more.
+    pub(crate) broken: tokio_util::sync::CancellationToken,
 }
 
 impl Settler {
@@ -50,20 +53,21 @@ impl Settler {
                 match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
                     Ok(destination) => (message, destination, "retry"),
                     // The worker checked its queue names at start: not seen, but not a panic either.
-                    Err(err) => return self.give_back(d, &decision, "retry", &err).await,
+                    Err(err) => return self.give_back(d, "retry", &err).await,
                 }
             }
-            Decision::Dead { kind, reason, .. } => {
+            Decision::Dead { kind, reason, attempt, .. } => {
                 // The attempt it ended on, said even for a first attempt (which goes without).
-                let message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(d.meta.attempt);
+                let message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(*attempt);
                 (message, Destination::dead(d.queue), "dead-lettered")
             }
             Decision::Requeue { crashes } => {
-                let message = self.copy(d).header(headers::CRASHES, FieldValue::l(*crashes as i64));
+                let crashes = i64::try_from(*crashes).unwrap_or(i64::MAX);
+                let message = self.copy(d).header(headers::CRASHES, FieldValue::l(crashes));
                 (message, Destination::direct(d.queue), "crash requeue")
             }
         };
-        if !self.forward(d, message, &destination, &decision, what).await {
+        if !self.forward(d, message, &destination, what).await {
             return;
         }
         match decision {
@@ -118,34 +122,43 @@ impl Settler {
         }
     }
 
-    /// Publishes the copy, waits for the confirm, then acks. If the copy is
-    /// not stored, gives the delivery back. Returns whether it was stored.
-    async fn forward(
-        &self,
-        d: &Delivery<'_>,
-        message: Message,
-        destination: &Destination,
-        decision: &Decision,
-        what: &str,
-    ) -> bool {
-        match self.publisher.publish(message.into_outgoing(destination)).await {
-            Ok(()) => {
-                self.ack(d.channel, d.tag).await;
-                true
+    /// Publishes the copy, waits for the confirm, then acks. A copy not
+    /// stored is published again as the policy says, the delivery held, and
+    /// at last the delivery is given back. Returns whether it was stored.
+    async fn forward(&self, d: &Delivery<'_>, message: Message, destination: &Destination, what: &str) -> bool {
+        let outgoing = message.into_outgoing(destination);
+        let mut tries = 0;
+        loop {
+            let err = match self.publisher.publish(outgoing.clone()).await {
+                Ok(()) => {
+                    self.ack(d.channel, d.tag).await;
+                    return true;
+                }
+                Err(err) => err,
+            };
+            tries += 1;
+            let open = self.publisher.is_open() && d.channel.is_open();
+            if !self.publisher.is_open() {
+                // Every copy of this session would fail now: end the session.
+                self.broken.cancel();
             }
-            Err(err) => {
-                self.give_back(d, decision, what, &err).await;
-                false
+            match policy::unstored(tries, open) {
+                Unstored::Again { pause } => {
+                    warn!(queue = d.queue, job.id = %d.id(), error = %jobs_core::report(&err), what, retry_in = ?pause, tries, "the broker did not store the job's copy; publishing it again (the job is held meanwhile)");
+                    tokio::time::sleep(pause).await;
+                }
+                Unstored::GiveBack => {
+                    self.give_back(d, what, &err).await;
+                    return false;
+                }
             }
         }
     }
 
-    /// The copy of `decision` was not stored: as the policy says, the
-    /// delivery goes back to its queue after a pause.
-    async fn give_back(&self, d: &Delivery<'_>, decision: &Decision, what: &str, err: &jobs_core::Error) {
-        let Unstored::Return { pause } = policy::unstored(decision);
+    /// The copy of a decision was not stored: the delivery goes back to its
+    /// queue, and will come back counted as a crash.
+    async fn give_back(&self, d: &Delivery<'_>, what: &str, err: &jobs_core::Error) {
         error!(queue = d.queue, job.id = %d.id(), error = %jobs_core::report(err), what, "could not store the job's copy; returning it to its queue");
-        tokio::time::sleep(pause).await;
         if let Err(err) = d.channel.basic_reject(BasicRejectArguments::new(d.tag, true)).await {
             error!(error = %err, "could not return the job; the broker will when the channel closes");
         }

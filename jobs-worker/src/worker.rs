@@ -22,7 +22,7 @@ use crate::policy::Limits;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
-use crate::{Error, Jobs, Subscription, WorkerBuilder, WorkerConfig};
+use crate::{Error, Jobs, Subscription, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
 
@@ -57,20 +57,6 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker for every job type the link-time registry found in the binary
-    /// ([`Worker::builder`] lists them explicitly), with the given settings.
-    ///
-    /// # Errors
-    /// As [`WorkerBuilder::build`].
-    pub fn new(amqp: AmqpConfig, config: WorkerConfig) -> Result<Self, Error> {
-        Worker::builder().linked_jobs().amqp(amqp).config(config).build()
-    }
-
-    /// A builder: job types, extra queues, settings.
-    pub fn builder() -> WorkerBuilder {
-        WorkerBuilder::default()
-    }
-
     pub(crate) fn from_parts(
         jobs: Jobs,
         extra_queues: Vec<String>,
@@ -310,6 +296,7 @@ impl Worker {
             topology: self.amqp.topology(),
             unknown: self.unknown.clone(),
             activity: self.activity.clone(),
+            broken: tokio_util::sync::CancellationToken::new(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =

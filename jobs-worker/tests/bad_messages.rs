@@ -117,3 +117,59 @@ fn props_without_id() -> BasicProperties {
     p.with_message_type("Greet").with_content_type("application/msgpack").with_persistence(true);
     p.finish()
 }
+
+/// A producer's properties that would undo a dead job do not reach its dead
+/// copy: an `expiration` (the dead job would vanish), a planted `x-exchange`
+/// (a retry would go to that exchange, not the job's queue), the broker's
+/// `x-death` history. The copy keeps the job's id and type, and a retry
+/// sends it back to its own queue.
+#[tokio::test]
+async fn a_producers_properties_that_would_undo_a_dead_job_stay_off_its_copy() {
+    use jobs_test::amqprs::{FieldTable, FieldValue};
+    let Fixture { queue, raw, client: _, worker: running, cleanup: _cleanup } =
+        Fixture::start("planted", Duration::from_secs(5)).await;
+    let dead = format!("{queue}.dead");
+    let mut headers_in = FieldTable::new();
+    let text = |s: &str| FieldValue::S(s.to_owned().try_into().unwrap());
+    headers_in.insert("x-exchange".try_into().unwrap(), text("amq.fanout"));
+    headers_in.insert("x-routing-key".try_into().unwrap(), text("anything"));
+    headers_in.insert("x-death".try_into().unwrap(), text("planted"));
+    let mut p = props("planted-1", Some("Greet"), Some("application/msgpack"));
+    p.with_expiration("60000").with_headers(headers_in);
+    let channel = raw.open_channel(None).await.unwrap();
+    channel.basic_publish(p, b"\xc1 garbage".to_vec(), BasicPublishArguments::new("", &queue)).await.unwrap();
+    wait_until("the bad job in dead", Duration::from_secs(20), || async { counts(&raw, &dead).await.0 == 1 }).await;
+
+    let dead_letters = jobs_core::DeadLetters::connect(&amqp_config()).await.unwrap();
+    let listed = dead_letters.list(&queue, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].exchange.as_deref(), listed[0].queue.as_deref()), (None, Some(queue.as_str())), "{listed:?}");
+    let (copy, _) = get(&channel, &dead).await.unwrap();
+    assert_eq!(copy.expiration(), None, "no expiry on a dead job");
+    assert_eq!(copy.message_id().map(String::as_str), Some("planted-1"));
+    assert_eq!(copy.message_type().map(String::as_str), Some("Greet"));
+    for planted in ["x-exchange", "x-routing-key", "x-death"] {
+        assert_eq!(header_str(&copy, planted), None, "{planted} dropped");
+    }
+    assert_eq!(header_str(&copy, headers::ERROR_KIND), Some("undecodable"));
+    // Back in dead (the get took it): retried to its own queue, where it fails again.
+    channel.basic_publish(copy, b"\xc1 garbage".to_vec(), BasicPublishArguments::new("", &dead)).await.unwrap();
+    wait_until("the copy back in dead", Duration::from_secs(20), || async { counts(&raw, &dead).await.0 == 1 }).await;
+    let done = dead_letters.retry(&queue, &jobs_core::DeadFilter::all()).await.unwrap();
+    assert_eq!((done.acted, done.failed), (1, 0), "{done:?}");
+    // The retry acked the one it read: what comes to dead now is the new copy.
+    let again = Mutex::new(None);
+    wait_until("the retried job through its queue and dead again", Duration::from_secs(20), || async {
+        let got = get(&channel, &dead).await;
+        let came = got.is_some();
+        *again.lock().unwrap() = got;
+        came
+    })
+    .await;
+    let (again, _) = again.into_inner().unwrap().unwrap();
+    assert_eq!(again.message_id().map(String::as_str), Some("planted-1"), "it went through its queue");
+    assert_eq!(jobs_core::plumbing::header_u64(&again, headers::ATTEMPT), Some(1));
+    dead_letters.close().await;
+    running.stop().await.unwrap();
+    assert_acked(&raw, &queue).await;
+}

@@ -1,7 +1,6 @@
 //! Promises of the docs, each proven (a broker that keeps refusing a setup:
 //! `examples/tests/setup_refused.rs`): a copy the broker nacks while the link
-//! is up is given back to its queue (rejected, requeued) and stored once it
-//! can be; a stop while the worker reconnects still gives a running job its
+//! is up is published again, the job held, and stored once it can be; a stop while the worker reconnects still gives a running job its
 //! grace period; `<queue>.dead` has no expiry, length limit or TTL.
 #![allow(clippy::unwrap_used)]
 
@@ -56,20 +55,18 @@ fn regex_escape(text: &str) -> String {
 }
 
 /// A dead copy the broker nacks (its dead queue refuses publishes, by a
-/// policy) while the link is up: the delivery is given back to its queue, not
-/// acked, and comes round again, as long as the broker refuses; once it
-/// takes copies, the job is dead once.
+/// policy) while the link is up: the worker holds the delivery (unacked) and
+/// publishes the copy again, pausing longer each time, and once the broker
+/// takes copies the job is dead once, with its own failure, having run once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_nacked_while_the_link_is_up_is_given_back_and_stored_later() {
+async fn a_copy_nacked_while_the_link_is_up_is_held_and_stored_later() {
     let queue = unique("nacked");
     let _cleanup = Cleanup::queues(&[&queue]);
     let dead = format!("{queue}.dead");
     let raw = raw_connection().await;
     let mut config = worker_config(&[&queue], 1, "nacked-worker", Duration::from_secs(5));
     config.heartbeat_interval = Duration::ZERO;
-    let mut amqp = amqp_config();
-    amqp.max_crashes = 50; // the returns are counted as crashes; not the point here
-    let running = spawn_with(amqp, config);
+    let running = spawn_with(amqp_config(), config);
     wait_for_consumers(&raw, &queue, 1).await;
     let vhost = management().vhost().to_owned();
     let policy = format!("/api/policies/{}/{}", encode(&vhost), encode(&queue));
@@ -91,23 +88,35 @@ async fn a_copy_nacked_while_the_link_is_up_is_given_back_and_stored_later() {
         .enqueue_with(&Note { tag: tag.clone(), millis: 0, fail: true }, EnqueueOptions::new().queue(&queue))
         .await
         .unwrap();
-    wait_until("three runs whose dead copy was nacked", Duration::from_secs(30), || async {
-        count(&format!("{tag}:end")) >= 3
+    wait_until("the run whose dead copy is nacked", Duration::from_secs(30), || async {
+        count(&format!("{tag}:end")) == 1
+    })
+    .await;
+    // The broker's view: the job held by the worker (unacked), nothing stored in dead.
+    let path = format!("/api/queues/{}/{}", encode(&vhost), encode(&queue));
+    wait_until("the broker to show the job held", Duration::from_secs(30), || async {
+        management().get(&path).await.is_ok_and(|q| q["messages_unacknowledged"] == 1)
     })
     .await;
     assert_eq!(counts(&raw, &dead).await.0, 0, "nothing stored in dead while it refuses");
+    assert_eq!(count(&format!("{tag}:end")), 1, "held, not run again");
     assert!(!running.is_finished(), "the worker goes on");
 
     management().delete(&policy).await.unwrap();
-    wait_until("the job dead once the broker takes copies", Duration::from_secs(30), || async {
+    wait_until("the job dead once the broker takes copies", Duration::from_secs(60), || async {
         counts(&raw, &dead).await.0 == 1
     })
     .await;
     running.stop().await.unwrap();
     assert_acked(&raw, &queue).await;
+    assert_eq!(count(&format!("{tag}:end")), 1, "it ran once");
     let channel = raw.open_channel(None).await.unwrap();
     let (props, _) = get(&channel, &dead).await.unwrap();
     assert_eq!(props.message_id().map(String::as_str), Some(id.as_str()));
+    let kind = jobs_core::plumbing::header_str(&props, jobs_core::plumbing::headers::ERROR_KIND);
+    assert_eq!(kind, Some("fatal"), "its own failure, not a crash");
+    let error = jobs_core::plumbing::header_str(&props, jobs_core::plumbing::headers::ERROR).unwrap_or("");
+    assert!(error.contains("refused on purpose"), "{error}");
     assert!(get(&channel, &dead).await.is_none(), "dead once");
 }
 

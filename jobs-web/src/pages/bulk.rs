@@ -10,11 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use jobs_core::{DeadFilter, DeadQuery};
+use jobs_core::DeadQuery;
 use serde::Deserialize;
 
-use super::dead::{busy, READ_BUDGET};
+use super::dead::{read, READ_BUDGET};
 use super::{may_act, page, queue_name, read_only, render, PageCtx};
+use crate::actions::Scope;
 use crate::dashboard::Dashboard;
 use crate::extract::{Base, Params};
 use crate::format::{count, encode, span};
@@ -27,6 +28,9 @@ pub(crate) struct BulkQuery {
     action: BulkAction,
     #[serde(default, rename = "type")]
     job_type: Option<String>,
+    /// Text the error contains.
+    #[serde(default)]
+    q: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -60,7 +64,10 @@ struct Confirm {
     action: &'static str,
     verb: &'static str,
     job_type: String,
-    /// How many it takes: exact, or "at least" when a type's count read only part of the queue.
+    text: String,
+    /// What it takes, in words (" of type Mail").
+    scope: String,
+    /// How many it takes: exact, or "at least" when a filter's count read only part of the queue.
     count: String,
     plural: bool,
 }
@@ -77,23 +84,25 @@ pub(crate) async fn bulk_confirm(
     if dashboard.web.read_only {
         return Err(read_only());
     }
-    busy(&dashboard, &queue)?;
-    let job_type = query.job_type.clone().filter(|t| !t.is_empty());
-    let (n, exact) = match &job_type {
-        None => (dashboard.dead_page(&queue, &DeadQuery::new(0)).await.map_err(|e| Refusal::broker(&e))?.total, true),
-        Some(t) => {
-            let counting = DeadQuery::new(0).filter(DeadFilter::of_type(t)).budget(READ_BUDGET).counting();
-            let page = dashboard.dead_page(&queue, &counting).await.map_err(|e| Refusal::broker(&e))?;
-            (page.matched, page.complete)
-        }
+    let scope = Scope::of(query.job_type.as_deref(), query.q.as_deref());
+    let reading = read(&dashboard, &queue)?;
+    let (n, exact) = if scope.is_all() {
+        (dashboard.dead_count(&queue).await.map_err(|e| Refusal::broker(&e))?, true)
+    } else {
+        let counting = DeadQuery::new(0).filter(scope.filter()).budget(READ_BUDGET).counting();
+        let page = dashboard.dead_page(&reading, &counting).await.map_err(|e| Refusal::broker(&e))?;
+        (page.matched, page.complete)
     };
+    drop(reading);
     let shown = if exact { count(n) } else { format!("at least {}", count(n)) };
     Ok(render(&Confirm {
         page: page(&dashboard, base, "dead", &csrf),
         queue,
         action: query.action.name(),
         verb: query.action.verb(),
-        job_type: job_type.unwrap_or_default(),
+        scope: scope.words(),
+        job_type: scope.job_type.unwrap_or_default(),
+        text: scope.text.unwrap_or_default(),
         count: shown,
         plural: n != 1 || !exact,
     }))
@@ -106,10 +115,13 @@ pub(crate) struct BulkForm {
     action: BulkAction,
     #[serde(default, rename = "type")]
     job_type: String,
+    #[serde(default)]
+    q: String,
 }
 
-/// A confirmed bulk action: starts retrying or deleting every dead job of the
-/// queue (or of a type in it), and sends the browser to its progress.
+/// A confirmed bulk action: starts retrying or deleting the dead jobs of the
+/// queue (all, or those of a type or an error text), and sends the browser
+/// to its progress.
 pub(crate) async fn bulk_do(
     State(dashboard): State<Arc<Dashboard>>,
     base: Base,
@@ -119,17 +131,13 @@ pub(crate) async fn bulk_do(
 ) -> Result<Response, Refusal> {
     queue_name(&queue)?;
     may_act(&dashboard, &headers, &form.csrf)?;
-    let job_type = Some(form.job_type.clone()).filter(|t| !t.is_empty());
+    let scope = Scope::of(Some(&form.job_type), Some(&form.q));
     // One per queue: a second one goes to the page of the one running.
-    let started = dashboard.actions.start(&dashboard.amqp, &queue, job_type, form.action == BulkAction::Retry);
+    let started =
+        dashboard.actions.start(&dashboard.walks, &dashboard.amqp, &queue, scope, form.action == BulkAction::Retry);
     let action = started.unwrap_or_else(|running| running);
     // A small one ends at once: wait a moment, so that the next page says what was done.
-    for _ in 0..20 {
-        if !action.running() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    action.ended_within(Duration::from_secs(1)).await;
     let to = format!("{}/dead/{}/actions/{}", base.0, encode(&queue), action.id);
     Ok(Redirect::to(&to).into_response())
 }
@@ -145,36 +153,55 @@ struct ActionPage {
     back: String,
 }
 
+/// An action's id from the path: a number, else a 404.
+pub(crate) fn action_id(id: &str) -> Result<u64, Refusal> {
+    id.parse().map_err(|_| Refusal::new(StatusCode::NOT_FOUND, "no such action (action ids are numbers)"))
+}
+
 /// A bulk action's progress, or what it did.
 pub(crate) async fn action_page(
     State(dashboard): State<Arc<Dashboard>>,
     base: Base,
     Extension(csrf): Extension<Csrf>,
-    Path((queue, id)): Path<(String, u64)>,
+    Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
     queue_name(&queue)?;
+    let id = action_id(&id)?;
     let Some(action) = dashboard.actions.get(id).filter(|a| a.queue == queue) else {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action (the dashboard keeps the last 50)"));
     };
     let state = action.state();
+    let progress = &state.progress;
     let (done, doing) = if action.retry { ("Retried", "Retrying") } else { ("Deleted", "Deleting") };
-    let of_type = action.job_type.as_ref().map_or_else(String::new, |t| format!(" of type {t}"));
+    let scope = action.scope.words();
     let jobs = |n: u64| format!("{} dead job{}", count(n), if n == 1 { "" } else { "s" });
     let took = span(state.ended_ms.unwrap_or_else(crate::dashboard::now_ms).saturating_sub(action.started_ms));
+    // What stays dead, and why.
+    let mut stayed = Vec::new();
+    if progress.failed > 0 {
+        let why = progress.first_failure.as_deref().unwrap_or("refused");
+        stayed.push(format!("{} stay dead: the broker refused their copies (the first: {why})", jobs(progress.failed)));
+    }
+    if progress.not_reached > 0 {
+        stayed.push(format!("{} not reached (another reader held them): run it again", jobs(progress.not_reached)));
+    }
     let (message, detail) = match &state.outcome {
         None => (
-            format!("{doing} the dead jobs{of_type} of {queue}…"),
+            format!("{doing} the dead jobs{scope} of {queue}…"),
             format!(
                 "{} of {} read, {} {} so far ({took}); this page reloads until it is done",
-                count(state.progress.scanned),
-                count(state.progress.total),
-                count(state.progress.acted),
+                count(progress.scanned),
+                count(progress.total),
+                count(progress.acted),
                 done.to_lowercase()
             ),
         ),
-        Some(Ok(n)) => (format!("{done} {}{of_type} in {queue}", jobs(*n)), format!("in {took}")),
+        Some(Ok(())) => {
+            stayed.insert(0, format!("in {took}"));
+            (format!("{done} {}{scope} in {queue}", jobs(progress.acted)), stayed.join("; "))
+        }
         Some(Err(why)) => (
-            format!("{done} {}{of_type} in {queue}, then stopped", jobs(state.progress.acted)),
+            format!("{done} {}{scope} in {queue}, then stopped", jobs(progress.acted)),
             format!("{why}; the rest stay dead"),
         ),
     };

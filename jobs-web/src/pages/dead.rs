@@ -13,16 +13,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use jobs_core::{DeadFilter, DeadJob, DeadPage, DeadQuery, Order};
+use jobs_core::{DeadFilter, DeadJob, DeadPage, DeadQuery, Found, Order};
 use serde::Deserialize;
 
 use super::{may_act, page, queue_name, render, CsrfForm, PageCtx, QueueView};
-use crate::actions::Action;
+use crate::actions::{Action, Scope};
 use crate::dashboard::Dashboard;
 use crate::extract::{Base, Params};
 use crate::format::{count, encode, secs_to_time, show};
 use crate::refusal::Refusal;
 use crate::security::Csrf;
+use crate::walks::Reading;
 
 /// Dead jobs on one page (and in one answer of the API).
 pub(crate) const PER_PAGE: usize = 50;
@@ -78,15 +79,8 @@ impl ListOrder {
 }
 
 impl ListQuery {
-    fn filter(&self) -> DeadFilter {
-        let mut filter = DeadFilter::all();
-        if let Some(t) = self.job_type.as_deref().filter(|t| !t.is_empty()) {
-            filter = filter.with_type(t);
-        }
-        if let Some(text) = self.q.as_deref().filter(|t| !t.is_empty()) {
-            filter = filter.with_text(text);
-        }
-        filter
+    pub(crate) fn scope(&self) -> Scope {
+        Scope::of(self.job_type.as_deref(), self.q.as_deref())
     }
 }
 
@@ -100,16 +94,29 @@ pub(crate) struct Listing {
     pub(crate) matches: u64,
 }
 
-/// Reads the page the query asks for; a 400 for a name no queue can have
-/// or a page past the last.
-pub(crate) async fn listing(dashboard: &Dashboard, queue: &str, query: &ListQuery) -> Result<Listing, Refusal> {
-    queue_name(queue)?;
+/// Reads the page the query asks for; a 400 for a page past the last.
+pub(crate) async fn listing(
+    dashboard: &Dashboard,
+    reading: &Reading<'_>,
+    query: &ListQuery,
+) -> Result<Listing, Refusal> {
     let page_no = query.page.unwrap_or(1);
     if page_no == 0 {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "pages count from 1"));
     }
-    let filter = query.filter();
+    let past = |pages: u64| {
+        Refusal::new(StatusCode::BAD_REQUEST, format!("page {page_no} does not exist (1 to {})", count(pages)))
+    };
+    let filter = query.scope().filter();
     let all = filter.is_all();
+    if all {
+        // The broker's count says how many pages there are: none read past it.
+        let total = dashboard.dead_count(reading.queue()).await.map_err(|e| Refusal::broker(&e))?;
+        let pages = pages_of(total);
+        if page_no > pages {
+            return Err(past(pages));
+        }
+    }
     let order = match query.order {
         ListOrder::Oldest => Order::Oldest,
         ListOrder::Newest => Order::Newest,
@@ -124,14 +131,40 @@ pub(crate) async fn listing(dashboard: &Dashboard, queue: &str, query: &ListQuer
     if !all {
         dead_query = dead_query.counting();
     }
-    let page = dashboard.dead_page(queue, &dead_query).await.map_err(|e| Refusal::broker(&e))?;
+    let page = dashboard.dead_page(reading, &dead_query).await.map_err(|e| Refusal::broker(&e))?;
     let matches = if all { page.total } else { page.matched };
-    let pages = (all || page.complete).then(|| matches.div_ceil(PER_PAGE as u64).max(1));
-    if pages.is_some_and(|pages| page_no > pages) || (page_no > 1 && page.jobs.is_empty()) {
-        let last = pages.map_or_else(String::new, |p| format!(" (1 to {p})"));
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("page {page_no} does not exist{last}")));
+    let pages = (all || page.complete).then(|| pages_of(matches));
+    if let Some(pages) = pages.filter(|pages| page_no > *pages) {
+        return Err(past(pages));
+    }
+    if page_no > 1 && page.jobs.is_empty() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("page {page_no} does not exist")));
     }
     Ok(Listing { page, page_no, pages, matches })
+}
+
+/// Pages for `matches` jobs (one, empty, for none).
+fn pages_of(matches: u64) -> u64 {
+    matches.div_ceil(PER_PAGE as u64).max(1)
+}
+
+/// A read of `queue`, or the 409 that says a bulk action walks it now.
+pub(crate) fn read<'a>(dashboard: &'a Dashboard, queue: &str) -> Result<Reading<'a>, Refusal> {
+    queue_name(queue)?;
+    dashboard.walks.read(queue).map_err(|action| busy(&action))
+}
+
+/// The 409 of a request that would walk a queue while `action` does.
+pub(crate) fn busy(action: &Action) -> Refusal {
+    Refusal::new(
+        StatusCode::CONFLICT,
+        format!(
+            "a {} of dead jobs runs on {} now (action {}): try again when it has ended",
+            if action.retry { "retry" } else { "delete" },
+            action.queue,
+            action.id
+        ),
+    )
 }
 
 struct DeadRow {
@@ -157,6 +190,8 @@ struct DeadList {
     partial: Option<(String, String)>,
     filter_type: String,
     filter_text: String,
+    /// The filter's parameters for the bulk links ("&type=..&q=..", encoded).
+    bulk_args: String,
     order: &'static str,
     jobs: Vec<DeadRow>,
     page_no: u64,
@@ -205,39 +240,42 @@ pub(crate) async fn dead_list(
     let filtered = !filter_type.is_empty() || !filter_text.is_empty();
     let ctx = page(&dashboard, base.clone(), "dead", &csrf);
     // A walk of the queue now would see the action's held jobs as gone: show its progress instead.
-    if let Some(action) = dashboard.actions.running_on(&queue) {
-        let mut ctx = ctx;
-        ctx.refresh = Some(2);
-        return Ok(render(&DeadList {
-            page: ctx,
-            action: Some(ActionLink::of(&base.0, &action)),
-            total: count(action.state().progress.total),
-            matches: String::new(),
-            filtered,
-            partial: None,
-            filter_type,
-            filter_text,
-            order,
-            jobs: Vec::new(),
-            page_no: 1,
-            pages: "1".into(),
-            has_next: false,
-            prev: String::new(),
-            next: String::new(),
-            queue,
-        }));
-    }
-    let listing = listing(&dashboard, &queue, &query).await?;
-    let link = |n: u64| {
-        let mut url = format!("{}/dead/{}?page={n}&order={order}", base.0, encode(&queue));
-        if !filter_type.is_empty() {
-            url.push_str(&format!("&type={}", encode(&filter_type)));
+    let reading = match dashboard.walks.read(&queue) {
+        Ok(reading) => reading,
+        Err(action) => {
+            let mut ctx = ctx;
+            ctx.refresh = Some(2);
+            return Ok(render(&DeadList {
+                page: ctx,
+                action: Some(ActionLink::of(&base.0, &action)),
+                total: count(action.state().progress.total),
+                matches: String::new(),
+                filtered,
+                partial: None,
+                filter_type,
+                filter_text,
+                bulk_args: String::new(),
+                order,
+                jobs: Vec::new(),
+                page_no: 1,
+                pages: "1".into(),
+                has_next: false,
+                prev: String::new(),
+                next: String::new(),
+                queue,
+            }));
         }
-        if !filter_text.is_empty() {
-            url.push_str(&format!("&q={}", encode(&filter_text)));
-        }
-        url
     };
+    let listing = listing(&dashboard, &reading, &query).await?;
+    drop(reading);
+    let mut bulk_args = String::new();
+    if !filter_type.is_empty() {
+        bulk_args.push_str(&format!("&type={}", encode(&filter_type)));
+    }
+    if !filter_text.is_empty() {
+        bulk_args.push_str(&format!("&q={}", encode(&filter_text)));
+    }
+    let link = |n: u64| format!("{}/dead/{}?page={n}&order={order}{bulk_args}", base.0, encode(&queue));
     let page_no = listing.page_no;
     let (prev, next) = (link(page_no.saturating_sub(1).max(1)), link(page_no + 1));
     let has_next = match listing.pages {
@@ -273,6 +311,7 @@ pub(crate) async fn dead_list(
         partial,
         filter_type,
         filter_text,
+        bulk_args,
         order,
         jobs: rows,
         page_no,
@@ -311,11 +350,9 @@ pub(crate) async fn dead_job(
     Extension(csrf): Extension<Csrf>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    queue_name(&queue)?;
-    busy(&dashboard, &queue)?;
-    let Some(job) = dashboard.dead_find(&queue, &id).await.map_err(|e| Refusal::broker(&e))? else {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB));
-    };
+    let reading = read(&dashboard, &queue)?;
+    let job = find(&dashboard, &reading, &id).await?;
+    drop(reading);
     let args = match &job.payload_error {
         Some(why) => why.clone(),
         None => serde_json::to_string_pretty(&job.payload).unwrap_or_default(),
@@ -342,18 +379,23 @@ pub(crate) async fn dead_job(
     }))
 }
 
-/// A 409 while a retry or delete of many runs on `queue`.
-pub(crate) fn busy(dashboard: &Dashboard, queue: &str) -> Result<(), Refusal> {
-    match dashboard.actions.running_on(queue) {
-        Some(action) => Err(Refusal::new(
-            StatusCode::CONFLICT,
+/// The dead job of the queue read with id `id`; a 404 that says how far it
+/// looked when it is not there.
+pub(crate) async fn find(dashboard: &Dashboard, reading: &Reading<'_>, id: &str) -> Result<DeadJob, Refusal> {
+    match dashboard.dead_find(reading, id, READ_BUDGET).await.map_err(|e| Refusal::broker(&e))? {
+        Found::Job(job) => Ok(*job),
+        Found::Missing { complete: false, scanned, total } => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
             format!(
-                "a {} of dead jobs runs on {queue} now (action {}): try again when it has ended",
-                if action.retry { "retry" } else { "delete" },
-                action.id
+                "no dead job has that id among the first {} of {} (a page reads at most {}): \
+                 `worker dead show {} --id {id}` reads them all",
+                count(scanned),
+                count(total),
+                count(READ_BUDGET),
+                reading.queue()
             ),
         )),
-        None => Ok(()),
+        Found::Missing { .. } | _ => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB)),
     }
 }
 
@@ -371,9 +413,12 @@ pub(crate) async fn dead_job_action(
         "delete" => false,
         _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action")),
     };
-    busy(&dashboard, &queue)?;
-    match dashboard.dead_act(&queue, &DeadFilter::id(id), retry).await.map_err(|e| Refusal::broker(&e))? {
-        0 => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB)),
+    let reading = read(&dashboard, &queue)?;
+    let done = dashboard.dead_act(&reading, &DeadFilter::id(id), retry).await.map_err(|e| Refusal::broker(&e))?;
+    drop(reading);
+    match (done.acted, done.first_failure) {
+        (0, Some(why)) => Err(Refusal::new(StatusCode::BAD_GATEWAY, format!("the broker refused the copy: {why}"))),
+        (0, None) => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB)),
         _ => Ok(Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response()),
     }
 }

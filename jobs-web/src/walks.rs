@@ -1,0 +1,166 @@
+//! Who walks a dead-letter queue now: page reads, or one bulk action. A walk
+//! holds the jobs it has read until it ends, so a second walk of the same
+//! queue would see them as gone: while an action runs on a queue, reads of
+//! it are refused (the page shows the action's progress instead), and an
+//! action waits for the reads under way to end before it begins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::actions::Action;
+
+/// The walks of every queue.
+#[derive(Debug, Default)]
+pub(crate) struct Walks {
+    queues: Mutex<HashMap<String, Use>>,
+    /// Told whenever a read ends.
+    read_ended: Notify,
+}
+
+/// What walks one queue.
+#[derive(Debug, Default)]
+struct Use {
+    reads: usize,
+    action: Option<Arc<Action>>,
+}
+
+/// A read of a queue under way; it ends when dropped.
+#[derive(Debug)]
+pub(crate) struct Reading<'a> {
+    walks: &'a Walks,
+    queue: String,
+}
+
+/// A bulk action holding a queue; it lets go when dropped.
+#[derive(Debug)]
+pub(crate) struct Holding {
+    walks: Arc<Walks>,
+    queue: String,
+}
+
+impl Walks {
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, Use>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read of `queue`, or the action running on it.
+    pub(crate) fn read(&self, queue: &str) -> Result<Reading<'_>, Arc<Action>> {
+        let mut queues = self.queues();
+        let usage = queues.entry(queue.to_owned()).or_default();
+        if let Some(action) = &usage.action {
+            return Err(action.clone());
+        }
+        usage.reads += 1;
+        Ok(Reading { walks: self, queue: queue.to_owned() })
+    }
+
+    /// Claims `queue` for `action` (new reads are refused from now on); `Err`
+    /// with the action that holds it already.
+    pub(crate) fn claim(self: &Arc<Self>, queue: &str, action: &Arc<Action>) -> Result<Holding, Arc<Action>> {
+        let mut queues = self.queues();
+        let usage = queues.entry(queue.to_owned()).or_default();
+        if let Some(running) = &usage.action {
+            return Err(running.clone());
+        }
+        usage.action = Some(action.clone());
+        Ok(Holding { walks: self.clone(), queue: queue.to_owned() })
+    }
+
+    fn reads_on(&self, queue: &str) -> usize {
+        self.queues().get(queue).map_or(0, |usage| usage.reads)
+    }
+
+    /// Forgets a queue nothing walks.
+    fn tidy(queues: &mut HashMap<String, Use>, queue: &str) {
+        if queues.get(queue).is_some_and(|usage| usage.reads == 0 && usage.action.is_none()) {
+            queues.remove(queue);
+        }
+    }
+}
+
+impl Reading<'_> {
+    /// The queue read.
+    pub(crate) fn queue(&self) -> &str {
+        &self.queue
+    }
+}
+
+impl Holding {
+    /// Waits until the reads of the queue that began before the claim have ended.
+    pub(crate) async fn reads_ended(&self) {
+        loop {
+            let ended = self.walks.read_ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check: a read ending in between still wakes it.
+            ended.as_mut().enable();
+            if self.walks.reads_on(&self.queue) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut queues = self.walks.queues();
+        if let Some(usage) = queues.get_mut(&self.queue) {
+            usage.reads = usage.reads.saturating_sub(1);
+        }
+        Walks::tidy(&mut queues, &self.queue);
+        drop(queues);
+        self.walks.read_ended.notify_waiters();
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let mut queues = self.walks.queues();
+        if let Some(usage) = queues.get_mut(&self.queue) {
+            usage.action = None;
+        }
+        Walks::tidy(&mut queues, &self.queue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_action_waits_for_reads_and_refuses_new_ones() {
+        let walks = Arc::new(Walks::default());
+        let action = Arc::new(Action::new(1, "q", true, crate::actions::Scope::default()));
+        let reading = walks.read("q").map_err(|_| "free").unwrap();
+        let holding = walks.claim("q", &action).map_err(|_| "free").unwrap();
+        // A new read, and a second action, are refused.
+        assert_eq!(walks.read("q").map(|_| ()).map_err(|a| a.id), Err(1));
+        assert_eq!(walks.claim("q", &action).map(|_| ()).map_err(|a| a.id), Err(1));
+        // Other queues are not.
+        assert!(walks.read("other").is_ok());
+        // The action waits for the read under way.
+        {
+            let waiting = tokio::time::timeout(std::time::Duration::from_secs(5), holding.reads_ended());
+            tokio::pin!(waiting);
+            assert!(futures_poll(&mut waiting).await.is_none(), "must wait while a read runs");
+            drop(reading);
+            assert!(waiting.await.is_ok(), "the read ended");
+        }
+        drop(holding);
+        assert!(walks.read("q").is_ok(), "free again once the action ends");
+        assert!(walks.queues().is_empty(), "nothing kept for queues nothing walks");
+    }
+
+    /// Polls `future` once.
+    async fn futures_poll<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}

@@ -12,7 +12,12 @@ use jobs_core::{AmqpConfig, DeadFilter, DeadLetters, Progress};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::walks::Walks;
+use crate::walks;
+
+/// Who walks each dead queue, an action known by itself.
+pub(crate) type Walks = walks::Walks<Arc<Action>>;
+/// A read of a dead queue, with no action on it.
+pub(crate) type Reading<'a> = walks::Reading<'a, Arc<Action>>;
 
 /// Actions remembered after they end.
 pub(crate) const KEPT: usize = 50;

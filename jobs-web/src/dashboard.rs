@@ -16,10 +16,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::actions::Actions;
+use crate::actions::{Actions, Walks};
 use crate::config::{Auth, WebConfig};
 use crate::history::History;
-use crate::walks::Walks;
 
 /// One job queue, as the poller last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

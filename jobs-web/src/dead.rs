@@ -4,8 +4,8 @@
 
 use jobs_core::{DeadFilter, DeadLetters, DeadPage, DeadQuery, Found, Progress};
 
+use crate::actions::Reading;
 use crate::dashboard::Dashboard;
-use crate::walks::Reading;
 
 /// Runs `$call` with `$dead` the connection for dead jobs (made when there
 /// is none), once more on a new one when it failed on one lost.

@@ -1,4 +1,5 @@
-//! Who walks a dead-letter queue now: page reads, or one bulk action. A walk
+//! Who walks a dead-letter queue now: page reads, or one bulk action (known
+//! by whatever the caller names it with: `Arc<Action>`, a number). A walk
 //! holds the jobs it has read until it ends, so a second walk of the same
 //! queue would see them as gone: while an action runs on a queue, reads of
 //! it are refused (the page shows the action's progress instead), and an
@@ -9,44 +10,67 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::actions::Action;
-
-/// The walks of every queue.
-#[derive(Debug, Default)]
-pub(crate) struct Walks {
-    queues: Mutex<HashMap<String, Use>>,
+/// The walks of every queue; `A` is what an action holding a queue is known by.
+#[derive(Debug)]
+pub(crate) struct Walks<A> {
+    queues: Mutex<HashMap<String, Use<A>>>,
     /// Told whenever a read ends.
     read_ended: Notify,
 }
 
+impl<A> Default for Walks<A> {
+    fn default() -> Self {
+        Walks { queues: Mutex::default(), read_ended: Notify::new() }
+    }
+}
+
 /// What walks one queue.
-#[derive(Debug, Default)]
-struct Use {
+#[derive(Debug)]
+struct Use<A> {
     reads: usize,
-    action: Option<Arc<Action>>,
+    action: Option<A>,
+}
+
+impl<A> Default for Use<A> {
+    fn default() -> Self {
+        Use { reads: 0, action: None }
+    }
 }
 
 /// A read of a queue under way; it ends when dropped.
 #[derive(Debug)]
-pub(crate) struct Reading<'a> {
-    walks: &'a Walks,
+pub(crate) struct Reading<'a, A> {
+    walks: &'a Walks<A>,
     queue: String,
 }
 
-/// A bulk action holding a queue; it lets go when dropped.
+/// An action holding a queue; it lets go when dropped.
 #[derive(Debug)]
-pub(crate) struct Holding {
-    walks: Arc<Walks>,
+pub(crate) struct Holding<A> {
+    walks: Arc<Walks<A>>,
     queue: String,
 }
 
-impl Walks {
-    fn queues(&self) -> MutexGuard<'_, HashMap<String, Use>> {
+impl<A> Walks<A> {
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, Use<A>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn reads_on(&self, queue: &str) -> usize {
+        self.queues().get(queue).map_or(0, |usage| usage.reads)
+    }
+
+    /// Forgets a queue nothing walks.
+    fn tidy(queues: &mut HashMap<String, Use<A>>, queue: &str) {
+        if queues.get(queue).is_some_and(|usage| usage.reads == 0 && usage.action.is_none()) {
+            queues.remove(queue);
+        }
+    }
+}
+
+impl<A: Clone> Walks<A> {
     /// A read of `queue`, or the action running on it.
-    pub(crate) fn read(&self, queue: &str) -> Result<Reading<'_>, Arc<Action>> {
+    pub(crate) fn read(&self, queue: &str) -> Result<Reading<'_, A>, A> {
         let mut queues = self.queues();
         let usage = queues.entry(queue.to_owned()).or_default();
         if let Some(action) = &usage.action {
@@ -58,7 +82,7 @@ impl Walks {
 
     /// Claims `queue` for `action` (new reads are refused from now on); `Err`
     /// with the action that holds it already.
-    pub(crate) fn claim(self: &Arc<Self>, queue: &str, action: &Arc<Action>) -> Result<Holding, Arc<Action>> {
+    pub(crate) fn claim(self: &Arc<Self>, queue: &str, action: &A) -> Result<Holding<A>, A> {
         let mut queues = self.queues();
         let usage = queues.entry(queue.to_owned()).or_default();
         if let Some(running) = &usage.action {
@@ -67,27 +91,16 @@ impl Walks {
         usage.action = Some(action.clone());
         Ok(Holding { walks: self.clone(), queue: queue.to_owned() })
     }
-
-    fn reads_on(&self, queue: &str) -> usize {
-        self.queues().get(queue).map_or(0, |usage| usage.reads)
-    }
-
-    /// Forgets a queue nothing walks.
-    fn tidy(queues: &mut HashMap<String, Use>, queue: &str) {
-        if queues.get(queue).is_some_and(|usage| usage.reads == 0 && usage.action.is_none()) {
-            queues.remove(queue);
-        }
-    }
 }
 
-impl Reading<'_> {
+impl<A> Reading<'_, A> {
     /// The queue read.
     pub(crate) fn queue(&self) -> &str {
         &self.queue
     }
 }
 
-impl Holding {
+impl<A> Holding<A> {
     /// Waits until the reads of the queue that began before the claim have ended.
     pub(crate) async fn reads_ended(&self) {
         loop {
@@ -103,7 +116,7 @@ impl Holding {
     }
 }
 
-impl Drop for Reading<'_> {
+impl<A> Drop for Reading<'_, A> {
     fn drop(&mut self) {
         let mut queues = self.walks.queues();
         if let Some(usage) = queues.get_mut(&self.queue) {
@@ -115,7 +128,7 @@ impl Drop for Reading<'_> {
     }
 }
 
-impl Drop for Holding {
+impl<A> Drop for Holding<A> {
     fn drop(&mut self) {
         let mut queues = self.walks.queues();
         if let Some(usage) = queues.get_mut(&self.queue) {
@@ -131,13 +144,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_action_waits_for_reads_and_refuses_new_ones() {
-        let walks = Arc::new(Walks::default());
-        let action = Arc::new(Action::new(1, "q", true, crate::actions::Scope::default()));
+        let walks = Arc::new(Walks::<u64>::default());
         let reading = walks.read("q").map_err(|_| "free").unwrap();
-        let holding = walks.claim("q", &action).map_err(|_| "free").unwrap();
-        // A new read, and a second action, are refused.
-        assert_eq!(walks.read("q").map(|_| ()).map_err(|a| a.id), Err(1));
-        assert_eq!(walks.claim("q", &action).map(|_| ()).map_err(|a| a.id), Err(1));
+        let holding = walks.claim("q", &1).map_err(|_| "free").unwrap();
+        // A new read, and a second action, are refused: they hear of the first.
+        assert_eq!(walks.read("q").map(|_| ()).err(), Some(1));
+        assert_eq!(walks.claim("q", &2).map(|_| ()).err(), Some(1));
         // Other queues are not.
         assert!(walks.read("other").is_ok());
         // The action waits for the read under way.

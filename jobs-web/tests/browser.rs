@@ -6,6 +6,10 @@
 //! retries all. Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +19,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_test::*;
-use jobs_web::{Dashboard, WebConfig};
+use jobs_web::WebConfig;
 use serde::{Deserialize, Serialize};
 
 /// Keys whose first run failed: a job fails (fatally) the first time, then works.
@@ -128,12 +132,7 @@ async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_th
         })
         .collect();
     wait_for_consumers(&raw, &queue, 2).await;
-    let dashboard = Dashboard::new(amqp_config(), WebConfig::default()).unwrap();
-    dashboard.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = dashboard.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = serve(amqp_config(), WebConfig::default(), "").await.port;
     let base = format!("http://127.0.0.1:{port}");
 
     let client = jobs_core::Client::new(amqp_config());

@@ -6,13 +6,17 @@
 //! and one whose link goes silent ends with an error, the rest left dead.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/serve.rs"]
+mod serve;
+
 use std::time::Duration;
 
 use jobs_core::plumbing::amqprs::{FieldValue, LongStr};
-use jobs_core::plumbing::{Destination, Message, Publisher};
+use jobs_core::plumbing::Message;
 use jobs_core::JobId;
 use jobs_test::*;
-use jobs_web::{Dashboard, WebConfig};
+use jobs_web::WebConfig;
+use serve::{fill_dead, serve};
 
 const DEAD: usize = 12_000;
 const LATE: usize = 2_000;
@@ -22,29 +26,13 @@ async fn every_dead_job_is_reached_counted_and_retried() {
     let queue = unique("dead-pages");
     let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
-    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
-    amqp_config().topology().declare_job_queue(&declarer, &queue).await.unwrap();
-    let publisher = Publisher::open(&raw, Duration::from_secs(30)).await.unwrap();
-    let dead = Destination::dead(&queue);
-    for chunk in (0..DEAD).collect::<Vec<_>>().chunks(1000) {
-        let messages = chunk
-            .iter()
-            .map(|n| {
-                let kind = if *n >= DEAD - LATE { "Late" } else { "Report" };
-                Message::job(kind, JobId::from(format!("dead-{n:05}").as_str()), vec![0x80]).into_outgoing(&dead)
-            })
-            .collect();
-        for result in publisher.publish_many(messages).await.unwrap() {
-            result.unwrap();
-        }
-    }
+    fill_dead(&raw, &queue, DEAD, |n| {
+        let kind = if n >= DEAD - LATE { "Late" } else { "Report" };
+        Message::job(kind, JobId::from(format!("dead-{n:05}").as_str()), vec![0x80])
+    })
+    .await;
 
-    let dashboard = Dashboard::new(amqp_config(), WebConfig::default()).unwrap();
-    dashboard.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = dashboard.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = serve(amqp_config(), WebConfig::default(), "").await.port;
     let api = |path: &str| {
         let (status, body) = http_get(port, path);
         assert_eq!(status, 200, "{path}: {body}");
@@ -107,17 +95,6 @@ async fn every_dead_job_is_reached_counted_and_retried() {
     assert_eq!(try_counts(&raw, &queue).await.map(|c| c.0), Some(DEAD as u32), "every one back in its queue");
 }
 
-/// A dashboard on `amqp`, served on a spare port.
-async fn serve(amqp: jobs_core::AmqpConfig) -> u16 {
-    let dashboard = Dashboard::new(amqp, WebConfig::default()).unwrap();
-    dashboard.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = dashboard.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
-}
-
 /// Starts a bulk action with `form` (after the CSRF fields); the path of its progress page.
 fn start_bulk(port: u16, queue: &str, form: &str) -> String {
     let page = http_request(port, "GET", &format!("/dead/{queue}/bulk?action=delete"), &[], None);
@@ -140,30 +117,18 @@ async fn a_bulk_action_holds_its_queue_and_takes_only_what_its_filter_takes() {
     let queue = unique("dead-bulk");
     let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
-    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
-    amqp_config().topology().declare_job_queue(&declarer, &queue).await.unwrap();
-    let publisher = Publisher::open(&raw, Duration::from_secs(30)).await.unwrap();
-    let dead = Destination::dead(&queue);
     let error = |n: usize| if n % 2 == 0 { "Timeout talking to smtp" } else { "mailbox refused" };
-    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
-        let messages = chunk
-            .iter()
-            .map(|n| {
-                let text = FieldValue::S(LongStr::try_from(error(*n).to_owned()).unwrap());
-                Message::job("Mail", JobId::from(format!("bulk-{n:05}").as_str()), vec![0x80])
-                    .header(jobs_core::plumbing::headers::ERROR, text)
-                    .into_outgoing(&dead)
-            })
-            .collect();
-        for result in publisher.publish_many(messages).await.unwrap() {
-            result.unwrap();
-        }
-    }
+    fill_dead(&raw, &queue, N, |n| {
+        let text = FieldValue::S(LongStr::try_from(error(n).to_owned()).unwrap());
+        Message::job("Mail", JobId::from(format!("bulk-{n:05}").as_str()), vec![0x80])
+            .header(jobs_core::plumbing::headers::ERROR, text)
+    })
+    .await;
     // The dashboard reaches the broker through a relay that can go silent.
     let relay = Relay::start().await;
     let mut amqp = config_for(&relay.url);
     amqp.heartbeat = 2;
-    let port = serve(amqp).await;
+    let port = serve(amqp, WebConfig::default(), "").await.port;
     let api = |path: &str| {
         let (status, body) = http_get(port, path);
         (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|_| panic!("{path}: {body}")))

@@ -7,6 +7,10 @@
 //! worker's log line, in `<queue>.dead` and on the dashboard.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +20,7 @@ use jobs_core::{Job, JobContext, JobError, JobId, Perform};
 use jobs_test::amqprs::channel::BasicPublishArguments;
 use jobs_test::amqprs::BasicProperties;
 use jobs_test::*;
-use jobs_web::{Dashboard, WebConfig};
+use jobs_web::WebConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -85,12 +89,7 @@ async fn hostile_bodies_reach_every_dead_page_as_cannot_be_shown_and_ids_are_mad
     let raw = raw_connection().await;
     let running = spawn_with(amqp_config(), worker_config(&[&queue], 1, "hostile-worker", Duration::from_secs(5)));
     wait_for_consumers(&raw, &queue, 1).await;
-    let dashboard = Dashboard::new(amqp_config(), WebConfig::default()).unwrap();
-    dashboard.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = dashboard.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = serve(amqp_config(), WebConfig::default(), "").await.port;
 
     let channel = raw.open_channel(None).await.unwrap();
     let bodies = hostile();

@@ -5,12 +5,15 @@
 //! parameters are a 400 page, the broker password is on no page.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
+
 use std::time::Duration;
 
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_test::*;
-use jobs_web::{Dashboard, WebConfig};
+use jobs_web::WebConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -29,17 +32,6 @@ impl Perform for Report {
     }
 }
 
-/// A dashboard served on a spare port, mounted at `prefix`.
-async fn serve(web: WebConfig, amqp: jobs_core::AmqpConfig, prefix: &str) -> (u16, Arc<Dashboard>) {
-    let dashboard = Dashboard::new(amqp, web).unwrap();
-    dashboard.start();
-    let app = if prefix.is_empty() { dashboard.router() } else { axum::Router::new().nest(prefix, dashboard.router()) };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, dashboard)
-}
-
 /// The CSRF cookie a page sets, as a `Cookie` header value and the token.
 fn csrf(response: &HttpResponse) -> (String, String) {
     let cookie = response.header("set-cookie").expect("a CSRF cookie").split(';').next().unwrap().to_owned();
@@ -56,7 +48,7 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
     let mut config = worker_config(&[&queue], 1, &format!("{queue}-worker"), Duration::from_secs(5));
     config.heartbeat_interval = Duration::from_millis(300);
     let running = spawn_with(amqp.clone(), config);
-    let (port, _dashboard) = serve(WebConfig::default(), amqp.clone(), "").await;
+    let port = serve(amqp.clone(), WebConfig::default(), "").await.port;
     let client = jobs_core::Client::new(amqp.clone());
     let on = || EnqueueOptions::new().queue(&queue);
     let api = |path: &str| serde_json::from_str::<serde_json::Value>(&http_get(port, path).1).unwrap();
@@ -229,7 +221,7 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
 
     // Read-only, and mounted under a prefix: links follow it; no action is offered or taken.
     let read_only = WebConfig { read_only: true, ..WebConfig::default() };
-    let (ro_port, _) = serve(read_only, amqp.clone(), "/jobs").await;
+    let ro_port = serve(amqp.clone(), read_only, "/jobs").await.port;
     client.enqueue_with(&Report { ok: false }, on()).await.unwrap();
     wait_until("the new dead job", Duration::from_secs(20), || async {
         http_get(ro_port, &format!("/jobs/api/dead/{queue}")).1.contains("\"total\":1")
@@ -266,7 +258,7 @@ async fn authentication_when_configured_and_never_on_a_public_address_without_it
     // Without authentication, only loopback names are answered: a page whose
     // own name points at 127.0.0.1 (DNS rebinding) is refused.
     let open = WebConfig { allowed_hosts: vec!["jobs.internal".into()], ..WebConfig::default() };
-    let (open_port, _) = serve(open, amqp_config(), "").await;
+    let open_port = serve(amqp_config(), open, "").await.port;
     assert_eq!(http_request(open_port, "GET", "/", &[], None).status, 200);
     assert_eq!(http_request(open_port, "GET", "/", &[("Host", &format!("localhost:{open_port}"))], None).status, 200);
     let rebound =
@@ -278,7 +270,7 @@ async fn authentication_when_configured_and_never_on_a_public_address_without_it
     assert_eq!(http_request(open_port, "GET", "/", &[("Host", "jobs.internal")], None).status, 200);
 
     let web = WebConfig { token: Some("t0ken-for-tests".into()), ..WebConfig::default() };
-    let (port, _) = serve(web, amqp_config(), "").await;
+    let port = serve(amqp_config(), web, "").await.port;
     // With authentication, any name (a proxy's, a load balancer's) is answered.
     assert_eq!(
         http_request(

@@ -4,11 +4,15 @@
 //! dashboard reconnects by itself and reads on from where it stopped.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
+
 use std::time::Duration;
 
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_test::*;
-use jobs_web::{Dashboard, WebConfig};
+use jobs_web::WebConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -18,18 +22,6 @@ impl Perform for Tick {
     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
         Ok(())
     }
-}
-
-async fn serve(url: &str) -> (u16, tokio::task::JoinHandle<()>, Vec<tokio::task::JoinHandle<()>>) {
-    let dashboard = Dashboard::new(config_for(url), WebConfig::default()).unwrap();
-    let tasks = dashboard.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = dashboard.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (port, server, tasks)
 }
 
 fn succeeded_last_hour(port: u16) -> u64 {
@@ -53,16 +45,16 @@ async fn the_history_survives_a_dashboard_restart_and_the_dashboard_a_broker_res
         client.enqueue_with(&Tick, EnqueueOptions::new().queue(queue)).await.unwrap();
     }
 
-    let (first, server, tasks) = serve(&url).await;
+    let served = serve(config_for(&url), WebConfig::default(), "").await;
+    let first = served.port;
     wait_until("the first dashboard to count the 20", Duration::from_secs(30), || async {
         succeeded_last_hour(first) == 20
     })
     .await;
-    server.abort();
-    tasks.iter().for_each(|t| t.abort());
+    served.tasks.iter().for_each(|t| t.abort());
 
     // A new dashboard: the earlier minutes are read back from the stream.
-    let (second, _server, _tasks) = serve(&url).await;
+    let second = serve(config_for(&url), WebConfig::default(), "").await.port;
     wait_until("the new dashboard to show the earlier 20", Duration::from_secs(30), || async {
         succeeded_last_hour(second) == 20
     })

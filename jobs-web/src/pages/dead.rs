@@ -17,13 +17,12 @@ use jobs_core::{DeadFilter, DeadJob, DeadPage, DeadQuery, Found, Order};
 use serde::Deserialize;
 
 use super::{may_act, page, queue_name, render, CsrfForm, PageCtx, QueueView};
-use crate::actions::{Action, Scope};
+use crate::actions::{Action, Reading, Scope};
 use crate::dashboard::Dashboard;
 use crate::extract::{Base, Params};
 use crate::format::{count, encode, secs_to_time, show};
 use crate::refusal::Refusal;
 use crate::security::Csrf;
-use crate::walks::Reading;
 
 /// Dead jobs on one page (and in one answer of the API).
 pub(crate) const PER_PAGE: usize = 50;

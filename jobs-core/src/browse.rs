@@ -8,14 +8,16 @@
 //! is gone; everything else returns when the walk ends.
 //!
 //! Memory is one window: the first is as large as the reader asks for (a
-//! page and one more, at most 2,000 messages), the next ones twice as large
+//! page and one more, at most 64 messages), the next ones twice as large
 //! each, up to 65,535 messages, and no larger than 64 MiB of bodies as the
-//! bodies read so far average.
+//! bodies read so far average (a window of bodies much larger than those
+//! before them can hold more).
 //!
 //! A walk reads the messages the queue held when it began (its ready count
 //! then), and ends early when the queue has none left to give for two
 //! seconds (another reader holds or took them): it says so
-//! ([`Walk::ended_early`]). Two walks of one queue at the same time see each
+//! ([`Walk::ended_early`]). One that the broker gives nothing for 30 s
+//! while the queue says it has messages ready ends with an error. Two walks of one queue at the same time see each
 //! other's held messages as gone. A channel of the walk that closes under it
 //! (the broker's doing) returns what it held, and the walk ends with an error
 //! rather than read those again.
@@ -39,6 +41,16 @@ const IDLE: Duration = Duration::from_millis(500);
 /// How many idle waits in a row, with nothing left to give, end a walk early:
 /// messages on their way to it arrive well within that.
 const IDLE_ENDS: u32 = 4;
+
+/// How many idle waits in a row end a walk with an error although the queue
+/// says it has messages ready: the broker gives them to another consumer (one
+/// of a higher priority, a single active one) and none to the walk.
+const STALLED: u32 = 60;
+
+/// The largest first window: bodies are not known yet (a dead queue holds
+/// bodies over the worker's size limit too), so it stays small until the
+/// bodies read say how large the next may be.
+const FIRST_WINDOW: u64 = 64;
 
 /// The largest window.
 const MAX_WINDOW: u16 = u16::MAX;
@@ -104,8 +116,7 @@ impl Walk {
         Ok(Walk {
             connection: connection.clone(),
             queue: queue.to_owned(),
-            // Bodies are not known yet: the first window takes at most 2,000.
-            next_size: first.clamp(16, 2_000) as u16,
+            next_size: u16::try_from(first.clamp(16, FIRST_WINDOW)).unwrap_or(16),
             total,
             seen: 0,
             bytes: 0,
@@ -143,12 +154,9 @@ impl Walk {
         if self.seen >= self.total {
             return Ok(None);
         }
-        let mut idle = 0;
+        let (mut idle, mut stalled) = (0, 0);
         loop {
-            // A window that closed gave back what it held: reading on would read those twice.
-            if self.windows.iter().any(|w| !w.channel.is_open() || w.forward.is_finished()) {
-                return Err(self.failed("a channel reading it closed"));
-            }
+            self.check_windows()?;
             if self.windows.last().map_or(true, |w| w.held >= u32::from(w.size)) {
                 self.open_window().await?;
             }
@@ -167,9 +175,24 @@ impl Walk {
                 }
                 Ok(None) => return Err(self.failed("its readers stopped")),
                 Err(_) => {
+                    // A queue deleted under the walk cancels its consumers first: say that, not a 404.
+                    self.check_windows()?;
                     // Nothing came: are there messages left for us at all?
-                    if ready(&self.connection, &self.queue).await? > 0 {
+                    let ready = match ready(&self.connection, &self.queue).await {
+                        Ok(ready) => ready,
+                        Err(Error::Refused { .. }) => return Err(self.failed("the queue is gone")),
+                        Err(err) => return Err(err),
+                    };
+                    if ready > 0 {
                         idle = 0;
+                        stalled += 1;
+                        if stalled >= STALLED {
+                            let why = format!(
+                                "the broker gave it nothing for {}s although {ready} are ready (another consumer takes them)",
+                                IDLE.as_secs_f64() * f64::from(STALLED)
+                            );
+                            return Err(self.failed(&why));
+                        }
                         continue;
                     }
                     idle += 1;
@@ -180,6 +203,14 @@ impl Walk {
                 }
             }
         }
+    }
+
+    /// A window that closed gave back what it held: reading on would read those twice.
+    fn check_windows(&self) -> Result<(), Error> {
+        if self.windows.iter().any(|w| !w.channel.is_open() || w.forward.is_finished()) {
+            return Err(self.failed("a channel reading it closed"));
+        }
+        Ok(())
     }
 
     /// Takes the message held at `held` out of the queue for good.

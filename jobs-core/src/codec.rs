@@ -18,6 +18,9 @@ pub mod headers {
     pub const ATTEMPT: &str = "x-attempt";
     /// How many times the job came back unacked (its worker died), on classic queues.
     pub const CRASHES: &str = "x-crashes";
+    /// How many of the job's runs a graceful stop ended before they were done
+    /// (handed back to the queue, not counted as crashes).
+    pub const INTERRUPTED: &str = "x-interrupted";
     /// On a retried or dead job: when its first attempt failed (timestamp).
     pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
     /// On a retried or dead job: the host of the worker that settled it.

@@ -347,6 +347,11 @@ fn closed_error(id: JobId, exchange: &str, size: usize, closed: &ClosedBy) -> Er
             }
         }
     }
+    // A publish to an exchange that does not exist (deleted since it was
+    // declared): every copy to it is refused alike.
+    if closure.code == 404 && closure.text.contains(&format!("no exchange '{exchange}'")) {
+        return Error::MessageRefused { id, detail: closure.text.clone() };
+    }
     if closure.code == 403 {
         let target = if exchange.is_empty() { "amq.default" } else { exchange };
         if closure.text.contains(&format!("access to exchange '{target}'")) {
@@ -452,6 +457,9 @@ mod tests {
         assert!(matches!(closed_error(JobId::from("b"), "logs", 10, &write), Error::Closed { .. }));
         let lost = ClosedBy { reason: "channel closed".into(), closure: None };
         assert!(matches!(closed_error(JobId::from("c"), "", 10, &lost), Error::Closed { .. }));
+        let gone = closed(404, "NOT_FOUND - no exchange 'logs' in vhost 'v'");
+        assert!(matches!(closed_error(JobId::from("d"), "logs", 10, &gone), Error::MessageRefused { .. }));
+        assert!(matches!(closed_error(JobId::from("e"), "other", 10, &gone), Error::Closed { .. }), "a bystander");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use amqprs::connection::Connection;
 use amqprs::BasicProperties;
 use serde::Serialize;
 
-use crate::browse::{self, Seen, Walk};
+use crate::browse::{self, Held, Seen, Walk};
 use crate::codec::{header_str, header_u64, headers, message_job_id};
 use crate::confirm::{Outgoing, Publisher};
 use crate::connection::{close_connection, connect};
@@ -29,6 +29,7 @@ pub struct DeadFilter {
     id: Option<String>,
     job_type: Option<String>,
     text: Option<String>,
+    first: Option<u64>,
 }
 
 impl DeadFilter {
@@ -61,9 +62,17 @@ impl DeadFilter {
         self
     }
 
+    /// Only among the first `n` dead jobs (the oldest) too: an action reads
+    /// no further (the dashboard's Retry of one job reads at most its budget).
+    #[must_use]
+    pub fn among_first(mut self, n: u64) -> Self {
+        self.first = Some(n);
+        self
+    }
+
     /// Whether it takes every dead job.
     pub fn is_all(&self) -> bool {
-        self.id.is_none() && self.job_type.is_none() && self.text.is_none()
+        self.id.is_none() && self.job_type.is_none() && self.text.is_none() && self.first.is_none()
     }
 
     /// Whether it names one job by id.
@@ -72,7 +81,8 @@ impl DeadFilter {
     }
 
     fn matches(&self, job: &DeadJob) -> bool {
-        self.id.as_deref().map_or(true, |id| job.id == id)
+        self.first.map_or(true, |n| job.position < n)
+            && self.id.as_deref().map_or(true, |id| job.id == id)
             && self.job_type.as_deref().map_or(true, |t| job.job_type.as_deref() == Some(t))
             && self
                 .text
@@ -277,7 +287,9 @@ pub struct Progress {
 /// A connection for managing dead jobs.
 pub struct DeadLetters {
     connection: Connection,
-    publisher: Publisher,
+    /// Where retried jobs are published; opened again when the broker closes it.
+    publisher: tokio::sync::Mutex<Publisher>,
+    confirm_timeout: std::time::Duration,
     topology: Topology,
 }
 
@@ -315,7 +327,12 @@ impl DeadLetters {
     pub async fn connect(config: &AmqpConfig) -> Result<Self, Error> {
         let connection = connect(config, &format!("jobs-admin:{}", std::process::id())).await?;
         let publisher = Publisher::open(&connection, config.confirm_timeout).await?;
-        Ok(DeadLetters { connection, publisher, topology: config.topology() })
+        Ok(DeadLetters {
+            connection,
+            publisher: tokio::sync::Mutex::new(publisher),
+            confirm_timeout: config.confirm_timeout,
+            topology: config.topology(),
+        })
     }
 
     /// `<queue>.dead`, for a job queue name that names one.
@@ -349,7 +366,7 @@ impl DeadLetters {
             Self::dead(queue)?;
             return Ok(Vec::new());
         }
-        let mut walk = self.walk(queue, limit as u64 + 1).await?;
+        let mut walk = self.walk(queue, (limit as u64).saturating_add(1)).await?;
         let jobs = read_list(&mut walk, limit).await;
         walk.finish().await;
         jobs
@@ -456,8 +473,9 @@ impl DeadLetters {
     ) -> Result<Progress, Error> {
         let mut done = Progress { total: walk.total(), ..Progress::default() };
         let mut batch: Vec<Seen> = Vec::new();
+        let first = filter.first.unwrap_or(u64::MAX);
         loop {
-            let next = walk.next().await?;
+            let next = if walk.seen() < first { walk.next().await? } else { None };
             // One id is one job: the walk ends at it.
             let mut last = next.is_none();
             if let Some(seen) = next {
@@ -508,12 +526,31 @@ impl DeadLetters {
                     Err(err) => refused(done, &err),
                 }
             }
-            for (held, stored) in held.into_iter().zip(self.publisher.publish_many(copies).await?) {
+            let mut publisher = self.publisher.lock().await;
+            let mut uncertain = Vec::new();
+            for ((held, copy), stored) in
+                held.into_iter().zip(copies.clone()).zip(publisher.publish_many(copies).await?)
+            {
                 match stored {
                     Ok(()) => take.push(held),
+                    // An innocent bystander of a channel the broker closed for another copy's fault.
+                    Err(Error::Closed { .. }) => uncertain.push((held, copy)),
                     Err(err) => refused(done, &err),
                 }
             }
+            if !uncertain.is_empty() || !publisher.is_open() {
+                // The broker closed the channel (a copy it refused for good, say): a new
+                // one, and the copies it had not confirmed once more on it.
+                *publisher = Publisher::open(&self.connection, self.confirm_timeout).await?;
+                let (held, copies): (Vec<Held>, Vec<Outgoing>) = uncertain.into_iter().unzip();
+                for (held, stored) in held.into_iter().zip(publisher.publish_many(copies).await?) {
+                    match stored {
+                        Ok(()) => take.push(held),
+                        Err(err) => refused(done, &err),
+                    }
+                }
+            }
+            drop(publisher);
         } else {
             take.extend(batch.into_iter().map(|seen| seen.held));
         }
@@ -544,9 +581,14 @@ impl DeadLetters {
         Ok(Message::copy(&props, body, id).revived().into_outgoing(&destination))
     }
 
-    /// Closes the connection.
-    pub async fn close(self) {
-        close_connection(self.connection).await;
+    /// Whether its connection is open.
+    pub fn is_open(&self) -> bool {
+        self.connection.is_open()
+    }
+
+    /// Closes the connection (shared handles too: what they do next fails).
+    pub async fn close(&self) {
+        close_connection(self.connection.clone()).await;
     }
 }
 
@@ -587,7 +629,8 @@ async fn read_page(walk: &mut Walk, query: &DeadQuery) -> Result<DeadPage, Error
             }
             Order::Newest => {
                 kept.push_back(job);
-                if kept.len() as u64 > wanted {
+                // The last `wanted` matches, no more than the budget lets be read.
+                if kept.len() as u64 > wanted.min(query.budget) {
                     kept.pop_front();
                 }
             }

@@ -91,6 +91,10 @@ pub struct TypeCounts {
     pub retried: u64,
     /// Jobs dead-lettered.
     pub dead: u64,
+    /// Runs a graceful stop ended, handed back to their queue (beats of
+    /// workers before this field have none).
+    #[serde(default)]
+    pub interrupted: u64,
     /// Attempt durations, counted per [`DURATION_BUCKETS`] bucket (one more for the rest).
     pub durations: Vec<u64>,
 }
@@ -103,7 +107,12 @@ impl TypeCounts {
 
     /// Whether nothing happened.
     pub fn is_empty(&self) -> bool {
-        self.started == 0 && self.succeeded == 0 && self.failed.is_empty() && self.retried == 0 && self.dead == 0
+        self.started == 0
+            && self.succeeded == 0
+            && self.failed.is_empty()
+            && self.retried == 0
+            && self.dead == 0
+            && self.interrupted == 0
     }
 }
 
@@ -256,11 +265,22 @@ mod tests {
                 failed: [("failed".to_string(), 1)].into(),
                 retried: 1,
                 dead: 0,
+                interrupted: 1,
                 durations: vec![0; 13],
             }],
         };
-        assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat));
+        assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
+        // A beat of a worker from before `interrupted` decodes, with none.
+        let old = encoded_without_interrupted(&beat);
+        assert_eq!(Heartbeat::decode(&old).map(|b| b.counts[0].interrupted), Some(0));
         assert_eq!(Heartbeat::decode(b"\xc1 not a beat"), None);
         assert_eq!(max_age_argument(Duration::from_secs(7 * 86400)), "604800s");
+    }
+
+    /// The beat encoded as a worker without the `interrupted` count wrote it.
+    fn encoded_without_interrupted(beat: &Heartbeat) -> Vec<u8> {
+        let mut value = serde_json::to_value(beat).unwrap();
+        value["counts"][0].as_object_mut().unwrap().remove("interrupted");
+        rmp_serde::to_vec_named(&value).unwrap()
     }
 }

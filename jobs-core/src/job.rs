@@ -254,13 +254,32 @@ pub struct JobContext {
     attempt: u32,
     worker: Arc<str>,
     enqueued_at: Option<SystemTime>,
+    interrupted_runs: u32,
 }
 
 impl JobContext {
     /// Built by the worker for each delivery.
     #[doc(hidden)]
     pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
-        JobContext { id, name, queue, attempt, worker, enqueued_at: None }
+        JobContext { id, name, queue, attempt, worker, enqueued_at: None, interrupted_runs: 0 }
+    }
+
+    /// Set by the worker from the message's `x-interrupted` header.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_interrupted_runs(mut self, runs: u32) -> Self {
+        self.interrupted_runs = runs;
+        self
+    }
+
+    /// How many earlier runs of this attempt a graceful stop of their worker
+    /// ended before they were done (a deploy whose grace period was shorter
+    /// than the job): 0 for a run from the start. A job that keeps its own
+    /// checkpoints (keyed by [`JobContext::job_id`]) can resume from the last
+    /// one when this is above 0. Runs that ended with a crash (`kill -9`, a
+    /// lost connection) are not counted here.
+    pub fn interrupted_runs(&self) -> u32 {
+        self.interrupted_runs
     }
 
     /// Set by the worker from the message's `timestamp`.

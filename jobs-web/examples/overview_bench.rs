@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     failed: [("failed".to_string(), 1)].into(),
                     retried: 1,
                     dead: 0,
+                    interrupted: 0,
                     durations,
                 }],
             };

@@ -56,7 +56,7 @@ pub(crate) async fn dead(
     Path(queue): Path<String>,
     Params(query): Params<ListQuery>,
 ) -> Result<Response, Refusal> {
-    let reading = read(&dashboard, &queue).map_err(Refusal::json)?;
+    let reading = read(&dashboard, &queue).await.map_err(Refusal::json)?;
     let listing = listing(&dashboard, &reading, &query).await.map_err(Refusal::json)?;
     drop(reading);
     let page = &listing.page;
@@ -78,7 +78,7 @@ pub(crate) async fn dead_job(
     State(dashboard): State<Arc<Dashboard>>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    let reading = read(&dashboard, &queue).map_err(Refusal::json)?;
+    let reading = read(&dashboard, &queue).await.map_err(Refusal::json)?;
     let job = find(&dashboard, &reading, &id).await.map_err(Refusal::json)?;
     Ok(Json(job).into_response())
 }

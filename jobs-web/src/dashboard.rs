@@ -58,8 +58,10 @@ pub struct Dashboard {
     pub(crate) history: Mutex<History>,
     pub(crate) queues: RwLock<Vec<QueueRow>>,
     pub(crate) broker: RwLock<BrokerStatus>,
-    /// The connection dead-job pages read through, one walk at a time.
-    pub(crate) dead: tokio::sync::Mutex<Option<DeadLetters>>,
+    /// The connection dead-job pages read through, when open.
+    pub(crate) dead: std::sync::Mutex<Option<Arc<DeadLetters>>>,
+    /// Held while that connection is made: one at a time.
+    pub(crate) dead_connecting: tokio::sync::Mutex<()>,
     /// Retries and deletes of many dead jobs, running and recent.
     pub(crate) actions: Actions,
     /// What walks each dead queue now: page reads, or one action.
@@ -85,7 +87,8 @@ impl Dashboard {
             auth,
             queues: RwLock::default(),
             broker: RwLock::default(),
-            dead: tokio::sync::Mutex::default(),
+            dead: std::sync::Mutex::default(),
+            dead_connecting: tokio::sync::Mutex::default(),
             actions: Actions::default(),
             walks: Arc::default(),
         }))

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use jobs_core::plumbing::events::{Heartbeat, RunningJob, DURATION_BUCKETS};
+use jobs_core::plumbing::events::{Heartbeat, RunningJob, TypeCounts, DURATION_BUCKETS};
 use serde::Serialize;
 
 /// Workers remembered at most; the longest unseen go first.
@@ -28,15 +28,30 @@ pub(crate) struct Minute {
 struct TypeHour {
     succeeded: u64,
     failed: u64,
+    interrupted: u64,
     durations: [u64; DURATION_BUCKETS.len() + 1],
 }
 
 impl TypeHour {
-    fn add(&mut self, succeeded: u64, failed: u64, durations: &[u64]) {
-        self.succeeded += succeeded;
-        self.failed += failed;
-        for (slot, n) in self.durations.iter_mut().zip(durations) {
+    fn add(&mut self, other: &TypeHour) {
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.interrupted += other.interrupted;
+        for (slot, n) in self.durations.iter_mut().zip(&other.durations) {
             *slot += n;
+        }
+    }
+
+    fn of(counts: &TypeCounts) -> Self {
+        let mut durations = [0; DURATION_BUCKETS.len() + 1];
+        for (slot, n) in durations.iter_mut().zip(&counts.durations) {
+            *slot = *n;
+        }
+        TypeHour {
+            succeeded: counts.succeeded,
+            failed: counts.failed_total(),
+            interrupted: counts.interrupted,
+            durations,
         }
     }
 }
@@ -114,6 +129,8 @@ pub(crate) struct TypeRow {
     pub(crate) failed: u64,
     /// Failed ÷ runs.
     pub(crate) failure_rate: f64,
+    /// Runs a graceful stop ended, handed back (not counted in `runs`).
+    pub(crate) interrupted: u64,
     /// Durations, as the upper bound in seconds of the bucket the percentile
     /// falls in (`None`: longer than the last bound).
     pub p50: Option<f64>,
@@ -139,7 +156,7 @@ impl History {
             let failed = counts.failed_total();
             minute.succeeded += counts.succeeded;
             minute.failed += failed;
-            hour.entry(counts.job_type.clone()).or_default().add(counts.succeeded, failed, &counts.durations);
+            hour.entry(counts.job_type.clone()).or_default().add(&TypeHour::of(counts));
         }
         let newer = self.workers.get(&beat.worker).map_or(true, |last| last.sent_at_ms <= at);
         if newer {
@@ -199,7 +216,7 @@ impl History {
         let mut sums: HashMap<&str, TypeHour> = HashMap::new();
         for types in self.hours.range(since_ms / HOUR_MS..).map(|(_, types)| types) {
             for (name, t) in types {
-                sums.entry(name).or_default().add(t.succeeded, t.failed, &t.durations);
+                sums.entry(name).or_default().add(t);
             }
         }
         let mut rows: Vec<TypeRow> = sums
@@ -211,6 +228,7 @@ impl History {
                     runs,
                     failed: t.failed,
                     failure_rate: if runs == 0 { 0.0 } else { t.failed as f64 / runs as f64 },
+                    interrupted: t.interrupted,
                     p50: percentile(&t.durations, 0.50),
                     p95: percentile(&t.durations, 0.95),
                     p99: percentile(&t.durations, 0.99),
@@ -286,7 +304,6 @@ fn percentile(durations: &[u64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobs_core::plumbing::events::TypeCounts;
 
     fn beat(worker: &str, at_ms: u64, succeeded: u64, failed: u64, fast: u64, slow: u64) -> Heartbeat {
         let mut durations = vec![0; DURATION_BUCKETS.len() + 1];
@@ -312,6 +329,7 @@ mod tests {
                 failed: [("failed".to_string(), failed)].into_iter().filter(|(_, n)| *n > 0).collect(),
                 retried: 0,
                 dead: 0,
+                interrupted: failed / 2,
                 durations,
             }],
         }
@@ -337,7 +355,7 @@ mod tests {
         let types = h.types(t0);
         assert_eq!(types.len(), 1);
         let mail = &types[0];
-        assert_eq!((mail.runs, mail.failed), (107, 11));
+        assert_eq!((mail.runs, mail.failed, mail.interrupted), (107, 11, 5), "interrupted runs summed apart");
         assert_eq!((mail.p50, mail.p95, mail.p99), (Some(0.005), Some(0.005), Some(5.0)));
         assert_eq!(h.last_offset, Some(3));
     }

@@ -1,9 +1,10 @@
-//! Who walks a dead-letter queue now: page reads, or one bulk action (known
+//! Who walks a dead-letter queue now: one page read, or one bulk action (known
 //! by whatever the caller names it with: `Arc<Action>`, a number). A walk
 //! holds the jobs it has read until it ends, so a second walk of the same
-//! queue would see them as gone: while an action runs on a queue, reads of
-//! it are refused (the page shows the action's progress instead), and an
-//! action waits for the reads under way to end before it begins.
+//! queue would see them as gone: reads of a queue take turns, while an
+//! action runs on a queue reads of it are refused (the page shows the
+//! action's progress instead), and an action waits for the read under way to
+//! end before it begins. Walks of different queues go on side by side.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,15 +70,28 @@ impl<A> Walks<A> {
 }
 
 impl<A: Clone> Walks<A> {
-    /// A read of `queue`, or the action running on it.
-    pub(crate) fn read(&self, queue: &str) -> Result<Reading<'_, A>, A> {
-        let mut queues = self.queues();
-        let usage = queues.entry(queue.to_owned()).or_default();
-        if let Some(action) = &usage.action {
-            return Err(action.clone());
+    /// A read of `queue`, once the read of it under way (if any) has ended;
+    /// or the action running on it. One read of a queue at a time: two would
+    /// see each other's held jobs as gone.
+    pub(crate) async fn read(&self, queue: &str) -> Result<Reading<'_, A>, A> {
+        loop {
+            let ended = self.read_ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check: a read ending in between still wakes it.
+            ended.as_mut().enable();
+            {
+                let mut queues = self.queues();
+                let usage = queues.entry(queue.to_owned()).or_default();
+                if let Some(action) = &usage.action {
+                    return Err(action.clone());
+                }
+                if usage.reads == 0 {
+                    usage.reads = 1;
+                    return Ok(Reading { walks: self, queue: queue.to_owned() });
+                }
+            }
+            ended.await;
         }
-        usage.reads += 1;
-        Ok(Reading { walks: self, queue: queue.to_owned() })
     }
 
     /// Claims `queue` for `action` (new reads are refused from now on); `Err`
@@ -143,30 +157,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_action_waits_for_reads_and_refuses_new_ones() {
+    async fn reads_take_turns_and_an_action_waits_for_them_and_refuses_new_ones() {
         let walks = Arc::new(Walks::<u64>::default());
-        let reading = walks.read("q").map_err(|_| "free").unwrap();
-        let holding = walks.claim("q", &1).map_err(|_| "free").unwrap();
-        // A new read, and a second action, are refused: they hear of the first.
-        assert_eq!(walks.read("q").map(|_| ()).err(), Some(1));
-        assert_eq!(walks.claim("q", &2).map(|_| ()).err(), Some(1));
-        // Other queues are not.
-        assert!(walks.read("other").is_ok());
-        // The action waits for the read under way.
+        let reading = walks.read("q").await.map_err(|_| "free").unwrap();
+        // Another queue reads side by side; a second read of `q` waits its turn.
+        assert!(walks.read("other").await.is_ok());
         {
-            let waiting = tokio::time::timeout(std::time::Duration::from_secs(5), holding.reads_ended());
-            tokio::pin!(waiting);
-            assert!(futures_poll(&mut waiting).await.is_none(), "must wait while a read runs");
-            drop(reading);
-            assert!(waiting.await.is_ok(), "the read ended");
+            let second = walks.read("q");
+            tokio::pin!(second);
+            assert!(poll_once(&mut second).await.is_none(), "a second read of q waits");
+            let holding = walks.claim("q", &1).map_err(|_| "free").unwrap();
+            // A second action is refused; the waiting read hears of the action once the first read ends.
+            assert_eq!(walks.claim("q", &2).map(|_| ()).err(), Some(1));
+            {
+                let waiting = tokio::time::timeout(std::time::Duration::from_secs(5), holding.reads_ended());
+                tokio::pin!(waiting);
+                assert!(poll_once(&mut waiting).await.is_none(), "the action waits while a read runs");
+                drop(reading);
+                assert!(waiting.await.is_ok(), "the read ended");
+            }
+            assert_eq!(second.await.map(|_| ()).err(), Some(1), "the waiting read is refused: the action holds q");
+            assert_eq!(walks.read("q").await.map(|_| ()).err(), Some(1));
+            drop(holding);
         }
-        drop(holding);
-        assert!(walks.read("q").is_ok(), "free again once the action ends");
+        assert!(walks.read("q").await.is_ok(), "free again once the action ends");
         assert!(walks.queues().is_empty(), "nothing kept for queues nothing walks");
     }
 
     /// Polls `future` once.
-    async fn futures_poll<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
         std::future::poll_fn(|cx| {
             std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
                 std::task::Poll::Ready(out) => Some(out),

@@ -201,6 +201,9 @@ async fn pages_and_api_show_the_worker_its_queue_and_its_dead_job_and_actions_ar
     let (status, body) = http_get(port, &format!("/api/dead/{queue}?page=2"));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("page 2 does not exist (1 to 1)"), "{body}");
+    let (status, body) = http_get(port, &format!("/api/dead/{queue}?order=newest&page=201"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("200 pages deep"), "{body}");
 
     // An id with characters that mean something in a URL: links percent-encode it.
     let odd = jobs_core::JobId::from("odd/id?x y#1");

@@ -19,6 +19,7 @@ struct Counters {
     failed: [AtomicU64; FailureKind::ALL.len()],
     retried: AtomicU64,
     dead: AtomicU64,
+    interrupted: AtomicU64,
     durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
 
@@ -38,6 +39,7 @@ impl Counters {
             failed,
             retried: take(&self.retried),
             dead: take(&self.dead),
+            interrupted: take(&self.interrupted),
             durations: self.durations.iter().map(take).collect(),
         }
     }
@@ -161,6 +163,12 @@ impl Activity {
     pub(crate) fn dead(&self, job_type: &str, kind: FailureKind) {
         metrics::counter!("jobs_dead_total", "job" => job_type.to_owned(), "kind" => kind.as_str()).increment(1);
         self.counters(job_type, |c| c.dead.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// A run of `job_type` that a graceful stop ended was handed back.
+    pub(crate) fn interrupted(&self, job_type: &str) {
+        metrics::counter!("jobs_interrupted_total", "job" => job_type.to_owned()).increment(1);
+        self.counters(job_type, |c| c.interrupted.fetch_add(1, Ordering::Relaxed));
     }
 
     /// The jobs running now, and the counts since the last call (which start again at 0).

@@ -53,9 +53,15 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
                 println!("{}", serde_json::to_string_pretty(&job)?);
                 ExitCode::SUCCESS
             }
-            Found::Missing { scanned, .. } => {
-                eprintln!("no dead job has that id (read all {scanned})");
+            Found::Missing { scanned, total, complete: true } => {
+                eprintln!("no dead job has that id (read all {scanned} of {total})");
                 ExitCode::from(2)
+            }
+            Found::Missing { scanned, total, complete: false } => {
+                eprintln!(
+                    "no dead job has that id among the {scanned} of {total} read: another reader held the others; run it again"
+                );
+                ExitCode::FAILURE
             }
             _ => ExitCode::from(2),
         },
@@ -93,7 +99,7 @@ fn report(what: &str, filter: &DeadFilter, done: Progress) -> ExitCode {
     if done.not_reached > 0 {
         eprintln!("{} not reached: another reader held them; run it again", done.not_reached);
     }
-    if done.acted == 0 && filter.is_id() && done.failed == 0 {
+    if done.acted == 0 && filter.is_id() && done.failed == 0 && done.not_reached == 0 {
         eprintln!("no dead job has that id");
         return ExitCode::from(2);
     }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
 use crate::delivery::{Delivery, Meta};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Place};
 use crate::policy::{self, Home, Limits};
 use crate::settle::Settler;
 use crate::systemd::Health;
@@ -186,8 +186,14 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
     let meta = Meta::of(&props, deliver.redelivered(), body.len());
     let decision = match policy::screen(&meta, home, &shared.limits) {
         Ok(name) => {
-            let (worker, activity) = (&shared.settler.worker, &shared.settler.activity);
-            let ran = shared.dispatcher.run(name, &meta, &body, &queue, worker, activity).await;
+            let settler = &shared.settler;
+            let place = Place {
+                queue: &queue,
+                worker: &settler.worker,
+                activity: &settler.activity,
+                interrupt: &settler.interrupt,
+            };
+            let ran = shared.dispatcher.run(name, &meta, &body, place).await;
             policy::decide(ran, &meta, home)
         }
         Err(decision) => decision,

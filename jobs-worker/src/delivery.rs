@@ -22,6 +22,8 @@ pub(crate) struct Meta<'a> {
     pub(crate) attempt: u32,
     /// Returns of this job unacked so far, as counted in `x-crashes`.
     pub(crate) crashes: u64,
+    /// Runs of it that a graceful stop ended, as counted in `x-interrupted`.
+    pub(crate) interrupted: u64,
     /// Whether the broker delivered it before (`redelivered`): it came back unacked.
     pub(crate) redelivered: bool,
     /// Where a call's answer goes (`reply_to`), for RPC jobs.
@@ -43,6 +45,7 @@ impl<'a> Meta<'a> {
             id: own.unwrap_or_default(),
             attempt: message_attempt(props),
             crashes: header_u64(props, headers::CRASHES).unwrap_or(0),
+            interrupted: header_u64(props, headers::INTERRUPTED).unwrap_or(0),
             redelivered,
             reply_to: props.reply_to().map(String::as_str),
             content_type: props.content_type().map(String::as_str),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use jobs_core::plumbing::Registration;
 use jobs_core::{ExchangeKind, JobContext, Route};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::activity::Activity;
@@ -95,21 +96,15 @@ impl Dispatcher {
         }
     }
 
-    /// Decodes and runs one delivery of job type `name`, and says what happened.
-    pub(crate) async fn run(
-        &self,
-        name: &str,
-        meta: &Meta<'_>,
-        body: &[u8],
-        queue: &Arc<str>,
-        worker: &Arc<str>,
-        activity: &Activity,
-    ) -> Ran {
+    /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
+    pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
+        let Place { queue, worker, activity, interrupt } = place;
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
         let ctx = JobContext::new(meta.id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
-            .with_enqueued_at(meta.enqueued_at);
+            .with_enqueued_at(meta.enqueued_at)
+            .with_interrupted_runs(u32::try_from(meta.interrupted).unwrap_or(u32::MAX));
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
             Err(err) => return Ran::Undecodable { error: err.to_string() },
@@ -123,7 +118,16 @@ impl Dispatcher {
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
         let noted = activity.started(job, &meta.id, queue, meta.attempt);
-        let result = tokio::time::timeout(registration.timeout(), running).await;
+        // The end of a stop's grace period drops the job too (and the worker hands it back).
+        let result = tokio::select! {
+            biased;
+            result = tokio::time::timeout(registration.timeout(), running) => result,
+            _ = interrupt.cancelled() => {
+                drop(noted);
+                debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job interrupted by the stop");
+                return Ran::Interrupted { after: started.elapsed() };
+            }
+        };
         activity.ended(job, started.elapsed(), matches!(result, Ok(Ok(Ok(_)))));
         drop(noted);
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -138,6 +142,16 @@ impl Dispatcher {
         debug!(parent: &span, elapsed_ms, returned = matches!(ran, Ran::Returned { .. }), "job ended");
         ran
     }
+}
+
+/// Where a job runs: its queue, its worker, where it is counted, and what
+/// ends it early (a stop's grace period).
+#[derive(Clone, Copy)]
+pub(crate) struct Place<'a> {
+    pub(crate) queue: &'a Arc<str>,
+    pub(crate) worker: &'a Arc<str>,
+    pub(crate) activity: &'a Activity,
+    pub(crate) interrupt: &'a CancellationToken,
 }
 
 /// Polls a future, turning a panic in it into an `Err` with the panic's payload.

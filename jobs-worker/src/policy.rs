@@ -28,12 +28,18 @@
 //!   a retry could not find its way back; their failures go to `<exchange>.dead`;
 //! - a call (`reply_to` set) gets its failure as the answer and is not
 //!   retried; a call that cannot run at all is answered and dead;
-//! - a copy (retry, dead letter, crash requeue) that the broker does not
-//!   store (a nack, a refusal) is published again after a pause, 1 s
-//!   doubling to 30 s, for about 2½ minutes, the delivery held (so the job
-//!   does not run again meanwhile); then the delivery goes back to its queue,
-//!   and comes back counted as a crash. When the settling channel is gone,
-//!   nothing can be published: the delivery goes back at once.
+//! - a copy (retry, dead letter, crash requeue) that the broker refused (a
+//!   nack, a return) is published again after a pause, 1 s doubling to 30 s,
+//!   for about 2½ minutes, the delivery held (so the job does not run again
+//!   meanwhile); then the delivery goes back to its queue, and comes back
+//!   counted as a crash. A copy that may be stored after all (no confirm in
+//!   time, the channel closed, an alarm) is not published again (that could
+//!   store it twice): the delivery goes back at once;
+//! - a run that a graceful stop's grace period ended (the worker drops it) is
+//!   handed back: a copy at the end of its queue, the same attempt and crash
+//!   count, `x-interrupted` raised, confirmed, then acked; not a failure and
+//!   not a crash (a copy not stored then gives the delivery back at once,
+//!   which does count as a crash). A subscription's job is left unacked.
 
 use std::time::Duration;
 
@@ -70,6 +76,9 @@ pub(crate) enum Ran {
     UnknownType,
     /// The body does not decode as the job type: the decoder's words.
     Undecodable { error: String },
+    /// A graceful stop's grace period ended while `perform` ran (for `after`):
+    /// it was dropped, unfinished.
+    Interrupted { after: Duration },
 }
 
 /// Where the delivery was consumed from.
@@ -110,13 +119,20 @@ pub(crate) enum Decision {
     Dead { kind: FailureKind, reason: String, attempt: u32, reply: Option<Reply> },
     /// Publish a copy at the end of its queue with `x-crashes = crashes`, wait, ack.
     Requeue { crashes: u64 },
+    /// A run a graceful stop ended: publish a copy at the end of its queue,
+    /// same attempt and crash count, with `x-interrupted = interrupted`, wait
+    /// for its confirm, ack. Not a failure, not a crash.
+    HandBack { interrupted: u64, after: Duration },
+    /// Nothing can be done with it: leave it unacked (it goes back to its
+    /// queue, or with a subscription's queue, when the connection closes).
+    Leave,
 }
 
 impl Decision {
     /// The kind of failure counted for this delivery (`jobs_failed_total`), if it failed.
     pub(crate) fn failure(&self) -> Option<FailureKind> {
         match self {
-            Decision::Ack { .. } | Decision::Requeue { .. } => None,
+            Decision::Ack { .. } | Decision::Requeue { .. } | Decision::HandBack { .. } | Decision::Leave => None,
             Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
         }
     }
@@ -126,7 +142,7 @@ impl Decision {
         match self {
             Decision::Ack { reply } | Decision::Dead { reply, .. } => reply.as_ref(),
             Decision::Answer { reply, .. } => Some(reply),
-            Decision::Retry { .. } | Decision::Requeue { .. } => None,
+            Decision::Retry { .. } | Decision::Requeue { .. } | Decision::HandBack { .. } | Decision::Leave => None,
         }
     }
 }
@@ -210,6 +226,15 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         Ran::Undecodable { error } => {
             return dead(meta, FailureKind::Undecodable, format!("body does not decode as `{name}`: {error}"));
         }
+        // A stop is not the job's fault: the next worker runs it again, as the
+        // same attempt (a call too: its caller still waits). A subscription's
+        // queue goes with this worker: there is nowhere to hand it back to.
+        Ran::Interrupted { after } => {
+            return match home {
+                Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },
+                Home::Subscription => Decision::Leave,
+            };
+        }
     };
     if meta.is_call() {
         // A call's failure is its answer; the caller decides what next.
@@ -225,10 +250,13 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
     }
 }
 
-/// When the copy of a decision was not stored, for the `tries`-th time;
-/// `channel_open`: whether the settling channel can still publish.
-pub(crate) fn unstored(tries: u32, channel_open: bool) -> Unstored {
-    if !channel_open || tries >= COPY_TRIES {
+/// When the copy of a decision was not stored, for the `tries`-th time.
+/// `refused`: the broker said it did not store it (a nack, a return) and the
+/// settling channel is still open; else (a timeout, a closed channel, an
+/// alarm) it may be stored after all, and publishing it again could store it
+/// twice. `stopping`: the worker is stopping (a hand-back), and waits for nothing.
+pub(crate) fn unstored(tries: u32, refused: bool, stopping: bool) -> Unstored {
+    if !refused || stopping || tries >= COPY_TRIES {
         return Unstored::GiveBack;
     }
     let pause = Duration::from_secs(1u64 << tries.saturating_sub(1).min(5)).min(Duration::from_secs(30));
@@ -483,7 +511,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_is_not_stored_is_tried_again_for_minutes_then_given_back() {
-        let pauses: Vec<Unstored> = (1..=COPY_TRIES).map(|tries| unstored(tries, true)).collect();
+        let pauses: Vec<Unstored> = (1..=COPY_TRIES).map(|tries| unstored(tries, true, false)).collect();
         let expected: Vec<Unstored> = [1, 2, 4, 8, 16, 30, 30, 30, 30]
             .into_iter()
             .map(|s| Unstored::Again { pause: secs(s) })
@@ -492,7 +520,29 @@ mod tests {
         assert_eq!(pauses, expected);
         let held: u64 = [1, 2, 4, 8, 16, 30, 30, 30, 30].iter().sum();
         assert!(held < 600, "held {held} s: well within the broker's consumer_timeout");
-        assert_eq!(unstored(1, false), Unstored::GiveBack, "no channel to publish on: back at once");
+        assert_eq!(
+            unstored(1, false, false),
+            Unstored::GiveBack,
+            "perhaps stored (a timeout, a closed channel): back at once"
+        );
+        assert_eq!(unstored(1, true, true), Unstored::GiveBack, "stopping: nothing is waited for");
+    }
+
+    /// A run a graceful stop ended is handed back, the same attempt, one more
+    /// interruption; neither a failure nor a crash. A subscription's is left.
+    #[test]
+    fn an_interrupted_run_is_handed_back() {
+        let interrupted = || Ran::Interrupted { after: secs(2) };
+        let again = Meta { interrupted: 2, crashes: 1, ..meta(3) };
+        let decision = decide(interrupted(), &again, Home::Queue);
+        assert_eq!(decision, Decision::HandBack { interrupted: 3, after: secs(2) });
+        assert_eq!((decision.failure(), decision.reply()), (None, None), "not counted as a failure");
+        let call_back = decide(interrupted(), &call(1), Home::Queue);
+        assert_eq!(call_back, Decision::HandBack { interrupted: 1, after: secs(2) }, "a call too");
+        assert_eq!(decide(interrupted(), &meta(1), Home::Subscription), Decision::Leave);
+        let far = Meta { interrupted: u64::MAX, ..meta(1) };
+        let far_back = decide(interrupted(), &far, Home::Queue);
+        assert_eq!(far_back, Decision::HandBack { interrupted: u64::MAX, after: secs(2) }, "no wrap");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use jobs_core::plumbing::topology::Topology;
 use jobs_core::plumbing::{headers, Destination, Failure, Message, Publisher};
 use jobs_core::FailureKind;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
@@ -34,7 +35,11 @@ pub(crate) struct Settler {
     pub(crate) activity: Arc<Activity>,
     /// Cancelled when the settling channel is gone: the session ends, as no
     /// copy can be stored on it any more.
-    pub(crate) broken: tokio_util::sync::CancellationToken,
+    pub(crate) broken: CancellationToken,
+    /// The worker's: cancelled when a graceful stop's grace period is over.
+    /// Running jobs are dropped then and handed back, and nothing waits any
+    /// more for a copy the broker did not store.
+    pub(crate) interrupt: CancellationToken,
 }
 
 impl Settler {
@@ -48,6 +53,12 @@ impl Settler {
         }
         let (message, destination, what) = match &decision {
             Decision::Ack { .. } | Decision::Answer { .. } => return self.ack(d.channel, d.tag).await,
+            Decision::Leave => return,
+            Decision::HandBack { interrupted, .. } => {
+                let interrupted = i64::try_from(*interrupted).unwrap_or(i64::MAX);
+                let message = self.copy(d).header(headers::INTERRUPTED, FieldValue::l(interrupted));
+                (message, Destination::direct(d.queue), "hand-back")
+            }
             Decision::Retry { kind, error, attempt, delay } => {
                 let message = self.copy(d).failure(&self.failure(*kind, error)).attempt(*attempt);
                 match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
@@ -90,7 +101,11 @@ impl Settler {
             Decision::Requeue { crashes } => {
                 warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
             }
-            Decision::Ack { .. } | Decision::Answer { .. } => {}
+            Decision::HandBack { interrupted, after } => {
+                self.activity.interrupted(d.name());
+                info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = d.meta.attempt, interrupted, ran_for = ?after, "the grace period ended before the job did: handed back to its queue, to run again from the start on the next worker (not counted as a failure or a crash)");
+            }
+            Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave => {}
         }
     }
 
@@ -137,15 +152,21 @@ impl Settler {
                 Err(err) => err,
             };
             tries += 1;
-            let open = self.publisher.is_open() && d.channel.is_open();
             if !self.publisher.is_open() {
                 // Every copy of this session would fail now: end the session.
                 self.broken.cancel();
             }
-            match policy::unstored(tries, open) {
+            // Only a copy the broker said it did not store is sent again.
+            let said_no = matches!(err, jobs_core::Error::Nacked { .. } | jobs_core::Error::Unroutable { .. });
+            let refused = said_no && self.publisher.is_open() && d.channel.is_open();
+            match policy::unstored(tries, refused, self.interrupt.is_cancelled()) {
                 Unstored::Again { pause } => {
                     warn!(queue = d.queue, job.id = %d.id(), error = %jobs_core::report(&err), what, retry_in = ?pause, tries, "the broker did not store the job's copy; publishing it again (the job is held meanwhile)");
-                    tokio::time::sleep(pause).await;
+                    // A stop's end waits for nothing: the delivery goes back then.
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.interrupt.cancelled() => {}
+                    }
                 }
                 Unstored::GiveBack => {
                     self.give_back(d, what, &err).await;

@@ -11,6 +11,7 @@ use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
 use jobs_core::{report, AmqpConfig, Client, Route};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -25,6 +26,10 @@ use crate::systemd::{self, Health, Notifier};
 use crate::{Error, Jobs, Subscription, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);
+
+/// How long a stop waits, after the grace period, for the running jobs to be
+/// handed back (a publish and its confirm each).
+const HAND_BACK: Duration = Duration::from_secs(10);
 
 /// A worker: serves its job types from their queues.
 ///
@@ -54,6 +59,8 @@ pub struct Worker {
     beats: Option<Arc<Beats>>,
     /// The session consuming now: where heartbeats go.
     current: Current,
+    /// Cancelled when a stop's grace period is over: running jobs are dropped and handed back.
+    interrupt: CancellationToken,
 }
 
 impl Worker {
@@ -117,6 +124,7 @@ impl Worker {
             activity,
             beats,
             current: Current::default(),
+            interrupt: CancellationToken::new(),
         })
     }
 
@@ -296,7 +304,8 @@ impl Worker {
             topology: self.amqp.topology(),
             unknown: self.unknown.clone(),
             activity: self.activity.clone(),
-            broken: tokio_util::sync::CancellationToken::new(),
+            broken: CancellationToken::new(),
+            interrupt: self.interrupt.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =
@@ -304,17 +313,24 @@ impl Worker {
         Ok((connection, shared))
     }
 
-    /// Waits up to the grace period for running jobs.
+    /// Waits up to the grace period for running jobs; then drops those still
+    /// running and hands each back to its queue (a copy, confirmed, then the
+    /// delivery acked), waiting up to [`HAND_BACK`] for that.
     async fn drain(&self, tasks: &TaskTracker) {
         tasks.close();
         let running = tasks.len();
         if running > 0 {
             info!(running, grace_period = ?self.config.grace_period, "waiting for running jobs");
         }
-        if tokio::time::timeout(self.config.grace_period, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.grace_period, tasks.wait()).await.is_ok() {
+            return;
+        }
+        info!(running = tasks.len(), "grace period over: handing the running jobs back to their queues");
+        self.interrupt.cancel();
+        if tokio::time::timeout(HAND_BACK, tasks.wait()).await.is_err() {
             warn!(
                 running = tasks.len(),
-                "grace period over: leaving running jobs unacked; the broker hands them to another worker"
+                "jobs not handed back in time: leaving them unacked; the broker hands them to another worker (counted as a crash)"
             );
         }
     }

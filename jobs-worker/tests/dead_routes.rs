@@ -142,5 +142,25 @@ async fn dead_routed_jobs_go_back_through_their_exchange_with_their_key() {
     let why = done.first_failure.unwrap_or_default();
     assert!(why.contains("unroutable") && why.contains(FANOUT), "{why}");
     assert_eq!(dead.count(FANOUT).await.unwrap(), 1, "still dead, nothing lost");
+
+    // The exchange itself deleted: the broker closes the channel at the copy;
+    // it stays dead, and the same connection retries other jobs on a new one.
+    let channel = raw.open_channel(None).await.unwrap();
+    channel.exchange_delete(jobs_test::amqprs::channel::ExchangeDeleteArguments::new(FANOUT)).await.unwrap();
+    let done = dead.retry(FANOUT, &DeadFilter::all()).await.unwrap();
+    assert_eq!((done.acted, done.failed), (0, 1), "{done:?}");
+    let why = done.first_failure.unwrap_or_default();
+    assert!(why.contains("no exchange"), "{why}");
+    assert_eq!(dead.count(FANOUT).await.unwrap(), 1, "still dead");
+    let declarer = jobs_core::plumbing::topology::Declarer::open(&raw).await.unwrap();
+    amqp.topology().declare_job_queue(&declarer, "test.dead-routes.after").await.unwrap();
+    let after = jobs_core::plumbing::Message::job("Shout", jobs_core::JobId::new(), vec![0x80]);
+    let publisher = jobs_core::plumbing::Publisher::open(&raw, Duration::from_secs(10)).await.unwrap();
+    publisher
+        .publish(after.into_outgoing(&jobs_core::plumbing::Destination::dead("test.dead-routes.after")))
+        .await
+        .unwrap();
+    let done = dead.retry("test.dead-routes.after", &DeadFilter::all()).await.unwrap();
+    assert_eq!((done.acted, done.failed), (1, 0), "a new channel for copies: {done:?}");
     dead.close().await;
 }

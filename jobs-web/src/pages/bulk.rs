@@ -85,7 +85,7 @@ pub(crate) async fn bulk_confirm(
         return Err(read_only());
     }
     let scope = Scope::of(query.job_type.as_deref(), query.q.as_deref());
-    let reading = read(&dashboard, &queue)?;
+    let reading = read(&dashboard, &queue).await?;
     let (n, exact) = if scope.is_all() {
         (dashboard.dead_count(&queue).await.map_err(|e| Refusal::broker(&e))?, true)
     } else {

@@ -28,6 +28,8 @@ use crate::security::Csrf;
 pub(crate) const PER_PAGE: usize = 50;
 /// The most dead jobs one page view reads.
 pub(crate) const READ_BUDGET: u64 = 100_000;
+/// How deep the newest first pages go.
+pub(crate) const NEWEST_PAGES: u64 = 200;
 
 #[derive(Template)]
 #[template(path = "dead_queues.html")]
@@ -106,6 +108,15 @@ pub(crate) async fn listing(
     let past = |pages: u64| {
         Refusal::new(StatusCode::BAD_REQUEST, format!("page {page_no} does not exist (1 to {})", count(pages)))
     };
+    // The newest first keeps every job up to its page in memory: so many pages, no more.
+    if query.order == ListOrder::Newest && page_no > NEWEST_PAGES {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the newest first goes {NEWEST_PAGES} pages deep at most: page through the oldest first (the queue's own order) to go further"
+            ),
+        ));
+    }
     let filter = query.scope().filter();
     let all = filter.is_all();
     if all {
@@ -148,9 +159,10 @@ fn pages_of(matches: u64) -> u64 {
 }
 
 /// A read of `queue`, or the 409 that says a bulk action walks it now.
-pub(crate) fn read<'a>(dashboard: &'a Dashboard, queue: &str) -> Result<Reading<'a>, Refusal> {
+/// (Once the read of it under way, if any, has ended.)
+pub(crate) async fn read<'a>(dashboard: &'a Dashboard, queue: &str) -> Result<Reading<'a>, Refusal> {
     queue_name(queue)?;
-    dashboard.walks.read(queue).map_err(|action| busy(&action))
+    dashboard.walks.read(queue).await.map_err(|action| busy(&action))
 }
 
 /// The 409 of a request that would walk a queue while `action` does.
@@ -239,7 +251,7 @@ pub(crate) async fn dead_list(
     let filtered = !filter_type.is_empty() || !filter_text.is_empty();
     let ctx = page(&dashboard, base.clone(), "dead", &csrf);
     // A walk of the queue now would see the action's held jobs as gone: show its progress instead.
-    let reading = match dashboard.walks.read(&queue) {
+    let reading = match dashboard.walks.read(&queue).await {
         Ok(reading) => reading,
         Err(action) => {
             let mut ctx = ctx;
@@ -349,7 +361,7 @@ pub(crate) async fn dead_job(
     Extension(csrf): Extension<Csrf>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    let reading = read(&dashboard, &queue)?;
+    let reading = read(&dashboard, &queue).await?;
     let job = find(&dashboard, &reading, &id).await?;
     drop(reading);
     let args = match &job.payload_error {
@@ -412,12 +424,33 @@ pub(crate) async fn dead_job_action(
         "delete" => false,
         _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action")),
     };
-    let reading = read(&dashboard, &queue)?;
-    let done = dashboard.dead_act(&reading, &DeadFilter::id(id), retry).await.map_err(|e| Refusal::broker(&e))?;
+    let reading = read(&dashboard, &queue).await?;
+    // One job: looked for as far as a page view reads, no further.
+    let one = DeadFilter::id(id).among_first(READ_BUDGET);
+    let done = dashboard.dead_act(&reading, &one, retry).await.map_err(|e| Refusal::broker(&e))?;
     drop(reading);
-    match (done.acted, done.first_failure) {
-        (0, Some(why)) => Err(Refusal::new(StatusCode::BAD_GATEWAY, format!("the broker refused the copy: {why}"))),
-        (0, None) => Err(Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB)),
-        _ => Ok(Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response()),
+    if done.acted > 0 {
+        return Ok(Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response());
     }
+    Err(match done.first_failure {
+        Some(why) => Refusal::new(StatusCode::BAD_GATEWAY, format!("the broker refused the copy: {why}")),
+        None if done.not_reached > 0 => Refusal::new(
+            StatusCode::CONFLICT,
+            format!(
+                "another reader holds {} dead jobs of {queue} now (`worker dead` beside the dashboard?): try again when it is done",
+                count(done.not_reached)
+            ),
+        ),
+        None if done.scanned < done.total => Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no dead job has that id among the first {} of {} (a page reads at most {}): `worker dead {} {queue} --id <id>` reads them all",
+                count(done.scanned),
+                count(done.total),
+                count(READ_BUDGET),
+                if retry { "retry" } else { "purge" }
+            ),
+        ),
+        None => Refusal::new(StatusCode::NOT_FOUND, NO_SUCH_JOB),
+    })
 }

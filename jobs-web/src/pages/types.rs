@@ -18,6 +18,7 @@ struct TypeView {
     runs: u64,
     failed: u64,
     failure_rate: String,
+    interrupted: u64,
     p50: String,
     p95: String,
     p99: String,
@@ -51,6 +52,7 @@ pub(crate) async fn types(
             job_type: t.job_type,
             runs: t.runs,
             failed: t.failed,
+            interrupted: t.interrupted,
         })
         .collect();
     render(&Types { page: page(&dashboard, base, "jobs", &csrf), range: query.range.name(), ranges: Range::ALL, types })

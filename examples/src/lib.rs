@@ -28,7 +28,12 @@ pub struct Task {
 
 impl Perform for Task {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        println!("{} [{}] Received '{}' (job {})", clock(), ctx.worker(), self.message, ctx.job_id());
+        // A run that a deploy's stop ended before it was done comes again from the start.
+        let again = match ctx.interrupted_runs() {
+            0 => String::new(),
+            n => format!(" after {n} interrupted run{}", if n == 1 { "" } else { "s" }),
+        };
+        println!("{} [{}] Received '{}' (job {}){again}", clock(), ctx.worker(), self.message, ctx.job_id());
         let dots = self.message.chars().filter(|c| *c == '.').count() as u64;
         tokio::time::sleep(Duration::from_secs(dots)).await;
         println!("{} [{}] Done '{}'", clock(), ctx.worker(), self.message);

@@ -53,7 +53,9 @@ pub enum LoggingError {
 /// [`LoggingError`] when the filter does not parse or a subscriber is already set.
 pub fn init_logging(config: &LogConfig) -> Result<(), LoggingError> {
     let env_filter = filter(std::env::var("RUST_LOG").ok(), config)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: a pipe, a file or the journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),

@@ -219,13 +219,13 @@ async fn node_losses_stop_no_worker_and_kill_no_job() {
     }
     // In quorum mode every durable queue is a quorum queue: the broadcast's
     // dead queue and the delay cascade too (only the workers' own
-    // subscription queues are exclusive, and the heartbeats go to a
-    // stream), so none is lost with its node.
+    // subscription queues are exclusive, and the heartbeats and the returns
+    // go to streams), so none is lost with its node.
     let listed = cluster.ctl(1, &["list_queues", "name", "type", "exclusive", "--formatter", "json"]);
     let queues: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     for queue in &queues {
-        if queue["name"] == "jobs.events" {
-            assert_eq!(queue["type"], "stream", "the heartbeats' stream, replicated too");
+        if queue["name"] == "jobs.events" || queue["name"] == "jobs.returns" {
+            assert_eq!(queue["type"], "stream", "the journals are streams, replicated too: {queue}");
         } else if queue["exclusive"] != true {
             assert_eq!(queue["type"], "quorum", "{queue}");
         }

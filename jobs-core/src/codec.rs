@@ -21,6 +21,9 @@ pub mod headers {
     /// How many of the job's runs a graceful stop ended before they were done
     /// (handed back to the queue, not counted as crashes).
     pub const INTERRUPTED: &str = "x-interrupted";
+    /// On a job requeued after the broker's `consumer_timeout` ended a run of
+    /// it: that timeout, in milliseconds (0: the broker did not say).
+    pub const CONSUMER_TIMEOUT: &str = "x-consumer-timeout";
     /// On a retried or dead job: when its first attempt failed (timestamp).
     pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
     /// On a retried or dead job: the host of the worker that settled it.

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::{Journal, JournalReader};
+
 /// The stream of heartbeats.
 pub const EVENTS_STREAM: &str = "jobs.events";
 
@@ -137,30 +139,16 @@ impl Heartbeat {
     }
 }
 
-/// Where a reader of the stream starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    /// The first beat sent at or after this time (whole seconds).
-    Time(std::time::SystemTime),
-    /// The beat at this offset of the stream (the one after the last read, on a reconnect).
-    Offset(u64),
-    /// The beats sent from now on.
-    Next,
+pub use crate::journal::{max_age_argument, StartAt};
+
+/// The stream of heartbeats as a journal, keeping beats for `max_age` (`amqp.events_max_age`).
+pub const fn journal(max_age: Duration) -> Journal {
+    Journal::new(EVENTS_STREAM, max_age)
 }
 
 /// A reader of the stream of heartbeats, on a channel of its own.
-pub struct EventReader {
-    channel: amqprs::channel::Channel,
-    rx: tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
-    /// Delivered and not yet acked (acked together: the acks only give credit).
-    unacked: u32,
-}
-
-impl std::fmt::Debug for EventReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventReader").field("channel", &self.channel.channel_id()).finish()
-    }
-}
+#[derive(Debug)]
+pub struct EventReader(JournalReader);
 
 impl EventReader {
     /// Starts reading [`EVENTS_STREAM`] at `start` (it must exist: workers and
@@ -170,43 +158,15 @@ impl EventReader {
     /// # Errors
     /// When the channel cannot be opened or the consume is refused.
     pub async fn open(connection: &amqprs::connection::Connection, start: StartAt) -> Result<Self, crate::Error> {
-        use amqprs::channel::{BasicConsumeArguments, BasicQosArguments};
-        use amqprs::{FieldTable, FieldValue};
-        let channel = connection.open_channel(None).await.map_err(crate::Error::amqp("channel.open"))?;
-        let watch = crate::refusal::ChannelWatch::on(&channel).await?;
-        // A stream is read with a prefetch and acks (the acks only give credit).
-        let qos = BasicQosArguments::new(0, 500, false);
-        channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", EVENTS_STREAM, e))?;
-        let offset = match start {
-            StartAt::Time(at) => FieldValue::T(at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())),
-            StartAt::Offset(offset) => FieldValue::l(i64::try_from(offset).unwrap_or(i64::MAX)),
-            StartAt::Next => FieldValue::from("next"),
-        };
-        let mut arguments = FieldTable::new();
-        crate::codec::set_header(&mut arguments, "x-stream-offset", offset);
-        let mut args = BasicConsumeArguments::new(EVENTS_STREAM, "").manual_ack(true).finish();
-        args.arguments = arguments;
-        let (_, rx) =
-            channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", EVENTS_STREAM, e))?;
-        Ok(EventReader { channel, rx, unacked: 0 })
+        // The age matters only to a declare.
+        journal(Duration::ZERO).read(connection, start).await.map(EventReader)
     }
 
     /// The next beat and its offset in the stream; `None` when the channel
-    /// closed. Messages that are not beats are skipped.
+    /// closed. Records that are not beats are skipped.
     pub async fn next(&mut self) -> Option<(u64, Heartbeat)> {
-        use amqprs::channel::BasicAckArguments;
         loop {
-            let message = self.rx.recv().await?;
-            let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content)
-            else {
-                continue;
-            };
-            self.unacked += 1;
-            if self.unacked >= 250 || self.rx.is_empty() {
-                let _ = self.channel.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), true)).await;
-                self.unacked = 0;
-            }
-            let offset = crate::codec::header_u64(&props, "x-stream-offset").unwrap_or(0);
+            let (offset, _, body) = self.0.next().await?;
             if let Some(beat) = Heartbeat::decode(&body) {
                 return Some((offset, beat));
             }
@@ -215,13 +175,8 @@ impl EventReader {
 
     /// Stops reading.
     pub async fn close(self) {
-        let _ = self.channel.close().await;
+        self.0.close().await;
     }
-}
-
-/// `x-max-age` for a stream: whole seconds, as RabbitMQ writes them (`604800s`).
-pub fn max_age_argument(max_age: Duration) -> String {
-    format!("{}s", max_age.as_secs().max(1))
 }
 
 #[cfg(test)]

@@ -124,7 +124,9 @@
 //!   `browse`: reading a queue without taking its messages (a walk);
 //!   `untyped`: a MessagePack body as JSON without its type, within bounds;
 //! - `testing`: [`TestClient`], the testing mode (no broker);
-//! - `events`: worker heartbeats on the stream `jobs.events`, for the
+//! - `journal`: a stream of records every reader reads whole (the
+//!   coordination primitive "a durable, replayable log");
+//! - `events`: worker heartbeats on the journal `jobs.events`, for the
 //!   dashboard (under [`plumbing::events`]);
 //! - `management`: the broker's management HTTP API (unacked counts);
 //! - `refusal`: what the broker refuses and why, as errors that say what to do;
@@ -154,6 +156,7 @@ mod events;
 mod failure;
 mod job;
 mod job_error;
+mod journal;
 mod layers;
 mod management;
 mod message;
@@ -223,6 +226,7 @@ pub mod plumbing {
     };
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
+    pub use crate::journal::{Journal, JournalReader, StartAt};
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};

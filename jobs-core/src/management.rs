@@ -24,6 +24,9 @@ pub struct QueueStats {
     pub unacked: u64,
     /// Consumers.
     pub consumers: u64,
+    /// The queue's own `consumer_timeout` (RabbitMQ 3.12 and later: its
+    /// `x-consumer-timeout` argument, or a policy's `consumer-timeout`), if set.
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 /// Why a request to the management API failed.
@@ -115,10 +118,13 @@ impl Management {
             self.get(&format!("/api/queues/{}/{}", percent_encode(&self.vhost), percent_encode(queue))).await.ok()?;
         let n = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
         value.get("name")?;
+        let own = value.pointer("/arguments/x-consumer-timeout").and_then(Value::as_u64);
+        let policy = value.pointer("/effective_policy_definition/consumer-timeout").and_then(Value::as_u64);
         Some(QueueStats {
             ready: n("messages_ready"),
             unacked: n("messages_unacknowledged"),
             consumers: n("consumers"),
+            consumer_timeout: own.or(policy).map(std::time::Duration::from_millis),
         })
     }
 

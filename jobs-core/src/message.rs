@@ -32,10 +32,11 @@ const BROKER_HISTORY: [&str; 7] = [
 const MAX_COPIED_HEADERS: usize = 64 << 10;
 
 /// The framework's own headers: what a copy keeps of a table too large to carry.
-const OURS: [&str; 13] = [
+const OURS: [&str; 14] = [
     headers::ATTEMPT,
     headers::CRASHES,
     headers::INTERRUPTED,
+    headers::CONSUMER_TIMEOUT,
     headers::FIRST_FAILED_AT,
     headers::HOST,
     headers::ERROR,

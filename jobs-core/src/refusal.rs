@@ -16,6 +16,19 @@ pub struct Closure {
 }
 
 impl Closure {
+    /// When the broker closed a consumer's channel because a delivery on it
+    /// stayed unacknowledged past its `consumer_timeout`: that timeout, when
+    /// its words say it (RabbitMQ 3.10 and later: "delivery acknowledgement on
+    /// channel 1 timed out. Timeout value used: 1800000 ms. ..."), or zero.
+    pub fn consumer_timeout(&self) -> Option<std::time::Duration> {
+        if self.code != 406 || !self.text.contains("acknowledgement") || !self.text.contains("timed out") {
+            return None;
+        }
+        let used = self.text.split("Timeout value used:").nth(1).map(str::trim_start);
+        let millis = used.and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok());
+        Some(std::time::Duration::from_millis(millis.unwrap_or(0)))
+    }
+
     /// From a channel close frame.
     pub(crate) fn of_channel(close: &amqprs::CloseChannel) -> Self {
         Closure { code: close.reply_code(), text: close.reply_text().to_owned() }
@@ -109,6 +122,8 @@ pub(crate) fn access_refused(op: &'static str, closure: &Closure) -> Error {
 #[derive(Debug, Default)]
 pub struct ChannelWatch {
     closure: std::sync::Mutex<Option<Closure>>,
+    /// Told when the broker closes the channel.
+    closed: tokio::sync::Notify,
 }
 
 impl ChannelWatch {
@@ -128,6 +143,21 @@ impl ChannelWatch {
     /// What the broker said when it closed the channel, if it did.
     pub fn closure(&self) -> Option<Closure> {
         self.closure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the broker closes the channel, and says what it said.
+    /// (A connection that goes with the network closes no channel this way.)
+    pub async fn closed(&self) -> Closure {
+        loop {
+            let told = self.closed.notified();
+            tokio::pin!(told);
+            // Registered before the check: a close in between still wakes it.
+            told.as_mut().enable();
+            if let Some(closure) = self.closure() {
+                return closure;
+            }
+            told.await;
+        }
     }
 
     /// The error of `op` on `name` that failed with `source`: the broker's
@@ -150,6 +180,7 @@ impl amqprs::callbacks::ChannelCallback for WatchCallback {
         close: amqprs::CloseChannel,
     ) -> Result<(), amqprs::error::Error> {
         *self.0.closure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Closure::of_channel(&close));
+        self.0.closed.notify_waiters();
         Ok(())
     }
 
@@ -182,6 +213,18 @@ impl amqprs::callbacks::ChannelCallback for WatchCallback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_timeout_is_read_from_the_brokers_words() {
+        let text = "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 10000 ms. This timeout value can be configured, see consumers doc guide to learn more";
+        let closure = Closure { code: 406, text: text.into() };
+        assert_eq!(closure.consumer_timeout(), Some(std::time::Duration::from_secs(10)));
+        let unsaid = Closure { code: 406, text: "PRECONDITION_FAILED - delivery acknowledgement timed out".into() };
+        assert_eq!(unsaid.consumer_timeout(), Some(std::time::Duration::ZERO), "a timeout, value unknown");
+        let other = Closure { code: 406, text: "PRECONDITION_FAILED - unknown delivery tag 5".into() };
+        assert_eq!(other.consumer_timeout(), None);
+        assert_eq!(Closure { code: 404, text: text.into() }.consumer_timeout(), None);
+    }
 
     #[test]
     fn closes_are_read_from_amqprs_text() {

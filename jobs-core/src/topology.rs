@@ -58,11 +58,7 @@ impl Topology {
     /// # Errors
     /// As [`Topology::declare_job_queue`].
     pub async fn declare_events(&self, on: &Declarer) -> Result<(), Error> {
-        let mut args = FieldTable::new();
-        set_header(&mut args, "x-queue-type", FieldValue::from("stream"));
-        let max_age = crate::events::max_age_argument(self.events_max_age);
-        set_header(&mut args, "x-max-age", FieldValue::from(max_age.as_str()));
-        declare_queue(on, crate::events::EVENTS_STREAM, args).await
+        crate::events::journal(self.events_max_age).declare(on).await
     }
 
     /// The queue type.
@@ -189,7 +185,7 @@ impl Topology {
     }
 }
 
-async fn declare_queue(on: &Declarer, name: &str, args: FieldTable) -> Result<(), Error> {
+pub(crate) async fn declare_queue(on: &Declarer, name: &str, args: FieldTable) -> Result<(), Error> {
     let dead_letters = FieldName::try_from("x-dead-letter-exchange").is_ok_and(|key| args.get(&key).is_some());
     let op = if dead_letters { crate::refusal::DECLARE_DEAD_LETTERING } else { "queue.declare" };
     let mut declare = QueueDeclareArguments::durable_client_named(name);

@@ -145,14 +145,15 @@ async fn a_message_the_broker_refuses_is_a_nack_error() {
 async fn a_channel_closed_by_the_broker_fails_the_pending_publish_and_the_next() {
     let connection = connect(&amqp_config(), "test-closed").await.unwrap();
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
-    // Publishing to a missing exchange makes the broker close the channel (404).
+    // Publishing to a missing exchange makes the broker close the channel
+    // (404): that message is refused for good, naming the exchange.
     let err = publisher.publish(message("gone-1", "no-such-exchange-for-jobs-tests", "x")).await.unwrap_err();
     match &err {
-        Error::Closed { id, reason } => {
+        Error::MessageRefused { id, detail } => {
             assert_eq!(id.as_str(), "gone-1");
-            assert!(reason.contains("NOT_FOUND") || reason.contains("404") || reason.contains("closed"), "{reason}");
+            assert!(detail.contains("NOT_FOUND") && detail.contains("no-such-exchange-for-jobs-tests"), "{detail}");
         }
-        other => panic!("expected Closed, got {other:?}"),
+        other => panic!("expected MessageRefused, got {other:?}"),
     }
     let err = publisher.publish(message("gone-2", "", "x")).await.unwrap_err();
     assert!(matches!(err, Error::Closed { .. }), "{err:?}");

@@ -16,6 +16,8 @@ pub struct TestNode {
     dir: PathBuf,
     /// More `rabbitmq.conf` lines, written again at every boot.
     extra_conf: String,
+    /// An `advanced.config`, if any (Erlang terms).
+    advanced: String,
     server: std::sync::Mutex<Option<std::process::Child>>,
 }
 
@@ -31,6 +33,12 @@ impl TestNode {
 
     /// A node with extra `rabbitmq.conf` lines (files it names must be readable by `rabbitmq`).
     pub fn start_with(name: &str, extra_conf: &str) -> Self {
+        Self::start_advanced(name, extra_conf, "")
+    }
+
+    /// A node with extra `rabbitmq.conf` lines and an `advanced.config`
+    /// (for settings `rabbitmq.conf` has no key for).
+    pub fn start_advanced(name: &str, extra_conf: &str, advanced: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("jobs-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("node dir");
@@ -40,6 +48,7 @@ impl TestNode {
             dist_port: spare_port(),
             dir,
             extra_conf: extra_conf.to_owned(),
+            advanced: advanced.to_owned(),
             server: std::sync::Mutex::new(None),
         };
         node.boot();
@@ -54,6 +63,7 @@ impl TestNode {
             .args([&self.node, &self.port.to_string(), &self.dist_port.to_string()])
             .arg(&self.dir)
             .arg(&self.extra_conf)
+            .arg(&self.advanced)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -8,7 +8,7 @@ use jobs_core::plumbing::amqprs::channel::{
     QueueDeclareArguments,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Origin, BROKER_ANSWER};
+use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Closure, Origin, BROKER_ANSWER};
 use jobs_core::ExchangeKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tracing::{debug, error, warn};
 
 use crate::delivery::{Delivery, Meta};
 use crate::dispatch::{Dispatcher, Place};
-use crate::policy::{self, Home, Limits};
+use crate::policy::{self, Home, Limits, Ran};
 use crate::settle::Settler;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
@@ -44,6 +44,9 @@ pub(crate) struct Consumer {
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
     /// to another task per job (it showed on the drain's hot path).
     inline: bool,
+    /// What the broker says when it closes the channel (its
+    /// `consumer_timeout`, say): the running jobs are dropped at once.
+    watch: Arc<ChannelWatch>,
 }
 
 impl Consumer {
@@ -56,13 +59,13 @@ impl Consumer {
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
         let watch = ChannelWatch::on(&channel).await?;
-        Self::consume(channel, &watch, queue, queue, Home::Queue, prefetch, worker).await
+        Self::consume(channel, watch, queue, queue, Home::Queue, prefetch, worker).await
     }
 
     /// Starts consuming `queue` on `channel`; `name` names it in settling and logs.
     async fn consume(
         channel: Channel,
-        watch: &ChannelWatch,
+        watch: Arc<ChannelWatch>,
         queue: &str,
         name: &str,
         home: Home,
@@ -74,7 +77,7 @@ impl Consumer {
         let tag = consumer_tag(worker, name);
         let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
         let (tag, rx) = channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", name, e))?;
-        Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1 })
+        Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1, watch })
     }
 
     /// Subscribes to an exchange: a server-named exclusive queue of this
@@ -102,7 +105,7 @@ impl Consumer {
                 .await
                 .map_err(|e| watch.error("queue.bind", &subscription.exchange, e))?;
         }
-        Self::consume(channel, &watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
+        Self::consume(channel, watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
     }
 
     /// Cancels the consumer; notes in `health` a broker that does not answer.
@@ -125,19 +128,34 @@ impl Consumer {
     }
 
     /// Hands deliveries to tasks until `stop` (then cancels the consumer and
-    /// returns `Ok`) or until the channel dies (`Err`).
+    /// returns `Ok`) or until the channel dies (`Err`). When the broker closes
+    /// the channel, the jobs running on it are dropped at once: the broker
+    /// has taken their deliveries back, and another worker may run them.
     pub(crate) async fn run(
         mut self,
         stop: CancellationToken,
         tasks: TaskTracker,
         shared: Arc<Shared>,
     ) -> Result<(), Error> {
+        // Cancelled when the channel closes, and with the worker's end of a stop's grace period.
+        let end = shared.settler.interrupt.child_token();
+        let watch = self.watch.clone();
+        let closed = watch.closed();
+        tokio::pin!(closed);
+        let lost = |queue: &str, closure: Closure| Error::ChannelClosed {
+            queue: queue.to_owned(),
+            reason: closure.to_string(),
+        };
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
                     self.cancel(&shared.health).await;
                     return Ok(());
+                }
+                closure = &mut closed => {
+                    end.cancel();
+                    return Err(lost(&self.queue, closure));
                 }
                 message = self.rx.recv() => match message {
                     Some(message) => {
@@ -147,6 +165,7 @@ impl Consumer {
                             self.queue.clone(),
                             self.home,
                             message,
+                            (end.clone(), self.watch.clone()),
                         ));
                         if !self.inline {
                             tokio::spawn(job);
@@ -163,6 +182,12 @@ impl Consumer {
                                 self.cancel(&shared.health).await;
                                 return Ok(());
                             }
+                            closure = &mut closed => {
+                                // The job is dropped, and says so as it ends.
+                                end.cancel();
+                                job.await;
+                                return Err(lost(&self.queue, closure));
+                            }
                         }
                     }
                     None => return Err(Error::ConnectionLost { reason: format!("the consumer of `{}` ended", self.queue) }),
@@ -172,28 +197,53 @@ impl Consumer {
     }
 }
 
-async fn handle(shared: Arc<Shared>, channel: Channel, queue: Arc<str>, home: Home, message: ConsumerMessage) {
-    settle_one(&shared, channel, queue, home, message).await;
+/// What ends a delivery's run early, and what the broker said if it closed its channel.
+type Ends = (CancellationToken, Arc<ChannelWatch>);
+
+async fn handle(
+    shared: Arc<Shared>,
+    channel: Channel,
+    queue: Arc<str>,
+    home: Home,
+    message: ConsumerMessage,
+    ends: Ends,
+) {
+    settle_one(&shared, channel, queue, home, message, ends).await;
     shared.health.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Screens, runs and settles one delivery, as the policy decides.
-async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Home, message: ConsumerMessage) {
+async fn settle_one(
+    shared: &Shared,
+    channel: Channel,
+    queue: Arc<str>,
+    home: Home,
+    message: ConsumerMessage,
+    (end, watch): Ends,
+) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
         return;
     };
-    let meta = Meta::of(&props, deliver.redelivered(), body.len());
+    let settler = &shared.settler;
+    let mut meta = Meta::of(&props, deliver.redelivered(), body.len());
+    if meta.redelivered && meta.consumer_timeout.is_none() {
+        // Another worker may have told why it came back.
+        meta.consumer_timeout = settler.returns.timeout_of(&meta.id);
+    }
     let decision = match policy::screen(&meta, home, &shared.limits) {
         Ok(name) => {
-            let settler = &shared.settler;
-            let place = Place {
-                queue: &queue,
-                worker: &settler.worker,
-                activity: &settler.activity,
-                interrupt: &settler.interrupt,
+            let place = Place { queue: &queue, worker: &settler.worker, activity: &settler.activity, end: &end };
+            let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
+                // Ended early: by the broker closing the channel, or by the stop.
+                Ran::Interrupted { after } => match watch.closure() {
+                    Some(closure) => {
+                        Ran::Abandoned { after, timeout: closure.consumer_timeout(), reason: closure.to_string() }
+                    }
+                    None => Ran::Interrupted { after },
+                },
+                ran => ran,
             };
-            let ran = shared.dispatcher.run(name, &meta, &body, place).await;
             policy::decide(ran, &meta, home)
         }
         Err(decision) => decision,
@@ -211,7 +261,11 @@ async fn settle_one(shared: &Shared, channel: Channel, queue: Arc<str>, home: Ho
         body: &body,
         meta,
     };
-    shared.settler.settle(&delivery, decision).await;
+    settler.settle(&delivery, decision).await;
+    if let Some(timeout) = settler.returns.news() {
+        // The broker's consumer_timeout, learned from a close: which job types outlast it.
+        shared.dispatcher.check_timeouts(timeout, None);
+    }
 }
 
 /// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).

@@ -82,15 +82,15 @@ impl Dispatcher {
     }
 
     /// Warns about job types whose timeout would let the broker close the
-    /// channel first (RabbitMQ's `consumer_timeout`).
-    pub(crate) fn check_timeouts(&self, consumer_timeout: Duration) {
-        for registration in self.table.values() {
+    /// channel first (RabbitMQ's `consumer_timeout`); only those of `queue`, when given.
+    pub(crate) fn check_timeouts(&self, consumer_timeout: Duration, queue: Option<&str>) {
+        for registration in self.table.values().filter(|r| queue.map_or(true, |q| r.queue() == q)) {
             if registration.timeout() >= consumer_timeout {
                 warn!(
                     job.name = registration.name(),
                     timeout = ?registration.timeout(),
                     ?consumer_timeout,
-                    "job timeout is not below the broker's consumer_timeout: a long run makes the broker close the channel and hand the job out again"
+                    "job timeout is not below the broker's consumer_timeout: a run that long makes the broker close the channel and hand the job out again (the worker cancels it then); raise consumer_timeout above it, or lower the job's timeout"
                 );
             }
         }
@@ -98,7 +98,7 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, interrupt } = place;
+        let Place { queue, worker, activity, end } = place;
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
@@ -118,13 +118,13 @@ impl Dispatcher {
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
         let noted = activity.started(job, &meta.id, queue, meta.attempt);
-        // The end of a stop's grace period drops the job too (and the worker hands it back).
+        // The end of a stop's grace period, or of the delivery's channel, drops the job too.
         let result = tokio::select! {
             biased;
             result = tokio::time::timeout(registration.timeout(), running) => result,
-            _ = interrupt.cancelled() => {
+            _ = end.cancelled() => {
                 drop(noted);
-                debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job interrupted by the stop");
+                debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job ended early");
                 return Ran::Interrupted { after: started.elapsed() };
             }
         };
@@ -145,13 +145,13 @@ impl Dispatcher {
 }
 
 /// Where a job runs: its queue, its worker, where it is counted, and what
-/// ends it early (a stop's grace period).
+/// ends it early (a stop's grace period, the broker closing its channel).
 #[derive(Clone, Copy)]
 pub(crate) struct Place<'a> {
     pub(crate) queue: &'a Arc<str>,
     pub(crate) worker: &'a Arc<str>,
     pub(crate) activity: &'a Activity,
-    pub(crate) interrupt: &'a CancellationToken,
+    pub(crate) end: &'a CancellationToken,
 }
 
 /// Polls a future, turning a panic in it into an `Err` with the panic's payload.

@@ -31,6 +31,16 @@ pub enum Error {
         /// Why, as far as known (the consumer of a queue ended, a network failure).
         reason: String,
     },
+    /// The broker closed the channel a queue was consumed on (its
+    /// `consumer_timeout` for a delivery left unacknowledged, say); the
+    /// connection lives on, and the queue is consumed again.
+    #[error("the broker closed the channel consuming `{queue}`: {reason}")]
+    ChannelClosed {
+        /// The queue (for a subscription: its exchange).
+        queue: String,
+        /// The broker's words.
+        reason: String,
+    },
     /// Several queues or exchanges cannot be set up, for reasons trying again
     /// cannot fix: each is named (a switch of `amqp.queue_type` finds every
     /// queue to migrate at once).

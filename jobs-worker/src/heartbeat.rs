@@ -8,9 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use jobs_core::plumbing::events::{epoch_ms, Heartbeat, EVENTS_STREAM};
-use jobs_core::plumbing::{Destination, Message};
-use jobs_core::JobId;
+use jobs_core::plumbing::events::{self, epoch_ms, Heartbeat};
 use tracing::debug;
 
 use crate::activity::Activity;
@@ -58,9 +56,9 @@ impl Beats {
             Ok(body) => body,
             Err(err) => return debug!(error = %err, "heartbeat not encoded"),
         };
-        let message = Message::job("Heartbeat", JobId::new(), body).transient();
-        let message = message.into_outgoing(&Destination::direct(EVENTS_STREAM));
-        if let Err(err) = shared.settler.publisher.publish(message).await {
+        // The age matters only to a declare.
+        let journal = events::journal(Duration::ZERO);
+        if let Err(err) = journal.append(&shared.settler.publisher, "Heartbeat", body).await {
             debug!(error = %jobs_core::report(&err), "heartbeat not sent");
         }
     }

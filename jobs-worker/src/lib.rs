@@ -27,7 +27,8 @@
 //! Modules: `config` ([`Settings`], [`WorkerConfig`]), `cli` ([`Cli`]),
 //! `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
 //! `worker` ([`Worker`]), `session` (one connection's setup and consuming), `consumer`, `delivery`, `dispatch`, `policy` (what
-//! happens to a delivery), `settle` (carrying it out), `systemd`,
+//! happens to a delivery), `settle` (carrying it out), `returns` (runs the
+//! broker's `consumer_timeout` ended, told to every worker), `systemd`,
 //! `metrics`, `admin`.
 
 mod activity;
@@ -43,6 +44,7 @@ mod heartbeat;
 mod jobs;
 mod metrics;
 mod policy;
+mod returns;
 mod session;
 mod settle;
 mod systemd;

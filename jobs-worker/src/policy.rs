@@ -35,6 +35,11 @@
 //!   counted as a crash. A copy that may be stored after all (no confirm in
 //!   time, the channel closed, an alarm) is not published again (that could
 //!   store it twice): the delivery goes back at once;
+//! - a returned job that a record (or its `x-consumer-timeout` header) says
+//!   the broker's `consumer_timeout` took back is counted like a crash, and
+//!   its requeued copy and dead reason name that timeout;
+//! - a run whose channel the broker closed (its `consumer_timeout`, say) is
+//!   dropped and left: the broker hands the job out again;
 //! - a run that a graceful stop's grace period ended (the worker drops it) is
 //!   handed back: a copy at the end of its queue, the same attempt and crash
 //!   count, `x-interrupted` raised, confirmed, then acked; not a failure and
@@ -79,6 +84,10 @@ pub(crate) enum Ran {
     /// A graceful stop's grace period ended while `perform` ran (for `after`):
     /// it was dropped, unfinished.
     Interrupted { after: Duration },
+    /// The broker closed the delivery's channel while `perform` ran (for
+    /// `after`), saying `reason` (because of its `consumer_timeout`, when
+    /// `timeout` is set): it was dropped, and the broker hands the job out again.
+    Abandoned { after: Duration, reason: String, timeout: Option<Duration> },
 }
 
 /// Where the delivery was consumed from.
@@ -117,8 +126,9 @@ pub(crate) enum Decision {
     /// attempt `attempt`, wait for its confirm, ack (a call that could not run
     /// gets its failure as the answer first).
     Dead { kind: FailureKind, reason: String, attempt: u32, reply: Option<Reply> },
-    /// Publish a copy at the end of its queue with `x-crashes = crashes`, wait, ack.
-    Requeue { crashes: u64 },
+    /// Publish a copy at the end of its queue with `x-crashes = crashes` (and
+    /// `x-consumer-timeout`, when a run of it was ended by that), wait, ack.
+    Requeue { crashes: u64, consumer_timeout: Option<u64> },
     /// A run a graceful stop ended: publish a copy at the end of its queue,
     /// same attempt and crash count, with `x-interrupted = interrupted`, wait
     /// for its confirm, ack. Not a failure, not a crash.
@@ -126,13 +136,20 @@ pub(crate) enum Decision {
     /// Nothing can be done with it: leave it unacked (it goes back to its
     /// queue, or with a subscription's queue, when the connection closes).
     Leave,
+    /// The broker took the delivery back (it closed its channel): nothing to
+    /// settle. Say so, and, for its `consumer_timeout`, tell every worker.
+    Abandon { after: Duration, reason: String, timeout: Option<Duration> },
 }
 
 impl Decision {
     /// The kind of failure counted for this delivery (`jobs_failed_total`), if it failed.
     pub(crate) fn failure(&self) -> Option<FailureKind> {
         match self {
-            Decision::Ack { .. } | Decision::Requeue { .. } | Decision::HandBack { .. } | Decision::Leave => None,
+            Decision::Ack { .. }
+            | Decision::Requeue { .. }
+            | Decision::HandBack { .. }
+            | Decision::Leave
+            | Decision::Abandon { .. } => None,
             Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
         }
     }
@@ -142,7 +159,11 @@ impl Decision {
         match self {
             Decision::Ack { reply } | Decision::Dead { reply, .. } => reply.as_ref(),
             Decision::Answer { reply, .. } => Some(reply),
-            Decision::Retry { .. } | Decision::Requeue { .. } | Decision::HandBack { .. } | Decision::Leave => None,
+            Decision::Retry { .. }
+            | Decision::Requeue { .. }
+            | Decision::HandBack { .. }
+            | Decision::Leave
+            | Decision::Abandon { .. } => None,
         }
     }
 }
@@ -184,13 +205,19 @@ pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result
     if meta.redelivered && home == Home::Queue {
         let crashes = meta.crashes.saturating_add(1);
         if crashes > u64::from(limits.max_crashes) {
-            let reason = format!(
-                "came back unacked {crashes} times (amqp.max_crashes = {}): it kills its worker, or its workers kept losing the broker",
-                limits.max_crashes
-            );
+            let max = limits.max_crashes;
+            let reason = match meta.consumer_timeout {
+                Some(ms) => format!(
+                    "came back unacked {crashes} times (amqp.max_crashes = {max}): the broker's consumer_timeout ({}) ended its runs; raise consumer_timeout above the job's timeout (rabbitmq.conf; per queue from RabbitMQ 3.12), or make the job shorter",
+                    timeout_words(ms)
+                ),
+                None => format!(
+                    "came back unacked {crashes} times (amqp.max_crashes = {max}): it kills its worker, or its workers kept losing the broker"
+                ),
+            };
             return Err(dead(meta, FailureKind::Crashed, reason));
         }
-        return Err(Decision::Requeue { crashes });
+        return Err(Decision::Requeue { crashes, consumer_timeout: meta.consumer_timeout });
     }
     Ok(name)
 }
@@ -229,6 +256,7 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         // A stop is not the job's fault: the next worker runs it again, as the
         // same attempt (a call too: its caller still waits). A subscription's
         // queue goes with this worker: there is nowhere to hand it back to.
+        Ran::Abandoned { after, reason, timeout } => return Decision::Abandon { after, reason, timeout },
         Ran::Interrupted { after } => {
             return match home {
                 Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },
@@ -261,6 +289,15 @@ pub(crate) fn unstored(tries: u32, refused: bool, stopping: bool) -> Unstored {
     }
     let pause = Duration::from_secs(1u64 << tries.saturating_sub(1).min(5)).min(Duration::from_secs(30));
     Unstored::Again { pause }
+}
+
+/// A `consumer_timeout` in milliseconds, in words ("10000 ms"; 0: unknown).
+pub(crate) fn timeout_words(ms: u64) -> String {
+    if ms == 0 {
+        "its value not said".into()
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 /// When to retry after failed attempt `attempt`, if at all.
@@ -396,7 +433,11 @@ mod tests {
     #[test]
     fn what_is_counted_follows_from_the_decision() {
         assert_eq!(Decision::Ack { reply: None }.failure(), None);
-        assert_eq!(Decision::Requeue { crashes: 1 }.failure(), None, "a crash return is counted when it goes dead");
+        assert_eq!(
+            Decision::Requeue { crashes: 1, consumer_timeout: None }.failure(),
+            None,
+            "a crash return is counted when it goes dead"
+        );
         assert_eq!(retry(Timeout, "t", 2, secs(1)).failure(), Some(Timeout));
         assert_eq!(dead(Undecodable, "u").failure(), Some(Undecodable));
         let answer = Decision::Answer { kind: Panicked, reply: answer(Panicked, "p") };
@@ -492,8 +533,18 @@ mod tests {
                 Home::Queue,
                 Err(bad("the message has no `message_id` (job id)")),
             ),
-            ("a first return: requeued, one crash", returned(0), Home::Queue, Err(Decision::Requeue { crashes: 1 })),
-            ("up to max_crashes: requeued", returned(2), Home::Queue, Err(Decision::Requeue { crashes: 3 })),
+            (
+                "a first return: requeued, one crash",
+                returned(0),
+                Home::Queue,
+                Err(Decision::Requeue { crashes: 1, consumer_timeout: None }),
+            ),
+            (
+                "up to max_crashes: requeued",
+                returned(2),
+                Home::Queue,
+                Err(Decision::Requeue { crashes: 3, consumer_timeout: None }),
+            ),
             ("a subscription's own queue counts no crashes", returned(5), Home::Subscription, Ok("J")),
         ];
         for (rule, meta, home, expected) in cases {
@@ -543,6 +594,28 @@ mod tests {
         let far = Meta { interrupted: u64::MAX, ..meta(1) };
         let far_back = decide(interrupted(), &far, Home::Queue);
         assert_eq!(far_back, Decision::HandBack { interrupted: u64::MAX, after: secs(2) }, "no wrap");
+    }
+
+    /// A return the broker's consumer_timeout caused is counted like a crash,
+    /// and says so on its copy and in its dead reason.
+    #[test]
+    fn a_return_by_consumer_timeout_is_named() {
+        let timed_out = |crashes| Meta { redelivered: true, crashes, consumer_timeout: Some(10_000), ..meta(1) };
+        assert_eq!(
+            screen(&timed_out(0), Home::Queue, &LIMITS),
+            Err(Decision::Requeue { crashes: 1, consumer_timeout: Some(10_000) })
+        );
+        match screen(&timed_out(3), Home::Queue, &LIMITS) {
+            Err(Decision::Dead { kind: Crashed, reason, .. }) => {
+                assert!(reason.contains("consumer_timeout (10000 ms) ended its runs"), "{reason}");
+                assert!(reason.contains("came back unacked 4 times"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let closed = Ran::Abandoned { after: secs(62), reason: "timed out".into(), timeout: Some(secs(60)) };
+        let decision = decide(closed, &meta(1), Home::Queue);
+        assert!(matches!(decision, Decision::Abandon { timeout: Some(t), .. } if t == secs(60)), "{decision:?}");
+        assert_eq!((decision.failure(), decision.reply()), (None, None), "counted when it comes back, not now");
     }
 
     #[test]

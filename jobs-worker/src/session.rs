@@ -42,6 +42,8 @@ pub(crate) enum Unit {
     Subscription(Subscription),
     /// The stream heartbeats go to.
     Events,
+    /// The journal of runs the broker's `consumer_timeout` ended.
+    Returns,
 }
 
 impl std::fmt::Display for Unit {
@@ -51,6 +53,7 @@ impl std::fmt::Display for Unit {
             Unit::Queue(queue) => write!(f, "queue `{queue}`"),
             Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
             Unit::Events => write!(f, "the stream `{}`", jobs_core::plumbing::events::EVENTS_STREAM),
+            Unit::Returns => write!(f, "the stream `{}`", crate::returns::JOURNAL.name()),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Setup<'_> {
             }
             Unit::Subscription(s) => self.topology.declare_exchange(on, &s.exchange, s.kind).await?,
             Unit::Events => self.topology.declare_events(on).await?,
+            Unit::Returns => crate::returns::JOURNAL.declare(on).await?,
         }
         Ok(())
     }
@@ -129,7 +133,7 @@ impl Setup<'_> {
     /// Starts consuming a declared unit (the cascade has nothing to consume).
     async fn consume(&self, unit: &Unit) -> Result<Option<Consumer>, Error> {
         match unit {
-            Unit::Delays | Unit::Events => Ok(None),
+            Unit::Delays | Unit::Events | Unit::Returns => Ok(None),
             Unit::Queue(queue) => {
                 Consumer::start(self.connection, queue, self.concurrency, self.worker).await.map(Some)
             }
@@ -191,6 +195,12 @@ impl Setup<'_> {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");
         }
         self.show_pending(&pending);
+        // Every worker follows the journal of runs the broker's consumer_timeout ended.
+        let follower = {
+            let (returns, connection, halt) = (shared.settler.returns.clone(), self.connection.clone(), halt.clone());
+            tokio::spawn(async move { returns.follow(&connection, halt).await })
+        };
+        let _follower = AbortOnDrop(follower);
         self.health.consuming.store(true, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
         ready();
@@ -266,6 +276,15 @@ impl Setup<'_> {
             }
         }
         Ok(pending)
+    }
+}
+
+/// A task that ends with the scope that holds it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::activity::Activity;
 use crate::delivery::Delivery;
 use crate::policy::{self, Decision, Reply, Unstored};
+use crate::returns::Returns;
 
 /// What a worker needs to settle deliveries on one connection.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub(crate) struct Settler {
     /// Running jobs are dropped then and handed back, and nothing waits any
     /// more for a copy the broker did not store.
     pub(crate) interrupt: CancellationToken,
+    /// Runs the broker's consumer_timeout ended: recorded here, told to every worker.
+    pub(crate) returns: Arc<Returns>,
 }
 
 impl Settler {
@@ -54,6 +57,7 @@ impl Settler {
         let (message, destination, what) = match &decision {
             Decision::Ack { .. } | Decision::Answer { .. } => return self.ack(d.channel, d.tag).await,
             Decision::Leave => return,
+            Decision::Abandon { after, reason, timeout } => return self.abandoned(d, *after, reason, *timeout).await,
             Decision::HandBack { interrupted, .. } => {
                 let interrupted = i64::try_from(*interrupted).unwrap_or(i64::MAX);
                 let message = self.copy(d).header(headers::INTERRUPTED, FieldValue::l(interrupted));
@@ -72,9 +76,13 @@ impl Settler {
                 let message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(*attempt);
                 (message, Destination::dead(d.queue), "dead-lettered")
             }
-            Decision::Requeue { crashes } => {
+            Decision::Requeue { crashes, consumer_timeout } => {
                 let crashes = i64::try_from(*crashes).unwrap_or(i64::MAX);
-                let message = self.copy(d).header(headers::CRASHES, FieldValue::l(crashes));
+                let mut message = self.copy(d).header(headers::CRASHES, FieldValue::l(crashes));
+                if let Some(ms) = consumer_timeout {
+                    message = message
+                        .header(headers::CONSUMER_TIMEOUT, FieldValue::l(i64::try_from(*ms).unwrap_or(i64::MAX)));
+                }
                 (message, Destination::direct(d.queue), "crash requeue")
             }
         };
@@ -98,15 +106,37 @@ impl Settler {
                 self.activity.dead(d.name(), kind);
                 warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), %kind, reason, "dead-lettered");
             }
-            Decision::Requeue { crashes } => {
+            Decision::Requeue { crashes, consumer_timeout: None } => {
                 warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, "job came back unacked (its worker died or lost the broker); requeued");
+            }
+            Decision::Requeue { crashes, consumer_timeout: Some(ms) } => {
+                warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, consumer_timeout = %policy::timeout_words(ms), "job came back: the broker's consumer_timeout ended its run; requeued, counted as a crash");
             }
             Decision::HandBack { interrupted, after } => {
                 self.activity.interrupted(d.name());
                 info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = d.meta.attempt, interrupted, ran_for = ?after, "the grace period ended before the job did: handed back to its queue, to run again from the start on the next worker (not counted as a failure or a crash)");
             }
-            Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave => {}
+            Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave | Decision::Abandon { .. } => {}
         }
+    }
+
+    /// The broker closed the channel of a running job, which was dropped:
+    /// nothing to settle (the broker hands it out again). Said once, at
+    /// ERROR, with what to change; a `consumer_timeout` is recorded for every worker.
+    async fn abandoned(&self, d: &Delivery<'_>, after: Duration, reason: &str, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return error!(queue = d.queue, job.id = %d.id(), job.name = d.name(), ran_for = ?after, reason, "the broker closed the channel of a running job; the job was cancelled (the broker hands it out again, counted as a crash)");
+        };
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        error!(
+            queue = d.queue,
+            job.id = %d.id(),
+            job.name = d.name(),
+            ran_for = ?after,
+            consumer_timeout = %policy::timeout_words(ms),
+            "the broker's consumer_timeout ended the job: it ran longer than the broker lets a delivery go unacknowledged, so the broker closed its channel and hands it out again; the job was cancelled here (it never runs twice at once), and comes back counted as a crash. Fix: raise consumer_timeout above the longest job timeout (rabbitmq.conf `consumer_timeout = <ms>`; per queue from RabbitMQ 3.12: the `x-consumer-timeout` argument or a `consumer-timeout` policy), or make the job shorter"
+        );
+        self.returns.record(&self.publisher, d.id(), d.queue, timeout, &self.worker).await;
     }
 
     /// A copy of the delivery, saying where it came from.

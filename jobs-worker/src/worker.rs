@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Publisher};
+use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Management, Publisher};
 use jobs_core::{report, AmqpConfig, Client, Route};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::consumer::Shared;
 use crate::dispatch::Dispatcher;
 use crate::heartbeat::{self, Beats, Current};
 use crate::policy::Limits;
+use crate::returns::Returns;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
@@ -61,6 +62,8 @@ pub struct Worker {
     current: Current,
     /// Cancelled when a stop's grace period is over: running jobs are dropped and handed back.
     interrupt: CancellationToken,
+    /// Runs the broker's consumer_timeout ended, as this worker knows of them.
+    returns: Arc<Returns>,
 }
 
 impl Worker {
@@ -125,6 +128,7 @@ impl Worker {
             beats,
             current: Current::default(),
             interrupt: CancellationToken::new(),
+            returns: Arc::default(),
         })
     }
 
@@ -159,7 +163,7 @@ impl Worker {
     /// broker refuses the topology ([`jobs_core::Error::TopologyMismatch`]).
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let _ = Client::init_global(Client::new(self.amqp.clone()));
-        self.dispatcher.check_timeouts(self.config.consumer_timeout);
+        self.dispatcher.check_timeouts(self.config.consumer_timeout, None);
         let tasks = TaskTracker::new();
         let notifier = Notifier::from_env().map(Arc::new);
         let watchdog = notifier.clone().map(|notifier| {
@@ -221,12 +225,25 @@ impl Worker {
             };
             let started = Instant::now();
             let ready = || {
-                if !ever_connected.swap(true, Ordering::Relaxed) {
+                let first_ready = !ever_connected.swap(true, Ordering::Relaxed);
+                if first_ready {
                     if let Some(notifier) = notifier {
                         notifier.notify("READY=1");
                     }
                 }
                 ::metrics::gauge!("broker_connected").set(1.0);
+                if first_ready {
+                    // Where the broker says its queues' own consumer_timeout (3.12+), hold the job types to it.
+                    let (management, dispatcher) = (Management::new(&self.amqp), self.dispatcher.clone());
+                    let queues = self.queues.clone();
+                    tokio::spawn(async move {
+                        for queue in queues {
+                            if let Some(timeout) = management.queue(&queue).await.and_then(|q| q.consumer_timeout) {
+                                dispatcher.check_timeouts(timeout, Some(&queue));
+                            }
+                        }
+                    });
+                }
                 let exchanges: Vec<&str> = self.subscriptions.iter().map(|s| s.exchange.as_str()).collect();
                 info!(worker.id = &*self.id, queues = ?self.queues, ?exchanges, concurrency = self.config.concurrency, "worker ready");
             };
@@ -283,7 +300,7 @@ impl Worker {
         let queues = self.queues.iter().cloned().map(Unit::Queue);
         let subscriptions = self.subscriptions.iter().cloned().map(Unit::Subscription);
         let events = self.beats.as_ref().map(|_| Unit::Events);
-        std::iter::once(Unit::Delays).chain(events).chain(queues).chain(subscriptions).collect()
+        [Unit::Delays, Unit::Returns].into_iter().chain(events).chain(queues).chain(subscriptions).collect()
     }
 
     /// Connects and opens the channel that settles deliveries.
@@ -306,6 +323,7 @@ impl Worker {
             activity: self.activity.clone(),
             broken: CancellationToken::new(),
             interrupt: self.interrupt.clone(),
+            returns: self.returns.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared =

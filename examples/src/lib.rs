@@ -59,7 +59,18 @@ pub fn amqp_config() -> Result<jobs_core::AmqpConfig, jobs_core::Error> {
 /// The job types of the examples, for their workers.
 pub fn jobs() -> jobs_worker::Jobs {
     use tutorials::{DirectLog, Fib, Hello, Log, TopicLog};
-    jobs_worker::jobs![Task, chaos::Abort, chaos::Fail, Hello, Log, DirectLog, TopicLog, Fib]
+    jobs_worker::jobs![
+        Task,
+        chaos::Abort,
+        chaos::Fail,
+        chaos::Block,
+        chaos::Crunch,
+        Hello,
+        Log,
+        DirectLog,
+        TopicLog,
+        Fib
+    ]
 }
 
 /// A rolling deploy: version 2 of an app adds a job type that version 1's
@@ -126,6 +137,63 @@ pub mod chaos {
     pub struct Fail {
         /// Printed, then it fails.
         pub note: String,
+    }
+
+    /// Blocks its thread for `secs` seconds inside an async `perform`, as a
+    /// synchronous library or CPU-heavy code does: the worker's link to the
+    /// broker runs on a thread of its own and goes on, and the worker says
+    /// once, at WARN, to mark such a type `#[job(blocking)]`.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "chaos")]
+    pub struct Block {
+        /// Printed when it starts and ends.
+        pub note: String,
+        /// How long it blocks.
+        pub secs: u64,
+    }
+
+    /// Blocking work where it belongs: `#[job(blocking)]` runs it on a thread
+    /// of the blocking pool. Its timeout (3 s) still settles it: a run of 8 s
+    /// is dead as timed out after 3 s, while its thread runs out.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "chaos", blocking, timeout = "3s", max_attempts = 1)]
+    pub struct Crunch {
+        /// Printed when it starts and ends.
+        pub note: String,
+        /// How long it blocks.
+        pub secs: u64,
+    }
+
+    impl Perform for Block {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!(
+                "{} [{}] blocking {} s for '{}' (job {})",
+                crate::clock(),
+                ctx.worker(),
+                self.secs,
+                self.note,
+                ctx.job_id()
+            );
+            std::thread::sleep(std::time::Duration::from_secs(self.secs));
+            println!("{} [{}] unblocked '{}'", crate::clock(), ctx.worker(), self.note);
+            Ok(())
+        }
+    }
+
+    impl Perform for Crunch {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            println!(
+                "{} [{}] crunching {} s for '{}' (job {})",
+                crate::clock(),
+                ctx.worker(),
+                self.secs,
+                self.note,
+                ctx.job_id()
+            );
+            std::thread::sleep(std::time::Duration::from_secs(self.secs));
+            println!("{} [{}] crunched '{}'", crate::clock(), ctx.worker(), self.note);
+            Ok(())
+        }
     }
 
     fn one_second(_attempt: u32) -> std::time::Duration {

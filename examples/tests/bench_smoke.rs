@@ -21,6 +21,7 @@ async fn the_benchmark_runs_and_prints_every_row() {
         "classic: enqueue_many, batches of 1000",
         "classic: drain, prefetch 1",
         "classic: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)",
+        "classic: drain, concurrency 1, link on its own thread (framework column) ÷ on the jobs' runtime (raw column)",
         "classic: latency at 200/s, prefetch 1, p99",
         "quorum: enqueue_many, batches of 1000",
         "quorum: drain, prefetch 1",
@@ -34,7 +35,8 @@ async fn the_benchmark_runs_and_prints_every_row() {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         if !expected.starts_with("worker") {
             let ratio: f64 = cells[4].parse().unwrap_or_else(|_| panic!("no ratio in {row}"));
-            assert!(ratio.is_finite() && ratio > 0.0, "{row}");
+            // A quick run's latency can meet one broker pause on one side: 0.00 is a ratio too.
+            assert!(ratio.is_finite() && ratio >= 0.0, "{row}");
         }
     }
 }
@@ -48,14 +50,14 @@ fn bad_options_are_refused_with_what_they_take() {
     let (ok, stderr) = bench(&["--only", "enqueue,speed"]);
     assert!(
         !ok && stderr.contains("invalid value 'speed' for '--only")
-            && stderr.contains("possible values: enqueue, drain, heartbeats, latency, memory"),
+            && stderr.contains("possible values: enqueue, drain, heartbeats, link, latency, memory"),
         "{stderr}"
     );
     // `--help` says what there is, and runs nothing.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && help.contains("Usage: bench"), "{help}");
-    for part in ["enqueue", "drain", "heartbeats", "latency", "memory", "--rounds", "--quick", "--drain-at"] {
+    for part in ["enqueue", "drain", "heartbeats", "link", "latency", "memory", "--rounds", "--quick", "--drain-at"] {
         assert!(help.contains(part), "--help lists {part}: {help}");
     }
     assert!(!help.contains("round 1"), "nothing was run: {help}");

@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
 ///   through an exchange instead, to the workers subscribed to it (fanout by default);
 /// - `name = "EmailJob"`: the name on the wire (default: the type's name);
 /// - `max_attempts = 5`: attempts before the job goes to `<queue>.dead` (default 25);
+/// - `blocking`: `perform` blocks its thread (a synchronous library, CPU-heavy
+///   work, `std::thread::sleep`): the worker runs it on a thread of the
+///   runtime's blocking pool (at most `worker.blocking_threads` at once), not on
+///   the threads async jobs share; its `timeout` still settles it (as timed
+///   out), though its thread cannot be stopped and runs on to its end;
 /// - `timeout = "90s"`: how long one attempt may run (default 25 minutes, below
 ///   RabbitMQ's 30-minute consumer timeout); units `ms`, `s`, `m`, `h`;
 /// - `backoff = path::to::fn`: a `fn(u32) -> Duration` giving the delay before the
@@ -37,6 +42,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const MAX_ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
     /// How long one attempt may run before it is cancelled and counted as failed.
     const TIMEOUT: Duration = Duration::from_secs(25 * 60);
+    /// Whether `perform` blocks its thread (`#[job(blocking)]`): it then runs
+    /// on a thread of the blocking pool.
+    const BLOCKING: bool = false;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

@@ -20,6 +20,7 @@ pub struct Registration {
     route: crate::topology::Route,
     max_attempts: u32,
     timeout: Duration,
+    blocking: bool,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -43,6 +44,7 @@ impl Registration {
             route: J::ROUTE,
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
+            blocking: J::BLOCKING,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -80,6 +82,11 @@ impl Registration {
     /// How long one attempt may run.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether `perform` blocks its thread (`#[job(blocking)]`).
+    pub fn blocking(&self) -> bool {
+        self.blocking
     }
 
     /// The delay before the retry after failed attempt `attempt`.

@@ -15,10 +15,11 @@ pub(crate) struct JobAttrs {
     pub(crate) exchange: Option<LitStr>,
     pub(crate) exchange_type: Option<LitStr>,
     pub(crate) rpc: bool,
+    pub(crate) blocking: bool,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type` or `rpc`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc` or `blocking`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -65,6 +66,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         return Err(twice());
                     }
                     attrs.rpc = true;
+                }
+                "blocking" => {
+                    if attrs.blocking {
+                        return Err(twice());
+                    }
+                    attrs.blocking = true;
                 }
                 "max_attempts" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {

@@ -53,6 +53,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     };
     let max_attempts = attrs.max_attempts.map(|n| quote! { const MAX_ATTEMPTS: u32 = #n; });
+    let blocking = attrs.blocking.then(|| quote! { const BLOCKING: bool = true; });
     let timeout = attrs.timeout.map(|(millis, span)| {
         quote_spanned! {span=> const TIMEOUT: ::core::time::Duration = ::core::time::Duration::from_millis(#millis); }
     });
@@ -83,6 +84,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             const QUEUE: &'static str = #queue;
             #route
             #max_attempts
+            #blocking
             #timeout
             #backoff
             #registration

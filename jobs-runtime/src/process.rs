@@ -2,6 +2,10 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long the end of the process waits for threads that job code still holds.
+const SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Which tokio runtime a command runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +36,12 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(work) {
+    let result = runtime.block_on(work);
+    // Threads still held by job code (a `#[job(blocking)]` run past its
+    // timeout, a poll that never returns) hold no delivery any more once the
+    // work has ended: the process does not wait for them.
+    runtime.shutdown_timeout(SHUTDOWN);
+    match result {
         Ok(code) => code,
         Err(err) => {
             let err: Box<dyn std::error::Error> = err.into();

@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     /// Jobs run at once per queue; also the prefetch (`worker.concurrency`, default 1).
     pub concurrency: u16,
     /// How long a stop waits for running jobs (`worker.grace_period`, default `30s`).
-    /// Jobs still running then are left unacked: the broker hands them to another worker.
+    /// Jobs still running then are handed back to their queues (not crashes).
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
     /// This worker's id in logs and dead-letter headers (`worker.id`, default `host:pid:n`).
@@ -74,6 +74,16 @@ pub struct WorkerConfig {
     /// RabbitMQ's): the worker warns at start about job timeouts not below it.
     #[serde(with = "humantime_serde")]
     pub consumer_timeout: Duration,
+    /// Run the link to the broker (its connection, AMQP heartbeats, the
+    /// worker's heartbeats, the systemd watchdog, metrics) on a thread of its
+    /// own, so that a job that blocks the runtime's threads does not cut it
+    /// (`worker.link_thread`, default `true`; `false` keeps it on the app's runtime).
+    pub link_thread: bool,
+    /// How many `#[job(blocking)]` jobs run at once, each on a thread of the
+    /// blocking pool, counting those whose timeout passed but whose thread
+    /// still runs (`worker.blocking_threads`, default twice the jobs the
+    /// worker runs at once: `concurrency` × its queues and subscriptions).
+    pub blocking_threads: Option<usize>,
 }
 
 impl Default for WorkerConfig {
@@ -89,6 +99,8 @@ impl Default for WorkerConfig {
             max_message_size: 16 << 20,
             consumer_timeout: Duration::from_secs(30 * 60),
             heartbeat_interval: Duration::from_secs(5),
+            link_thread: true,
+            blocking_threads: None,
         }
     }
 }
@@ -102,6 +114,9 @@ impl WorkerConfig {
         let bad = |key: &str, message: String| jobs_core::Error::Config { key: key.into(), message };
         if self.concurrency == 0 {
             return Err(bad("worker.concurrency", "must be at least 1".into()));
+        }
+        if self.blocking_threads == Some(0) {
+            return Err(bad("worker.blocking_threads", "must be at least 1".into()));
         }
         for queue in &self.queues {
             jobs_core::plumbing::topology::validate_queue_name(queue)

@@ -17,6 +17,7 @@ use tracing::{debug, error, warn};
 
 use crate::delivery::{Delivery, Meta};
 use crate::dispatch::{Dispatcher, Place};
+use crate::placement::Placement;
 use crate::policy::{self, Home, Limits, Ran};
 use crate::settle::Settler;
 use crate::systemd::Health;
@@ -26,6 +27,8 @@ use crate::{Error, Subscription};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
+    /// Where jobs run (the link's thread, the jobs' runtime, the blocking pool).
+    pub(crate) placement: Arc<Placement>,
     pub(crate) settler: Settler,
     pub(crate) limits: Limits,
     pub(crate) health: Arc<Health>,
@@ -233,7 +236,13 @@ async fn settle_one(
     }
     let decision = match policy::screen(&meta, home, &shared.limits) {
         Ok(name) => {
-            let place = Place { queue: &queue, worker: &settler.worker, activity: &settler.activity, end: &end };
+            let place = Place {
+                queue: &queue,
+                worker: &settler.worker,
+                activity: &settler.activity,
+                end: &end,
+                placement: &shared.placement,
+            };
             let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
                 // Ended early: by the broker closing the channel, or by the stop.
                 Ran::Interrupted { after } => match watch.closure() {

@@ -3,13 +3,8 @@
 //! a panic. Facts only: what then happens to the delivery is the policy's
 //! decision (`policy.rs`).
 
-use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jobs_core::plumbing::Registration;
@@ -19,6 +14,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::activity::Activity;
 use crate::delivery::Meta;
+use crate::placement::{Outcome, Placement};
 use crate::policy::{Ran, Schedule};
 use crate::{Error, Subscription};
 
@@ -98,7 +94,7 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end } = place;
+        let Place { queue, worker, activity, end, placement } = place;
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
@@ -112,32 +108,28 @@ impl Dispatcher {
         let span = info_span!("job", job.name = name, job.id = %meta.id, job.attempt = meta.attempt, queue = &**queue);
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
-        // Run in this (already per-delivery) task: a second spawn per job cost a
-        // cross-thread wake-up on the drain's hot path. Panics are caught here.
-        let running = CatchUnwind(future.instrument(span.clone()));
+        let future = future.instrument(span.clone());
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
         let noted = activity.started(job, &meta.id, queue, meta.attempt);
-        // The end of a stop's grace period, or of the delivery's channel, drops the job too.
-        let result = tokio::select! {
-            biased;
-            result = tokio::time::timeout(registration.timeout(), running) => result,
-            _ = end.cancelled() => {
-                drop(noted);
-                debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job ended early");
-                return Ran::Interrupted { after: started.elapsed() };
-            }
-        };
-        activity.ended(job, started.elapsed(), matches!(result, Ok(Ok(Ok(_)))));
+        // Where it runs is the placement's to say; a stop's end, or the
+        // delivery's channel closing, ends it too.
+        let outcome = placement.run(registration, future, end).await;
+        if let Outcome::Ended = outcome {
+            drop(noted);
+            debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job ended early");
+            return Ran::Interrupted { after: started.elapsed() };
+        }
+        activity.ended(job, started.elapsed(), matches!(outcome, Outcome::Returned(Ok(_))));
         drop(noted);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let schedule = Schedule { max_attempts: registration.max_attempts(), backoff: registration.backoff_fn() };
-        let ran = match result {
-            Ok(Ok(Ok(reply))) => Ran::Returned { reply },
-            Ok(Ok(Err(error))) => Ran::Errored { error, schedule },
-            Ok(Err(panic)) => Ran::Panicked { message: panic_message(panic), schedule },
-            // Dropping the future cancels the job.
-            Err(_) => Ran::TimedOut { after: registration.timeout(), schedule },
+        let ran = match outcome {
+            Outcome::Returned(Ok(reply)) => Ran::Returned { reply },
+            Outcome::Returned(Err(error)) => Ran::Errored { error, schedule },
+            Outcome::Panicked(message) => Ran::Panicked { message, schedule },
+            // Dropped (or, blocking, left to run out).
+            Outcome::TimedOut | Outcome::Ended => Ran::TimedOut { after: registration.timeout(), schedule },
         };
         debug!(parent: &span, elapsed_ms, returned = matches!(ran, Ran::Returned { .. }), "job ended");
         ran
@@ -152,43 +144,5 @@ pub(crate) struct Place<'a> {
     pub(crate) worker: &'a Arc<str>,
     pub(crate) activity: &'a Activity,
     pub(crate) end: &'a CancellationToken,
-}
-
-/// Polls a future, turning a panic in it into an `Err` with the panic's payload.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// A panic's message, when it has one.
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => (*text).to_owned(),
-            Err(_) => "(no message)".into(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn panic_messages_are_kept() {
-        assert_eq!(panic_message(Box::new("boom")), "boom");
-        assert_eq!(panic_message(Box::new(String::from("bang"))), "bang");
-        assert_eq!(panic_message(Box::new(7)), "(no message)");
-    }
+    pub(crate) placement: &'a Placement,
 }

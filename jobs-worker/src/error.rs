@@ -55,6 +55,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The thread the link to the broker runs on could not be started.
+    #[error("cannot start the thread of the link to the broker")]
+    LinkThread(#[source] std::io::Error),
     /// Logging could not be set up.
     #[error("cannot set up logging")]
     Logging(#[from] jobs_runtime::LoggingError),

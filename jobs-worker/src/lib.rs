@@ -28,7 +28,9 @@
 //! `jobs` ([`Jobs`], [`jobs!`]), `builder` ([`WorkerBuilder`]),
 //! `worker` ([`Worker`]), `session` (one connection's setup and consuming), `consumer`, `delivery`, `dispatch`, `policy` (what
 //! happens to a delivery), `settle` (carrying it out), `returns` (runs the
-//! broker's `consumer_timeout` ended, told to every worker), `systemd`,
+//! broker's `consumer_timeout` ended, told to every worker), `link` (the
+//! broker link's thread of its own), `placement` (where a job's `perform`
+//! runs: the link's thread, the jobs' runtime, the blocking pool), `systemd`,
 //! `metrics`, `admin`.
 
 mod activity;
@@ -42,7 +44,9 @@ mod dispatch;
 mod error;
 mod heartbeat;
 mod jobs;
+mod link;
 mod metrics;
+mod placement;
 mod policy;
 mod returns;
 mod session;

@@ -10,6 +10,7 @@ use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{close_connection, connect_watched_with_retry, Management, Publisher};
 use jobs_core::{report, AmqpConfig, Client, Route};
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +20,8 @@ use crate::activity::Activity;
 use crate::consumer::Shared;
 use crate::dispatch::Dispatcher;
 use crate::heartbeat::{self, Beats, Current};
+use crate::link::Link;
+use crate::placement::Placement;
 use crate::policy::Limits;
 use crate::returns::Returns;
 use crate::session::{SessionEnd, Setup, Unit};
@@ -64,6 +67,8 @@ pub struct Worker {
     interrupt: CancellationToken,
     /// Runs the broker's consumer_timeout ended, as this worker knows of them.
     returns: Arc<Returns>,
+    /// Where jobs run: set as it starts (it knows the jobs' runtime then).
+    placement: Arc<Placement>,
 }
 
 impl Worker {
@@ -129,6 +134,7 @@ impl Worker {
             current: Current::default(),
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
+            placement: Arc::new(Placement::new([], None, 1)),
         })
     }
 
@@ -161,25 +167,56 @@ impl Worker {
     /// # Errors
     /// When no broker answers within `amqp.reconnect_timeout` at start, or the
     /// broker refuses the topology ([`jobs_core::Error::TopologyMismatch`]).
-    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let _ = Client::init_global(Client::new(self.amqp.clone()));
         self.dispatcher.check_timeouts(self.config.consumer_timeout, None);
         let tasks = TaskTracker::new();
+        // The link to the broker runs on a thread of its own (with what must go
+        // on while jobs stall their runtime); jobs run on this runtime.
+        let link = Link::start(self.config.link_thread).map_err(Error::LinkThread)?;
+        let jobs = self.config.link_thread.then(Handle::current);
+        let units = (self.queues.len() + self.subscriptions.len()).max(1);
+        let blocking = self.config.blocking_threads.unwrap_or(2 * usize::from(self.config.concurrency) * units);
+        self.placement = Arc::new(Placement::new(self.dispatcher.types(), jobs, blocking));
         let notifier = Notifier::from_env().map(Arc::new);
         let watchdog = notifier.clone().map(|notifier| {
             let (health, tasks) = (self.health.clone(), tasks.clone());
-            tokio::spawn(systemd::watchdog(notifier, health, move || tasks.len()))
+            link.spawn(systemd::watchdog(notifier, health, move || tasks.len()))
         });
         let metrics = match self.config.metrics_addr {
-            Some(addr) => Some(crate::metrics::serve(addr, self.health.clone()).await?),
+            Some(addr) => Some(link.run(crate::metrics::serve(addr, self.health.clone())).await?),
             None => None,
         };
-        let beating = self.beats.clone().map(|beats| tokio::spawn(heartbeat::run(beats, self.current.clone())));
-        let result = self.serve_until(stop, &tasks, notifier.as_deref()).await;
-        for task in [watchdog, metrics, beating].into_iter().flatten() {
+        let beating = self.beats.clone().map(|beats| link.spawn(heartbeat::run(beats, self.current.clone())));
+        let watching = link.spawn(self.placement.clone().watch());
+        // The worker itself runs on the link; `stop` is this runtime's, and told over.
+        let worker = Arc::new(self);
+        let (told, hear) = tokio::sync::oneshot::channel::<()>();
+        let mut serving = {
+            let (worker, tasks, notifier) = (worker.clone(), tasks.clone(), notifier.clone());
+            link.spawn(async move {
+                let stop = async move {
+                    let _ = hear.await;
+                };
+                worker.serve_until(stop, &tasks, notifier.as_deref()).await
+            })
+        };
+        tokio::pin!(stop);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            _ = &mut stop => {
+                let _ = told.send(());
+                serving.await
+            }
+        };
+        for task in [watchdog, metrics, beating, Some(watching)].into_iter().flatten() {
             task.abort();
         }
-        result
+        match served {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(join) => Err(Error::ConnectionLost { reason: format!("the link's thread went away: {join}") }),
+        }
     }
 
     async fn serve_until(
@@ -306,6 +343,7 @@ impl Worker {
     /// Connects and opens the channel that settles deliveries.
     async fn connect(&self, deadline: Instant) -> Result<(Connection, Arc<Shared>), Error> {
         let state = self.health.connection.clone();
+        // On the link (where the worker runs): the connection's reading and writing run there.
         let connection = connect_watched_with_retry(&self.amqp, &self.id, state.clone(), deadline).await?;
         let publisher = match Publisher::open(&connection, self.amqp.confirm_timeout).await {
             Ok(publisher) => publisher.watching(state),
@@ -326,8 +364,13 @@ impl Worker {
             returns: self.returns.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
-        let shared =
-            Arc::new(Shared { dispatcher: self.dispatcher.clone(), settler, limits, health: self.health.clone() });
+        let shared = Arc::new(Shared {
+            dispatcher: self.dispatcher.clone(),
+            placement: self.placement.clone(),
+            settler,
+            limits,
+            health: self.health.clone(),
+        });
         Ok((connection, shared))
     }
 

@@ -68,6 +68,9 @@ enum Part {
     Drain,
     /// Drain at prefetch 1 with heartbeats on and off.
     Heartbeats,
+    /// Drain at prefetch 1 and at the best concurrency with the broker link on
+    /// a thread of its own (the default) and on the jobs' runtime.
+    Link,
     /// Enqueue-to-start latency at a steady 1,000 jobs/s.
     Latency,
     /// A worker process's memory, idle and while draining.
@@ -270,22 +273,15 @@ async fn fill(client: &Client, queue: &str, n: u64) -> Result<(), Box<dyn std::e
 }
 
 async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u16) -> Duration {
-    framework_drain_with(amqp, queue, n, concurrency, WorkerConfig::default().heartbeat_interval).await
+    framework_drain_with(amqp, queue, n, WorkerConfig { concurrency, ..WorkerConfig::default() }).await
 }
 
-/// [`framework_drain`] with heartbeats every `heartbeat_interval` (0: none).
-async fn framework_drain_with(
-    amqp: &AmqpConfig,
-    queue: &str,
-    n: u64,
-    concurrency: u16,
-    heartbeat_interval: Duration,
-) -> Duration {
+/// [`framework_drain`] with the worker settings of `config` (its queues set here).
+async fn framework_drain_with(amqp: &AmqpConfig, queue: &str, n: u64, config: WorkerConfig) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let config =
-        WorkerConfig { queues: vec![queue.to_owned()], concurrency, heartbeat_interval, ..WorkerConfig::default() };
+    let config = WorkerConfig { queues: vec![queue.to_owned()], ..config };
     let worker =
         Worker::builder().job::<Noop>().queue(queue).amqp(amqp.clone()).config(config).build().expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -381,6 +377,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if options.runs(Part::Drain) {
                 rows.drain(&mut table, &options.drain_at).await?;
+            }
+            if options.runs(Part::Link) {
+                rows.link(&mut table, round).await?;
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;
@@ -527,10 +526,35 @@ impl<'a> Rows<'a> {
         for interval in order {
             declare(self.connection, &self.queue, self.kind).await;
             fill(&self.client, &self.queue, self.sizes.drain).await?;
-            let time = framework_drain_with(&self.amqp, &self.queue, self.sizes.drain, 1, interval).await;
+            let config = WorkerConfig { heartbeat_interval: interval, ..WorkerConfig::default() };
+            let time = framework_drain_with(&self.amqp, &self.queue, self.sizes.drain, config).await;
             times[usize::from(interval.is_zero())] = time;
         }
         table.rate(&what, self.sizes.drain, times[0], times[1]);
+        Ok(())
+    }
+
+    /// Drain at prefetch 1 and at the best concurrency with the broker link on
+    /// a thread of its own (the default) against on the jobs' runtime, both
+    /// the framework, in the same round; which goes first alternates by round.
+    async fn link(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let best: u16 = if self.kind == QueueType::Classic { 300 } else { 1000 };
+        for concurrency in [1, best] {
+            let what = format!(
+                "{}: drain, concurrency {concurrency}, link on its own thread (framework column) ÷ on the jobs' runtime (raw column)",
+                self.label
+            );
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            let mut times = [Duration::ZERO; 2];
+            for link_thread in order {
+                declare(self.connection, &self.queue, self.kind).await;
+                fill(&self.client, &self.queue, self.sizes.drain).await?;
+                let config = WorkerConfig { concurrency, link_thread, ..WorkerConfig::default() };
+                times[usize::from(!link_thread)] =
+                    framework_drain_with(&self.amqp, &self.queue, self.sizes.drain, config).await;
+            }
+            table.rate(&what, self.sizes.drain, times[0], times[1]);
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::batch::{One, Stopped};
 use crate::codec;
 use crate::destination::Destination;
 use crate::error::Cause;
@@ -50,13 +51,17 @@ impl Client {
             }
         };
         let message = Message::job(J::NAME, id.clone(), body).reply_to(DIRECT_REPLY_TO);
-        let (mut results, listening) = self.publish_on(&destination, 1, listen, |_| message.to(&destination)).await?;
+        let mut one = One { message: &message, destination: &destination, done: false };
+        let (published, listening) = self.publish_source(&destination, listen, &mut one, false).await;
         let Some((replies, answer)) = listening else {
-            return Err(Error::Closed { id, reason: "no connection to wait for the answer on".into() });
+            return Err(published
+                .err()
+                .map(Stopped::into_error)
+                .unwrap_or_else(|| Error::Closed { id, reason: "no connection to wait for the answer on".into() }));
         };
-        if let Err(err) = results.pop().unwrap_or(Ok(())) {
+        if let Err(stopped) = published {
             replies.forget(&id);
-            return Err(err);
+            return Err(stopped.into_error());
         }
         let (props, body) = match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(reply)) => reply,

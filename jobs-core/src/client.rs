@@ -4,9 +4,10 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::confirm::{Outgoing, Publisher};
+use crate::batch::{Iter, One, Slice, Stopped};
+use crate::confirm::Publisher;
 use crate::connection::{close_connection, connect_watched_with_retry, ConnectionState};
 use crate::destination::{Destination, JobRoute};
 use crate::message::Message;
@@ -178,17 +179,23 @@ impl Client {
             return Ok(id);
         }
         let message = Message::job(job.name, id.clone(), body);
-        let mut results = self.publish(&destination, 1, |_| message.to(&destination)).await?;
-        results.pop().unwrap_or(Ok(()))?;
+        let mut one = One { message: &message, destination: &destination, done: false };
+        let no_setup = |_| async { Ok(()) };
+        self.publish_source(&destination, no_setup, &mut one, false).await.0.map_err(Stopped::into_error)?;
         debug!(job.name = job.name, job.id = %id, to = destination.target(), delay = ?destination.delay, "enqueued");
         Ok(id)
     }
 
-    /// Enqueues many jobs of one type: all are published back to back, then all
-    /// confirms awaited. Returns their ids, in order, when every one was confirmed.
+    /// Enqueues many jobs of one type, pipelined: each is encoded as it goes
+    /// out, at most a window of 4,096 waits for its confirm at once, and the
+    /// confirm timeout passes only when no confirm comes for that long, so a
+    /// batch of any size succeeds while the broker keeps confirming. Returns
+    /// their ids, in order, once every one was confirmed.
     ///
     /// # Errors
-    /// The first job's error when any was not confirmed; the others may be stored.
+    /// [`Error::BatchIncomplete`] when the batch stopped after sending some
+    /// jobs: it says which are confirmed and which are not, so that only
+    /// those go again (its docs show how). Any other error: nothing was sent.
     pub async fn enqueue_many<J: Job>(&self, jobs: &[J]) -> Result<Vec<JobId>, Error> {
         self.enqueue_many_with(jobs, EnqueueOptions::default()).await
     }
@@ -205,102 +212,62 @@ impl Client {
         }
         let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
         let ids: Vec<JobId> = jobs.iter().map(|_| JobId::new()).collect();
-        let bodies = jobs.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
         if let Some(recorder) = &self.inner.test {
-            for (id, body) in ids.iter().zip(bodies) {
-                recorder.record(EnqueuedJob::new::<J>(id.clone(), &destination, body));
+            for (id, job) in ids.iter().zip(jobs) {
+                recorder.record(EnqueuedJob::new::<J>(id.clone(), &destination, codec::encode(job)?));
             }
             return Ok(ids);
         }
-        let make = |i: usize| Message::job(J::NAME, ids[i].clone(), bodies[i].clone()).into_outgoing(&destination);
-        let results = self.publish(&destination, jobs.len(), make).await?;
-        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        let mut slice = Slice { jobs, ids: &ids, destination: &destination, at: 0 };
+        let no_setup = |_| async { Ok(()) };
+        self.publish_source(&destination, no_setup, &mut slice, false).await.0.map_err(Stopped::into_batch_error)?;
         Ok(ids)
+    }
+
+    /// Enqueues the jobs an iterator gives, as [`Client::enqueue_many`] does,
+    /// for loads that are not all in memory (rows of a file or a cursor): it
+    /// takes each job only when the window has room, and holds no more than
+    /// the window (each message until its confirm). Returns how many jobs were
+    /// enqueued, all confirmed.
+    ///
+    /// # Errors
+    /// [`Error::BatchIncomplete`] when it stopped after taking some jobs: the
+    /// jobs are numbered in the iterator's order, and `taken` says how many it
+    /// took (the iterator holds the rest). Any other error: it took none.
+    pub async fn enqueue_iter<J: Job>(&self, jobs: impl IntoIterator<Item = J>) -> Result<usize, Error> {
+        self.enqueue_iter_with(jobs, EnqueueOptions::default()).await
+    }
+
+    /// [`Client::enqueue_iter`] with options shared by every job.
+    ///
+    /// # Errors
+    /// As [`Client::enqueue_iter`] and [`Client::enqueue_many_with`].
+    pub async fn enqueue_iter_with<J: Job>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+        options: EnqueueOptions,
+    ) -> Result<usize, Error> {
+        if options.id.is_some() {
+            return Err(Error::Unsupported("one id for many jobs; each job of a batch gets its own"));
+        }
+        let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
+        if let Some(recorder) = &self.inner.test {
+            let mut count = 0;
+            for job in jobs {
+                recorder.record(EnqueuedJob::new::<J>(JobId::new(), &destination, codec::encode(&job)?));
+                count += 1;
+            }
+            return Ok(count);
+        }
+        let mut iter = Iter { jobs: jobs.into_iter(), destination: &destination };
+        let no_setup = |_| async { Ok(()) };
+        let (published, _) = self.publish_source(&destination, no_setup, &mut iter, true).await;
+        published.map_err(Stopped::into_batch_error)
     }
 
     /// The testing mode's recorder, when this is a test client.
     pub(crate) fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.inner.test.as_ref()
-    }
-
-    /// Publishes `count` messages to `destination` and waits for their
-    /// confirms: the one publish path of every enqueue. Declares what the
-    /// destination needs first (once per connection). A message whose
-    /// connection or channel went before its confirm is published again on a
-    /// new connection, until `amqp.reconnect_timeout`: the broker may have
-    /// stored the first copy, so such a job can run twice (at-least-once,
-    /// never lost). Every other outcome is final. One result per message.
-    pub(crate) async fn publish(
-        &self,
-        destination: &Destination,
-        count: usize,
-        make: impl FnMut(usize) -> Outgoing,
-    ) -> Result<Vec<Result<(), Error>>, Error> {
-        let (results, _) = self.publish_on(destination, count, |_| async { Ok(()) }, make).await?;
-        Ok(results)
-    }
-
-    /// [`Client::publish`] with `setup` run on each session before its
-    /// publishes (a call starts listening for its answer there); returns what
-    /// the last session's setup gave.
-    pub(crate) async fn publish_on<T, Fut>(
-        &self,
-        destination: &Destination,
-        count: usize,
-        mut setup: impl FnMut(Arc<Session>) -> Fut,
-        mut make: impl FnMut(usize) -> Outgoing,
-    ) -> Result<(Vec<Result<(), Error>>, Option<T>), Error>
-    where
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let deadline = Instant::now() + self.inner.config.reconnect_timeout;
-        let mut results: Vec<Option<Result<(), Error>>> = (0..count).map(|_| None).collect();
-        let mut todo: Vec<usize> = (0..count).collect();
-        let mut last = None;
-        while !todo.is_empty() {
-            let session = self.session(deadline).await?;
-            session.prepare(&self.inner.config, &destination.declare).await?;
-            last = Some(setup(session.clone()).await?);
-            // Refused here, not sent: a body over `amqp.max_message_size`.
-            let limit = self.inner.config.max_message_size;
-            let mut messages = Vec::with_capacity(todo.len());
-            todo.retain(|&i| {
-                let message = make(i);
-                if message.body.len() > limit {
-                    let (id, size) = (message.id, message.body.len());
-                    results[i] = Some(Err(Error::TooLarge { id, size, limit }));
-                    return false;
-                }
-                messages.push(message);
-                true
-            });
-            let ids: Vec<JobId> = messages.iter().map(|m| m.id.clone()).collect();
-            let outcomes = match session.publisher.publish_many(messages).await {
-                Ok(outcomes) => outcomes,
-                // The channel went before every message was handed over: none is stored.
-                Err(Error::Closed { reason, .. }) => {
-                    ids.into_iter().map(|id| Err(Error::Closed { id, reason: reason.clone() })).collect()
-                }
-                // A message that cannot be sent at all (a name over 255 bytes): none was sent.
-                Err(err) => return Err(err),
-            };
-            let mut again = Vec::new();
-            for (i, outcome) in todo.iter().copied().zip(outcomes) {
-                match outcome {
-                    // The connection went before the confirm: send again on a new one.
-                    Err(Error::Closed { id, reason }) if Instant::now() < deadline => {
-                        warn!(job.id = %id, %reason, "connection lost before the confirm; publishing again");
-                        again.push(i);
-                    }
-                    outcome => results[i] = Some(outcome),
-                }
-            }
-            if !again.is_empty() {
-                self.drop_session(&session);
-            }
-            todo = again;
-        }
-        Ok((results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect(), last))
     }
 
     /// Closes the connection; the next enqueue opens a new one.
@@ -320,14 +287,14 @@ impl Client {
         current.as_ref().filter(|s| s.is_open()).cloned()
     }
 
-    fn drop_session(&self, session: &Arc<Session>) {
+    pub(crate) fn drop_session(&self, session: &Arc<Session>) {
         let mut slot = self.slot();
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
         }
     }
 
-    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
+    pub(crate) async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
         if let Some(session) = self.live_session() {
             return Ok(session);
         }

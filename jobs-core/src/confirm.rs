@@ -7,6 +7,7 @@
 //! apart from it, so concurrent publishes pipeline.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::{Error, JobId};
 
 /// How the broker settled one publish.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Confirmed,
     Nacked,
     /// `basic.return`, then ack: the exchange and routing key no queue matched.
@@ -36,7 +37,7 @@ enum Outcome {
 
 /// Why a publishing channel is gone.
 #[derive(Debug)]
-struct ClosedBy {
+pub(crate) struct ClosedBy {
     reason: String,
     /// What the broker said, when it closed the channel itself.
     closure: Option<Closure>,
@@ -61,6 +62,8 @@ struct State {
 #[derive(Default)]
 struct Tracker {
     state: Mutex<State>,
+    /// Acks and nacks heard so far: a confirm timeout is this standing still.
+    progress: AtomicU64,
 }
 
 impl Tracker {
@@ -70,6 +73,7 @@ impl Tracker {
     }
 
     fn settle(&self, tag: u64, multiple: bool, acked: bool) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
         let settled: Vec<Waiter> = {
             let mut state = self.lock();
             if multiple {
@@ -200,7 +204,8 @@ impl Publisher {
     /// [`Error::Amqp`] when the channel cannot be opened or set up.
     pub async fn open(connection: &Connection, timeout: Duration) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
-        let tracker = Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }) });
+        let tracker =
+            Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }), ..Tracker::default() });
         channel.register_callback(Callback(tracker.clone())).await.map_err(Error::amqp("channel.register_callback"))?;
         channel.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(Error::amqp("confirm.select"))?;
         let (sender, queue) = mpsc::unbounded_channel();
@@ -235,17 +240,17 @@ impl Publisher {
     /// message as not stored.
     pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
         let sent = Sent::of(&message);
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let rx = self.send_all(vec![message]).await?.pop();
         match rx {
-            Some(rx) => self.wait(sent, rx, deadline).await,
+            Some(rx) => self.wait(sent, rx).await,
             None => Ok(()),
         }
     }
 
     /// Publishes many messages back to back, then waits for all their confirms.
-    /// Returns one result per message, in order. The confirm timeout bounds
-    /// the whole batch, not each message in turn.
+    /// Returns one result per message, in order. The confirm timeout is a
+    /// silence: it passes when the channel hears no confirm for that long,
+    /// however long the whole batch takes.
     ///
     /// # Errors
     /// The outer error when the channel fails before every message was handed
@@ -253,11 +258,10 @@ impl Publisher {
     /// ([`Error::InvalidName`]): then none was sent.
     pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
         let sent: Vec<Sent> = messages.iter().map(Sent::of).collect();
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let receivers = self.send_all(messages).await?;
         let mut results = Vec::with_capacity(receivers.len());
         for (sent, rx) in sent.into_iter().zip(receivers) {
-            results.push(self.wait(sent, rx, deadline).await);
+            results.push(self.wait(sent, rx).await);
         }
         Ok(results)
     }
@@ -265,7 +269,7 @@ impl Publisher {
     /// Queues the messages for the sending task. One task sends, so sequence
     /// numbers follow wire order without a lock that concurrent enqueuers
     /// would queue on (that lock convoy halved concurrent enqueue throughput).
-    async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
+    pub(crate) async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
         let mut batch = Vec::with_capacity(messages.len());
         let mut receivers = Vec::with_capacity(messages.len());
         for message in messages {
@@ -283,28 +287,35 @@ impl Publisher {
         Ok(receivers)
     }
 
-    async fn wait(
-        &self,
-        sent: Sent,
-        rx: oneshot::Receiver<Outcome>,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), Error> {
-        let Sent { id, exchange, size } = sent;
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Outcome::Confirmed)) => Ok(()),
-            Ok(Ok(Outcome::Nacked)) => Err(Error::Nacked { id }),
-            Ok(Ok(Outcome::Returned { exchange, routing_key })) => Err(Error::Unroutable { id, exchange, routing_key }),
-            Ok(Ok(Outcome::Closed(closed))) => Err(closed_error(id, &exchange, size, &closed)),
-            Ok(Err(_)) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
-            Err(_) => {
-                // Our receiver is dropped on return; forget every waiter whose
-                // receiver is gone (ids need not be unique, receivers are).
-                self.tracker.lock().pending.retain(|_, w| !w.tx.is_closed());
-                match self.connection_state.as_ref().and_then(|s| s.blocked()) {
-                    Some(reason) => Err(Error::Blocked { id, reason, after: self.timeout }),
-                    None => Err(Error::ConfirmTimeout { id, after: self.timeout }),
-                }
+    /// Waits for the broker's answer to one publish, while the channel goes
+    /// on hearing confirms: it times out after `amqp.confirm_timeout` without one.
+    pub(crate) async fn wait(&self, sent: Sent, mut rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+        loop {
+            let heard = self.tracker.progress.load(Ordering::Relaxed);
+            match tokio::time::timeout(self.timeout, &mut rx).await {
+                Ok(outcome) => return sent.outcome(outcome),
+                Err(_) if self.tracker.progress.load(Ordering::Relaxed) != heard => continue,
+                Err(_) => return Err(self.timed_out(sent.id)),
             }
+        }
+    }
+
+    /// The answer to a publish if it has come, without waiting; `None` if not yet.
+    pub(crate) fn answered(&self, sent: &Sent, rx: &mut oneshot::Receiver<Outcome>) -> Option<Result<(), Error>> {
+        match rx.try_recv() {
+            Ok(outcome) => Some(sent.clone().outcome(Ok::<_, ()>(outcome))),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(sent.clone().outcome(Err(()))),
+        }
+    }
+
+    fn timed_out(&self, id: JobId) -> Error {
+        // Our receiver is dropped on return; forget every waiter whose
+        // receiver is gone (ids need not be unique, receivers are).
+        self.tracker.lock().pending.retain(|_, w| !w.tx.is_closed());
+        match self.connection_state.as_ref().and_then(|s| s.blocked()) {
+            Some(reason) => Error::Blocked { id, reason, after: self.timeout },
+            None => Error::ConfirmTimeout { id, after: self.timeout },
         }
     }
 
@@ -315,15 +326,28 @@ impl Publisher {
 }
 
 /// What a waiter needs to know of its message to say why it failed.
-struct Sent {
-    id: JobId,
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub(crate) id: JobId,
     exchange: String,
     size: usize,
 }
 
 impl Sent {
-    fn of(message: &Outgoing) -> Self {
+    pub(crate) fn of(message: &Outgoing) -> Self {
         Sent { id: message.id.clone(), exchange: message.exchange.clone(), size: message.body.len() }
+    }
+
+    /// The result the broker's answer gives (`Err`: the tracker went without one).
+    fn outcome(self, answer: Result<Outcome, impl Sized>) -> Result<(), Error> {
+        let Sent { id, exchange, size } = self;
+        match answer {
+            Ok(Outcome::Confirmed) => Ok(()),
+            Ok(Outcome::Nacked) => Err(Error::Nacked { id }),
+            Ok(Outcome::Returned { exchange, routing_key }) => Err(Error::Unroutable { id, exchange, routing_key }),
+            Ok(Outcome::Closed(closed)) => Err(closed_error(id, &exchange, size, &closed)),
+            Err(_) => Err(Error::Closed { id, reason: "confirm tracker dropped".into() }),
+        }
     }
 }
 

@@ -69,6 +69,11 @@ pub enum Error {
         /// The configured confirm timeout.
         after: Duration,
     },
+    /// A batch ([`Client::enqueue_many`](crate::Client::enqueue_many),
+    /// [`Client::enqueue_iter`](crate::Client::enqueue_iter)) stopped after
+    /// sending some of its jobs: which are confirmed, which are not, and why.
+    #[error(transparent)]
+    BatchIncomplete(Box<crate::BatchIncomplete>),
     /// The broker refused the message for good (over its `max_message_size`,
     /// say): it is not stored, and sending it again would not help.
     #[error("RabbitMQ refused message {id}: {detail}")]

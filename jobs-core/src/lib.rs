@@ -50,7 +50,9 @@
 //! let client = Client::current()?;
 //! client.enqueue_with(&EmailJob { to: "di@example.com".into() }, EnqueueOptions::new().queue("emails-bulk")).await?;
 //! let jobs = vec![EmailJob { to: "ed@example.com".into() }, EmailJob { to: "flo@example.com".into() }];
-//! let ids = client.enqueue_many(&jobs).await?; // published back to back, confirms awaited together
+//! let ids = client.enqueue_many(&jobs).await?; // pipelined through a window of confirms
+//! let rows = (0..1_000_000).map(|n| EmailJob { to: format!("user{n}@example.com") });
+//! let count = client.enqueue_iter(rows).await?; // any size; memory of the window only
 //! # Ok(()) }
 //! ```
 //!
@@ -139,6 +141,7 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
+mod batch;
 mod broker_url;
 mod browse;
 mod call;
@@ -172,6 +175,7 @@ mod tls;
 mod topology;
 mod untyped;
 
+pub use batch::BatchIncomplete;
 pub use broker_url::{BrokerUrl, UrlError};
 pub use client::Client;
 pub use config::AmqpConfig;

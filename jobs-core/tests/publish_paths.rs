@@ -75,6 +75,8 @@ enum Answer {
 
 fn refused(err: &Error) -> Answer {
     Answer::Refused(match err {
+        // A batch that sent its jobs and heard the refusal: every job of it refused alike.
+        Error::BatchIncomplete(stopped) if stopped.confirmed() == 0 => return refused(&stopped.error),
         Error::Unsupported(_) => "Unsupported",
         Error::Unroutable { .. } => "Unroutable",
         Error::InvalidName { .. } => "InvalidName",

@@ -25,6 +25,8 @@ pub struct Relay {
     publish_trap: Arc<AtomicBool>,
     /// Connections accepted so far.
     accepted: Arc<AtomicU64>,
+    /// Set: new connections are closed at once (a broker that cannot be reached).
+    refusing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,11 +43,17 @@ impl Relay {
         let budget = Arc::new(AtomicU64::new(u64::MAX));
         let publish_trap = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let (cuts, budget, trap, accepted) = (cuts.clone(), budget.clone(), publish_trap.clone(), accepted.clone());
+            let refusing = refusing.clone();
             async move {
                 let mut pipes = JoinSet::new(); // aborted with the task
                 while let Ok((client, _)) = listener.accept().await {
+                    if refusing.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect((host.as_str(), port)).await else { continue };
                     let born = cuts.load(Ordering::SeqCst);
@@ -64,7 +72,7 @@ impl Relay {
                 }
             }
         });
-        Relay { url, cuts, budget, publish_trap, accepted, task }
+        Relay { url, cuts, budget, publish_trap, accepted, refusing, task }
     }
 
     /// How many times connections were cut so far (by [`Relay::cut`] or a spent [`Relay::cut_after`]).
@@ -88,6 +96,12 @@ impl Relay {
     /// the switch, for code that arms it later (a job's `perform`).
     pub fn publish_trap(&self) -> Arc<AtomicBool> {
         self.publish_trap.clone()
+    }
+
+    /// Closes every connection made from now on at once, as a broker that
+    /// cannot be reached again; those open now go on.
+    pub fn refuse_new(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
     }
 
     /// Cuts once clients have sent `bytes` more bytes: in the middle of

@@ -71,6 +71,9 @@ enum Part {
     /// Drain at prefetch 1 and at the best concurrency with the broker link on
     /// a thread of its own (the default) and on the jobs' runtime.
     Link,
+    /// Bulk loads: 10,000 and 1,000,000 jobs in one `enqueue_many` and one
+    /// `enqueue_iter` call, each in a process of its own (rate, peak RSS).
+    Bulk,
     /// Enqueue-to-start latency at a steady 1,000 jobs/s.
     Latency,
     /// A worker process's memory, idle and while draining.
@@ -84,6 +87,8 @@ struct Sizes {
     drain: u64,
     latency_secs: u64,
     rate: u64,
+    /// The bulk rows' two sizes.
+    bulk: [u64; 2],
 }
 
 /// Rows in first-seen order; each holds every round's numbers.
@@ -322,6 +327,16 @@ enum Serve {
     /// A plain framework worker on QUEUE, for the memory rows.
     #[command(hide = true)]
     Serve { queue: String },
+    /// Enqueues N jobs to QUEUE in one call of FORM (enqueue_many, enqueue_iter, or raw
+    /// amqprs through the same window), then prints the seconds it took and its peak RSS in kB.
+    #[command(hide = true)]
+    Bulk {
+        queue: String,
+        form: String,
+        n: u64,
+        #[arg(long)]
+        quorum: bool,
+    },
 }
 
 fn prefetch(text: &str) -> Result<u16, String> {
@@ -344,9 +359,19 @@ struct Options {
 impl Options {
     fn of(cli: Cli) -> Self {
         let sizes = if cli.quick {
-            Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200 }
+            let bulk = [2_000, 20_000];
+            Sizes { sequential: 200, concurrent: 2000, batch: 2000, drain: 2000, latency_secs: 2, rate: 200, bulk }
         } else {
-            Sizes { sequential: 3000, concurrent: 20000, batch: 20000, drain: 20000, latency_secs: 10, rate: 1000 }
+            let bulk = [10_000, 1_000_000];
+            Sizes {
+                sequential: 3000,
+                concurrent: 20000,
+                batch: 20000,
+                drain: 20000,
+                latency_secs: 10,
+                rate: 1000,
+                bulk,
+            }
         };
         let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 });
         Options { rounds, only: cli.only, drain_at: cli.drain_at, sizes }
@@ -360,8 +385,10 @@ impl Options {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = <Cli as clap::Parser>::parse();
-    if let Some(Serve::Serve { queue }) = cli.serve {
-        return serve(queue).await;
+    match cli.serve {
+        Some(Serve::Serve { queue }) => return serve(queue).await,
+        Some(Serve::Bulk { queue, form, n, quorum }) => return bulk_child(&queue, &form, n, quorum).await,
+        None => {}
     }
     let options = Options::of(cli);
     let amqp = examples::amqp_config()?;
@@ -383,6 +410,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;
+            }
+            if options.runs(Part::Bulk) {
+                rows.bulk(&mut table).await?;
             }
             if options.runs(Part::Latency) {
                 rows.latency(&mut table).await?;
@@ -491,6 +521,26 @@ impl<'a> Rows<'a> {
             table.rate(&format!("{label}: enqueue_many, batches of 1000"), self.sizes.batch, ours, t.elapsed());
             delete(self.connection, batch_queue).await;
         }
+        Ok(())
+    }
+
+    /// Bulk loads in one call, each run in a process of its own so that its
+    /// peak RSS is its own: the framework's two forms, each beside raw amqprs
+    /// publishing the same messages through the same window of 4,096.
+    async fn bulk(&self, table: &mut Table) -> Result<(), Box<dyn std::error::Error>> {
+        let (label, queue) = (self.label, "bench.bulk");
+        for n in self.sizes.bulk {
+            for form in ["enqueue_many", "enqueue_iter"] {
+                declare(self.connection, queue, self.kind).await;
+                let (ours, ours_kb) = bulk_run(queue, form, n, self.kind).await?;
+                declare(self.connection, queue, self.kind).await;
+                let (raw, raw_kb) = bulk_run(queue, "raw", n, self.kind).await?;
+                table.rate(&format!("{label}: {form}, {n} jobs in one call"), n, ours, raw);
+                table.note(&format!("{label}: {form}, {n} jobs, peak RSS"), ours_kb / 1024.0, "MB", "VmHWM");
+                table.note(&format!("{label}: raw, {n} messages, peak RSS"), raw_kb / 1024.0, "MB", "VmHWM");
+            }
+        }
+        delete(self.connection, queue).await;
         Ok(())
     }
 
@@ -666,6 +716,65 @@ async fn worker_rss(amqp: &AmqpConfig, n: u64) -> Result<(f64, f64), Box<dyn std
     delete(&connection, queue).await;
     let _ = connection.close().await;
     Ok((idle, peak))
+}
+
+/// Runs `bench bulk` in a process of its own; its time and peak RSS (kB).
+async fn bulk_run(
+    queue: &str,
+    form: &str,
+    n: u64,
+    kind: QueueType,
+) -> Result<(Duration, f64), Box<dyn std::error::Error>> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.args(["bulk", queue, form, &n.to_string()]).env("RUST_LOG", "warn").kill_on_drop(true);
+    if kind == QueueType::Quorum {
+        command.arg("--quorum");
+    }
+    let out = command.output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("bench bulk {form} {n} failed: {text}{}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let mut words = text.split_whitespace();
+    let secs: f64 = words.next().ok_or("no time")?.parse()?;
+    let kb: f64 = words.next().ok_or("no RSS")?.parse()?;
+    Ok((Duration::from_secs_f64(secs), kb))
+}
+
+/// `bench bulk`: one bulk load, then its time and peak RSS on stdout.
+async fn bulk_child(queue: &str, form: &str, n: u64, quorum: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let kind = if quorum { QueueType::Quorum } else { QueueType::Classic };
+    let amqp = AmqpConfig { queue_type: kind, ..examples::amqp_config()? };
+    let options = EnqueueOptions::new().queue(queue);
+    let client = Client::new(amqp.clone());
+    let connection = jobs_core::plumbing::connect(&amqp, "bench-bulk").await?;
+    let jobs = (0..n).map(|i| Noop { sent_micros: i });
+    let t = Instant::now();
+    match form {
+        "enqueue_many" => {
+            let jobs: Vec<Noop> = jobs.collect();
+            let t = Instant::now();
+            let ids = client.enqueue_many_with(&jobs, options).await?;
+            let took = t.elapsed();
+            assert_eq!(ids.len() as u64, n);
+            println!("{} {}", took.as_secs_f64(), status_kb(std::process::id(), "VmHWM:")?);
+            return Ok(());
+        }
+        "enqueue_iter" => {
+            let count = client.enqueue_iter_with(jobs, options).await?;
+            assert_eq!(count as u64, n);
+        }
+        _ => {
+            let mut raw = raw::RawPublisher::open(&connection).await.with_job_properties(Noop::NAME);
+            for i in jobs {
+                raw.publish(queue, jobs_core::plumbing::encode(&i)?).await;
+                raw.wait_window(4096).await;
+            }
+            raw.wait_confirms().await;
+        }
+    }
+    println!("{} {}", t.elapsed().as_secs_f64(), status_kb(std::process::id(), "VmHWM:")?);
+    Ok(())
 }
 
 fn status_kb(pid: u32, key: &str) -> Result<f64, Box<dyn std::error::Error>> {

@@ -126,6 +126,25 @@ impl TestNode {
         self.ctl(&["stop"]);
         self.boot();
     }
+
+    /// Stops the node and boots it again on the same data with other extra
+    /// `rabbitmq.conf` lines: an upgrade of the broker's configuration.
+    pub fn restart_with(&mut self, extra_conf: &str) {
+        self.ctl(&["stop"]);
+        self.extra_conf = extra_conf.to_owned();
+        self.boot();
+    }
+
+    /// The storage version of classic queue `queue` in vhost `/` (1 or 2), as the node says.
+    pub fn queue_version(&self, queue: &str) -> Option<u8> {
+        let expr = format!(
+            "case rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{queue}\">>)) of \
+             {{ok, Q}} -> proplists:get_value(version, proplists:get_value(backing_queue_status, \
+             rabbit_amqqueue:info(Q, [backing_queue_status]))); _ -> none end."
+        );
+        let out = Command::new("rabbitmqctl").args(["-q", "-n", &self.node, "eval", &expr]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
 }
 
 impl Drop for TestNode {

@@ -318,6 +318,11 @@ struct Cli {
     /// Drain at these prefetch counts too, besides 1 (e.g. 10,100,300) [default: the best setting].
     #[arg(long, value_delimiter = ',', value_parser = prefetch)]
     drain_at: Vec<u16>,
+    /// Classic queues of these storage versions, each in turn (e.g. 1,2), set
+    /// by a `queue-version` policy on the bench's queues; quorum rows are left
+    /// out then [default: classic queues as the broker makes them, and quorum].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=2))]
+    classic_versions: Vec<u8>,
     #[command(subcommand)]
     serve: Option<Serve>,
 }
@@ -353,6 +358,8 @@ struct Options {
     only: Vec<Part>,
     /// Prefetch counts to drain at besides 1 (the best setting when empty).
     drain_at: Vec<u16>,
+    /// Classic queue versions to compare (none: the broker's, and quorum).
+    classic_versions: Vec<u8>,
     sizes: Sizes,
 }
 
@@ -374,7 +381,7 @@ impl Options {
             }
         };
         let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 });
-        Options { rounds, only: cli.only, drain_at: cli.drain_at, sizes }
+        Options { rounds, only: cli.only, drain_at: cli.drain_at, classic_versions: cli.classic_versions, sizes }
     }
 
     fn runs(&self, part: Part) -> bool {
@@ -396,8 +403,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut table = Table::default();
     for round in 1..=options.rounds {
         println!("round {round} of {}", options.rounds);
-        for kind in [QueueType::Classic, QueueType::Quorum] {
-            let rows = Rows::new(&connection, &amqp, kind, &options.sizes);
+        let kinds: Vec<(QueueType, Option<u8>)> = if options.classic_versions.is_empty() {
+            vec![(QueueType::Classic, None), (QueueType::Quorum, None)]
+        } else {
+            options.classic_versions.iter().map(|v| (QueueType::Classic, Some(*v))).collect()
+        };
+        for (kind, version) in kinds {
+            let policy = match version {
+                Some(version) => Some(QueueVersion::set(&amqp, version).await?),
+                None => None,
+            };
+            let mut rows = Rows::new(&connection, &amqp, kind, &options.sizes);
+            if let Some(version) = version {
+                rows.label = if version == 1 { "classic v1" } else { "classic v2" };
+            }
             println!("{} queues:", rows.label);
             if options.runs(Part::Enqueue) {
                 rows.enqueue(&mut table).await?;
@@ -418,6 +437,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows.latency(&mut table).await?;
             }
             rows.finish().await;
+            if let Some(policy) = policy {
+                policy.clear().await;
+            }
         }
         if options.runs(Part::Memory) {
             let (idle, peak) = worker_rss(&amqp, options.sizes.drain).await?;
@@ -428,6 +450,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = connection.close().await;
     table.print(options.rounds);
     Ok(())
+}
+
+/// A `queue-version` policy on the bench's queues (`bench.*`) of the vhost:
+/// classic queues declared while it holds, and those that exist, use that
+/// storage version (the framework declares no `x-queue-version`).
+struct QueueVersion {
+    management: jobs_core::plumbing::Management,
+    path: String,
+}
+
+impl QueueVersion {
+    async fn set(amqp: &AmqpConfig, version: u8) -> Result<Self, Box<dyn std::error::Error>> {
+        let management = jobs_core::plumbing::Management::new(amqp);
+        let vhost = jobs_core::plumbing::percent_encode(management.vhost());
+        let path = format!("/api/policies/{vhost}/bench-queue-version");
+        let body = serde_json::json!({
+            "pattern": "^bench\\.",
+            "apply-to": "queues",
+            "definition": { "queue-version": version },
+        });
+        management
+            .put(&path, &body)
+            .await
+            .map_err(|e| format!("setting the queue-version policy (management API): {e}"))?;
+        Ok(QueueVersion { management, path })
+    }
+
+    async fn clear(self) {
+        let _ = self.management.delete(&self.path).await;
+    }
 }
 
 /// The rows of one queue type, each measured for the framework and for raw amqprs.

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -241,13 +242,17 @@ struct Flight {
     rx: oneshot::Receiver<Outcome>,
 }
 
+/// A message to send again on a new connection: its place, its id, and a copy when kept.
+type Again = (usize, JobId, Option<Outgoing>);
+
 /// What one session of a batch did.
 #[derive(Default)]
 struct Round {
-    /// Messages to send again on a new connection (their place, and a copy when kept).
-    again: VecDeque<(usize, Option<Outgoing>)>,
+    /// Messages whose connection went before their confirm.
+    again: VecDeque<Again>,
     confirmed: usize,
-    lost: bool,
+    /// Why the connection went, when it did.
+    lost: Option<Error>,
 }
 
 impl Client {
@@ -272,6 +277,7 @@ impl Client {
         let mut batch = Batch {
             limit: config.max_message_size,
             keep_copies,
+            heard: Arc::default(),
             taken: 0,
             exhausted: false,
             unconfirmed: Vec::new(),
@@ -282,7 +288,7 @@ impl Client {
         loop {
             let session = match self.session(deadline).await {
                 Ok(session) => session,
-                Err(error) => return (Err(batch.stop_before_session(error, source)), last),
+                Err(error) => return (Err(batch.stop_before_session(error)), last),
             };
             let prepared = match session.prepare(config, &destination.declare).await {
                 Ok(()) => setup(session.clone()).await,
@@ -290,29 +296,35 @@ impl Client {
             };
             match prepared {
                 Ok(ready) => last = Some(ready),
-                Err(error) => return (Err(batch.stop_before_session(error, source)), last),
+                Err(error) => return (Err(batch.stop_before_session(error)), last),
             }
-            let round = batch.round(&session, source, deadline).await;
-            if batch.failure.is_none() && !round.lost && batch.exhausted {
+            let mut round = batch.round(&session, source).await;
+            if batch.failure.is_none() && round.lost.is_none() && batch.exhausted {
                 return (Ok(batch.taken), last);
             }
-            if round.lost {
+            if let Some(closed) = round.lost.take() {
                 self.drop_session(&session);
-                warn!(
-                    again = round.again.len(),
-                    "the connection went before the broker confirmed some messages; publishing them again on a new one"
-                );
                 if round.confirmed > 0 {
                     // Progress on the lost connection: the time to reconnect starts again.
                     deadline = Instant::now() + config.reconnect_timeout;
                 }
+                if Instant::now() < deadline {
+                    if batch.failure.is_none() {
+                        warn!(
+                            again = round.again.len(),
+                            reason = %crate::report(&closed),
+                            "the connection went before the broker confirmed some messages; publishing them again on a new one"
+                        );
+                    }
+                } else {
+                    batch.failure.get_or_insert(closed);
+                }
             }
-            // What went out on the lost connection first, then what was still to go again.
-            let mut again = round.again;
-            again.extend(batch.again.drain(..));
-            batch.again = again;
+            // Sent again in the batch's order.
+            batch.again.extend(round.again);
+            batch.again.make_contiguous().sort_by_key(|(index, _, _)| *index);
             if let Some(error) = batch.failure.take() {
-                return (Err(batch.stop_before_session(error, source)), last);
+                return (Err(batch.stop_before_session(error)), last);
             }
         }
     }
@@ -322,41 +334,38 @@ impl Client {
 struct Batch {
     limit: usize,
     keep_copies: bool,
+    /// Answers the batch heard: its confirm timeout is this standing still.
+    heard: Arc<AtomicU64>,
     /// Jobs taken from the source.
     taken: usize,
     exhausted: bool,
     unconfirmed: Vec<(usize, JobId)>,
     failure: Option<Error>,
     /// Sent on a connection that went: to send again first.
-    again: VecDeque<(usize, Option<Outgoing>)>,
+    again: VecDeque<Again>,
 }
 
 impl Batch {
     /// The end of a batch that failed, or could not get a session: what was
     /// sent on a lost connection is unknown, and nothing after it was sent.
-    fn stop_before_session(&mut self, error: Error, source: &mut impl Source) -> Stopped {
+    fn stop_before_session(&mut self, error: Error) -> Stopped {
         if self.taken == 0 {
             return Stopped::before_any(error);
         }
         let mut unconfirmed = std::mem::take(&mut self.unconfirmed);
-        unconfirmed.extend(self.again.drain(..).map(|(index, copy)| {
-            let id = copy.or_else(|| source.again(index)).map(|c| c.id).unwrap_or_default();
-            (index, id)
-        }));
+        unconfirmed.extend(self.again.drain(..).map(|(index, id, _)| (index, id)));
         Stopped { taken: self.taken, unconfirmed, error }
     }
 
     /// The next message to send: one to send again first, then the source's.
     fn next(&mut self, source: &mut impl Source) -> Option<(usize, Outgoing)> {
-        if let Some((index, copy)) = self.again.pop_front() {
+        if let Some((index, id, copy)) = self.again.pop_front() {
             match copy.or_else(|| source.again(index)) {
                 Some(message) => return Some((index, message)),
                 None => {
-                    self.failure.get_or_insert(Error::Closed {
-                        id: JobId::default(),
-                        reason: "a message to send again could not be made again".into(),
-                    });
-                    self.unconfirmed.push((index, JobId::default()));
+                    let reason = "a message to send again could not be made again".into();
+                    self.failure.get_or_insert(Error::Closed { id: id.clone(), reason });
+                    self.unconfirmed.push((index, id));
                     return None;
                 }
             }
@@ -393,7 +402,7 @@ impl Batch {
 
     /// Sends on `session` until the source is done, the batch failed or the
     /// connection went, and waits for every confirm of what it sent.
-    async fn round(&mut self, session: &Session, source: &mut impl Source, deadline: Instant) -> Round {
+    async fn round(&mut self, session: &Session, source: &mut impl Source) -> Round {
         let publisher = &session.publisher;
         let mut round = Round::default();
         let mut window: VecDeque<Flight> = VecDeque::new();
@@ -401,7 +410,7 @@ impl Batch {
         let mut silent = false;
         loop {
             // Send a chunk while the window has room for one.
-            if self.failure.is_none() && !round.lost && window.len() + CHUNK <= WINDOW {
+            if self.failure.is_none() && round.lost.is_none() && window.len() + CHUNK <= WINDOW {
                 let mut chunk = Vec::with_capacity(CHUNK);
                 while chunk.len() < CHUNK {
                     match self.next(source) {
@@ -415,16 +424,16 @@ impl Batch {
                         .map(|(index, message)| ((index, self.keep_copies.then(|| message.clone())), message))
                         .unzip();
                     let sents: Vec<Sent> = messages.iter().map(Sent::of).collect();
-                    match publisher.send_all(messages).await {
+                    match publisher.send_all(messages, Some(self.heard.clone())).await {
                         Ok(receivers) => {
                             for (((index, copy), sent), rx) in places.into_iter().zip(sents).zip(receivers) {
                                 window.push_back(Flight { index, copy, sent, rx });
                             }
                         }
                         // The publisher stopped before taking them: none sent; send them on a new connection.
-                        Err(Error::Closed { .. }) => {
-                            round.lost = true;
-                            round.again.extend(places);
+                        Err(closed @ Error::Closed { .. }) => {
+                            round.lost.get_or_insert(closed);
+                            round.again.extend(places.into_iter().zip(sents).map(|((i, copy), s)| (i, s.id, copy)));
                         }
                         Err(error) => {
                             self.unconfirmed.extend(places.into_iter().zip(sents).map(|((i, _), s)| (i, s.id)));
@@ -436,18 +445,17 @@ impl Batch {
             }
             let Some(mut flight) = window.pop_front() else { break };
             let result = if silent {
-                publisher.answered(&flight.sent, &mut flight.rx).unwrap_or_else(|| {
-                    Err(Error::ConfirmTimeout { id: flight.sent.id.clone(), after: Default::default() })
-                })
+                let id = flight.sent.id.clone();
+                publisher.answered(&flight.sent, &mut flight.rx).unwrap_or_else(|| Err(publisher.timeout_error(id)))
             } else {
-                publisher.wait(flight.sent.clone(), flight.rx).await
+                publisher.wait(flight.sent.clone(), flight.rx, Some(&self.heard)).await
             };
             match result {
                 Ok(()) => round.confirmed += 1,
-                // The connection went before the confirm: send again on a new one.
-                Err(Error::Closed { .. }) if self.failure.is_none() && Instant::now() < deadline => {
-                    round.lost = true;
-                    round.again.push_back((flight.index, flight.copy));
+                // The connection went before the confirm: send again on a new one (if in time).
+                Err(closed @ Error::Closed { .. }) if self.failure.is_none() => {
+                    round.lost.get_or_insert(closed);
+                    round.again.push_back((flight.index, flight.sent.id, flight.copy));
                 }
                 Err(error) => {
                     if matches!(error, Error::ConfirmTimeout { .. } | Error::Blocked { .. }) {
@@ -457,6 +465,9 @@ impl Batch {
                     self.failure.get_or_insert(error);
                 }
             }
+        }
+        if silent {
+            publisher.forget_abandoned();
         }
         round
     }

@@ -45,6 +45,8 @@ pub(crate) struct ClosedBy {
 
 struct Waiter {
     id: JobId,
+    /// Counts the answers its batch heard: a batch's confirm timeout is this standing still.
+    heard: Option<Arc<AtomicU64>>,
     /// Set by `basic.return`: where the broker found no queue.
     returned: Option<(String, String)>,
     tx: oneshot::Sender<Outcome>,
@@ -62,8 +64,6 @@ struct State {
 #[derive(Default)]
 struct Tracker {
     state: Mutex<State>,
-    /// Acks and nacks heard so far: a confirm timeout is this standing still.
-    progress: AtomicU64,
 }
 
 impl Tracker {
@@ -73,7 +73,6 @@ impl Tracker {
     }
 
     fn settle(&self, tag: u64, multiple: bool, acked: bool) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
         let settled: Vec<Waiter> = {
             let mut state = self.lock();
             if multiple {
@@ -84,6 +83,9 @@ impl Tracker {
             }
         };
         for waiter in settled {
+            if let Some(heard) = &waiter.heard {
+                heard.fetch_add(1, Ordering::Relaxed);
+            }
             let outcome = match (acked, waiter.returned) {
                 (true, None) => Outcome::Confirmed,
                 (true, Some((exchange, routing_key))) => Outcome::Returned { exchange, routing_key },
@@ -189,7 +191,7 @@ pub struct Publisher {
 }
 
 /// A message waiting for the sending task, and where its outcome goes.
-type Queued = (Outgoing, oneshot::Sender<Outcome>);
+type Queued = (Outgoing, oneshot::Sender<Outcome>, Option<Arc<AtomicU64>>);
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,8 +206,7 @@ impl Publisher {
     /// [`Error::Amqp`] when the channel cannot be opened or set up.
     pub async fn open(connection: &Connection, timeout: Duration) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
-        let tracker =
-            Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }), ..Tracker::default() });
+        let tracker = Arc::new(Tracker { state: Mutex::new(State { next_seq: 1, ..State::default() }) });
         channel.register_callback(Callback(tracker.clone())).await.map_err(Error::amqp("channel.register_callback"))?;
         channel.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(Error::amqp("confirm.select"))?;
         let (sender, queue) = mpsc::unbounded_channel();
@@ -232,7 +233,8 @@ impl Publisher {
         self.channel.is_open() && self.tracker.lock().closed.is_none()
     }
 
-    /// Publishes one message and waits for the broker's confirm.
+    /// Publishes one message and waits for the broker's confirm, at most
+    /// `amqp.confirm_timeout`.
     ///
     /// # Errors
     /// [`Error::Nacked`], [`Error::Unroutable`], [`Error::Closed`] or
@@ -240,17 +242,18 @@ impl Publisher {
     /// message as not stored.
     pub async fn publish(&self, message: Outgoing) -> Result<(), Error> {
         let sent = Sent::of(&message);
-        let rx = self.send_all(vec![message]).await?.pop();
+        let rx = self.send_all(vec![message], None).await?.pop();
         match rx {
-            Some(rx) => self.wait(sent, rx).await,
+            Some(rx) => self.wait(sent, rx, None).await,
             None => Ok(()),
         }
     }
 
     /// Publishes many messages back to back, then waits for all their confirms.
     /// Returns one result per message, in order. The confirm timeout is a
-    /// silence: it passes when the channel hears no confirm for that long,
-    /// however long the whole batch takes.
+    /// silence: it passes when no confirm of the batch comes for that long,
+    /// however long the whole batch takes; the messages still unanswered then
+    /// fail with it at once.
     ///
     /// # Errors
     /// The outer error when the channel fails before every message was handed
@@ -258,10 +261,22 @@ impl Publisher {
     /// ([`Error::InvalidName`]): then none was sent.
     pub async fn publish_many(&self, messages: Vec<Outgoing>) -> Result<Vec<Result<(), Error>>, Error> {
         let sent: Vec<Sent> = messages.iter().map(Sent::of).collect();
-        let receivers = self.send_all(messages).await?;
+        let heard = Arc::new(AtomicU64::new(0));
+        let receivers = self.send_all(messages, Some(heard.clone())).await?;
         let mut results = Vec::with_capacity(receivers.len());
-        for (sent, rx) in sent.into_iter().zip(receivers) {
-            results.push(self.wait(sent, rx).await);
+        let mut silent = false;
+        for (sent, mut rx) in sent.into_iter().zip(receivers) {
+            let result = if silent {
+                let id = sent.id.clone();
+                self.answered(&sent, &mut rx).unwrap_or_else(|| Err(self.timeout_error(id)))
+            } else {
+                self.wait(sent, rx, Some(&heard)).await
+            };
+            silent |= matches!(result, Err(Error::ConfirmTimeout { .. } | Error::Blocked { .. }));
+            results.push(result);
+        }
+        if silent {
+            self.forget_abandoned();
         }
         Ok(results)
     }
@@ -269,7 +284,12 @@ impl Publisher {
     /// Queues the messages for the sending task. One task sends, so sequence
     /// numbers follow wire order without a lock that concurrent enqueuers
     /// would queue on (that lock convoy halved concurrent enqueue throughput).
-    pub(crate) async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
+    /// `heard` counts the answers to them (a batch's progress).
+    pub(crate) async fn send_all(
+        &self,
+        messages: Vec<Outgoing>,
+        heard: Option<Arc<AtomicU64>>,
+    ) -> Result<Vec<oneshot::Receiver<Outcome>>, Error> {
         let mut batch = Vec::with_capacity(messages.len());
         let mut receivers = Vec::with_capacity(messages.len());
         for message in messages {
@@ -277,25 +297,35 @@ impl Publisher {
             validate_name(&message.routing_key)?;
             validate_name(message.id.as_str())?;
             let (tx, rx) = oneshot::channel();
-            batch.push((message, tx));
+            batch.push((message, tx, heard.clone()));
             receivers.push(rx);
         }
         if let Err(mpsc::error::SendError(batch)) = self.sender.send(batch) {
-            let id = batch.into_iter().next().map(|(m, _)| m.id).unwrap_or_default();
+            let id = batch.into_iter().next().map(|(m, _, _)| m.id).unwrap_or_default();
             return Err(Error::Closed { id, reason: "publisher stopped".into() });
         }
         Ok(receivers)
     }
 
-    /// Waits for the broker's answer to one publish, while the channel goes
-    /// on hearing confirms: it times out after `amqp.confirm_timeout` without one.
-    pub(crate) async fn wait(&self, sent: Sent, mut rx: oneshot::Receiver<Outcome>) -> Result<(), Error> {
+    /// Waits for the broker's answer to one publish: at most
+    /// `amqp.confirm_timeout`, or, with the batch's `heard` count, until the
+    /// batch has heard no answer for that long.
+    pub(crate) async fn wait(
+        &self,
+        sent: Sent,
+        mut rx: oneshot::Receiver<Outcome>,
+        heard: Option<&AtomicU64>,
+    ) -> Result<(), Error> {
         loop {
-            let heard = self.tracker.progress.load(Ordering::Relaxed);
+            let before = heard.map(|h| h.load(Ordering::Relaxed));
             match tokio::time::timeout(self.timeout, &mut rx).await {
                 Ok(outcome) => return sent.outcome(outcome),
-                Err(_) if self.tracker.progress.load(Ordering::Relaxed) != heard => continue,
-                Err(_) => return Err(self.timed_out(sent.id)),
+                Err(_) if before.is_some() && before != heard.map(|h| h.load(Ordering::Relaxed)) => continue,
+                Err(_) => {
+                    drop(rx);
+                    self.forget_abandoned();
+                    return Err(self.timeout_error(sent.id));
+                }
             }
         }
     }
@@ -309,10 +339,14 @@ impl Publisher {
         }
     }
 
-    fn timed_out(&self, id: JobId) -> Error {
-        // Our receiver is dropped on return; forget every waiter whose
-        // receiver is gone (ids need not be unique, receivers are).
+    /// Forgets every waiter whose receiver is gone (its caller gave up), so
+    /// that answers that never come hold nothing (ids need not be unique, receivers are).
+    pub(crate) fn forget_abandoned(&self) {
         self.tracker.lock().pending.retain(|_, w| !w.tx.is_closed());
+    }
+
+    /// The error of a confirm that did not come in time.
+    pub(crate) fn timeout_error(&self, id: JobId) -> Error {
         match self.connection_state.as_ref().and_then(|s| s.blocked()) {
             Some(reason) => Error::Blocked { id, reason, after: self.timeout },
             None => Error::ConfirmTimeout { id, after: self.timeout },
@@ -388,7 +422,7 @@ fn closed_error(id: JobId, exchange: &str, size: usize, closed: &ClosedBy) -> Er
 /// Numbers each publish and hands it to amqprs, in arrival order.
 async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::UnboundedReceiver<Vec<Queued>>) {
     while let Some(batch) = queue.recv().await {
-        for (message, tx) in batch {
+        for (message, tx, heard) in batch {
             {
                 let mut state = tracker.lock();
                 if let Some(closed) = &state.closed {
@@ -397,7 +431,7 @@ async fn send_loop(channel: Channel, tracker: Arc<Tracker>, mut queue: mpsc::Unb
                 }
                 let seq = state.next_seq;
                 state.next_seq += 1;
-                state.pending.insert(seq, Waiter { id: message.id.clone(), returned: None, tx });
+                state.pending.insert(seq, Waiter { id: message.id.clone(), heard, returned: None, tx });
             }
             let mut args = BasicPublishArguments::new(&message.exchange, &message.routing_key);
             args.mandatory(true);
@@ -429,7 +463,7 @@ mod tests {
             tracker
                 .lock()
                 .pending
-                .insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), returned: None, tx });
+                .insert(seq, Waiter { id: JobId::from(format!("m{seq}").as_str()), heard: None, returned: None, tx });
             rxs.push(rx);
         }
         (tracker, rxs)

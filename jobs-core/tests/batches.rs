@@ -25,13 +25,23 @@ impl Perform for Row {
     }
 }
 
-/// The rows stored in `queue`, taken off it.
+/// The rows stored in `queue`, taken off it (by a consumer: `basic.get`
+/// one by one gives up on a broker busy writing a large queue to disk).
 async fn stored_rows(raw: &jobs_test::amqprs::connection::Connection, queue: &str) -> Vec<usize> {
+    use jobs_test::amqprs::channel::BasicConsumeArguments;
+    let (ready, _) = counts(raw, queue).await;
     let channel = raw.open_channel(None).await.unwrap();
-    let mut rows = Vec::new();
-    while let Some((_, body)) = get(&channel, queue).await {
-        rows.push(rmp_serde::from_slice::<Row>(&body).unwrap().n);
+    let args = BasicConsumeArguments::new(queue, "stored-rows").auto_ack(true).finish();
+    let (_, mut rx) = channel.basic_consume_rx(args).await.unwrap();
+    let mut rows = Vec::with_capacity(ready as usize);
+    while rows.len() < ready as usize {
+        let message = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {ready} rows read, then nothing for 30 s", rows.len()))
+            .expect("the reading channel stays open");
+        rows.push(rmp_serde::from_slice::<Row>(&message.content.unwrap_or_default()).unwrap().n);
     }
+    let _ = channel.close().await;
     rows
 }
 
@@ -133,4 +143,52 @@ async fn a_cut_enqueue_many_reports_exactly_the_confirmed_part() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_enqueue_iter_reports_exactly_the_confirmed_part() {
     cut_batch(true).await;
+}
+
+/// A batch that runs longer than `amqp.reconnect_timeout` and loses its
+/// connection late (half-open: noticed by the heartbeat) sends the
+/// unconfirmed jobs again on a new connection and succeeds: the time to
+/// reconnect counts from the loss, not from the batch's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_late_in_a_long_batch_is_ridden_through() {
+    let relay = Relay::start().await;
+    let queue = unique("batch-late-cut");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let mut config = config_for(&relay.url);
+    config.heartbeat = 1;
+    config.reconnect_timeout = Duration::from_secs(1);
+    let client = Client::new(config);
+    let options = EnqueueOptions::new().queue(&queue);
+    client.enqueue_with(&Row { n: usize::MAX }, options.clone()).await.unwrap(); // connected, declared
+
+    const N: usize = 100_000;
+    relay.cut_after(10_000_000); // about two thirds in
+    let started = Instant::now();
+    let cut_at = {
+        let cuts = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (watch, relay_cuts) = (cuts.clone(), relay.cuts_counter());
+        tokio::spawn(async move {
+            while relay_cuts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            *watch.lock().unwrap() = Some(started.elapsed());
+        });
+        cuts
+    };
+    let count =
+        tokio::time::timeout(Duration::from_secs(120), client.enqueue_iter_with((0..N).map(|n| Row { n }), options))
+            .await
+            .expect("the batch ends")
+            .expect("every job confirmed, across the cut");
+    assert_eq!(count, N);
+    let cut_at = cut_at.lock().unwrap().expect("the relay cut the connection mid-batch");
+    assert!(
+        cut_at > Duration::from_secs(1),
+        "the cut came later than one reconnect_timeout into the batch: {cut_at:?}"
+    );
+    assert_eq!(relay.connections(), 2, "the rest went on a new connection");
+    let stored: HashSet<usize> = stored_rows(&raw, &queue).await.into_iter().collect();
+    let missing: Vec<usize> = (0..N).filter(|n| !stored.contains(n)).collect();
+    assert!(missing.is_empty(), "confirmed but not stored: {:?}", &missing[..missing.len().min(10)]);
 }

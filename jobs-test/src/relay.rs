@@ -80,6 +80,11 @@ impl Relay {
         self.cuts.load(Ordering::SeqCst)
     }
 
+    /// The count of cuts, to watch from another task.
+    pub fn cuts_counter(&self) -> Arc<AtomicU64> {
+        self.cuts.clone()
+    }
+
     /// How many connections clients made through the relay so far.
     pub fn connections(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)

@@ -86,3 +86,34 @@ async fn a_blocking_job_runs_beside_async_jobs_and_its_timeout_settles_it() {
     assert!(out.contains(id.as_str()) && out.contains("timeout"), "{out}");
     assert_acked(&raw, &queue).await;
 }
+
+/// A deploy while blocking jobs hold every thread of the app's runtime: the
+/// stop signal is heard on the link's thread, the grace period runs, both
+/// jobs are handed back (not crashes) and the process exits long before their
+/// code would have returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_jobs_block_every_runtime_thread_hands_them_back_in_time() {
+    let queue = unique("blocking-stop");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let args = ["--queues", &queue, "--extra-queues", &queue, "-n", "2", "--grace-period", "2s", "--id", "block-stop"];
+    let env = [("TOKIO_WORKER_THREADS", "2")];
+    let mut worker = Process::start_with("block-stop", env!("CARGO_BIN_EXE_worker"), &args, &env);
+    wait_for_consumers(&raw, &queue, 1).await;
+    let client = Client::new(amqp_config());
+    for note in ["one", "two"] {
+        let job = Block { note: note.into(), secs: 60 };
+        client.enqueue_with(&job, EnqueueOptions::new().queue(&queue)).await.unwrap();
+    }
+    for note in ["one", "two"] {
+        worker.wait_line(&format!("for '{note}'"), Duration::from_secs(30)).await;
+    }
+    worker.signal(15);
+    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    let lines = worker.lines();
+    assert_eq!(status.code(), Some(0), "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("handed back to its queue")).count(), 2, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("unblocked")), "the stop came long before the code returned");
+    // Both copies wait in the queue for the next worker, as interrupted runs.
+    wait_until("both handed back", Duration::from_secs(20), || async { counts(&raw, &queue).await == (2, 0) }).await;
+}

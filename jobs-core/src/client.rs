@@ -14,7 +14,7 @@ use crate::message::Message;
 use crate::registry::Registration;
 use crate::session::Session;
 use crate::testing::{EnqueuedJob, Recorder};
-use crate::{codec, AmqpConfig, EnqueueOptions, Error, Job, JobId};
+use crate::{codec, AmqpConfig, Cause, EnqueueOptions, Error, Job, JobId};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
 
@@ -44,6 +44,9 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// What the broker says about the connection (blocked publishers).
     state: Arc<ConnectionState>,
+    /// Where the connection's reading and writing run (its tasks are spawned
+    /// when it opens): this runtime, or the caller's.
+    io: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Client {
@@ -64,8 +67,31 @@ impl Client {
                 current: Default::default(),
                 connecting: Default::default(),
                 state: Default::default(),
+                io: None,
             }),
         }
+    }
+
+    /// This client with its connection's reading and writing (AMQP
+    /// heartbeats, confirms) on `runtime`, wherever it is used from: the
+    /// worker gives the process-wide client its link's runtime, so that jobs
+    /// that block their runtime do not silence the connection they enqueue on.
+    #[must_use]
+    pub fn with_io_on(self, runtime: tokio::runtime::Handle) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            // Shared already: a client of its own with the same settings.
+            Err(shared) => Inner {
+                test: shared.test.clone(),
+                config: shared.config.clone(),
+                name: shared.name.clone(),
+                current: Default::default(),
+                connecting: Default::default(),
+                state: Default::default(),
+                io: None,
+            },
+        };
+        Client { inner: Arc::new(Inner { io: Some(runtime), ..inner }) }
     }
 
     pub(crate) fn for_testing(recorder: Arc<Recorder>) -> Self {
@@ -76,6 +102,7 @@ impl Client {
             current: Default::default(),
             connecting: Default::default(),
             state: Default::default(),
+            io: None,
         };
         Client { inner: Arc::new(inner) }
     }
@@ -302,9 +329,26 @@ impl Client {
         if let Some(session) = self.live_session() {
             return Ok(session);
         }
-        let (config, state) = (&self.inner.config, self.inner.state.clone());
-        let connection = connect_watched_with_retry(config, &self.inner.name, state.clone(), deadline).await?;
-        let publisher = Publisher::open(&connection, config.confirm_timeout).await?.watching(state);
+        let (config, name, state) = (self.inner.config.clone(), self.inner.name.clone(), self.inner.state.clone());
+        let url = config.url.redacted();
+        let open = async move {
+            let connection = connect_watched_with_retry(&config, &name, state.clone(), deadline).await?;
+            let publisher = Publisher::open(&connection, config.confirm_timeout).await?.watching(state);
+            Ok::<_, Error>((connection, publisher))
+        };
+        let (connection, publisher) = match &self.inner.io {
+            Some(io) => match io.spawn(open).await {
+                Ok(opened) => opened?,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(join) => {
+                    return Err(Error::Connect {
+                        url,
+                        source: Cause::new(format!("the connecting task ended: {join}")),
+                    })
+                }
+            },
+            None => open.await?,
+        };
         let session = Arc::new(Session::new(connection, publisher));
         *self.slot() = Some(session.clone());
         Ok(session)

@@ -10,6 +10,7 @@
 //! everything else.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -65,4 +66,22 @@ impl Link {
             Err(join) => Err(Error::ConnectionLost { reason: format!("the link's thread went away: {join}") }),
         }
     }
+}
+
+/// A runtime on a thread of its own for the process-wide client's connection
+/// (jobs enqueueing jobs): its reading and writing go on while jobs stall the
+/// app's runtime, and it outlives any one worker. `None` when the thread
+/// cannot be made (the client then does its IO where it is used).
+pub(crate) fn client_io() -> Option<Handle> {
+    static IO: OnceLock<Option<Handle>> = OnceLock::new();
+    IO.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("jobs-client-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .ok()?;
+        Some(handle)
+    })
+    .clone()
 }

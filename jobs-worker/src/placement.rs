@@ -39,7 +39,7 @@ use tracing::warn;
 /// Runs on the jobs' runtime before a type may run on the link's thread.
 pub(crate) const PROBATION: u32 = 100;
 /// A poll this long or longer keeps (or sends) a type off the link's thread.
-pub(crate) const QUICK_POLL: Duration = Duration::from_millis(1);
+pub(crate) const QUICK_POLL: Duration = Duration::from_micros(250);
 /// A poll this long is blocking code in an async `perform`.
 pub(crate) const BLOCKED_POLL: Duration = Duration::from_secs(1);
 
@@ -108,6 +108,8 @@ struct Polls {
 pub(crate) struct Placement {
     /// The jobs' runtime, when the link has a thread of its own; else jobs run where the link does.
     jobs: Option<Handle>,
+    /// The runtime whose blocking pool `#[job(blocking)]` runs use (the app's), with or without a link thread.
+    pool: Option<Handle>,
     blocking: Arc<Semaphore>,
     conduct: HashMap<&'static str, Conduct>,
     polls: Polls,
@@ -120,10 +122,12 @@ impl Placement {
     pub(crate) fn new<'a>(
         types: impl IntoIterator<Item = &'a Registration>,
         jobs: Option<Handle>,
+        pool: Option<Handle>,
         blocking_threads: usize,
     ) -> Self {
         Placement {
             jobs,
+            pool,
             blocking: Arc::new(Semaphore::new(blocking_threads.max(1))),
             conduct: types.into_iter().map(|r| (r.name(), Conduct::default())).collect(),
             polls: Polls::default(),
@@ -140,14 +144,24 @@ impl Placement {
         let name = registration.name();
         let conduct = self.conduct.get(name);
         let timeout = registration.timeout();
+        if registration.blocking() {
+            if let Some(pool) = self.pool.as_ref().or(self.jobs.as_ref()) {
+                return self.run_blocking(pool, future, timeout, end).await;
+            }
+        }
         let jobs = match &self.jobs {
-            Some(jobs) if registration.blocking() => return self.run_blocking(jobs, future, timeout, end).await,
             Some(jobs) if !conduct.is_some_and(Conduct::on_link) => jobs,
             // On the link's thread (or, without one, where everything runs): in this task.
             _ => {
-                let timed =
-                    Timed { inner: CatchUnwind(future), conduct, name, on_link: self.jobs.is_some(), clock: None };
-                return tokio::select! {
+                let timed = Timed {
+                    inner: CatchUnwind(future),
+                    conduct,
+                    name,
+                    on_link: self.jobs.is_some(),
+                    enter: self.jobs.as_ref(),
+                    clock: None,
+                };
+                let outcome = tokio::select! {
                     biased;
                     result = tokio::time::timeout(timeout, timed) => match result {
                         Ok(Ok(returned)) => Outcome::Returned(returned),
@@ -156,6 +170,11 @@ impl Placement {
                     },
                     _ = end.cancelled() => Outcome::Ended,
                 };
+                // A run on the link that panicked or outlasted its timeout goes back to the jobs' runtime.
+                if let (Some(conduct), Outcome::Panicked(_) | Outcome::TimedOut) = (conduct, &outcome) {
+                    conduct.slow.store(true, Ordering::Relaxed);
+                }
+                return outcome;
             }
         };
         // On the jobs' runtime, watched; the link's side keeps the time.
@@ -168,6 +187,7 @@ impl Placement {
             conduct: None,
             name,
             on_link: false,
+            enter: None,
             clock: Some(Watched { clock, epoch: self.epoch, quick: quick.clone() }),
         };
         let mut task = jobs.spawn(timed);
@@ -199,16 +219,23 @@ impl Placement {
     where
         F: Future<Output = Result<Option<Vec<u8>>, JobError>> + Send + Unpin + 'static,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Waiting for a thread counts towards the timeout.
+        // Waiting for a thread does not count towards the run's timeout, but
+        // is bounded by it: threads held by runs past their timeout can fill the pool.
         let permit = tokio::select! {
-            permit = tokio::time::timeout_at(deadline, self.blocking.clone().acquire_owned()) => match permit {
+            permit = tokio::time::timeout(timeout, self.blocking.clone().acquire_owned()) => match permit {
                 Ok(Ok(permit)) => permit,
                 Ok(Err(_)) => return Outcome::Panicked("the blocking pool is closed".into()),
-                Err(_) => return Outcome::TimedOut,
+                Err(_) => {
+                    warn!(
+                        waited = ?timeout,
+                        "no thread for a #[job(blocking)] run came free within its timeout: every one of worker.blocking_threads is held, by runs or by runs past their timeout whose code goes on; raise worker.blocking_threads or make the blocking code return"
+                    );
+                    return Outcome::TimedOut;
+                }
             },
             _ = end.cancelled() => return Outcome::Ended,
         };
+        let deadline = tokio::time::Instant::now() + timeout;
         let handle = jobs.clone();
         let task = jobs.spawn_blocking(move || {
             // Held until the thread is free again, also past the timeout.
@@ -271,6 +298,10 @@ struct Timed<'a, F> {
     conduct: Option<&'a Conduct>,
     name: &'static str,
     on_link: bool,
+    /// On the link's thread: the jobs' runtime, entered for each poll, so that
+    /// what the job spawns (and its timers and sockets) lives there, as it did
+    /// before the type came to the link.
+    enter: Option<&'a Handle>,
     /// Off it: where the watcher sees the poll begin, and what the link's side reads after.
     clock: Option<Watched>,
 }
@@ -284,7 +315,10 @@ impl<F: Future + Unpin> Future for Timed<'_, F> {
             let since = u64::try_from(began.duration_since(watched.epoch).as_nanos()).unwrap_or(u64::MAX).max(1);
             watched.clock.store(since, Ordering::Relaxed);
         }
-        let polled = Pin::new(&mut self.inner).poll(cx);
+        let polled = {
+            let _entered = self.enter.map(Handle::enter);
+            Pin::new(&mut self.inner).poll(cx)
+        };
         let held = began.elapsed();
         if let Some(watched) = &self.clock {
             watched.clock.store(0, Ordering::Relaxed);

@@ -134,7 +134,7 @@ impl Worker {
             current: Current::default(),
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
-            placement: Arc::new(Placement::new([], None, 1)),
+            placement: Arc::new(Placement::new([], None, None, 1)),
         })
     }
 
@@ -162,13 +162,22 @@ impl Worker {
     /// turn), declares its topology again and goes on; jobs running meanwhile
     /// finish, and as their acks are lost the broker hands them out again.
     ///
-    /// Also sets the process-wide client (if none is set), so jobs can enqueue jobs.
+    /// Also sets the process-wide client (if none is set), so jobs can enqueue
+    /// jobs; its connection's IO runs on a thread of its own too.
+    ///
+    /// `stop` runs on the link's thread (so a stop signal is heard while jobs
+    /// hold every thread of the app's runtime): it must be `Send + 'static`.
     ///
     /// # Errors
     /// When no broker answers within `amqp.reconnect_timeout` at start, or the
     /// broker refuses the topology ([`jobs_core::Error::TopologyMismatch`]).
-    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), Error> {
-        let _ = Client::init_global(Client::new(self.amqp.clone()));
+    pub async fn run(mut self, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let client = Client::new(self.amqp.clone());
+        let client = match self.config.link_thread.then(crate::link::client_io).flatten() {
+            Some(io) => client.with_io_on(io),
+            None => client,
+        };
+        let _ = Client::init_global(client);
         self.dispatcher.check_timeouts(self.config.consumer_timeout, None);
         let tasks = TaskTracker::new();
         // The link to the broker runs on a thread of its own (with what must go
@@ -177,7 +186,7 @@ impl Worker {
         let jobs = self.config.link_thread.then(Handle::current);
         let units = (self.queues.len() + self.subscriptions.len()).max(1);
         let blocking = self.config.blocking_threads.unwrap_or(2 * usize::from(self.config.concurrency) * units);
-        self.placement = Arc::new(Placement::new(self.dispatcher.types(), jobs, blocking));
+        self.placement = Arc::new(Placement::new(self.dispatcher.types(), jobs, Some(Handle::current()), blocking));
         let notifier = Notifier::from_env().map(Arc::new);
         let watchdog = notifier.clone().map(|notifier| {
             let (health, tasks) = (self.health.clone(), tasks.clone());
@@ -189,26 +198,14 @@ impl Worker {
         };
         let beating = self.beats.clone().map(|beats| link.spawn(heartbeat::run(beats, self.current.clone())));
         let watching = link.spawn(self.placement.clone().watch());
-        // The worker itself runs on the link; `stop` is this runtime's, and told over.
+        // The worker itself runs on the link, and so does `stop` (a stop signal
+        // is heard there while jobs hold every thread of this runtime).
         let worker = Arc::new(self);
-        let (told, hear) = tokio::sync::oneshot::channel::<()>();
-        let mut serving = {
+        let serving = {
             let (worker, tasks, notifier) = (worker.clone(), tasks.clone(), notifier.clone());
-            link.spawn(async move {
-                let stop = async move {
-                    let _ = hear.await;
-                };
-                worker.serve_until(stop, &tasks, notifier.as_deref()).await
-            })
+            link.spawn(async move { worker.serve_until(stop, &tasks, notifier.as_deref()).await })
         };
-        tokio::pin!(stop);
-        let served = tokio::select! {
-            served = &mut serving => served,
-            _ = &mut stop => {
-                let _ = told.send(());
-                serving.await
-            }
-        };
+        let served = serving.await;
         for task in [watchdog, metrics, beating, Some(watching)].into_iter().flatten() {
             task.abort();
         }

@@ -39,17 +39,27 @@ use tracing::warn;
 /// Runs on the jobs' runtime before a type may run on the link's thread.
 pub(crate) const PROBATION: u32 = 100;
 /// A poll this long or longer keeps (or sends) a type off the link's thread.
-pub(crate) const QUICK_POLL: Duration = Duration::from_micros(250);
+pub(crate) const QUICK_POLL: Duration = Duration::from_millis(1);
 /// A poll this long is blocking code in an async `perform`.
 pub(crate) const BLOCKED_POLL: Duration = Duration::from_secs(1);
+
+/// Slow polls on the link's thread that send a type back: at least this
+/// many, and at least one run in [`SLOW_SHARE`]. A single slow poll is as
+/// often the thread being descheduled on a busy machine as the job's code.
+const SLOW_POLLS: u64 = 3;
+/// See [`SLOW_POLLS`].
+const SLOW_SHARE: u64 = 100;
 
 /// What one job type has shown of itself.
 #[derive(Debug, Default)]
 pub(crate) struct Conduct {
-    /// Runs off the link's thread with every poll under [`QUICK_POLL`].
+    /// Runs in a row off the link's thread with every poll under [`QUICK_POLL`].
     quick_runs: AtomicU32,
-    /// A poll took [`QUICK_POLL`] or longer: never on the link's thread again.
+    /// Sent back from the link's thread: never on it again.
     slow: AtomicBool,
+    /// Runs on the link's thread, and polls there of [`QUICK_POLL`] or longer.
+    link_runs: AtomicU64,
+    link_slow: AtomicU64,
     /// Warned about blocking its thread.
     warned: AtomicBool,
 }
@@ -59,14 +69,29 @@ impl Conduct {
         !self.slow.load(Ordering::Relaxed) && self.quick_runs.load(Ordering::Relaxed) >= PROBATION
     }
 
-    /// A poll of the type held its thread for `held`.
+    /// A poll of the type on the link's thread held it for `held`.
     fn polled(&self, name: &str, held: Duration, on_link: bool) {
         if held < QUICK_POLL {
             return;
         }
-        self.slow.store(true, Ordering::Relaxed);
         if held >= BLOCKED_POLL {
+            self.slow.store(true, Ordering::Relaxed);
             self.blocked(name, held, on_link);
+            return;
+        }
+        let slow = self.link_slow.fetch_add(1, Ordering::Relaxed) + 1;
+        if slow >= SLOW_POLLS && slow * SLOW_SHARE >= self.link_runs.load(Ordering::Relaxed) {
+            self.slow.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A run off the link's thread ended: quick (every poll under
+    /// [`QUICK_POLL`], returned) counts towards the probation, anything else starts it again.
+    fn ran_off_link(&self, quick: bool) {
+        if quick {
+            self.quick_runs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.quick_runs.store(0, Ordering::Relaxed);
         }
     }
 
@@ -170,9 +195,12 @@ impl Placement {
                     },
                     _ = end.cancelled() => Outcome::Ended,
                 };
-                // A run on the link that panicked or outlasted its timeout goes back to the jobs' runtime.
-                if let (Some(conduct), Outcome::Panicked(_) | Outcome::TimedOut) = (conduct, &outcome) {
-                    conduct.slow.store(true, Ordering::Relaxed);
+                if let Some(conduct) = conduct {
+                    conduct.link_runs.fetch_add(1, Ordering::Relaxed);
+                    // A run on the link that panicked or outlasted its timeout goes back to the jobs' runtime.
+                    if matches!(outcome, Outcome::Panicked(_) | Outcome::TimedOut) {
+                        conduct.slow.store(true, Ordering::Relaxed);
+                    }
                 }
                 return outcome;
             }
@@ -205,11 +233,7 @@ impl Placement {
         task.abort();
         self.polls.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         if let Some(conduct) = conduct {
-            if !quick.load(Ordering::Relaxed) {
-                conduct.slow.store(true, Ordering::Relaxed);
-            } else if matches!(outcome, Outcome::Returned(_)) {
-                conduct.quick_runs.fetch_add(1, Ordering::Relaxed);
-            }
+            conduct.ran_off_link(quick.load(Ordering::Relaxed) && matches!(outcome, Outcome::Returned(_)));
         }
         outcome
     }
@@ -381,9 +405,35 @@ mod tests {
         assert!(conduct.on_link(), "quick for its probation");
         conduct.polled("J", Duration::from_micros(200), true);
         assert!(conduct.on_link(), "a quick poll keeps it");
-        conduct.polled("J", Duration::from_millis(3), true);
-        assert!(!conduct.on_link(), "one slow poll sends it back");
+        // A slow poll now and then (the thread descheduled) keeps it.
+        conduct.link_runs.store(10_000, Ordering::Relaxed);
+        for _ in 0..SLOW_POLLS {
+            conduct.polled("J", Duration::from_millis(3), true);
+        }
+        assert!(conduct.on_link(), "3 slow polls in 10,000 runs");
+        // Slow polls in one run out of a hundred send it back, for good.
+        conduct.link_runs.store(10_300, Ordering::Relaxed);
+        for _ in 0..100 {
+            conduct.polled("J", Duration::from_millis(3), true);
+        }
+        assert!(!conduct.on_link(), "slow in one run of a hundred");
         conduct.quick_runs.fetch_add(PROBATION, Ordering::Relaxed);
         assert!(!conduct.on_link(), "for good");
+    }
+
+    #[test]
+    fn a_slow_run_in_probation_starts_it_again_and_a_blocking_poll_ends_it() {
+        let conduct = Conduct::default();
+        for _ in 0..PROBATION - 1 {
+            conduct.ran_off_link(true);
+        }
+        conduct.ran_off_link(false);
+        assert!(!conduct.on_link(), "probation starts again");
+        for _ in 0..PROBATION {
+            conduct.ran_off_link(true);
+        }
+        assert!(conduct.on_link());
+        conduct.polled("J", BLOCKED_POLL, true);
+        assert!(!conduct.on_link(), "a poll that blocks a second sends it back at once");
     }
 }

@@ -130,14 +130,15 @@ impl FromStr for Cron {
     fn from_str(text: &str) -> Result<Self, CronError> {
         let error = |reason: String| CronError { text: text.to_owned(), reason };
         let parts: Vec<&str> = text.split_whitespace().collect();
-        let (seconds, rest) =
-            match parts.len() {
-                5 => ("0", &parts[..]),
-                6 => (parts[0], &parts[1..]),
-                n => return Err(error(format!(
+        let (seconds, rest) = match parts.len() {
+            5 => ("0", &parts[..]),
+            6 => (parts[0], &parts[1..]),
+            n => {
+                return Err(error(format!(
                     "{n} fields; a cron expression has five (minute hour day month weekday), or six with seconds first"
-                ))),
-            };
+                )))
+            }
+        };
         let (seconds, _) = field(seconds, "seconds", 0, 59, &[], 0).map_err(error)?;
         let (minutes, _) = field(rest[0], "minute", 0, 59, &[], 0).map_err(error)?;
         let (hours, hours_loose) = field(rest[1], "hour", 0, 23, &[], 0).map_err(error)?;

@@ -161,6 +161,7 @@ mod job;
 mod job_error;
 mod journal;
 mod layers;
+mod leader;
 mod management;
 mod message;
 mod names;
@@ -231,6 +232,7 @@ pub mod plumbing {
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};
+    pub use crate::leader::Leader;
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};

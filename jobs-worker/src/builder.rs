@@ -3,6 +3,7 @@
 
 use jobs_core::{AmqpConfig, Job};
 
+use crate::schedule::{Schedule, ScheduleConfig};
 use crate::{Error, Jobs, Settings, Worker, WorkerConfig};
 
 /// Builds a [`Worker`]. Job types are listed explicitly (`.job::<EmailJob>()`,
@@ -28,6 +29,8 @@ pub struct WorkerBuilder {
     queues: Vec<String>,
     amqp: AmqpConfig,
     config: WorkerConfig,
+    schedules: Vec<Schedule>,
+    schedules_config: Vec<ScheduleConfig>,
 }
 
 impl Worker {
@@ -91,8 +94,18 @@ impl WorkerBuilder {
 
     /// `[amqp]` and `[worker]` of loaded settings.
     #[must_use]
-    pub fn settings(self, settings: Settings) -> Self {
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.schedules_config = settings.schedules;
         self.amqp(settings.amqp).config(settings.worker)
+    }
+
+    /// A periodic job: `Schedule::new("nightly-report", "0 3 * * *", ReportJob { .. })`.
+    /// Its job type must be one of the worker's; the config's `[[schedules]]`
+    /// come with [`WorkerBuilder::settings`].
+    #[must_use]
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     /// The worker.
@@ -102,6 +115,8 @@ impl WorkerBuilder {
     /// `worker.queues` that no job type goes to; [`Error::DuplicateJobName`];
     /// [`Error::NoQueues`] when there is nothing to consume.
     pub fn build(self) -> Result<Worker, Error> {
+        let schedules = crate::schedule::resolve(&self.schedules, &self.schedules_config, self.jobs.registrations())?;
         Worker::from_parts(self.jobs, self.queues, self.amqp, self.config)
+            .map(|worker| worker.with_schedules(schedules))
     }
 }

@@ -19,6 +19,8 @@ pub struct Settings {
     pub worker: WorkerConfig,
     /// `[log]`: log format and filter.
     pub log: LogConfig,
+    /// `[[schedules]]`: periodic jobs an operator adds without a build.
+    pub schedules: Vec<crate::ScheduleConfig>,
 }
 
 impl Settings {

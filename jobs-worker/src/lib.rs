@@ -50,10 +50,8 @@ mod metrics;
 mod placement;
 mod policy;
 mod returns;
-// Schedules in code and in `[[schedules]]`, checked at start: wired to the
-// worker with the scheduler that fires them (issue 18), not yet.
-#[allow(dead_code, unreachable_pub)]
 mod schedule;
+mod scheduler;
 mod session;
 mod settle;
 mod systemd;
@@ -65,6 +63,7 @@ pub use config::{Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use jobs::Jobs;
 pub use jobs_runtime::{init_logging, stop_signal, LogConfig, LogFormat};
+pub use schedule::{CatchUp, Schedule, ScheduleConfig};
 pub use worker::Worker;
 
 use std::process::ExitCode;

@@ -15,7 +15,8 @@ use crate::Error;
 
 /// What a new leader does about ticks that came while no worker fired them
 /// (`catch_up`): fire none, the latest once (the default), or each of them
-/// (at most `scheduler.max_catch_up`).
+/// (at most `scheduler.max_catch_up`). Not honoured yet: a new leader fires
+/// from the moment it leads (docs/periodic.md, "Not yet").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
@@ -143,25 +144,26 @@ impl Schedule {
 
 /// A schedule checked against the worker's job types: ready to fire.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// Its name.
-    pub name: String,
+    pub(crate) name: String,
     /// When it fires.
-    pub cron: Cron,
+    pub(crate) cron: Cron,
     /// Where its expression is read.
-    pub time_zone: TimeZone,
+    pub(crate) time_zone: TimeZone,
     /// The time zone's name, as given.
-    pub time_zone_name: String,
+    pub(crate) time_zone_name: String,
     /// Its job type.
-    pub registration: &'static Registration,
+    pub(crate) registration: &'static Registration,
     /// The job, encoded.
-    pub body: Vec<u8>,
-    /// What to do about missed ticks.
-    pub catch_up: CatchUp,
+    pub(crate) body: Vec<u8>,
+    /// What to do about missed ticks (read by the catch-up, which needs the tick record: next).
+    #[allow(dead_code)]
+    pub(crate) catch_up: CatchUp,
     /// Another queue than the job type's.
-    pub queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Whether it fires.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 /// The key of a schedule's setting in errors: `schedules.<name>.<key>`.
@@ -178,7 +180,7 @@ fn bad(name: &str, field: &str, message: String) -> Error {
 ///
 /// # Errors
 /// [`jobs_core::Error::Config`] with the key `schedules.<name>.<field>`.
-pub fn resolve(
+pub(crate) fn resolve(
     code: &[Schedule],
     config: &[ScheduleConfig],
     types: &[&'static Registration],

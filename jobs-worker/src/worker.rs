@@ -24,6 +24,7 @@ use crate::link::Link;
 use crate::placement::Placement;
 use crate::policy::Limits;
 use crate::returns::Returns;
+use crate::schedule::Resolved;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
@@ -67,11 +68,19 @@ pub struct Worker {
     interrupt: CancellationToken,
     /// Runs the broker's consumer_timeout ended, as this worker knows of them.
     returns: Arc<Returns>,
+    /// Schedules it fires while it leads the scheduler.
+    schedules: Arc<Vec<Resolved>>,
     /// Where jobs run: set as it starts (it knows the jobs' runtime then).
     placement: Arc<Placement>,
 }
 
 impl Worker {
+    /// The same worker, firing `schedules` while it leads the scheduler.
+    pub(crate) fn with_schedules(mut self, schedules: Vec<Resolved>) -> Self {
+        self.schedules = Arc::new(schedules);
+        self
+    }
+
     pub(crate) fn from_parts(
         jobs: Jobs,
         extra_queues: Vec<String>,
@@ -134,6 +143,7 @@ impl Worker {
             current: Current::default(),
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
+            schedules: Arc::default(),
             placement: Arc::new(Placement::new([], None, None, 1)),
         })
     }
@@ -198,6 +208,10 @@ impl Worker {
         };
         let beating = self.beats.clone().map(|beats| link.spawn(heartbeat::run(beats, self.current.clone())));
         let watching = link.spawn(self.placement.clone().watch());
+        let scheduling = (!self.schedules.is_empty()).then(|| {
+            let client = Client::global().ok().cloned().unwrap_or_else(|| Client::new(self.amqp.clone()));
+            link.spawn(crate::scheduler::run(self.amqp.clone(), self.id.to_string(), self.schedules.clone(), client))
+        });
         // The worker itself runs on the link, and so does `stop` (a stop signal
         // is heard there while jobs hold every thread of this runtime).
         let worker = Arc::new(self);
@@ -206,7 +220,7 @@ impl Worker {
             link.spawn(async move { worker.serve_until(stop, &tasks, notifier.as_deref()).await })
         };
         let served = serving.await;
-        for task in [watchdog, metrics, beating, Some(watching)].into_iter().flatten() {
+        for task in [watchdog, metrics, beating, Some(watching), scheduling].into_iter().flatten() {
             task.abort();
         }
         match served {

@@ -15,8 +15,9 @@ use crate::Error;
 
 /// What a new leader does about ticks that came while no worker fired them
 /// (`catch_up`): fire none, the latest once (the default), or each of them
-/// (at most `scheduler.max_catch_up`). Not honoured yet: a new leader fires
-/// from the moment it leads (docs/periodic.md, "Not yet").
+/// (at most 100). Missed means after the last tick
+/// recorded in `jobs.schedule.ticks` (kept 7 days): a schedule with no record
+/// there starts from now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
@@ -157,8 +158,7 @@ pub(crate) struct Resolved {
     pub(crate) registration: &'static Registration,
     /// The job, encoded.
     pub(crate) body: Vec<u8>,
-    /// What to do about missed ticks (read by the catch-up, which needs the tick record: next).
-    #[allow(dead_code)]
+    /// What to do about missed ticks.
     pub(crate) catch_up: CatchUp,
     /// Another queue than the job type's.
     pub(crate) queue: Option<String>,

@@ -4,22 +4,47 @@
 //! the schedule's job under an id made from the schedule's name and the
 //! tick's instant, so a tick fired twice carries one id.
 //!
-//! Not yet: the record of fired ticks and the catch-up after downtime (a new
-//! leader fires from now on), and the fence that stops a leader whose link went
-//! silent before the broker makes another active.
+//! Each fired tick is recorded in the stream `jobs.schedule.ticks` after its
+//! job is confirmed. A new leader reads the last recorded tick of each
+//! schedule and applies its catch-up policy to the ticks that came since:
+//! none (`skip`), the latest once (`last`), or each (`all`, at most
+//! [`MAX_CATCH_UP`]). The one window where a tick fires twice: the leader dies
+//! after the job's confirm and before the tick's record; the repeat carries
+//! the same id.
+//!
+//! Not yet: the fence that stops a leader whose link went silent before the
+//! broker makes another active, and re-recording last ticks older than the
+//! stream's retention.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use jobs_core::backoff::Backoff;
+use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::topology::Declarer;
-use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Leader, Publisher};
+use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Journal, Leader, Publisher, StartAt};
 use jobs_core::{report, AmqpConfig, Client, EnqueueOptions, JobId};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::schedule::Resolved;
+use crate::schedule::{CatchUp, Resolved};
+
+/// The record of fired ticks.
+pub(crate) const TICKS: Journal = Journal::new("jobs.schedule.ticks", TICKS_MAX_AGE);
+/// The most missed ticks one schedule fires on catching up (`catch_up = "all"`).
+pub(crate) const MAX_CATCH_UP: usize = 100;
+/// How long the stream may stay quiet before its reading is taken as complete.
+const READ_QUIET: Duration = Duration::from_secs(1);
+
+/// One fired tick, as recorded.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct TickRecord {
+    schedule: String,
+    /// Unix seconds.
+    tick: i64,
+}
 
 /// The leadership of the schedulers of a vhost.
 pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.scheduler");
@@ -40,7 +65,8 @@ pub(crate) fn tick_id(schedule: &str, tick: Timestamp) -> JobId {
 /// Stands for the leadership and fires `schedules` while leading, until dropped.
 pub(crate) async fn run(amqp: AmqpConfig, worker: String, schedules: Arc<Vec<Resolved>>, client: Client) {
     let (tx, leading) = watch::channel(false);
-    let firing = tokio::spawn(fire_while_leading(schedules, client, leading, worker.clone()));
+    let records = Records { amqp: amqp.clone(), worker: worker.clone(), link: None };
+    let firing = tokio::spawn(fire_while_leading(schedules, client, records, leading, worker.clone()));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match stand(&amqp, &worker, &tx).await {
@@ -68,9 +94,84 @@ async fn stand(amqp: &AmqpConfig, worker: &str, leading: &watch::Sender<bool>) -
     result
 }
 
+/// The record's connection, opened when first needed and again after a failure.
+struct Records {
+    amqp: AmqpConfig,
+    worker: String,
+    link: Option<(Connection, Publisher)>,
+}
+
+impl Records {
+    async fn open(&mut self) -> Result<&(Connection, Publisher), jobs_core::Error> {
+        if self.link.as_ref().is_some_and(|(c, p)| c.is_open() && p.is_open()) {
+            return Ok(self.link.as_ref().expect("just checked"));
+        }
+        let connection = connect(&self.amqp, &format!("{}:schedule-ticks", self.worker)).await?;
+        let declarer = Declarer::open(&connection).await?;
+        TICKS.declare(&declarer).await?;
+        declarer.close().await;
+        let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
+        Ok(self.link.insert((connection, publisher)))
+    }
+
+    /// Records a fired tick (after its job was confirmed).
+    async fn record(&mut self, schedule: &str, tick: Timestamp) {
+        let body = match rmp_serde::to_vec_named(&TickRecord { schedule: schedule.into(), tick: tick.as_second() }) {
+            Ok(body) => body,
+            Err(_) => return,
+        };
+        for _ in 0..2 {
+            let appended = match self.open().await {
+                Ok((_, publisher)) => TICKS.append(publisher, "tick", body.clone()).await,
+                Err(err) => Err(err),
+            };
+            match appended {
+                Ok(()) => return,
+                Err(err) => {
+                    warn!(schedule, tick = %tick, error = %report(&err), "a fired tick could not be recorded");
+                    self.link = None;
+                }
+            }
+        }
+    }
+
+    /// The last recorded tick of each schedule.
+    async fn last_ticks(&mut self) -> Result<HashMap<String, Timestamp>, jobs_core::Error> {
+        let (connection, _) = self.open().await?;
+        let since = std::time::SystemTime::now() - TICKS_MAX_AGE;
+        let mut reader = TICKS.read(connection, StartAt::Time(since)).await?;
+        let mut last: HashMap<String, Timestamp> = HashMap::new();
+        while let Ok(Some((_, _, body))) = tokio::time::timeout(READ_QUIET, reader.next()).await {
+            let Ok(record) = rmp_serde::from_slice::<TickRecord>(&body) else { continue };
+            let Ok(tick) = Timestamp::from_second(record.tick) else { continue };
+            let entry = last.entry(record.schedule).or_insert(tick);
+            *entry = (*entry).max(tick);
+        }
+        reader.close().await;
+        Ok(last)
+    }
+}
+
+const TICKS_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// The ticks to fire on catching up, oldest first: those of `schedule` after
+/// `last` up to `now`, as its policy says.
+pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp) -> Vec<Timestamp> {
+    match schedule.catch_up {
+        CatchUp::Skip => Vec::new(),
+        CatchUp::Last => {
+            // The latest missed tick: walk the missed ones, keep the last (bounded).
+            let missed = schedule.cron.between(&schedule.time_zone, last, now, 100_000);
+            missed.last().copied().into_iter().collect()
+        }
+        CatchUp::All => schedule.cron.between(&schedule.time_zone, last, now, MAX_CATCH_UP),
+    }
+}
+
 async fn fire_while_leading(
     schedules: Arc<Vec<Resolved>>,
     client: Client,
+    mut records: Records,
     mut leading: watch::Receiver<bool>,
     worker: String,
 ) {
@@ -79,8 +180,33 @@ async fn fire_while_leading(
             return;
         }
         info!(worker = %worker, schedules = schedules.len(), "this worker leads the scheduler");
-        // From now on: ticks missed before this worker led are not fired (no catch-up yet).
-        let mut after: Vec<Timestamp> = vec![Timestamp::now(); schedules.len()];
+        let last = match records.last_ticks().await {
+            Ok(last) => last,
+            Err(err) => {
+                warn!(error = %report(&err), "the record of fired ticks cannot be read: no catch-up this time");
+                HashMap::new()
+            }
+        };
+        let now = Timestamp::now();
+        let mut after: Vec<Timestamp> = vec![now; schedules.len()];
+        for (n, schedule) in schedules.iter().enumerate() {
+            let Some(&since) = last.get(&schedule.name) else { continue };
+            if !schedule.enabled {
+                continue;
+            }
+            let missed = catch_up(schedule, since, now);
+            if !missed.is_empty() {
+                info!(schedule = %schedule.name, last_fired = %since, firing = missed.len(), "catching up on missed ticks");
+            }
+            for tick in missed {
+                if !*leading.borrow() {
+                    break;
+                }
+                fire(&client, schedule, tick).await;
+                records.record(&schedule.name, tick).await;
+            }
+            after[n] = now.max(since);
+        }
         loop {
             let next = schedules
                 .iter()
@@ -109,12 +235,15 @@ async fn fire_while_leading(
                 continue;
             }
             after[n] = tick;
-            fire(&client, &schedules[n], tick).await;
+            if fire(&client, &schedules[n], tick).await {
+                records.record(&schedules[n].name, tick).await;
+            }
         }
     }
 }
 
-async fn fire(client: &Client, schedule: &Resolved, tick: Timestamp) {
+/// Enqueues the tick's job; whether the broker confirmed it.
+async fn fire(client: &Client, schedule: &Resolved, tick: Timestamp) -> bool {
     let id = tick_id(&schedule.name, tick);
     let mut options = EnqueueOptions::new().id(id.clone());
     if let Some(queue) = &schedule.queue {
@@ -122,15 +251,21 @@ async fn fire(client: &Client, schedule: &Resolved, tick: Timestamp) {
     }
     let lateness = Timestamp::now().duration_since(tick);
     match enqueue_encoded(client, schedule.registration, schedule.body.clone(), options).await {
-        Ok(_) => info!(
-            schedule = %schedule.name,
-            tick = %tick,
-            time_zone = %schedule.time_zone_name,
-            job.id = %id,
-            lateness = ?lateness,
-            "fired"
-        ),
-        Err(err) => warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), "a tick could not be fired"),
+        Ok(_) => {
+            info!(
+                schedule = %schedule.name,
+                tick = %tick,
+                time_zone = %schedule.time_zone_name,
+                job.id = %id,
+                lateness = ?lateness,
+                "fired"
+            );
+            true
+        }
+        Err(err) => {
+            warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), "a tick could not be fired");
+            false
+        }
     }
 }
 

@@ -13,27 +13,43 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts the cluster (needs root, as the broker's packages are installed here).
+    /// Starts the cluster (needs root, as the broker's packages are installed
+    /// here). Up to three tries, each on other ports and node names: a node's
+    /// distribution port can be taken by a connection of the moment.
     pub fn start() -> Self {
         let id = std::process::id();
-        let base = 15000 + (id % 20000) as u16;
-        let mut cluster =
-            TestCluster { dir: format!("/tmp/jobs-cluster-{id}"), prefix: format!("jobs-t{id}-"), urls: Vec::new() };
-        cluster.urls =
-            cluster.script(&["start", &cluster.dir.clone(), &base.to_string()]).lines().map(str::to_owned).collect();
-        assert_eq!(cluster.urls.len(), 3, "cluster.sh prints three URLs");
-        cluster
+        let mut failures = Vec::new();
+        for attempt in 0..3u16 {
+            let base = 15000 + (id % 20000) as u16 + attempt * 5;
+            let mut cluster = TestCluster {
+                dir: format!("/tmp/jobs-cluster-{id}-{attempt}"),
+                prefix: format!("jobs-t{id}{attempt}-"),
+                urls: Vec::new(),
+            };
+            match cluster.try_script(&["start", &cluster.dir.clone(), &base.to_string()]) {
+                Ok(out) => {
+                    cluster.urls = out.lines().map(str::to_owned).collect();
+                    assert_eq!(cluster.urls.len(), 3, "cluster.sh prints three URLs");
+                    return cluster;
+                }
+                // Dropped: its nodes are stopped before the next try.
+                Err(err) => failures.push(err),
+            }
+        }
+        panic!("the test cluster did not start in three tries: {failures:#?}");
     }
 
-    fn script(&self, args: &[&str]) -> String {
+    fn try_script(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/cluster.sh"))
             .args(args)
             .env("CLUSTER_PREFIX", &self.prefix)
             .output()
             .expect("bash runs deploy/cluster.sh");
-        assert!(out.status.success(), "cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if !out.status.success() {
+            return Err(format!("cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The node name of node `n` (1, 2, 3).

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::topology::Declarer;
@@ -160,9 +160,28 @@ pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp) -> 
     match schedule.catch_up {
         CatchUp::Skip => Vec::new(),
         CatchUp::Last => {
-            // The latest missed tick: walk the missed ones, keep the last (bounded).
-            let missed = schedule.cron.between(&schedule.time_zone, last, now, 100_000);
-            missed.last().copied().into_iter().collect()
+            // The latest missed tick, looked for in growing windows back from
+            // now, each walked to its end in chunks (walking every missed tick
+            // from `last` with one bound would stop at the bound, not at now).
+            const CHUNK: usize = 3_600;
+            let hour = SignedDuration::from_hours(1);
+            for back in [hour, hour * 24, hour * 24 * 32, hour * 24 * 400, hour * 24 * 366 * 9] {
+                let start = now.checked_sub(back).map_or(last, |from| from.max(last));
+                let (mut from, mut latest) = (start, None);
+                loop {
+                    let chunk = schedule.cron.between(&schedule.time_zone, from, now, CHUNK);
+                    if let Some(tick) = chunk.last() {
+                        (from, latest) = (*tick, Some(*tick));
+                    }
+                    if chunk.len() < CHUNK {
+                        break;
+                    }
+                }
+                if latest.is_some() || start == last {
+                    return latest.into_iter().collect();
+                }
+            }
+            Vec::new()
         }
         CatchUp::All => schedule.cron.between(&schedule.time_zone, last, now, MAX_CATCH_UP),
     }
@@ -272,6 +291,34 @@ async fn fire(client: &Client, schedule: &Resolved, tick: Timestamp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_catches_up_the_latest_missed_tick_however_long_the_downtime() {
+        #[derive(serde::Serialize, serde::Deserialize, jobs_core::Job)]
+        struct Tick {}
+        impl jobs_core::Perform for Tick {
+            async fn perform(self, _: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {
+                Ok(())
+            }
+        }
+        let types = [<Tick as jobs_core::Job>::__registration().expect("derived")];
+        let schedule = |cron: &str, catch_up: &str| {
+            let toml = format!("name = \"t\"\ncron = \"{cron}\"\njob = \"Tick\"\ncatch_up = \"{catch_up}\"");
+            let config: crate::ScheduleConfig = toml::from_str(&toml).unwrap();
+            crate::schedule::resolve(&[], &[config], &types).unwrap().remove(0)
+        };
+        let ts = |t: &str| t.parse::<Timestamp>().unwrap();
+        let now = ts("2026-12-03T12:00:00.5Z");
+        // Every second for two days: the latest is the last whole second, past any bound.
+        let every_second = schedule("* * * * * *", "last");
+        assert_eq!(catch_up(&every_second, ts("2026-12-01T12:00:00Z"), now), [ts("2026-12-03T12:00:00Z")]);
+        // Every second in the early hours only: the latest is at 05:59:59, hours before now.
+        let early = schedule("* * 0-5 * * *", "last");
+        assert_eq!(catch_up(&early, ts("2026-12-01T12:00:00Z"), now), [ts("2026-12-03T05:59:59Z")]);
+        assert!(catch_up(&early, ts("2026-12-03T06:00:00Z"), now).is_empty(), "none since the last");
+        assert_eq!(catch_up(&schedule("* * * * * *", "all"), ts("2026-12-03T11:00:00Z"), now).len(), MAX_CATCH_UP);
+        assert!(catch_up(&schedule("* * * * * *", "skip"), ts("2026-12-03T11:00:00Z"), now).is_empty());
+    }
 
     #[test]
     fn a_ticks_id_is_its_schedule_and_instant() {

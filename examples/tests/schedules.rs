@@ -20,12 +20,8 @@ fn worker(config: &std::path::Path, queue: &str, id: &str) -> Process {
 fn ticks(workers: &[&Process]) -> BTreeMap<i64, usize> {
     let mut ticks = BTreeMap::new();
     for worker in workers {
-        for line in worker.lines() {
-            let Some(id) = line.split("Received 'tick' (job ").nth(1).and_then(|rest| rest.split(')').next()) else {
-                continue;
-            };
-            let second: i64 = id.rsplit('-').next().unwrap().parse().unwrap_or_else(|_| panic!("a tick id: {id}"));
-            *ticks.entry(second).or_default() += 1;
+        for (second, n) in ticks_in(&worker.lines(), "tick") {
+            *ticks.entry(second).or_default() += n;
         }
     }
     ticks

@@ -178,14 +178,7 @@ impl Placement {
             Some(jobs) if !conduct.is_some_and(Conduct::on_link) => jobs,
             // On the link's thread (or, without one, where everything runs): in this task.
             _ => {
-                let timed = Timed {
-                    inner: CatchUnwind(future),
-                    conduct,
-                    name,
-                    on_link: self.jobs.is_some(),
-                    enter: self.jobs.as_ref(),
-                    clock: None,
-                };
+                let timed = Timed { inner: CatchUnwind(future), conduct, name, enter: self.jobs.as_ref(), clock: None };
                 let outcome = tokio::select! {
                     biased;
                     result = tokio::time::timeout(timeout, timed) => match result {
@@ -214,7 +207,6 @@ impl Placement {
             inner: CatchUnwind(future),
             conduct: None,
             name,
-            on_link: false,
             enter: None,
             clock: Some(Watched { clock, epoch: self.epoch, quick: quick.clone() }),
         };
@@ -321,7 +313,6 @@ struct Timed<'a, F> {
     /// On the link's thread: the type's conduct, told of a long poll at once.
     conduct: Option<&'a Conduct>,
     name: &'static str,
-    on_link: bool,
     /// On the link's thread: the jobs' runtime, entered for each poll, so that
     /// what the job spawns (and its timers and sockets) lives there, as it did
     /// before the type came to the link.
@@ -351,7 +342,8 @@ impl<F: Future + Unpin> Future for Timed<'_, F> {
             }
         }
         if let Some(conduct) = self.conduct {
-            conduct.polled(self.name, held, self.on_link);
+            // Entering the jobs' runtime is what a poll on the link's own thread does.
+            conduct.polled(self.name, held, self.enter.is_some());
         }
         polled
     }

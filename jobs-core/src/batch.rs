@@ -151,6 +151,27 @@ impl Source for One<'_> {
     }
 }
 
+/// One message that goes again on a new connection only while `may_go_again`
+/// says so (a scheduler's tick: only while its worker still leads).
+pub(crate) struct Guarded<'a> {
+    pub(crate) one: One<'a>,
+    pub(crate) may_go_again: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl Source for Guarded<'_> {
+    fn next(&mut self) -> Option<(JobId, Result<Outgoing, Error>)> {
+        self.one.next()
+    }
+
+    fn again(&mut self, index: usize) -> Option<Outgoing> {
+        if (self.may_go_again)() {
+            self.one.again(index)
+        } else {
+            None
+        }
+    }
+}
+
 /// The jobs of a slice, under ids made for them, encoded as they go out.
 pub(crate) struct Slice<'a, J> {
     pub(crate) jobs: &'a [J],

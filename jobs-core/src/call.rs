@@ -32,6 +32,17 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
+        self.call_expiring(job, timeout, false).await
+    }
+
+    /// [`Client::call_with`]; with `expire`, the broker drops the call unread
+    /// once its caller gave up (it is not run later by a worker that starts).
+    pub(crate) async fn call_expiring<J: Respond>(
+        &self,
+        job: &J,
+        timeout: Duration,
+        expire: bool,
+    ) -> Result<J::Output, Error> {
         let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.config().topology())?;
         let id = JobId::new();
         let body = codec::encode(job)?;
@@ -50,7 +61,10 @@ impl Client {
                 Ok((replies, answer))
             }
         };
-        let message = Message::job(J::NAME, id.clone(), body).reply_to(DIRECT_REPLY_TO);
+        let mut message = Message::job(J::NAME, id.clone(), body).reply_to(DIRECT_REPLY_TO);
+        if expire {
+            message = message.expires(timeout);
+        }
         let mut one = One { message: &message, destination: &destination, done: false };
         let (published, listening) = self.publish_source(&destination, listen, &mut one, false).await;
         let Some((replies, answer)) = listening else {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::batch::{Iter, One, Slice, Stopped};
+use crate::batch::{Guarded, Iter, One, Slice, Stopped};
 use crate::confirm::Publisher;
 use crate::connection::{close_connection, connect_watched_with_retry, ConnectionState};
 use crate::destination::{Destination, JobRoute};
@@ -186,18 +186,21 @@ impl Client {
     /// fit the job type's route (a delay for a job routed through an exchange).
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
         let route = JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE };
-        self.enqueue_encoded(route, J::__registration(), codec::encode(job)?, options).await
+        self.enqueue_encoded(route, J::__registration(), codec::encode(job)?, options, None).await
     }
 
     /// Enqueues a job already encoded: `body` is the job as MessagePack, of
     /// the type `job` describes (the admin command's path, for JSON given at
-    /// the command line). `registration` lets the testing mode run it.
+    /// the command line). `registration` lets the testing mode run it. A
+    /// message whose connection went before its confirm goes again on a new
+    /// one only while `may_go_again` says so (always, when `None`).
     pub(crate) async fn enqueue_encoded(
         &self,
         job: JobRoute<'_>,
         registration: Option<&'static Registration>,
         body: Vec<u8>,
         options: EnqueueOptions,
+        may_go_again: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<JobId, Error> {
         let destination = Destination::resolve_for(job, &options, self.inner.config.topology())?;
         let id = options.id.unwrap_or_default();
@@ -206,9 +209,15 @@ impl Client {
             return Ok(id);
         }
         let message = Message::job(job.name, id.clone(), body);
-        let mut one = One { message: &message, destination: &destination, done: false };
+        let one = One { message: &message, destination: &destination, done: false };
         let no_setup = |_| async { Ok(()) };
-        self.publish_source(&destination, no_setup, &mut one, false).await.0.map_err(Stopped::into_error)?;
+        let published = match may_go_again {
+            None => self.publish_source(&destination, no_setup, &mut { one }, false).await,
+            Some(may_go_again) => {
+                self.publish_source(&destination, no_setup, &mut Guarded { one, may_go_again }, false).await
+            }
+        };
+        published.0.map_err(Stopped::into_error)?;
         debug!(job.name = job.name, job.id = %id, to = destination.target(), delay = ?destination.delay, "enqueued");
         Ok(id)
     }

@@ -61,6 +61,47 @@ pub struct Heartbeat {
     pub running: Vec<RunningJob>,
     /// What happened since the last beat, per job type.
     pub counts: Vec<TypeCounts>,
+    /// Its part in the scheduler, when it has schedules (beats of workers
+    /// before this field have none).
+    #[serde(default)]
+    pub scheduler: Option<SchedulerBeat>,
+}
+
+/// What a worker with schedules says of them in its beats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerBeat {
+    /// It leads the scheduler (and fires the schedules) now.
+    pub leading: bool,
+    /// A digest of its schedule definitions (16 hex digits): workers whose
+    /// digests differ were given other schedules (a rolling deploy).
+    pub digest: String,
+    /// Its schedules, in the leader's beats only (empty in the others').
+    pub schedules: Vec<ScheduleBeat>,
+}
+
+/// One schedule, as the leader fires it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleBeat {
+    /// Its name.
+    pub name: String,
+    /// Its cron expression, as given.
+    pub cron: String,
+    /// Its time zone, as given.
+    pub time_zone: String,
+    /// Its job type.
+    pub job_type: String,
+    /// `skip`, `last` or `all`.
+    pub catch_up: String,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// A digest of its definition (16 hex digits).
+    pub digest: String,
+    /// The instant of the last tick fired, milliseconds since the Unix epoch.
+    pub last_fired_ms: Option<u64>,
+    /// How late that tick fired (fire time minus the tick's instant), milliseconds.
+    pub last_lateness_ms: Option<u64>,
+    /// The next three ticks, milliseconds since the Unix epoch.
+    pub next_ms: Vec<u64>,
 }
 
 /// A job running in a worker.
@@ -223,11 +264,17 @@ mod tests {
                 interrupted: 1,
                 durations: vec![0; 13],
             }],
+            scheduler: Some(SchedulerBeat {
+                leading: true,
+                digest: "0123456789abcdef".into(),
+                schedules: vec![ScheduleBeat { name: "nightly".into(), next_ms: vec![1, 2, 3], ..Default::default() }],
+            }),
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.
         let old = encoded_without_interrupted(&beat);
         assert_eq!(Heartbeat::decode(&old).map(|b| b.counts[0].interrupted), Some(0));
+        assert_eq!(Heartbeat::decode(&old).map(|b| b.scheduler), Some(None), "nor a scheduler");
         assert_eq!(Heartbeat::decode(b"\xc1 not a beat"), None);
         assert_eq!(max_age_argument(Duration::from_secs(7 * 86400)), "604800s");
     }
@@ -236,6 +283,7 @@ mod tests {
     fn encoded_without_interrupted(beat: &Heartbeat) -> Vec<u8> {
         let mut value = serde_json::to_value(beat).unwrap();
         value["counts"][0].as_object_mut().unwrap().remove("interrupted");
+        value.as_object_mut().unwrap().remove("scheduler");
         rmp_serde::to_vec_named(&value).unwrap()
     }
 }

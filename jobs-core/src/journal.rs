@@ -29,6 +29,11 @@ use crate::{Error, JobId};
 pub struct Journal {
     name: &'static str,
     max_age: Duration,
+    /// The size of its segments, when not the broker's (500 MB): records go
+    /// by age a whole segment at a time, and never from the segment being
+    /// written, so a journal of small records needs small segments to be
+    /// bounded by age.
+    segment_bytes: Option<u64>,
 }
 
 /// Where a reader of a journal starts.
@@ -45,7 +50,13 @@ pub enum StartAt {
 impl Journal {
     /// The journal `name`, whose records the broker drops after `max_age`.
     pub const fn new(name: &'static str, max_age: Duration) -> Self {
-        Journal { name, max_age }
+        Journal { name, max_age, segment_bytes: None }
+    }
+
+    /// The same journal in segments of `bytes` (`x-stream-max-segment-size-bytes`).
+    pub const fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = Some(bytes);
+        self
     }
 
     /// The stream's name.
@@ -61,6 +72,10 @@ impl Journal {
         let mut args = FieldTable::new();
         set_header(&mut args, "x-queue-type", FieldValue::from("stream"));
         set_header(&mut args, "x-max-age", FieldValue::from(max_age_argument(self.max_age).as_str()));
+        if let Some(bytes) = self.segment_bytes {
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            set_header(&mut args, "x-stream-max-segment-size-bytes", FieldValue::l(bytes));
+        }
         declare_queue(on, self.name, args).await
     }
 

@@ -13,8 +13,18 @@
 //! its hold well within it, publishing a fresh token first and acking the old
 //! one when the fresh one comes, never the other way round (a leader dying
 //! in between would leave no token).
+//!
+//! A leader whose link went silent still holds the token as far as it knows,
+//! until its connection is given up on (about two missed heartbeats, on both
+//! sides); the broker makes another active at about that time. So a
+//! candidate also asks the broker a question every [`LEADER_PROBE`] on the
+//! leadership's channel and keeps when the last answer came: a [`Hold`]
+//! whose answer is older than a fence well under the heartbeat timeout is
+//! not to be acted on ([`Hold::holds`]).
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use amqprs::channel::{BasicAckArguments, BasicConsumeArguments, BasicQosArguments};
 use amqprs::connection::Connection;
@@ -32,6 +42,27 @@ use crate::{Error, JobId};
 /// Returns of a token before a quorum queue would drop it: explicit, as the
 /// default changes between broker versions (none before 4.0, 20 after).
 const TOKEN_DELIVERY_LIMIT: i64 = 1_000_000;
+
+/// How often a candidate asks the broker a question on its leadership's
+/// channel, to know that its link carries frames both ways.
+pub const LEADER_PROBE: Duration = Duration::from_secs(1);
+
+/// What a candidate knows of its standing: whether it holds the token, and
+/// when the broker last answered it on the leadership's channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// It holds the token.
+    pub leading: bool,
+    /// When the broker last answered it.
+    pub heard: Option<Instant>,
+}
+
+impl Hold {
+    /// Whether it leads and heard the broker within `fence`: only then may it act as leader.
+    pub fn holds(&self, fence: Duration) -> bool {
+        self.leading && self.heard.is_some_and(|at| at.elapsed() < fence)
+    }
+}
 
 /// A leadership and the queue its token lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +99,11 @@ impl Leader {
     }
 
     /// Stands for leader on `connection` until its channel closes: sets
-    /// `leading` while this candidate holds the token, renewing the hold every
-    /// `renew_every` (well within the broker's `consumer_timeout`). Publishes
-    /// its token on `publisher`. Returns when the channel or connection goes
-    /// (leading is then false); the caller stands again on a new connection.
+    /// `hold.leading` while this candidate holds the token, renewing the hold
+    /// every `renew_every` (well within the broker's `consumer_timeout`), and
+    /// `hold.heard` at each answer to a [`LEADER_PROBE`]. Publishes its token on
+    /// `publisher`. Returns when the channel or connection goes (leading is
+    /// then false); the caller stands again on a new connection.
     ///
     /// # Errors
     /// Why it stopped standing: the queue cannot be consumed, a token cannot
@@ -81,10 +113,10 @@ impl Leader {
         connection: &Connection,
         publisher: &Publisher,
         renew_every: Duration,
-        leading: &watch::Sender<bool>,
+        hold: &watch::Sender<Hold>,
     ) -> Result<(), Error> {
-        let result = self.stand(connection, publisher, renew_every, leading).await;
-        leading.send_replace(false);
+        let result = self.stand(connection, publisher, renew_every, hold).await;
+        hold.send_replace(Hold::default());
         result
     }
 
@@ -93,13 +125,13 @@ impl Leader {
         connection: &Connection,
         publisher: &Publisher,
         renew_every: Duration,
-        leading: &watch::Sender<bool>,
+        hold: &watch::Sender<Hold>,
     ) -> Result<(), Error> {
         let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
         let watch = ChannelWatch::on(&channel).await?;
         // Room for the held token and the extras that come to be acked.
         let qos = BasicQosArguments::new(0, 16, false);
-        channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", self.name, e))?;
+        channel.basic_qos(qos.clone()).await.map_err(|e| watch.error("basic.qos", self.name, e))?;
         let args = BasicConsumeArguments::new(self.name, "").manual_ack(true).finish();
         let (_, mut rx) =
             channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", self.name, e))?;
@@ -109,6 +141,9 @@ impl Leader {
         let mut renew = tokio::time::interval(renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
+        let mut probe = tokio::time::interval(LEADER_PROBE);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        hold.send_modify(|h| h.heard = Some(Instant::now()));
         loop {
             tokio::select! {
                 message = rx.recv() => {
@@ -120,7 +155,7 @@ impl Leader {
                     let ack = match held {
                         None => {
                             held = Some(tag);
-                            leading.send_replace(true);
+                            hold.send_modify(|h| (h.leading, h.heard) = (true, Some(Instant::now())));
                             None
                         }
                         // The fresh token came: hold it, let the old one go.
@@ -142,6 +177,12 @@ impl Leader {
                 _ = renew.tick(), if held.is_some() && !renewing => {
                     renewing = true;
                     self.token(publisher).await?;
+                }
+                _ = probe.tick() => {
+                    // A round trip (qos-ok): frames went both ways. On a
+                    // silent link it waits until the connection is given up on.
+                    channel.basic_qos(qos.clone()).await.map_err(|e| watch.error("basic.qos", self.name, e))?;
+                    hold.send_modify(|h| h.heard = Some(Instant::now()));
                 }
             }
         }

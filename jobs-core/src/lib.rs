@@ -169,6 +169,7 @@ mod options;
 mod refusal;
 mod registry;
 mod replies;
+mod run_schedule;
 mod reply;
 mod session;
 mod testing;
@@ -232,7 +233,8 @@ pub mod plumbing {
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};
-    pub use crate::leader::Leader;
+    pub use crate::leader::{Hold, Leader, LEADER_PROBE};
+    pub use crate::run_schedule::{run_schedule, RunSchedule, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE};
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
@@ -264,12 +266,31 @@ pub mod plumbing {
         body: Vec<u8>,
         options: crate::EnqueueOptions,
     ) -> Result<crate::JobId, crate::Error> {
-        let route = crate::destination::JobRoute {
-            name: registration.name(),
-            queue: registration.queue(),
-            route: registration.route(),
-        };
-        client.enqueue_encoded(route, Some(registration), body, options).await
+        let route = job_route(registration);
+        client.enqueue_encoded(route, Some(registration), body, options, None).await
+    }
+
+    fn job_route(registration: &'static Registration) -> crate::destination::JobRoute<'static> {
+        crate::destination::JobRoute { name: registration.name(), queue: registration.queue(), route: registration.route() }
+    }
+
+    /// [`enqueue_encoded`], except that a job whose connection went before its
+    /// confirm is sent again on a new connection only while `may_go_again`
+    /// says so (a scheduler's tick: only while its worker still leads, or a
+    /// deposed leader's late tick would be a second firing).
+    ///
+    /// # Errors
+    /// As [`enqueue_encoded`]; [`Error::Closed`](crate::Error::Closed) when
+    /// the job was not sent again.
+    pub async fn enqueue_encoded_while(
+        client: &crate::Client,
+        registration: &'static Registration,
+        body: Vec<u8>,
+        options: crate::EnqueueOptions,
+        may_go_again: &(dyn Fn() -> bool + Sync),
+    ) -> Result<crate::JobId, crate::Error> {
+        let route = job_route(registration);
+        client.enqueue_encoded(route, Some(registration), body, options, Some(may_go_again)).await
     }
 
     /// Maps an amqprs error of operation `op` into an [`Error`](crate::Error).

@@ -223,6 +223,14 @@ impl Message {
         self
     }
 
+    /// Lets the broker drop it unread once it has waited `after` in its queue
+    /// (the AMQP `expiration`, whole milliseconds).
+    #[must_use]
+    pub fn expires(mut self, after: std::time::Duration) -> Self {
+        self.properties.with_expiration(&after.as_millis().max(1).to_string());
+        self
+    }
+
     /// Asks for an answer on `reply_to`, correlated by the message's id (a call).
     #[must_use]
     pub fn reply_to(mut self, reply_to: &str) -> Self {

@@ -7,21 +7,25 @@
 use std::time::Duration;
 
 use jobs_core::plumbing::topology::Declarer;
-use jobs_core::plumbing::{connect, Leader, Publisher};
+use jobs_core::plumbing::{connect, Hold, Leader, Publisher};
 use jobs_test::*;
 use tokio::sync::watch;
 
 /// One candidate: its connection, and whether it leads.
 struct Candidate {
     connection: jobs_core::plumbing::amqprs::connection::Connection,
-    leading: watch::Receiver<bool>,
+    leading: watch::Receiver<Hold>,
     task: tokio::task::JoinHandle<()>,
 }
 
 async fn candidate(leader: Leader, n: usize) -> Candidate {
-    let connection = connect(&amqp_config(), &format!("leader-test-{n}")).await.unwrap();
+    candidate_on(leader, n, &amqp_config()).await
+}
+
+async fn candidate_on(leader: Leader, n: usize, amqp: &jobs_core::AmqpConfig) -> Candidate {
+    let connection = connect(amqp, &format!("leader-test-{n}")).await.unwrap();
     let publisher = Publisher::open(&connection, Duration::from_secs(10)).await.unwrap();
-    let (tx, leading) = watch::channel(false);
+    let (tx, leading) = watch::channel(Hold::default());
     let task = tokio::spawn({
         let connection = connection.clone();
         async move {
@@ -32,7 +36,7 @@ async fn candidate(leader: Leader, n: usize) -> Candidate {
 }
 
 fn leaders(candidates: &[Candidate]) -> Vec<usize> {
-    candidates.iter().enumerate().filter(|(_, c)| *c.leading.borrow()).map(|(n, _)| n).collect()
+    candidates.iter().enumerate().filter(|(_, c)| c.leading.borrow().leading).map(|(n, _)| n).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +63,7 @@ async fn one_candidate_leads_through_renewals_and_another_takes_over_when_it_goe
         ticks.tick().await;
         assert_eq!(leaders(&candidates), [first], "exactly the first leader, all along");
     }
+    assert!(candidates[first].leading.borrow().holds(Duration::from_secs(5)), "the leader hears the broker each second");
     // (The broker counts only the active consumer of a single-active-consumer queue.)
     wait_until("no token waiting", Duration::from_secs(10), || async { counts(&raw, name).await == (0, 1) }).await;
 
@@ -81,6 +86,50 @@ async fn one_candidate_leads_through_renewals_and_another_takes_over_when_it_goe
     }
     assert_eq!(counts(&raw, name).await, (0, 1), "the token held, none waiting");
     for candidate in candidates {
+        candidate.task.abort();
+        let _ = candidate.connection.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_link_goes_silent_stops_holding_before_another_leads() {
+    let name: &'static str = Box::leak(unique("test.leader-fence").into_boxed_str());
+    let _cleanup = Cleanup::queues(&[name]);
+    let leader = Leader::new(name);
+    let raw = raw_connection().await;
+    let declarer = Declarer::open(&raw).await.unwrap();
+    leader.declare(&declarer).await.unwrap();
+    declarer.close().await;
+    // The first candidate leads through a relay, with heartbeats every 4 s:
+    // the broker gives up on its link about 8 s after it goes silent.
+    let relay = Relay::start().await;
+    let mut amqp = config_for(&relay.url);
+    amqp.heartbeat = 4;
+    let first = candidate_on(leader, 0, &amqp).await;
+    wait_until("the first to lead", Duration::from_secs(15), || async { first.leading.borrow().leading }).await;
+    let second = candidate(leader, 1).await;
+    let fence = Duration::from_millis(1_500);
+    wait_until("the second to stand by", Duration::from_secs(10), || async {
+        second.leading.borrow().heard.is_some()
+    })
+    .await;
+    assert!(first.leading.borrow().holds(fence) && !second.leading.borrow().leading);
+
+    relay.cut();
+    let cut = tokio::time::Instant::now();
+    // Still leading as far as it knows, but no longer holding: it stops acting
+    // within the fence and its probe, while the broker still counts it.
+    wait_until("the silent leader to stop holding", Duration::from_secs(10), || async {
+        !first.leading.borrow().holds(fence)
+    })
+    .await;
+    let stopped = cut.elapsed();
+    assert!(first.leading.borrow().leading, "it still thinks it holds the token");
+    assert!(!second.leading.borrow().leading, "the broker has not made another active yet");
+    wait_until("the second to lead", Duration::from_secs(60), || async { second.leading.borrow().leading }).await;
+    let taken = cut.elapsed();
+    assert!(stopped < taken, "the silent leader stopped ({stopped:?}) before the other led ({taken:?})");
+    for candidate in [first, second] {
         candidate.task.abort();
         let _ = candidate.connection.close().await;
     }

@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     interrupted: 0,
                     durations,
                 }],
+                scheduler: None,
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

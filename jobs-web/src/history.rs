@@ -332,6 +332,7 @@ mod tests {
                 interrupted: failed / 2,
                 durations,
             }],
+            scheduler: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The admin commands of every worker binary: `worker queues`,
-//! `worker enqueue <job-type> --json '{..}'`, `worker dead list|retry|purge`.
+//! `worker enqueue <job-type> --json '{..}'`, `worker dead list|retry|purge`,
+//! `worker schedules [--json]`, `worker schedules run <name>`.
 //! Exit codes: 0 done, 1 error (broker, config), 2 bad input (an `--id` that
 //! matched no dead job, an unknown job type, JSON that does not fit the type).
 
@@ -9,13 +10,19 @@ use jobs_core::plumbing::topology::{dead_queue, queue_counts};
 use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Management};
 use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
 
-use crate::{Cli, Command, DeadAction, Jobs, Settings};
+use crate::{Cli, Command, DeadAction, Jobs, ScheduleAction, Settings};
 
 pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings = Settings::load(&cli.config_source())?;
     let action = match cli.command {
         Some(Command::Dead { action }) => action,
         Some(Command::Queues { json }) => return queues(&settings, jobs, json).await,
+        Some(Command::Schedules { action: Some(ScheduleAction::Run { name }), .. }) => {
+            return crate::schedules_admin::run_now(&settings, &name).await
+        }
+        Some(Command::Schedules { json, action: None }) => {
+            return crate::schedules_admin::list(&settings, jobs, json).await
+        }
         Some(Command::Enqueue { job_type, json, delay, routing_key }) => {
             let mut options = EnqueueOptions::new();
             options.delay = delay;

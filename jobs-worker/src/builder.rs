@@ -4,7 +4,7 @@
 use jobs_core::{AmqpConfig, Job};
 
 use crate::schedule::{Schedule, ScheduleConfig};
-use crate::{Error, Jobs, Settings, Worker, WorkerConfig};
+use crate::{Error, Jobs, SchedulerConfig, Settings, Worker, WorkerConfig};
 
 /// Builds a [`Worker`]. Job types are listed explicitly (`.job::<EmailJob>()`,
 /// [`jobs!`](crate::jobs!)), or taken from the link-time registry
@@ -29,8 +29,8 @@ pub struct WorkerBuilder {
     queues: Vec<String>,
     amqp: AmqpConfig,
     config: WorkerConfig,
-    schedules: Vec<Schedule>,
     schedules_config: Vec<ScheduleConfig>,
+    scheduler: SchedulerConfig,
 }
 
 impl Worker {
@@ -96,6 +96,7 @@ impl WorkerBuilder {
     #[must_use]
     pub fn settings(mut self, settings: Settings) -> Self {
         self.schedules_config = settings.schedules;
+        self.scheduler = settings.scheduler;
         self.amqp(settings.amqp).config(settings.worker)
     }
 
@@ -104,7 +105,7 @@ impl WorkerBuilder {
     /// come with [`WorkerBuilder::settings`].
     #[must_use]
     pub fn schedule(mut self, schedule: Schedule) -> Self {
-        self.schedules.push(schedule);
+        self.jobs = self.jobs.schedule(schedule);
         self
     }
 
@@ -115,8 +116,9 @@ impl WorkerBuilder {
     /// `worker.queues` that no job type goes to; [`Error::DuplicateJobName`];
     /// [`Error::NoQueues`] when there is nothing to consume.
     pub fn build(self) -> Result<Worker, Error> {
-        let schedules = crate::schedule::resolve(&self.schedules, &self.schedules_config, self.jobs.registrations())?;
+        self.scheduler.validate()?;
+        let schedules = crate::schedule::resolve(self.jobs.schedules(), &self.schedules_config, self.jobs.registrations())?;
         Worker::from_parts(self.jobs, self.queues, self.amqp, self.config)
-            .map(|worker| worker.with_schedules(schedules))
+            .map(|worker| worker.with_schedules(schedules, self.scheduler))
     }
 }

@@ -75,6 +75,28 @@ pub enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// The schedules of this binary and its config: cron, time zone, the
+    /// next three ticks, the last tick fired and the worker that leads the
+    /// scheduler now; `run <name>` fires one now.
+    Schedules {
+        /// A JSON list of objects (`name`, `next`, `last_fired`, `leader`, ..) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// What to do instead of listing them.
+        #[command(subcommand)]
+        action: Option<ScheduleAction>,
+    },
+}
+
+/// What to do with a schedule.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ScheduleAction {
+    /// Asks the scheduler's leader to enqueue the schedule's job once, now,
+    /// under a fresh id (not a tick's), and prints that id.
+    Run {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 /// What to do with dead jobs.

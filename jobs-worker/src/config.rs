@@ -21,6 +21,37 @@ pub struct Settings {
     pub log: LogConfig,
     /// `[[schedules]]`: periodic jobs an operator adds without a build.
     pub schedules: Vec<crate::ScheduleConfig>,
+    /// `[scheduler]`: how the leader fires them.
+    pub scheduler: SchedulerConfig,
+}
+
+/// `[scheduler]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// The most missed ticks one schedule with `catch_up = "all"` fires when
+    /// a new leader catches up (`scheduler.max_catch_up`, default 100).
+    pub max_catch_up: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_catch_up: 100 }
+    }
+}
+
+impl SchedulerConfig {
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// [`jobs_core::Error::Config`] naming the bad key.
+    pub fn validate(&self) -> Result<(), jobs_core::Error> {
+        if self.max_catch_up == 0 {
+            let message = "must be at least 1 (`catch_up = \"skip\"` fires none)".into();
+            return Err(jobs_core::Error::Config { key: "scheduler.max_catch_up".into(), message });
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -32,6 +63,7 @@ impl Settings {
         let settings: Settings = load_config(source)?;
         settings.amqp.validate()?;
         settings.worker.validate()?;
+        settings.scheduler.validate()?;
         Ok(settings)
     }
 }

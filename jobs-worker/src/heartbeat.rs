@@ -13,6 +13,7 @@ use tracing::debug;
 
 use crate::activity::Activity;
 use crate::consumer::Shared;
+use crate::scheduler::Status;
 
 /// The session consuming now, if any: where beats go.
 pub(crate) type Current = Arc<Mutex<Option<Arc<Shared>>>>;
@@ -27,6 +28,8 @@ pub(crate) struct Beats {
     pub(crate) interval: Duration,
     pub(crate) activity: Arc<Activity>,
     pub(crate) started_at: SystemTime,
+    /// The scheduler's state, set when the worker has schedules.
+    pub(crate) scheduler: std::sync::OnceLock<Arc<Status>>,
 }
 
 impl Beats {
@@ -47,6 +50,7 @@ impl Beats {
             stopping,
             running,
             counts,
+            scheduler: self.scheduler.get().map(|status| status.beat()),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct Jobs {
     registrations: Vec<&'static Registration>,
     /// Types named that have no registration (a hand-written `Job` impl).
     unregistered: Vec<&'static str>,
+    /// Periodic jobs given in code.
+    schedules: Vec<crate::Schedule>,
 }
 
 impl Jobs {
@@ -42,7 +44,7 @@ impl Jobs {
     /// (`#[derive(Job)]` registers each). A convenience: see the README for
     /// when a linker can leave types out, and list them with [`jobs!`](crate::jobs!) instead.
     pub fn linked() -> Self {
-        Jobs { registrations: registrations().collect(), unregistered: Vec::new() }
+        Jobs { registrations: registrations().collect(), unregistered: Vec::new(), schedules: Vec::new() }
     }
 
     /// Adds the job types of `other`.
@@ -50,7 +52,21 @@ impl Jobs {
     pub fn and(mut self, other: Jobs) -> Self {
         self.registrations.extend(other.registrations);
         self.unregistered.extend(other.unregistered);
+        self.schedules.extend(other.schedules);
         self
+    }
+
+    /// Adds a periodic job, for [`main_with`](crate::main_with) and its
+    /// admin commands (`worker schedules`): `jobs![ReportJob].schedule(Schedule::new("nightly-report", "0 3 * * *", ReportJob { .. }))`.
+    /// Its job type must be one of these; the config's `[[schedules]]` come on top.
+    #[must_use]
+    pub fn schedule(mut self, schedule: crate::Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    pub(crate) fn schedules(&self) -> &[crate::Schedule] {
+        &self.schedules
     }
 
     /// The names of the job types, in the order given.

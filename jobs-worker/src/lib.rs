@@ -39,6 +39,7 @@ mod builder;
 mod cli;
 mod config;
 mod consumer;
+mod definitions;
 pub mod cron;
 mod delivery;
 mod dispatch;
@@ -51,15 +52,17 @@ mod placement;
 mod policy;
 mod returns;
 mod schedule;
+mod schedules_admin;
 mod scheduler;
 mod session;
+mod ticks;
 mod settle;
 mod systemd;
 mod worker;
 
 pub use builder::WorkerBuilder;
-pub use cli::{Cli, Command, DeadAction, Which};
-pub use config::{Settings, Subscription, WorkerConfig};
+pub use cli::{Cli, Command, DeadAction, ScheduleAction, Which};
+pub use config::{SchedulerConfig, Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use jobs::Jobs;
 pub use jobs_runtime::{init_logging, stop_signal, LogConfig, LogFormat};
@@ -74,7 +77,7 @@ use jobs_runtime::Threads;
 /// The whole daemon for the given job types: parses the command line, loads
 /// config, sets up logging, runs the worker until SIGTERM or SIGINT, and
 /// returns the exit code (0 after a normal stop). A second signal stops at
-/// once. The admin commands (`queues`, `enqueue`, `dead`) work on these job types.
+/// once. The admin commands (`queues`, `enqueue`, `dead`, `schedules`) work on these job types.
 pub fn main_with(jobs: Jobs) -> ExitCode {
     let cli = Cli::parse();
     if cli.command.is_some() {

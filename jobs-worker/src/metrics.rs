@@ -4,7 +4,10 @@
 //!
 //! Series: `jobs_started_total{job}`, `jobs_succeeded_total{job}`,
 //! `jobs_failed_total{job,kind}`, `jobs_retried_total{job}`, `jobs_dead_total{job,kind}`,
-//! `job_duration_seconds{job}` (histogram), `jobs_running`, `broker_connected`.
+//! `job_duration_seconds{job}` (histogram), `jobs_running`, `broker_connected`;
+//! with schedules: `jobs_schedule_fired_total{schedule}`,
+//! `jobs_schedule_lateness_seconds` (histogram: fire time minus the tick's
+//! instant), `jobs_scheduler_leader` (1 on the leader).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -98,6 +101,9 @@ async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
+/// Upper bounds, in seconds, of the lateness buckets of fired ticks.
+const LATENESS_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
 fn recorder() -> Result<PrometheusHandle, Error> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     if let Some(handle) = HANDLE.get() {
@@ -106,6 +112,8 @@ fn recorder() -> Result<PrometheusHandle, Error> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("job_duration_seconds".into()), &DURATION_BUCKETS)
         .map_err(|e| Error::Metrics { what: "the duration buckets".into(), source: e.into() })?
+        .set_buckets_for_metric(Matcher::Full("jobs_schedule_lateness_seconds".into()), &LATENESS_BUCKETS)
+        .map_err(|e| Error::Metrics { what: "the lateness buckets".into(), source: e.into() })?
         .install_recorder()
         .map_err(|e| Error::Metrics { what: "the Prometheus recorder".into(), source: e.into() })?;
     Ok(HANDLE.get_or_init(|| handle).clone())

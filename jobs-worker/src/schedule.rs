@@ -15,7 +15,7 @@ use crate::Error;
 
 /// What a new leader does about ticks that came while no worker fired them
 /// (`catch_up`): fire none, the latest once (the default), or each of them
-/// (at most 100). Missed means after the last tick
+/// (at most `scheduler.max_catch_up`, 100 by default). Missed means after the last tick
 /// recorded in `jobs.schedule.ticks` (kept 7 days): a schedule with no record
 /// there starts from now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -28,6 +28,17 @@ pub enum CatchUp {
     Last,
     /// Fire every missed tick, oldest first.
     All,
+}
+
+impl CatchUp {
+    /// Its name in config: `skip`, `last` or `all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::Last => "last",
+            CatchUp::All => "all",
+        }
+    }
 }
 
 /// `[[schedules]]` in config: a schedule an operator adds without a build.
@@ -150,6 +161,8 @@ pub(crate) struct Resolved {
     pub(crate) name: String,
     /// When it fires.
     pub(crate) cron: Cron,
+    /// Its expression, as given.
+    pub(crate) cron_text: String,
     /// Where its expression is read.
     pub(crate) time_zone: TimeZone,
     /// The time zone's name, as given.
@@ -222,7 +235,8 @@ pub(crate) fn resolve(
         if resolved.iter().any(|r| r.name == name) {
             return Err(bad(&name, "name", "two schedules have this name; each needs its own".into()));
         }
-        let cron: Cron = cron.parse().map_err(|e| bad(&name, "cron", format!("{e}")))?;
+        let cron_text = cron;
+        let cron: Cron = cron_text.parse().map_err(|e| bad(&name, "cron", format!("{e}")))?;
         let time_zone = TimeZone::get(&time_zone_name).map_err(|_| {
             bad(&name, "time_zone", format!("`{time_zone_name}` is not a time zone this worker knows (IANA names such as `Europe/Berlin`, or `UTC`)"))
         })?;
@@ -244,7 +258,7 @@ pub(crate) fn resolve(
             jobs_core::plumbing::topology::validate_queue_name(queue)
                 .map_err(|e| bad(&name, "queue", e.to_string()))?;
         }
-        resolved.push(Resolved { name, cron, time_zone, time_zone_name, registration, body, catch_up, queue, enabled });
+        resolved.push(Resolved { name, cron, cron_text, time_zone, time_zone_name, registration, body, catch_up, queue, enabled });
     }
     Ok(resolved)
 }

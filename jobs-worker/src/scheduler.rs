@@ -4,159 +4,209 @@
 //! the schedule's job under an id made from the schedule's name and the
 //! tick's instant, so a tick fired twice carries one id.
 //!
-//! Each fired tick is recorded in the stream `jobs.schedule.ticks` after its
-//! job is confirmed. A new leader reads the last recorded tick of each
-//! schedule and applies its catch-up policy to the ticks that came since:
-//! none (`skip`), the latest once (`last`), or each (`all`, at most
-//! [`MAX_CATCH_UP`]). The one window where a tick fires twice: the leader dies
-//! after the job's confirm and before the tick's record; the repeat carries
-//! the same id.
+//! Each fired tick is recorded in the stream `jobs.schedule.ticks`
+//! ([`crate::ticks`]) after its job is confirmed. A new leader reads the last
+//! recorded tick of each schedule and applies its catch-up policy to the
+//! ticks that came since: none (`skip`), the latest once (`last`), or each
+//! (`all`, at most `scheduler.max_catch_up`). The one window where a tick
+//! fires twice: the leader dies after the job's confirm and before the
+//! tick's record; the repeat carries the same id.
 //!
-//! Not yet: the fence that stops a leader whose link went silent before the
-//! broker makes another active, and re-recording last ticks older than the
-//! stream's retention.
+//! A leader whose link went silent fires nothing: it acts only while the
+//! broker answered it on the leadership's link within the [`fence`], a
+//! third of the heartbeat timeout after which the broker gives up on the
+//! link and makes another leader. A tick whose connection went before its
+//! confirm goes again on a new connection only while this worker still
+//! holds the leadership: a deposed leader's late tick would be a second
+//! firing.
+//!
+//! While it leads, the leader also answers Run now requests
+//! (`jobs.scheduler.run`): it enqueues a schedule's job once under a fresh
+//! id and answers with that id.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use jobs_core::backoff::Backoff;
+use jobs_core::plumbing::amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+};
 use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::events::{ScheduleBeat, SchedulerBeat};
 use jobs_core::plumbing::topology::Declarer;
-use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Journal, Leader, Publisher, StartAt};
-use jobs_core::{report, AmqpConfig, Client, EnqueueOptions, JobId};
-use tokio::sync::watch;
+use jobs_core::plumbing::{
+    close_connection, connect, decode, enqueue_encoded, enqueue_encoded_while, Destination, Hold, Leader,
+    Message, Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE,
+};
+use jobs_core::{report, AmqpConfig, Client, EnqueueOptions, FailureKind, JobId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::definitions::{self, Fnv};
 use crate::schedule::{CatchUp, Resolved};
-
-/// The record of fired ticks.
-pub(crate) const TICKS: Journal = Journal::new("jobs.schedule.ticks", TICKS_MAX_AGE);
-/// The most missed ticks one schedule fires on catching up (`catch_up = "all"`).
-pub(crate) const MAX_CATCH_UP: usize = 100;
-/// How long the stream may stay quiet before its reading is taken as complete.
-const READ_QUIET: Duration = Duration::from_secs(1);
-
-/// One fired tick, as recorded.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct TickRecord {
-    schedule: String,
-    /// Unix seconds.
-    tick: i64,
-}
+use crate::ticks::{Ticks, REFRESH};
+use crate::SchedulerConfig;
 
 /// The leadership of the schedulers of a vhost.
 pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.scheduler");
 /// How often the leader renews its hold: well within the broker's 30-minute `consumer_timeout`.
 const RENEW: Duration = Duration::from_secs(5 * 60);
 
+/// How long a leader may go without an answer from the broker on its
+/// leadership's link before it stops firing: a third of the heartbeat
+/// timeout (`amqp.heartbeat`; the broker gives up on a silent link after
+/// about the whole of it, and only then makes another leader), at least two
+/// probes; 10 s with heartbeats off.
+pub(crate) fn fence(amqp: &AmqpConfig) -> Duration {
+    match amqp.heartbeat {
+        0 => Duration::from_secs(10),
+        seconds => (Duration::from_secs(u64::from(seconds)) / 3).max(LEADER_PROBE * 2),
+    }
+}
+
 /// The id of the job fired for `schedule`'s tick at `tick`: the same for a
 /// tick fired twice. `<64-bit FNV-1a of the name, hex>-<tick, Unix seconds>`.
 pub(crate) fn tick_id(schedule: &str, tick: Timestamp) -> JobId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in schedule.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    JobId::from(format!("{hash:016x}-{}", tick.as_second()).as_str())
+    JobId::from(format!("{}-{}", Fnv::new().write(schedule.as_bytes()).hex(), tick.as_second()).as_str())
 }
 
-/// Stands for the leadership and fires `schedules` while leading, until dropped.
-pub(crate) async fn run(amqp: AmqpConfig, worker: String, schedules: Arc<Vec<Resolved>>, client: Client) {
-    let (tx, leading) = watch::channel(false);
-    let records = Records { amqp: amqp.clone(), worker: worker.clone(), link: None };
-    let firing = tokio::spawn(fire_while_leading(schedules, client, records, leading, worker.clone()));
+/// A worker's schedules and what its scheduler knows now, shared with its
+/// heartbeats.
+pub(crate) struct Status {
+    pub(crate) schedules: Vec<Resolved>,
+    /// Each schedule's name and definition digest.
+    pub(crate) digests: Vec<(String, String)>,
+    /// The digest of them all.
+    pub(crate) digest: String,
+    max_catch_up: usize,
+    leading: AtomicBool,
+    /// Per schedule: the last tick fired, and how late.
+    fired: Mutex<Vec<Option<Fired>>>,
+}
+
+/// A fired tick, and how late it fired (unknown for one read from the record).
+type Fired = (Timestamp, Option<SignedDuration>);
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Status").field("schedules", &self.schedules.len()).field("digest", &self.digest).finish()
+    }
+}
+
+impl Status {
+    pub(crate) fn new(schedules: Vec<Resolved>, config: &SchedulerConfig) -> Self {
+        let digests: Vec<(String, String)> = schedules.iter().map(|s| (s.name.clone(), definitions::digest(s))).collect();
+        let digest = definitions::digest_all(digests.iter().map(|(n, d)| (n.as_str(), d.as_str())));
+        Status {
+            fired: Mutex::new(vec![None; schedules.len()]),
+            schedules,
+            digests,
+            digest,
+            max_catch_up: config.max_catch_up,
+            leading: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this worker leads the scheduler (and acts as leader) now.
+    pub(crate) fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    fn lead(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
+        metrics::gauge!("jobs_scheduler_leader").set(if leading { 1.0 } else { 0.0 });
+    }
+
+    fn fired_at(&self, n: usize, tick: Timestamp, lateness: Option<SignedDuration>) {
+        if let Some(slot) = self.fired.lock().unwrap_or_else(|e| e.into_inner()).get_mut(n) {
+            *slot = Some((tick, lateness));
+        }
+    }
+
+    /// What the next heartbeat says of the scheduler: the schedules
+    /// themselves only in the leader's.
+    pub(crate) fn beat(&self) -> SchedulerBeat {
+        let leading = self.leading();
+        let schedules = if leading {
+            let fired = self.fired.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let now = Timestamp::now();
+            let ms = |t: Timestamp| u64::try_from(t.as_millisecond()).unwrap_or(0);
+            self.schedules
+                .iter()
+                .zip(&self.digests)
+                .zip(fired)
+                .map(|((s, (_, digest)), fired)| ScheduleBeat {
+                    name: s.name.clone(),
+                    cron: s.cron_text.clone(),
+                    time_zone: s.time_zone_name.clone(),
+                    job_type: s.registration.name().to_owned(),
+                    catch_up: s.catch_up.as_str().to_owned(),
+                    enabled: s.enabled,
+                    digest: digest.clone(),
+                    last_fired_ms: fired.map(|(tick, _)| ms(tick)),
+                    last_lateness_ms: fired
+                        .and_then(|(_, late)| late)
+                        .map(|late| u64::try_from(late.as_millis()).unwrap_or(0)),
+                    next_ms: if s.enabled { next_ticks(s, now, 3).into_iter().map(ms).collect() } else { Vec::new() },
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        SchedulerBeat { leading, digest: self.digest.clone(), schedules }
+    }
+}
+
+/// The next `n` ticks of `schedule` after `now`.
+pub(crate) fn next_ticks(schedule: &Resolved, now: Timestamp, n: usize) -> Vec<Timestamp> {
+    schedule.cron.between(&schedule.time_zone, now, Timestamp::MAX, n)
+}
+
+/// Stands for the leadership and fires the schedules while leading, until dropped.
+pub(crate) async fn run(amqp: AmqpConfig, worker: String, status: Arc<Status>, client: Client) {
+    let (tx, hold) = watch::channel(Hold::default());
+    let mut tasks = JoinSet::new(); // aborted when this is dropped
+    let firing = Firing {
+        status: status.clone(),
+        client,
+        ticks: Ticks::new(amqp.clone(), worker.clone()),
+        hold,
+        fence: fence(&amqp),
+        worker: worker.clone(),
+        amqp: amqp.clone(),
+    };
+    tasks.spawn(firing.run());
+    tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match stand(&amqp, &worker, &tx).await {
-            Ok(()) => {}
-            Err(err) => warn!(error = %report(&err), "the scheduler lost its link to the broker; standing again"),
+        if let Err(err) = stand(&amqp, &worker, &tx).await {
+            warn!(error = %report(&err), "the scheduler lost its link to the broker; standing again");
         }
         backoff.wait().await;
-        if firing.is_finished() {
-            return;
-        }
     }
 }
 
-async fn stand(amqp: &AmqpConfig, worker: &str, leading: &watch::Sender<bool>) -> Result<(), jobs_core::Error> {
+async fn stand(amqp: &AmqpConfig, worker: &str, hold: &watch::Sender<Hold>) -> Result<(), jobs_core::Error> {
     let connection = connect(amqp, &format!("{worker}:scheduler")).await?;
     let result = async {
         let declarer = Declarer::open(&connection).await?;
         LEADERSHIP.declare(&declarer).await?;
         declarer.close().await;
         let publisher = Publisher::open(&connection, amqp.confirm_timeout).await?;
-        LEADERSHIP.campaign(&connection, &publisher, RENEW, leading).await
+        LEADERSHIP.campaign(&connection, &publisher, RENEW, hold).await
     }
     .await;
     close_connection(connection).await;
     result
 }
 
-/// The record's connection, opened when first needed and again after a failure.
-struct Records {
-    amqp: AmqpConfig,
-    worker: String,
-    link: Option<(Connection, Publisher)>,
-}
-
-impl Records {
-    async fn open(&mut self) -> Result<&(Connection, Publisher), jobs_core::Error> {
-        if self.link.as_ref().is_some_and(|(c, p)| c.is_open() && p.is_open()) {
-            return Ok(self.link.as_ref().expect("just checked"));
-        }
-        let connection = connect(&self.amqp, &format!("{}:schedule-ticks", self.worker)).await?;
-        let declarer = Declarer::open(&connection).await?;
-        TICKS.declare(&declarer).await?;
-        declarer.close().await;
-        let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
-        Ok(self.link.insert((connection, publisher)))
-    }
-
-    /// Records a fired tick (after its job was confirmed).
-    async fn record(&mut self, schedule: &str, tick: Timestamp) {
-        let body = match rmp_serde::to_vec_named(&TickRecord { schedule: schedule.into(), tick: tick.as_second() }) {
-            Ok(body) => body,
-            Err(_) => return,
-        };
-        for _ in 0..2 {
-            let appended = match self.open().await {
-                Ok((_, publisher)) => TICKS.append(publisher, "tick", body.clone()).await,
-                Err(err) => Err(err),
-            };
-            match appended {
-                Ok(()) => return,
-                Err(err) => {
-                    warn!(schedule, tick = %tick, error = %report(&err), "a fired tick could not be recorded");
-                    self.link = None;
-                }
-            }
-        }
-    }
-
-    /// The last recorded tick of each schedule.
-    async fn last_ticks(&mut self) -> Result<HashMap<String, Timestamp>, jobs_core::Error> {
-        let (connection, _) = self.open().await?;
-        let since = std::time::SystemTime::now() - TICKS_MAX_AGE;
-        let mut reader = TICKS.read(connection, StartAt::Time(since)).await?;
-        let mut last: HashMap<String, Timestamp> = HashMap::new();
-        while let Ok(Some((_, _, body))) = tokio::time::timeout(READ_QUIET, reader.next()).await {
-            let Ok(record) = rmp_serde::from_slice::<TickRecord>(&body) else { continue };
-            let Ok(tick) = Timestamp::from_second(record.tick) else { continue };
-            let entry = last.entry(record.schedule).or_insert(tick);
-            *entry = (*entry).max(tick);
-        }
-        reader.close().await;
-        Ok(last)
-    }
-}
-
-const TICKS_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
-
 /// The ticks to fire on catching up, oldest first: those of `schedule` after
-/// `last` up to `now`, as its policy says.
-pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp) -> Vec<Timestamp> {
+/// `last` up to `now`, as its policy says (`all`: at most `max`).
+pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp, max: usize) -> Vec<Timestamp> {
     match schedule.catch_up {
         CatchUp::Skip => Vec::new(),
         CatchUp::Last => {
@@ -183,23 +233,84 @@ pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp) -> 
             }
             Vec::new()
         }
-        CatchUp::All => schedule.cron.between(&schedule.time_zone, last, now, MAX_CATCH_UP),
+        CatchUp::All => schedule.cron.between(&schedule.time_zone, last, now, max),
     }
 }
 
-async fn fire_while_leading(
-    schedules: Arc<Vec<Resolved>>,
+/// Why a lead ended.
+enum Ended {
+    /// The leadership went to another (or its connection closed).
+    Lost,
+    /// The broker has not answered within the fence.
+    Silent,
+    /// The worker stops.
+    Gone,
+}
+
+/// The firing side: waits to lead, then fires until it no longer holds.
+struct Firing {
+    status: Arc<Status>,
     client: Client,
-    mut records: Records,
-    mut leading: watch::Receiver<bool>,
+    ticks: Ticks,
+    hold: watch::Receiver<Hold>,
+    fence: Duration,
     worker: String,
-) {
-    loop {
-        if leading.wait_for(|leads| *leads).await.is_err() {
-            return;
+    amqp: AmqpConfig,
+}
+
+impl Firing {
+    async fn run(mut self) {
+        loop {
+            let fence = self.fence;
+            if self.hold.wait_for(|h| h.holds(fence)).await.is_err() {
+                return;
+            }
+            self.status.lead(true);
+            info!(worker = %self.worker, schedules = self.status.schedules.len(), "this worker leads the scheduler");
+            let mut requests = match self.ticks.open().await {
+                Ok((connection, _)) => match Requests::open(connection, &self.amqp).await {
+                    Ok(requests) => Some(requests),
+                    Err(err) => {
+                        warn!(error = %report(&err), "Run now requests cannot be taken while this worker leads");
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            let ended = self.lead(&mut requests).await;
+            self.status.lead(false);
+            if let Some(requests) = requests {
+                requests.close().await;
+            }
+            match ended {
+                Ended::Lost => info!(worker = %self.worker, "this worker no longer leads the scheduler"),
+                Ended::Silent => warn!(
+                    worker = %self.worker,
+                    fence = ?self.fence,
+                    "the broker has not answered the scheduler's link within the fence: this worker fires nothing until it does (another may lead by then)"
+                ),
+                Ended::Gone => return,
+            }
         }
-        info!(worker = %worker, schedules = schedules.len(), "this worker leads the scheduler");
-        let last = match records.last_ticks().await {
+    }
+
+    /// Why the lead ends now, if it does.
+    fn ended(&self) -> Option<Ended> {
+        let hold = *self.hold.borrow();
+        if !hold.leading {
+            Some(Ended::Lost)
+        } else if !hold.holds(self.fence) {
+            Some(Ended::Silent)
+        } else {
+            None
+        }
+    }
+
+    /// Catches up, then fires each tick as it comes, until the lead ends.
+    async fn lead(&mut self, requests: &mut Option<Requests>) -> Ended {
+        let status = self.status.clone();
+        let schedules = &status.schedules;
+        let mut last = match self.ticks.last_ticks().await {
             Ok(last) => last,
             Err(err) => {
                 warn!(error = %report(&err), "the record of fired ticks cannot be read: no catch-up this time");
@@ -207,85 +318,239 @@ async fn fire_while_leading(
             }
         };
         let now = Timestamp::now();
-        let mut after: Vec<Timestamp> = vec![now; schedules.len()];
         for (n, schedule) in schedules.iter().enumerate() {
             let Some(&since) = last.get(&schedule.name) else { continue };
+            status.fired_at(n, since, None);
             if !schedule.enabled {
                 continue;
             }
-            let missed = catch_up(schedule, since, now);
+            let missed = catch_up(schedule, since, now, status.max_catch_up);
             if !missed.is_empty() {
                 info!(schedule = %schedule.name, last_fired = %since, firing = missed.len(), "catching up on missed ticks");
             }
             for tick in missed {
-                if !*leading.borrow() {
-                    break;
+                if let Some(ended) = self.ended() {
+                    return ended;
                 }
-                fire(&client, schedule, tick).await;
-                records.record(&schedule.name, tick).await;
+                if self.fire(n, tick).await {
+                    self.ticks.record(&schedule.name, tick).await;
+                    last.insert(schedule.name.clone(), tick);
+                }
             }
-            after[n] = now.max(since);
         }
+        let mut upcoming: Vec<Option<Timestamp>> = schedules
+            .iter()
+            .map(|s| {
+                let after = last.get(&s.name).map_or(now, |l| now.max(*l));
+                s.enabled.then(|| s.cron.next_after(&s.time_zone, after)).flatten()
+            })
+            .collect();
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
         loop {
-            let next = schedules
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.enabled)
-                .filter_map(|(n, s)| s.cron.next_after(&s.time_zone, after[n]).map(|tick| (tick, n)))
-                .min();
+            let next = upcoming.iter().enumerate().filter_map(|(n, t)| t.map(|t| (t, n))).min();
             let wait = match next {
                 Some((tick, _)) => tick.duration_since(Timestamp::now()).try_into().unwrap_or(Duration::ZERO),
                 None => Duration::MAX,
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(Duration::from_secs(24 * 3600))) => {}
-                changed = leading.changed() => {
+                changed = self.hold.changed() => {
                     if changed.is_err() {
-                        return;
+                        return Ended::Gone;
+                    }
+                }
+                request = next_request(requests) => {
+                    if let Some(ended) = self.ended() {
+                        return ended;
+                    }
+                    self.answer(request).await;
+                    continue;
+                }
+                _ = refresh.tick() => {
+                    // The last tick of each schedule again, before the stream's retention drops it.
+                    for (name, tick) in &last {
+                        if self.ended().is_some() {
+                            break;
+                        }
+                        self.ticks.record(name, *tick).await;
                     }
                 }
             }
-            if !*leading.borrow() {
-                info!(worker = %worker, "this worker no longer leads the scheduler");
-                break;
+            if let Some(ended) = self.ended() {
+                return ended;
             }
             let Some((tick, n)) = next else { continue };
             if Timestamp::now() < tick {
                 continue;
             }
-            after[n] = tick;
-            if fire(&client, &schedules[n], tick).await {
-                records.record(&schedules[n].name, tick).await;
+            let schedule = &schedules[n];
+            upcoming[n] = schedule.cron.next_after(&schedule.time_zone, tick);
+            if self.fire(n, tick).await {
+                self.ticks.record(&schedule.name, tick).await;
+                last.insert(schedule.name.clone(), tick);
             }
+        }
+    }
+
+    /// Enqueues the tick's job, unless this worker no longer holds the
+    /// leadership; whether the broker confirmed it.
+    async fn fire(&self, n: usize, tick: Timestamp) -> bool {
+        if self.ended().is_some() {
+            return false;
+        }
+        let schedule = &self.status.schedules[n];
+        let id = tick_id(&schedule.name, tick);
+        let mut options = EnqueueOptions::new().id(id.clone());
+        if let Some(queue) = &schedule.queue {
+            options = options.queue(queue);
+        }
+        let lateness = Timestamp::now().duration_since(tick);
+        let (hold, fence) = (self.hold.clone(), self.fence);
+        let still_holds = move || hold.borrow().holds(fence);
+        let fired =
+            enqueue_encoded_while(&self.client, schedule.registration, schedule.body.clone(), options, &still_holds)
+                .await;
+        match fired {
+            Ok(_) => {
+                metrics::counter!("jobs_schedule_fired_total", "schedule" => schedule.name.clone()).increment(1);
+                metrics::histogram!("jobs_schedule_lateness_seconds").record(lateness.as_secs_f64().max(0.0));
+                self.status.fired_at(n, tick, Some(lateness));
+                info!(
+                    schedule = %schedule.name,
+                    tick = %tick,
+                    time_zone = %schedule.time_zone_name,
+                    job.id = %id,
+                    lateness = ?lateness,
+                    "fired"
+                );
+                true
+            }
+            Err(err) if self.ended().is_some() => {
+                warn!(
+                    schedule = %schedule.name,
+                    tick = %tick,
+                    error = %report(&err),
+                    "a tick's job was not confirmed and is not sent again: this worker no longer holds the scheduler (the next leader catches up)"
+                );
+                false
+            }
+            Err(err) => {
+                warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), "a tick could not be fired");
+                false
+            }
+        }
+    }
+
+    /// Answers a Run now request: enqueues the schedule's job once under a fresh id.
+    async fn answer(&mut self, request: Request) {
+        let props = &request.message.basic_properties;
+        let body = request.message.content.as_deref().unwrap_or_default();
+        let age = props.as_ref().and_then(|p| p.timestamp()).map(|sent| {
+            let now = Timestamp::now().as_second();
+            Duration::from_secs(u64::try_from(now.saturating_sub(i64::try_from(sent).unwrap_or(i64::MAX))).unwrap_or(0))
+        });
+        let outcome: Result<JobId, String> = if age.is_some_and(|age| age > RUN_SCHEDULE_MAX_AGE) {
+            warn!(age = ?age, "a Run now request too old to run was dropped (its caller gave up long ago)");
+            request.ack().await;
+            return;
+        } else {
+            match decode::<RunSchedule>(body) {
+                Err(err) => Err(format!("not a Run now request: {err}")),
+                Ok(run) => self.run_now(&run.schedule).await,
+            }
+        };
+        let reply_to = props.as_ref().and_then(|p| p.reply_to().map(ToString::to_string));
+        let correlation = props.as_ref().and_then(|p| p.correlation_id().map(ToString::to_string));
+        if let (Some(reply_to), Some(correlation)) = (reply_to, correlation) {
+            let (status, body) = match &outcome {
+                Ok(id) => (ReplyStatus::Ok, rmp_serde::to_vec_named(id.as_str())),
+                Err(reason) => (ReplyStatus::Failed(FailureKind::Fatal), rmp_serde::to_vec_named(reason)),
+            };
+            if let Ok(body) = body {
+                let answer = Message::answer(JobId::new(), &correlation, status, body);
+                let sent = match self.ticks.open().await {
+                    Ok((_, publisher)) => publisher.publish(answer.to(&Destination::direct(&reply_to))).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = sent {
+                    warn!(error = %report(&err), "a Run now answer could not be sent");
+                    self.ticks.reset();
+                }
+            }
+        }
+        request.ack().await;
+    }
+
+    async fn run_now(&self, name: &str) -> Result<JobId, String> {
+        let Some(schedule) = self.status.schedules.iter().find(|s| s.name == name) else {
+            let names: Vec<&str> = self.status.schedules.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!("no schedule `{name}` on the leader {}; it has: {}", self.worker, names.join(", ")));
+        };
+        let mut options = EnqueueOptions::new();
+        if let Some(queue) = &schedule.queue {
+            options = options.queue(queue);
+        }
+        match enqueue_encoded(&self.client, schedule.registration, schedule.body.clone(), options).await {
+            Ok(id) => {
+                info!(schedule = %schedule.name, job.id = %id, "run now");
+                Ok(id)
+            }
+            Err(err) => Err(format!("the job could not be enqueued: {}", report(&err))),
         }
     }
 }
 
-/// Enqueues the tick's job; whether the broker confirmed it.
-async fn fire(client: &Client, schedule: &Resolved, tick: Timestamp) -> bool {
-    let id = tick_id(&schedule.name, tick);
-    let mut options = EnqueueOptions::new().id(id.clone());
-    if let Some(queue) = &schedule.queue {
-        options = options.queue(queue);
-    }
-    let lateness = Timestamp::now().duration_since(tick);
-    match enqueue_encoded(client, schedule.registration, schedule.body.clone(), options).await {
-        Ok(_) => {
-            info!(
-                schedule = %schedule.name,
-                tick = %tick,
-                time_zone = %schedule.time_zone_name,
-                job.id = %id,
-                lateness = ?lateness,
-                "fired"
-            );
-            true
-        }
-        Err(err) => {
-            warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), "a tick could not be fired");
-            false
+/// Run now requests, consumed while this worker leads.
+struct Requests {
+    channel: Channel,
+    rx: mpsc::UnboundedReceiver<ConsumerMessage>,
+}
+
+/// One request, with what acks it.
+struct Request {
+    channel: Channel,
+    message: ConsumerMessage,
+}
+
+impl Request {
+    async fn ack(self) {
+        if let Some(deliver) = &self.message.deliver {
+            let _ = self.channel.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false)).await;
         }
     }
+}
+
+impl Requests {
+    async fn open(connection: &Connection, amqp: &AmqpConfig) -> Result<Self, jobs_core::Error> {
+        let declarer = Declarer::open(connection).await?;
+        amqp.topology().declare_job_queue(&declarer, RUN_SCHEDULE_QUEUE).await?;
+        declarer.close().await;
+        let channel = connection.open_channel(None).await.map_err(jobs_core::plumbing::amqp_error("channel.open"))?;
+        channel
+            .basic_qos(BasicQosArguments::new(0, 8, false))
+            .await
+            .map_err(jobs_core::plumbing::amqp_error("basic.qos"))?;
+        let args = BasicConsumeArguments::new(RUN_SCHEDULE_QUEUE, "").manual_ack(true).finish();
+        let (_, rx) =
+            channel.basic_consume_rx(args).await.map_err(jobs_core::plumbing::amqp_error("basic.consume"))?;
+        Ok(Requests { channel, rx })
+    }
+
+    async fn close(self) {
+        let _ = self.channel.close().await;
+    }
+}
+
+/// The next request; never, when there is no consumer of them (or it closed).
+async fn next_request(requests: &mut Option<Requests>) -> Request {
+    if let Some(r) = requests.as_mut() {
+        if let Some(message) = r.rx.recv().await {
+            return Request { channel: r.channel.clone(), message };
+        }
+        warn!("Run now requests are no longer taken: their channel closed");
+        *requests = None;
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]
@@ -311,13 +576,16 @@ mod tests {
         let now = ts("2026-12-03T12:00:00.5Z");
         // Every second for two days: the latest is the last whole second, past any bound.
         let every_second = schedule("* * * * * *", "last");
-        assert_eq!(catch_up(&every_second, ts("2026-12-01T12:00:00Z"), now), [ts("2026-12-03T12:00:00Z")]);
+        assert_eq!(catch_up(&every_second, ts("2026-12-01T12:00:00Z"), now, 100), [ts("2026-12-03T12:00:00Z")]);
         // Every second in the early hours only: the latest is at 05:59:59, hours before now.
         let early = schedule("* * 0-5 * * *", "last");
-        assert_eq!(catch_up(&early, ts("2026-12-01T12:00:00Z"), now), [ts("2026-12-03T05:59:59Z")]);
-        assert!(catch_up(&early, ts("2026-12-03T06:00:00Z"), now).is_empty(), "none since the last");
-        assert_eq!(catch_up(&schedule("* * * * * *", "all"), ts("2026-12-03T11:00:00Z"), now).len(), MAX_CATCH_UP);
-        assert!(catch_up(&schedule("* * * * * *", "skip"), ts("2026-12-03T11:00:00Z"), now).is_empty());
+        assert_eq!(catch_up(&early, ts("2026-12-01T12:00:00Z"), now, 100), [ts("2026-12-03T05:59:59Z")]);
+        assert!(catch_up(&early, ts("2026-12-03T06:00:00Z"), now, 100).is_empty(), "none since the last");
+        let all = schedule("* * * * * *", "all");
+        assert_eq!(catch_up(&all, ts("2026-12-03T11:00:00Z"), now, 100).len(), 100, "scheduler.max_catch_up");
+        assert_eq!(catch_up(&all, ts("2026-12-03T11:00:00Z"), now, 7).len(), 7);
+        assert_eq!(catch_up(&all, ts("2026-12-03T11:59:57Z"), now, 100).len(), 3, "each missed tick");
+        assert!(catch_up(&schedule("* * * * * *", "skip"), ts("2026-12-03T11:00:00Z"), now, 100).is_empty());
     }
 
     #[test]
@@ -326,5 +594,26 @@ mod tests {
         assert_eq!(tick_id("nightly", tick), tick_id("nightly", tick), "one id for a tick fired twice");
         assert_ne!(tick_id("nightly", tick), tick_id("hourly", tick));
         assert!(tick_id("nightly", tick).as_str().ends_with(&format!("-{}", tick.as_second())));
+        // The form of the ids ticks fired before this build carried: a repeat across a deploy keeps its id.
+        assert_eq!(tick_id("nightly", tick).as_str(), format!("{}-{}", fnv1a("nightly"), tick.as_second()));
+    }
+
+    fn fnv1a(text: &str) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    #[test]
+    fn the_fence_is_well_under_the_heartbeat_timeout() {
+        let mut amqp = AmqpConfig { heartbeat: 30, ..AmqpConfig::default() };
+        assert_eq!(fence(&amqp), Duration::from_secs(10));
+        amqp.heartbeat = 3;
+        assert_eq!(fence(&amqp), LEADER_PROBE * 2, "at least two probes");
+        amqp.heartbeat = 0;
+        assert_eq!(fence(&amqp), Duration::from_secs(10));
     }
 }

@@ -25,6 +25,8 @@ use crate::placement::Placement;
 use crate::policy::Limits;
 use crate::returns::Returns;
 use crate::schedule::Resolved;
+use crate::scheduler::Status;
+use crate::SchedulerConfig;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
@@ -68,16 +70,23 @@ pub struct Worker {
     interrupt: CancellationToken,
     /// Runs the broker's consumer_timeout ended, as this worker knows of them.
     returns: Arc<Returns>,
-    /// Schedules it fires while it leads the scheduler.
-    schedules: Arc<Vec<Resolved>>,
+    /// Its schedules and its scheduler's state, when it has schedules.
+    scheduler: Option<Arc<Status>>,
     /// Where jobs run: set as it starts (it knows the jobs' runtime then).
     placement: Arc<Placement>,
 }
 
 impl Worker {
     /// The same worker, firing `schedules` while it leads the scheduler.
-    pub(crate) fn with_schedules(mut self, schedules: Vec<Resolved>) -> Self {
-        self.schedules = Arc::new(schedules);
+    pub(crate) fn with_schedules(mut self, schedules: Vec<Resolved>, config: SchedulerConfig) -> Self {
+        if schedules.is_empty() {
+            return self;
+        }
+        let status = Arc::new(Status::new(schedules, &config));
+        if let Some(beats) = &self.beats {
+            let _ = beats.scheduler.set(status.clone());
+        }
+        self.scheduler = Some(status);
         self
     }
 
@@ -127,6 +136,7 @@ impl Worker {
                 interval: config.heartbeat_interval,
                 activity: activity.clone(),
                 started_at: std::time::SystemTime::now(),
+                scheduler: std::sync::OnceLock::new(),
             })
         });
         Ok(Worker {
@@ -143,7 +153,7 @@ impl Worker {
             current: Current::default(),
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
-            schedules: Arc::default(),
+            scheduler: None,
             placement: Arc::new(Placement::new([], None, None, 1)),
         })
     }
@@ -208,9 +218,9 @@ impl Worker {
         };
         let beating = self.beats.clone().map(|beats| link.spawn(heartbeat::run(beats, self.current.clone())));
         let watching = link.spawn(self.placement.clone().watch());
-        let scheduling = (!self.schedules.is_empty()).then(|| {
+        let scheduling = self.scheduler.clone().map(|status| {
             let client = Client::global().ok().cloned().unwrap_or_else(|| Client::new(self.amqp.clone()));
-            link.spawn(crate::scheduler::run(self.amqp.clone(), self.id.to_string(), self.schedules.clone(), client))
+            link.spawn(crate::scheduler::run(self.amqp.clone(), self.id.to_string(), status, client))
         });
         // The worker itself runs on the link, and so does `stop` (a stop signal
         // is heard there while jobs hold every thread of this runtime).

@@ -169,8 +169,8 @@ mod options;
 mod refusal;
 mod registry;
 mod replies;
-mod run_schedule;
 mod reply;
+mod run_schedule;
 mod session;
 mod testing;
 mod tls;
@@ -234,12 +234,12 @@ pub mod plumbing {
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};
     pub use crate::leader::{Hold, Leader, LEADER_PROBE};
-    pub use crate::run_schedule::{run_schedule, RunSchedule, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE};
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{registrations, JobFuture, Linked, Registration};
     pub use crate::reply::ReplyStatus;
+    pub use crate::run_schedule::{run_schedule, RunSchedule, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE};
     pub use amqprs;
 
     /// Worker heartbeats on the stream `jobs.events`, for the dashboard: the
@@ -271,7 +271,11 @@ pub mod plumbing {
     }
 
     fn job_route(registration: &'static Registration) -> crate::destination::JobRoute<'static> {
-        crate::destination::JobRoute { name: registration.name(), queue: registration.queue(), route: registration.route() }
+        crate::destination::JobRoute {
+            name: registration.name(),
+            queue: registration.queue(),
+            route: registration.route(),
+        }
     }
 
     /// [`enqueue_encoded`], except that a job whose connection went before its

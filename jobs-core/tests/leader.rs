@@ -63,7 +63,10 @@ async fn one_candidate_leads_through_renewals_and_another_takes_over_when_it_goe
         ticks.tick().await;
         assert_eq!(leaders(&candidates), [first], "exactly the first leader, all along");
     }
-    assert!(candidates[first].leading.borrow().holds(Duration::from_secs(5)), "the leader hears the broker each second");
+    assert!(
+        candidates[first].leading.borrow().holds(Duration::from_secs(5)),
+        "the leader hears the broker each second"
+    );
     // (The broker counts only the active consumer of a single-active-consumer queue.)
     wait_until("no token waiting", Duration::from_secs(10), || async { counts(&raw, name).await == (0, 1) }).await;
 
@@ -109,10 +112,8 @@ async fn a_leader_whose_link_goes_silent_stops_holding_before_another_leads() {
     wait_until("the first to lead", Duration::from_secs(15), || async { first.leading.borrow().leading }).await;
     let second = candidate(leader, 1).await;
     let fence = Duration::from_millis(1_500);
-    wait_until("the second to stand by", Duration::from_secs(10), || async {
-        second.leading.borrow().heard.is_some()
-    })
-    .await;
+    wait_until("the second to stand by", Duration::from_secs(10), || async { second.leading.borrow().heard.is_some() })
+        .await;
     assert!(first.leading.borrow().holds(fence) && !second.leading.borrow().leading);
 
     relay.cut();

@@ -15,7 +15,7 @@ use crate::dashboard::{now_ms, Dashboard};
 use crate::extract::Params;
 use crate::pages::bulk::action_id;
 use crate::pages::dead::{find, listing, read, ListQuery, PER_PAGE};
-use crate::pages::RangeQuery;
+use crate::pages::{schedules, RangeQuery};
 use crate::refusal::Refusal;
 
 pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {
@@ -40,7 +40,20 @@ pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(que
 }
 
 pub(crate) async fn workers(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    Json(dashboard.history().workers(now_ms())).into_response()
+    Json(schedules::workers(&dashboard, now_ms())).into_response()
+}
+
+/// The scheduler's leader (its id, or null), the schedules of its latest
+/// beat, and the live workers whose schedule definitions differ from its.
+pub(crate) async fn schedules(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let rows = dashboard.history().workers(now_ms());
+    let state = schedules::leadership(&rows);
+    let body = json!({
+        "leader": state.leader.map(|w| &w.id),
+        "schedules": state.schedules().iter().map(schedules::ScheduleRow::of).collect::<Vec<_>>(),
+        "differing": state.differing,
+    });
+    Json(body).into_response()
 }
 
 pub(crate) async fn types(State(dashboard): State<Arc<Dashboard>>, Params(query): Params<RangeQuery>) -> Response {

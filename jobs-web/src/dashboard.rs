@@ -1,7 +1,8 @@
 //! The dashboard's state and the tasks that feed it: the heartbeat reader
 //! (from `now - window` at start, then from where it left off after a lost
 //! connection), the queue poller (every 2 s), and the connection dead-job
-//! actions go through. Pages only read what these keep.
+//! actions go through; and the client Run now calls the scheduler's leader
+//! with. Pages only read what these keep.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 use crate::actions::{Actions, Walks};
 use crate::config::{Auth, WebConfig};
 use crate::history::History;
+use crate::runs::Runs;
 
 /// One job queue, as the poller last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -66,6 +68,10 @@ pub struct Dashboard {
     pub(crate) actions: Actions,
     /// What walks each dead queue now: page reads, or one action.
     pub(crate) walks: Arc<Walks>,
+    /// The client Run now calls the scheduler's leader with (it connects on first use).
+    pub(crate) client: jobs_core::Client,
+    /// What recent Run nows enqueued.
+    pub(crate) runs: Runs,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -82,6 +88,7 @@ impl Dashboard {
         let auth = web.auth()?;
         Ok(Arc::new(Dashboard {
             history: Mutex::new(History::new(web.window)),
+            client: jobs_core::Client::new(amqp.clone()),
             amqp,
             web,
             auth,
@@ -91,6 +98,7 @@ impl Dashboard {
             dead_connecting: tokio::sync::Mutex::default(),
             actions: Actions::default(),
             walks: Arc::default(),
+            runs: Runs::default(),
         }))
     }
 

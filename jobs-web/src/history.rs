@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use jobs_core::plumbing::events::{Heartbeat, RunningJob, TypeCounts, DURATION_BUCKETS};
+use jobs_core::plumbing::events::{Heartbeat, RunningJob, SchedulerBeat, TypeCounts, DURATION_BUCKETS};
 use serde::Serialize;
 
 /// Workers remembered at most; the longest unseen go first.
@@ -105,6 +105,13 @@ pub(crate) struct WorkerRow {
     pub(crate) concurrency: u16,
     /// The jobs it ran at its last beat (none unless live).
     pub(crate) running: Vec<RunningJob>,
+    /// Its part in the scheduler at its last beat, when it has schedules
+    /// (shown on the schedules page, not in `/api/workers`).
+    #[serde(skip)]
+    pub(crate) scheduler: Option<SchedulerBeat>,
+    /// It leads the scheduler: set by `pages::schedules::mark_leader` (the
+    /// choice needs every worker's beat).
+    pub(crate) scheduler_leader: bool,
 }
 
 /// What the overview leads with.
@@ -258,6 +265,8 @@ impl History {
                     exchanges: beat.exchanges.clone(),
                     concurrency: beat.concurrency,
                     running: if status == WorkerStatus::Live { beat.running.clone() } else { Vec::new() },
+                    scheduler: beat.scheduler.clone(),
+                    scheduler_leader: false,
                 }
             })
             .collect();

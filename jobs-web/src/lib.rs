@@ -2,8 +2,9 @@
 //!
 //! The dashboard of jobs-core: live workers and the jobs they run, queues,
 //! throughput history that survives restarts, job types with their duration
-//! percentiles, and dead jobs with retry and delete (one, or all of a queue or
-//! a type, each confirmed). Everything it shows comes from the broker: the
+//! percentiles, dead jobs with retry and delete (one, or all of a queue or
+//! a type, each confirmed), and the schedules the scheduler's leader fires,
+//! with Run now (confirmed). Everything it shows comes from the broker: the
 //! workers' heartbeats on the stream `jobs.events`, queue counts over AMQP and
 //! the management API, and `<queue>.dead`. It links no app job types, so one
 //! dashboard serves every app of a vhost.
@@ -24,7 +25,8 @@
 //! state and the tasks that feed it), `history` (what heartbeats tell, kept
 //! bounded), `dead` (reading dead-letter queues, one walk at a time),
 //! `actions` (retry or delete many, in the background, with progress),
-//! `walks` (who walks a dead queue now: reads, or one action),
+//! `walks` (who walks a dead queue now: reads, or one action), `runs` (what
+//! recent Run nows enqueued),
 //! `chart` (SVG), `pages` (HTML, a file per family), `api` (JSON), `extract`
 //! (request parts), `format` (how values are written), `refusal` (error
 //! answers, HTML or JSON), `security` (authentication, CSRF, headers), `routes`.
@@ -41,6 +43,7 @@ mod history;
 mod pages;
 mod refusal;
 mod routes;
+mod runs;
 mod security;
 mod walks;
 

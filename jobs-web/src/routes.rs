@@ -28,6 +28,9 @@ impl Dashboard {
             .route("/dead/{queue}/job/{id}/{action}", post(pages::dead::dead_job_action))
             .route("/dead/{queue}/bulk", get(pages::bulk::bulk_confirm).post(pages::bulk::bulk_do))
             .route("/dead/{queue}/actions/{id}", get(pages::bulk::action_page))
+            .route("/schedules", get(pages::schedules::schedules))
+            .route("/schedules/{name}/run", get(pages::schedules::run_confirm).post(pages::schedules::run_do))
+            .route("/schedules/{name}/runs/{id}", get(pages::schedules::run_page))
             .route("/api/overview", get(api::overview))
             .route("/api/workers", get(api::workers))
             .route("/api/jobs", get(api::types))
@@ -35,6 +38,7 @@ impl Dashboard {
             .route("/api/dead/{queue}", get(api::dead))
             .route("/api/dead/{queue}/{id}", get(api::dead_job))
             .route("/api/actions/{id}", get(api::action))
+            .route("/api/schedules", get(api::schedules))
             .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
             .route(
                 "/assets/live.js",

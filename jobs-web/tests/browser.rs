@@ -3,12 +3,18 @@
 //! installs them). Two workers and the dashboard: the test sees both
 //! workers and a job running on one of them, the queue's numbers and a dead
 //! job; clicks Retry and sees the job run and leave the dead list; then
-//! retries all. Screenshots of each page go to `target/screenshots/`.
+//! retries all. And a worker with schedules, on a vhost of its own: the
+//! Schedules page shows it as the leader with its schedules; Run now,
+//! confirmed, names the job it enqueued, which the worker runs; the Workers
+//! page marks the leader. Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/serve.rs"]
 mod serve;
 use serve::serve;
+#[path = "support/scheduled.rs"]
+mod scheduled;
+use scheduled::spawn_scheduled;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,7 +26,11 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use jobs_core::{EnqueueOptions, Job, JobContext, JobError, Perform};
 use jobs_test::*;
 use jobs_web::WebConfig;
+use jobs_worker::Schedule;
 use serde::{Deserialize, Serialize};
+
+/// One browser at a time: the tests of this file take turns.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Keys whose first run failed: a job fails (fatally) the first time, then works.
 static FAILED_ONCE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
@@ -40,6 +50,21 @@ impl Perform for Invoice {
             return Err(JobError::fatal(format!("invoice {} has no customer", self.key)));
         }
         DONE.lock().unwrap().push(self.key);
+        Ok(())
+    }
+}
+
+/// The ids of the `Chore` jobs that ran.
+static CHORES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Chore {
+    what: String,
+}
+
+impl Perform for Chore {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        CHORES.lock().unwrap().push(ctx.job_id().to_string());
         Ok(())
     }
 }
@@ -120,6 +145,7 @@ async fn wait_text(browser: &Client, css: &str, needle: &str, gone: bool, what: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_them() {
+    let _turn = ONE_BROWSER.lock().await;
     let queue = unique("browser");
     let _cleanup = Cleanup::queues(&[&queue]);
     let raw = raw_connection().await;
@@ -207,4 +233,67 @@ async fn a_person_sees_workers_a_running_job_queues_and_dead_jobs_and_retries_th
     for worker in workers {
         worker.stop().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_the_scheduler_leader_and_its_schedules_and_runs_one_now() {
+    let _turn = ONE_BROWSER.lock().await;
+    // The scheduler's leadership is one per vhost: this test's own.
+    let vhost = TestVhost::create("browser-schedules").await;
+    let amqp = config_for(&vhost.url());
+    let queue = unique("browser-schedules");
+    let worker_id = format!("{queue}-worker");
+    let mut config = worker_config(&[&queue], 1, &worker_id, Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let worker = spawn_scheduled(
+        amqp.clone(),
+        config,
+        [
+            Schedule::new("cache-sweep", "*/2 * * * * *", Chore { what: "sweep".into() }).queue(&queue),
+            Schedule::new("nightly-report", "0 3 * * *", Chore { what: "report".into() })
+                .queue(&queue)
+                .time_zone("Europe/Berlin"),
+        ],
+    );
+    let port = serve(amqp.clone(), WebConfig::default(), "").await.port;
+    let base = format!("http://127.0.0.1:{port}");
+    let (browser, _driver) = browser().await;
+
+    // The Schedules page (refreshed in place): the leader, both schedules,
+    // the one every 2 s with its last run.
+    browser.goto(&format!("{base}/schedules")).await.unwrap();
+    wait_text(&browser, "#live", &worker_id, false, "the leader").await;
+    assert_eq!(text(&browser, "#leader").await, worker_id);
+    let sweep = "tr[data-schedule='cache-sweep']";
+    wait_text(&browser, sweep, " ago)", false, "the last run of cache-sweep").await;
+    let cells = text(&browser, sweep).await;
+    assert!(cells.contains("*/2 * * * * *") && cells.contains("Chore") && cells.contains(" ms"), "{cells}");
+    let nightly = "tr[data-schedule='nightly-report']";
+    let cells = text(&browser, nightly).await;
+    assert!(cells.contains("Europe/Berlin") && cells.contains("not yet"), "{cells}");
+    screenshot(&browser, "schedules").await;
+
+    // Run now: confirmed, then the id of the job it enqueued, which runs.
+    browser.find(Locator::Css(&format!("{nightly} a.run"))).await.unwrap().click().await.unwrap();
+    wait_text(&browser, "h2", "Run nightly-report now?", false, "the confirmation").await;
+    screenshot(&browser, "run-now-confirm").await;
+    browser.find(Locator::Css("#confirm button")).await.unwrap().click().await.unwrap();
+    let said = "Enqueued nightly-report now as job ";
+    wait_text(&browser, "#done", said, false, "the enqueued job's id").await;
+    let job = text(&browser, "#done").await.trim_start_matches(said).trim().to_owned();
+    assert!(!job.is_empty());
+    screenshot(&browser, "run-now-done").await;
+    wait_until("the job Run now enqueued to run", Duration::from_secs(20), || async {
+        CHORES.lock().unwrap().contains(&job)
+    })
+    .await;
+
+    // The Workers page marks the leader.
+    browser.goto(&format!("{base}/workers")).await.unwrap();
+    let row = format!("tr[data-worker='{worker_id}']");
+    wait_text(&browser, &row, "scheduler leader", false, "the leader's badge").await;
+    screenshot(&browser, "workers-scheduler-leader").await;
+
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
 }

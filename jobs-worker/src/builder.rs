@@ -117,7 +117,8 @@ impl WorkerBuilder {
     /// [`Error::NoQueues`] when there is nothing to consume.
     pub fn build(self) -> Result<Worker, Error> {
         self.scheduler.validate()?;
-        let schedules = crate::schedule::resolve(self.jobs.schedules(), &self.schedules_config, self.jobs.registrations())?;
+        let schedules =
+            crate::schedule::resolve(self.jobs.schedules(), &self.schedules_config, self.jobs.registrations())?;
         Worker::from_parts(self.jobs, self.queues, self.amqp, self.config)
             .map(|worker| worker.with_schedules(schedules, self.scheduler))
     }

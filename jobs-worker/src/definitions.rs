@@ -79,7 +79,8 @@ pub(crate) fn difference(own: &[(String, String)], leader: &[ScheduleBeat]) -> S
     let changed: Vec<&str> =
         ours.iter().filter(|(n, d)| theirs.get(*n).is_some_and(|t| t != *d)).map(|(n, _)| *n).collect();
     let mut parts = Vec::new();
-    for (label, names) in [("only here", only_here), ("only on the leader", only_there), ("defined otherwise", changed)] {
+    for (label, names) in [("only here", only_here), ("only on the leader", only_there), ("defined otherwise", changed)]
+    {
         if !names.is_empty() {
             parts.push(format!("{label}: {}", names.join(", ")));
         }

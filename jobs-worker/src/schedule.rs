@@ -258,7 +258,18 @@ pub(crate) fn resolve(
             jobs_core::plumbing::topology::validate_queue_name(queue)
                 .map_err(|e| bad(&name, "queue", e.to_string()))?;
         }
-        resolved.push(Resolved { name, cron, cron_text, time_zone, time_zone_name, registration, body, catch_up, queue, enabled });
+        resolved.push(Resolved {
+            name,
+            cron,
+            cron_text,
+            time_zone,
+            time_zone_name,
+            registration,
+            body,
+            catch_up,
+            queue,
+            enabled,
+        });
     }
     Ok(resolved)
 }

@@ -38,13 +38,13 @@ use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::{ScheduleBeat, SchedulerBeat};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{
-    close_connection, connect, decode, enqueue_encoded, enqueue_encoded_while, Destination, Hold, Leader,
-    Message, Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE,
+    close_connection, connect, decode, enqueue_encoded, enqueue_encoded_while, Destination, Hold, Leader, Message,
+    Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE,
 };
 use jobs_core::{report, AmqpConfig, Client, EnqueueOptions, FailureKind, JobId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::definitions::{self, Fnv};
 use crate::schedule::{CatchUp, Resolved};
@@ -99,7 +99,8 @@ impl std::fmt::Debug for Status {
 
 impl Status {
     pub(crate) fn new(schedules: Vec<Resolved>, config: &SchedulerConfig) -> Self {
-        let digests: Vec<(String, String)> = schedules.iter().map(|s| (s.name.clone(), definitions::digest(s))).collect();
+        let digests: Vec<(String, String)> =
+            schedules.iter().map(|s| (s.name.clone(), definitions::digest(s))).collect();
         let digest = definitions::digest_all(digests.iter().map(|(n, d)| (n.as_str(), d.as_str())));
         Status {
             fired: Mutex::new(vec![None; schedules.len()]),
@@ -178,7 +179,9 @@ pub(crate) async fn run(amqp: AmqpConfig, worker: String, status: Arc<Status>, c
         fence: fence(&amqp),
         worker: worker.clone(),
         amqp: amqp.clone(),
+        known: HashMap::new(),
     };
+    tasks.spawn(watch_fence(firing.hold.clone(), firing.fence, worker.clone(), status.clone()));
     tasks.spawn(firing.run());
     tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -202,6 +205,31 @@ async fn stand(amqp: &AmqpConfig, worker: &str, hold: &watch::Sender<Hold>) -> R
     .await;
     close_connection(connection).await;
     result
+}
+
+/// Says when the fence closes on a leader whose link went silent (and
+/// opens again), as it happens, whatever the firing side is waiting on.
+async fn watch_fence(mut hold: watch::Receiver<Hold>, fence: Duration, worker: String, status: Arc<Status>) {
+    let mut fenced = false;
+    loop {
+        // At each change of the hold (each probe's answer), and at least every probe.
+        if let Ok(Err(_)) = tokio::time::timeout(LEADER_PROBE, hold.changed()).await {
+            return;
+        }
+        let hold = *hold.borrow();
+        let now = hold.leading && !hold.holds(fence);
+        if now && !fenced {
+            status.lead(false);
+            warn!(
+                worker = %worker,
+                fence = ?fence,
+                "the broker has not answered the scheduler's link within the fence: this worker fires nothing until it does (another may lead by then)"
+            );
+        } else if fenced && !now && hold.leading {
+            info!(worker = %worker, "the broker answers the scheduler's link again");
+        }
+        fenced = now;
+    }
 }
 
 /// The ticks to fire on catching up, oldest first: those of `schedule` after
@@ -256,6 +284,10 @@ struct Firing {
     fence: Duration,
     worker: String,
     amqp: AmqpConfig,
+    /// The last tick this worker fired or read of each schedule, kept across
+    /// its leads: a record it could not append does not make it fire a tick
+    /// again when it leads again.
+    known: HashMap<String, Timestamp>,
 }
 
 impl Firing {
@@ -284,11 +316,8 @@ impl Firing {
             }
             match ended {
                 Ended::Lost => info!(worker = %self.worker, "this worker no longer leads the scheduler"),
-                Ended::Silent => warn!(
-                    worker = %self.worker,
-                    fence = ?self.fence,
-                    "the broker has not answered the scheduler's link within the fence: this worker fires nothing until it does (another may lead by then)"
-                ),
+                // Said by `watch_fence` as the fence closed.
+                Ended::Silent => {}
                 Ended::Gone => return,
             }
         }
@@ -308,15 +337,27 @@ impl Firing {
 
     /// Catches up, then fires each tick as it comes, until the lead ends.
     async fn lead(&mut self, requests: &mut Option<Requests>) -> Ended {
+        let mut last = std::mem::take(&mut self.known);
+        match self.ticks.last_ticks().await {
+            Ok(recorded) => {
+                for (name, tick) in recorded {
+                    let entry = last.entry(name).or_insert(tick);
+                    *entry = (*entry).max(tick);
+                }
+            }
+            Err(err) => {
+                warn!(error = %report(&err), "the record of fired ticks cannot be read: no catch-up this time")
+            }
+        }
+        let ended = self.fire_from(&mut last, requests).await;
+        self.known = last;
+        ended
+    }
+
+    /// [`Firing::lead`] from the last ticks of `last`, which it keeps up to date.
+    async fn fire_from(&mut self, last: &mut HashMap<String, Timestamp>, requests: &mut Option<Requests>) -> Ended {
         let status = self.status.clone();
         let schedules = &status.schedules;
-        let mut last = match self.ticks.last_ticks().await {
-            Ok(last) => last,
-            Err(err) => {
-                warn!(error = %report(&err), "the record of fired ticks cannot be read: no catch-up this time");
-                HashMap::new()
-            }
-        };
         let now = Timestamp::now();
         for (n, schedule) in schedules.iter().enumerate() {
             let Some(&since) = last.get(&schedule.name) else { continue };
@@ -368,7 +409,7 @@ impl Firing {
                 }
                 _ = refresh.tick() => {
                     // The last tick of each schedule again, before the stream's retention drops it.
-                    for (name, tick) in &last {
+                    for (name, tick) in last.iter() {
                         if self.ended().is_some() {
                             break;
                         }
@@ -472,9 +513,11 @@ impl Firing {
                     Ok((_, publisher)) => publisher.publish(answer.to(&Destination::direct(&reply_to))).await,
                     Err(err) => Err(err),
                 };
+                // The broker may call an answer to a direct reply-to unroutable
+                // when its caller is gone; the channel stays (and is opened
+                // again by `open` if it closed).
                 if let Err(err) = sent {
-                    warn!(error = %report(&err), "a Run now answer could not be sent");
-                    self.ticks.reset();
+                    debug!(error = %report(&err), "a Run now answer was not taken");
                 }
             }
         }
@@ -531,8 +574,7 @@ impl Requests {
             .await
             .map_err(jobs_core::plumbing::amqp_error("basic.qos"))?;
         let args = BasicConsumeArguments::new(RUN_SCHEDULE_QUEUE, "").manual_ack(true).finish();
-        let (_, rx) =
-            channel.basic_consume_rx(args).await.map_err(jobs_core::plumbing::amqp_error("basic.consume"))?;
+        let (_, rx) = channel.basic_consume_rx(args).await.map_err(jobs_core::plumbing::amqp_error("basic.consume"))?;
         Ok(Requests { channel, rx })
     }
 

@@ -62,7 +62,13 @@ pub(crate) async fn list(settings: &Settings, jobs: &Jobs, json: bool) -> Result
         let text = |key: &str| row[key].as_str().unwrap_or("-").to_owned();
         let next: Vec<&str> = row["next"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
         let next = if row["enabled"] == false { "(disabled)".to_owned() } else { next.join(", ") };
-        println!("{:<28} {:<18} {:<16} {:<22} {next}", text("name"), text("cron"), text("time_zone"), text("last_fired"));
+        println!(
+            "{:<28} {:<18} {:<16} {:<22} {next}",
+            text("name"),
+            text("cron"),
+            text("time_zone"),
+            text("last_fired")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

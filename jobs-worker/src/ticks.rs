@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{connect, Journal, Publisher, StartAt};
@@ -68,24 +69,32 @@ impl Ticks {
         self.link = None;
     }
 
-    /// Records a fired tick (after its job was confirmed); tries twice.
+    /// Records a fired tick (after its job was confirmed), trying again on
+    /// new connections while the broker can be reached again within
+    /// `amqp.reconnect_timeout` (a tick left unrecorded is fired again by the
+    /// next leader's catch-up).
     pub(crate) async fn record(&mut self, schedule: &str, tick: Timestamp) {
         let body = match rmp_serde::to_vec_named(&TickRecord { schedule: schedule.into(), tick: tick.as_second() }) {
             Ok(body) => body,
             Err(_) => return,
         };
-        for _ in 0..2 {
+        let deadline = tokio::time::Instant::now() + self.amqp.reconnect_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut warned = false;
+        loop {
             let appended = match self.open().await {
                 Ok((_, publisher)) => TICKS.append(publisher, "tick", body.clone()).await,
                 Err(err) => Err(err),
             };
-            match appended {
-                Ok(()) => return,
-                Err(err) => {
-                    warn!(schedule, tick = %tick, error = %report(&err), "a fired tick could not be recorded");
-                    self.reset();
-                }
+            let Err(err) = appended else { return };
+            self.reset();
+            if tokio::time::Instant::now() >= deadline {
+                return warn!(schedule, tick = %tick, error = %report(&err), "a fired tick could not be recorded");
             }
+            if !std::mem::replace(&mut warned, true) {
+                warn!(schedule, tick = %tick, error = %report(&err), "a fired tick is not recorded yet; trying again");
+            }
+            backoff.wait().await;
         }
     }
 

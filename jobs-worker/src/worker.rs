@@ -26,10 +26,10 @@ use crate::policy::Limits;
 use crate::returns::Returns;
 use crate::schedule::Resolved;
 use crate::scheduler::Status;
-use crate::SchedulerConfig;
 use crate::session::{SessionEnd, Setup, Unit};
 use crate::settle::{Settler, Throttle};
 use crate::systemd::{self, Health, Notifier};
+use crate::SchedulerConfig;
 use crate::{Error, Jobs, Subscription, WorkerConfig};
 
 static WORKERS_IN_PROCESS: AtomicU32 = AtomicU32::new(0);

@@ -142,15 +142,17 @@ pub(crate) async fn bulk_do(
     Ok(Redirect::to(&to).into_response())
 }
 
+/// What an action did, or how far it is (a bulk action's, a Run now's).
 #[derive(Template)]
 #[template(path = "action.html")]
-struct ActionPage {
-    page: PageCtx,
-    queue: String,
-    running: bool,
-    message: String,
-    detail: String,
-    back: String,
+pub(crate) struct ActionPage {
+    pub(crate) page: PageCtx,
+    pub(crate) running: bool,
+    pub(crate) message: String,
+    pub(crate) detail: String,
+    /// The link back, and its text.
+    pub(crate) back: String,
+    pub(crate) back_text: String,
 }
 
 /// An action's id from the path: a number, else a 404.
@@ -211,5 +213,6 @@ pub(crate) async fn action_page(
         ctx.refresh = Some(1);
     }
     let back = format!("{}/dead/{}", base.0, encode(&queue));
-    Ok(render(&ActionPage { page: ctx, queue, running, message, detail, back }))
+    let back_text = format!("Back to the dead jobs of {queue}");
+    Ok(render(&ActionPage { page: ctx, running, message, detail, back, back_text }))
 }

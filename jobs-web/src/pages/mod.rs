@@ -1,6 +1,7 @@
 //! The HTML pages, one family a file: `overview`, `workers`, `types` (job
 //! types), `dead` (dead-letter queues, their jobs, one job and its buttons),
-//! `bulk` (retry or delete many, confirmed, with their progress).
+//! `bulk` (retry or delete many, confirmed, with their progress),
+//! `schedules` (the scheduler's leader, its schedules, Run now).
 //! Server-rendered from templates checked at compile time; they work without
 //! JavaScript. What every page shares is here.
 
@@ -18,6 +19,7 @@ use crate::security::{csrf_ok, Csrf};
 pub(crate) mod bulk;
 pub(crate) mod dead;
 pub(crate) mod overview;
+pub(crate) mod schedules;
 pub(crate) mod types;
 pub(crate) mod workers;
 

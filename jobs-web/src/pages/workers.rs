@@ -1,4 +1,5 @@
-//! The workers: live, stopped and vanished, and the jobs they run now.
+//! The workers: live, stopped and vanished, the jobs they run now, and
+//! which one leads the scheduler.
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ struct WorkerView {
     concurrency: u16,
     started: String,
     last_beat: String,
+    /// It leads the scheduler (it fires the schedules).
+    scheduler_leader: bool,
     running: Vec<RunningView>,
 }
 
@@ -55,6 +58,7 @@ impl WorkerView {
             concurrency: w.concurrency,
             started: time(w.started_at_ms),
             last_beat: span(now.saturating_sub(w.last_beat_ms)),
+            scheduler_leader: w.scheduler_leader,
             running: w
                 .running
                 .iter()
@@ -85,7 +89,7 @@ pub(crate) async fn workers(
     Extension(csrf): Extension<Csrf>,
 ) -> Response {
     let now = now_ms();
-    let rows = dashboard.history().workers(now);
+    let rows = super::schedules::workers(&dashboard, now);
     let live = rows.iter().filter(|w| w.status == WorkerStatus::Live).count();
     let workers = rows.iter().map(|w| WorkerView::of(w, now)).collect();
     render(&Workers { page: page(&dashboard, base, "workers", &csrf), live, workers })

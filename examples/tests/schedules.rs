@@ -412,13 +412,20 @@ async fn worker_schedules_lists_them_with_the_leader_runs_one_now_and_the_metric
     let name = format!("{queue}-tick");
     let config = Config::new("cli");
     let file = config.write("jobs.toml", &every_second(&name, "tick", &queue, "last"));
-    // With no worker, no leader: run now says so, and the request expires unread.
+    // No worker with schedules ever ran here: run now says so at once.
+    let (code, _, err) = schedules_command(&url, &file, &["run", &name]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no worker with schedules has run on this vhost"), "{err}");
+    // One ran and stopped: no leader answers, and the request expires unread.
+    let raw = raw_connection_to(&url).await;
+    let once = worker(&url, &file, &queue, "cli-once");
+    once.wait_line(LEADS, Duration::from_secs(30)).await;
+    once.stop().await;
     let started = Instant::now();
     let (code, _, err) = schedules_command(&url, &file, &["run", &name]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("no worker leads the scheduler"), "{err}");
+    assert!(err.contains("none answered within"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
-    let raw = raw_connection_to(&url).await;
     wait_until("the request to expire", Duration::from_secs(15), || async {
         try_counts(&raw, "jobs.scheduler.run").await.is_some_and(|(ready, _)| ready == 0)
     })

@@ -334,7 +334,7 @@ impl Client {
                         warn!(
                             again = round.again.len(),
                             reason = %crate::report(&closed),
-                            "the connection went before the broker confirmed some messages; publishing them again on a new one"
+                            "the connection went before the broker confirmed some messages; publishing them again on a new one (where the sender allows)"
                         );
                     }
                 } else {
@@ -491,5 +491,26 @@ impl Batch {
             publisher.forget_abandoned();
         }
         round
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_message_goes_again_only_while_its_sender_allows() {
+        let message = Message::job("Tick", JobId::from("abc-1"), Vec::new());
+        let destination = Destination::direct("ticks");
+        let allowed = std::sync::atomic::AtomicBool::new(true);
+        let check = || allowed.load(std::sync::atomic::Ordering::SeqCst);
+        let mut guarded =
+            Guarded { one: One { message: &message, destination: &destination, done: false }, may_go_again: &check };
+        let (id, first) = guarded.next().expect("one message");
+        assert!(first.is_ok() && id.as_str() == "abc-1");
+        assert!(guarded.next().is_none(), "one message only");
+        assert!(guarded.again(0).is_some_and(|again| again.id.as_str() == "abc-1"), "again, the same id");
+        allowed.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(guarded.again(0).is_none(), "not again once its sender no longer allows it");
     }
 }

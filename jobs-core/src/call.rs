@@ -32,18 +32,28 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
-        self.call_expiring(job, timeout, false).await
+        let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.config().topology())?;
+        self.call_to(job, timeout, destination, false).await
     }
 
-    /// [`Client::call_with`]; with `expire`, the broker drops the call unread
-    /// once its caller gave up (it is not run later by a worker that starts).
+    /// [`Client::call_with`] straight to `destination`, which the broker drops
+    /// unread once its caller gave up (it is not run later by a worker that starts).
     pub(crate) async fn call_expiring<J: Respond>(
         &self,
         job: &J,
         timeout: Duration,
+        destination: Destination,
+    ) -> Result<J::Output, Error> {
+        self.call_to(job, timeout, destination, true).await
+    }
+
+    async fn call_to<J: Respond>(
+        &self,
+        job: &J,
+        timeout: Duration,
+        destination: Destination,
         expire: bool,
     ) -> Result<J::Output, Error> {
-        let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.config().topology())?;
         let id = JobId::new();
         let body = codec::encode(job)?;
         if let Some(recorder) = self.recorder() {

@@ -17,10 +17,12 @@
 //! A leader whose link went silent still holds the token as far as it knows,
 //! until its connection is given up on (about two missed heartbeats, on both
 //! sides); the broker makes another active at about that time. So a
-//! candidate also asks the broker a question every [`LEADER_PROBE`] on the
-//! leadership's channel and keeps when the last answer came: a [`Hold`]
-//! whose answer is older than a fence well under the heartbeat timeout is
-//! not to be acted on ([`Hold::holds`]).
+//! candidate also asks the broker a question every probe interval on the
+//! leadership's channel and keeps when the last answered one was sent: a
+//! [`Hold`] whose answer is older than a fence well under the heartbeat
+//! timeout is not to be acted on ([`Hold::holds`]). Each time a candidate
+//! gets the token its hold's `term` grows, so that code acting for one lead
+//! can tell a lead lost and won again from one held all along.
 
 use std::time::Duration;
 
@@ -43,8 +45,8 @@ use crate::{Error, JobId};
 /// default changes between broker versions (none before 4.0, 20 after).
 const TOKEN_DELIVERY_LIMIT: i64 = 1_000_000;
 
-/// How often a candidate asks the broker a question on its leadership's
-/// channel, to know that its link carries frames both ways.
+/// The longest a candidate waits between two questions to the broker on its
+/// leadership's channel (to know that its link carries frames both ways).
 pub const LEADER_PROBE: Duration = Duration::from_secs(1);
 
 /// What a candidate knows of its standing: whether it holds the token, and
@@ -53,14 +55,21 @@ pub const LEADER_PROBE: Duration = Duration::from_secs(1);
 pub struct Hold {
     /// It holds the token.
     pub leading: bool,
-    /// When the broker last answered it.
+    /// When the last question the broker answered was asked.
     pub heard: Option<Instant>,
+    /// How many times this candidate got the token so far.
+    pub term: u64,
 }
 
 impl Hold {
     /// Whether it leads and heard the broker within `fence`: only then may it act as leader.
     pub fn holds(&self, fence: Duration) -> bool {
         self.leading && self.heard.is_some_and(|at| at.elapsed() < fence)
+    }
+
+    /// [`Hold::holds`], in the lead of `term` (not a later one).
+    pub fn holds_in(&self, term: u64, fence: Duration) -> bool {
+        self.term == term && self.holds(fence)
     }
 }
 
@@ -101,7 +110,8 @@ impl Leader {
     /// Stands for leader on `connection` until its channel closes: sets
     /// `hold.leading` while this candidate holds the token, renewing the hold
     /// every `renew_every` (well within the broker's `consumer_timeout`), and
-    /// `hold.heard` at each answer to a [`LEADER_PROBE`]. Publishes its token on
+    /// `hold.heard` at each answer to a probe, one every `probe_every` (at most
+    /// [`LEADER_PROBE`]). Publishes its token on
     /// `publisher`. Returns when the channel or connection goes (leading is
     /// then false); the caller stands again on a new connection.
     ///
@@ -113,10 +123,11 @@ impl Leader {
         connection: &Connection,
         publisher: &Publisher,
         renew_every: Duration,
+        probe_every: Duration,
         hold: &watch::Sender<Hold>,
     ) -> Result<(), Error> {
-        let result = self.stand(connection, publisher, renew_every, hold).await;
-        hold.send_replace(Hold::default());
+        let result = self.stand(connection, publisher, renew_every, probe_every.min(LEADER_PROBE), hold).await;
+        hold.send_modify(|h| (h.leading, h.heard) = (false, None));
         result
     }
 
@@ -125,6 +136,7 @@ impl Leader {
         connection: &Connection,
         publisher: &Publisher,
         renew_every: Duration,
+        probe_every: Duration,
         hold: &watch::Sender<Hold>,
     ) -> Result<(), Error> {
         let channel = connection.open_channel(None).await.map_err(Error::amqp("channel.open"))?;
@@ -141,7 +153,7 @@ impl Leader {
         let mut renew = tokio::time::interval(renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
-        let mut probe = tokio::time::interval(LEADER_PROBE);
+        let mut probe = tokio::time::interval(probe_every);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         hold.send_modify(|h| h.heard = Some(Instant::now()));
         loop {
@@ -155,7 +167,7 @@ impl Leader {
                     let ack = match held {
                         None => {
                             held = Some(tag);
-                            hold.send_modify(|h| (h.leading, h.heard) = (true, Some(Instant::now())));
+                            hold.send_modify(|h| (h.leading, h.heard, h.term) = (true, Some(Instant::now()), h.term + 1));
                             None
                         }
                         // The fresh token came: hold it, let the old one go.
@@ -179,10 +191,12 @@ impl Leader {
                     self.token(publisher).await?;
                 }
                 _ = probe.tick() => {
-                    // A round trip (qos-ok): frames went both ways. On a
-                    // silent link it waits until the connection is given up on.
+                    // A round trip (qos-ok): frames went both ways since it was
+                    // asked. On a silent link it waits until the connection is
+                    // given up on.
+                    let asked = Instant::now();
                     channel.basic_qos(qos.clone()).await.map_err(|e| watch.error("basic.qos", self.name, e))?;
-                    hold.send_modify(|h| h.heard = Some(Instant::now()));
+                    hold.send_modify(|h| h.heard = Some(asked));
                 }
             }
         }

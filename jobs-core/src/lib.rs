@@ -239,7 +239,7 @@ pub mod plumbing {
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{registrations, JobFuture, Linked, Registration};
     pub use crate::reply::ReplyStatus;
-    pub use crate::run_schedule::{run_schedule, RunSchedule, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE};
+    pub use crate::run_schedule::{declare_run_schedule_queue, run_schedule, RunSchedule, RUN_SCHEDULE_QUEUE};
     pub use amqprs;
 
     /// Worker heartbeats on the stream `jobs.events`, for the dashboard: the

@@ -7,16 +7,28 @@
 
 use std::time::Duration;
 
+use amqprs::{FieldTable, FieldValue};
 use serde::{Deserialize, Serialize};
 
+use crate::codec::set_header;
+use crate::destination::Destination;
+use crate::topology::{declare_queue, Declarer};
 use crate::{Client, Error, Job, JobContext, JobError, JobId, Respond};
 
-/// The queue of Run now requests.
+/// The queue of Run now requests: classic, durable, with no dead-lettering
+/// (a request its caller gave up on expires and is gone). Declared by the
+/// workers with schedules; a caller only publishes to it.
 pub const RUN_SCHEDULE_QUEUE: &str = "jobs.scheduler.run";
 
-/// A request older than this when the leader reads it is dropped unanswered:
-/// its caller gave up long ago, and running it then would surprise.
-pub const RUN_SCHEDULE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Declares [`RUN_SCHEDULE_QUEUE`] (idempotent).
+///
+/// # Errors
+/// When the broker refuses it.
+pub async fn declare_run_schedule_queue(on: &Declarer) -> Result<(), Error> {
+    let mut args = FieldTable::new();
+    set_header(&mut args, "x-queue-type", FieldValue::from("classic"));
+    declare_queue(on, RUN_SCHEDULE_QUEUE, args).await
+}
 
 /// Asks the scheduler's leader to enqueue the job of the schedule named
 /// `schedule` once, now, with a fresh id; answered with the id.
@@ -48,10 +60,14 @@ impl Respond for RunSchedule {
 ///
 /// # Errors
 /// [`Error::CallTimeout`] when no leader answered within `timeout` (no
-/// worker with schedules runs), [`Error::CallFailed`] with the leader's
-/// reason (no schedule of that name), or as [`Client::call`].
+/// worker with schedules runs), [`Error::Unroutable`] when no worker with
+/// schedules ever ran on the vhost (the queue does not exist),
+/// [`Error::CallFailed`] with the leader's reason (no schedule of that
+/// name), or as [`Client::call`].
 pub async fn run_schedule(client: &Client, schedule: &str, timeout: Duration) -> Result<JobId, Error> {
-    // Dropped unread once the caller gave up: a leader that starts later does not run it.
-    let id = client.call_expiring(&RunSchedule { schedule: schedule.to_owned() }, timeout, true).await?;
+    // Straight to the queue (not declared by callers), and dropped unread
+    // once the caller gave up: a leader that starts later does not run it.
+    let request = RunSchedule { schedule: schedule.to_owned() };
+    let id = client.call_expiring(&request, timeout, Destination::direct(RUN_SCHEDULE_QUEUE)).await?;
     Ok(JobId::from(id.as_str()))
 }

@@ -29,7 +29,9 @@ async fn candidate_on(leader: Leader, n: usize, amqp: &jobs_core::AmqpConfig) ->
     let task = tokio::spawn({
         let connection = connection.clone();
         async move {
-            let _ = leader.campaign(&connection, &publisher, Duration::from_millis(300), &tx).await;
+            let _ = leader
+                .campaign(&connection, &publisher, Duration::from_millis(300), Duration::from_millis(500), &tx)
+                .await;
         }
     });
     Candidate { connection, leading, task }
@@ -103,18 +105,21 @@ async fn a_leader_whose_link_goes_silent_stops_holding_before_another_leads() {
     let declarer = Declarer::open(&raw).await.unwrap();
     leader.declare(&declarer).await.unwrap();
     declarer.close().await;
-    // The first candidate leads through a relay, with heartbeats every 4 s:
-    // the broker gives up on its link about 8 s after it goes silent.
+    // The first candidate leads through a relay, with heartbeats every 6 s:
+    // the broker gives up on its link 6 to 12 s after it goes silent.
     let relay = Relay::start().await;
     let mut amqp = config_for(&relay.url);
-    amqp.heartbeat = 4;
+    amqp.heartbeat = 6;
     let first = candidate_on(leader, 0, &amqp).await;
     wait_until("the first to lead", Duration::from_secs(15), || async { first.leading.borrow().leading }).await;
     let second = candidate(leader, 1).await;
-    let fence = Duration::from_millis(1_500);
+    // A third of the heartbeat timeout, as the scheduler's; probes every half second.
+    let fence = Duration::from_secs(2);
     wait_until("the second to stand by", Duration::from_secs(10), || async { second.leading.borrow().heard.is_some() })
         .await;
-    assert!(first.leading.borrow().holds(fence) && !second.leading.borrow().leading);
+    wait_until("the first to hold", Duration::from_secs(10), || async { first.leading.borrow().holds(fence) }).await;
+    assert!(!second.leading.borrow().leading);
+    let term = first.leading.borrow().term;
 
     relay.cut();
     let cut = tokio::time::Instant::now();
@@ -126,6 +131,7 @@ async fn a_leader_whose_link_goes_silent_stops_holding_before_another_leads() {
     .await;
     let stopped = cut.elapsed();
     assert!(first.leading.borrow().leading, "it still thinks it holds the token");
+    assert_eq!(first.leading.borrow().term, term, "the same lead");
     assert!(!second.leading.borrow().leading, "the broker has not made another active yet");
     wait_until("the second to lead", Duration::from_secs(60), || async { second.leading.borrow().leading }).await;
     let taken = cut.elapsed();

@@ -27,8 +27,22 @@ pub struct Relay {
     accepted: Arc<AtomicU64>,
     /// Set: new connections are closed at once (a broker that cannot be reached).
     refusing: Arc<AtomicBool>,
+    /// Each connection's first bytes from its client (they name it) and its switch.
+    named: Arc<std::sync::Mutex<Vec<Named>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// A connection, as [`Relay::cut_named`] finds it: the first bytes its client
+/// sent (its `connection.start-ok` carries the connection's name), and the
+/// switch that silences it.
+#[derive(Debug, Clone, Default)]
+struct Named {
+    first: Arc<std::sync::Mutex<Vec<u8>>>,
+    silenced: Arc<AtomicBool>,
+}
+
+/// How many of a client's first bytes are kept to find its connection's name.
+const NAME_BYTES: usize = 4096;
 
 impl Relay {
     /// Relays to the broker of `AMQP_URL` from a spare local port.
@@ -44,9 +58,10 @@ impl Relay {
         let publish_trap = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
         let refusing = Arc::new(AtomicBool::new(false));
+        let named: Arc<std::sync::Mutex<Vec<Named>>> = Arc::default();
         let task = tokio::spawn({
             let (cuts, budget, trap, accepted) = (cuts.clone(), budget.clone(), publish_trap.clone(), accepted.clone());
-            let refusing = refusing.clone();
+            let (refusing, registry) = (refusing.clone(), named.clone());
             async move {
                 let mut pipes = JoinSet::new(); // aborted with the task
                 while let Ok((client, _)) = listener.accept().await {
@@ -59,9 +74,17 @@ impl Relay {
                     let born = cuts.load(Ordering::SeqCst);
                     let ((client_rx, client_tx), (server_rx, server_tx)) = (client.into_split(), server.into_split());
                     let (closer_tx, closer_rx) = tokio::sync::oneshot::channel();
-                    let upstream = Upstream { budget: budget.clone(), trap: trap.clone(), close: closer_tx };
-                    pipes.spawn(pipe(client_rx, server_tx, cuts.clone(), born, Some(upstream)));
-                    let downstream = pipe(server_rx, client_tx, cuts.clone(), born, None);
+                    let this = Named::default();
+                    registry.lock().expect("relay registry").push(this.clone());
+                    let upstream = Upstream {
+                        budget: budget.clone(),
+                        trap: trap.clone(),
+                        close: closer_tx,
+                        first: this.first.clone(),
+                    };
+                    let cut = Cut { cuts: cuts.clone(), born, silenced: this.silenced.clone() };
+                    pipes.spawn(pipe(client_rx, server_tx, cut.clone(), Some(upstream)));
+                    let downstream = pipe(server_rx, client_tx, cut, None);
                     pipes.spawn(async move {
                         // The other direction ends when the trap closes the connection.
                         tokio::select! {
@@ -72,7 +95,23 @@ impl Relay {
                 }
             }
         });
-        Relay { url, cuts, budget, publish_trap, accepted, refusing, task }
+        Relay { url, cuts, budget, publish_trap, accepted, refusing, named, task }
+    }
+
+    /// Silences the connections open now whose name (`connection_name`, as
+    /// `jobs_core::plumbing::connect` gives it) contains `name`; the others,
+    /// and later ones, go on. How many it silenced.
+    pub fn cut_named(&self, name: &str) -> usize {
+        let registry = self.named.lock().expect("relay registry");
+        let mut silenced = 0;
+        for connection in registry.iter() {
+            let first = connection.first.lock().expect("first bytes");
+            if first.windows(name.len()).any(|w| w == name.as_bytes()) {
+                connection.silenced.store(true, Ordering::SeqCst);
+                silenced += 1;
+            }
+        }
+        silenced
     }
 
     /// How many times connections were cut so far (by [`Relay::cut`] or a spent [`Relay::cut_after`]).
@@ -128,6 +167,22 @@ struct Upstream {
     trap: Arc<AtomicBool>,
     /// Ends the broker-to-client pipe too when the trap closes the connection.
     close: tokio::sync::oneshot::Sender<()>,
+    /// The client's first bytes, kept for [`Relay::cut_named`].
+    first: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// What silences a connection: a cut after it was made, or its own switch.
+#[derive(Debug, Clone)]
+struct Cut {
+    cuts: Arc<AtomicU64>,
+    born: u64,
+    silenced: Arc<AtomicBool>,
+}
+
+impl Cut {
+    fn now(&self) -> bool {
+        self.cuts.load(Ordering::SeqCst) > self.born || self.silenced.load(Ordering::SeqCst)
+    }
 }
 
 /// The AMQP 0-9-1 protocol header a client sends first.
@@ -150,13 +205,7 @@ fn frame(bytes: &[u8]) -> Option<(usize, bool)> {
 /// Copies bytes until its connection is cut; then holds it open, passing
 /// nothing. With an `upstream` (client to broker), a cut comes when the budget
 /// runs out, and the armed publish trap closes the connection at a publish.
-async fn pipe(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    cuts: Arc<AtomicU64>,
-    born: u64,
-    upstream: Option<Upstream>,
-) {
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, cut: Cut, upstream: Option<Upstream>) {
     let mut buf = vec![0; 16 * 1024];
     // Client bytes not yet passed on: whole frames go, so that a publish is seen whole.
     let mut held: Vec<u8> = Vec::new();
@@ -166,7 +215,7 @@ async fn pipe(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if cuts.load(Ordering::SeqCst) > born {
+        if cut.now() {
             return std::future::pending().await;
         }
         let Some(up) = &upstream else {
@@ -175,6 +224,11 @@ async fn pipe(
             }
             continue;
         };
+        {
+            let mut first = up.first.lock().expect("first bytes");
+            let room = NAME_BYTES.saturating_sub(first.len()).min(n);
+            first.extend_from_slice(&buf[..room]);
+        }
         let left = up.budget.load(Ordering::SeqCst);
         if left != u64::MAX {
             let pass = (n as u64).min(left);
@@ -185,7 +239,7 @@ async fn pipe(
                 up.budget.store(u64::MAX, Ordering::SeqCst);
                 held.extend_from_slice(&buf[..n]);
                 let _ = to.write_all(&held).await;
-                cuts.fetch_add(1, Ordering::SeqCst);
+                cut.cuts.fetch_add(1, Ordering::SeqCst);
                 return std::future::pending().await;
             }
         }

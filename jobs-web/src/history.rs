@@ -167,6 +167,16 @@ impl History {
         }
         let newer = self.workers.get(&beat.worker).map_or(true, |last| last.sent_at_ms <= at);
         if newer {
+            let mut beat = beat;
+            // A leader with many schedules lists them once a minute: its beats
+            // in between keep the last list it sent in this lead.
+            if let (Some(new), Some(Some(old))) =
+                (beat.scheduler.as_mut(), self.workers.get(&beat.worker).map(|b| b.scheduler.as_ref()))
+            {
+                if new.leading && old.leading && new.schedules.is_empty() && new.digest == old.digest {
+                    new.schedules = old.schedules.clone();
+                }
+            }
             self.workers.insert(beat.worker.clone(), beat);
         }
         if self.workers.len() > MAX_WORKERS {

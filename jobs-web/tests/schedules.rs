@@ -205,5 +205,20 @@ async fn the_leader_its_schedules_and_run_now_enqueue_once_and_only_when_confirm
     assert_eq!(unanswered.status, 504, "{}", unanswered.body);
     assert!(unanswered.body.contains("no leader of the scheduler answered within 10s"), "{}", unanswered.body);
     assert!(started.elapsed() < Duration::from_secs(20), "answered after the timeout, not later");
-    assert_eq!(ran(rarely), [job], "nothing more ran");
+    // A leader again: the request expired with its caller, so it does not run now.
+    let config = worker_config(&[&queue], 1, &worker_id, Duration::from_secs(5));
+    let again = spawn_scheduled(
+        amqp.clone(),
+        config,
+        [
+            Schedule::new(often, "* * * * * *", Chore { schedule: often.into() }).queue(&queue),
+            Schedule::new(rarely, "0 0 1 1 *", Chore { schedule: rarely.into() })
+                .queue(&queue)
+                .time_zone("Europe/Berlin"),
+        ],
+    );
+    let before = ran(often).len();
+    wait_until("the new leader's ticks", Duration::from_secs(30), || async { ran(often).len() >= before + 3 }).await;
+    assert_eq!(ran(rarely), [job], "the unanswered Run now never ran");
+    again.stop().await.unwrap();
 }

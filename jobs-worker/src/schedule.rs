@@ -179,6 +179,17 @@ pub(crate) struct Resolved {
     pub(crate) enabled: bool,
 }
 
+impl Resolved {
+    /// The options of each job it enqueues: its queue, when it names one.
+    pub(crate) fn options(&self) -> jobs_core::EnqueueOptions {
+        let options = jobs_core::EnqueueOptions::new();
+        match &self.queue {
+            Some(queue) => options.queue(queue),
+            None => options,
+        }
+    }
+}
+
 /// The key of a schedule's setting in errors: `schedules.<name>.<key>`.
 fn key(name: &str, field: &str) -> String {
     format!("schedules.{name}.{field}")

@@ -32,40 +32,55 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+    BasicAckArguments, BasicConsumeArguments, BasicNackArguments, BasicQosArguments, Channel, ConsumerMessage,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::{ScheduleBeat, SchedulerBeat};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{
-    close_connection, connect, decode, enqueue_encoded, enqueue_encoded_while, Destination, Hold, Leader, Message,
-    Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_MAX_AGE, RUN_SCHEDULE_QUEUE,
+    close_connection, connect, declare_run_schedule_queue, decode, enqueue_encoded, enqueue_encoded_while, Destination,
+    Hold, Leader, Message, Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_QUEUE,
 };
-use jobs_core::{report, AmqpConfig, Client, EnqueueOptions, FailureKind, JobId};
+use jobs_core::{report, AmqpConfig, Client, FailureKind, JobId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::definitions::{self, Fnv};
 use crate::schedule::{CatchUp, Resolved};
-use crate::ticks::{Ticks, REFRESH};
+use crate::ticks::{Record, Ticks, SNAPSHOT_EVERY};
 use crate::SchedulerConfig;
 
 /// The leadership of the schedulers of a vhost.
 pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.scheduler");
 /// How often the leader renews its hold: well within the broker's 30-minute `consumer_timeout`.
 const RENEW: Duration = Duration::from_secs(5 * 60);
+/// A leader with at most this many schedules lists them in every beat.
+const LIST_ALWAYS: usize = 50;
+/// A leader with more lists them in a beat at most this often.
+const LIST_EVERY: Duration = Duration::from_secs(60);
+/// How long a failed firing waits before it is tried again (same tick, same id).
+const FIRE_AGAIN: Duration = Duration::from_secs(1);
+/// How often a leader tries again to take Run now requests after it could not.
+const REQUESTS_AGAIN: Duration = Duration::from_secs(5);
 
 /// How long a leader may go without an answer from the broker on its
 /// leadership's link before it stops firing: a third of the heartbeat
 /// timeout (`amqp.heartbeat`; the broker gives up on a silent link after
-/// about the whole of it, and only then makes another leader), at least two
-/// probes; 10 s with heartbeats off.
+/// about the whole of it, and only then makes another leader); 10 s with
+/// heartbeats off (then the broker never gives up on a silent link, and no
+/// other worker leads until its TCP connection fails).
 pub(crate) fn fence(amqp: &AmqpConfig) -> Duration {
     match amqp.heartbeat {
         0 => Duration::from_secs(10),
-        seconds => (Duration::from_secs(u64::from(seconds)) / 3).max(LEADER_PROBE * 2),
+        seconds => Duration::from_secs(u64::from(seconds)) / 3,
     }
+}
+
+/// How often the leader probes its link: three times within the fence, at most each second.
+pub(crate) fn probe(fence: Duration) -> Duration {
+    (fence / 3).min(LEADER_PROBE)
 }
 
 /// The id of the job fired for `schedule`'s tick at `tick`: the same for a
@@ -83,9 +98,14 @@ pub(crate) struct Status {
     /// The digest of them all.
     pub(crate) digest: String,
     max_catch_up: usize,
+    /// The firing side leads.
     leading: AtomicBool,
+    /// The fence is closed (the broker has not answered within it).
+    fenced: AtomicBool,
     /// Per schedule: the last tick fired, and how late.
     fired: Mutex<Vec<Option<Fired>>>,
+    /// When the leader's beats last listed the schedules.
+    listed: Mutex<Option<std::time::Instant>>,
 }
 
 /// A fired tick, and how late it fired (unknown for one read from the record).
@@ -109,17 +129,40 @@ impl Status {
             digest,
             max_catch_up: config.max_catch_up,
             leading: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            listed: Mutex::new(None),
         }
     }
 
     /// Whether this worker leads the scheduler (and acts as leader) now.
     pub(crate) fn leading(&self) -> bool {
-        self.leading.load(Ordering::Relaxed)
+        self.leading.load(Ordering::Relaxed) && !self.fenced.load(Ordering::Relaxed)
     }
 
     fn lead(&self, leading: bool) {
         self.leading.store(leading, Ordering::Relaxed);
-        metrics::gauge!("jobs_scheduler_leader").set(if leading { 1.0 } else { 0.0 });
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.gauge();
+    }
+
+    fn fence(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::Relaxed);
+        self.gauge();
+    }
+
+    fn gauge(&self) {
+        metrics::gauge!("jobs_scheduler_leader").set(if self.leading() { 1.0 } else { 0.0 });
+    }
+
+    /// Whether the next beat lists the schedules: each beat with a few of
+    /// them, at most each [`LIST_EVERY`] with many (a beat stays small).
+    fn lists_now(&self) -> bool {
+        let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        let due = self.schedules.len() <= LIST_ALWAYS || listed.map_or(true, |at| at.elapsed() >= LIST_EVERY);
+        if due {
+            *listed = Some(std::time::Instant::now());
+        }
+        due
     }
 
     fn fired_at(&self, n: usize, tick: Timestamp, lateness: Option<SignedDuration>) {
@@ -129,10 +172,10 @@ impl Status {
     }
 
     /// What the next heartbeat says of the scheduler: the schedules
-    /// themselves only in the leader's.
+    /// themselves only in the leader's (with many, once a minute).
     pub(crate) fn beat(&self) -> SchedulerBeat {
         let leading = self.leading();
-        let schedules = if leading {
+        let schedules = if leading && self.lists_now() {
             let fired = self.fired.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let now = Timestamp::now();
             let ms = |t: Timestamp| u64::try_from(t.as_millisecond()).unwrap_or(0);
@@ -167,42 +210,82 @@ pub(crate) fn next_ticks(schedule: &Resolved, now: Timestamp, n: usize) -> Vec<T
     schedule.cron.between(&schedule.time_zone, now, Timestamp::MAX, n)
 }
 
-/// Stands for the leadership and fires the schedules while leading, until dropped.
-pub(crate) async fn run(amqp: AmqpConfig, worker: String, status: Arc<Status>, client: Client) {
+/// Stands for the leadership and fires the schedules while leading, until
+/// `stopping` is cancelled (the worker stops: the running firing ends, then
+/// the leadership goes to another) or this is dropped.
+pub(crate) async fn run(
+    amqp: AmqpConfig,
+    worker: String,
+    status: Arc<Status>,
+    client: Client,
+    stopping: CancellationToken,
+) {
     let (tx, hold) = watch::channel(Hold::default());
+    let fence = fence(&amqp);
+    if amqp.heartbeat == 0 {
+        warn!("amqp.heartbeat is 0: a leader whose link goes silent is not replaced until its TCP connection fails");
+    }
+    metrics::gauge!("jobs_scheduler_leader").set(0.0);
     let mut tasks = JoinSet::new(); // aborted when this is dropped
+    let (records, recorded) = mpsc::unbounded_channel();
+    tasks.spawn(crate::ticks::recorder(Ticks::new(amqp.clone(), format!("{worker}:schedule-ticks")), recorded));
+    tasks.spawn(watch_fence(hold.clone(), fence, worker.clone(), status.clone()));
+    tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status.clone()));
+    let released = CancellationToken::new();
     let firing = Firing {
-        status: status.clone(),
+        status,
         client,
-        ticks: Ticks::new(amqp.clone(), worker.clone()),
+        reads: Ticks::new(amqp.clone(), format!("{worker}:schedule-reads")),
+        records,
         hold,
-        fence: fence(&amqp),
+        fence,
         worker: worker.clone(),
-        amqp: amqp.clone(),
         known: HashMap::new(),
     };
-    tasks.spawn(watch_fence(firing.hold.clone(), firing.fence, worker.clone(), status.clone()));
-    tasks.spawn(firing.run());
-    tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status));
+    // The leadership is let go only once the firing side has stopped.
+    tasks.spawn({
+        let released = released.clone();
+        async move {
+            firing.run(stopping).await;
+            released.cancel();
+        }
+    });
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        if let Err(err) = stand(&amqp, &worker, &tx).await {
+    while !released.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        if let Err(err) = stand(&amqp, &worker, &tx, fence, &released).await {
             warn!(error = %report(&err), "the scheduler lost its link to the broker; standing again");
         }
-        backoff.wait().await;
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        tokio::select! {
+            _ = backoff.wait() => {}
+            _ = released.cancelled() => {}
+        }
     }
 }
 
-async fn stand(amqp: &AmqpConfig, worker: &str, hold: &watch::Sender<Hold>) -> Result<(), jobs_core::Error> {
+async fn stand(
+    amqp: &AmqpConfig,
+    worker: &str,
+    hold: &watch::Sender<Hold>,
+    fence: Duration,
+    released: &CancellationToken,
+) -> Result<(), jobs_core::Error> {
     let connection = connect(amqp, &format!("{worker}:scheduler")).await?;
     let result = async {
         let declarer = Declarer::open(&connection).await?;
         LEADERSHIP.declare(&declarer).await?;
         declarer.close().await;
         let publisher = Publisher::open(&connection, amqp.confirm_timeout).await?;
-        LEADERSHIP.campaign(&connection, &publisher, RENEW, hold).await
+        tokio::select! {
+            campaign = LEADERSHIP.campaign(&connection, &publisher, RENEW, probe(fence), hold) => campaign,
+            _ = released.cancelled() => Ok(()),
+        }
     }
     .await;
+    hold.send_modify(|h| (h.leading, h.heard) = (false, None));
     close_connection(connection).await;
     result
 }
@@ -213,13 +296,12 @@ async fn watch_fence(mut hold: watch::Receiver<Hold>, fence: Duration, worker: S
     let mut fenced = false;
     loop {
         // At each change of the hold (each probe's answer), and at least every probe.
-        if let Ok(Err(_)) = tokio::time::timeout(LEADER_PROBE, hold.changed()).await {
+        if let Ok(Err(_)) = tokio::time::timeout(probe(fence), hold.changed()).await {
             return;
         }
         let hold = *hold.borrow();
         let now = hold.leading && !hold.holds(fence);
         if now && !fenced {
-            status.lead(false);
             warn!(
                 worker = %worker,
                 fence = ?fence,
@@ -227,6 +309,9 @@ async fn watch_fence(mut hold: watch::Receiver<Hold>, fence: Duration, worker: S
             );
         } else if fenced && !now && hold.leading {
             info!(worker = %worker, "the broker answers the scheduler's link again");
+        }
+        if now != fenced {
+            status.fence(now);
         }
         fenced = now;
     }
@@ -267,7 +352,7 @@ pub(crate) fn catch_up(schedule: &Resolved, last: Timestamp, now: Timestamp, max
 
 /// Why a lead ended.
 enum Ended {
-    /// The leadership went to another (or its connection closed).
+    /// The leadership went to another (or its connection closed), or was won again since.
     Lost,
     /// The broker has not answered within the fence.
     Silent,
@@ -279,37 +364,31 @@ enum Ended {
 struct Firing {
     status: Arc<Status>,
     client: Client,
-    ticks: Ticks,
+    /// Readings of the record, and Run now requests and answers.
+    reads: Ticks,
+    records: mpsc::UnboundedSender<Record>,
     hold: watch::Receiver<Hold>,
     fence: Duration,
     worker: String,
-    amqp: AmqpConfig,
     /// The last tick this worker fired or read of each schedule, kept across
-    /// its leads: a record it could not append does not make it fire a tick
+    /// its leads: a record not appended yet does not make it fire a tick
     /// again when it leads again.
     known: HashMap<String, Timestamp>,
 }
 
 impl Firing {
-    async fn run(mut self) {
+    async fn run(mut self, stopping: CancellationToken) {
         loop {
             let fence = self.fence;
-            if self.hold.wait_for(|h| h.holds(fence)).await.is_err() {
-                return;
+            tokio::select! {
+                held = self.hold.wait_for(|h| h.holds(fence)) => if held.is_err() { return },
+                _ = stopping.cancelled() => return,
             }
+            let term = self.hold.borrow().term;
             self.status.lead(true);
             info!(worker = %self.worker, schedules = self.status.schedules.len(), "this worker leads the scheduler");
-            let mut requests = match self.ticks.open().await {
-                Ok((connection, _)) => match Requests::open(connection, &self.amqp).await {
-                    Ok(requests) => Some(requests),
-                    Err(err) => {
-                        warn!(error = %report(&err), "Run now requests cannot be taken while this worker leads");
-                        None
-                    }
-                },
-                Err(_) => None,
-            };
-            let ended = self.lead(&mut requests).await;
+            let mut requests = None;
+            let ended = self.lead(term, &mut requests, &stopping).await;
             self.status.lead(false);
             if let Some(requests) = requests {
                 requests.close().await;
@@ -323,10 +402,10 @@ impl Firing {
         }
     }
 
-    /// Why the lead ends now, if it does.
-    fn ended(&self) -> Option<Ended> {
+    /// Why the lead of `term` ends now, if it does.
+    fn ended(&self, term: u64) -> Option<Ended> {
         let hold = *self.hold.borrow();
-        if !hold.leading {
+        if !hold.leading || hold.term != term {
             Some(Ended::Lost)
         } else if !hold.holds(self.fence) {
             Some(Ended::Silent)
@@ -336,9 +415,9 @@ impl Firing {
     }
 
     /// Catches up, then fires each tick as it comes, until the lead ends.
-    async fn lead(&mut self, requests: &mut Option<Requests>) -> Ended {
+    async fn lead(&mut self, term: u64, requests: &mut Option<Requests>, stopping: &CancellationToken) -> Ended {
         let mut last = std::mem::take(&mut self.known);
-        match self.ticks.last_ticks().await {
+        match self.reads.last_ticks().await {
             Ok(recorded) => {
                 for (name, tick) in recorded {
                     let entry = last.entry(name).or_insert(tick);
@@ -349,13 +428,19 @@ impl Firing {
                 warn!(error = %report(&err), "the record of fired ticks cannot be read: no catch-up this time")
             }
         }
-        let ended = self.fire_from(&mut last, requests).await;
+        let ended = self.fire_from(term, &mut last, requests, stopping).await;
         self.known = last;
         ended
     }
 
     /// [`Firing::lead`] from the last ticks of `last`, which it keeps up to date.
-    async fn fire_from(&mut self, last: &mut HashMap<String, Timestamp>, requests: &mut Option<Requests>) -> Ended {
+    async fn fire_from(
+        &mut self,
+        term: u64,
+        last: &mut HashMap<String, Timestamp>,
+        requests: &mut Option<Requests>,
+        stopping: &CancellationToken,
+    ) -> Ended {
         let status = self.status.clone();
         let schedules = &status.schedules;
         let now = Timestamp::now();
@@ -370,15 +455,18 @@ impl Firing {
                 info!(schedule = %schedule.name, last_fired = %since, firing = missed.len(), "catching up on missed ticks");
             }
             for tick in missed {
-                if let Some(ended) = self.ended() {
+                if let Some(ended) = self.ended(term) {
                     return ended;
                 }
-                if self.fire(n, tick).await {
-                    self.ticks.record(&schedule.name, tick).await;
+                if stopping.is_cancelled() {
+                    return Ended::Gone;
+                }
+                if self.fire(n, tick, term).await {
                     last.insert(schedule.name.clone(), tick);
                 }
             }
         }
+        self.snapshot(last);
         let mut upcoming: Vec<Option<Timestamp>> = schedules
             .iter()
             .map(|s| {
@@ -386,73 +474,105 @@ impl Firing {
                 s.enabled.then(|| s.cron.next_after(&s.time_zone, after)).flatten()
             })
             .collect();
-        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
+        let start = tokio::time::Instant::now();
+        let mut snapshots = tokio::time::interval_at(start + SNAPSHOT_EVERY, SNAPSHOT_EVERY);
+        let mut reopen = tokio::time::interval_at(start, REQUESTS_AGAIN);
+        let mut not_before = start;
         loop {
             let next = upcoming.iter().enumerate().filter_map(|(n, t)| t.map(|t| (t, n))).min();
             let wait = match next {
                 Some((tick, _)) => tick.duration_since(Timestamp::now()).try_into().unwrap_or(Duration::ZERO),
-                None => Duration::MAX,
+                None => Duration::from_secs(24 * 3600),
             };
+            let wake = (tokio::time::Instant::now() + wait.min(Duration::from_secs(24 * 3600))).max(not_before);
+            let fence_closes = self.hold.borrow().heard.map_or(wake, |heard| heard + self.fence);
             tokio::select! {
-                _ = tokio::time::sleep(wait.min(Duration::from_secs(24 * 3600))) => {}
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep_until(fence_closes) => {}
                 changed = self.hold.changed() => {
                     if changed.is_err() {
                         return Ended::Gone;
                     }
                 }
+                _ = stopping.cancelled() => return Ended::Gone,
                 request = next_request(requests) => {
-                    if let Some(ended) = self.ended() {
+                    if let Some(ended) = self.ended(term) {
+                        request.close().await;
                         return ended;
                     }
                     self.answer(request).await;
                     continue;
                 }
-                _ = refresh.tick() => {
-                    // The last tick of each schedule again, before the stream's retention drops it.
-                    for (name, tick) in last.iter() {
-                        if self.ended().is_some() {
-                            break;
-                        }
-                        self.ticks.record(name, *tick).await;
-                    }
+                _ = snapshots.tick() => self.snapshot(last),
+                _ = reopen.tick(), if requests.is_none() => {
+                    *requests = self.open_requests().await;
+                    continue;
                 }
             }
-            if let Some(ended) = self.ended() {
+            if let Some(ended) = self.ended(term) {
                 return ended;
             }
             let Some((tick, n)) = next else { continue };
-            if Timestamp::now() < tick {
+            if Timestamp::now() < tick || tokio::time::Instant::now() < not_before {
                 continue;
             }
             let schedule = &schedules[n];
-            upcoming[n] = schedule.cron.next_after(&schedule.time_zone, tick);
-            if self.fire(n, tick).await {
-                self.ticks.record(&schedule.name, tick).await;
+            if self.fire(n, tick, term).await {
                 last.insert(schedule.name.clone(), tick);
+                upcoming[n] = schedule.cron.next_after(&schedule.time_zone, tick);
+            } else {
+                // The same tick again (same id) while this lead holds.
+                not_before = tokio::time::Instant::now() + FIRE_AGAIN;
             }
         }
     }
 
-    /// Enqueues the tick's job, unless this worker no longer holds the
-    /// leadership; whether the broker confirmed it.
-    async fn fire(&self, n: usize, tick: Timestamp) -> bool {
-        if self.ended().is_some() {
+    /// Appends a snapshot of the last ticks of the schedules this worker defines.
+    fn snapshot(&self, last: &HashMap<String, Timestamp>) {
+        let ticks: Vec<(String, Timestamp)> = self
+            .status
+            .schedules
+            .iter()
+            .filter_map(|s| last.get(&s.name).map(|tick| (s.name.clone(), *tick)))
+            .collect();
+        if !ticks.is_empty() {
+            let _ = self.records.send(Record::Snapshot(ticks));
+        }
+    }
+
+    async fn open_requests(&mut self) -> Option<Requests> {
+        let opened = match self.reads.open().await {
+            Ok((connection, _)) => Requests::open(connection).await,
+            Err(err) => Err(err),
+        };
+        match opened {
+            Ok(requests) => Some(requests),
+            Err(err) => {
+                warn!(error = %report(&err), retry_in = ?REQUESTS_AGAIN, "Run now requests cannot be taken for now");
+                self.reads.reset();
+                None
+            }
+        }
+    }
+
+    /// Enqueues the tick's job, unless this worker no longer holds the lead
+    /// of `term`, and has it recorded; whether the broker confirmed it.
+    async fn fire(&self, n: usize, tick: Timestamp, term: u64) -> bool {
+        if self.ended(term).is_some() {
             return false;
         }
         let schedule = &self.status.schedules[n];
         let id = tick_id(&schedule.name, tick);
-        let mut options = EnqueueOptions::new().id(id.clone());
-        if let Some(queue) = &schedule.queue {
-            options = options.queue(queue);
-        }
         let lateness = Timestamp::now().duration_since(tick);
         let (hold, fence) = (self.hold.clone(), self.fence);
-        let still_holds = move || hold.borrow().holds(fence);
+        let still_holds = move || hold.borrow().holds_in(term, fence);
+        let options = schedule.options().id(id.clone());
         let fired =
             enqueue_encoded_while(&self.client, schedule.registration, schedule.body.clone(), options, &still_holds)
                 .await;
         match fired {
             Ok(_) => {
+                let _ = self.records.send(Record::Tick(schedule.name.clone(), tick));
                 metrics::counter!("jobs_schedule_fired_total", "schedule" => schedule.name.clone()).increment(1);
                 metrics::histogram!("jobs_schedule_lateness_seconds").record(lateness.as_secs_f64().max(0.0));
                 self.status.fired_at(n, tick, Some(lateness));
@@ -461,12 +581,12 @@ impl Firing {
                     tick = %tick,
                     time_zone = %schedule.time_zone_name,
                     job.id = %id,
-                    lateness = ?lateness,
+                    lateness_ms = lateness.as_secs_f64() * 1000.0,
                     "fired"
                 );
                 true
             }
-            Err(err) if self.ended().is_some() => {
+            Err(err) if self.ended(term).is_some() => {
                 warn!(
                     schedule = %schedule.name,
                     tick = %tick,
@@ -476,29 +596,22 @@ impl Firing {
                 false
             }
             Err(err) => {
-                warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), "a tick could not be fired");
+                warn!(schedule = %schedule.name, tick = %tick, error = %report(&err), retry_in = ?FIRE_AGAIN, "a tick could not be fired; firing it again");
                 false
             }
         }
     }
 
-    /// Answers a Run now request: enqueues the schedule's job once under a fresh id.
+    /// Answers a Run now request: enqueues the schedule's job once, under
+    /// the request's own id (fresh, and the same if the request comes again).
     async fn answer(&mut self, request: Request) {
-        let props = &request.message.basic_properties;
+        let props = request.message.basic_properties.clone();
         let body = request.message.content.as_deref().unwrap_or_default();
-        let age = props.as_ref().and_then(|p| p.timestamp()).map(|sent| {
-            let now = Timestamp::now().as_second();
-            Duration::from_secs(u64::try_from(now.saturating_sub(i64::try_from(sent).unwrap_or(i64::MAX))).unwrap_or(0))
-        });
-        let outcome: Result<JobId, String> = if age.is_some_and(|age| age > RUN_SCHEDULE_MAX_AGE) {
-            warn!(age = ?age, "a Run now request too old to run was dropped (its caller gave up long ago)");
-            request.ack().await;
-            return;
-        } else {
-            match decode::<RunSchedule>(body) {
-                Err(err) => Err(format!("not a Run now request: {err}")),
-                Ok(run) => self.run_now(&run.schedule).await,
-            }
+        let id = props.as_ref().and_then(|p| p.message_id()).map(|id| JobId::from(id.as_str()));
+        let outcome: Result<JobId, String> = match (decode::<RunSchedule>(body), id) {
+            (Err(err), _) => Err(format!("not a Run now request: {err}")),
+            (Ok(_), None) => Err("a Run now request needs a message id".into()),
+            (Ok(run), Some(id)) => self.run_now(&run.schedule, id).await,
         };
         let reply_to = props.as_ref().and_then(|p| p.reply_to().map(ToString::to_string));
         let correlation = props.as_ref().and_then(|p| p.correlation_id().map(ToString::to_string));
@@ -509,13 +622,12 @@ impl Firing {
             };
             if let Ok(body) = body {
                 let answer = Message::answer(JobId::new(), &correlation, status, body);
-                let sent = match self.ticks.open().await {
+                let sent = match self.reads.open().await {
                     Ok((_, publisher)) => publisher.publish(answer.to(&Destination::direct(&reply_to))).await,
                     Err(err) => Err(err),
                 };
-                // The broker may call an answer to a direct reply-to unroutable
-                // when its caller is gone; the channel stays (and is opened
-                // again by `open` if it closed).
+                // The broker may call an answer to a direct reply-to
+                // unroutable when its caller is gone; the channel stays.
                 if let Err(err) = sent {
                     debug!(error = %report(&err), "a Run now answer was not taken");
                 }
@@ -524,15 +636,12 @@ impl Firing {
         request.ack().await;
     }
 
-    async fn run_now(&self, name: &str) -> Result<JobId, String> {
+    async fn run_now(&self, name: &str, id: JobId) -> Result<JobId, String> {
         let Some(schedule) = self.status.schedules.iter().find(|s| s.name == name) else {
             let names: Vec<&str> = self.status.schedules.iter().map(|s| s.name.as_str()).collect();
             return Err(format!("no schedule `{name}` on the leader {}; it has: {}", self.worker, names.join(", ")));
         };
-        let mut options = EnqueueOptions::new();
-        if let Some(queue) = &schedule.queue {
-            options = options.queue(queue);
-        }
+        let options = schedule.options().id(id);
         match enqueue_encoded(&self.client, schedule.registration, schedule.body.clone(), options).await {
             Ok(id) => {
                 info!(schedule = %schedule.name, job.id = %id, "run now");
@@ -561,16 +670,24 @@ impl Request {
             let _ = self.channel.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false)).await;
         }
     }
+
+    /// Gives it back unanswered, for the next leader.
+    async fn close(self) {
+        if let Some(deliver) = &self.message.deliver {
+            let args = BasicNackArguments::new(deliver.delivery_tag(), false, true);
+            let _ = self.channel.basic_nack(args).await;
+        }
+    }
 }
 
 impl Requests {
-    async fn open(connection: &Connection, amqp: &AmqpConfig) -> Result<Self, jobs_core::Error> {
+    async fn open(connection: &Connection) -> Result<Self, jobs_core::Error> {
         let declarer = Declarer::open(connection).await?;
-        amqp.topology().declare_job_queue(&declarer, RUN_SCHEDULE_QUEUE).await?;
+        declare_run_schedule_queue(&declarer).await?;
         declarer.close().await;
         let channel = connection.open_channel(None).await.map_err(jobs_core::plumbing::amqp_error("channel.open"))?;
         channel
-            .basic_qos(BasicQosArguments::new(0, 8, false))
+            .basic_qos(BasicQosArguments::new(0, 1, false))
             .await
             .map_err(jobs_core::plumbing::amqp_error("basic.qos"))?;
         let args = BasicConsumeArguments::new(RUN_SCHEDULE_QUEUE, "").manual_ack(true).finish();
@@ -653,8 +770,10 @@ mod tests {
     fn the_fence_is_well_under_the_heartbeat_timeout() {
         let mut amqp = AmqpConfig { heartbeat: 30, ..AmqpConfig::default() };
         assert_eq!(fence(&amqp), Duration::from_secs(10));
+        assert_eq!(probe(fence(&amqp)), LEADER_PROBE, "at most each second");
         amqp.heartbeat = 3;
-        assert_eq!(fence(&amqp), LEADER_PROBE * 2, "at least two probes");
+        assert_eq!(fence(&amqp), Duration::from_secs(1));
+        assert_eq!(probe(fence(&amqp)), Duration::from_secs(1) / 3, "three probes within the fence");
         amqp.heartbeat = 0;
         assert_eq!(fence(&amqp), Duration::from_secs(10));
     }

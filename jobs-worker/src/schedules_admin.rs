@@ -114,6 +114,10 @@ pub(crate) async fn run_now(settings: &Settings, name: &str) -> Result<ExitCode,
             eprintln!("no worker leads the scheduler: none answered within {after:?} (start a worker with schedules)");
             Ok(ExitCode::FAILURE)
         }
+        Err(CoreError::Unroutable { .. }) => {
+            eprintln!("no worker leads the scheduler: no worker with schedules has run on this vhost");
+            Ok(ExitCode::FAILURE)
+        }
         Err(CoreError::CallFailed { error, .. }) => {
             eprintln!("the leader did not run it: {error}");
             Ok(ExitCode::from(2))

@@ -197,6 +197,9 @@ impl Worker {
             Some(io) => client.with_io_on(io),
             None => client,
         };
+        // The scheduler enqueues through this worker's own client (the global
+        // one may be another worker's, on another vhost).
+        let own_client = client.clone();
         let _ = Client::init_global(client);
         self.dispatcher.check_timeouts(self.config.consumer_timeout, None);
         let tasks = TaskTracker::new();
@@ -218,10 +221,16 @@ impl Worker {
         };
         let beating = self.beats.clone().map(|beats| link.spawn(heartbeat::run(beats, self.current.clone())));
         let watching = link.spawn(self.placement.clone().watch());
+        // The scheduler stops firing (and lets the leadership go) as the stop begins.
+        let stopping = tokio_util::sync::CancellationToken::new();
         let scheduling = self.scheduler.clone().map(|status| {
-            let client = Client::global().ok().cloned().unwrap_or_else(|| Client::new(self.amqp.clone()));
-            link.spawn(crate::scheduler::run(self.amqp.clone(), self.id.to_string(), status, client))
+            let (amqp, id) = (self.amqp.clone(), self.id.to_string());
+            link.spawn(crate::scheduler::run(amqp, id, status, own_client, stopping.clone()))
         });
+        let stop = async move {
+            stop.await;
+            stopping.cancel();
+        };
         // The worker itself runs on the link, and so does `stop` (a stop signal
         // is heard there while jobs hold every thread of this runtime).
         let worker = Arc::new(self);

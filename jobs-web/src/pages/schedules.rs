@@ -316,7 +316,7 @@ fn run_refusal(name: &str, err: &jobs_core::Error) -> Refusal {
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "no leader of the scheduler answered within {}s (is a worker with schedules running?); \
-                 a leader that takes over within a minute may still run {name}",
+                 the request expired with it, so {name} did not run and will not",
                 after.as_secs()
             ),
         ),

@@ -9,6 +9,7 @@
 //! and deletes them.
 
 mod raw;
+mod schedules;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -78,6 +79,10 @@ enum Part {
     Latency,
     /// A worker process's memory, idle and while draining.
     Memory,
+    /// The scheduler: lateness of fired ticks (three workers, a schedule
+    /// every second, two minutes) beside raw amqprs on a timer; a leader of
+    /// 1,000 schedules, its CPU share and memory beside a worker with none.
+    Schedules,
 }
 
 struct Sizes {
@@ -324,14 +329,17 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=2))]
     classic_versions: Vec<u8>,
     #[command(subcommand)]
-    serve: Option<Serve>,
+    serve: Option<Child>,
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Serve {
+enum Child {
     /// A plain framework worker on QUEUE, for the memory rows.
     #[command(hide = true)]
     Serve { queue: String },
+    /// A framework worker on QUEUE firing COUNT schedules, for the scheduler rows.
+    #[command(hide = true)]
+    Schedules { queue: String, count: usize },
     /// Enqueues N jobs to QUEUE in one call of FORM (enqueue_many, enqueue_iter, or raw
     /// amqprs through the same window), then prints the seconds it took and its peak RSS in kB.
     #[command(hide = true)]
@@ -361,6 +369,8 @@ struct Options {
     /// Classic queue versions to compare (none: the broker's, and quorum).
     classic_versions: Vec<u8>,
     sizes: Sizes,
+    /// A smoke run (`--quick`).
+    quick: bool,
 }
 
 impl Options {
@@ -381,7 +391,8 @@ impl Options {
             }
         };
         let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 });
-        Options { rounds, only: cli.only, drain_at: cli.drain_at, classic_versions: cli.classic_versions, sizes }
+        let quick = cli.quick;
+        Options { rounds, only: cli.only, drain_at: cli.drain_at, classic_versions: cli.classic_versions, sizes, quick }
     }
 
     fn runs(&self, part: Part) -> bool {
@@ -393,8 +404,9 @@ impl Options {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = <Cli as clap::Parser>::parse();
     match cli.serve {
-        Some(Serve::Serve { queue }) => return serve(queue).await,
-        Some(Serve::Bulk { queue, form, n, quorum }) => return bulk_child(&queue, &form, n, quorum).await,
+        Some(Child::Serve { queue }) => return serve(queue).await,
+        Some(Child::Schedules { queue, count }) => return schedules::child(queue, count).await,
+        Some(Child::Bulk { queue, form, n, quorum }) => return bulk_child(&queue, &form, n, quorum).await,
         None => {}
     }
     let options = Options::of(cli);
@@ -445,6 +457,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (idle, peak) = worker_rss(&amqp, options.sizes.drain).await?;
             table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
             table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");
+        }
+        if options.runs(Part::Schedules) {
+            let secs = if options.quick { 10 } else { 120 };
+            println!("scheduler: lateness over {secs} s, three workers");
+            let (ours, raw) = schedules::lateness(&amqp, secs).await?;
+            table.latency("fired tick lateness (1 s schedule, 3 workers)", &ours, &raw);
+            let [(leader_cpu, leader_rss), (idle_cpu, idle_rss)] = schedules::load(1000, secs.min(60)).await?;
+            table.note("CPU, leader of 1,000 schedules", leader_cpu, "%", "of one core, ~17 firings/s");
+            table.note("CPU, worker with no schedules", idle_cpu, "%", "of one core, idle");
+            table.note("RSS, leader of 1,000 schedules", leader_rss, "MB", "VmRSS");
+            table.note("RSS, worker with no schedules", idle_rss, "MB", "VmRSS");
+            let connection = jobs_core::plumbing::connect(&amqp, "bench-sched-cleanup").await?;
+            for queue in [schedules::SINK, "bench.sched.0", "bench.sched.1", "bench.sched.2", "bench.sched.load"] {
+                delete(&connection, queue).await;
+            }
+            let _ = connection.close().await;
         }
     }
     let _ = connection.close().await;
@@ -829,7 +857,7 @@ async fn bulk_child(queue: &str, form: &str, n: u64, quorum: bool) -> Result<(),
     Ok(())
 }
 
-fn status_kb(pid: u32, key: &str) -> Result<f64, Box<dyn std::error::Error>> {
+pub(crate) fn status_kb(pid: u32, key: &str) -> Result<f64, Box<dyn std::error::Error>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with(key)).ok_or("no such line in /proc status")?;
     Ok(line.split_whitespace().nth(1).ok_or("bad line")?.parse()?)

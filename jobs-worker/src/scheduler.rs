@@ -563,7 +563,6 @@ impl Firing {
         }
         let schedule = &self.status.schedules[n];
         let id = tick_id(&schedule.name, tick);
-        let lateness = Timestamp::now().duration_since(tick);
         let (hold, fence) = (self.hold.clone(), self.fence);
         let still_holds = move || hold.borrow().holds_in(term, fence);
         let options = schedule.options().id(id.clone());
@@ -572,6 +571,8 @@ impl Firing {
                 .await;
         match fired {
             Ok(_) => {
+                // How late the tick's job was stored: its confirm's time minus the tick's instant.
+                let lateness = Timestamp::now().duration_since(tick);
                 let _ = self.records.send(Record::Tick(schedule.name.clone(), tick));
                 metrics::counter!("jobs_schedule_fired_total", "schedule" => schedule.name.clone()).increment(1);
                 metrics::histogram!("jobs_schedule_lateness_seconds").record(lateness.as_secs_f64().max(0.0));

@@ -463,7 +463,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("scheduler: lateness over {secs} s, three workers");
             let (ours, raw) = schedules::lateness(&amqp, secs).await?;
             table.latency("fired tick lateness (1 s schedule, 3 workers)", &ours, &raw);
-            let [(leader_cpu, leader_rss), (idle_cpu, idle_rss)] = schedules::load(1000, secs.min(60)).await?;
+            let ([(leader_cpu, leader_rss), (idle_cpu, idle_rss)], beat) =
+                schedules::load(&amqp, 1000, secs.min(60)).await?;
+            table.note("largest beat, leader of 1,000 schedules", beat, "kB", "lists them once a minute");
             table.note("CPU, leader of 1,000 schedules", leader_cpu, "%", "of one core, ~17 firings/s");
             table.note("CPU, worker with no schedules", idle_cpu, "%", "of one core, idle");
             table.note("RSS, leader of 1,000 schedules", leader_rss, "MB", "VmRSS");

@@ -109,8 +109,13 @@ async fn raw_lateness(amqp: &AmqpConfig, secs: u64) -> Result<Vec<u64>, Box<dyn 
 
 /// CPU share (% of one core) and RSS (MB) over `secs` of a leader firing
 /// `count` schedules, and of a worker with none, run one after the other.
-pub(crate) async fn load(count: usize, secs: u64) -> Result<[(f64, f64); 2], Box<dyn std::error::Error>> {
+pub(crate) async fn load(
+    amqp: &AmqpConfig,
+    count: usize,
+    secs: u64,
+) -> Result<([(f64, f64); 2], f64), Box<dyn std::error::Error>> {
     let mut out = [(0.0, 0.0); 2];
+    let mut beat = 0.0;
     for (slot, n) in out.iter_mut().zip([count, 0]) {
         let mut child = spawn("bench.sched.load", n)?;
         let pid = child.id().ok_or("no pid")?;
@@ -133,11 +138,29 @@ pub(crate) async fn load(count: usize, secs: u64) -> Result<[(f64, f64); 2], Box
         let (cpu0, t0) = (cpu_ticks(pid)?, Instant::now());
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let (cpu1, elapsed) = (cpu_ticks(pid)?, t0.elapsed());
+        if n > 0 {
+            beat = largest_beat(amqp).await?;
+        }
         let share = (cpu1 - cpu0) as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
         *slot = (share, crate::status_kb(pid, "VmRSS:")? / 1024.0);
         let _ = child.kill().await;
     }
-    Ok(out)
+    Ok((out, beat))
+}
+
+/// The largest heartbeat of the last minute in `jobs.events`, kB.
+async fn largest_beat(amqp: &AmqpConfig) -> Result<f64, Box<dyn std::error::Error>> {
+    use jobs_core::plumbing::events::{EventReader, StartAt};
+    let connection = connect(amqp, "bench-beats").await?;
+    let since = SystemTime::now() - Duration::from_secs(60);
+    let mut reader = EventReader::open(&connection, StartAt::Time(since)).await?;
+    let mut largest = 0;
+    while let Ok(Some((_, beat))) = tokio::time::timeout(Duration::from_secs(1), reader.next()).await {
+        largest = largest.max(beat.encode()?.len());
+    }
+    reader.close().await;
+    let _ = connection.close().await;
+    Ok(largest as f64 / 1024.0)
 }
 
 /// User and system time of process `pid`, in clock ticks (`/proc/<pid>/stat`).

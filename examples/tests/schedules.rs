@@ -483,6 +483,32 @@ async fn worker_schedules_lists_them_with_the_leader_runs_one_now_and_the_metric
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no schedule `no-such-schedule`"), "{err}");
 
+    // A hostile producer: garbage to the Run now queue, the record of ticks
+    // and the leadership's queue. The leader goes on firing and answering.
+    let channel = raw.open_channel(None).await.unwrap();
+    for (queue, kind) in [
+        ("jobs.scheduler.run", "jobs.RunSchedule"),
+        ("jobs.schedule.ticks", "tick"),
+        ("jobs.schedule.ticks", "last"),
+        ("jobs.scheduler", "token"),
+    ] {
+        for body in [&b"\xc1 not MessagePack"[..], b"", &[0x92, 0x01]] {
+            let props = jobs_test::amqprs::BasicProperties::default().with_message_type(kind).finish();
+            let args = jobs_test::amqprs::channel::BasicPublishArguments::new("", queue);
+            channel.basic_publish(props, body.to_vec(), args).await.unwrap();
+        }
+    }
+    let seen = fired_in(&running.lines(), &name).len();
+    wait_until("three more ticks after the garbage", Duration::from_secs(30), || async {
+        fired_in(&running.lines(), &name).len() >= seen + 3
+    })
+    .await;
+    let (code, out, err) = schedules_command(&url, &file, &["run", &name]);
+    assert_eq!(code, Some(0), "Run now answers after the garbage: {err}");
+    running.wait_line(&format!("Received 'tick' (job {})", out.trim()), Duration::from_secs(20)).await;
+    assert!(!running.has("panicked"), "{:?}", running.lines());
+    assert_eq!(running.count(LEADS), 1, "one lead all along");
+
     // The metrics.
     let (status, metrics) = http_get(port, "/metrics");
     assert_eq!(status, 200, "{metrics}");

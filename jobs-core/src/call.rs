@@ -13,7 +13,9 @@ use crate::plumbing::ReplyStatus;
 use crate::replies::DIRECT_REPLY_TO;
 use crate::session::Session;
 use crate::testing::{self, EnqueuedJob};
-use crate::{Client, EnqueueOptions, Error, FailureKind, JobId, Respond};
+use serde::de::DeserializeOwned;
+
+use crate::{Client, EnqueueOptions, Error, FailureKind, Job, JobId, Respond};
 
 impl Client {
     /// Enqueues an RPC job and waits (at most `amqp.call_timeout`) for its answer,
@@ -33,27 +35,28 @@ impl Client {
     /// As [`Client::call`].
     pub async fn call_with<J: Respond>(&self, job: &J, timeout: Duration) -> Result<J::Output, Error> {
         let destination = Destination::resolve::<J>(&EnqueueOptions::default(), self.config().topology())?;
-        self.call_to(job, timeout, destination, false).await
+        self.call_to::<J, J::Output>(job, timeout, destination, false).await
     }
 
     /// [`Client::call_with`] straight to `destination`, which the broker drops
     /// unread once its caller gave up (it is not run later by a worker that starts).
-    pub(crate) async fn call_expiring<J: Respond>(
+    pub(crate) async fn call_expiring<J: Job, O: DeserializeOwned>(
         &self,
         job: &J,
         timeout: Duration,
         destination: Destination,
-    ) -> Result<J::Output, Error> {
-        self.call_to(job, timeout, destination, true).await
+    ) -> Result<O, Error> {
+        self.call_to::<J, O>(job, timeout, destination, true).await
     }
 
-    async fn call_to<J: Respond>(
+    /// A call of `job`, answered with an `O`.
+    async fn call_to<J: Job, O: DeserializeOwned>(
         &self,
         job: &J,
         timeout: Duration,
         destination: Destination,
         expire: bool,
-    ) -> Result<J::Output, Error> {
+    ) -> Result<O, Error> {
         let id = JobId::new();
         let body = codec::encode(job)?;
         if let Some(recorder) = self.recorder() {

@@ -178,6 +178,18 @@ impl Heartbeat {
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
     }
+
+    /// Whether it was sent within three of its intervals (at least a second
+    /// each) before `now_ms`: its worker still beats.
+    pub fn beating_at(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.sent_at_ms) <= 3 * self.interval_ms.max(1000)
+    }
+
+    /// Whether its worker, of which it is the latest beat, is live at
+    /// `now_ms`: it beats and did not say it stops.
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        !self.stopping && self.beating_at(now_ms)
+    }
 }
 
 pub use crate::journal::{max_age_argument, StartAt};

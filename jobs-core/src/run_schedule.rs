@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::set_header;
 use crate::destination::Destination;
 use crate::topology::{declare_queue, Declarer};
-use crate::{Client, Error, Job, JobContext, JobError, JobId, Respond};
+use crate::{Client, Error, Job, JobId};
 
 /// The queue of Run now requests: classic, durable, with no dead-lettering
 /// (a request its caller gave up on expires and is gone). Declared by the
@@ -44,16 +44,6 @@ impl Job for RunSchedule {
     const MAX_ATTEMPTS: u32 = 1;
 }
 
-impl Respond for RunSchedule {
-    type Output = String;
-
-    /// Only the scheduler's leader answers these, outside the job path; a
-    /// worker given one as a job fails it.
-    async fn respond(self, _ctx: JobContext) -> Result<String, JobError> {
-        Err(JobError::fatal("only the scheduler's leader answers jobs.RunSchedule"))
-    }
-}
-
 /// Asks the scheduler's leader on `client`'s vhost to run `schedule` now;
 /// the id of the job it enqueued. The request expires with `timeout`: when
 /// no leader answered by then, none runs it later.
@@ -68,6 +58,6 @@ pub async fn run_schedule(client: &Client, schedule: &str, timeout: Duration) ->
     // Straight to the queue (not declared by callers), and dropped unread
     // once the caller gave up: a leader that starts later does not run it.
     let request = RunSchedule { schedule: schedule.to_owned() };
-    let id = client.call_expiring(&request, timeout, Destination::direct(RUN_SCHEDULE_QUEUE)).await?;
+    let id: String = client.call_expiring(&request, timeout, Destination::direct(RUN_SCHEDULE_QUEUE)).await?;
     Ok(JobId::from(id.as_str()))
 }

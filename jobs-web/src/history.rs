@@ -295,7 +295,7 @@ impl History {
 
 /// How the worker of `beat`, its last, is doing as of `now_ms`.
 fn status(beat: &Heartbeat, now_ms: u64) -> WorkerStatus {
-    let late = now_ms.saturating_sub(beat.sent_at_ms) > 3 * beat.interval_ms.max(1000);
+    let late = !beat.beating_at(now_ms);
     match (beat.stopping, late) {
         (true, _) => WorkerStatus::Stopped,
         (false, true) => WorkerStatus::Vanished,

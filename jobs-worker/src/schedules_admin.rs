@@ -88,10 +88,9 @@ async fn leader(amqp: &AmqpConfig) -> Result<Option<String>, CoreError> {
         }
         reader.close().await;
         let now = epoch_ms(SystemTime::now());
-        let live = |b: &Heartbeat| !b.stopping && now.saturating_sub(b.sent_at_ms) <= 3 * b.interval_ms.max(1000);
         Ok(latest
             .into_values()
-            .filter(|b| live(b) && b.scheduler.as_ref().is_some_and(|s| s.leading))
+            .filter(|b| b.live_at(now) && b.scheduler.as_ref().is_some_and(|s| s.leading))
             .max_by_key(|b| b.sent_at_ms)
             .map(|b| b.worker))
     }

@@ -37,19 +37,26 @@ async fn candidate_on(leader: Leader, n: usize, amqp: &jobs_core::AmqpConfig) ->
     Candidate { connection, leading, task }
 }
 
+/// A leadership of the test's own, declared: it, a raw connection, and its cleanup.
+async fn declared(name: &str) -> (Leader, jobs_core::plumbing::amqprs::connection::Connection, Cleanup) {
+    let name: &'static str = Box::leak(unique(name).into_boxed_str());
+    let cleanup = Cleanup::queues(&[name]);
+    let leader = Leader::new(name);
+    let raw = raw_connection().await;
+    let declarer = Declarer::open(&raw).await.unwrap();
+    leader.declare(&declarer).await.unwrap();
+    declarer.close().await;
+    (leader, raw, cleanup)
+}
+
 fn leaders(candidates: &[Candidate]) -> Vec<usize> {
     candidates.iter().enumerate().filter(|(_, c)| c.leading.borrow().leading).map(|(n, _)| n).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_candidate_leads_through_renewals_and_another_takes_over_when_it_goes() {
-    let name: &'static str = Box::leak(unique("test.leader").into_boxed_str());
-    let _cleanup = Cleanup::queues(&[name]);
-    let leader = Leader::new(name);
-    let raw = raw_connection().await;
-    let declarer = Declarer::open(&raw).await.unwrap();
-    leader.declare(&declarer).await.unwrap();
-    declarer.close().await;
+    let (leader, raw, _cleanup) = declared("test.leader").await;
+    let name = leader.name();
 
     let mut candidates = Vec::new();
     for n in 0..3 {
@@ -98,13 +105,7 @@ async fn one_candidate_leads_through_renewals_and_another_takes_over_when_it_goe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_link_goes_silent_stops_holding_before_another_leads() {
-    let name: &'static str = Box::leak(unique("test.leader-fence").into_boxed_str());
-    let _cleanup = Cleanup::queues(&[name]);
-    let leader = Leader::new(name);
-    let raw = raw_connection().await;
-    let declarer = Declarer::open(&raw).await.unwrap();
-    leader.declare(&declarer).await.unwrap();
-    declarer.close().await;
+    let (leader, _raw, _cleanup) = declared("test.leader-fence").await;
     // The first candidate leads through a relay, with heartbeats every 6 s:
     // the broker gives up on its link 6 to 12 s after it goes silent.
     let relay = Relay::start().await;

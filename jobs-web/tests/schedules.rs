@@ -45,6 +45,18 @@ fn ran(schedule: &str) -> Vec<String> {
     RAN.lock().unwrap().iter().filter(|(s, _)| s == schedule).map(|(_, id)| id.clone()).collect()
 }
 
+/// Every second: it shows a last run soon. Once a year: only Run now runs its job.
+const OFTEN: &str = "every-second";
+const RARELY: &str = "new-year";
+
+/// The test's two schedules, to `queue`.
+fn both(queue: &str) -> [Schedule; 2] {
+    [
+        Schedule::new(OFTEN, "* * * * * *", Chore { schedule: OFTEN.into() }).queue(queue),
+        Schedule::new(RARELY, "0 0 1 1 *", Chore { schedule: RARELY.into() }).queue(queue).time_zone("Europe/Berlin"),
+    ]
+}
+
 /// The CSRF cookie a page sets, as a `Cookie` header value and the token.
 fn csrf(response: &HttpResponse) -> (String, String) {
     let cookie = response.header("set-cookie").expect("a CSRF cookie").split(';').next().unwrap().to_owned();
@@ -59,19 +71,10 @@ async fn the_leader_its_schedules_and_run_now_enqueue_once_and_only_when_confirm
     let queue = unique("web-schedules");
     let worker_id = format!("{queue}-worker");
     // Every second: it shows a last run soon. Once a year: only Run now runs its job.
-    let (often, rarely) = ("every-second", "new-year");
+    let (often, rarely) = (OFTEN, RARELY);
     let mut config = worker_config(&[&queue], 1, &worker_id, Duration::from_secs(5));
     config.heartbeat_interval = Duration::from_millis(300);
-    let worker = spawn_scheduled(
-        amqp.clone(),
-        config,
-        [
-            Schedule::new(often, "* * * * * *", Chore { schedule: often.into() }).queue(&queue),
-            Schedule::new(rarely, "0 0 1 1 *", Chore { schedule: rarely.into() })
-                .queue(&queue)
-                .time_zone("Europe/Berlin"),
-        ],
-    );
+    let worker = spawn_scheduled(amqp.clone(), config, both(&queue));
     let port = serve(amqp.clone(), WebConfig::default(), "").await.port;
     let api = |path: &str| {
         let (status, body) = http_get(port, path);
@@ -207,16 +210,7 @@ async fn the_leader_its_schedules_and_run_now_enqueue_once_and_only_when_confirm
     assert!(started.elapsed() < Duration::from_secs(20), "answered after the timeout, not later");
     // A leader again: the request expired with its caller, so it does not run now.
     let config = worker_config(&[&queue], 1, &worker_id, Duration::from_secs(5));
-    let again = spawn_scheduled(
-        amqp.clone(),
-        config,
-        [
-            Schedule::new(often, "* * * * * *", Chore { schedule: often.into() }).queue(&queue),
-            Schedule::new(rarely, "0 0 1 1 *", Chore { schedule: rarely.into() })
-                .queue(&queue)
-                .time_zone("Europe/Berlin"),
-        ],
-    );
+    let again = spawn_scheduled(amqp.clone(), config, both(&queue));
     let before = ran(often).len();
     wait_until("the new leader's ticks", Duration::from_secs(30), || async { ran(often).len() >= before + 3 }).await;
     assert_eq!(ran(rarely), [job], "the unanswered Run now never ran");

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::batch::{One, Stopped};
 use crate::codec;
 use crate::destination::Destination;
 use crate::error::Cause;
@@ -13,6 +12,7 @@ use crate::plumbing::ReplyStatus;
 use crate::replies::DIRECT_REPLY_TO;
 use crate::session::Session;
 use crate::testing::{self, EnqueuedJob};
+use crate::window::{One, Stopped};
 use serde::de::DeserializeOwned;
 
 use crate::{Client, EnqueueOptions, Error, FailureKind, Job, JobId, Respond};

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::batch::{Guarded, Iter, One, Slice, Stopped};
 use crate::confirm::Publisher;
 use crate::connection::{close_connection, connect_watched_with_retry, ConnectionState};
 use crate::destination::{Destination, JobRoute};
@@ -14,6 +13,7 @@ use crate::message::Message;
 use crate::registry::Registration;
 use crate::session::Session;
 use crate::testing::{EnqueuedJob, Recorder};
+use crate::window::{Guarded, Iter, One, Slice, Stopped};
 use crate::{codec, AmqpConfig, Cause, EnqueueOptions, Error, Job, JobId};
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();

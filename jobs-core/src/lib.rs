@@ -141,7 +141,6 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
-mod batch;
 mod broker_url;
 mod browse;
 mod call;
@@ -176,8 +175,8 @@ mod testing;
 mod tls;
 mod topology;
 mod untyped;
+mod window;
 
-pub use batch::BatchIncomplete;
 pub use broker_url::{BrokerUrl, UrlError};
 pub use client::Client;
 pub use config::AmqpConfig;
@@ -192,6 +191,7 @@ pub use options::EnqueueOptions;
 pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
 pub use tls::TlsConfig;
 pub use topology::{ExchangeKind, QueueType, Route};
+pub use window::BatchIncomplete;
 
 /// What app code needs in one `use`: the job traits and derive, the client,
 /// the errors, and serde's derives.

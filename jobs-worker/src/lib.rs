@@ -46,6 +46,7 @@ mod dispatch;
 mod error;
 mod heartbeat;
 mod jobs;
+mod leadership;
 mod link;
 mod metrics;
 mod placement;

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicNackArguments, BasicQosArguments, Channel, ConsumerMessage,
 };
@@ -38,8 +37,8 @@ use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::{ScheduleBeat, SchedulerBeat};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{
-    close_connection, connect, declare_run_schedule_queue, decode, enqueue_encoded, enqueue_encoded_while, Destination,
-    Hold, Leader, Message, Publisher, ReplyStatus, RunSchedule, LEADER_PROBE, RUN_SCHEDULE_QUEUE,
+    declare_run_schedule_queue, decode, enqueue_encoded, enqueue_encoded_while, Destination, Hold, Leader, Message,
+    ReplyStatus, RunSchedule, RUN_SCHEDULE_QUEUE,
 };
 use jobs_core::{report, AmqpConfig, Client, FailureKind, JobId};
 use tokio::sync::{mpsc, watch};
@@ -48,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::definitions::{self, Fnv};
+use crate::leadership::{self, Role};
 use crate::schedule::{CatchUp, Resolved};
 use crate::ticks::{Record, Ticks, SNAPSHOT_EVERY};
 use crate::SchedulerConfig;
@@ -64,24 +64,6 @@ const LIST_EVERY: Duration = Duration::from_secs(60);
 const FIRE_AGAIN: Duration = Duration::from_secs(1);
 /// How often a leader tries again to take Run now requests after it could not.
 const REQUESTS_AGAIN: Duration = Duration::from_secs(5);
-
-/// How long a leader may go without an answer from the broker on its
-/// leadership's link before it stops firing: a third of the heartbeat
-/// timeout (`amqp.heartbeat`; the broker gives up on a silent link after
-/// about the whole of it, and only then makes another leader); 10 s with
-/// heartbeats off (then the broker never gives up on a silent link, and no
-/// other worker leads until its TCP connection fails).
-pub(crate) fn fence(amqp: &AmqpConfig) -> Duration {
-    match amqp.heartbeat {
-        0 => Duration::from_secs(10),
-        seconds => Duration::from_secs(u64::from(seconds)) / 3,
-    }
-}
-
-/// How often the leader probes its link: three times within the fence, at most each second.
-pub(crate) fn probe(fence: Duration) -> Duration {
-    (fence / 3).min(LEADER_PROBE)
-}
 
 /// The id of the job fired for `schedule`'s tick at `tick`: the same for a
 /// tick fired twice. `<64-bit FNV-1a of the name, hex>-<tick, Unix seconds>`.
@@ -221,15 +203,15 @@ pub(crate) async fn run(
     stopping: CancellationToken,
 ) {
     let (tx, hold) = watch::channel(Hold::default());
-    let fence = fence(&amqp);
-    if amqp.heartbeat == 0 {
-        warn!("amqp.heartbeat is 0: a leader whose link goes silent is not replaced until its TCP connection fails");
-    }
+    let fence = leadership::fence(&amqp);
     metrics::gauge!("jobs_scheduler_leader").set(0.0);
     let mut tasks = JoinSet::new(); // aborted when this is dropped
     let (records, recorded) = mpsc::unbounded_channel();
     tasks.spawn(crate::ticks::recorder(Ticks::new(amqp.clone(), format!("{worker}:schedule-ticks")), recorded));
-    tasks.spawn(watch_fence(hold.clone(), fence, worker.clone(), status.clone()));
+    tasks.spawn({
+        let status = status.clone();
+        leadership::watch_fence(hold.clone(), fence, worker.clone(), "scheduler", move |fenced| status.fence(fenced))
+    });
     tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status.clone()));
     let released = CancellationToken::new();
     let firing = Firing {
@@ -250,71 +232,8 @@ pub(crate) async fn run(
             released.cancel();
         }
     });
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    while !released.is_cancelled() {
-        let started = tokio::time::Instant::now();
-        if let Err(err) = stand(&amqp, &worker, &tx, fence, &released).await {
-            warn!(error = %report(&err), "the scheduler lost its link to the broker; standing again");
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff.reset();
-        }
-        tokio::select! {
-            _ = backoff.wait() => {}
-            _ = released.cancelled() => {}
-        }
-    }
-}
-
-async fn stand(
-    amqp: &AmqpConfig,
-    worker: &str,
-    hold: &watch::Sender<Hold>,
-    fence: Duration,
-    released: &CancellationToken,
-) -> Result<(), jobs_core::Error> {
-    let connection = connect(amqp, &format!("{worker}:scheduler")).await?;
-    let result = async {
-        let declarer = Declarer::open(&connection).await?;
-        LEADERSHIP.declare(&declarer).await?;
-        declarer.close().await;
-        let publisher = Publisher::open(&connection, amqp.confirm_timeout).await?;
-        tokio::select! {
-            campaign = LEADERSHIP.campaign(&connection, &publisher, RENEW, probe(fence), hold) => campaign,
-            _ = released.cancelled() => Ok(()),
-        }
-    }
-    .await;
-    hold.send_modify(|h| (h.leading, h.heard) = (false, None));
-    close_connection(connection).await;
-    result
-}
-
-/// Says when the fence closes on a leader whose link went silent (and
-/// opens again), as it happens, whatever the firing side is waiting on.
-async fn watch_fence(mut hold: watch::Receiver<Hold>, fence: Duration, worker: String, status: Arc<Status>) {
-    let mut fenced = false;
-    loop {
-        // At each change of the hold (each probe's answer), and at least every probe.
-        if let Ok(Err(_)) = tokio::time::timeout(probe(fence), hold.changed()).await {
-            return;
-        }
-        let hold = *hold.borrow();
-        let now = hold.leading && !hold.holds(fence);
-        if now && !fenced {
-            warn!(
-                worker = %worker,
-                fence = ?fence,
-                "the broker has not answered the scheduler's link within the fence: this worker fires nothing until it does (another may lead by then)"
-            );
-        } else if fenced && !now && hold.leading {
-            info!(worker = %worker, "the broker answers the scheduler's link again");
-        }
-        if now != fenced {
-            status.fence(now);
-        }
-        fenced = now;
-    }
+    let role = Role { leader: LEADERSHIP, name: "scheduler", renew: RENEW, fence };
+    leadership::stand_until(&amqp, &worker, &role, &tx, &released).await;
 }
 
 /// The ticks to fire on catching up, oldest first: those of `schedule` after
@@ -765,17 +684,5 @@ mod tests {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
         format!("{hash:016x}")
-    }
-
-    #[test]
-    fn the_fence_is_well_under_the_heartbeat_timeout() {
-        let mut amqp = AmqpConfig { heartbeat: 30, ..AmqpConfig::default() };
-        assert_eq!(fence(&amqp), Duration::from_secs(10));
-        assert_eq!(probe(fence(&amqp)), LEADER_PROBE, "at most each second");
-        amqp.heartbeat = 3;
-        assert_eq!(fence(&amqp), Duration::from_secs(1));
-        assert_eq!(probe(fence(&amqp)), Duration::from_secs(1) / 3, "three probes within the fence");
-        amqp.heartbeat = 0;
-        assert_eq!(fence(&amqp), Duration::from_secs(10));
     }
 }

@@ -1,5 +1,6 @@
-//! Batches: jobs published through a window of unconfirmed messages, the one
-//! publish path of every enqueue (a single job is a batch of one).
+//! The publish window: jobs published in batches through a window of
+//! unconfirmed messages, the one publish path of every enqueue (a single job
+//! is a batch of one). (Workflow batches, with callbacks, are another thing.)
 //!
 //! A batch encodes each job as it goes out, keeps at most [`WINDOW`] messages
 //! waiting for their confirms, and forgets each one once confirmed, so its

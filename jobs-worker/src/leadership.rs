@@ -1,0 +1,153 @@
+//! Standing for a leadership and acting on it safely, for each role that
+//! needs a leader (the scheduler; the batch aggregator next): the
+//! [`Leader`] campaign on a connection of the role's own, stood again with
+//! backoff until released, and the fence that keeps a leader whose link went
+//! silent from acting (a third of the heartbeat timeout, probed three times
+//! within it), said as it closes and opens.
+
+use std::time::Duration;
+
+use jobs_core::backoff::Backoff;
+use jobs_core::plumbing::topology::Declarer;
+use jobs_core::plumbing::{close_connection, connect, Hold, Leader, Publisher, LEADER_PROBE};
+use jobs_core::{report, AmqpConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A role that needs a leader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Role {
+    /// Its leadership.
+    pub(crate) leader: Leader,
+    /// Its name in logs and in its connection's name (`<worker>:<name>`).
+    pub(crate) name: &'static str,
+    /// How often the leader renews its hold.
+    pub(crate) renew: Duration,
+    /// Its [`fence`].
+    pub(crate) fence: Duration,
+}
+
+/// How long a leader may go without an answer from the broker on its
+/// leadership's link before it stops acting as leader: a third of the heartbeat
+/// timeout (`amqp.heartbeat`; the broker gives up on a silent link after
+/// about the whole of it, and only then makes another leader); 10 s with
+/// heartbeats off (then the broker never gives up on a silent link, and no
+/// other worker leads until its TCP connection fails).
+pub(crate) fn fence(amqp: &AmqpConfig) -> Duration {
+    match amqp.heartbeat {
+        0 => Duration::from_secs(10),
+        seconds => Duration::from_secs(u64::from(seconds)) / 3,
+    }
+}
+
+/// How often the leader probes its link: three times within the fence, at most each second.
+pub(crate) fn probe(fence: Duration) -> Duration {
+    (fence / 3).min(LEADER_PROBE)
+}
+
+/// Stands for `role`'s leadership, again after each lost link (with
+/// backoff), until `released` is cancelled; `hold` says how it stands.
+pub(crate) async fn stand_until(
+    amqp: &AmqpConfig,
+    worker: &str,
+    role: &Role,
+    hold: &watch::Sender<Hold>,
+    released: &CancellationToken,
+) {
+    if amqp.heartbeat == 0 {
+        warn!(
+            role = role.name,
+            "amqp.heartbeat is 0: a leader whose link goes silent is not replaced until its TCP connection fails"
+        );
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !released.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        if let Err(err) = stand(amqp, worker, role, hold, released).await {
+            warn!(error = %report(&err), "the {} lost its link to the broker; standing again", role.name);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        tokio::select! {
+            _ = backoff.wait() => {}
+            _ = released.cancelled() => {}
+        }
+    }
+}
+
+async fn stand(
+    amqp: &AmqpConfig,
+    worker: &str,
+    role: &Role,
+    hold: &watch::Sender<Hold>,
+    released: &CancellationToken,
+) -> Result<(), jobs_core::Error> {
+    let connection = connect(amqp, &format!("{worker}:{}", role.name)).await?;
+    let result = async {
+        let declarer = Declarer::open(&connection).await?;
+        role.leader.declare(&declarer).await?;
+        declarer.close().await;
+        let publisher = Publisher::open(&connection, amqp.confirm_timeout).await?;
+        tokio::select! {
+            campaign = role.leader.campaign(&connection, &publisher, role.renew, probe(role.fence), hold) => campaign,
+            _ = released.cancelled() => Ok(()),
+        }
+    }
+    .await;
+    hold.send_modify(|h| (h.leading, h.heard) = (false, None));
+    close_connection(connection).await;
+    result
+}
+
+/// Says when the fence closes on a leader whose link went silent (and
+/// opens again), as it happens, whatever the acting side is waiting on;
+/// tells `fenced` each change.
+pub(crate) async fn watch_fence(
+    mut hold: watch::Receiver<Hold>,
+    fence: Duration,
+    worker: String,
+    role: &'static str,
+    fenced: impl Fn(bool),
+) {
+    let mut was = false;
+    loop {
+        // At each change of the hold (each probe's answer), and at least every probe.
+        if let Ok(Err(_)) = tokio::time::timeout(probe(fence), hold.changed()).await {
+            return;
+        }
+        let hold = *hold.borrow();
+        let now = hold.leading && !hold.holds(fence);
+        if now && !was {
+            warn!(
+                worker = %worker,
+                fence = ?fence,
+                "the broker has not answered the {role}'s link within the fence: this worker fires nothing until it does (another may lead by then)"
+            );
+        } else if was && !now && hold.leading {
+            info!(worker = %worker, "the broker answers the {role}'s link again");
+        }
+        if now != was {
+            fenced(now);
+        }
+        was = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_is_well_under_the_heartbeat_timeout() {
+        let mut amqp = AmqpConfig { heartbeat: 30, ..AmqpConfig::default() };
+        assert_eq!(fence(&amqp), Duration::from_secs(10));
+        assert_eq!(probe(fence(&amqp)), LEADER_PROBE, "at most each second");
+        amqp.heartbeat = 3;
+        assert_eq!(fence(&amqp), Duration::from_secs(1));
+        assert_eq!(probe(fence(&amqp)), Duration::from_secs(1) / 3, "three probes within the fence");
+        amqp.heartbeat = 0;
+        assert_eq!(fence(&amqp), Duration::from_secs(10));
+    }
+}

@@ -230,6 +230,26 @@ impl EventReader {
     pub async fn close(self) {
         self.0.close().await;
     }
+
+    /// The beats sent since `since`, oldest first, read until the stream
+    /// stays quiet for `quiet` (for a command or a benchmark that looks at a
+    /// recent window once; a reader that follows the stream uses [`EventReader::next`]).
+    ///
+    /// # Errors
+    /// As [`EventReader::open`].
+    pub async fn recent(
+        connection: &amqprs::connection::Connection,
+        since: std::time::SystemTime,
+        quiet: Duration,
+    ) -> Result<Vec<Heartbeat>, crate::Error> {
+        let mut reader = EventReader::open(connection, StartAt::Time(since)).await?;
+        let mut beats = Vec::new();
+        while let Ok(Some((_, beat))) = tokio::time::timeout(quiet, reader.next()).await {
+            beats.push(beat);
+        }
+        reader.close().await;
+        Ok(beats)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
-use jobs_core::plumbing::events::{epoch_ms, EventReader, Heartbeat, StartAt};
+use jobs_core::plumbing::events::{epoch_ms, EventReader, Heartbeat};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{close_connection, connect, run_schedule};
 use jobs_core::{AmqpConfig, Client, Error as CoreError};
@@ -81,12 +81,8 @@ async fn leader(amqp: &AmqpConfig) -> Result<Option<String>, CoreError> {
         let declarer = Declarer::open(&connection).await?;
         amqp.topology().declare_events(&declarer).await?;
         declarer.close().await;
-        let mut reader = EventReader::open(&connection, StartAt::Time(SystemTime::now() - BEATS_WINDOW)).await?;
-        let mut latest: HashMap<String, Heartbeat> = HashMap::new();
-        while let Ok(Some((_, beat))) = tokio::time::timeout(READ_QUIET, reader.next()).await {
-            latest.insert(beat.worker.clone(), beat);
-        }
-        reader.close().await;
+        let beats = EventReader::recent(&connection, SystemTime::now() - BEATS_WINDOW, READ_QUIET).await?;
+        let latest: HashMap<String, Heartbeat> = beats.into_iter().map(|b| (b.worker.clone(), b)).collect();
         let now = epoch_ms(SystemTime::now());
         Ok(latest
             .into_values()

@@ -150,15 +150,13 @@ pub(crate) async fn load(
 
 /// The largest heartbeat of the last minute in `jobs.events`, kB.
 async fn largest_beat(amqp: &AmqpConfig) -> Result<f64, Box<dyn std::error::Error>> {
-    use jobs_core::plumbing::events::{EventReader, StartAt};
     let connection = connect(amqp, "bench-beats").await?;
     let since = SystemTime::now() - Duration::from_secs(60);
-    let mut reader = EventReader::open(&connection, StartAt::Time(since)).await?;
+    let beats = jobs_core::plumbing::events::EventReader::recent(&connection, since, Duration::from_secs(1)).await?;
     let mut largest = 0;
-    while let Ok(Some((_, beat))) = tokio::time::timeout(Duration::from_secs(1), reader.next()).await {
+    for beat in beats {
         largest = largest.max(beat.encode()?.len());
     }
-    reader.close().await;
     let _ = connection.close().await;
     Ok(largest as f64 / 1024.0)
 }

@@ -53,6 +53,12 @@ pub mod headers {
     /// (over 64 KiB): how many bytes of headers were left out (only the
     /// framework's own were kept).
     pub const HEADERS_DROPPED: &str = "x-headers-dropped";
+    /// On a step of a chain: the chain's id, the step's place, and the steps
+    /// still to run after it, encoded (MessagePack, a byte array; see `docs/workflows.md`).
+    pub const CHAIN: &str = "x-chain";
+    /// On a step of a chain after the first: what the step before handed on
+    /// (its output, MessagePack, a byte array).
+    pub const CHAIN_INPUT: &str = "x-chain-input";
 }
 
 /// Encodes a job as MessagePack with field names.

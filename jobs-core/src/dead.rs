@@ -127,6 +127,10 @@ pub struct DeadJob {
     pub payload_error: Option<String>,
     /// The body's size in bytes.
     pub size: usize,
+    /// A chain's step: where it stands in its chain, and the steps a retry
+    /// of it runs after it (`null` for a job in no chain, or whose `x-chain`
+    /// header does not decode).
+    pub chain: Option<crate::ChainPlace>,
 }
 
 impl DeadJob {
@@ -160,6 +164,9 @@ impl DeadJob {
             payload,
             payload_error,
             size,
+            chain: crate::chain::header_bytes(props, headers::CHAIN)
+                .and_then(|bytes| crate::chain::ChainHeader::decode(&bytes).ok())
+                .map(|header| header.place()),
         }
     }
 }

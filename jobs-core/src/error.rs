@@ -93,6 +93,17 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The steps of a chain after its first are too large to travel in its
+    /// first step's headers (a content header is one frame): not sent.
+    #[error("a chain of {steps} steps is too large to enqueue: its steps after the first encode to {bytes} bytes, over the {limit} that travel with a job in its headers; hand the steps keys to what they need instead of the data")]
+    ChainTooLarge {
+        /// The chain's steps.
+        steps: usize,
+        /// What its steps after the first encode to.
+        bytes: usize,
+        /// The limit ([`MAX_CHAIN_BYTES`](crate::MAX_CHAIN_BYTES)).
+        limit: usize,
+    },
     /// A broker operation (declare, open channel, consume...) failed.
     #[error("RabbitMQ operation `{op}` failed")]
     Amqp {
@@ -263,6 +274,7 @@ impl Error {
                 | Error::InvalidName { .. }
                 | Error::MessageRefused { .. }
                 | Error::TooLarge { .. }
+                | Error::ChainTooLarge { .. }
                 | Error::Unsupported(_)
         )
     }

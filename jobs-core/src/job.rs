@@ -30,7 +30,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
 /// - `timeout = "90s"`: how long one attempt may run (default 25 minutes, below
 ///   RabbitMQ's 30-minute consumer timeout); units `ms`, `s`, `m`, `h`;
 /// - `backoff = path::to::fn`: a `fn(u32) -> Duration` giving the delay before the
-///   retry that follows failed attempt `n` (default [`crate::backoff::exponential`]).
+///   retry that follows failed attempt `n` (default [`crate::backoff::exponential`]);
+/// - `rpc`: a call ([`Respond`] instead of [`Perform`]);
+/// - `step`: a chain's step that takes a value from the step before and hands
+///   one on ([`Step`](crate::Step) instead of [`Perform`]); see [`Chain`](crate::Chain).
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The job's name, carried in the AMQP `type` property; workers dispatch on it.
     const NAME: &'static str;
@@ -263,13 +266,40 @@ pub struct JobContext {
     worker: Arc<str>,
     enqueued_at: Option<SystemTime>,
     interrupted_runs: u32,
+    chain: Option<Arc<ChainRun>>,
+}
+
+/// A chain's step as it runs: where it stands, and what the step before handed on.
+#[derive(Debug)]
+struct ChainRun {
+    place: crate::ChainPlace,
+    input: Option<Vec<u8>>,
 }
 
 impl JobContext {
     /// Built by the worker for each delivery.
     #[doc(hidden)]
     pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
-        JobContext { id, name, queue, attempt, worker, enqueued_at: None, interrupted_runs: 0 }
+        JobContext { id, name, queue, attempt, worker, enqueued_at: None, interrupted_runs: 0, chain: None }
+    }
+
+    /// Set by the worker from a chain step's `x-chain` and `x-chain-input` headers.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_chain(mut self, place: crate::ChainPlace, input: Option<Vec<u8>>) -> Self {
+        self.chain = Some(Arc::new(ChainRun { place, input }));
+        self
+    }
+
+    /// Where this job stands in its chain (its id, the step's place, the
+    /// steps still to run), when it is a chain's step.
+    pub fn chain(&self) -> Option<&crate::ChainPlace> {
+        self.chain.as_deref().map(|c| &c.place)
+    }
+
+    /// What the chain's step before handed on, encoded.
+    pub(crate) fn chain_input(&self) -> Option<&[u8]> {
+        self.chain.as_deref().and_then(|c| c.input.as_deref())
     }
 
     /// Set by the worker from the message's `x-interrupted` header.

@@ -105,6 +105,7 @@
 //!
 //! ## Modules, one concept each
 //! - `job`: [`Job`], [`Perform`], [`Respond`], [`JobContext`], [`JobId`];
+//! - `chain`: [`Chain`], [`Step`], [`chain!`]: jobs run one after another, a value handed along;
 //! - `client`: [`Client`], the process-wide and scoped clients; `options`:
 //!   [`EnqueueOptions`]; `session`: the client's connection and publisher;
 //!   `declared`: the queues a client has declared; `call`: RPC calls;
@@ -144,6 +145,7 @@ pub mod backoff;
 mod broker_url;
 mod browse;
 mod call;
+mod chain;
 mod client;
 mod codec;
 mod config;
@@ -178,6 +180,7 @@ mod untyped;
 mod window;
 
 pub use broker_url::{BrokerUrl, UrlError};
+pub use chain::{Chain, ChainPlace, Step, MAX_CHAIN_BYTES, MAX_STEP_OUTPUT};
 pub use client::Client;
 pub use config::AmqpConfig;
 pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Found, Order, Progress};
@@ -209,7 +212,10 @@ pub use window::BatchIncomplete;
 /// }
 /// ```
 pub mod prelude {
-    pub use crate::{Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Perform, Respond, TestClient};
+    pub use crate::{
+        chain, Chain, Client, EnqueueOptions, Error, Job, JobContext, JobError, JobId, Perform, Respond, Step,
+        TestClient,
+    };
     pub use serde::{Deserialize, Serialize};
 }
 
@@ -221,6 +227,7 @@ pub mod prelude {
 /// is here follows the worker's needs and may change in any release; the wire
 /// format itself is specified in `docs/wire-format.md`.
 pub mod plumbing {
+    pub use crate::chain::{header_bytes, ChainHeader, NextStep};
     pub use crate::client::hostname;
     pub use crate::codec::{
         decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_id, set_header,
@@ -237,7 +244,7 @@ pub mod plumbing {
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
-    pub use crate::registry::{registrations, JobFuture, Linked, Registration};
+    pub use crate::registry::{registrations, JobFuture, Linked, Registration, Undecodable};
     pub use crate::reply::ReplyStatus;
     pub use crate::run_schedule::{declare_run_schedule_queue, run_schedule, RunSchedule, RUN_SCHEDULE_QUEUE};
     pub use amqprs;
@@ -306,6 +313,7 @@ pub mod plumbing {
 #[doc(hidden)]
 pub mod __private {
     //! Paths used by the code that `#[derive(Job)]` generates. Not a public API.
+    pub use crate::chain::Follows;
     pub use crate::job::JobContext;
     pub use crate::registry::{Linked, Registration};
     pub use crate::topology::{ExchangeKind, Route};

@@ -32,7 +32,7 @@ const BROKER_HISTORY: [&str; 7] = [
 const MAX_COPIED_HEADERS: usize = 64 << 10;
 
 /// The framework's own headers: what a copy keeps of a table too large to carry.
-const OURS: [&str; 14] = [
+const OURS: [&str; 16] = [
     headers::ATTEMPT,
     headers::CRASHES,
     headers::INTERRUPTED,
@@ -47,6 +47,8 @@ const OURS: [&str; 14] = [
     headers::QUEUE,
     headers::EXCHANGE,
     headers::ROUTING_KEY,
+    headers::CHAIN,
+    headers::CHAIN_INPUT,
 ];
 
 /// The properties a copy carries over: not `expiration` (a producer's

@@ -5,13 +5,37 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::{codec, JobContext, JobError, Perform, Respond};
+use crate::{codec, JobContext, JobError, Perform, Respond, Step};
 
 /// A running job's future; its output is the encoded reply of an RPC job
-/// (`#[job(rpc)]`), `None` for other jobs.
+/// (`#[job(rpc)]`) or what a chain's step hands on (`#[job(step)]`), `None`
+/// for other jobs.
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, JobError>> + Send>>;
 
-type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, rmp_serde::decode::Error>;
+type Prepare = fn(&[u8], JobContext) -> Result<JobFuture, Undecodable>;
+
+/// Why a delivery could not be made into a running job: what a dead copy's reason says.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecodable {
+    /// The body does not decode as the job type.
+    #[error("body does not decode as `{job}`: {source}")]
+    Body {
+        /// The job type.
+        job: &'static str,
+        /// The decoder's words.
+        source: rmp_serde::decode::Error,
+    },
+    /// A chain's step: what the step before handed on does not decode as its input.
+    #[error("the input the chain's step before handed on does not decode as `{job}`'s input `{input}`: {source}")]
+    Input {
+        /// The job type.
+        job: &'static str,
+        /// Its input type.
+        input: &'static str,
+        /// The decoder's words.
+        source: rmp_serde::decode::Error,
+    },
+}
 
 /// One job type: its name, its queue, and how to decode and run it.
 pub struct Registration {
@@ -30,6 +54,11 @@ impl Registration {
     /// The registration of an RPC job type (`#[job(rpc)]`).
     pub const fn new_rpc<J: Respond>() -> Self {
         Self::of::<J>(prepare_rpc::<J>)
+    }
+
+    /// The registration of a chain's step type (`#[job(step)]`).
+    pub const fn new_step<J: Step>() -> Self {
+        Self::of::<J>(prepare_step::<J>)
     }
 
     /// The registration of `J`; `#[derive(Job)]` submits one per type.
@@ -99,11 +128,11 @@ impl Registration {
         self.backoff
     }
 
-    /// Decodes `body` and returns the future that performs the job.
+    /// Decodes `body` (and a step's input, from `ctx`) and returns the future that performs the job.
     ///
     /// # Errors
-    /// When the body does not decode into the job type.
-    pub fn prepare(&self, body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
+    /// When the body does not decode into the job type, or a step's input into its input type.
+    pub fn prepare(&self, body: &[u8], ctx: JobContext) -> Result<JobFuture, Undecodable> {
         (self.prepare)(body, ctx)
     }
 }
@@ -118,14 +147,32 @@ fn check<J: crate::Job>(body: &[u8]) -> Result<(), rmp_serde::decode::Error> {
     codec::decode::<J>(body).map(drop)
 }
 
-fn prepare<J: Perform>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
-    let job: J = codec::decode(body)?;
+fn body<J: crate::Job>(body: &[u8]) -> Result<J, Undecodable> {
+    codec::decode(body).map_err(|source| Undecodable::Body { job: J::NAME, source })
+}
+
+fn prepare<J: Perform>(bytes: &[u8], ctx: JobContext) -> Result<JobFuture, Undecodable> {
+    let job: J = body(bytes)?;
     let future = job.perform(ctx);
     Ok(Box::pin(async move { future.await.map(|()| None) }))
 }
 
-fn prepare_rpc<J: Respond>(body: &[u8], ctx: JobContext) -> Result<JobFuture, rmp_serde::decode::Error> {
-    let job: J = codec::decode(body)?;
+fn prepare_step<J: Step>(bytes: &[u8], ctx: JobContext) -> Result<JobFuture, Undecodable> {
+    let job: J = body(bytes)?;
+    let input = crate::chain::decode_input::<J::Input>(ctx.chain_input()).map_err(|source| Undecodable::Input {
+        job: J::NAME,
+        input: std::any::type_name::<J::Input>(),
+        source,
+    })?;
+    let future = job.run(input, ctx);
+    Ok(Box::pin(async move {
+        let output = future.await?;
+        rmp_serde::to_vec_named(&output).map(Some).map_err(JobError::fatal)
+    }))
+}
+
+fn prepare_rpc<J: Respond>(bytes: &[u8], ctx: JobContext) -> Result<JobFuture, Undecodable> {
+    let job: J = body(bytes)?;
     let future = job.respond(ctx);
     Ok(Box::pin(async move {
         let output = future.await?;

@@ -89,6 +89,8 @@ pub struct EnqueuedJob {
     /// How to run it: known from the type at enqueue, so the testing mode
     /// needs no link-time registry.
     registration: Option<&'static Registration>,
+    /// A chain's step: its `x-chain` header, and what the step before handed on.
+    chain: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl EnqueuedJob {
@@ -115,7 +117,20 @@ impl EnqueuedJob {
             body,
             enqueued_at: std::time::SystemTime::now(),
             registration,
+            chain: None,
         }
+    }
+
+    /// The record as a chain's step, with its `x-chain` header and input.
+    pub(crate) fn in_chain(mut self, header: Option<Vec<u8>>, input: Option<Vec<u8>>) -> Self {
+        self.chain = header.map(|header| (header, input));
+        self
+    }
+
+    /// Where the job stands in its chain, when it is a chain's step.
+    pub fn chain(&self) -> Option<crate::ChainPlace> {
+        let (header, _) = self.chain.as_ref()?;
+        crate::plumbing::ChainHeader::decode(header).ok().map(|h| h.place())
     }
 
     /// The job, decoded as `J`; `None` when it is another type.
@@ -162,11 +177,23 @@ impl Recorder {
             .registration
             .or_else(|| find_registration(&job.name))
             .ok_or_else(|| failed("the job type has no #[derive(Job)] registration".into()))?;
-        let ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into())
+        let mut ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into())
             .with_enqueued_at(Some(job.enqueued_at));
+        let chain = match &job.chain {
+            Some((header, input)) => {
+                let header = crate::plumbing::ChainHeader::decode(header).map_err(failed)?;
+                ctx = ctx.with_chain(header.place(), input.clone());
+                Some(header)
+            }
+            None => None,
+        };
         let future = registration.prepare(&job.body, ctx).map_err(|e| failed(e.to_string()))?;
         let answer = client.clone().scope(future).await.map_err(|e: JobError| failed(e.to_string()))?;
         self.performed.lock().unwrap_or_else(|e| e.into_inner()).push(job.clone());
+        // As a worker would: the chain's next step, with what this one handed on.
+        if let Some(next) = chain.map(|c| c.next(answer.clone())).transpose().map_err(failed)?.flatten() {
+            self.record(next.recorded());
+        }
         Ok(answer)
     }
 }

@@ -15,11 +15,12 @@ pub(crate) struct JobAttrs {
     pub(crate) exchange: Option<LitStr>,
     pub(crate) exchange_type: Option<LitStr>,
     pub(crate) rpc: bool,
+    pub(crate) step: bool,
     pub(crate) blocking: bool,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc` or `blocking`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step` or `blocking`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -66,6 +67,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         return Err(twice());
                     }
                     attrs.rpc = true;
+                }
+                "step" => {
+                    if attrs.step {
+                        return Err(twice());
+                    }
+                    attrs.step = true;
                 }
                 "blocking" => {
                     if attrs.blocking {
@@ -119,6 +126,18 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
     }
     if let (Some(kind), None) = (&attrs.exchange_type, &attrs.exchange) {
         return Err(syn::Error::new_spanned(kind, "`exchange_type` needs `exchange = \"...\"`"));
+    }
+    if attrs.step && attrs.rpc {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "a job is a call (`rpc`) or a chain's step (`step`), not both: a step hands its output to the next step, a call to its caller",
+        ));
+    }
+    if let (true, Some(exchange)) = (attrs.step, &attrs.exchange) {
+        return Err(syn::Error::new_spanned(
+            exchange,
+            "a chain's step goes to a queue: a step routed through an exchange would run on every subscriber, or none",
+        ));
     }
     if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {
         return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));

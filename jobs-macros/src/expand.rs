@@ -42,8 +42,26 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     // Spanned at the type's name, so that a missing `Perform` points there.
     let constructor = if attrs.rpc {
         quote! { new_rpc }
+    } else if attrs.step {
+        quote! { new_step }
     } else {
         quote! { new }
+    };
+    // What a chain's step takes and hands on; calls and exchange-routed jobs are no steps.
+    let follows = if attrs.step {
+        Some(quote_spanned! {ident.span()=>
+            impl ::jobs_core::__private::Follows<<#ident as ::jobs_core::Step>::Input> for #ident {
+                type Output = <#ident as ::jobs_core::Step>::Output;
+            }
+        })
+    } else if !attrs.rpc && attrs.exchange.is_none() {
+        Some(quote! {
+            impl ::jobs_core::__private::Follows<()> for #ident {
+                type Output = ();
+            }
+        })
+    } else {
+        None
     };
     let registration = quote_spanned! {ident.span()=>
         fn __registration() -> ::core::option::Option<&'static ::jobs_core::__private::Registration> {
@@ -89,6 +107,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #backoff
             #registration
         }
+        #follows
         ::jobs_core::__private::inventory::submit! {
             ::jobs_core::__private::Linked(<#ident as ::jobs_core::Job>::__registration)
         }

@@ -9,7 +9,10 @@
 //! - `name = "EmailJob"`: the name on the wire (default: the type's name);
 //! - `max_attempts = 5`: attempts before the job is dead (default 25);
 //! - `timeout = "90s"`: how long one attempt may run (default 25 minutes);
-//! - `backoff = path`: a `fn(u32) -> Duration`, the delay after failed attempt `n`.
+//! - `backoff = path`: a `fn(u32) -> Duration`, the delay after failed attempt `n`;
+//! - `rpc`: a call, answered by `jobs_core::Respond` instead of `Perform`;
+//! - `step`: a chain's step, run by `jobs_core::Step` instead of `Perform`
+//!   (it takes the output of the step before and hands one on).
 
 mod attr;
 mod expand;

@@ -40,8 +40,11 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
                 if json {
                     println!("{}", serde_json::to_string(job)?);
                 } else {
+                    let chain = job.chain.as_ref().map_or(String::new(), |c| {
+                        format!("  (step {} of {} of chain {}; a retry runs on)", c.step, c.of, c.chain)
+                    });
                     println!(
-                        "{}  {}  attempt {}  {}: {}",
+                        "{}  {}  attempt {}  {}: {}{chain}",
                         job.id,
                         job.job_type.as_deref().unwrap_or("-"),
                         job.attempt.unwrap_or(1),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::Channel;
 use jobs_core::plumbing::amqprs::BasicProperties;
-use jobs_core::plumbing::{header_u64, headers, message_attempt, message_id, Origin};
+use jobs_core::plumbing::{header_bytes, header_u64, headers, message_attempt, message_id, ChainHeader, Origin};
 use jobs_core::JobId;
 
 /// What the worker knows of a message before it runs it, from its properties.
@@ -37,6 +37,10 @@ pub(crate) struct Meta<'a> {
     pub(crate) enqueued_at: Option<SystemTime>,
     /// The body's size in bytes.
     pub(crate) size: usize,
+    /// A chain's step: its `x-chain` header decoded (or why it does not decode).
+    pub(crate) chain: Option<Result<ChainHeader, String>>,
+    /// A chain's step: what the step before handed on (`x-chain-input`).
+    pub(crate) input: Option<Vec<u8>>,
 }
 
 impl<'a> Meta<'a> {
@@ -56,6 +60,9 @@ impl<'a> Meta<'a> {
             // Any producer writes it: a time past what `SystemTime` holds is none, not a panic.
             enqueued_at: props.timestamp().and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs))),
             size,
+            // Only a chain's steps have these (a first attempt has no headers at all).
+            chain: header_bytes(props, headers::CHAIN).map(|bytes| ChainHeader::decode(&bytes)),
+            input: header_bytes(props, headers::CHAIN_INPUT),
         }
     }
 

@@ -101,6 +101,10 @@ impl Dispatcher {
         let ctx = JobContext::new(meta.id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
             .with_enqueued_at(meta.enqueued_at)
             .with_interrupted_runs(u32::try_from(meta.interrupted).unwrap_or(u32::MAX));
+        let ctx = match &meta.chain {
+            Some(Ok(chain)) => ctx.with_chain(chain.place(), meta.input.clone()),
+            _ => ctx,
+        };
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
             Err(err) => return Ran::Undecodable { error: err.to_string() },

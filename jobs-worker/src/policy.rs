@@ -14,7 +14,11 @@
 //!   crash count raised, and is dead (`crashed`) once it came back more than
 //!   `amqp.max_crashes` times (on classic and quorum queues alike; see
 //!   `docs/delivery-guarantees.md` for what counts);
-//! - a job that returned `Ok` is acked; a call gets its answer first;
+//! - a job that returned `Ok` is acked; a call gets its answer first; a
+//!   chain's step (an `x-chain` header) publishes the next step with what it
+//!   handed on, waits for its confirm, then acks; a step whose output is too
+//!   large to hand on is dead (`fatal`); an `x-chain` header that does not
+//!   decode is dead unrun (`bad_message`);
 //! - a job that returned an error is retried after its type's backoff (or the
 //!   delay it asked for with `retry_after`) while attempts are left, else
 //!   dead (`failed`); an error marked `fatal` is dead at once (`fatal`);
@@ -48,7 +52,7 @@
 
 use std::time::Duration;
 
-use jobs_core::plumbing::{ReplyStatus, CONTENT_TYPE};
+use jobs_core::plumbing::{NextStep, ReplyStatus, CONTENT_TYPE};
 use jobs_core::{FailureKind, JobError, Retry};
 
 use crate::delivery::Meta;
@@ -118,6 +122,8 @@ pub(crate) struct Reply {
 pub(crate) enum Decision {
     /// Done: ack (a call gets its answer first).
     Ack { reply: Option<Reply> },
+    /// A chain's step is done: publish the next step, wait for its confirm, ack.
+    Continue { next: Box<NextStep> },
     /// A call failed: its failure is its answer, then ack (calls are not retried).
     Answer { kind: FailureKind, reply: Reply },
     /// Publish attempt `attempt` to run after `delay`, wait for its confirm, ack.
@@ -146,6 +152,7 @@ impl Decision {
     pub(crate) fn failure(&self) -> Option<FailureKind> {
         match self {
             Decision::Ack { .. }
+            | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Leave
@@ -160,6 +167,7 @@ impl Decision {
             Decision::Ack { reply } | Decision::Dead { reply, .. } => reply.as_ref(),
             Decision::Answer { reply, .. } => Some(reply),
             Decision::Retry { .. }
+            | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Leave
@@ -202,6 +210,9 @@ pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result
     if !meta.has_id {
         return bad("the message has no `message_id` (job id)".into());
     }
+    if let Some(Err(reason)) = &meta.chain {
+        return bad(format!("{reason}: the rest of its chain cannot run"));
+    }
     if meta.redelivered && home == Home::Queue {
         let crashes = meta.crashes.saturating_add(1);
         if crashes > u64::from(limits.max_crashes) {
@@ -227,6 +238,14 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
     let name = meta.name.unwrap_or("(none)");
     let (kind, error, retry, schedule) = match ran {
         Ran::Returned { reply } => {
+            if let Some(Ok(chain)) = &meta.chain {
+                // A step: what it returned is what it hands on.
+                return match chain.next(reply) {
+                    Ok(Some(next)) => Decision::Continue { next: Box::new(next) },
+                    Ok(None) => Decision::Ack { reply: None },
+                    Err(reason) => dead(meta, FailureKind::Fatal, reason),
+                };
+            }
             let reply = reply.filter(|_| meta.is_call()).map(|body| Reply { status: ReplyStatus::Ok, body });
             return Decision::Ack { reply };
         }
@@ -250,9 +269,7 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
             Retry::Backoff,
             Schedule::DEFAULT,
         ),
-        Ran::Undecodable { error } => {
-            return dead(meta, FailureKind::Undecodable, format!("body does not decode as `{name}`: {error}"));
-        }
+        Ran::Undecodable { error } => return dead(meta, FailureKind::Undecodable, error),
         // A stop is not the job's fault: the next worker runs it again, as the
         // same attempt (a call too: its caller still waits). A subscription's
         // queue goes with this worker: there is nowhere to hand it back to.
@@ -326,6 +343,7 @@ fn answer(kind: FailureKind, error: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jobs_core::plumbing::ChainHeader;
     use FailureKind::*;
 
     fn secs(n: u64) -> Duration {
@@ -419,7 +437,7 @@ mod tests {
                 "undecodable: dead at once",
                 Ran::Undecodable { error: "missing field `to`".into() },
                 1,
-                dead(Undecodable, "body does not decode as `J`: missing field `to`"),
+                dead(Undecodable, "missing field `to`"),
             ),
         ];
         for (rule, ran, attempt, expected) in cases {
@@ -622,5 +640,65 @@ mod tests {
     fn a_crash_count_at_its_end_does_not_wrap() {
         let returned = Meta { redelivered: true, crashes: u64::MAX, ..meta(1) };
         assert!(matches!(screen(&returned, Home::Queue, &LIMITS), Err(Decision::Dead { kind: Crashed, .. })));
+    }
+
+    /// A chain's step, as `docs/workflows.md` specifies its `x-chain` header:
+    /// step `at + 1` of `of`, with `after` steps (type names) still to run.
+    fn step(at: u32, of: u32, after: &[&str]) -> Meta<'static> {
+        #[derive(serde::Serialize)]
+        struct Pending<'a> {
+            name: &'a str,
+            queue: &'a str,
+            id: &'a str,
+            body: Vec<u8>,
+        }
+        #[derive(serde::Serialize)]
+        struct Rest<'a> {
+            chain: &'a str,
+            at: u32,
+            of: u32,
+            steps: Vec<Pending<'a>>,
+        }
+        let steps =
+            after.iter().map(|name| Pending { name, queue: "next-q", id: "next-id", body: vec![0x80] }).collect();
+        let bytes = rmp_serde::to_vec_named(&Rest { chain: "c", at, of, steps }).unwrap();
+        Meta { chain: Some(ChainHeader::decode(&bytes)), ..meta(1) }
+    }
+
+    #[test]
+    fn a_chains_step_hands_on_to_the_next_or_ends_it() {
+        match decide(Ran::Returned { reply: Some(vec![0x07]) }, &step(0, 3, &["B", "C"]), Home::Queue) {
+            Decision::Continue { next } => {
+                assert_eq!((next.name.as_str(), next.queue.as_str(), next.id.as_str()), ("B", "next-q", "next-id"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decide(Ran::Returned { reply: None }, &step(2, 3, &[]), Home::Queue),
+            Decision::Ack { reply: None },
+            "the last step: done"
+        );
+        match decide(Ran::Returned { reply: Some(vec![0; 40_000]) }, &step(0, 2, &["B"]), Home::Queue) {
+            Decision::Dead { kind: Fatal, reason, .. } => assert!(reason.contains("40000 bytes"), "{reason}"),
+            other => panic!("an output too large to hand on: {other:?}"),
+        }
+        // A failed step is retried and goes dead as any job; its copies keep the chain's headers.
+        assert_eq!(
+            decide(errored(JobError::msg("boom")), &step(0, 2, &["B"]), Home::Queue),
+            retry(Failed, "boom", 2, secs(2))
+        );
+    }
+
+    #[test]
+    fn a_chain_header_that_does_not_decode_is_dead_unrun() {
+        let garbage = Meta { chain: Some(ChainHeader::decode(b"garbage")), ..meta(1) };
+        match screen(&garbage, Home::Queue, &LIMITS) {
+            Err(Decision::Dead { kind: BadMessage, reason, .. }) => {
+                assert!(reason.contains("`x-chain` header does not decode"), "{reason}");
+                assert!(reason.contains("the rest of its chain cannot run"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(screen(&step(0, 2, &["B"]), Home::Queue, &LIMITS), Ok("J"));
     }
 }

@@ -56,6 +56,7 @@ impl Settler {
         }
         let (message, destination, what) = match &decision {
             Decision::Ack { .. } | Decision::Answer { .. } => return self.ack(d.channel, d.tag).await,
+            Decision::Continue { next } => (next.message(), next.destination(), "chain's next step"),
             Decision::Leave => return,
             Decision::Abandon { after, reason, timeout } => return self.abandoned(d, *after, reason, *timeout).await,
             Decision::HandBack { interrupted, .. } => {
@@ -111,6 +112,9 @@ impl Settler {
             }
             Decision::Requeue { crashes, consumer_timeout: Some(ms) } => {
                 warn!(queue = d.queue, job.id = %d.id(), job.name = d.name(), crashes, consumer_timeout = %policy::timeout_words(ms), "job came back: the broker's consumer_timeout ended its run; requeued, counted as a crash");
+            }
+            Decision::Continue { next } => {
+                debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), next.id = %next.id, next.name = next.name, next.queue = next.queue, "chain step done; its next step is enqueued");
             }
             Decision::HandBack { interrupted, after } => {
                 self.activity.interrupted(d.name());

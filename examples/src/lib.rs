@@ -69,8 +69,131 @@ pub fn jobs() -> jobs_worker::Jobs {
         Log,
         DirectLog,
         TopicLog,
-        Fib
+        Fib,
+        workflows::Resize,
+        workflows::Upload,
+        workflows::Notify,
+        workflows::Invoice,
+        workflows::Report
     ]
+}
+
+/// Chains and batches (`docs/workflows.md`), on the queue `workflows`:
+/// binaries `workflow_chain` and `workflow_batch` enqueue them, `worker`
+/// runs them.
+pub mod workflows {
+    use std::time::Duration;
+
+    use jobs_core::{Job, JobContext, JobError, Perform, Step};
+    use serde::{Deserialize, Serialize};
+
+    /// A chain's first step: hands on the resized image's path.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(step, queue = "workflows")]
+    pub struct Resize {
+        /// The image.
+        pub path: String,
+    }
+
+    impl Step for Resize {
+        type Input = ();
+        type Output = String;
+        async fn run(self, (): (), ctx: JobContext) -> Result<String, JobError> {
+            let small = format!("{}.small", self.path);
+            println!("[{}] resized {} to {small} (chain step 1, job {})", ctx.worker(), self.path, ctx.job_id());
+            Ok(small)
+        }
+    }
+
+    /// Takes the resized image's path and hands on where it was uploaded.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(step, queue = "workflows")]
+    pub struct Upload {
+        /// The bucket.
+        pub bucket: String,
+    }
+
+    impl Step for Upload {
+        type Input = String;
+        type Output = String;
+        async fn run(self, path: String, ctx: JobContext) -> Result<String, JobError> {
+            let url = format!("s3://{}/{path}", self.bucket);
+            println!("[{}] uploaded {path} to {url} (chain step 2, job {})", ctx.worker(), ctx.job_id());
+            Ok(url)
+        }
+    }
+
+    /// The chain's last step: tells the user where the image is.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(step, queue = "workflows")]
+    pub struct Notify {
+        /// Whom to tell.
+        pub user: String,
+    }
+
+    impl Step for Notify {
+        type Input = String;
+        type Output = ();
+        async fn run(self, url: String, ctx: JobContext) -> Result<(), JobError> {
+            println!(
+                "[{}] told {} their image is at {url} (chain step 3, job {})",
+                ctx.worker(),
+                self.user,
+                ctx.job_id()
+            );
+            Ok(())
+        }
+    }
+
+    /// A batch's job: takes `millis` to send invoice `n`; `fail` makes it dead.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "workflows", max_attempts = 1)]
+    pub struct Invoice {
+        /// Its number.
+        pub n: u64,
+        /// How long it takes.
+        pub millis: u64,
+        /// Whether it fails (fatally: dead at once).
+        pub fail: bool,
+    }
+
+    impl Perform for Invoice {
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            tokio::time::sleep(Duration::from_millis(self.millis)).await;
+            if self.fail {
+                return Err(JobError::fatal(format!("invoice {} has no address", self.n)));
+            }
+            println!("invoice {} sent at {}", self.n, crate::epoch_ms());
+            Ok(())
+        }
+    }
+
+    /// A batch's callback: prints the batch's counts.
+    #[derive(Debug, Clone, Serialize, Deserialize, Job)]
+    #[job(queue = "workflows")]
+    pub struct Report;
+
+    impl Perform for Report {
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            let outcome = ctx.batch_outcome().ok_or_else(|| JobError::fatal("Report runs as a batch's callback"))?;
+            println!(
+                "batch {} {}: total={} succeeded={} dead={} at={} (job {})",
+                outcome.batch,
+                outcome.callback.as_str(),
+                outcome.total,
+                outcome.succeeded,
+                outcome.dead,
+                crate::epoch_ms(),
+                ctx.job_id()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A rolling deploy: version 2 of an app adds a job type that version 1's

@@ -300,7 +300,7 @@ impl Client {
 
 /// A byte-array header (`x`, which RabbitMQ carries as it is). Its sizes are
 /// within the limits above, far below the `u32::MAX` bytes an array may hold.
-fn bytes(value: Vec<u8>) -> FieldValue {
+pub(crate) fn bytes(value: Vec<u8>) -> FieldValue {
     match ByteArray::try_from(value) {
         Ok(array) => FieldValue::x(array),
         Err(_) => FieldValue::V,

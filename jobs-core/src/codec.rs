@@ -59,6 +59,11 @@ pub mod headers {
     /// On a step of a chain after the first: what the step before handed on
     /// (its output, MessagePack, a byte array).
     pub const CHAIN_INPUT: &str = "x-chain-input";
+    /// On a batch's job (and its child jobs): the batch's id.
+    pub const BATCH: &str = "x-batch";
+    /// On a batch's callback: the batch and its counts (MessagePack, a byte
+    /// array; see `docs/workflows.md`).
+    pub const BATCH_OUTCOME: &str = "x-batch-outcome";
 }
 
 /// Encodes a job as MessagePack with field names.
@@ -76,6 +81,11 @@ pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, Error> {
 /// When the body is not MessagePack or does not match the type's fields.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
     rmp_serde::from_slice(body)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch, as AMQP timestamps count.

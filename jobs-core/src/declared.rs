@@ -22,6 +22,7 @@ impl Declared {
         match declare {
             Declare::Nothing => true,
             Declare::Exchange { name, .. } => self.exchanges.contains(name),
+            Declare::Journal(journal) => self.queues.contains(journal.name()),
             Declare::Queue { queue, delayed } => {
                 self.queues.contains(queue) && (!delayed || (self.delays && self.bound.contains(queue)))
             }

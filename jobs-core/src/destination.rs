@@ -20,6 +20,8 @@ pub(crate) enum Declare {
     Queue { queue: String, delayed: bool },
     /// The exchange and `<exchange>.dead`.
     Exchange { name: String, kind: ExchangeKind },
+    /// A journal's stream (the record of batches).
+    Journal(crate::journal::Journal),
     /// Nothing: what the message goes to exists already (a worker's copies go
     /// where it declared at start; a reply queue is the broker's own).
     Nothing,
@@ -135,6 +137,7 @@ impl Destination {
         match &self.declare {
             Declare::Queue { queue, .. } => queue,
             Declare::Exchange { name, .. } => name,
+            Declare::Journal(journal) => journal.name(),
             Declare::Nothing if self.exchange.is_empty() => &self.routing_key,
             Declare::Nothing => &self.exchange,
         }

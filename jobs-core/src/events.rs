@@ -65,6 +65,58 @@ pub struct Heartbeat {
     /// before this field have none).
     #[serde(default)]
     pub scheduler: Option<SchedulerBeat>,
+    /// Its part in aggregating batches (beats of workers before this field have none).
+    #[serde(default)]
+    pub batches: Option<BatchesBeat>,
+}
+
+/// What a worker says of batches in its beats: whether it aggregates them,
+/// and, in the aggregator's beats, the open and recent batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchesBeat {
+    /// It aggregates the batches now.
+    pub leading: bool,
+    /// Batches with members still running, or dead ones not retried to
+    /// success (the newest [`MAX_LISTED`](BatchesBeat::MAX_LISTED)), newest first.
+    pub open: Vec<BatchBeat>,
+    /// Batches that ended lately (every member succeeded), newest first.
+    pub recent: Vec<BatchBeat>,
+    /// Open batches in all (more than listed, when over the limit).
+    pub open_total: u64,
+}
+
+impl BatchesBeat {
+    /// Open batches a beat lists at most.
+    pub const MAX_LISTED: usize = 100;
+}
+
+/// One batch, as the aggregator knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchBeat {
+    /// Its id.
+    pub id: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// When it was enqueued, Unix milliseconds (0: unknown).
+    pub at_ms: u64,
+    /// Members in all (child jobs included).
+    pub total: u64,
+    /// Members that succeeded.
+    pub succeeded: u64,
+    /// Members dead.
+    pub dead: u64,
+    /// The dead members' ids (the first 20).
+    pub dead_ids: Vec<String>,
+    /// Every member is recorded.
+    pub sealed: bool,
+    /// Callbacks fired: `complete`, `success`.
+    pub fired: Vec<String>,
+    /// Callbacks due and not fired yet (enqueueing, or failing to).
+    pub pending: Vec<String>,
+    /// The callbacks' job types.
+    pub on_complete: Option<String>,
+    /// The callbacks' job types.
+    pub on_success: Option<String>,
 }
 
 /// What a worker with schedules says of them in its beats.
@@ -301,6 +353,12 @@ mod tests {
                 digest: "0123456789abcdef".into(),
                 schedules: vec![ScheduleBeat { name: "nightly".into(), next_ms: vec![1, 2, 3], ..Default::default() }],
             }),
+            batches: Some(BatchesBeat {
+                leading: true,
+                open: vec![BatchBeat { id: "b".into(), total: 3, ..Default::default() }],
+                recent: vec![],
+                open_total: 1,
+            }),
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.
@@ -316,6 +374,7 @@ mod tests {
         let mut value = serde_json::to_value(beat).unwrap();
         value["counts"][0].as_object_mut().unwrap().remove("interrupted");
         value.as_object_mut().unwrap().remove("scheduler");
+        value.as_object_mut().unwrap().remove("batches");
         rmp_serde::to_vec_named(&value).unwrap()
     }
 }

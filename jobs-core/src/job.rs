@@ -267,6 +267,7 @@ pub struct JobContext {
     enqueued_at: Option<SystemTime>,
     interrupted_runs: u32,
     chain: Option<Arc<ChainRun>>,
+    batch: Option<Arc<crate::batch::BatchRun>>,
 }
 
 /// A chain's step as it runs: where it stands, and what the step before handed on.
@@ -280,7 +281,17 @@ impl JobContext {
     /// Built by the worker for each delivery.
     #[doc(hidden)]
     pub fn new(id: JobId, name: &'static str, queue: Arc<str>, attempt: u32, worker: Arc<str>) -> Self {
-        JobContext { id, name, queue, attempt, worker, enqueued_at: None, interrupted_runs: 0, chain: None }
+        JobContext {
+            id,
+            name,
+            queue,
+            attempt,
+            worker,
+            enqueued_at: None,
+            interrupted_runs: 0,
+            chain: None,
+            batch: None,
+        }
     }
 
     /// Set by the worker from a chain step's `x-chain` and `x-chain-input` headers.
@@ -289,6 +300,21 @@ impl JobContext {
     pub fn with_chain(mut self, place: crate::ChainPlace, input: Option<Vec<u8>>) -> Self {
         self.chain = Some(Arc::new(ChainRun { place, input }));
         self
+    }
+
+    /// Set by the worker from a batch's job's `x-batch` header, or a
+    /// callback's `x-batch-outcome`.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_batch(mut self, batch: Option<String>, outcome: Option<crate::BatchOutcome>) -> Self {
+        if batch.is_some() || outcome.is_some() {
+            self.batch = Some(crate::batch::BatchRun::new(batch, outcome));
+        }
+        self
+    }
+
+    pub(crate) fn batch_run(&self) -> Option<&crate::batch::BatchRun> {
+        self.batch.as_deref()
     }
 
     /// Where this job stands in its chain (its id, the step's place, the

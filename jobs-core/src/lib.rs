@@ -106,6 +106,8 @@
 //! ## Modules, one concept each
 //! - `job`: [`Job`], [`Perform`], [`Respond`], [`JobContext`], [`JobId`];
 //! - `chain`: [`Chain`], [`Step`], [`chain!`]: jobs run one after another, a value handed along;
+//! - `batch`: [`Batch`], [`BatchOutcome`]: jobs enqueued as one, with callbacks; `batch_book`:
+//!   its records in `jobs.batches` and the sets they fold into;
 //! - `client`: [`Client`], the process-wide and scoped clients; `options`:
 //!   [`EnqueueOptions`]; `session`: the client's connection and publisher;
 //!   `declared`: the queues a client has declared; `call`: RPC calls;
@@ -142,6 +144,8 @@
 extern crate self as jobs_core;
 
 pub mod backoff;
+mod batch;
+mod batch_book;
 mod broker_url;
 mod browse;
 mod call;
@@ -179,6 +183,8 @@ mod topology;
 mod untyped;
 mod window;
 
+pub use batch::{Batch, BatchOutcome, BATCHES, MAX_DEAD_IDS};
+pub use batch_book::CallbackKind;
 pub use broker_url::{BrokerUrl, UrlError};
 pub use chain::{Chain, ChainPlace, Step, MAX_CHAIN_BYTES, MAX_STEP_OUTPUT};
 pub use client::Client;
@@ -228,6 +234,11 @@ pub mod prelude {
 /// format itself is specified in `docs/wire-format.md`.
 pub mod plumbing {
     pub use crate::chain::{header_bytes, ChainHeader, NextStep};
+
+    /// The records of the stream `jobs.batches` and the book they fold into.
+    pub mod batch_book {
+        pub use crate::batch_book::*;
+    }
     pub use crate::client::hostname;
     pub use crate::codec::{
         decode, encode, header_str, header_u64, headers, job_properties, message_attempt, message_id, set_header,

@@ -32,7 +32,7 @@ const BROKER_HISTORY: [&str; 7] = [
 const MAX_COPIED_HEADERS: usize = 64 << 10;
 
 /// The framework's own headers: what a copy keeps of a table too large to carry.
-const OURS: [&str; 16] = [
+const OURS: [&str; 18] = [
     headers::ATTEMPT,
     headers::CRASHES,
     headers::INTERRUPTED,
@@ -49,6 +49,8 @@ const OURS: [&str; 16] = [
     headers::ROUTING_KEY,
     headers::CHAIN,
     headers::CHAIN_INPUT,
+    headers::BATCH,
+    headers::BATCH_OUTCOME,
 ];
 
 /// The properties a copy carries over: not `expiration` (a producer's

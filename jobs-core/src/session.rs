@@ -75,6 +75,12 @@ impl Session {
                         self.declared_mut().exchanges.insert(name.clone());
                     }
                 }
+                Declare::Journal(journal) => {
+                    if !self.declared().queues.contains(journal.name()) {
+                        journal.declare(on).await?;
+                        self.declared_mut().queues.insert(journal.name().to_owned());
+                    }
+                }
                 Declare::Queue { queue, delayed } => {
                     if !self.declared().queues.contains(queue) {
                         topology.declare_job_queue(on, queue).await?;

@@ -91,6 +91,8 @@ pub struct EnqueuedJob {
     registration: Option<&'static Registration>,
     /// A chain's step: its `x-chain` header, and what the step before handed on.
     chain: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// A batch's job: its batch.
+    batch: Option<String>,
 }
 
 impl EnqueuedJob {
@@ -118,7 +120,20 @@ impl EnqueuedJob {
             enqueued_at: std::time::SystemTime::now(),
             registration,
             chain: None,
+            batch: None,
         }
+    }
+
+    /// The record as a job of batch `batch`.
+    pub(crate) fn in_batch(mut self, batch: &str) -> Self {
+        self.batch = Some(batch.to_owned());
+        self
+    }
+
+    /// The batch the job belongs to, for a batch's job. (The testing mode
+    /// records a batch's jobs; it runs no callbacks.)
+    pub fn batch(&self) -> Option<&str> {
+        self.batch.as_deref()
     }
 
     /// The record as a chain's step, with its `x-chain` header and input.
@@ -178,7 +193,8 @@ impl Recorder {
             .or_else(|| find_registration(&job.name))
             .ok_or_else(|| failed("the job type has no #[derive(Job)] registration".into()))?;
         let mut ctx = JobContext::new(job.id.clone(), registration.name(), job.queue.as_str().into(), 1, "test".into())
-            .with_enqueued_at(Some(job.enqueued_at));
+            .with_enqueued_at(Some(job.enqueued_at))
+            .with_batch(job.batch.clone(), None);
         let chain = match &job.chain {
             Some((header, input)) => {
                 let header = crate::plumbing::ChainHeader::decode(header).map_err(failed)?;

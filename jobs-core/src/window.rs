@@ -201,6 +201,25 @@ impl<J: Job> Source for Slice<'_, J> {
     }
 }
 
+/// Messages made already, each with its destination (a batch's jobs, of many types).
+pub(crate) struct Prepared<'a> {
+    pub(crate) messages: &'a [Message],
+    pub(crate) destinations: &'a [Destination],
+    pub(crate) at: usize,
+}
+
+impl Source for Prepared<'_> {
+    fn next(&mut self) -> Option<(JobId, Result<Outgoing, Error>)> {
+        let outgoing = self.again(self.at)?;
+        self.at += 1;
+        Some((outgoing.id.clone(), Ok(outgoing)))
+    }
+
+    fn again(&mut self, index: usize) -> Option<Outgoing> {
+        Some(self.messages.get(index)?.to(self.destinations.get(index)?))
+    }
+}
+
 /// The jobs of an iterator, each under a new id.
 pub(crate) struct Iter<'a, I> {
     pub(crate) jobs: I,

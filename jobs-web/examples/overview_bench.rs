@@ -69,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     durations,
                 }],
                 scheduler: None,
+                batches: None,
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

@@ -352,6 +352,7 @@ mod tests {
                 durations,
             }],
             scheduler: None,
+            batches: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
         Some(Command::Schedules { action: Some(ScheduleAction::Run { name }), .. }) => {
             return crate::schedules_admin::run_now(&settings, &name).await
         }
+        Some(Command::Batches { json }) => return crate::batches_admin::list(&settings, json).await,
         Some(Command::Schedules { json, action: None }) => {
             return crate::schedules_admin::list(&settings, jobs, json).await
         }

@@ -86,6 +86,14 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ScheduleAction>,
     },
+    /// Batches, as the record `jobs.batches` tells: the open ones (members
+    /// still running, or dead ones not retried to success) with their counts
+    /// and pending callbacks, then the ones that ended lately.
+    Batches {
+        /// One JSON object per batch (`id`, `state`, `total`, `succeeded`, `dead`, ..) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What to do with a schedule.

@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) settler: Settler,
     pub(crate) limits: Limits,
     pub(crate) health: Arc<Health>,
+    /// The worker's own client: the one its jobs enqueue on (`Job::enqueue`,
+    /// child jobs), whatever the process-wide one is (another worker's, on
+    /// another vhost, in a process with several).
+    pub(crate) client: Option<jobs_core::Client>,
 }
 
 pub(crate) struct Consumer {
@@ -242,6 +246,7 @@ async fn settle_one(
                 activity: &settler.activity,
                 end: &end,
                 placement: &shared.placement,
+                client: shared.client.as_ref(),
             };
             let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
                 // Ended early: by the broker closing the channel, or by the stop.

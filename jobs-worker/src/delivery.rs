@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::channel::Channel;
 use jobs_core::plumbing::amqprs::BasicProperties;
-use jobs_core::plumbing::{header_bytes, header_u64, headers, message_attempt, message_id, ChainHeader, Origin};
+use jobs_core::plumbing::{
+    header_bytes, header_str, header_u64, headers, message_attempt, message_id, ChainHeader, Origin,
+};
 use jobs_core::JobId;
 
 /// What the worker knows of a message before it runs it, from its properties.
@@ -41,6 +43,10 @@ pub(crate) struct Meta<'a> {
     pub(crate) chain: Option<Result<ChainHeader, String>>,
     /// A chain's step: what the step before handed on (`x-chain-input`).
     pub(crate) input: Option<Vec<u8>>,
+    /// A batch's job: its batch (`x-batch`).
+    pub(crate) batch: Option<&'a str>,
+    /// A batch's callback: the batch's outcome (`x-batch-outcome`), encoded.
+    pub(crate) batch_outcome: Option<Vec<u8>>,
 }
 
 impl<'a> Meta<'a> {
@@ -63,6 +69,8 @@ impl<'a> Meta<'a> {
             // Only a chain's steps have these (a first attempt has no headers at all).
             chain: header_bytes(props, headers::CHAIN).map(|bytes| ChainHeader::decode(&bytes)),
             input: header_bytes(props, headers::CHAIN_INPUT),
+            batch: header_str(props, headers::BATCH).filter(|b| !b.is_empty()),
+            batch_outcome: header_bytes(props, headers::BATCH_OUTCOME),
         }
     }
 

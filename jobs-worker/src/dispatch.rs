@@ -94,7 +94,7 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end, placement } = place;
+        let Place { queue, worker, activity, end, placement, client } = place;
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
@@ -105,6 +105,9 @@ impl Dispatcher {
             Some(Ok(chain)) => ctx.with_chain(chain.place(), meta.input.clone()),
             _ => ctx,
         };
+        // A callback's outcome a producer mangled is none: the callback still runs.
+        let outcome = meta.batch_outcome.as_deref().and_then(|bytes| jobs_core::plumbing::decode(bytes).ok());
+        let ctx = ctx.with_batch(meta.batch.map(str::to_owned), outcome);
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
             Err(err) => return Ran::Undecodable { error: err.to_string() },
@@ -112,6 +115,10 @@ impl Dispatcher {
         let span = info_span!("job", job.name = name, job.id = %meta.id, job.attempt = meta.attempt, queue = &**queue);
         let started = std::time::Instant::now();
         debug!(parent: &span, "job started");
+        let future = match client {
+            Some(client) => Box::pin(client.clone().scope(future)),
+            None => future,
+        };
         let future = future.instrument(span.clone());
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
@@ -149,4 +156,6 @@ pub(crate) struct Place<'a> {
     pub(crate) activity: &'a Activity,
     pub(crate) end: &'a CancellationToken,
     pub(crate) placement: &'a Placement,
+    /// The client the job enqueues on (scoped around it).
+    pub(crate) client: Option<&'a jobs_core::Client>,
 }

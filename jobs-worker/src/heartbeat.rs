@@ -30,6 +30,8 @@ pub(crate) struct Beats {
     pub(crate) started_at: SystemTime,
     /// The scheduler's state, set when the worker has schedules.
     pub(crate) scheduler: std::sync::OnceLock<Arc<Status>>,
+    /// The batch aggregator's state.
+    pub(crate) batches: std::sync::OnceLock<Arc<crate::batches::Status>>,
 }
 
 impl Beats {
@@ -51,6 +53,7 @@ impl Beats {
             running,
             counts,
             scheduler: self.scheduler.get().map(|status| status.beat()),
+            batches: self.batches.get().map(|status| status.beat()),
         }
     }
 

@@ -28,6 +28,47 @@ pub(crate) struct Role {
     pub(crate) fence: Duration,
 }
 
+/// Whether a role's worker acts as its leader now: it leads, and the fence
+/// is open. Shared with the heartbeats and kept in the role's leader gauge.
+#[derive(Debug)]
+pub(crate) struct Acting {
+    leading: std::sync::atomic::AtomicBool,
+    fenced: std::sync::atomic::AtomicBool,
+    /// The gauge, 1 while it acts (`jobs_scheduler_leader`, ..).
+    gauge: &'static str,
+}
+
+impl Acting {
+    /// Not leading, its gauge at 0.
+    pub(crate) fn new(gauge: &'static str) -> Self {
+        let acting = Acting { leading: Default::default(), fenced: Default::default(), gauge };
+        acting.show();
+        acting
+    }
+
+    /// Whether it leads, the fence open.
+    pub(crate) fn acts(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.leading.load(Relaxed) && !self.fenced.load(Relaxed)
+    }
+
+    /// It leads now, or no longer.
+    pub(crate) fn lead(&self, leading: bool) {
+        self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
+        self.show();
+    }
+
+    /// The fence closed, or opened again.
+    pub(crate) fn fence(&self, fenced: bool) {
+        self.fenced.store(fenced, std::sync::atomic::Ordering::Relaxed);
+        self.show();
+    }
+
+    fn show(&self) {
+        metrics::gauge!(self.gauge).set(if self.acts() { 1.0 } else { 0.0 });
+    }
+}
+
 /// How long a leader may go without an answer from the broker on its
 /// leadership's link before it stops acting as leader: a third of the heartbeat
 /// timeout (`amqp.heartbeat`; the broker gives up on a silent link after

@@ -35,6 +35,9 @@
 
 mod activity;
 mod admin;
+mod batch_outcomes;
+mod batches;
+mod batches_admin;
 mod builder;
 mod cli;
 mod config;

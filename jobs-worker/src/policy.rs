@@ -161,6 +161,20 @@ impl Decision {
         }
     }
 
+    /// A batch's job's outcome, when this decision ends the job: `true`
+    /// (succeeded) or `false` (dead); `None` when the job comes back.
+    pub(crate) fn batch_outcome(&self) -> Option<bool> {
+        match self {
+            Decision::Ack { .. } | Decision::Continue { .. } => Some(true),
+            Decision::Dead { .. } | Decision::Answer { .. } => Some(false),
+            Decision::Retry { .. }
+            | Decision::Requeue { .. }
+            | Decision::HandBack { .. }
+            | Decision::Leave
+            | Decision::Abandon { .. } => None,
+        }
+    }
+
     /// The answer the caller gets first, for a call.
     pub(crate) fn reply(&self) -> Option<&Reply> {
         match self {

@@ -25,7 +25,6 @@
 //! id and answers with that id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::definitions::{self, Fnv};
-use crate::leadership::{self, Role};
+use crate::leadership::{self, Acting, Role};
 use crate::schedule::{CatchUp, Resolved};
 use crate::ticks::{Record, Ticks, SNAPSHOT_EVERY};
 use crate::SchedulerConfig;
@@ -80,10 +79,8 @@ pub(crate) struct Status {
     /// The digest of them all.
     pub(crate) digest: String,
     max_catch_up: usize,
-    /// The firing side leads.
-    leading: AtomicBool,
-    /// The fence is closed (the broker has not answered within it).
-    fenced: AtomicBool,
+    /// Whether the firing side leads, the fence open.
+    acting: Acting,
     /// Per schedule: the last tick fired, and how late.
     fired: Mutex<Vec<Option<Fired>>>,
     /// When the leader's beats last listed the schedules.
@@ -110,30 +107,19 @@ impl Status {
             digests,
             digest,
             max_catch_up: config.max_catch_up,
-            leading: AtomicBool::new(false),
-            fenced: AtomicBool::new(false),
+            acting: Acting::new("jobs_scheduler_leader"),
             listed: Mutex::new(None),
         }
     }
 
     /// Whether this worker leads the scheduler (and acts as leader) now.
     pub(crate) fn leading(&self) -> bool {
-        self.leading.load(Ordering::Relaxed) && !self.fenced.load(Ordering::Relaxed)
+        self.acting.acts()
     }
 
     fn lead(&self, leading: bool) {
-        self.leading.store(leading, Ordering::Relaxed);
         *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.gauge();
-    }
-
-    fn fence(&self, fenced: bool) {
-        self.fenced.store(fenced, Ordering::Relaxed);
-        self.gauge();
-    }
-
-    fn gauge(&self) {
-        metrics::gauge!("jobs_scheduler_leader").set(if self.leading() { 1.0 } else { 0.0 });
+        self.acting.lead(leading);
     }
 
     /// Whether the next beat lists the schedules: each beat with a few of
@@ -204,13 +190,15 @@ pub(crate) async fn run(
 ) {
     let (tx, hold) = watch::channel(Hold::default());
     let fence = leadership::fence(&amqp);
-    metrics::gauge!("jobs_scheduler_leader").set(0.0);
+    status.lead(false); // the gauge shown from the start
     let mut tasks = JoinSet::new(); // aborted when this is dropped
     let (records, recorded) = mpsc::unbounded_channel();
     tasks.spawn(crate::ticks::recorder(Ticks::new(amqp.clone(), format!("{worker}:schedule-ticks")), recorded));
     tasks.spawn({
         let status = status.clone();
-        leadership::watch_fence(hold.clone(), fence, worker.clone(), "scheduler", move |fenced| status.fence(fenced))
+        leadership::watch_fence(hold.clone(), fence, worker.clone(), "scheduler", move |fenced| {
+            status.acting.fence(fenced)
+        })
     });
     tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status.clone()));
     let released = CancellationToken::new();

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
+use crate::batch_outcomes::Outcomes;
 use crate::delivery::Delivery;
 use crate::policy::{self, Decision, Reply, Unstored};
 use crate::returns::Returns;
@@ -43,6 +44,8 @@ pub(crate) struct Settler {
     pub(crate) interrupt: CancellationToken,
     /// Runs the broker's consumer_timeout ended: recorded here, told to every worker.
     pub(crate) returns: Arc<Returns>,
+    /// Where a batch's jobs' outcomes are recorded before their ack.
+    pub(crate) outcomes: Outcomes,
 }
 
 impl Settler {
@@ -54,8 +57,15 @@ impl Settler {
         if let Some(kind) = decision.failure() {
             self.activity.failed(d.name(), kind);
         }
+        // A batch's job that ended: its outcome is recorded before its ack.
+        let outcome = d.meta.batch.and_then(|batch| Some((batch, decision.batch_outcome()?)));
         let (message, destination, what) = match &decision {
-            Decision::Ack { .. } | Decision::Answer { .. } => return self.ack(d.channel, d.tag).await,
+            Decision::Ack { .. } | Decision::Answer { .. } => {
+                if self.recorded(d, outcome).await {
+                    self.ack(d.channel, d.tag).await;
+                }
+                return;
+            }
             Decision::Continue { next } => (next.message(), next.destination(), "chain's next step"),
             Decision::Leave => return,
             Decision::Abandon { after, reason, timeout } => return self.abandoned(d, *after, reason, *timeout).await,
@@ -87,7 +97,7 @@ impl Settler {
                 (message, Destination::direct(d.queue), "crash requeue")
             }
         };
-        if !self.forward(d, message, &destination, what).await {
+        if !self.forward(d, message, &destination, what, outcome).await {
             return;
         }
         match decision {
@@ -171,15 +181,41 @@ impl Settler {
         }
     }
 
-    /// Publishes the copy, waits for the confirm, then acks. A copy not
-    /// stored is published again as the policy says, the delivery held, and
-    /// at last the delivery is given back. Returns whether it was stored.
-    async fn forward(&self, d: &Delivery<'_>, message: Message, destination: &Destination, what: &str) -> bool {
+    /// Records a batch's job's outcome (`(batch, succeeded)`), when it has
+    /// one; a record not stored gives the delivery back (it runs again, and
+    /// its outcome is recorded then). Returns whether it may be acked.
+    async fn recorded(&self, d: &Delivery<'_>, outcome: Option<(&str, bool)>) -> bool {
+        let Some((batch, ok)) = outcome else { return true };
+        match self.outcomes.record(batch, d.id(), ok).await {
+            Ok(()) => true,
+            Err(reason) => {
+                let err = jobs_core::Error::QueueRead { queue: jobs_core::BATCHES.name().into(), reason };
+                self.give_back(d, "batch outcome", &err).await;
+                false
+            }
+        }
+    }
+
+    /// Publishes the copy, waits for the confirm, records a batch's job's
+    /// outcome, then acks. A copy not stored is published again as the
+    /// policy says, the delivery held, and at last the delivery is given
+    /// back. Returns whether it was stored (and its outcome recorded).
+    async fn forward(
+        &self,
+        d: &Delivery<'_>,
+        message: Message,
+        destination: &Destination,
+        what: &str,
+        outcome: Option<(&str, bool)>,
+    ) -> bool {
         let outgoing = message.into_outgoing(destination);
         let mut tries = 0;
         loop {
             let err = match self.publisher.publish(outgoing.clone()).await {
                 Ok(()) => {
+                    if !self.recorded(d, outcome).await {
+                        return false;
+                    }
                     self.ack(d.channel, d.tag).await;
                     return true;
                 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::activity::Activity;
+use crate::batch_outcomes::Outcomes;
 use crate::consumer::Shared;
 use crate::dispatch::Dispatcher;
 use crate::heartbeat::{self, Beats, Current};
@@ -72,6 +73,10 @@ pub struct Worker {
     returns: Arc<Returns>,
     /// Its schedules and its scheduler's state, when it has schedules.
     scheduler: Option<Arc<Status>>,
+    /// Its batch aggregator's state (every worker stands for the aggregation).
+    batches: Arc<crate::batches::Status>,
+    /// Its own client, set as it runs.
+    client: Option<Client>,
     /// Where jobs run: set as it starts (it knows the jobs' runtime then).
     placement: Arc<Placement>,
 }
@@ -137,8 +142,13 @@ impl Worker {
                 activity: activity.clone(),
                 started_at: std::time::SystemTime::now(),
                 scheduler: std::sync::OnceLock::new(),
+                batches: std::sync::OnceLock::new(),
             })
         });
+        let batches = Arc::new(crate::batches::Status::default());
+        if let Some(beats) = &beats {
+            let _ = beats.batches.set(batches.clone());
+        }
         Ok(Worker {
             amqp,
             config,
@@ -154,6 +164,8 @@ impl Worker {
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
             scheduler: None,
+            batches,
+            client: None,
             placement: Arc::new(Placement::new([], None, None, 1)),
         })
     }
@@ -200,6 +212,7 @@ impl Worker {
         // The scheduler enqueues through this worker's own client (the global
         // one may be another worker's, on another vhost).
         let own_client = client.clone();
+        self.client = Some(client.clone());
         let _ = Client::init_global(client);
         self.dispatcher.check_timeouts(self.config.consumer_timeout, None);
         let tasks = TaskTracker::new();
@@ -223,6 +236,10 @@ impl Worker {
         let watching = link.spawn(self.placement.clone().watch());
         // The scheduler stops firing (and lets the leadership go) as the stop begins.
         let stopping = tokio_util::sync::CancellationToken::new();
+        let aggregating = {
+            let (amqp, id, status) = (self.amqp.clone(), self.id.to_string(), self.batches.clone());
+            link.spawn(crate::batches::run(amqp, id, status, own_client.clone(), stopping.clone()))
+        };
         let scheduling = self.scheduler.clone().map(|status| {
             let (amqp, id) = (self.amqp.clone(), self.id.to_string());
             link.spawn(crate::scheduler::run(amqp, id, status, own_client, stopping.clone()))
@@ -239,7 +256,7 @@ impl Worker {
             link.spawn(async move { worker.serve_until(stop, &tasks, notifier.as_deref()).await })
         };
         let served = serving.await;
-        for task in [watchdog, metrics, beating, Some(watching), scheduling].into_iter().flatten() {
+        for task in [watchdog, metrics, beating, Some(watching), scheduling, Some(aggregating)].into_iter().flatten() {
             task.abort();
         }
         match served {
@@ -392,6 +409,7 @@ impl Worker {
             broken: CancellationToken::new(),
             interrupt: self.interrupt.clone(),
             returns: self.returns.clone(),
+            outcomes: Outcomes::start(connection.clone(), self.amqp.confirm_timeout),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared = Arc::new(Shared {
@@ -400,6 +418,7 @@ impl Worker {
             settler,
             limits,
             health: self.health.clone(),
+            client: self.client.clone(),
         });
         Ok((connection, shared))
     }

@@ -386,6 +386,7 @@ mod tests {
             running: vec![],
             counts: vec![],
             scheduler,
+            batches: None,
         }
     }
 

@@ -1,0 +1,85 @@
+//! The outcomes of a session's batch jobs, appended to the stream
+//! `jobs.batches` before each job's ack: the one record per job on the hot
+//! path, and only for a batch's jobs (plain jobs publish nothing). The
+//! outcomes of jobs settling at the same time share one record, one publish
+//! and one confirm: while one record waits for its confirm, the next
+//! gathers every outcome that comes meanwhile.
+
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::batch_book::Record;
+use jobs_core::plumbing::topology::Declarer;
+use jobs_core::plumbing::Publisher;
+use jobs_core::{report, JobId, BATCHES};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Outcomes gathered into one record at most.
+const MAX_GROUP: usize = 1_000;
+
+type Request = ((String, String, bool), oneshot::Sender<Result<(), String>>);
+
+/// Where a session's settling sends its batch jobs' outcomes.
+#[derive(Debug)]
+pub(crate) struct Outcomes {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Outcomes {
+    /// Records on `connection` (a channel of their own, opened on first
+    /// use), until the session's connection goes.
+    pub(crate) fn start(connection: Connection, confirm_timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(connection, confirm_timeout, rx));
+        Outcomes { tx }
+    }
+
+    /// Appends that job `id` of batch `batch` ended (`ok`: succeeded), and
+    /// waits for the broker's confirm.
+    ///
+    /// # Errors
+    /// Why it is not recorded (the delivery then goes back to its queue).
+    pub(crate) async fn record(&self, batch: &str, id: &JobId, ok: bool) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(((batch.to_owned(), id.to_string(), ok), done)).map_err(|_| "the session is over".to_owned())?;
+        wait.await.unwrap_or_else(|_| Err("the session is over".into()))
+    }
+}
+
+async fn run(connection: Connection, confirm_timeout: Duration, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut publisher: Option<Publisher> = None;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        let (outcomes, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let result = append(&connection, confirm_timeout, &mut publisher, outcomes).await;
+        if result.is_err() {
+            publisher = None;
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+async fn append(
+    connection: &Connection,
+    confirm_timeout: Duration,
+    publisher: &mut Option<Publisher>,
+    outcomes: Vec<(String, String, bool)>,
+) -> Result<(), String> {
+    let record = Record::Outcomes(outcomes);
+    let body = record.encode().map_err(|e| e.to_string())?;
+    if publisher.as_ref().map_or(true, |p| !p.is_open()) {
+        let declarer = Declarer::open(connection).await.map_err(|e| report(&e))?;
+        BATCHES.declare(&declarer).await.map_err(|e| report(&e))?;
+        declarer.close().await;
+        *publisher = Some(Publisher::open(connection, confirm_timeout).await.map_err(|e| report(&e))?);
+    }
+    let Some(open) = publisher.as_ref() else { return Err("no channel to record on".into()) };
+    BATCHES.append(open, record.kind(), body).await.map_err(|e| report(&e))
+}

@@ -78,8 +78,8 @@ pub enum Record {
         /// The batch.
         batch: String,
     },
-    /// Members that ended (kind `outcomes`): `(batch, job id, succeeded)`.
-    Outcomes(Vec<(String, String, bool)>),
+    /// Members that ended (kind `outcomes`).
+    Outcomes(Vec<Outcome>),
     /// A callback fired, confirmed (kind `fired`).
     Fired {
         /// The batch.
@@ -118,6 +118,19 @@ impl Record {
     }
 }
 
+/// That a member ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The batch.
+    pub batch: String,
+    /// The member's job id.
+    pub id: String,
+    /// It succeeded (else it went dead).
+    pub ok: bool,
+    /// The queue it ran from (where a dead one waits, in `<queue>.dead`).
+    pub queue: String,
+}
+
 /// What a batch is: set once, at enqueue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Definition {
@@ -145,6 +158,9 @@ pub struct State {
     pub members: HashSet<String>,
     /// Outcomes recorded, by job id (`true`: succeeded), members or not yet.
     pub outcomes: HashMap<String, bool>,
+    /// The queue of each member that went dead (its dead copy is in `<queue>.dead`).
+    #[serde(default)]
+    pub dead_in: HashMap<String, String>,
     /// Callbacks fired and confirmed.
     pub fired: Vec<CallbackKind>,
     /// When a record last touched it, Unix milliseconds.
@@ -158,6 +174,7 @@ impl State {
             sealed: false,
             members: HashSet::new(),
             outcomes: HashMap::new(),
+            dead_in: HashMap::new(),
             fired: Vec::new(),
             touched_ms: now_ms,
         }
@@ -178,8 +195,17 @@ impl State {
 
     /// The dead members' ids, sorted, at most `max`.
     pub fn dead_ids(&self, max: usize) -> Vec<String> {
-        let mut dead: Vec<String> =
-            self.members.iter().filter(|id| self.outcomes.get(*id) == Some(&false)).cloned().collect();
+        self.dead(max).into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The dead members' ids and queues, sorted by id, at most `max`.
+    pub fn dead(&self, max: usize) -> Vec<(String, Option<String>)> {
+        let mut dead: Vec<(String, Option<String>)> = self
+            .members
+            .iter()
+            .filter(|id| self.outcomes.get(*id) == Some(&false))
+            .map(|id| (id.clone(), self.dead_in.get(id).cloned()))
+            .collect();
         dead.sort();
         dead.truncate(max);
         dead
@@ -215,6 +241,9 @@ impl State {
         self.members.extend(other.members);
         for (id, ok) in other.outcomes {
             self.outcome(id, ok);
+        }
+        for (id, queue) in other.dead_in {
+            self.dead_in.entry(id).or_insert(queue);
         }
         for kind in other.fired {
             if !self.fired.contains(&kind) {
@@ -288,8 +317,12 @@ impl Book {
             }
             Record::Outcomes(outcomes) => {
                 let mut touched = Vec::new();
-                for (batch, id, ok) in outcomes {
-                    touch(&mut self.batches, &batch, now_ms).outcome(id, ok);
+                for Outcome { batch, id, ok, queue } in outcomes {
+                    let state = touch(&mut self.batches, &batch, now_ms);
+                    if !ok {
+                        state.dead_in.insert(id.clone(), queue);
+                    }
+                    state.outcome(id, ok);
                     if !touched.contains(&batch) {
                         touched.push(batch);
                     }
@@ -388,7 +421,7 @@ mod tests {
     }
 
     fn outcome(batch: &str, id: &str, ok: bool) -> Record {
-        Record::Outcomes(vec![(batch.into(), id.into(), ok)])
+        Record::Outcomes(vec![Outcome { batch: batch.into(), id: id.into(), ok, queue: "q".into() }])
     }
 
     fn sealed(batch: &str) -> Record {
@@ -423,7 +456,7 @@ mod tests {
         assert_eq!(due(&book, "b"), [CallbackKind::Complete]);
         book.apply(Record::Fired { batch: "b".into(), kind: CallbackKind::Complete }, 5);
         assert_eq!(due(&book, "b"), [], "fired once");
-        assert_eq!(book.get("b").unwrap().dead_ids(10), ["2"]);
+        assert_eq!(book.get("b").unwrap().dead(10), [("2".to_owned(), Some("q".to_owned()))]);
         book.apply(outcome("b", "2", true), 6);
         assert_eq!(due(&book, "b"), [CallbackKind::Success], "the dead one succeeded on retry");
         book.apply(outcome("b", "2", false), 7);

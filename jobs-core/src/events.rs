@@ -90,6 +90,15 @@ impl BatchesBeat {
     pub const MAX_LISTED: usize = 100;
 }
 
+/// A batch's dead job: its id, and the queue whose `.dead` holds it (empty: unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDeadJob {
+    /// The job id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+}
+
 /// One batch, as the aggregator knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchBeat {
@@ -105,8 +114,8 @@ pub struct BatchBeat {
     pub succeeded: u64,
     /// Members dead.
     pub dead: u64,
-    /// The dead members' ids (the first 20).
-    pub dead_ids: Vec<String>,
+    /// The dead members (the first 20 by id): their ids and queues.
+    pub dead_jobs: Vec<BatchDeadJob>,
     /// Every member is recorded.
     pub sealed: bool,
     /// Callbacks fired: `complete`, `success`.

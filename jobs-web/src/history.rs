@@ -112,6 +112,10 @@ pub(crate) struct WorkerRow {
     /// It leads the scheduler: set by `pages::schedules::mark_leader` (the
     /// choice needs every worker's beat).
     pub(crate) scheduler_leader: bool,
+    /// Its part in aggregating batches at its last beat (shown on the
+    /// batches page, not in `/api/workers`).
+    #[serde(skip)]
+    pub(crate) batches: Option<jobs_core::plumbing::events::BatchesBeat>,
 }
 
 /// What the overview leads with.
@@ -277,6 +281,7 @@ impl History {
                     running: if status == WorkerStatus::Live { beat.running.clone() } else { Vec::new() },
                     scheduler: beat.scheduler.clone(),
                     scheduler_leader: false,
+                    batches: beat.batches.clone(),
                 }
             })
             .collect();

@@ -28,6 +28,7 @@ impl Dashboard {
             .route("/dead/{queue}/job/{id}/{action}", post(pages::dead::dead_job_action))
             .route("/dead/{queue}/bulk", get(pages::bulk::bulk_confirm).post(pages::bulk::bulk_do))
             .route("/dead/{queue}/actions/{id}", get(pages::bulk::action_page))
+            .route("/batches", get(pages::batches::batches))
             .route("/schedules", get(pages::schedules::schedules))
             .route("/schedules/{name}/run", get(pages::schedules::run_confirm).post(pages::schedules::run_do))
             .route("/schedules/{name}/runs/{id}", get(pages::schedules::run_page))
@@ -39,6 +40,7 @@ impl Dashboard {
             .route("/api/dead/{queue}/{id}", get(api::dead_job))
             .route("/api/actions/{id}", get(api::action))
             .route("/api/schedules", get(api::schedules))
+            .route("/api/batches", get(pages::batches::api))
             .route("/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
             .route(
                 "/assets/live.js",

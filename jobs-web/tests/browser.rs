@@ -297,3 +297,55 @@ async fn a_person_sees_the_scheduler_leader_and_its_schedules_and_runs_one_now()
     browser.close().await.unwrap();
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_follows_a_batch_retries_its_dead_job_and_sees_it_end() {
+    let _turn = ONE_BROWSER.lock().await;
+    // One aggregator per vhost: this test's own. Its jobs go to `default` there.
+    let vhost = TestVhost::create("browser-batches").await;
+    let amqp = config_for(&vhost.url());
+    let mut config = worker_config(&["default"], 4, "browser-batches-worker", Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let worker = spawn_with(amqp.clone(), config);
+    let raw = raw_connection_to(&vhost.url()).await;
+    wait_for_consumers(&raw, "default", 1).await;
+    let port = serve(amqp.clone(), WebConfig::default(), "").await.port;
+    let base = format!("http://127.0.0.1:{port}");
+    let (browser, _driver) = browser().await;
+
+    let key = format!("bad-{}", unique("batch"));
+    let invoices = vec![
+        Invoice { key: unique("good-batch"), ms: 10 },
+        Invoice { key: key.clone(), ms: 10 },
+        Invoice { key: unique("good-batch"), ms: 10 },
+    ];
+    let batch = jobs_core::Batch::new()
+        .description("March invoices")
+        .on_complete(&Chore { what: "report".into() })
+        .jobs(&invoices);
+    let id = jobs_core::Client::new(amqp.clone()).enqueue_batch(batch).await.unwrap();
+
+    // The Batches page (refreshed in place): complete, one dead, linked.
+    browser.goto(&format!("{base}/batches")).await.unwrap();
+    let row = format!("tr[data-batch='{id}']");
+    wait_text(&browser, &row, "complete", false, "the batch complete").await;
+    let cells = text(&browser, &row).await;
+    assert!(cells.contains("March invoices") && cells.contains("complete: Chore"), "{cells}");
+    assert_eq!(text(&browser, "#aggregator").await, "browser-batches-worker");
+    screenshot(&browser, "batches").await;
+    let dead_row = format!("tr[data-batch-dead='{id}'] a");
+    browser.find(Locator::Css(&dead_row)).await.unwrap().click().await.unwrap();
+    wait_text(&browser, "h2", "Dead job", false, "the dead job's page").await;
+    assert!(text(&browser, "dl.job").await.contains("has no customer"));
+
+    // Retry it there: it succeeds, and the batch ends.
+    browser.find(Locator::Css("button.retry")).await.unwrap().click().await.unwrap();
+    browser.goto(&format!("{base}/batches")).await.unwrap();
+    wait_text(&browser, "#recent", &id.to_string(), false, "the batch among those ended").await;
+    wait_text(&browser, "#batches", "no open batch", false, "no batch open").await;
+    screenshot(&browser, "batches-ended").await;
+    assert!(done(&key), "the retried job ran");
+
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}

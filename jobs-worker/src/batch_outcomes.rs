@@ -6,7 +6,7 @@
 //! gathers every outcome that comes meanwhile.
 
 use jobs_core::plumbing::amqprs::connection::Connection;
-use jobs_core::plumbing::batch_book::Record;
+use jobs_core::plumbing::batch_book::{Outcome, Record};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::Publisher;
 use jobs_core::{report, JobId, BATCHES};
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Outcomes gathered into one record at most.
 const MAX_GROUP: usize = 1_000;
 
-type Request = ((String, String, bool), oneshot::Sender<Result<(), String>>);
+type Request = (Outcome, oneshot::Sender<Result<(), String>>);
 
 /// Where a session's settling sends its batch jobs' outcomes.
 #[derive(Debug)]
@@ -33,14 +33,15 @@ impl Outcomes {
         Outcomes { tx }
     }
 
-    /// Appends that job `id` of batch `batch` ended (`ok`: succeeded), and
-    /// waits for the broker's confirm.
+    /// Appends that job `id` of batch `batch`, from `queue`, ended (`ok`:
+    /// succeeded), and waits for the broker's confirm.
     ///
     /// # Errors
     /// Why it is not recorded (the delivery then goes back to its queue).
-    pub(crate) async fn record(&self, batch: &str, id: &JobId, ok: bool) -> Result<(), String> {
+    pub(crate) async fn record(&self, batch: &str, id: &JobId, ok: bool, queue: &str) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(((batch.to_owned(), id.to_string(), ok), done)).map_err(|_| "the session is over".to_owned())?;
+        let outcome = Outcome { batch: batch.to_owned(), id: id.to_string(), ok, queue: queue.to_owned() };
+        self.tx.send((outcome, done)).map_err(|_| "the session is over".to_owned())?;
         wait.await.unwrap_or_else(|_| Err("the session is over".into()))
     }
 }
@@ -70,7 +71,7 @@ async fn append(
     connection: &Connection,
     confirm_timeout: Duration,
     publisher: &mut Option<Publisher>,
-    outcomes: Vec<(String, String, bool)>,
+    outcomes: Vec<Outcome>,
 ) -> Result<(), String> {
     let record = Record::Outcomes(outcomes);
     let body = record.encode().map_err(|e| e.to_string())?;

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::batch_book::{Book, CallbackKind, Record, State};
-use jobs_core::plumbing::events::{BatchBeat, BatchesBeat};
+use jobs_core::plumbing::events::{BatchBeat, BatchDeadJob, BatchesBeat};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{close_connection, connect, Hold, JournalReader, Leader, Publisher, StartAt};
 use jobs_core::{report, AmqpConfig, BatchOutcome, Client, JobId, BATCHES, MAX_DEAD_IDS};
@@ -120,7 +120,11 @@ fn summary(state: &State, pending: &[(String, CallbackKind)]) -> BatchBeat {
         total: counts.total,
         succeeded: counts.succeeded,
         dead: counts.dead,
-        dead_ids: state.dead_ids(BEAT_DEAD_IDS),
+        dead_jobs: state
+            .dead(BEAT_DEAD_IDS)
+            .into_iter()
+            .map(|(id, queue)| BatchDeadJob { id, queue: queue.unwrap_or_default() })
+            .collect(),
         sealed: state.sealed,
         fired: state.fired.iter().map(|k| k.as_str().to_owned()).collect(),
         pending: pending.iter().filter(|(b, _)| *b == id).map(|(_, k)| k.as_str().to_owned()).collect(),
@@ -279,6 +283,7 @@ impl Aggregating {
             }
             // Fire what is due; what could not be enqueued waits for the next round.
             let mut left = Vec::new();
+            let succeeded = pending.iter().any(|(_, kind)| *kind == CallbackKind::Success);
             for (batch, kind) in std::mem::take(&mut pending) {
                 if !self.holds(term) {
                     return Ended::Lost;
@@ -292,6 +297,11 @@ impl Aggregating {
                 }
             }
             pending = left;
+            if succeeded {
+                // Batches whose success fired leave the book for the recent list now (and
+                // records of batches gone already, a repeated job's, with them).
+                book.prune(now_ms(), true);
+            }
             self.status.publish(&book, &pending);
             let fence_closes = self.hold.borrow().heard.map(|heard| heard + self.fence);
             tokio::select! {
@@ -313,7 +323,7 @@ impl Aggregating {
                     }
                 }
                 _ = snapshots.tick() => {
-                    book.prune(now_ms(), false);
+                    book.prune(now_ms(), true);
                     if let Err(err) = append(link, &book.snapshot()).await {
                         return Ended::Failed(report(&err));
                     }

@@ -186,7 +186,7 @@ impl Settler {
     /// its outcome is recorded then). Returns whether it may be acked.
     async fn recorded(&self, d: &Delivery<'_>, outcome: Option<(&str, bool)>) -> bool {
         let Some((batch, ok)) = outcome else { return true };
-        match self.outcomes.record(batch, d.id(), ok).await {
+        match self.outcomes.record(batch, d.id(), ok, d.queue).await {
             Ok(()) => true,
             Err(reason) => {
                 let err = jobs_core::Error::QueueRead { queue: jobs_core::BATCHES.name().into(), reason };

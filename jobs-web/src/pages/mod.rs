@@ -16,6 +16,7 @@ use crate::format::{show, time};
 use crate::refusal::{error_page, Refusal};
 use crate::security::{csrf_ok, Csrf};
 
+pub(crate) mod batches;
 pub(crate) mod bulk;
 pub(crate) mod dead;
 pub(crate) mod overview;

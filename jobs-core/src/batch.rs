@@ -37,6 +37,9 @@ pub const BATCHES: Journal =
 /// Members recorded per `members` record at enqueue (and jobs sent between two).
 const CHUNK: usize = 10_000;
 
+/// The longest description a batch keeps, in bytes.
+pub const MAX_DESCRIPTION: usize = 1_000;
+
 /// The most dead ids a callback is told ([`BatchOutcome::dead_ids`]).
 pub const MAX_DEAD_IDS: usize = 1_000;
 
@@ -104,9 +107,11 @@ impl Batch {
         Batch::default()
     }
 
-    /// What the batch is for: shown by `worker batches` and the dashboard.
+    /// What the batch is for: shown by `worker batches` and the dashboard
+    /// (cut at [`MAX_DESCRIPTION`] bytes: it travels in the callbacks' headers).
     pub fn description(mut self, text: impl Into<String>) -> Self {
-        self.description = Some(text.into());
+        let text: String = text.into();
+        self.description = Some(crate::message::cut(&text, MAX_DESCRIPTION));
         self
     }
 

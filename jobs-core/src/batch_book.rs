@@ -87,8 +87,23 @@ pub enum Record {
         /// Which.
         kind: CallbackKind,
     },
-    /// The open batches as the aggregator knew them (kind `snapshot`).
-    Snapshot(Vec<State>),
+    /// Part of a snapshot: open batches as the aggregator knew them (kind `snapshot`).
+    SnapshotPart {
+        /// The snapshot's id.
+        snapshot: String,
+        /// Batches.
+        states: Vec<State>,
+    },
+    /// A snapshot's end (kind `snapshot-done`): its parts, and the stream
+    /// offset of the last record it covers (every record up to it is folded in).
+    SnapshotDone {
+        /// The snapshot's id.
+        snapshot: String,
+        /// How many parts it has.
+        parts: u32,
+        /// The last offset it covers.
+        covered: u64,
+    },
 }
 
 impl Record {
@@ -100,7 +115,8 @@ impl Record {
             Record::Sealed { .. } => "sealed",
             Record::Outcomes(_) => "outcomes",
             Record::Fired { .. } => "fired",
-            Record::Snapshot(_) => "snapshot",
+            Record::SnapshotPart { .. } => "snapshot",
+            Record::SnapshotDone { .. } => "snapshot-done",
         }
     }
 
@@ -128,6 +144,7 @@ pub struct Outcome {
     /// It succeeded (else it went dead).
     pub ok: bool,
     /// The queue it ran from (where a dead one waits, in `<queue>.dead`).
+    #[serde(default)]
     pub queue: String,
 }
 
@@ -165,6 +182,10 @@ pub struct State {
     pub fired: Vec<CallbackKind>,
     /// When a record last touched it, Unix milliseconds.
     pub touched_ms: u64,
+    /// Its counts, kept as members and outcomes come (not recorded: made
+    /// again as a snapshot is read).
+    #[serde(skip)]
+    tally: Counts,
 }
 
 impl State {
@@ -177,11 +198,17 @@ impl State {
             dead_in: HashMap::new(),
             fired: Vec::new(),
             touched_ms: now_ms,
+            tally: Counts::default(),
         }
     }
 
-    /// Its counts now.
+    /// Its counts now (kept as records come: no walk of its members).
     pub fn counts(&self) -> Counts {
+        self.tally
+    }
+
+    /// Counts it all again (a state read from a snapshot).
+    fn recount(&mut self) {
         let mut counts = Counts { total: self.members.len() as u64, ..Counts::default() };
         for id in &self.members {
             match self.outcomes.get(id) {
@@ -190,7 +217,19 @@ impl State {
                 None => {}
             }
         }
-        counts
+        self.tally = counts;
+    }
+
+    fn add_member(&mut self, id: String) {
+        let ended = self.outcomes.get(&id).copied();
+        if self.members.insert(id) {
+            self.tally.total += 1;
+            match ended {
+                Some(true) => self.tally.succeeded += 1,
+                Some(false) => self.tally.dead += 1,
+                None => {}
+            }
+        }
     }
 
     /// The dead members' ids, sorted, at most `max`.
@@ -198,13 +237,14 @@ impl State {
         self.dead(max).into_iter().map(|(id, _)| id).collect()
     }
 
-    /// The dead members' ids and queues, sorted by id, at most `max`.
+    /// The dead members' ids and queues, sorted by id, at most `max` (a
+    /// walk of the dead, not of every member).
     pub fn dead(&self, max: usize) -> Vec<(String, Option<String>)> {
         let mut dead: Vec<(String, Option<String>)> = self
-            .members
+            .dead_in
             .iter()
-            .filter(|id| self.outcomes.get(*id) == Some(&false))
-            .map(|id| (id.clone(), self.dead_in.get(id).cloned()))
+            .filter(|(id, _)| self.members.contains(*id) && self.outcomes.get(*id) == Some(&false))
+            .map(|(id, queue)| (id.clone(), Some(queue.clone()).filter(|q| !q.is_empty())))
             .collect();
         dead.sort();
         dead.truncate(max);
@@ -212,7 +252,7 @@ impl State {
     }
 
     /// The callbacks due now: complete once sealed and every member ended,
-    /// success once every member succeeded; each at most once.
+    /// success once every member succeeded (complete first); each at most once.
     pub fn due(&self) -> Vec<CallbackKind> {
         if self.definition.is_none() || !self.sealed {
             return Vec::new();
@@ -228,9 +268,9 @@ impl State {
         due
     }
 
-    /// Whether it is done with: its success fired.
+    /// Whether it is done with: its complete and its success fired.
     pub fn finished(&self) -> bool {
-        self.fired.contains(&CallbackKind::Success)
+        self.fired.contains(&CallbackKind::Complete) && self.fired.contains(&CallbackKind::Success)
     }
 
     fn merge(&mut self, other: State) {
@@ -238,9 +278,11 @@ impl State {
             self.definition = other.definition;
         }
         self.sealed |= other.sealed;
-        self.members.extend(other.members);
         for (id, ok) in other.outcomes {
             self.outcome(id, ok);
+        }
+        for id in other.members {
+            self.add_member(id);
         }
         for (id, queue) in other.dead_in {
             self.dead_in.entry(id).or_insert(queue);
@@ -254,8 +296,18 @@ impl State {
     }
 
     fn outcome(&mut self, id: String, ok: bool) {
-        let entry = self.outcomes.entry(id).or_insert(ok);
-        *entry |= ok;
+        let before = self.outcomes.get(&id).copied();
+        let after = before.map_or(ok, |b| b || ok);
+        if before == Some(after) {
+            return;
+        }
+        if self.members.contains(&id) {
+            if before == Some(false) {
+                self.tally.dead -= 1;
+            }
+            *(if after { &mut self.tally.succeeded } else { &mut self.tally.dead }) += 1;
+        }
+        self.outcomes.insert(id, after);
     }
 }
 
@@ -308,7 +360,10 @@ impl Book {
                 vec![batch]
             }
             Record::Members { batch, ids, .. } => {
-                touch(&mut self.batches, &batch, now_ms).members.extend(ids);
+                let state = touch(&mut self.batches, &batch, now_ms);
+                for id in ids {
+                    state.add_member(id);
+                }
                 vec![batch]
             }
             Record::Sealed { batch } => {
@@ -336,13 +391,14 @@ impl Book {
                 }
                 vec![batch]
             }
-            Record::Snapshot(states) => {
+            Record::SnapshotPart { states, .. } => {
                 let mut touched = Vec::new();
-                for other in states {
+                for mut other in states {
                     let Some(batch) = other.definition.as_ref().map(|d| d.batch.clone()) else { continue };
                     match self.batches.get_mut(&batch) {
                         Some(state) => state.merge(other),
                         None => {
+                            other.recount();
                             self.batches.insert(batch.clone(), other);
                         }
                     }
@@ -350,6 +406,7 @@ impl Book {
                 }
                 touched
             }
+            Record::SnapshotDone { .. } => Vec::new(),
         }
     }
 
@@ -389,9 +446,27 @@ impl Book {
         self.recent.truncate(RECENT);
     }
 
-    /// The book as a snapshot record: every batch in it.
-    pub fn snapshot(&self) -> Record {
-        Record::Snapshot(self.batches.values().filter(|s| s.definition.is_some()).cloned().collect())
+    /// The book as a snapshot `id` covering the stream up to offset
+    /// `covered`: parts of about `part_bytes` each (a batch larger goes in a
+    /// part of its own), then their end.
+    pub fn snapshot(&self, id: &str, covered: u64, part_bytes: usize) -> Vec<Record> {
+        let mut records = Vec::new();
+        let (mut part, mut bytes) = (Vec::new(), 0);
+        for state in self.batches.values().filter(|s| s.definition.is_some()) {
+            let size = 64 + state.members.len() * 28 + state.outcomes.len() * 30 + state.dead_in.len() * 60;
+            if !part.is_empty() && bytes + size > part_bytes {
+                records.push(Record::SnapshotPart { snapshot: id.to_owned(), states: std::mem::take(&mut part) });
+                bytes = 0;
+            }
+            part.push(state.clone());
+            bytes += size;
+        }
+        if !part.is_empty() {
+            records.push(Record::SnapshotPart { snapshot: id.to_owned(), states: part });
+        }
+        let parts = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        records.push(Record::SnapshotDone { snapshot: id.to_owned(), parts, covered });
+        records
     }
 }
 
@@ -500,13 +575,17 @@ mod tests {
         let mut half = Book::new();
         records[..3].iter().cloned().for_each(|r| drop(half.apply(r, 1)));
         let mut rebuilt = Book::new();
-        rebuilt.apply(half.snapshot(), 1);
+        for part in half.snapshot("s", 0, 1) {
+            rebuilt.apply(part, 1);
+        }
         records[2..].iter().cloned().for_each(|r| drop(rebuilt.apply(r, 1)));
         assert_eq!(rebuilt.get("b"), forward.get("b"));
-        let round = Record::decode(&forward.snapshot().encode().unwrap()).unwrap();
         let mut decoded = Book::new();
-        decoded.apply(round, 1);
-        assert_eq!(decoded.get("b"), forward.get("b"), "a snapshot survives its encoding");
+        for part in forward.snapshot("s", 0, 1 << 20) {
+            decoded.apply(Record::decode(&part.encode().unwrap()).unwrap(), 1);
+        }
+        assert_eq!(decoded.get("b"), forward.get("b"), "a snapshot survives its encoding (its counts made again)");
+        assert_eq!(decoded.get("b").unwrap().counts(), Counts { total: 3, succeeded: 3, dead: 0 });
     }
 
     #[test]
@@ -528,5 +607,68 @@ mod tests {
         let forget = u64::try_from(FORGET_AFTER.as_millis()).unwrap();
         book.prune(10 + forget + 1, false);
         assert!(book.get("idle").is_none(), "untouched for 30 days");
+    }
+}
+
+#[cfg(test)]
+mod more {
+    use super::*;
+
+    fn definition(batch: &str) -> Record {
+        Record::Open(Definition {
+            batch: batch.into(),
+            description: None,
+            at_ms: 1,
+            on_complete: None,
+            on_success: None,
+        })
+    }
+
+    #[test]
+    fn counts_kept_as_records_come_match_a_count_of_it_all() {
+        let mut book = Book::new();
+        book.apply(definition("b"), 1);
+        // Outcomes before membership, repeats, a death then a success, a non-member.
+        let outcome = |id: &str, ok| Outcome { batch: "b".into(), id: id.into(), ok, queue: "q".into() };
+        book.apply(Record::Outcomes(vec![outcome("1", false), outcome("9", true)]), 1);
+        book.apply(
+            Record::Members { batch: "b".into(), ids: vec!["1".into(), "2".into(), "3".into()], parent: None },
+            1,
+        );
+        book.apply(
+            Record::Outcomes(vec![outcome("2", true), outcome("2", true), outcome("1", true), outcome("1", false)]),
+            1,
+        );
+        let state = book.get("b").unwrap();
+        let mut recounted = state.clone();
+        recounted.recount();
+        assert_eq!(state.counts(), recounted.counts());
+        assert_eq!(state.counts(), Counts { total: 3, succeeded: 2, dead: 0 });
+    }
+
+    #[test]
+    fn a_snapshot_is_cut_in_parts_and_ends_with_what_it_covers() {
+        let mut book = Book::new();
+        for n in 0..10 {
+            book.apply(definition(&format!("b{n}")), 1);
+        }
+        let records = book.snapshot("s1", 42, 100);
+        assert!(records.len() > 2, "small parts: {}", records.len());
+        let parts = records.len() as u32 - 1;
+        assert_eq!(records.last(), Some(&Record::SnapshotDone { snapshot: "s1".into(), parts, covered: 42 }));
+        let mut rebuilt = Book::new();
+        records.into_iter().for_each(|r| drop(rebuilt.apply(r, 1)));
+        assert_eq!(rebuilt.batches().count(), 10);
+    }
+
+    #[test]
+    fn a_batch_leaves_the_book_only_once_both_callbacks_fired() {
+        let mut book = Book::new();
+        book.apply(definition("b"), 1);
+        book.apply(Record::Sealed { batch: "b".into() }, 1);
+        book.apply(Record::Fired { batch: "b".into(), kind: CallbackKind::Success }, 1);
+        book.prune(2, true);
+        assert!(book.get("b").is_some(), "complete not fired yet: kept");
+        assert_eq!(book.get("b").unwrap().due(), [CallbackKind::Complete]);
     }
 }

@@ -110,7 +110,7 @@ impl Journal {
         let mut args = BasicConsumeArguments::new(self.name, "").manual_ack(true).finish();
         args.arguments = arguments;
         let (_, rx) = channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", self.name, e))?;
-        Ok(JournalReader { channel, rx, unacked: 0 })
+        Ok(JournalReader { channel, rx, unacked: 0, to_ack: None })
     }
 }
 
@@ -120,6 +120,8 @@ pub struct JournalReader {
     rx: tokio::sync::mpsc::UnboundedReceiver<ConsumerMessage>,
     /// Delivered and not yet acked (acked together: the acks only give credit).
     unacked: u32,
+    /// The delivery tag to ack (with those before it) as the next record is asked for.
+    to_ack: Option<u64>,
 }
 
 impl std::fmt::Debug for JournalReader {
@@ -130,7 +132,15 @@ impl std::fmt::Debug for JournalReader {
 
 impl JournalReader {
     /// The next record, its offset and its kind; `None` when the channel closed.
+    ///
+    /// Cancel-safe: a `next` dropped before it returns (a `select!` that took
+    /// another branch) loses no record. (Acks wait for the next call, and only
+    /// give credit.)
     pub async fn next(&mut self) -> Option<(u64, Option<String>, Vec<u8>)> {
+        if let Some(tag) = self.to_ack {
+            let _ = self.channel.basic_ack(BasicAckArguments::new(tag, true)).await;
+            self.to_ack = None;
+        }
         loop {
             let message = self.rx.recv().await?;
             let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content)
@@ -139,7 +149,7 @@ impl JournalReader {
             };
             self.unacked += 1;
             if self.unacked >= 250 || self.rx.is_empty() {
-                let _ = self.channel.basic_ack(BasicAckArguments::new(deliver.delivery_tag(), true)).await;
+                self.to_ack = Some(deliver.delivery_tag());
                 self.unacked = 0;
             }
             let offset = header_u64(&props, "x-stream-offset").unwrap_or(0);

@@ -183,7 +183,7 @@ mod topology;
 mod untyped;
 mod window;
 
-pub use batch::{Batch, BatchOutcome, BATCHES, MAX_DEAD_IDS};
+pub use batch::{Batch, BatchOutcome, BATCHES, MAX_DEAD_IDS, MAX_DESCRIPTION};
 pub use batch_book::CallbackKind;
 pub use broker_url::{BrokerUrl, UrlError};
 pub use chain::{Chain, ChainPlace, Step, MAX_CHAIN_BYTES, MAX_STEP_OUTPUT};

@@ -2,19 +2,23 @@
 //! `jobs.batches` before each job's ack: the one record per job on the hot
 //! path, and only for a batch's jobs (plain jobs publish nothing). The
 //! outcomes of jobs settling at the same time share one record, one publish
-//! and one confirm: while one record waits for its confirm, the next
-//! gathers every outcome that comes meanwhile.
+//! and one confirm: each record takes every outcome waiting as it goes out,
+//! and goes out at once, while earlier ones wait for their confirms (at most
+//! eight at a time; the record's order does not matter to its fold).
 
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::batch_book::{Outcome, Record};
 use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::Publisher;
 use jobs_core::{report, JobId, BATCHES};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Outcomes gathered into one record at most.
 const MAX_GROUP: usize = 1_000;
+/// Records waiting for their confirms at once.
+const MAX_IN_FLIGHT: usize = 8;
 
 type Request = (Outcome, oneshot::Sender<Result<(), String>>);
 
@@ -47,8 +51,12 @@ impl Outcomes {
 }
 
 async fn run(connection: Connection, confirm_timeout: Duration, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut publisher: Option<Publisher> = None;
+    let mut publisher: Option<Arc<Publisher>> = None;
+    // Records in flight at once: each group goes out at once, without waiting
+    // for the confirm of the one before (the fold does not care about order).
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -57,30 +65,41 @@ async fn run(connection: Connection, confirm_timeout: Duration, mut rx: mpsc::Un
             }
         }
         let (outcomes, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        let result = append(&connection, confirm_timeout, &mut publisher, outcomes).await;
-        if result.is_err() {
-            publisher = None;
-        }
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
+        let open = match publisher.as_ref().filter(|p| p.is_open()) {
+            Some(open) => Ok(open.clone()),
+            None => open(&connection, confirm_timeout).await.map(Arc::new),
+        };
+        let open = match open {
+            Ok(open) => open,
+            Err(why) => {
+                publisher = None;
+                for waiter in waiters {
+                    let _ = waiter.send(Err(why.clone()));
+                }
+                continue;
+            }
+        };
+        publisher = Some(open.clone());
+        tokio::spawn(async move {
+            let result = append(&open, outcomes).await;
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+            drop(permit);
+        });
     }
 }
 
-async fn append(
-    connection: &Connection,
-    confirm_timeout: Duration,
-    publisher: &mut Option<Publisher>,
-    outcomes: Vec<Outcome>,
-) -> Result<(), String> {
+/// A channel to record on, the stream declared.
+async fn open(connection: &Connection, confirm_timeout: Duration) -> Result<Publisher, String> {
+    let declarer = Declarer::open(connection).await.map_err(|e| report(&e))?;
+    BATCHES.declare(&declarer).await.map_err(|e| report(&e))?;
+    declarer.close().await;
+    Publisher::open(connection, confirm_timeout).await.map_err(|e| report(&e))
+}
+
+async fn append(publisher: &Publisher, outcomes: Vec<Outcome>) -> Result<(), String> {
     let record = Record::Outcomes(outcomes);
     let body = record.encode().map_err(|e| e.to_string())?;
-    if publisher.as_ref().map_or(true, |p| !p.is_open()) {
-        let declarer = Declarer::open(connection).await.map_err(|e| report(&e))?;
-        BATCHES.declare(&declarer).await.map_err(|e| report(&e))?;
-        declarer.close().await;
-        *publisher = Some(Publisher::open(connection, confirm_timeout).await.map_err(|e| report(&e))?);
-    }
-    let Some(open) = publisher.as_ref() else { return Err("no channel to record on".into()) };
-    BATCHES.append(open, record.kind(), body).await.map_err(|e| report(&e))
+    BATCHES.append(publisher, record.kind(), body).await.map_err(|e| report(&e))
 }

@@ -39,11 +39,17 @@ pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.batches.aggregator");
 /// How often the leader renews its hold.
 const RENEW: Duration = Duration::from_secs(5 * 60);
 /// How often the leader appends a snapshot of the open batches.
-pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(10 * 60);
+pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(30 * 60);
+/// How often the leader appends a snapshot of a book that did not change.
+const SNAPSHOT_ANYWAY: Duration = Duration::from_secs(6 * 3600);
 /// How far back a new leader first looks for a snapshot.
-pub(crate) const SNAPSHOT_WINDOW: Duration = Duration::from_secs(30 * 60);
-/// The longest a rebuild's reading may take.
-const READ_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const SNAPSHOT_WINDOW: Duration = Duration::from_secs(90 * 60);
+/// The longest a reading of the stream may go without a record.
+const READ_QUIET: Duration = Duration::from_secs(60);
+/// A snapshot's parts, about (a batch larger goes in a part of its own).
+const SNAPSHOT_PART_BYTES: usize = 4 << 20;
+/// How often the leader's beats are given what it knows now.
+const SHOW_EVERY: Duration = Duration::from_secs(1);
 /// How long a callback that could not be enqueued waits before it is tried again.
 const FIRE_AGAIN: Duration = Duration::from_secs(1);
 /// Dead ids a beat lists per batch.
@@ -158,7 +164,8 @@ pub(crate) async fn run(
         })
     });
     let released = CancellationToken::new();
-    let aggregating = Aggregating { amqp: amqp.clone(), status, client, hold, fence, worker: worker.clone() };
+    let aggregating =
+        Aggregating { amqp: amqp.clone(), status, client, hold, fence, worker: worker.clone(), unrecorded: Vec::new() };
     tasks.spawn({
         let released = released.clone();
         async move {
@@ -187,6 +194,8 @@ struct Aggregating {
     hold: watch::Receiver<Hold>,
     fence: Duration,
     worker: String,
+    /// Callbacks enqueued whose `fired` record did not go: recorded as the next lead starts.
+    unrecorded: Vec<(String, CallbackKind)>,
 }
 
 /// A lead's link to the stream: its connection, a publisher for records, a reader.
@@ -257,63 +266,84 @@ impl Aggregating {
     }
 
     async fn lead_on(&mut self, link: &Link, term: u64, stopping: &CancellationToken) -> Ended {
-        let (mut book, mut reader) = match rebuild(link).await {
+        let Rebuilt { mut book, mut reader, mut covered } = match rebuild_on(&link.connection, &link.publisher).await {
             Ok(rebuilt) => rebuilt,
             Err(why) => return Ended::Failed(why),
         };
         book.prune(now_ms(), true);
         info!(batches = book.batches().count(), "the batch record is read");
+        // Callbacks this worker enqueued in an earlier lead and could not record: recorded now, not sent again.
+        for (batch, kind) in std::mem::take(&mut self.unrecorded) {
+            let fired = Record::Fired { batch: batch.clone(), kind };
+            if let Err(err) = append(link, &fired).await {
+                self.unrecorded.push((batch, kind));
+                return Ended::Failed(report(&err));
+            }
+            book.apply(fired, now_ms());
+        }
         let mut pending: Vec<(String, CallbackKind)> = Vec::new();
         for state in book.batches() {
             if let Some(batch) = state.definition.as_ref().map(|d| d.batch.clone()) {
                 pending.extend(state.due().into_iter().map(|kind| (batch.clone(), kind)));
             }
         }
-        if let Err(err) = append(link, &book.snapshot()).await {
-            return Ended::Failed(report(&err));
-        }
+        self.snapshot(link, &book, covered).await;
+        let mut last_snapshot = tokio::time::Instant::now();
+        let mut changed = false;
         self.status.publish(&book, &pending);
         let start = tokio::time::Instant::now();
         let mut snapshots = tokio::time::interval_at(start + SNAPSHOT_EVERY, SNAPSHOT_EVERY);
         let mut again = tokio::time::interval_at(start, FIRE_AGAIN);
+        let mut shown = tokio::time::interval_at(start, SHOW_EVERY);
         let mut hold = self.hold.clone();
         loop {
             if !self.holds(term) {
                 return Ended::Lost;
             }
             // Fire what is due; what could not be enqueued waits for the next round.
-            let mut left = Vec::new();
-            let succeeded = pending.iter().any(|(_, kind)| *kind == CallbackKind::Success);
-            for (batch, kind) in std::mem::take(&mut pending) {
-                if !self.holds(term) {
-                    return Ended::Lost;
-                }
-                match self.fire(link, &mut book, &batch, kind, term).await {
-                    Ok(()) => {}
-                    Err(why) => {
-                        warn!(batch = %batch, callback = kind.as_str(), error = %why, "a batch's callback could not be enqueued; trying again");
-                        left.push((batch, kind));
+            if !pending.is_empty() {
+                let mut left = Vec::new();
+                let mut succeeded = false;
+                for (batch, kind) in std::mem::take(&mut pending) {
+                    if !self.holds(term) {
+                        return Ended::Lost;
+                    }
+                    match self.fire(link, &mut book, &batch, kind, term).await {
+                        Ok(()) => succeeded |= kind == CallbackKind::Success,
+                        Err(Unfired::Waits) => left.push((batch, kind)),
+                        Err(Unfired::NotSent(why)) => {
+                            warn!(batch = %batch, callback = kind.as_str(), error = %why, "a batch's callback could not be enqueued; trying again");
+                            left.push((batch, kind));
+                        }
+                        Err(Unfired::NotRecorded(why)) => return Ended::Failed(why),
                     }
                 }
+                pending = left;
+                if succeeded {
+                    // Batches whose callbacks have all fired leave the book for the recent
+                    // list now (and records of batches gone already, a repeated job's, with them).
+                    book.prune(now_ms(), true);
+                }
             }
-            pending = left;
-            if succeeded {
-                // Batches whose success fired leave the book for the recent list now (and
-                // records of batches gone already, a repeated job's, with them).
-                book.prune(now_ms(), true);
-            }
-            self.status.publish(&book, &pending);
             let fence_closes = self.hold.borrow().heard.map(|heard| heard + self.fence);
             tokio::select! {
-                read = reader.next() => {
-                    let Some((_, kind, body)) = read else {
+                read = tokio::time::timeout(READ_QUIET, reader.next()) => {
+                    let Ok(read) = read else { continue };
+                    let Some((offset, kind, body)) = read else {
                         return Ended::Failed("the stream's channel closed".into());
                     };
-                    if kind.as_deref() == Some("mark") {
+                    covered = covered.max(offset);
+                    // A snapshot read back is this leader's own, of what it knew as it wrote
+                    // it: older than its book (and a batch finished since must not come back).
+                    let Some(record) = Record::decode(&body)
+                        .filter(|_| kind.as_deref() != Some("mark"))
+                        .filter(|r| !matches!(r, Record::SnapshotPart { .. } | Record::SnapshotDone { .. }))
+                    else {
                         continue;
-                    }
-                    let Some(record) = Record::decode(&body) else { continue };
-                    for batch in book.apply(record, now_ms()) {
+                    };
+                    let touched = book.apply(record, now_ms());
+                    changed |= !touched.is_empty();
+                    for batch in touched {
                         let due = book.get(&batch).map(State::due).unwrap_or_default();
                         for kind in due {
                             if !pending.contains(&(batch.clone(), kind)) {
@@ -322,12 +352,16 @@ impl Aggregating {
                         }
                     }
                 }
-                _ = snapshots.tick() => {
-                    book.prune(now_ms(), true);
-                    if let Err(err) = append(link, &book.snapshot()).await {
-                        return Ended::Failed(report(&err));
+                // A snapshot when the book changed, or at least each SNAPSHOT_ANYWAY (a
+                // rebuild then finds one within a day): an idle book is not written again.
+                _ = snapshots.tick(), if self.holds(term) => {
+                    if changed || last_snapshot.elapsed() >= SNAPSHOT_ANYWAY {
+                        book.prune(now_ms(), true);
+                        self.snapshot(link, &book, covered).await;
+                        (changed, last_snapshot) = (false, tokio::time::Instant::now());
                     }
                 }
+                _ = shown.tick() => self.status.publish(&book, &pending),
                 _ = again.tick(), if !pending.is_empty() => {}
                 _ = async { match fence_closes { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
                 changed = hold.changed() => if changed.is_err() { return Ended::Gone },
@@ -336,18 +370,34 @@ impl Aggregating {
         }
     }
 
-    /// Enqueues callback `kind` of `batch` (when it has one), then records it fired.
+    /// Appends a snapshot of `book` covering the stream up to `covered`. One
+    /// not stored is said, not fatal: the callbacks go on, and the next lead
+    /// reads back further.
+    async fn snapshot(&self, link: &Link, book: &Book, covered: u64) {
+        let id = JobId::new();
+        for record in book.snapshot(id.as_str(), covered, SNAPSHOT_PART_BYTES) {
+            if let Err(err) = append(link, &record).await {
+                return warn!(error = %report(&err), "a snapshot of the open batches could not be recorded");
+            }
+        }
+    }
+
+    /// Enqueues callback `kind` of `batch` (when it has one), then records it
+    /// fired; a `success` waits for its batch's `complete`.
     async fn fire(
-        &self,
+        &mut self,
         link: &Link,
         book: &mut Book,
         batch: &str,
         kind: CallbackKind,
         term: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unfired> {
         let Some(state) = book.get(batch) else { return Ok(()) };
         if !state.due().contains(&kind) {
             return Ok(());
+        }
+        if kind == CallbackKind::Success && !state.fired.contains(&CallbackKind::Complete) {
+            return Err(Unfired::Waits);
         }
         let Some(definition) = state.definition.as_ref() else { return Ok(()) };
         let callback = match kind {
@@ -358,8 +408,11 @@ impl Aggregating {
             let outcome = BatchOutcome::new(definition, kind, state.counts(), state.dead_ids(MAX_DEAD_IDS));
             let message = outcome.message(callback);
             let still_leads = || self.holds(term);
-            self.client.enqueue_callback(&message, &callback.queue, &still_leads).await.map_err(|e| report(&e))?;
+            let sent = self.client.enqueue_callback(&message, &callback.queue, &still_leads).await;
+            sent.map_err(|e| Unfired::NotSent(report(&e)))?;
             info!(
+                worker = %self.worker,
+                term,
                 batch,
                 callback = kind.as_str(),
                 job.name = callback.name,
@@ -372,10 +425,24 @@ impl Aggregating {
             metrics::counter!("jobs_batch_callbacks_total", "callback" => kind.as_str()).increment(1);
         }
         let fired = Record::Fired { batch: batch.to_owned(), kind };
-        book.apply(fired.clone(), now_ms());
-        // Not recorded: the next leader enqueues it again, under the same id.
-        append(link, &fired).await.map_err(|e| report(&e))
+        if let Err(err) = append(link, &fired).await {
+            // Enqueued and not recorded: recorded as the next lead starts, not sent again.
+            self.unrecorded.push((batch.to_owned(), kind));
+            return Err(Unfired::NotRecorded(report(&err)));
+        }
+        book.apply(fired, now_ms());
+        Ok(())
     }
+}
+
+/// Why a callback did not fire this round.
+enum Unfired {
+    /// A success whose complete has not fired yet.
+    Waits,
+    /// Its enqueue failed: tried again.
+    NotSent(String),
+    /// Enqueued, and its record failed: the lead ends.
+    NotRecorded(String),
 }
 
 /// Appends `record` on the lead's link, confirmed.
@@ -386,59 +453,89 @@ async fn append(link: &Link, record: &Record) -> Result<(), jobs_core::Error> {
     BATCHES.append(&link.publisher, record.kind(), body).await
 }
 
-/// Reads the record back into a book, up to a marker appended first: from
-/// [`SNAPSHOT_WINDOW`] ago when a snapshot is there, else from the start.
-/// Returns the book and the reader, which reads on past the marker.
-async fn rebuild(link: &Link) -> Result<(Book, JournalReader), String> {
-    rebuild_on(&link.connection, &link.publisher).await
+/// A book read back, the reader that goes on past it, and the last offset folded in.
+pub(crate) struct Rebuilt {
+    pub(crate) book: Book,
+    pub(crate) reader: JournalReader,
+    pub(crate) covered: u64,
 }
 
-/// [`rebuild`] on any connection and publisher (the admin command's).
-pub(crate) async fn rebuild_on(
-    connection: &Connection,
-    publisher: &Publisher,
-) -> Result<(Book, JournalReader), String> {
+/// Reads the record back into a book: from the last whole snapshot in the
+/// last [`SNAPSHOT_WINDOW`] (then a day, then the whole stream, until one is
+/// found), from the first record that snapshot does not cover, up to a marker
+/// appended first.
+pub(crate) async fn rebuild_on(connection: &Connection, publisher: &Publisher) -> Result<Rebuilt, String> {
     let now = SystemTime::now();
-    let (book, reader, snapshot) = read_book(connection, publisher, StartAt::Time(now - SNAPSHOT_WINDOW)).await?;
-    if snapshot {
-        return Ok((book, reader));
+    for back in [Some(SNAPSHOT_WINDOW), Some(Duration::from_secs(86_400)), None] {
+        let start = back.map_or(StartAt::Offset(0), |back| StartAt::Time(now - back));
+        let read = read_book(connection, publisher, start, Book::new()).await?;
+        let Some(covered) = read.snapshot else {
+            if back.is_none() {
+                return Ok(Rebuilt { book: read.book, reader: read.reader, covered: read.mark });
+            }
+            read.reader.close().await;
+            continue;
+        };
+        if read.first.is_some_and(|first| covered + 1 < first) {
+            // The snapshot covers up to a record before the window: read on from there.
+            read.reader.close().await;
+            let again = read_book(connection, publisher, StartAt::Offset(covered + 1), read.book).await?;
+            return Ok(Rebuilt { book: again.book, reader: again.reader, covered: again.mark });
+        }
+        return Ok(Rebuilt { book: read.book, reader: read.reader, covered: read.mark });
     }
-    reader.close().await;
-    let (book, reader, _) = read_book(connection, publisher, StartAt::Offset(0)).await?;
-    Ok((book, reader))
+    Err("no reading of the stream".into())
 }
 
-/// The book folded from `start` up to a marker appended first, the reader
-/// (which reads on past it), and whether a snapshot was read.
+/// What one reading gave.
+struct Read {
+    book: Book,
+    reader: JournalReader,
+    /// The offset of the marker it read to.
+    mark: u64,
+    /// The first offset read.
+    first: Option<u64>,
+    /// What the last whole snapshot read covers.
+    snapshot: Option<u64>,
+}
+
+/// Folds into `book` the records from `start` up to a marker appended
+/// first. Complete or an error, never partial; it may take as long as the
+/// records keep coming (at most [`READ_QUIET`] between two).
 async fn read_book(
     connection: &Connection,
     publisher: &Publisher,
     start: StartAt,
-) -> Result<(Book, JournalReader, bool), String> {
+    mut book: Book,
+) -> Result<Read, String> {
     let mark = JobId::new();
     BATCHES.append(publisher, "mark", mark.as_str().as_bytes().to_vec()).await.map_err(|e| report(&e))?;
     let mut reader = BATCHES.read(connection, start).await.map_err(|e| report(&e))?;
-    let mut book = Book::new();
-    let mut snapshot = false;
-    let read = tokio::time::timeout(READ_LIMIT, async {
-        while let Some((_, kind, body)) = reader.next().await {
-            match kind.as_deref() {
-                Some("mark") if body == mark.as_str().as_bytes() => return true,
-                Some("mark") => {}
-                _ => {
-                    if let Some(record) = Record::decode(&body) {
-                        snapshot |= matches!(record, Record::Snapshot(_));
-                        book.apply(record, now_ms());
-                    }
-                }
+    let (mut first, mut snapshot) = (None, None);
+    let mut parts: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    loop {
+        let Ok(next) = tokio::time::timeout(READ_QUIET, reader.next()).await else {
+            reader.close().await;
+            return Err(format!("the reading of {} heard no record for {READ_QUIET:?}", BATCHES.name()));
+        };
+        let Some((offset, kind, body)) = next else {
+            return Err("the stream's channel closed before the reading was complete".into());
+        };
+        first.get_or_insert(offset);
+        if kind.as_deref() == Some("mark") {
+            if body == mark.as_str().as_bytes() {
+                return Ok(Read { book, reader, mark: offset, first, snapshot });
             }
+            continue;
         }
-        false
-    })
-    .await;
-    match read {
-        Ok(true) => Ok((book, reader, snapshot)),
-        Ok(false) => Err("the stream's channel closed before the reading was complete".into()),
-        Err(_) => Err(format!("the reading of {} did not complete within {READ_LIMIT:?}", BATCHES.name())),
+        let Some(record) = Record::decode(&body) else { continue };
+        match &record {
+            Record::SnapshotPart { snapshot: id, .. } => *parts.entry(id.clone()).or_default() += 1,
+            Record::SnapshotDone { snapshot: id, parts: n, covered } if parts.get(id).copied().unwrap_or(0) == *n => {
+                snapshot = Some(*covered);
+            }
+            _ => {}
+        }
+        book.apply(record, now_ms());
     }
 }

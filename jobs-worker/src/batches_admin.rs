@@ -10,7 +10,7 @@ use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{close_connection, connect, Publisher};
 use jobs_core::BATCHES;
 
-use crate::batches::rebuild_on;
+use crate::batches::{rebuild_on, Rebuilt};
 use crate::Settings;
 
 /// Prints the open and recent batches.
@@ -91,7 +91,7 @@ async fn read(settings: &Settings) -> Result<Book, Box<dyn std::error::Error>> {
         BATCHES.declare(&declarer).await?;
         declarer.close().await;
         let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
-        let (book, reader) = rebuild_on(&connection, &publisher)
+        let Rebuilt { book, reader, .. } = rebuild_on(&connection, &publisher)
             .await
             .map_err(|why| jobs_core::Error::QueueRead { queue: BATCHES.name().into(), reason: why })?;
         reader.close().await;

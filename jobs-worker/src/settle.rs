@@ -182,16 +182,29 @@ impl Settler {
     }
 
     /// Records a batch's job's outcome (`(batch, succeeded)`), when it has
-    /// one; a record not stored gives the delivery back (it runs again, and
-    /// its outcome is recorded then). Returns whether it may be acked.
+    /// one, the delivery held: tried again after 1, 2, 4 and 8 s (a stream
+    /// electing its leader), then the delivery is given back (it runs again,
+    /// and its outcome is recorded then). Returns whether it may be acked.
     async fn recorded(&self, d: &Delivery<'_>, outcome: Option<(&str, bool)>) -> bool {
+        const TRIES: u32 = 5;
         let Some((batch, ok)) = outcome else { return true };
-        match self.outcomes.record(batch, d.id(), ok, d.queue).await {
-            Ok(()) => true,
-            Err(reason) => {
+        let mut tries = 0;
+        loop {
+            let reason = match self.outcomes.record(batch, d.id(), ok, d.queue).await {
+                Ok(()) => return true,
+                Err(reason) => reason,
+            };
+            tries += 1;
+            if tries >= TRIES || self.interrupt.is_cancelled() || !d.channel.is_open() {
                 let err = jobs_core::Error::QueueRead { queue: jobs_core::BATCHES.name().into(), reason };
                 self.give_back(d, "batch outcome", &err).await;
-                false
+                return false;
+            }
+            let pause = Duration::from_secs(1 << (tries - 1));
+            warn!(queue = d.queue, job.id = %d.id(), batch, error = %reason, retry_in = ?pause, "the batch's record did not store this job's outcome; recording it again (the job is held meanwhile)");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.interrupt.cancelled() => {}
             }
         }
     }

@@ -41,6 +41,7 @@ impl Perform for Callback {
 }
 
 fn start(amqp: jobs_core::AmqpConfig, by: &str) -> tokio::sync::oneshot::Sender<()> {
+    init_logs();
     let config = WorkerConfig { id: Some(format!("bfence-{by}")), concurrency: 4, ..WorkerConfig::default() };
     let worker = Worker::builder().job::<Work>().job::<Callback>().amqp(amqp).config(config).build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

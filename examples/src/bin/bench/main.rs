@@ -10,6 +10,7 @@
 
 mod raw;
 mod schedules;
+mod workflows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -83,6 +84,10 @@ enum Part {
     /// every second, two minutes) beside raw amqprs on a timer; a leader of
     /// 1,000 schedules, its CPU share and memory beside a worker with none.
     Schedules,
+    /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
+    /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
+    /// job to its callback's start.
+    Workflows,
 }
 
 struct Sizes {
@@ -457,6 +462,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (idle, peak) = worker_rss(&amqp, options.sizes.drain).await?;
             table.note("worker RSS, idle", idle, "MB", "a worker process, VmRSS once consuming");
             table.note("worker RSS, draining", peak, "MB", "VmHWM after draining the drain count at prefetch 1");
+        }
+        if options.runs(Part::Workflows) {
+            println!("workflows (the right-hand column: the same jobs as plain jobs):");
+            let (n, n1, batches) = if options.quick { (2_000, 500, 5) } else { (options.sizes.drain, 5_000, 50) };
+            workflows::rows(&connection, &amqp, &mut table, n, n1, batches).await?;
         }
         if options.runs(Part::Schedules) {
             let secs = if options.quick { 10 } else { 120 };

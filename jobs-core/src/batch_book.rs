@@ -591,9 +591,8 @@ mod tests {
     #[test]
     fn finished_batches_go_to_recent_and_partial_and_stale_ones_are_forgotten() {
         let mut book = Book::new();
-        for record in
-            [open("done"), sealed("done"), Record::Fired { batch: "done".into(), kind: CallbackKind::Success }]
-        {
+        let fired = |kind| Record::Fired { batch: "done".into(), kind };
+        for record in [open("done"), sealed("done"), fired(CallbackKind::Complete), fired(CallbackKind::Success)] {
             book.apply(record, 10);
         }
         book.apply(outcome("gone", "x", true), 10); // its definition is older than the read

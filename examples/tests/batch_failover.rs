@@ -106,3 +106,50 @@ async fn a_batch_completes_once_through_kills_of_its_workers_and_its_aggregator(
         worker.stop().await;
     }
 }
+
+/// `worker batches`: the open batch with its counts, dead ids and callbacks,
+/// read from the record itself (a producer's garbage in it skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_batches_lists_a_batch_from_the_record() {
+    use jobs_core::plumbing::amqprs::channel::BasicPublishArguments;
+    use jobs_core::plumbing::amqprs::BasicProperties;
+
+    let vhost = TestVhost::create("batch-cli").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let running = worker(&url, "batch-cli-w");
+    wait_for_consumers(&raw, "workflows", 1).await;
+    let client = Client::new(config_for(&url));
+    let invoices: Vec<Invoice> = (0..20).map(|n| Invoice { n, millis: 0, fail: n < 2 }).collect();
+    let batch = Batch::new().description("cli invoices").on_complete(&Report).on_success(&Report).jobs(&invoices);
+    let id = client.enqueue_batch(batch).await.unwrap();
+    wait_until("complete", Duration::from_secs(60), || async { running.has(&format!("batch {id} complete:")) }).await;
+    // A producer's garbage in the record.
+    let channel = raw.open_channel(None).await.unwrap();
+    let props = BasicProperties::default().with_message_type("outcomes").finish();
+    channel.basic_publish(props, b"garbage".to_vec(), BasicPublishArguments::new("", "jobs.batches")).await.unwrap();
+
+    let (ok, out) = run_on(&url, env!("CARGO_BIN_EXE_worker"), &["batches", "--json"]);
+    assert!(ok, "{out}");
+    let row: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("the batch is listed: {out}"));
+    assert_eq!(
+        (row["state"].as_str(), row["total"].as_u64(), row["succeeded"].as_u64()),
+        (Some("complete"), Some(20), Some(18)),
+        "{row}"
+    );
+    assert_eq!(row["dead"], 2);
+    assert_eq!(row["dead_ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(row["fired"], serde_json::json!(["complete"]), "success waits for the dead: {row}");
+    assert_eq!(row["pending"], serde_json::json!([]), "{row}");
+    assert_eq!(row["description"], "cli invoices");
+    let (ok, table) = run_on(&url, env!("CARGO_BIN_EXE_worker"), &["batches"]);
+    assert!(
+        ok && table.contains(id.as_str()) && table.contains("complete") && table.contains("cli invoices"),
+        "{table}"
+    );
+    running.stop().await;
+}

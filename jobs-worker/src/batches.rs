@@ -28,11 +28,10 @@ use jobs_core::plumbing::topology::Declarer;
 use jobs_core::plumbing::{close_connection, connect, Hold, JournalReader, Leader, Publisher, StartAt};
 use jobs_core::{report, AmqpConfig, BatchOutcome, Client, JobId, BATCHES, MAX_DEAD_IDS};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::leadership::{self, Acting, Role};
+use crate::leadership::{self, Acting};
 
 /// The leadership of the batch aggregators of a vhost.
 pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.batches.aggregator");
@@ -153,28 +152,17 @@ pub(crate) async fn run(
     client: Client,
     stopping: CancellationToken,
 ) {
-    let (tx, hold) = watch::channel(Hold::default());
-    let fence = leadership::fence(&amqp);
     status.lead(false); // the gauge shown from the start
-    let mut tasks = JoinSet::new(); // aborted when this is dropped
-    tasks.spawn({
+    let fenced = {
         let status = status.clone();
-        leadership::watch_fence(hold.clone(), fence, worker.clone(), "batch aggregator", move |fenced| {
-            status.acting.fence(fenced)
-        })
-    });
-    let released = CancellationToken::new();
-    let aggregating =
-        Aggregating { amqp: amqp.clone(), status, client, hold, fence, worker: worker.clone(), unrecorded: Vec::new() };
-    tasks.spawn({
-        let released = released.clone();
-        async move {
-            aggregating.run(stopping).await;
-            released.cancel();
-        }
-    });
-    let role = Role { leader: LEADERSHIP, name: "batch aggregator", renew: RENEW, fence };
-    leadership::stand_until(&amqp, &worker, &role, &tx, &released).await;
+        move |fenced| status.acting.fence(fenced)
+    };
+    let role = (LEADERSHIP, "batch aggregator", RENEW);
+    leadership::serve(&amqp, &worker.clone(), role, fenced, |hold, fence| {
+        let unrecorded = Vec::new();
+        Aggregating { amqp: amqp.clone(), status, client, hold, fence, worker, unrecorded }.run(stopping)
+    })
+    .await;
 }
 
 /// Why a lead ended.

@@ -87,6 +87,37 @@ pub(crate) fn probe(fence: Duration) -> Duration {
     (fence / 3).min(LEADER_PROBE)
 }
 
+/// A role's whole life in a worker: stands for its leadership (named
+/// `name`, renewed each `renew`) until the acting side ends, the fence
+/// watched beside it (each change told to `fenced`). `acting` is given the
+/// hold and the fence and returns the acting side; the leadership is let go
+/// only once that side has stopped.
+pub(crate) async fn serve<Act>(
+    amqp: &AmqpConfig,
+    worker: &str,
+    (leader, name, renew): (Leader, &'static str, Duration),
+    fenced: impl Fn(bool) + Send + 'static,
+    acting: impl FnOnce(watch::Receiver<Hold>, Duration) -> Act,
+) where
+    Act: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, hold) = watch::channel(Hold::default());
+    let fence = fence(amqp);
+    let mut tasks = tokio::task::JoinSet::new(); // aborted when this is dropped
+    tasks.spawn(watch_fence(hold.clone(), fence, worker.to_owned(), name, fenced));
+    let released = CancellationToken::new();
+    let act = acting(hold, fence);
+    tasks.spawn({
+        let released = released.clone();
+        async move {
+            act.await;
+            released.cancel();
+        }
+    });
+    let role = Role { leader, name, renew, fence };
+    stand_until(amqp, worker, &role, &tx, &released).await;
+}
+
 /// Stands for `role`'s leadership, again after each lost link (with
 /// backoff), until `released` is cancelled; `hold` says how it stands.
 pub(crate) async fn stand_until(

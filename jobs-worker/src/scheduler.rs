@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::definitions::{self, Fnv};
-use crate::leadership::{self, Acting, Role};
+use crate::leadership::{self, Acting};
 use crate::schedule::{CatchUp, Resolved};
 use crate::ticks::{Record, Ticks, SNAPSHOT_EVERY};
 use crate::SchedulerConfig;
@@ -188,40 +188,21 @@ pub(crate) async fn run(
     client: Client,
     stopping: CancellationToken,
 ) {
-    let (tx, hold) = watch::channel(Hold::default());
-    let fence = leadership::fence(&amqp);
     status.lead(false); // the gauge shown from the start
     let mut tasks = JoinSet::new(); // aborted when this is dropped
     let (records, recorded) = mpsc::unbounded_channel();
     tasks.spawn(crate::ticks::recorder(Ticks::new(amqp.clone(), format!("{worker}:schedule-ticks")), recorded));
-    tasks.spawn({
-        let status = status.clone();
-        leadership::watch_fence(hold.clone(), fence, worker.clone(), "scheduler", move |fenced| {
-            status.acting.fence(fenced)
-        })
-    });
     tasks.spawn(definitions::watch(amqp.clone(), worker.clone(), status.clone()));
-    let released = CancellationToken::new();
-    let firing = Firing {
-        status,
-        client,
-        reads: Ticks::new(amqp.clone(), format!("{worker}:schedule-reads")),
-        records,
-        hold,
-        fence,
-        worker: worker.clone(),
-        known: HashMap::new(),
+    let fenced = {
+        let status = status.clone();
+        move |fenced| status.acting.fence(fenced)
     };
-    // The leadership is let go only once the firing side has stopped.
-    tasks.spawn({
-        let released = released.clone();
-        async move {
-            firing.run(stopping).await;
-            released.cancel();
-        }
-    });
-    let role = Role { leader: LEADERSHIP, name: "scheduler", renew: RENEW, fence };
-    leadership::stand_until(&amqp, &worker, &role, &tx, &released).await;
+    let reads = Ticks::new(amqp.clone(), format!("{worker}:schedule-reads"));
+    let role = (LEADERSHIP, "scheduler", RENEW);
+    leadership::serve(&amqp, &worker.clone(), role, fenced, |hold, fence| {
+        Firing { status, client, reads, records, hold, fence, worker, known: HashMap::new() }.run(stopping)
+    })
+    .await;
 }
 
 /// The ticks to fire on catching up, oldest first: those of `schedule` after

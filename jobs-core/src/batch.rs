@@ -25,7 +25,7 @@ use crate::destination::{Declare, Destination, JobRoute};
 use crate::journal::Journal;
 use crate::message::Message;
 use crate::testing::EnqueuedJob;
-use crate::window::{Guarded, One, Stopped};
+use crate::window::Stopped;
 use crate::{codec, Client, Error, Job, JobContext, JobId, Route};
 
 /// The record of batches: 30 days in 16 MB segments. Open batches are
@@ -336,10 +336,7 @@ impl Client {
         let body = record.encode().map_err(|e| Error::Encode { job: "batch record", source: crate::Cause::new(e) })?;
         let message = Message::job(record.kind(), JobId::new(), body).transient();
         let destination = Destination { declare: Declare::Journal(BATCHES), ..Destination::direct(BATCHES.name()) };
-        let mut one = One { message: &message, destination: &destination, done: false };
-        let no_setup = |_| async { Ok(()) };
-        let (published, _): (_, Option<()>) = self.publish_source(&destination, no_setup, &mut one, false).await;
-        published.map(drop).map_err(Stopped::into_error)
+        self.publish_one(&message, &destination, None).await
     }
 
     /// Sends one member's job (a child job), confirmed.
@@ -350,11 +347,7 @@ impl Client {
         }
         let destination =
             Destination::resolve_for(member.route, &crate::EnqueueOptions::default(), self.config().topology())?;
-        let message = member.message(batch);
-        let mut one = One { message: &message, destination: &destination, done: false };
-        let no_setup = |_| async { Ok(()) };
-        let (published, _): (_, Option<()>) = self.publish_source(&destination, no_setup, &mut one, false).await;
-        published.map(drop).map_err(Stopped::into_error)
+        self.publish_one(&member.message(batch), &destination, None).await
     }
 
     /// Sends a chunk of members' jobs, pipelined; every queue of `queues` declared first.
@@ -369,12 +362,7 @@ impl Client {
         let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
         let declare = |session: Arc<crate::session::Session>| {
             let (config, queues) = (config.clone(), queues.clone());
-            async move {
-                for queue in queues {
-                    session.prepare(&config, &Declare::Queue { queue, delayed: false }).await?;
-                }
-                Ok(())
-            }
+            async move { session.prepare_queues(&config, &queues).await }
         };
         let mut source = crate::window::Prepared { messages: &messages, destinations: &destinations, at: 0 };
         let first = destinations.first().cloned().unwrap_or_else(|| Destination::direct(BATCHES.name()));
@@ -396,11 +384,7 @@ impl Client {
     ) -> Result<(), Error> {
         let mut destination = Destination::to_queue(self.config().topology(), queue, None)?;
         destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: false };
-        let one = One { message, destination: &destination, done: false };
-        let no_setup = |_| async { Ok(()) };
-        let mut guarded = Guarded { one, may_go_again };
-        let (published, _): (_, Option<()>) = self.publish_source(&destination, no_setup, &mut guarded, false).await;
-        published.map(drop).map_err(Stopped::into_error)
+        self.publish_one(message, &destination, Some(may_go_again)).await
     }
 }
 

@@ -322,6 +322,19 @@ pub struct Counts {
     pub dead: u64,
 }
 
+impl Counts {
+    /// Where a batch still open is: `enqueueing` (not sealed: members may
+    /// still come), `running`, or `complete` (every member ended, some dead:
+    /// `success` waits for them to be retried to success).
+    pub fn phase(&self, sealed: bool) -> &'static str {
+        match (sealed, self.succeeded + self.dead >= self.total) {
+            (false, _) => "enqueueing",
+            (true, false) => "running",
+            (true, true) => "complete",
+        }
+    }
+}
+
 /// A finished batch, as [`Book::recent`] keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::headers;
-use crate::destination::{Declare, Destination, JobRoute};
+use crate::destination::{Destination, JobRoute};
 use crate::message::Message;
 use crate::testing::EnqueuedJob;
 use crate::window::{One, Stopped};
@@ -283,12 +283,7 @@ impl Client {
         let config = self.config().clone();
         let declare = |session: std::sync::Arc<crate::session::Session>| {
             let (config, queues) = (config.clone(), queues.clone());
-            async move {
-                for queue in queues {
-                    session.prepare(&config, &Declare::Queue { queue, delayed: false }).await?;
-                }
-                Ok(())
-            }
+            async move { session.prepare_queues(&config, &queues).await }
         };
         let mut one = One { message: &message, destination: &destination, done: false };
         let (published, _): (_, Option<()>) = self.publish_source(&destination, declare, &mut one, false).await;

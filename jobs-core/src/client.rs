@@ -209,17 +209,30 @@ impl Client {
             return Ok(id);
         }
         let message = Message::job(job.name, id.clone(), body);
-        let one = One { message: &message, destination: &destination, done: false };
-        let no_setup = |_| async { Ok(()) };
-        let published = match may_go_again {
-            None => self.publish_source(&destination, no_setup, &mut { one }, false).await,
-            Some(may_go_again) => {
-                self.publish_source(&destination, no_setup, &mut Guarded { one, may_go_again }, false).await
-            }
-        };
-        published.0.map_err(Stopped::into_error)?;
+        self.publish_one(&message, &destination, may_go_again).await?;
         debug!(job.name = job.name, job.id = %id, to = destination.target(), delay = ?destination.delay, "enqueued");
         Ok(id)
+    }
+
+    /// Publishes `message` to `destination` (declared as it says, once per
+    /// connection) and waits for its confirm. A message whose connection went
+    /// before its confirm goes again on the next, while `may_go_again` says
+    /// so (always, without one).
+    pub(crate) async fn publish_one(
+        &self,
+        message: &Message,
+        destination: &Destination,
+        may_go_again: Option<&(dyn Fn() -> bool + Sync)>,
+    ) -> Result<(), Error> {
+        let one = One { message, destination, done: false };
+        let no_setup = |_| async { Ok(()) };
+        let published = match may_go_again {
+            None => self.publish_source(destination, no_setup, &mut { one }, false).await,
+            Some(may_go_again) => {
+                self.publish_source(destination, no_setup, &mut Guarded { one, may_go_again }, false).await
+            }
+        };
+        published.0.map(drop).map_err(Stopped::into_error)
     }
 
     /// Enqueues many jobs of one type, pipelined: each is encoded as it goes

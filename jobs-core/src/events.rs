@@ -31,6 +31,11 @@ pub fn epoch_ms(at: std::time::SystemTime) -> u64 {
     at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    epoch_ms(std::time::SystemTime::now())
+}
+
 /// One worker's heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

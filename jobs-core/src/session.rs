@@ -54,6 +54,15 @@ impl Session {
         self.declared.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Declares each of `queues` (where a chain's later steps or a batch's
+    /// members go), once per connection.
+    pub(crate) async fn prepare_queues(&self, config: &AmqpConfig, queues: &[String]) -> Result<(), Error> {
+        for queue in queues {
+            self.prepare(config, &Declare::Queue { queue: queue.clone(), delayed: false }).await?;
+        }
+        Ok(())
+    }
+
     /// Declares what publishing to a destination needs, once per connection.
     pub(crate) async fn prepare(&self, config: &AmqpConfig, declare: &Declare) -> Result<(), Error> {
         if self.declared().ready(declare) {

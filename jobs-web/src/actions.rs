@@ -205,9 +205,7 @@ async fn run(amqp: &AmqpConfig, action: &Action) -> Result<(), jobs_core::Error>
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    jobs_core::plumbing::events::epoch_ms(std::time::SystemTime::now())
-}
+use jobs_core::plumbing::events::now_ms;
 
 /// An action as the API shows it.
 #[derive(Debug, Serialize)]

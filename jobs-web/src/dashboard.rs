@@ -75,9 +75,7 @@ pub struct Dashboard {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    jobs_core::plumbing::events::epoch_ms(SystemTime::now())
-}
+pub(crate) use jobs_core::plumbing::events::now_ms;
 
 impl Dashboard {
     /// A dashboard for the broker of `amqp`.

@@ -19,7 +19,7 @@
 //! goes again only while this worker still leads.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::batch_book::{Book, CallbackKind, Record, State};
@@ -139,9 +139,7 @@ fn summary(state: &State, pending: &[(String, CallbackKind)]) -> BatchBeat {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use jobs_core::plumbing::events::now_ms;
 
 /// Stands for the leadership and aggregates while leading, until `stopping`
 /// is cancelled (the worker stops) or this is dropped.

@@ -62,16 +62,10 @@ pub(crate) async fn list(settings: &Settings, json: bool) -> Result<ExitCode, Bo
 fn row(state: &State) -> serde_json::Value {
     let counts = state.counts();
     let definition = state.definition.as_ref();
-    let ended = counts.succeeded + counts.dead == counts.total;
-    let phase = match (state.sealed, ended) {
-        (false, _) => "enqueueing",
-        (true, false) => "running",
-        (true, true) => "complete",
-    };
     serde_json::json!({
         "id": definition.map(|d| d.batch.as_str()),
         "description": definition.and_then(|d| d.description.as_deref()),
-        "state": phase,
+        "state": counts.phase(state.sealed),
         "at_ms": definition.map(|d| d.at_ms),
         "total": counts.total,
         "succeeded": counts.succeeded,

@@ -10,6 +10,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use jobs_core::plumbing::batch_book::Counts;
 use jobs_core::plumbing::events::{BatchBeat, BatchesBeat};
 
 use super::{page, render, PageCtx};
@@ -52,12 +53,8 @@ struct BatchView {
 impl BatchView {
     fn of(b: &BatchBeat, base: &str, now: u64, open: bool) -> Self {
         let ended = b.succeeded + b.dead;
-        let state = match (open, b.sealed, ended == b.total) {
-            (false, ..) => "succeeded",
-            (true, false, _) => "enqueueing",
-            (true, true, false) => "running",
-            (true, true, true) => "complete",
-        };
+        let counts = Counts { total: b.total, succeeded: b.succeeded, dead: b.dead };
+        let state = if open { counts.phase(b.sealed) } else { "succeeded" };
         let callbacks = [("complete", &b.on_complete), ("success", &b.on_success)]
             .iter()
             .filter_map(|(kind, job)| job.as_ref().map(|job| format!("{kind}: {job}")))

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{delete, Table};
 
 const QUEUE: &str = "bench.wf";
+/// The queue of the worker that aggregates batches throughout the part.
+const AGGREGATOR_QUEUE: &str = "bench.wf.agg";
 
 static DONE: AtomicU64 = AtomicU64::new(0);
 static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -55,6 +57,38 @@ impl Perform for WfDone {
         CALLBACK.notify_one();
         Ok(())
     }
+}
+
+/// The aggregating worker's warm-up callback: it aggregates once this runs.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(queue = "bench.wf.agg")]
+pub(crate) struct WfWarm;
+
+impl Perform for WfWarm {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        WARM.notify_one();
+        Ok(())
+    }
+}
+
+static WARM: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A worker that serves only its own queue, started before any row and
+/// warmed up (an empty batch's callback run), so it is the aggregator
+/// throughout, as in a deployment where it has run for a while: no row
+/// times an aggregator's takeover and its rebuild from the stream, which
+/// every fresh drain worker would otherwise start with.
+async fn aggregator(amqp: &AmqpConfig) -> Result<Running, Box<dyn std::error::Error>> {
+    let config = WorkerConfig { queues: vec![AGGREGATOR_QUEUE.to_owned()], ..WorkerConfig::default() };
+    let worker = Worker::builder().job::<WfWarm>().queue(AGGREGATOR_QUEUE).amqp(amqp.clone()).config(config).build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let warm = WARM.notified();
+    Client::new(amqp.clone()).enqueue_batch(Batch::new().on_complete(&WfWarm)).await?;
+    tokio::time::timeout(Duration::from_secs(120), warm).await.map_err(|_| "no warm-up callback within 120 s")?;
+    Ok(Running { stop, handle })
 }
 
 struct Running {
@@ -114,6 +148,8 @@ pub(crate) async fn rows(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // A client of its own after each deletion of the queue (a client declares a queue once per connection).
     let fresh = || Client::new(amqp.clone());
+    delete(connection, AGGREGATOR_QUEUE).await;
+    let aggregating = aggregator(amqp).await?;
     for (concurrency, n) in [(50u16, n), (1, n_prefetch_1)] {
         let jobs: Vec<WfNoop> = (0..n).map(|_| WfNoop).collect();
         delete(connection, QUEUE).await;
@@ -159,11 +195,6 @@ pub(crate) async fn rows(
     delete(connection, QUEUE).await;
     let client = fresh();
     let worker = start(amqp, 50);
-    // Warm-up: an empty batch's callback, once this worker aggregates (the
-    // last one's leadership handed over), so no row times a takeover.
-    let called = CALLBACK.notified();
-    client.enqueue_batch(Batch::new().on_complete(&WfDone)).await?;
-    tokio::time::timeout(Duration::from_secs(60), called).await.map_err(|_| "no warm-up callback within 60 s")?;
     let mut latencies = Vec::new();
     for _ in 0..batches {
         DONE.store(0, Ordering::SeqCst);
@@ -180,7 +211,9 @@ pub(crate) async fn rows(
         }
     }
     worker.stop().await;
+    aggregating.stop().await;
     delete(connection, QUEUE).await;
+    delete(connection, AGGREGATOR_QUEUE).await;
     for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
         table.note(
             &format!("a batch's last job to its callback's start, {label}"),

@@ -83,6 +83,18 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     let (code, table, _) = worker(&url, &["queues"]);
     assert_eq!(code, Some(0));
     assert!(table.lines().next().unwrap().contains("unacked") && table.contains(Task::QUEUE), "{table}");
+    // `worker queues pause|resume`: the record in jobs.control, shown with who paused it.
+    let (code, out, err) = worker(&url, &["queues", "pause", Task::QUEUE]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with(&format!("paused {}", Task::QUEUE)), "{out}");
+    let paused = row(&url, Task::QUEUE);
+    assert_eq!(paused["paused"], true, "{paused}");
+    assert!(paused["paused_by"].as_str().is_some_and(|by| by.contains('@')), "{paused}");
+    let (_, table, _) = worker(&url, &["queues"]);
+    assert!(table.lines().any(|l| l.starts_with(Task::QUEUE) && l.contains("paused by")), "{table}");
+    let (code, _, err) = worker(&url, &["queues", "resume", Task::QUEUE]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(row(&url, Task::QUEUE)["paused"], false);
     for tag in held {
         channel.basic_ack(BasicAckArguments::new(tag, false)).await.unwrap();
     }

@@ -224,7 +224,10 @@ async fn node_losses_stop_no_worker_and_kill_no_job() {
     let listed = cluster.ctl(1, &["list_queues", "name", "type", "exclusive", "--formatter", "json"]);
     let queues: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     for queue in &queues {
-        if ["jobs.events", "jobs.returns", "jobs.batches"].iter().any(|journal| queue["name"] == *journal) {
+        if ["jobs.events", "jobs.returns", "jobs.batches", "jobs.control"]
+            .iter()
+            .any(|journal| queue["name"] == *journal)
+        {
             assert_eq!(queue["type"], "stream", "the journals are streams, replicated too: {queue}");
         } else if queue["exclusive"] != true {
             assert_eq!(queue["type"], "quorum", "{queue}");

@@ -155,6 +155,7 @@ mod codec;
 mod config;
 mod confirm;
 mod connection;
+mod control;
 mod dead;
 mod declared;
 mod delay;
@@ -189,6 +190,7 @@ pub use broker_url::{BrokerUrl, UrlError};
 pub use chain::{Chain, ChainPlace, Step, MAX_CHAIN_BYTES, MAX_STEP_OUTPUT};
 pub use client::Client;
 pub use config::AmqpConfig;
+pub use control::{Command as ControlCommand, Pause, Paused, CONTROL};
 pub use dead::{DeadFilter, DeadJob, DeadLetters, DeadPage, DeadQuery, Found, Order, Progress};
 pub use error::{report, Cause, Error};
 pub use failure::FailureKind;
@@ -248,6 +250,7 @@ pub mod plumbing {
     pub use crate::connection::{
         close_connection, connect, connect_watched, connect_watched_with_retry, ConnectionState, BROKER_ANSWER,
     };
+    pub use crate::control::{read_paused, CONTROL_KIND, PAUSE_REFRESH};
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};

@@ -6,17 +6,19 @@
 
 use std::process::ExitCode;
 
+use jobs_core::plumbing::events::now_ms;
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
-use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, Management};
-use jobs_core::{Client, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
+use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, hostname, read_paused, Management, Publisher};
+use jobs_core::{Client, ControlCommand, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
 
-use crate::{Cli, Command, DeadAction, Jobs, ScheduleAction, Settings};
+use crate::{Cli, Command, DeadAction, Jobs, QueueAction, ScheduleAction, Settings};
 
 pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings = Settings::load(&cli.config_source())?;
     let action = match cli.command {
         Some(Command::Dead { action }) => action,
-        Some(Command::Queues { json }) => return queues(&settings, jobs, json).await,
+        Some(Command::Queues { action: Some(action), .. }) => return pause(&settings, action).await,
+        Some(Command::Queues { json, action: None }) => return queues(&settings, jobs, json).await,
         Some(Command::Schedules { action: Some(ScheduleAction::Run { name }), .. }) => {
             return crate::schedules_admin::run_now(&settings, &name).await
         }
@@ -128,8 +130,17 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
     names.dedup();
     let connection = connect(&settings.amqp, "jobs-admin").await?;
     let management = Management::new(&settings.amqp);
+    let publisher = Publisher::open(&connection, settings.amqp.confirm_timeout).await?;
+    let (paused, reader) = read_paused(&connection, &publisher).await?;
+    reader.close().await;
+    // Paused queues no linked type names (`extra_queues`) are listed too.
+    for queue in paused.queues().keys() {
+        if !names.contains(&queue.as_str()) {
+            names.push(queue.as_str());
+        }
+    }
     if !json {
-        println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "queue", "ready", "unacked", "consumers", "dead");
+        println!("{:<40} {:>10} {:>10} {:>10} {:>10}  state", "queue", "ready", "unacked", "consumers", "dead");
     }
     for name in names {
         let (ready, consumers) = queue_counts(&connection, name).await.unzip();
@@ -137,14 +148,50 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         let unacked = management.queue(name).await.map(|stats| stats.unacked);
         let show = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
         let (ready, consumers, dead) = (ready.map(u64::from), consumers.map(u64::from), dead.map(u64::from));
+        let pause = paused.queues().get(name);
         if json {
-            let line = serde_json::json!({ "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead });
+            let line = serde_json::json!({
+                "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,
+                "paused": pause.is_some(), "paused_by": pause.map(|p| &p.by), "paused_at_ms": pause.map(|p| p.at_ms),
+            });
             println!("{line}");
         } else {
-            println!("{name:<40} {:>10} {:>10} {:>10} {:>10}", show(ready), show(unacked), show(consumers), show(dead));
+            let state = pause.map_or_else(|| "running".to_owned(), |p| format!("paused by {}", p.by));
+            println!(
+                "{name:<40} {:>10} {:>10} {:>10} {:>10}  {state}",
+                show(ready),
+                show(unacked),
+                show(consumers),
+                show(dead)
+            );
         }
     }
     close_connection(connection).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `worker queues pause|resume <queue>`: appends the command to
+/// `jobs.control`, confirmed; every worker follows it.
+async fn pause(settings: &Settings, action: QueueAction) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "someone".into());
+    let by = format!("{user}@{}", hostname());
+    let at_ms = now_ms();
+    let (command, said) = match action {
+        QueueAction::Pause { queue } => {
+            let said =
+                format!("paused {queue}: every worker takes no more of its jobs within 2 s (running ones finish)");
+            (ControlCommand::Pause { queue, by, at_ms }, said)
+        }
+        QueueAction::Resume { queue } => {
+            let said = format!("resumed {queue}: every worker takes its jobs again");
+            (ControlCommand::Resume { queue, by, at_ms }, said)
+        }
+    };
+    let client = Client::new(settings.amqp.clone());
+    let sent = client.control(&command).await;
+    client.close().await;
+    sent?;
+    println!("{said}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,9 @@ pub enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Pause or resume a queue.
+        #[command(subcommand)]
+        action: Option<QueueAction>,
     },
     /// Enqueues one job of a type linked into this binary, given as JSON, as
     /// `Job::enqueue` would: to its queue, or through its exchange.
@@ -93,6 +96,23 @@ pub enum Command {
         /// One JSON object per batch (`id`, `state`, `total`, `succeeded`, `dead`, ..) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What to do with a queue, for every worker of the vhost.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueAction {
+    /// Every worker stops taking jobs from the queue within 2 s (running
+    /// ones finish), until it is resumed; workers started meanwhile start
+    /// with it paused. Kept in the journal `jobs.control`.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Every worker takes jobs from the queue again.
+    Resume {
+        /// The queue.
+        queue: String,
     },
 }
 

@@ -9,11 +9,12 @@ use jobs_core::plumbing::amqprs::channel::{
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Closure, Origin, BROKER_ANSWER};
-use jobs_core::ExchangeKind;
+use jobs_core::{ExchangeKind, Paused};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::delivery::{Delivery, Meta};
 use crate::dispatch::{Dispatcher, Place};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     /// child jobs), whatever the process-wide one is (another worker's, on
     /// another vhost, in a process with several).
     pub(crate) client: Option<jobs_core::Client>,
+    /// The queues paused now (`jobs.control`).
+    pub(crate) pauses: Arc<crate::pauses::Pauses>,
 }
 
 pub(crate) struct Consumer {
@@ -46,8 +49,16 @@ pub(crate) struct Consumer {
     /// A job queue, or a subscription's queue (exclusive to this worker and
     /// gone with it, so failures are not retried and returns are not crashes).
     home: Home,
+    /// The queue consumed (for a subscription, its own queue).
+    consumed: String,
     tag: String,
-    rx: UnboundedReceiver<ConsumerMessage>,
+    /// Deliveries; none while the queue is paused (after those delivered
+    /// before the cancel).
+    rx: Option<UnboundedReceiver<ConsumerMessage>>,
+    /// What `jobs.control` says is paused (a job queue's consumer only).
+    paused: Option<watch::Receiver<Paused>>,
+    /// Consuming now (not cancelled for a pause).
+    consuming: bool,
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
     /// to another task per job (it showed on the drain's hot path).
     inline: bool,
@@ -57,19 +68,26 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    /// Opens a channel and starts consuming `queue` with `prefetch` unacked at most.
+    /// Opens a channel and starts consuming `queue` with `prefetch` unacked
+    /// at most, unless `paused` says it is paused (then once it is resumed).
     pub(crate) async fn start(
         connection: &Connection,
         queue: &str,
         prefetch: u16,
         worker: &str,
+        paused: watch::Receiver<Paused>,
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
         let watch = ChannelWatch::on(&channel).await?;
-        Self::consume(channel, watch, queue, queue, Home::Queue, prefetch, worker).await
+        let now = paused.borrow().is_paused(queue);
+        let mut consumer = Self::consume(channel, watch, queue, queue, Home::Queue, prefetch, worker, now).await?;
+        consumer.paused = Some(paused);
+        Ok(consumer)
     }
 
-    /// Starts consuming `queue` on `channel`; `name` names it in settling and logs.
+    /// Starts consuming `queue` on `channel` (unless `paused`); `name` names
+    /// it in settling and logs.
+    #[allow(clippy::too_many_arguments)]
     async fn consume(
         channel: Channel,
         watch: Arc<ChannelWatch>,
@@ -78,13 +96,49 @@ impl Consumer {
         home: Home,
         prefetch: u16,
         worker: &str,
+        paused: bool,
     ) -> Result<Self, Error> {
         let qos = BasicQosArguments::new(0, prefetch, false);
         channel.basic_qos(qos).await.map_err(|e| watch.error("basic.qos", queue, e))?;
         let tag = consumer_tag(worker, name);
-        let args = BasicConsumeArguments::new(queue, &tag).manual_ack(true).finish();
-        let (tag, rx) = channel.basic_consume_rx(args).await.map_err(|e| watch.error("basic.consume", name, e))?;
-        Ok(Consumer { channel, queue: name.into(), home, tag, rx, inline: prefetch == 1, watch })
+        let mut consumer = Consumer {
+            channel,
+            queue: name.into(),
+            consumed: queue.to_owned(),
+            home,
+            tag,
+            rx: None,
+            paused: None,
+            consuming: false,
+            inline: prefetch == 1,
+            watch,
+        };
+        if !paused {
+            consumer.resume().await?;
+        }
+        Ok(consumer)
+    }
+
+    /// Consumes again (the tag is free once cancelled).
+    async fn resume(&mut self) -> Result<(), Error> {
+        let args = BasicConsumeArguments::new(&self.consumed, &self.tag).manual_ack(true).finish();
+        let (tag, rx) =
+            self.channel.basic_consume_rx(args).await.map_err(|e| self.watch.error("basic.consume", &self.queue, e))?;
+        (self.tag, self.rx, self.consuming) = (tag, Some(rx), true);
+        Ok(())
+    }
+
+    /// Cancels or consumes again as `jobs.control` now says of this queue.
+    async fn follow_pause(&mut self, health: &Health) -> Result<(), Error> {
+        let paused = self.paused.as_ref().is_some_and(|p| p.borrow().is_paused(&self.queue));
+        if paused && self.consuming {
+            self.cancel(health).await;
+            info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
+        } else if !paused && !self.consuming {
+            self.resume().await?;
+            info!(queue = &*self.queue, "resumed: taking jobs from this queue again");
+        }
+        Ok(())
     }
 
     /// Subscribes to an exchange: a server-named exclusive queue of this
@@ -112,11 +166,14 @@ impl Consumer {
                 .await
                 .map_err(|e| watch.error("queue.bind", &subscription.exchange, e))?;
         }
-        Self::consume(channel, watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker).await
+        Self::consume(channel, watch, &queue, &subscription.exchange, Home::Subscription, prefetch, worker, false).await
     }
 
     /// Cancels the consumer; notes in `health` a broker that does not answer.
-    async fn cancel(&self, health: &Health) {
+    async fn cancel(&mut self, health: &Health) {
+        if !std::mem::replace(&mut self.consuming, false) {
+            return;
+        }
         match tokio::time::timeout(BROKER_ANSWER, self.channel.basic_cancel(BasicCancelArguments::new(&self.tag))).await
         {
             Ok(Ok(_)) => {}
@@ -164,7 +221,11 @@ impl Consumer {
                     end.cancel();
                     return Err(lost(&self.queue, closure));
                 }
-                message = self.rx.recv() => match message {
+                changed = changed(&mut self.paused) => match changed {
+                    true => self.follow_pause(&shared.health).await?,
+                    false => self.paused = None,
+                },
+                message = next(&mut self.rx) => match message {
                     Some(message) => {
                         let job = tasks.track_future(handle(
                             shared.clone(),
@@ -197,10 +258,28 @@ impl Consumer {
                             }
                         }
                     }
+                    // What was delivered before a pause's cancel has all come.
+                    None if !self.consuming => self.rx = None,
                     None => return Err(Error::ConnectionLost { reason: format!("the consumer of `{}` ended", self.queue) }),
                 },
             }
         }
+    }
+}
+
+/// The next delivery; never, with no consumer (paused).
+async fn next(rx: &mut Option<UnboundedReceiver<ConsumerMessage>>) -> Option<ConsumerMessage> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether what is paused changed; `false` once nothing will tell.
+async fn changed(paused: &mut Option<watch::Receiver<Paused>>) -> bool {
+    match paused {
+        Some(paused) => paused.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

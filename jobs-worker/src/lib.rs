@@ -52,6 +52,7 @@ mod jobs;
 mod leadership;
 mod link;
 mod metrics;
+mod pauses;
 mod placement;
 mod policy;
 mod returns;
@@ -65,7 +66,7 @@ mod ticks;
 mod worker;
 
 pub use builder::WorkerBuilder;
-pub use cli::{Cli, Command, DeadAction, ScheduleAction, Which};
+pub use cli::{Cli, Command, DeadAction, QueueAction, ScheduleAction, Which};
 pub use config::{SchedulerConfig, Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use jobs::Jobs;

@@ -7,7 +7,8 @@
 //! `job_duration_seconds{job}` (histogram), `jobs_running`, `broker_connected`;
 //! with schedules: `jobs_schedule_fired_total{schedule}`,
 //! `jobs_schedule_lateness_seconds` (histogram: fire time minus the tick's
-//! instant), `jobs_scheduler_leader` (1 on the leader).
+//! instant), `jobs_scheduler_leader` (1 on the leader);
+//! `jobs_queue_paused{queue}` (1 while `worker queues pause` holds the queue).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -131,11 +131,12 @@ impl Setup<'_> {
     }
 
     /// Starts consuming a declared unit (the cascade has nothing to consume).
-    async fn consume(&self, unit: &Unit) -> Result<Option<Consumer>, Error> {
+    async fn consume(&self, unit: &Unit, shared: &Shared) -> Result<Option<Consumer>, Error> {
         match unit {
             Unit::Delays | Unit::Events | Unit::Returns => Ok(None),
             Unit::Queue(queue) => {
-                Consumer::start(self.connection, queue, self.concurrency, self.worker).await.map(Some)
+                let paused = shared.pauses.watch();
+                Consumer::start(self.connection, queue, self.concurrency, self.worker, paused).await.map(Some)
             }
             Unit::Subscription(s) => {
                 Consumer::subscribe(self.connection, s, self.concurrency, self.worker).await.map(Some)
@@ -190,6 +191,18 @@ impl Setup<'_> {
             _ = &mut failure => return Ok(lost("a network failure")),
             _ = std::future::ready(()) => {}
         }
+        // What is paused, read to its end before anything is consumed (a
+        // worker started while a queue is paused starts with it paused), then followed.
+        let _control = match shared.pauses.catch_up(self.connection).await {
+            Ok((reader, publisher)) => {
+                let (pauses, worker, halt) = (shared.pauses.clone(), self.worker.to_owned(), halt.clone());
+                Some(AbortOnDrop(tokio::spawn(async move { pauses.follow(reader, publisher, &worker, halt).await })))
+            }
+            Err(why) => {
+                warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none); a pause given now is not seen until the worker reconnects");
+                None
+            }
+        };
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");
@@ -262,7 +275,7 @@ impl Setup<'_> {
                 pending.push((unit, "waiting for the delay queues".into()));
                 continue;
             }
-            match self.consume(&unit).await {
+            match self.consume(&unit, shared).await {
                 Ok(consumer) => {
                     if again {
                         info!(%unit, "{unit} set up; consuming it");

@@ -71,6 +71,8 @@ pub struct Worker {
     interrupt: CancellationToken,
     /// Runs the broker's consumer_timeout ended, as this worker knows of them.
     returns: Arc<Returns>,
+    /// The queues paused now, kept across sessions.
+    pauses: Arc<crate::pauses::Pauses>,
     /// Its schedules and its scheduler's state, when it has schedules.
     scheduler: Option<Arc<Status>>,
     /// Its batch aggregator's state (every worker stands for the aggregation).
@@ -163,6 +165,7 @@ impl Worker {
             current: Current::default(),
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
+            pauses: Arc::default(),
             scheduler: None,
             batches,
             client: None,
@@ -419,6 +422,7 @@ impl Worker {
             limits,
             health: self.health.clone(),
             client: self.client.clone(),
+            pauses: self.pauses.clone(),
         });
         Ok((connection, shared))
     }

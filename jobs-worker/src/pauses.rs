@@ -1,0 +1,126 @@
+//! The queues paused now, as this worker knows them from the journal
+//! `jobs.control` (see `jobs_core::Paused`). A session reads the journal
+//! from its start before it consumes anything, so a worker started while a
+//! queue is paused starts with it paused; then it follows the journal, and
+//! each queue's consumer cancels itself on a pause (its running jobs
+//! finish) and consumes again on a resume.
+
+use std::time::Duration;
+
+use jobs_core::plumbing::amqprs::connection::Connection;
+use jobs_core::plumbing::events::now_ms;
+use jobs_core::plumbing::{read_paused, JournalReader, Publisher, CONTROL_KIND};
+use jobs_core::{report, ControlCommand, Paused, CONTROL};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long a confirm of a refreshed pause may take.
+const CONFIRM: Duration = Duration::from_secs(10);
+
+/// How often a follower looks for pauses to refresh.
+const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3_600);
+
+/// What this worker knows of paused queues, for its consumers to watch.
+#[derive(Debug)]
+pub(crate) struct Pauses {
+    paused: watch::Sender<Paused>,
+}
+
+impl Default for Pauses {
+    fn default() -> Self {
+        Pauses { paused: watch::Sender::new(Paused::default()) }
+    }
+}
+
+impl Pauses {
+    /// What a consumer watches.
+    pub(crate) fn watch(&self) -> watch::Receiver<Paused> {
+        self.paused.subscribe()
+    }
+
+    /// Whether `queue` is paused now.
+    pub(crate) fn is_paused(&self, queue: &str) -> bool {
+        self.paused.borrow().is_paused(queue)
+    }
+
+    /// Reads every command so far (before the session consumes anything).
+    ///
+    /// # Errors
+    /// Why the journal could not be read to its end; what was known before
+    /// (an earlier session's) stays.
+    pub(crate) async fn catch_up(&self, connection: &Connection) -> Result<(JournalReader, Publisher), String> {
+        let publisher = Publisher::open(connection, CONFIRM).await.map_err(|e| report(&e))?;
+        let (paused, reader) = read_paused(connection, &publisher).await.map_err(|e| report(&e))?;
+        for queue in paused.queues().keys() {
+            if !self.is_paused(queue) {
+                info!(queue, "queue paused (`worker queues resume {queue}` resumes it): not consuming it");
+            }
+            gauge(queue, true);
+        }
+        let before = self.paused.send_replace(paused);
+        for queue in before.queues().keys().filter(|q| !self.is_paused(q)) {
+            gauge(queue, false);
+        }
+        Ok((reader, publisher))
+    }
+
+    /// Follows the journal until `halt` or its channel closes, and appends
+    /// again each pause older than the refresh age (so that the journal's
+    /// retention never ends a pause).
+    pub(crate) async fn follow(
+        &self,
+        mut reader: JournalReader,
+        publisher: Publisher,
+        worker: &str,
+        halt: CancellationToken,
+    ) {
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                _ = halt.cancelled() => break,
+                _ = refresh.tick() => {
+                    let stale = self.paused.borrow().stale(now_ms());
+                    for queue in stale {
+                        let command = ControlCommand::Pause { queue, by: format!("{worker} (refreshed)"), at_ms: now_ms() };
+                        if let Err(err) = append(&publisher, &command).await {
+                            warn!(error = %err, "could not refresh a long pause in jobs.control; trying again later");
+                        }
+                    }
+                }
+                next = reader.next() => {
+                    let Some((_, kind, body)) = next else { break };
+                    if kind.as_deref() != Some(CONTROL_KIND) {
+                        continue;
+                    }
+                    let Some(command) = ControlCommand::decode(&body) else { continue };
+                    let said = match &command {
+                        ControlCommand::Pause { queue, by, .. } => (queue.clone(), by.clone(), "paused"),
+                        ControlCommand::Resume { queue, by, .. } => (queue.clone(), by.clone(), "resumed"),
+                    };
+                    let mut changed = false;
+                    self.paused.send_if_modified(|paused| {
+                        changed = paused.apply(command);
+                        changed
+                    });
+                    if changed {
+                        let (queue, by, what) = said;
+                        gauge(&queue, what == "paused");
+                        info!(queue, by, "queue {what}");
+                    }
+                }
+            }
+        }
+        reader.close().await;
+    }
+}
+
+/// `jobs_queue_paused{queue}`: 1 while paused.
+fn gauge(queue: &str, paused: bool) {
+    metrics::gauge!("jobs_queue_paused", "queue" => queue.to_owned()).set(if paused { 1.0 } else { 0.0 });
+}
+
+async fn append(publisher: &Publisher, command: &ControlCommand) -> Result<(), String> {
+    let body = command.encode().map_err(|e| report(&e))?;
+    CONTROL.append(publisher, CONTROL_KIND, body).await.map_err(|e| report(&e))
+}

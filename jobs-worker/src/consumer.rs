@@ -134,7 +134,9 @@ impl Consumer {
         if paused && self.consuming {
             self.cancel(health).await;
             info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
-        } else if !paused && !self.consuming {
+        } else if !paused && !self.consuming && self.rx.is_none() {
+            // Only once what the cancelled consumer was sent has all come
+            // (its rx ended): a new one must not drop those deliveries.
             self.resume().await?;
             info!(queue = &*self.queue, "resumed: taking jobs from this queue again");
         }
@@ -240,26 +242,38 @@ impl Consumer {
                             continue;
                         }
                         let mut job = Box::pin(job);
-                        tokio::select! {
-                            biased;
-                            _ = &mut job => {}
-                            _ = stop.cancelled() => {
-                                // Stop taking jobs now; the running one finishes on its own
-                                // (still tracked, so the grace period applies to it).
-                                tokio::spawn(job);
-                                self.cancel(&shared.health).await;
-                                return Ok(());
-                            }
-                            closure = &mut closed => {
-                                // The job is dropped, and says so as it ends.
-                                end.cancel();
-                                job.await;
-                                return Err(lost(&self.queue, closure));
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = &mut job => break,
+                                _ = stop.cancelled() => {
+                                    // Stop taking jobs now; the running one finishes on its own
+                                    // (still tracked, so the grace period applies to it).
+                                    tokio::spawn(job);
+                                    self.cancel(&shared.health).await;
+                                    return Ok(());
+                                }
+                                closure = &mut closed => {
+                                    // The job is dropped, and says so as it ends.
+                                    end.cancel();
+                                    job.await;
+                                    return Err(lost(&self.queue, closure));
+                                }
+                                // A pause while the job runs: cancelled now, before its ack
+                                // lets the broker deliver the next one.
+                                changed = changed(&mut self.paused) => match changed {
+                                    true => self.follow_pause(&shared.health).await?,
+                                    false => self.paused = None,
+                                },
                             }
                         }
                     }
-                    // What was delivered before a pause's cancel has all come.
-                    None if !self.consuming => self.rx = None,
+                    // What was delivered before a pause's cancel has all come;
+                    // a resume that came meanwhile is followed now.
+                    None if !self.consuming => {
+                        self.rx = None;
+                        self.follow_pause(&shared.health).await?;
+                    }
                     None => return Err(Error::ConnectionLost { reason: format!("the consumer of `{}` ended", self.queue) }),
                 },
             }

@@ -5,7 +5,10 @@
 //! each queue's consumer cancels itself on a pause (its running jobs
 //! finish) and consumes again on a resume.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use jobs_core::backoff::Backoff;
 
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::now_ms;
@@ -13,7 +16,7 @@ use jobs_core::plumbing::{read_paused, JournalReader, Publisher, CONTROL_KIND};
 use jobs_core::{report, ControlCommand, Paused, CONTROL};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long a confirm of a refreshed pause may take.
 const CONFIRM: Duration = Duration::from_secs(10);
@@ -65,16 +68,47 @@ impl Pauses {
         Ok((reader, publisher))
     }
 
+    /// Follows the journal until `halt`, from `first` (a session's catch-up)
+    /// when there is one; when the reading ends (the stream's channel closed,
+    /// a catch-up failed) it reads the journal again from its start, after
+    /// 1 s and up to 30 s between tries, so a pause is never missed for the
+    /// rest of a session.
+    pub(crate) async fn keep_following(
+        self: Arc<Self>,
+        connection: Connection,
+        worker: String,
+        halt: CancellationToken,
+        first: Option<(JournalReader, Publisher)>,
+    ) {
+        let mut next = first;
+        let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            if let Some((reader, publisher)) = next.take() {
+                self.follow(reader, publisher, &worker, halt.clone()).await;
+                if halt.is_cancelled() {
+                    return;
+                }
+                warn!("stopped following jobs.control (its channel closed); reading it again");
+            }
+            tokio::select! {
+                _ = halt.cancelled() => return,
+                _ = tokio::time::sleep(pause.next()) => {}
+            }
+            match self.catch_up(&connection).await {
+                Ok(read) => {
+                    info!("reading jobs.control again: pauses are followed");
+                    pause.reset();
+                    next = Some(read);
+                }
+                Err(why) => debug!(reason = why, "jobs.control cannot be read yet; trying again"),
+            }
+        }
+    }
+
     /// Follows the journal until `halt` or its channel closes, and appends
     /// again each pause older than the refresh age (so that the journal's
     /// retention never ends a pause).
-    pub(crate) async fn follow(
-        &self,
-        mut reader: JournalReader,
-        publisher: Publisher,
-        worker: &str,
-        halt: CancellationToken,
-    ) {
+    async fn follow(&self, mut reader: JournalReader, publisher: Publisher, worker: &str, halt: CancellationToken) {
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         loop {
             tokio::select! {
@@ -82,7 +116,9 @@ impl Pauses {
                 _ = refresh.tick() => {
                     let stale = self.paused.borrow().stale(now_ms());
                     for queue in stale {
-                        let command = ControlCommand::Pause { queue, by: format!("{worker} (refreshed)"), at_ms: now_ms() };
+                        // Who paused it stays; only the time is new.
+                        let by = self.paused.borrow().queues().get(&queue).map_or_else(|| worker.to_owned(), |p| p.by.clone());
+                        let command = ControlCommand::Pause { queue, by, at_ms: now_ms() };
                         if let Err(err) = append(&publisher, &command).await {
                             warn!(error = %err, "could not refresh a long pause in jobs.control; trying again later");
                         }

@@ -193,16 +193,18 @@ impl Setup<'_> {
         }
         // What is paused, read to its end before anything is consumed (a
         // worker started while a queue is paused starts with it paused), then followed.
-        let _control = match shared.pauses.catch_up(self.connection).await {
-            Ok((reader, publisher)) => {
-                let (pauses, worker, halt) = (shared.pauses.clone(), self.worker.to_owned(), halt.clone());
-                Some(AbortOnDrop(tokio::spawn(async move { pauses.follow(reader, publisher, &worker, halt).await })))
-            }
-            Err(why) => {
-                warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none); a pause given now is not seen until the worker reconnects");
-                None
-            }
+        let read = tokio::select! {
+            biased;
+            _ = &mut *stop => return Ok(SessionEnd::Stopped),
+            _ = &mut failure => return Ok(lost("a network failure")),
+            read = shared.pauses.catch_up(self.connection) => read,
         };
+        let first = read
+            .map_err(|why| warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))
+            .ok();
+        let following =
+            shared.pauses.clone().keep_following(self.connection.clone(), self.worker.to_owned(), halt.clone(), first);
+        let _control = AbortOnDrop(tokio::spawn(following));
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");

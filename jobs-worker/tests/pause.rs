@@ -50,6 +50,15 @@ fn command(pause: bool, queue: &str) -> ControlCommand {
     }
 }
 
+/// One worker at prefetch 1 (its job runs in the consumer's own task), two at 2.
+fn concurrency(n: usize) -> u16 {
+    if n == 0 {
+        1
+    } else {
+        2
+    }
+}
+
 #[tokio::test]
 async fn a_paused_queue_takes_no_job_on_any_worker_until_resumed_and_a_worker_started_meanwhile_starts_paused() {
     let (queue, other) = (unique("pause-q"), unique("pause-other"));
@@ -60,7 +69,9 @@ async fn a_paused_queue_takes_no_job_on_any_worker_until_resumed_and_a_worker_st
     let other_tag = other.clone();
     let grace = Duration::from_secs(10);
     let workers: Vec<RunningWorker> = (0..3)
-        .map(|n| spawn_with(amqp_config(), worker_config(&[&queue, &other], 2, &format!("pause-{n}"), grace)))
+        .map(|n| {
+            spawn_with(amqp_config(), worker_config(&[&queue, &other], concurrency(n), &format!("pause-{n}"), grace))
+        })
         .collect();
     wait_for_consumers(&raw, &queue, 3).await;
     wait_for_consumers(&raw, &other, 3).await;
@@ -100,7 +111,12 @@ async fn a_paused_queue_takes_no_job_on_any_worker_until_resumed_and_a_worker_st
     }
     let before = started(&tag).len();
     let workers: Vec<RunningWorker> = (0..3)
-        .map(|n| spawn_with(amqp_config(), worker_config(&[&queue, &other], 2, &format!("pause-again-{n}"), grace)))
+        .map(|n| {
+            spawn_with(
+                amqp_config(),
+                worker_config(&[&queue, &other], concurrency(n), &format!("pause-again-{n}"), grace),
+            )
+        })
         .collect();
     wait_for_consumers(&raw, &other, 3).await;
     // Started, consuming the other queue: a deliberate 2 s in which the paused one must stay without consumers.

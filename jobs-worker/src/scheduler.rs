@@ -274,8 +274,10 @@ impl Firing {
             }
             let term = self.hold.borrow().term;
             self.status.lead(true);
+            // The queue of Run-now requests is declared before this worker
+            // says it leads: a request sent once it has said so is routed.
+            let mut requests = self.open_requests().await;
             info!(worker = %self.worker, schedules = self.status.schedules.len(), "this worker leads the scheduler");
-            let mut requests = None;
             let ended = self.lead(term, &mut requests, &stopping).await;
             self.status.lead(false);
             if let Some(requests) = requests {

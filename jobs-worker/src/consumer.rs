@@ -128,6 +128,16 @@ impl Consumer {
         Ok(())
     }
 
+    /// What the watch of paused queues said: a change is followed; once it
+    /// can tell nothing more (`changed` false), it is not watched again.
+    async fn paused_changed(&mut self, changed: bool, health: &Health) -> Result<(), Error> {
+        if !changed {
+            self.paused = None;
+            return Ok(());
+        }
+        self.follow_pause(health).await
+    }
+
     /// Cancels or consumes again as `jobs.control` now says of this queue.
     async fn follow_pause(&mut self, health: &Health) -> Result<(), Error> {
         let paused = self.paused.as_ref().is_some_and(|p| p.borrow().is_paused(&self.queue));
@@ -223,10 +233,7 @@ impl Consumer {
                     end.cancel();
                     return Err(lost(&self.queue, closure));
                 }
-                changed = changed(&mut self.paused) => match changed {
-                    true => self.follow_pause(&shared.health).await?,
-                    false => self.paused = None,
-                },
+                changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
                 message = next(&mut self.rx) => match message {
                     Some(message) => {
                         let job = tasks.track_future(handle(
@@ -261,10 +268,7 @@ impl Consumer {
                                 }
                                 // A pause while the job runs: cancelled now, before its ack
                                 // lets the broker deliver the next one.
-                                changed = changed(&mut self.paused) => match changed {
-                                    true => self.follow_pause(&shared.health).await?,
-                                    false => self.paused = None,
-                                },
+                                changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
                             }
                         }
                     }

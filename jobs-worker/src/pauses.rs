@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::backoff::Backoff;
-
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::now_ms;
 use jobs_core::plumbing::{read_paused, JournalReader, Publisher, CONTROL_KIND};
@@ -18,8 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// How long a confirm of a refreshed pause may take.
-const CONFIRM: Duration = Duration::from_secs(10);
+use crate::consumer::Shared;
 
 /// How often a follower looks for pauses to refresh.
 const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3_600);
@@ -47,14 +45,18 @@ impl Pauses {
         self.paused.borrow().is_paused(queue)
     }
 
-    /// Reads every command so far (before the session consumes anything).
+    /// Reads every command so far (before the session consumes anything),
+    /// appending its mark with the session's `publisher` (the settler's).
     ///
     /// # Errors
     /// Why the journal could not be read to its end; what was known before
     /// (an earlier session's) stays.
-    pub(crate) async fn catch_up(&self, connection: &Connection) -> Result<(JournalReader, Publisher), String> {
-        let publisher = Publisher::open(connection, CONFIRM).await.map_err(|e| report(&e))?;
-        let (paused, reader) = read_paused(connection, &publisher).await.map_err(|e| report(&e))?;
+    pub(crate) async fn catch_up(
+        &self,
+        connection: &Connection,
+        publisher: &Publisher,
+    ) -> Result<JournalReader, String> {
+        let (paused, reader) = read_paused(connection, publisher).await.map_err(|e| report(&e))?;
         for queue in paused.queues().keys() {
             if !self.is_paused(queue) {
                 info!(queue, "queue paused (`worker queues resume {queue}` resumes it): not consuming it");
@@ -65,7 +67,7 @@ impl Pauses {
         for queue in before.queues().keys().filter(|q| !self.is_paused(q)) {
             gauge(queue, false);
         }
-        Ok((reader, publisher))
+        Ok(reader)
     }
 
     /// Follows the journal until `halt`, from `first` (a session's catch-up)
@@ -76,15 +78,16 @@ impl Pauses {
     pub(crate) async fn keep_following(
         self: Arc<Self>,
         connection: Connection,
-        worker: String,
+        shared: Arc<Shared>,
         halt: CancellationToken,
-        first: Option<(JournalReader, Publisher)>,
+        first: Option<JournalReader>,
     ) {
+        let publisher = &shared.settler.publisher;
         let mut next = first;
         let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
-            if let Some((reader, publisher)) = next.take() {
-                self.follow(reader, publisher, &worker, halt.clone()).await;
+            if let Some(reader) = next.take() {
+                self.follow(reader, publisher, &shared.settler.worker, halt.clone()).await;
                 if halt.is_cancelled() {
                     return;
                 }
@@ -94,7 +97,7 @@ impl Pauses {
                 _ = halt.cancelled() => return,
                 _ = tokio::time::sleep(pause.next()) => {}
             }
-            match self.catch_up(&connection).await {
+            match self.catch_up(&connection, publisher).await {
                 Ok(read) => {
                     info!("reading jobs.control again: pauses are followed");
                     pause.reset();
@@ -108,7 +111,7 @@ impl Pauses {
     /// Follows the journal until `halt` or its channel closes, and appends
     /// again each pause older than the refresh age (so that the journal's
     /// retention never ends a pause).
-    async fn follow(&self, mut reader: JournalReader, publisher: Publisher, worker: &str, halt: CancellationToken) {
+    async fn follow(&self, mut reader: JournalReader, publisher: &Publisher, worker: &str, halt: CancellationToken) {
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         loop {
             tokio::select! {
@@ -119,7 +122,7 @@ impl Pauses {
                         // Who paused it stays; only the time is new.
                         let by = self.paused.borrow().queues().get(&queue).map_or_else(|| worker.to_owned(), |p| p.by.clone());
                         let command = ControlCommand::Pause { queue, by, at_ms: now_ms() };
-                        if let Err(err) = append(&publisher, &command).await {
+                        if let Err(err) = append(publisher, &command).await {
                             warn!(error = %err, "could not refresh a long pause in jobs.control; trying again later");
                         }
                     }
@@ -130,19 +133,13 @@ impl Pauses {
                         continue;
                     }
                     let Some(command) = ControlCommand::decode(&body) else { continue };
-                    let said = match &command {
-                        ControlCommand::Pause { queue, by, .. } => (queue.clone(), by.clone(), "paused"),
-                        ControlCommand::Resume { queue, by, .. } => (queue.clone(), by.clone(), "resumed"),
+                    let (queue, by, paused) = match &command {
+                        ControlCommand::Pause { queue, by, .. } => (queue.clone(), by.clone(), true),
+                        ControlCommand::Resume { queue, by, .. } => (queue.clone(), by.clone(), false),
                     };
-                    let mut changed = false;
-                    self.paused.send_if_modified(|paused| {
-                        changed = paused.apply(command);
-                        changed
-                    });
-                    if changed {
-                        let (queue, by, what) = said;
-                        gauge(&queue, what == "paused");
-                        info!(queue, by, "queue {what}");
+                    if self.paused.send_if_modified(|known| known.apply(command)) {
+                        gauge(&queue, paused);
+                        info!(queue, by, "queue {}", if paused { "paused" } else { "resumed" });
                     }
                 }
             }

@@ -197,13 +197,13 @@ impl Setup<'_> {
             biased;
             _ = &mut *stop => return Ok(SessionEnd::Stopped),
             _ = &mut failure => return Ok(lost("a network failure")),
-            read = shared.pauses.catch_up(self.connection) => read,
+            read = shared.pauses.catch_up(self.connection, &shared.settler.publisher) => read,
         };
         let first = read
             .map_err(|why| warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))
             .ok();
         let following =
-            shared.pauses.clone().keep_following(self.connection.clone(), self.worker.to_owned(), halt.clone(), first);
+            shared.pauses.clone().keep_following(self.connection.clone(), shared.clone(), halt.clone(), first);
         let _control = AbortOnDrop(tokio::spawn(following));
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {

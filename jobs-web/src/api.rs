@@ -33,7 +33,7 @@ pub(crate) async fn overview(State(dashboard): State<Arc<Dashboard>>, Params(que
         "live_workers": summary.live_workers,
         "range": query.range.name(),
         "series": series,
-        "queues": dashboard.queue_rows(),
+        "queues": dashboard.queue_states(),
         "broker": dashboard.broker_status(),
     });
     Json(body).into_response()
@@ -61,7 +61,7 @@ pub(crate) async fn types(State(dashboard): State<Arc<Dashboard>>, Params(query)
 }
 
 pub(crate) async fn queues(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    Json(dashboard.queue_rows()).into_response()
+    Json(dashboard.queue_states()).into_response()
 }
 
 pub(crate) async fn dead(

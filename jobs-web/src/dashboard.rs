@@ -1,8 +1,9 @@
 //! The dashboard's state and the tasks that feed it: the heartbeat reader
 //! (from `now - window` at start, then from where it left off after a lost
 //! connection), the queue poller (every 2 s), and the connection dead-job
-//! actions go through; and the client Run now calls the scheduler's leader
-//! with. Pages only read what these keep.
+//! actions go through; the follower of `jobs.control` (which queues are
+//! paused); and the client Run now and Pause call with. Pages only read
+//! what these keep.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -10,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
-use jobs_core::plumbing::{close_connection, connect, Management};
-use jobs_core::{report, AmqpConfig, DeadLetters};
+use jobs_core::plumbing::{close_connection, connect, read_paused, Management, Publisher, CONTROL_KIND};
+use jobs_core::{report, AmqpConfig, ControlCommand, DeadLetters, Paused};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -39,6 +40,19 @@ pub(crate) struct QueueRow {
     pub rate_in: Option<f64>,
     /// Jobs acked from it per second (management API).
     pub rate_out: Option<f64>,
+}
+
+/// A queue with its paused state, for `/api/queues` (the fields of `worker queues --json`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct QueueState {
+    #[serde(flatten)]
+    pub row: QueueRow,
+    /// Paused now; `null` while `jobs.control` cannot be read.
+    pub paused: Option<bool>,
+    /// Who paused it, when paused.
+    pub paused_by: Option<String>,
+    /// When, Unix milliseconds.
+    pub paused_at_ms: Option<u64>,
 }
 
 /// Whether the dashboard reaches the broker.
@@ -72,6 +86,8 @@ pub struct Dashboard {
     pub(crate) client: jobs_core::Client,
     /// What recent Run nows enqueued.
     pub(crate) runs: Runs,
+    /// The queues paused now, as `jobs.control` says; `None` while it cannot be read.
+    pub(crate) paused: RwLock<Option<Paused>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -97,12 +113,65 @@ impl Dashboard {
             actions: Actions::default(),
             walks: Arc::default(),
             runs: Runs::default(),
+            paused: RwLock::default(),
         }))
     }
 
     /// Starts reading heartbeats and polling queues; the tasks run until aborted.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        vec![tokio::spawn(self.clone().read_beats()), tokio::spawn(self.clone().poll_queues())]
+        vec![
+            tokio::spawn(self.clone().read_beats()),
+            tokio::spawn(self.clone().poll_queues()),
+            tokio::spawn(self.clone().follow_control()),
+        ]
+    }
+
+    /// The queues paused now; `None` while `jobs.control` cannot be read.
+    pub(crate) fn paused(&self) -> Option<Paused> {
+        self.paused.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_paused(&self, paused: Option<Paused>) {
+        *self.paused.write().unwrap_or_else(|e| e.into_inner()) = paused;
+    }
+
+    /// Follows `jobs.control` for good, as the workers do: read to a mark
+    /// from its start, then each command as it comes; read again from the
+    /// start after a lost connection.
+    async fn follow_control(self: Arc<Self>) {
+        let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            match self.follow_once().await {
+                Ok(()) => pause.reset(),
+                Err(err) => {
+                    warn!(error = %report(&err), retry_in = ?pause.peek(), "cannot read jobs.control (paused queues); retrying")
+                }
+            }
+            self.set_paused(None);
+            pause.wait().await;
+        }
+    }
+
+    async fn follow_once(&self) -> Result<(), jobs_core::Error> {
+        let connection = connect(&self.amqp, "jobs-web-control").await?;
+        let result = async {
+            let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
+            let (paused, mut reader) = read_paused(&connection, &publisher).await?;
+            self.set_paused(Some(paused));
+            while let Some((_, kind, body)) = reader.next().await {
+                let command =
+                    kind.as_deref().filter(|k| *k == CONTROL_KIND).and_then(|_| ControlCommand::decode(&body));
+                if let Some(command) = command {
+                    if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                        paused.apply(command);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        close_connection(connection).await;
+        result
     }
 
     pub(crate) fn history(&self) -> std::sync::MutexGuard<'_, History> {
@@ -115,6 +184,23 @@ impl Dashboard {
 
     pub(crate) fn queue_rows(&self) -> Vec<QueueRow> {
         self.queues.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The queues, each with its paused state.
+    pub(crate) fn queue_states(&self) -> Vec<QueueState> {
+        let paused = self.paused();
+        self.queue_rows()
+            .into_iter()
+            .map(|row| {
+                let pause = paused.as_ref().and_then(|p| p.queues().get(&row.name)).cloned();
+                QueueState {
+                    paused: paused.as_ref().map(|_| pause.is_some()),
+                    paused_by: pause.as_ref().map(|p| p.by.clone()),
+                    paused_at_ms: pause.map(|p| p.at_ms),
+                    row,
+                }
+            })
+            .collect()
     }
 
     fn set_broker(&self, connected: bool, error: Option<String>) {

@@ -20,6 +20,7 @@ impl Dashboard {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/", get(pages::overview::overview))
+            .route("/queues/{queue}/{action}", post(pages::overview::queue_action))
             .route("/workers", get(pages::workers::workers))
             .route("/jobs", get(pages::types::types))
             .route("/dead", get(pages::dead::dead_queues))

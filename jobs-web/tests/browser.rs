@@ -6,7 +6,9 @@
 //! retries all. And a worker with schedules, on a vhost of its own: the
 //! Schedules page shows it as the leader with its schedules; Run now,
 //! confirmed, names the job it enqueued, which the worker runs; the Workers
-//! page marks the leader. Screenshots of each page go to `target/screenshots/`.
+//! page marks the leader. A queue paused by its button on the overview:
+//! no worker consumes it and its job waits; Resume, and the job runs.
+//! Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/serve.rs"]
@@ -345,6 +347,65 @@ async fn a_person_follows_a_batch_retries_its_dead_job_and_sees_it_end() {
     wait_text(&browser, "#recent", &id.to_string(), false, "the batch among those ended").await;
     wait_text(&browser, "#batches", "no open batch", false, "no batch open").await;
     screenshot(&browser, "batches-ended").await;
+
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_pauses_a_queue_and_resumes_it_from_the_overview() {
+    let _turn = ONE_BROWSER.lock().await;
+    let queue = unique("browser-pause");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let mut config = worker_config(&[&queue], 2, &format!("{queue}-worker"), Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let worker = spawn_with(amqp_config(), config);
+    wait_for_consumers(&raw, &queue, 1).await;
+    let port = serve(amqp_config(), WebConfig::default(), "").await.port;
+    let base = format!("http://127.0.0.1:{port}");
+    let (browser, _driver) = browser().await;
+
+    // A POST without the page's CSRF token pauses nothing.
+    let refused = http_request(port, "POST", &format!("/queues/{queue}/pause"), &[], Some("csrf=0123"));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    browser.goto(&format!("{base}/")).await.unwrap();
+    let row = format!("tr[data-queue='{queue}']");
+    wait_text(&browser, &row, "running", false, "the queue running, with its Pause button").await;
+    assert!(!text(&browser, &row).await.contains("paused"), "the refused POST paused nothing");
+    browser.find(Locator::Css(&format!("{row} button.pause"))).await.unwrap().click().await.unwrap();
+    wait_text(&browser, &row, "paused by dashboard@", false, "the queue paused").await;
+    screenshot(&browser, "overview-paused").await;
+    // Every worker stops consuming it.
+    wait_until("no consumer on the paused queue", Duration::from_secs(10), || async {
+        try_counts(&raw, &queue).await.is_some_and(|c| c.1 == 0)
+    })
+    .await;
+    let client = jobs_core::Client::new(amqp_config());
+    let held = client.enqueue_with(&Chore { what: "held".into() }, EnqueueOptions::new().queue(&queue)).await.unwrap();
+    // A deliberate absence: 3 s in which the paused queue's job must not run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!CHORES.lock().unwrap().contains(&held.to_string()), "a job of a paused queue ran");
+
+    // The API says so too, with who paused it.
+    browser.goto(&format!("{base}/api/queues")).await.unwrap();
+    let body = text(&browser, "body").await;
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = queues.as_array().unwrap().iter().find(|q| q["name"] == queue.as_str()).unwrap().clone();
+    assert_eq!(entry["paused"], true, "{entry}");
+    assert!(entry["paused_by"].as_str().unwrap().starts_with("dashboard@"), "{entry}");
+
+    // Resume: the held job runs.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    wait_text(&browser, &row, "paused by", false, "the paused row").await;
+    browser.find(Locator::Css(&format!("{row} button.resume"))).await.unwrap().click().await.unwrap();
+    wait_text(&browser, &row, "running", false, "the queue running again").await;
+    wait_until("the held job to run after the resume", Duration::from_secs(20), || async {
+        CHORES.lock().unwrap().contains(&held.to_string())
+    })
+    .await;
+    screenshot(&browser, "overview-resumed").await;
 
     browser.close().await.unwrap();
     worker.stop().await.unwrap();

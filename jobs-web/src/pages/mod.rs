@@ -124,11 +124,39 @@ pub(crate) struct QueueView {
     pub(crate) dead: String,
     pub(crate) rate_in: String,
     pub(crate) rate_out: String,
+    /// "paused by … since …", "running", or "-" while `jobs.control` cannot be read.
+    pub(crate) state: String,
+    /// Paused now: its button resumes it.
+    pub(crate) paused: bool,
+}
+
+impl QueueView {
+    /// The dashboard's queues, each with its state.
+    pub(crate) fn all(dashboard: &Dashboard) -> Vec<QueueView> {
+        dashboard
+            .queue_states()
+            .iter()
+            .map(|q| {
+                let mut view = QueueView::from(&q.row);
+                match (q.paused, &q.paused_by, q.paused_at_ms) {
+                    (Some(true), Some(by), Some(at_ms)) => {
+                        view.paused = true;
+                        view.state = format!("paused by {by} since {}", time(at_ms));
+                    }
+                    (Some(_), ..) => view.state = "running".into(),
+                    (None, ..) => {}
+                }
+                view
+            })
+            .collect()
+    }
 }
 
 impl From<&QueueRow> for QueueView {
     fn from(q: &QueueRow) -> Self {
         QueueView {
+            state: "-".into(),
+            paused: false,
             name: q.name.clone(),
             ready: show(q.ready),
             unacked: show(q.unacked),

@@ -1,18 +1,22 @@
-//! The overview: totals, the throughput chart, the queues.
+//! The overview: totals, the throughput chart, the queues with their
+//! Pause and Resume buttons.
 
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
-use axum::response::Response;
-use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use jobs_core::ControlCommand;
 
-use super::{page, render, PageCtx, QueueView, Range, RangeQuery};
+use super::{may_act, page, queue_name, render, CsrfForm, PageCtx, QueueView, Range, RangeQuery};
 use crate::chart;
 use crate::dashboard::{now_ms, Dashboard};
 use crate::extract::{Base, Params};
 use crate::format::time;
 use crate::history::Summary;
+use crate::refusal::Refusal;
 use crate::security::Csrf;
 
 #[derive(Template)]
@@ -51,6 +55,39 @@ pub(crate) fn overview_page(dashboard: &Dashboard, base: Base, csrf: &Csrf, rang
         range: range.name(),
         ranges: Range::ALL,
         chart: chart::throughput(&series, label),
-        queues: dashboard.queue_rows().iter().map(QueueView::from).collect(),
+        queues: QueueView::all(dashboard),
     }
+}
+
+/// Pause or Resume of a queue (a POST with the CSRF token): appended to
+/// `jobs.control`, confirmed, which every worker follows within a second or
+/// two; back to the overview, which shows the state once the dashboard has
+/// read it back.
+pub(crate) async fn queue_action(
+    State(dashboard): State<Arc<Dashboard>>,
+    base: Base,
+    headers: HeaderMap,
+    Path((queue, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refusal> {
+    queue_name(&queue)?;
+    may_act(&dashboard, &headers, &form.csrf)?;
+    let by = format!("dashboard@{}", jobs_core::plumbing::hostname());
+    let at_ms = now_ms();
+    let command = match action.as_str() {
+        "pause" => ControlCommand::Pause { queue: queue.clone(), by, at_ms },
+        "resume" => ControlCommand::Resume { queue: queue.clone(), by, at_ms },
+        _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action: pause or resume")),
+    };
+    dashboard.client.control(&command).await.map_err(|e| Refusal::broker(&e))?;
+    tracing::info!(queue, action, "queue {action}d from the dashboard");
+    // Shown once read back from the journal: wait for it briefly.
+    let wanted = action == "pause";
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2)
+        && dashboard.paused().is_some_and(|p| p.is_paused(&queue) != wanted)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(Redirect::to(&format!("{}/", base.0)).into_response())
 }

@@ -1,5 +1,6 @@
 //! A worker and an enqueuing client ride through a broker restart: every job
-//! enqueued before, during and after it runs (at least once). A binary of its
+//! enqueued before, during and after it runs (at least once); a queue paused
+//! before the restart stays paused after it. A binary of its
 //! own, so that the node's restart does not slow the timing tests beside it.
 #![allow(clippy::unwrap_used)]
 
@@ -67,5 +68,61 @@ async fn worker_and_client_ride_through_a_broker_restart() {
         ran.len(),
         ran.len() - distinct.len()
     );
+    running.stop().await.unwrap();
+}
+
+/// The tags of the `Tagged` jobs that ran.
+static TAGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Tagged {
+    tag: String,
+}
+
+impl Perform for Tagged {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        TAGS.lock().unwrap().push(self.tag);
+        Ok(())
+    }
+}
+
+fn ran(tag: &str) -> bool {
+    TAGS.lock().unwrap().iter().any(|t| t == tag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_stays_paused_through_a_broker_restart() {
+    let node = std::sync::Arc::new(TestNode::start("pause-restart"));
+    let url = node.url();
+    let (held, free) = ("pause-restart-held", "pause-restart-free");
+    let mut config = config_for(&url);
+    config.reconnect_timeout = Duration::from_secs(60);
+    let client = Client::new(config);
+    let at_ms = jobs_core::plumbing::events::now_ms();
+    let pause = jobs_core::ControlCommand::Pause { queue: held.into(), by: "restart-test".into(), at_ms };
+    client.control(&pause).await.unwrap();
+    let running = spawn_worker(&url, &[held, free], 2, "pause-restart-worker", Duration::from_secs(5));
+    let raw = raw_connection_to(&url).await;
+    wait_for_consumers(&raw, free, 1).await;
+    assert_eq!(try_counts(&raw, held).await.map(|c| c.1), Some(0), "paused before the worker started");
+    drop(raw);
+
+    let restart = node.clone();
+    tokio::task::spawn_blocking(move || restart.restart()).await.unwrap();
+    // The worker reconnects, reads jobs.control again, and consumes `free` only.
+    let raw = raw_connection_to(&url).await;
+    wait_for_consumers(&raw, free, 1).await;
+    let on = |queue: &str| EnqueueOptions::new().queue(queue);
+    client.enqueue_with(&Tagged { tag: "held".into() }, on(held)).await.unwrap();
+    client.enqueue_with(&Tagged { tag: "free".into() }, on(free)).await.unwrap();
+    wait_until("the job of the running queue to run", Duration::from_secs(30), || async { ran("free") }).await;
+    // A deliberate absence: 2 s more in which the paused queue's job must not run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!ran("held"), "a job of the paused queue ran after the broker restart");
+    assert_eq!(try_counts(&raw, held).await, Some((1, 0)), "its job waits, with no consumer");
+
+    let resume = jobs_core::ControlCommand::Resume { queue: held.into(), by: "restart-test".into(), at_ms };
+    client.control(&resume).await.unwrap();
+    wait_until("the held job to run after the resume", Duration::from_secs(30), || async { ran("held") }).await;
     running.stop().await.unwrap();
 }

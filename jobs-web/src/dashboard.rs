@@ -16,7 +16,7 @@ use jobs_core::{report, AmqpConfig, ControlCommand, DeadLetters, Paused};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::actions::{Actions, Walks};
 use crate::config::{Auth, WebConfig};
@@ -42,7 +42,7 @@ pub(crate) struct QueueRow {
     pub rate_out: Option<f64>,
 }
 
-/// A queue with its paused state, for `/api/queues` (the fields of `worker queues --json`).
+/// A queue with its paused state, for `/api/queues` (the paused fields as `worker queues --json` names them).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct QueueState {
     #[serde(flatten)]
@@ -140,11 +140,23 @@ impl Dashboard {
     /// start after a lost connection.
     async fn follow_control(self: Arc<Self>) {
         let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        // Said once per error, not every try (a user without write access to
+        // jobs.control, whose mark it cannot append, would fill the log).
+        let mut said = None;
         loop {
             match self.follow_once().await {
-                Ok(()) => pause.reset(),
+                Ok(()) => {
+                    pause.reset();
+                    said = None;
+                }
                 Err(err) => {
-                    warn!(error = %report(&err), retry_in = ?pause.peek(), "cannot read jobs.control (paused queues); retrying")
+                    let text = report(&err);
+                    if said.as_ref() != Some(&text) {
+                        warn!(error = %text, "cannot read jobs.control: queue states shown as - until it can; retrying (the dashboard's user needs read and write access to it)");
+                        said = Some(text);
+                    } else {
+                        debug!(error = %text, retry_in = ?pause.peek(), "jobs.control still cannot be read");
+                    }
                 }
             }
             self.set_paused(None);

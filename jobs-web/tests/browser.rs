@@ -389,8 +389,8 @@ async fn a_person_pauses_a_queue_and_resumes_it_from_the_overview() {
     assert!(!CHORES.lock().unwrap().contains(&held.to_string()), "a job of a paused queue ran");
 
     // The API says so too, with who paused it.
-    browser.goto(&format!("{base}/api/queues")).await.unwrap();
-    let body = text(&browser, "body").await;
+    let (status, body) = http_get(port, "/api/queues");
+    assert_eq!(status, 200, "{body}");
     let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
     let entry = queues.as_array().unwrap().iter().find(|q| q["name"] == queue.as_str()).unwrap().clone();
     assert_eq!(entry["paused"], true, "{entry}");

@@ -109,9 +109,11 @@ async fn a_paused_queue_stays_paused_through_a_broker_restart() {
 
     let restart = node.clone();
     tokio::task::spawn_blocking(move || restart.restart()).await.unwrap();
-    // The worker reconnects, reads jobs.control again, and consumes `free` only.
+    // The worker reconnects and consumes `free` only; a worker started after
+    // the restart reads the pause from the stream the broker kept.
     let raw = raw_connection_to(&url).await;
-    wait_for_consumers(&raw, free, 1).await;
+    let second = spawn_worker(&url, &[held, free], 2, "pause-restart-worker-2", Duration::from_secs(5));
+    wait_for_consumers(&raw, free, 2).await;
     let on = |queue: &str| EnqueueOptions::new().queue(queue);
     client.enqueue_with(&Tagged { tag: "held".into() }, on(held)).await.unwrap();
     client.enqueue_with(&Tagged { tag: "free".into() }, on(free)).await.unwrap();
@@ -121,8 +123,10 @@ async fn a_paused_queue_stays_paused_through_a_broker_restart() {
     assert!(!ran("held"), "a job of the paused queue ran after the broker restart");
     assert_eq!(try_counts(&raw, held).await, Some((1, 0)), "its job waits, with no consumer");
 
+    let at_ms = jobs_core::plumbing::events::now_ms();
     let resume = jobs_core::ControlCommand::Resume { queue: held.into(), by: "restart-test".into(), at_ms };
     client.control(&resume).await.unwrap();
     wait_until("the held job to run after the resume", Duration::from_secs(30), || async { ran("held") }).await;
     running.stop().await.unwrap();
+    second.stop().await.unwrap();
 }

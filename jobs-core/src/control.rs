@@ -70,9 +70,10 @@ impl Command {
         rmp_serde::to_vec_named(self).map_err(|e| Error::Encode { job: "control record", source: crate::Cause::new(e) })
     }
 
-    /// A record's command; `None` for anything else (a producer's garbage).
-    pub fn decode(body: &[u8]) -> Option<Command> {
-        rmp_serde::from_slice(body).ok()
+    /// The command of a `jobs.control` record of kind `kind`; `None` for
+    /// anything else (a reader's mark, a producer's garbage).
+    pub fn of_record(kind: Option<&str>, body: &[u8]) -> Option<Command> {
+        kind.filter(|k| *k == CONTROL_KIND).and_then(|_| rmp_serde::from_slice(body).ok())
     }
 }
 
@@ -140,14 +141,11 @@ pub async fn read_paused(connection: &Connection, publisher: &Publisher) -> Resu
         let Some((_, kind, body)) = next else {
             return Err(lost("its channel closed while it was read"));
         };
-        match kind.as_deref() {
-            Some(MARK_KIND) if body == mark.as_str().as_bytes() => return Ok((paused, reader)),
-            Some(CONTROL_KIND) => {
-                if let Some(command) = Command::decode(&body) {
-                    paused.apply(command);
-                }
-            }
-            _ => {}
+        if kind.as_deref() == Some(MARK_KIND) && body == mark.as_str().as_bytes() {
+            return Ok((paused, reader));
+        }
+        if let Some(command) = Command::of_record(kind.as_deref(), &body) {
+            paused.apply(command);
         }
     }
 }
@@ -185,8 +183,9 @@ mod tests {
         assert!(!paused.is_paused("emails"));
         assert!(!paused.apply(Command::Resume { queue: "images".into(), by: "me".into(), at_ms: 4 }));
         let encoded = pause("q", 5).encode().unwrap();
-        assert_eq!(Command::decode(&encoded), Some(pause("q", 5)));
-        assert_eq!(Command::decode(b"\xff garbage"), None);
+        assert_eq!(Command::of_record(Some(CONTROL_KIND), &encoded), Some(pause("q", 5)));
+        assert_eq!(Command::of_record(Some(MARK_KIND), &encoded), None, "not a command's kind");
+        assert_eq!(Command::of_record(Some(CONTROL_KIND), b"\xff garbage"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
-use jobs_core::plumbing::{close_connection, connect, read_paused, Management, Publisher, CONTROL_KIND};
+use jobs_core::plumbing::{close_connection, connect, read_paused, Management, Publisher};
 use jobs_core::{report, AmqpConfig, ControlCommand, DeadLetters, Paused};
 use serde::Serialize;
 use serde_json::Value;
@@ -171,9 +171,7 @@ impl Dashboard {
             let (paused, mut reader) = read_paused(&connection, &publisher).await?;
             self.set_paused(Some(paused));
             while let Some((_, kind, body)) = reader.next().await {
-                let command =
-                    kind.as_deref().filter(|k| *k == CONTROL_KIND).and_then(|_| ControlCommand::decode(&body));
-                if let Some(command) = command {
+                if let Some(command) = ControlCommand::of_record(kind.as_deref(), &body) {
                     if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
                         paused.apply(command);
                     }

@@ -129,10 +129,7 @@ impl Pauses {
                 }
                 next = reader.next() => {
                     let Some((_, kind, body)) = next else { break };
-                    if kind.as_deref() != Some(CONTROL_KIND) {
-                        continue;
-                    }
-                    let Some(command) = ControlCommand::decode(&body) else { continue };
+                    let Some(command) = ControlCommand::of_record(kind.as_deref(), &body) else { continue };
                     let (queue, by, paused) = match &command {
                         ControlCommand::Pause { queue, by, .. } => (queue.clone(), by.clone(), true),
                         ControlCommand::Resume { queue, by, .. } => (queue.clone(), by.clone(), false),

@@ -74,15 +74,14 @@ pub(crate) async fn queue_action(
     may_act(&dashboard, &headers, &form.csrf)?;
     let by = format!("dashboard@{}", jobs_core::plumbing::hostname());
     let at_ms = now_ms();
-    let command = match action.as_str() {
-        "pause" => ControlCommand::Pause { queue: queue.clone(), by, at_ms },
-        "resume" => ControlCommand::Resume { queue: queue.clone(), by, at_ms },
+    let (command, wanted) = match action.as_str() {
+        "pause" => (ControlCommand::Pause { queue: queue.clone(), by, at_ms }, true),
+        "resume" => (ControlCommand::Resume { queue: queue.clone(), by, at_ms }, false),
         _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action: pause or resume")),
     };
     dashboard.client.control(&command).await.map_err(|e| Refusal::broker(&e))?;
     tracing::info!(queue, action, "queue {action}d from the dashboard");
     // Shown once read back from the journal: wait for it briefly.
-    let wanted = action == "pause";
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_secs(2)
         && dashboard.paused().is_some_and(|p| p.is_paused(&queue) != wanted)

@@ -35,7 +35,14 @@ impl Perform for Task {
         };
         println!("{} [{}] Received '{}' (job {}){again}", clock(), ctx.worker(), self.message, ctx.job_id());
         let dots = self.message.chars().filter(|c| *c == '.').count() as u64;
-        tokio::time::sleep(Duration::from_secs(dots)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(dots)) => {}
+            // `worker cancel <id>`: stop now (the job is dead-lettered as cancelled).
+            _ = ctx.cancelled() => {
+                println!("{} [{}] Cancelled '{}'", clock(), ctx.worker(), self.message);
+                return Ok(());
+            }
+        }
         println!("{} [{}] Done '{}'", clock(), ctx.worker(), self.message);
         Ok(())
     }

@@ -109,3 +109,40 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     let (code, _, err) = worker(&url, &["enqueue", "Task", "--json", "{not json"]);
     assert_eq!((code, err.contains("not JSON")), (Some(2), true), "{err}");
 }
+
+#[tokio::test]
+async fn cancel_says_whether_the_job_runs_or_waits_and_the_job_ends_dead_as_cancelled() {
+    let url = amqp_url();
+    let queue = unique("admin-cancel");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let client = jobs_core::Client::new(amqp_config());
+    let on = || jobs_core::EnqueueOptions::new().queue(&queue);
+    // Not running: recorded, and applied when it comes up.
+    let waiting = client.enqueue_with(&Task { message: "waits.".into() }, on()).await.unwrap();
+    let (code, out, err) = worker(&url, &["cancel", waiting.as_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with(&format!("recorded the cancel of {waiting}: no worker runs it now")), "{out}");
+    let args = ["--queues", &queue, "--extra-queues", &queue, "--id", "cancel-admin-worker"];
+    let daemon = Process::start_with("cancel-admin", env!("CARGO_BIN_EXE_worker"), &args, &[]);
+    wait_for_consumers(&raw, &queue, 1).await;
+    wait_until("the waiting job dead-lettered unrun", Duration::from_secs(20), || async {
+        counts(&raw, &format!("{queue}.dead")).await.0 == 1
+    })
+    .await;
+    assert!(!daemon.has("Received 'waits.'"), "it never ran");
+    // Running: the worker says so; the tutorial's task watches its context and stops.
+    let running = client.enqueue_with(&Task { message: "runs long..........".into() }, on()).await.unwrap();
+    daemon.wait_line("Received 'runs long", Duration::from_secs(20)).await;
+    let (code, out, err) = worker(&url, &["cancel", running.as_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("cancelling {running}: it runs on cancel-admin-worker")), "{out}");
+    assert!(out.contains(&format!("cancelled {running} while it ran, on cancel-admin-worker")), "{out}");
+    daemon.wait_line("Cancelled 'runs long", Duration::from_secs(5)).await;
+    assert_eq!(counts(&raw, &format!("{queue}.dead")).await.0, 2);
+    let letters = jobs_core::DeadLetters::connect(&amqp_config()).await.unwrap();
+    let dead = letters.list(&queue, 10).await.unwrap();
+    assert!(dead.iter().all(|j| j.error_kind.as_deref() == Some("cancelled")), "{dead:?}");
+    let lines = daemon.stop().await;
+    assert!(!lines.iter().any(|l| l.contains("Done 'runs long")), "{lines:?}");
+}

@@ -1,9 +1,11 @@
 //! What people tell every worker of a vhost to do, kept in the journal
 //! `jobs.control`: pausing and resuming a queue (`worker queues pause
-//! emails`). Every worker reads the journal from its start when it starts
-//! (to a mark it appends first, so it knows it has read all), then follows
-//! it: a queue paused there is not consumed by any worker until it is
-//! resumed, through worker and broker restarts.
+//! emails`), cancelling a job (`worker cancel <id>`), and what workers say
+//! back about a cancel. Every worker reads the journal from its start when
+//! it starts (to a mark it appends first, so it knows it has read all), then
+//! follows it: a queue paused there is not consumed by any worker until it is
+//! resumed, through worker and broker restarts; a cancelled job is ended by
+//! the worker running it, or by the one it comes up to later.
 //!
 //! The journal keeps a year of records in small segments; a worker that
 //! finds a queue paused for more than [`PAUSE_REFRESH`] appends the pause
@@ -59,9 +61,56 @@ pub enum Command {
         /// When, Unix milliseconds.
         at_ms: u64,
     },
+    /// End the job `id`: the worker running it tells it (its context), and
+    /// drops it after `worker.cancel_grace`; a worker it comes up to later
+    /// (from its queue or its delay) dead-letters it unrun.
+    Cancel {
+        /// The job's id.
+        id: String,
+        /// Who asked.
+        by: String,
+        /// When, Unix milliseconds.
+        at_ms: u64,
+    },
+    /// A worker's word: the job `id` runs here and has been told to stop.
+    Cancelling {
+        /// The job's id.
+        id: String,
+        /// The worker running it.
+        worker: String,
+        /// When, Unix milliseconds.
+        at_ms: u64,
+    },
+    /// A worker's word: the job `id` is dead-lettered as cancelled (it was
+    /// running, or came up after the cancel); the cancel is spent.
+    Cancelled {
+        /// The job's id.
+        id: String,
+        /// The worker that settled it.
+        worker: String,
+        /// Whether it was running when cancelled.
+        running: bool,
+        /// When, Unix milliseconds.
+        at_ms: u64,
+    },
 }
 
 impl Command {
+    /// Pause `queue`, asked by `by`, now.
+    pub fn pause(queue: impl Into<String>, by: impl Into<String>) -> Self {
+        Command::Pause { queue: queue.into(), by: by.into(), at_ms: crate::events::now_ms() }
+    }
+
+    /// Resume `queue`, asked by `by`, now.
+    pub fn resume(queue: impl Into<String>, by: impl Into<String>) -> Self {
+        Command::Resume { queue: queue.into(), by: by.into(), at_ms: crate::events::now_ms() }
+    }
+
+    /// Cancel the job `id`, asked by `by`, now.
+    pub fn cancel(id: impl Into<String>, by: impl Into<String>) -> Self {
+        Command::Cancel { id: id.into(), by: by.into(), at_ms: crate::events::now_ms() }
+    }
+
     /// The record's body (MessagePack, named fields).
     ///
     /// # Errors
@@ -98,6 +147,7 @@ impl Paused {
         match command {
             Command::Pause { queue, by, at_ms } => self.queues.insert(queue, Pause { by, at_ms }).is_none(),
             Command::Resume { queue, .. } => self.queues.remove(&queue).is_some(),
+            Command::Cancel { .. } | Command::Cancelling { .. } | Command::Cancelled { .. } => false,
         }
     }
 
@@ -119,19 +169,37 @@ impl Paused {
 }
 
 /// Reads the control journal from its start up to a mark appended first:
-/// every command, folded, and the reader that goes on past it (its next
+/// the paused queues, and the reader that goes on past it (its next
 /// records are the commands given from then on).
 ///
 /// # Errors
 /// The stream cannot be declared, appended to or read.
 pub async fn read_paused(connection: &Connection, publisher: &Publisher) -> Result<(Paused, JournalReader), Error> {
+    let mut paused = Paused::default();
+    let reader = read_control(connection, publisher, |command| {
+        paused.apply(command);
+    })
+    .await?;
+    Ok((paused, reader))
+}
+
+/// Reads the control journal from its start up to a mark appended first,
+/// giving `apply` each command in order, and returns the reader that goes on
+/// past it.
+///
+/// # Errors
+/// The stream cannot be declared, appended to or read.
+pub async fn read_control(
+    connection: &Connection,
+    publisher: &Publisher,
+    mut apply: impl FnMut(Command),
+) -> Result<JournalReader, Error> {
     let declarer = crate::topology::Declarer::open(connection).await?;
     CONTROL.declare(&declarer).await?;
     declarer.close().await;
     let mark = JobId::new();
     CONTROL.append(publisher, MARK_KIND, mark.as_str().as_bytes().to_vec()).await?;
     let mut reader = CONTROL.read(connection, StartAt::Offset(0)).await?;
-    let mut paused = Paused::default();
     loop {
         let lost = |reason: &str| Error::QueueRead { queue: CONTROL.name().into(), reason: reason.into() };
         let Ok(next) = tokio::time::timeout(READ_QUIET, reader.next()).await else {
@@ -142,10 +210,10 @@ pub async fn read_paused(connection: &Connection, publisher: &Publisher) -> Resu
             return Err(lost("its channel closed while it was read"));
         };
         if kind.as_deref() == Some(MARK_KIND) && body == mark.as_str().as_bytes() {
-            return Ok((paused, reader));
+            return Ok(reader);
         }
         if let Some(command) = Command::of_record(kind.as_deref(), &body) {
-            paused.apply(command);
+            apply(command);
         }
     }
 }
@@ -186,6 +254,11 @@ mod tests {
         assert_eq!(Command::of_record(Some(CONTROL_KIND), &encoded), Some(pause("q", 5)));
         assert_eq!(Command::of_record(Some(MARK_KIND), &encoded), None, "not a command's kind");
         assert_eq!(Command::of_record(Some(CONTROL_KIND), b"\xff garbage"), None);
+        assert!(!paused.apply(Command::cancel("job-1", "me")), "a cancel pauses nothing");
+        let cancel = Command::cancel("job-1", "me").encode().unwrap();
+        assert!(
+            matches!(Command::of_record(Some(CONTROL_KIND), &cancel), Some(Command::Cancel { id, .. }) if id == "job-1")
+        );
     }
 
     #[test]

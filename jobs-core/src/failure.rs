@@ -30,11 +30,14 @@ pub enum FailureKind {
     /// Not a job message (no `type` or `message_id`, another content type, a
     /// body over `worker.max_message_size`): dead at once.
     BadMessage,
+    /// Someone cancelled the job (`worker cancel <id>`), while it ran or
+    /// before it came up: dead at once, whatever `perform` returned.
+    Cancelled,
 }
 
 impl FailureKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::Failed,
         FailureKind::Fatal,
         FailureKind::Panicked,
@@ -43,6 +46,7 @@ impl FailureKind {
         FailureKind::Undecodable,
         FailureKind::UnknownType,
         FailureKind::BadMessage,
+        FailureKind::Cancelled,
     ];
 
     /// The kind's name on the wire, in metrics and in logs.
@@ -56,6 +60,7 @@ impl FailureKind {
             FailureKind::Undecodable => "undecodable",
             FailureKind::UnknownType => "unknown_type",
             FailureKind::BadMessage => "bad_message",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 

@@ -268,6 +268,8 @@ pub struct JobContext {
     interrupted_runs: u32,
     chain: Option<Arc<ChainRun>>,
     batch: Option<Arc<crate::batch::BatchRun>>,
+    /// Cancelled when someone cancels the job (`worker cancel <id>`).
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A chain's step as it runs: where it stands, and what the step before handed on.
@@ -291,6 +293,44 @@ impl JobContext {
             interrupted_runs: 0,
             chain: None,
             batch: None,
+            cancel: None,
+        }
+    }
+
+    /// Set by the worker: the token a cancel of this job cancels.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Whether someone has cancelled this job (`worker cancel <id>`, the
+    /// dashboard's Cancel button). A job that checks it can stop cleanly;
+    /// one that does not is dropped after `worker.cancel_grace` (default
+    /// 10 s). Either way the job is dead-lettered as `cancelled`, whatever
+    /// `perform` returns, and `worker dead retry` can run it again.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// Resolves when someone cancels this job (never, if no one does): for a
+    /// `select!` beside the job's own work.
+    ///
+    /// ```
+    /// # async fn work() {}
+    /// # async fn run(ctx: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {
+    /// tokio::select! {
+    ///     _ = ctx.cancelled() => return Err(jobs_core::JobError::msg("cancelled: stopped cleanly")),
+    ///     _ = work() => {}
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -250,7 +250,7 @@ pub mod plumbing {
     pub use crate::connection::{
         close_connection, connect, connect_watched, connect_watched_with_retry, ConnectionState, BROKER_ANSWER,
     };
-    pub use crate::control::{read_paused, CONTROL_KIND, PAUSE_REFRESH};
+    pub use crate::control::{read_control, read_paused, CONTROL_KIND, PAUSE_REFRESH};
     pub use crate::destination::Destination;
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};

@@ -88,7 +88,13 @@ pub struct Dashboard {
     pub(crate) runs: Runs,
     /// The queues paused now, as `jobs.control` says; `None` while it cannot be read.
     pub(crate) paused: RwLock<Option<Paused>>,
+    /// Jobs someone cancelled since the dashboard started, not yet
+    /// dead-lettered: job id → who asked.
+    pub(crate) cancelling: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// The most cancels in flight the dashboard keeps track of.
+const MAX_CANCELLING: usize = 10_000;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) use jobs_core::plumbing::events::now_ms;
@@ -114,6 +120,7 @@ impl Dashboard {
             walks: Arc::default(),
             runs: Runs::default(),
             paused: RwLock::default(),
+            cancelling: std::sync::Mutex::default(),
         }))
     }
 
@@ -124,6 +131,11 @@ impl Dashboard {
             tokio::spawn(self.clone().poll_queues()),
             tokio::spawn(self.clone().follow_control()),
         ]
+    }
+
+    /// Who cancelled the job `id`, while it is not dead-lettered yet.
+    pub(crate) fn cancelled_by(&self, id: &str) -> Option<String> {
+        self.cancelling.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
     /// The queues paused now; `None` while `jobs.control` cannot be read.
@@ -171,10 +183,22 @@ impl Dashboard {
             let (paused, mut reader) = read_paused(&connection, &publisher).await?;
             self.set_paused(Some(paused));
             while let Some((_, kind, body)) = reader.next().await {
-                if let Some(command) = ControlCommand::of_record(kind.as_deref(), &body) {
-                    if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                        paused.apply(command);
+                match ControlCommand::of_record(kind.as_deref(), &body) {
+                    Some(ControlCommand::Cancel { id, by, .. }) => {
+                        let mut cancelling = self.cancelling.lock().unwrap_or_else(|e| e.into_inner());
+                        if cancelling.len() < MAX_CANCELLING {
+                            cancelling.insert(id, by);
+                        }
                     }
+                    Some(ControlCommand::Cancelled { id, .. }) => {
+                        self.cancelling.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    }
+                    Some(command) => {
+                        if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                            paused.apply(command);
+                        }
+                    }
+                    None => {}
                 }
             }
             Ok(())

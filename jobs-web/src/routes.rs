@@ -22,6 +22,7 @@ impl Dashboard {
             .route("/", get(pages::overview::overview))
             .route("/queues/{queue}/{action}", post(pages::overview::queue_action))
             .route("/workers", get(pages::workers::workers))
+            .route("/jobs/{id}/cancel", post(pages::workers::cancel_job))
             .route("/jobs", get(pages::types::types))
             .route("/dead", get(pages::dead::dead_queues))
             .route("/dead/{queue}", get(pages::dead::dead_list))

@@ -71,6 +71,23 @@ impl Perform for Chore {
     }
 }
 
+/// The ids of the `Sleeper` jobs that saw their cancel.
+static SAW_CANCEL: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Runs until cancelled (a minute at most).
+#[derive(Debug, Serialize, Deserialize, Job)]
+struct Sleeper {}
+
+impl Perform for Sleeper {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        tokio::select! {
+            _ = ctx.cancelled() => SAW_CANCEL.lock().unwrap().push(ctx.job_id().to_string()),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        Ok(())
+    }
+}
+
 /// chromedriver on a spare port, killed when dropped.
 struct Driver(Child);
 
@@ -407,6 +424,50 @@ async fn a_person_pauses_a_queue_and_resumes_it_from_the_overview() {
     .await;
     screenshot(&browser, "overview-resumed").await;
 
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_cancels_a_running_job_from_the_workers_page() {
+    let _turn = ONE_BROWSER.lock().await;
+    let queue = unique("browser-cancel");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let raw = raw_connection().await;
+    let mut config = worker_config(&[&queue], 1, &format!("{queue}-worker"), Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let worker = spawn_with(amqp_config(), config);
+    wait_for_consumers(&raw, &queue, 1).await;
+    let port = serve(amqp_config(), WebConfig::default(), "").await.port;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = jobs_core::Client::new(amqp_config());
+    let id = client.enqueue_with(&Sleeper {}, EnqueueOptions::new().queue(&queue)).await.unwrap();
+
+    // A POST without the page's CSRF token cancels nothing.
+    let refused = http_request(port, "POST", &format!("/jobs/{id}/cancel"), &[], Some("csrf=0123"));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let (browser, _driver) = browser().await;
+    browser.goto(&format!("{base}/workers")).await.unwrap();
+    let row = format!("tr[data-job='{id}']");
+    wait_text(&browser, "#workers", &id.to_string(), false, "the running job with its Cancel button").await;
+    screenshot(&browser, "workers-cancel").await;
+    assert!(SAW_CANCEL.lock().unwrap().is_empty(), "the refused POST cancelled nothing");
+    browser.find(Locator::Css(&format!("{row} button.cancel"))).await.unwrap().click().await.unwrap();
+    // The job sees it, stops, and is dead-lettered as cancelled; the page drops it.
+    wait_until("the job to see its cancel", Duration::from_secs(10), || async {
+        SAW_CANCEL.lock().unwrap().contains(&id.to_string())
+    })
+    .await;
+    wait_text(&browser, "#workers", &id.to_string(), true, "the cancelled job gone from the live page").await;
+    wait_until("the job dead-lettered", Duration::from_secs(10), || async {
+        counts(&raw, &format!("{queue}.dead")).await.0 == 1
+    })
+    .await;
+    let letters = jobs_core::DeadLetters::connect(&amqp_config()).await.unwrap();
+    let dead = letters.list(&queue, 10).await.unwrap();
+    assert_eq!(dead[0].error_kind.as_deref(), Some("cancelled"), "{dead:?}");
+    assert!(dead[0].error.as_deref().unwrap_or("").starts_with("cancelled by dashboard@"), "{dead:?}");
     browser.close().await.unwrap();
     worker.stop().await.unwrap();
 }

@@ -6,7 +6,6 @@
 
 use std::process::ExitCode;
 
-use jobs_core::plumbing::events::now_ms;
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
 use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, hostname, read_paused, Management, Publisher};
 use jobs_core::{Client, ControlCommand, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
@@ -23,6 +22,7 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
             return crate::schedules_admin::run_now(&settings, &name).await
         }
         Some(Command::Batches { json }) => return crate::batches_admin::list(&settings, json).await,
+        Some(Command::Cancel { job_id }) => return crate::cancel_admin::cancel(&settings, &job_id).await,
         Some(Command::Schedules { json, action: None }) => {
             return crate::schedules_admin::list(&settings, jobs, json).await
         }
@@ -190,18 +190,16 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
 /// `worker queues pause|resume <queue>`: appends the command to
 /// `jobs.control`, confirmed; every worker follows it.
 async fn pause(settings: &Settings, action: QueueAction) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "someone".into());
-    let by = format!("{user}@{}", hostname());
-    let at_ms = now_ms();
+    let by = who();
     let (command, said) = match action {
         QueueAction::Pause { queue } => {
             let said =
                 format!("paused {queue}: every worker takes no more of its jobs within 2 s (running ones finish)");
-            (ControlCommand::Pause { queue, by, at_ms }, said)
+            (ControlCommand::pause(queue, by), said)
         }
         QueueAction::Resume { queue } => {
             let said = format!("resumed {queue}: every worker takes its jobs again");
-            (ControlCommand::Resume { queue, by, at_ms }, said)
+            (ControlCommand::resume(queue, by), said)
         }
     };
     let client = Client::new(settings.amqp.clone());
@@ -210,6 +208,12 @@ async fn pause(settings: &Settings, action: QueueAction) -> Result<ExitCode, Box
     sent?;
     println!("{said}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who gives a command from here: `user@host`.
+pub(crate) fn who() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "someone".into());
+    format!("{user}@{}", hostname())
 }
 
 /// Enqueues a job given as JSON, after checking it decodes as its type,

@@ -97,6 +97,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancels a job by its id: the worker running it tells its context and
+    /// drops it after `worker.cancel_grace`; a job not running now is
+    /// cancelled when it comes up from its queue or its delay (the cancel is
+    /// kept for `worker.cancel_retention`). Either way it is dead-lettered as
+    /// `cancelled`, and `dead retry` can run it again. Says which happened.
+    Cancel {
+        /// The job's id (as `enqueue` returned it, or the dashboard shows it).
+        job_id: String,
+    },
 }
 
 /// What to do with a queue, for every worker of the vhost.

@@ -118,6 +118,17 @@ pub struct WorkerConfig {
     /// still runs (`worker.blocking_threads`, default twice the jobs the
     /// worker runs at once: `concurrency` × its queues and subscriptions).
     pub blocking_threads: Option<usize>,
+    /// How long a cancelled running job has to stop by itself (it sees
+    /// `ctx.is_cancelled()`) before it is dropped (`worker.cancel_grace`,
+    /// default `10s`). A `#[job(blocking)]` job's thread cannot be stopped:
+    /// it is settled then, and its code runs on.
+    #[serde(with = "humantime_serde")]
+    pub cancel_grace: Duration,
+    /// How long a cancel of a job that is not running is kept, waiting for
+    /// the job to come up from its queue or its delay (`worker.cancel_retention`,
+    /// default `7d`; at most 100,000 cancels are kept, the oldest dropped first).
+    #[serde(with = "humantime_serde")]
+    pub cancel_retention: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -135,6 +146,8 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             link_thread: true,
             blocking_threads: None,
+            cancel_grace: Duration::from_secs(10),
+            cancel_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) client: Option<jobs_core::Client>,
     /// The queues paused now (`jobs.control`).
     pub(crate) pauses: Arc<crate::pauses::Pauses>,
+    /// The cancels of jobs (`jobs.control`), and the running jobs they reach.
+    pub(crate) cancels: Arc<crate::cancels::Cancels>,
 }
 
 pub(crate) struct Consumer {
@@ -331,6 +333,8 @@ async fn settle_one(
     };
     let settler = &shared.settler;
     let mut meta = Meta::of(&props, deliver.redelivered(), body.len());
+    // Whether it was cancelled, and was running then.
+    let mut cancelled = None;
     if meta.redelivered && meta.consumer_timeout.is_none() {
         // Another worker may have told why it came back.
         meta.consumer_timeout = settler.returns.timeout_of(&meta.id);
@@ -344,17 +348,26 @@ async fn settle_one(
                 end: &end,
                 placement: &shared.placement,
                 client: shared.client.as_ref(),
+                cancels: &shared.cancels,
             };
+            let started = std::time::Instant::now();
             let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
-                // Ended early: by the broker closing the channel, or by the stop.
-                Ran::Interrupted { after } => match watch.closure() {
-                    Some(closure) => {
-                        Ran::Abandoned { after, timeout: closure.consumer_timeout(), reason: closure.to_string() }
-                    }
-                    None => Ran::Interrupted { after },
+                // Ended early: by the broker closing the channel (it has the
+                // job back: a cancel stays kept for when it comes up again),
+                // or by the stop.
+                ran @ (Ran::Interrupted { .. } | Ran::Cancelled { dropped: true, .. }) => match watch.closure() {
+                    Some(closure) => Ran::Abandoned {
+                        after: started.elapsed(),
+                        timeout: closure.consumer_timeout(),
+                        reason: closure.to_string(),
+                    },
+                    None => ran,
                 },
                 ran => ran,
             };
+            if let Ran::Cancelled { running, .. } = &ran {
+                cancelled = Some(*running);
+            }
             policy::decide(ran, &meta, home)
         }
         Err(decision) => decision,
@@ -372,7 +385,14 @@ async fn settle_one(
         body: &body,
         meta,
     };
+    let id = delivery.meta.id.clone();
     settler.settle(&delivery, decision).await;
+    if let Some(running) = cancelled {
+        // The cancel is spent: this worker and then every worker forget it
+        // (`dead retry` runs the job again).
+        shared.cancels.spent(id.as_str());
+        crate::pauses::cancelled(&settler.publisher, &id, &settler.worker, running).await;
+    }
     if let Some(timeout) = settler.returns.news() {
         // The broker's consumer_timeout, learned from a close: which job types outlast it.
         shared.dispatcher.check_timeouts(timeout, None);

@@ -94,11 +94,17 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end, placement, client } = place;
+        let Place { queue, worker, activity, end, placement, client, cancels } = place;
+        // Cancelled before it came up: not run.
+        let run = match cancels.start(&meta.id, end, jobs_core::plumbing::events::now_ms()) {
+            Ok(run) => run,
+            Err(request) => return Ran::Cancelled { by: request.by, running: false, dropped: false },
+        };
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
         let ctx = JobContext::new(meta.id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
+            .with_cancel(run.cancel.clone())
             .with_enqueued_at(meta.enqueued_at)
             .with_interrupted_runs(u32::try_from(meta.interrupted).unwrap_or(u32::MAX));
         let ctx = match &meta.chain {
@@ -123,16 +129,27 @@ impl Dispatcher {
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
         let noted = activity.started(job, &meta.id, queue, meta.attempt);
-        // Where it runs is the placement's to say; a stop's end, or the
-        // delivery's channel closing, ends it too.
-        let outcome = placement.run(registration, future, end).await;
+        // Where it runs is the placement's to say; a stop's end, the
+        // delivery's channel closing, or a cancel's grace running out ends it too.
+        let outcome = placement.run(registration, future, &run.kill).await;
+        let cancelled = run.cancelled_by();
         if let Outcome::Ended = outcome {
             drop(noted);
             debug!(parent: &span, elapsed_ms = started.elapsed().as_millis() as u64, "job ended early");
-            return Ran::Interrupted { after: started.elapsed() };
+            return match cancelled {
+                // Dropped after its grace, or by a stop while it was being cancelled.
+                Some(by) => Ran::Cancelled { by, running: true, dropped: true },
+                None => Ran::Interrupted { after: started.elapsed() },
+            };
         }
-        activity.ended(job, started.elapsed(), matches!(outcome, Outcome::Returned(Ok(_))));
+        activity.ended(job, started.elapsed(), matches!(outcome, Outcome::Returned(Ok(_))) && cancelled.is_none());
         drop(noted);
+        if let Some(by) = cancelled {
+            // Whatever it returned: what it did is not what was asked for.
+            debug!(parent: &span, by, "job cancelled while it ran");
+            return Ran::Cancelled { by, running: true, dropped: false };
+        }
+        drop(run);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let schedule = Schedule { max_attempts: registration.max_attempts(), backoff: registration.backoff_fn() };
         let ran = match outcome {
@@ -158,4 +175,6 @@ pub(crate) struct Place<'a> {
     pub(crate) placement: &'a Placement,
     /// The client the job enqueues on (scoped around it).
     pub(crate) client: Option<&'a jobs_core::Client>,
+    /// The cancels this worker knows, and its running jobs they can reach.
+    pub(crate) cancels: &'a crate::cancels::Cancels,
 }

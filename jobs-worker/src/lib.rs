@@ -39,6 +39,8 @@ mod batch_outcomes;
 mod batches;
 mod batches_admin;
 mod builder;
+mod cancel_admin;
+mod cancels;
 mod cli;
 mod config;
 mod consumer;

@@ -3,7 +3,8 @@
 //! from its start before it consumes anything, so a worker started while a
 //! queue is paused starts with it paused; then it follows the journal, and
 //! each queue's consumer cancels itself on a pause (its running jobs
-//! finish) and consumes again on a resume.
+//! finish) and consumes again on a resume. The journal's cancels of jobs
+//! are read and followed here too, and handed to `cancels.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +12,13 @@ use std::time::Duration;
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::events::now_ms;
-use jobs_core::plumbing::{read_paused, JournalReader, Publisher, CONTROL_KIND};
-use jobs_core::{report, ControlCommand, Paused, CONTROL};
+use jobs_core::plumbing::{read_control, JournalReader, Publisher, CONTROL_KIND};
+use jobs_core::{report, ControlCommand, JobId, Paused, CONTROL};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::cancels::{Cancels, Request};
 use crate::consumer::Shared;
 
 /// How often a follower looks for pauses to refresh.
@@ -46,7 +48,8 @@ impl Pauses {
     }
 
     /// Reads every command so far (before the session consumes anything),
-    /// appending its mark with the session's `publisher` (the settler's).
+    /// appending its mark with the session's `publisher` (the settler's):
+    /// the pauses, and the cancels into `cancels`.
     ///
     /// # Errors
     /// Why the journal could not be read to its end; what was known before
@@ -55,8 +58,21 @@ impl Pauses {
         &self,
         connection: &Connection,
         publisher: &Publisher,
+        cancels: &Cancels,
     ) -> Result<JournalReader, String> {
-        let (paused, reader) = read_paused(connection, publisher).await.map_err(|e| report(&e))?;
+        let mut paused = Paused::default();
+        let now = now_ms();
+        let reader = read_control(connection, publisher, |command| match command {
+            ControlCommand::Cancel { id, by, at_ms } => {
+                cancels.cancel(id, Request { by, at_ms }, now);
+            }
+            ControlCommand::Cancelled { id, .. } => cancels.spent(&id),
+            command => {
+                paused.apply(command);
+            }
+        })
+        .await
+        .map_err(|e| report(&e))?;
         for queue in paused.queues().keys() {
             if !self.is_paused(queue) {
                 info!(queue, "queue paused (`worker queues resume {queue}` resumes it): not consuming it");
@@ -87,7 +103,7 @@ impl Pauses {
         let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
             if let Some(reader) = next.take() {
-                self.follow(reader, publisher, &shared.settler.worker, halt.clone()).await;
+                self.follow(reader, publisher, &shared.settler.worker, &shared.cancels, halt.clone()).await;
                 if halt.is_cancelled() {
                     return;
                 }
@@ -97,7 +113,7 @@ impl Pauses {
                 _ = halt.cancelled() => return,
                 _ = tokio::time::sleep(pause.next()) => {}
             }
-            match self.catch_up(&connection, publisher).await {
+            match self.catch_up(&connection, publisher, &shared.cancels).await {
                 Ok(read) => {
                     info!("reading jobs.control again: pauses are followed");
                     pause.reset();
@@ -110,8 +126,16 @@ impl Pauses {
 
     /// Follows the journal until `halt` or its channel closes, and appends
     /// again each pause older than the refresh age (so that the journal's
-    /// retention never ends a pause).
-    async fn follow(&self, mut reader: JournalReader, publisher: &Publisher, worker: &str, halt: CancellationToken) {
+    /// retention never ends a pause). A cancel of a job running here is
+    /// applied, and said back (`Cancelling`), so `worker cancel` can tell.
+    async fn follow(
+        &self,
+        mut reader: JournalReader,
+        publisher: &Publisher,
+        worker: &str,
+        cancels: &Cancels,
+        halt: CancellationToken,
+    ) {
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         loop {
             tokio::select! {
@@ -133,6 +157,22 @@ impl Pauses {
                     let (queue, by, paused) = match &command {
                         ControlCommand::Pause { queue, by, .. } => (queue.clone(), by.clone(), true),
                         ControlCommand::Resume { queue, by, .. } => (queue.clone(), by.clone(), false),
+                        ControlCommand::Cancel { id, by, at_ms } => {
+                            let request = Request { by: by.clone(), at_ms: *at_ms };
+                            if cancels.cancel(id.clone(), request, now_ms()) {
+                                info!(job.id = id, by, "job cancelled while it runs: told to stop, dropped if it has not within worker.cancel_grace");
+                                let word = ControlCommand::Cancelling { id: id.clone(), worker: worker.to_owned(), at_ms: now_ms() };
+                                if let Err(err) = append(publisher, &word).await {
+                                    debug!(error = %err, "could not say in jobs.control that a cancelled job runs here");
+                                }
+                            }
+                            continue;
+                        }
+                        ControlCommand::Cancelled { id, .. } => {
+                            cancels.spent(id);
+                            continue;
+                        }
+                        ControlCommand::Cancelling { .. } => continue,
                     };
                     if self.paused.send_if_modified(|known| known.apply(command)) {
                         gauge(&queue, paused);
@@ -148,6 +188,16 @@ impl Pauses {
 /// `jobs_queue_paused{queue}`: 1 while paused.
 fn gauge(queue: &str, paused: bool) {
     metrics::gauge!("jobs_queue_paused", "queue" => queue.to_owned()).set(if paused { 1.0 } else { 0.0 });
+}
+
+/// Says in `jobs.control` that the job `id` was dead-lettered as cancelled
+/// (`running`: it ran when cancelled), so every worker forgets its cancel.
+pub(crate) async fn cancelled(publisher: &Publisher, id: &JobId, worker: &str, running: bool) {
+    let word =
+        ControlCommand::Cancelled { id: id.as_str().to_owned(), worker: worker.to_owned(), running, at_ms: now_ms() };
+    if let Err(err) = append(publisher, &word).await {
+        warn!(job.id = %id, error = %err, "could not say in jobs.control that a cancelled job is dead-lettered: other workers keep its cancel (for worker.cancel_retention), and would cancel a `dead retry` of it again");
+    }
 }
 
 async fn append(publisher: &Publisher, command: &ControlCommand) -> Result<(), String> {

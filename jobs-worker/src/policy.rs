@@ -92,6 +92,9 @@ pub(crate) enum Ran {
     /// `after`), saying `reason` (because of its `consumer_timeout`, when
     /// `timeout` is set): it was dropped, and the broker hands the job out again.
     Abandoned { after: Duration, reason: String, timeout: Option<Duration> },
+    /// Someone cancelled the job (`by`): before it came up, or while it ran
+    /// (`running`), when it did not end within its grace and was dropped (`dropped`).
+    Cancelled { by: String, running: bool, dropped: bool },
 }
 
 /// Where the delivery was consumed from.
@@ -284,6 +287,15 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
             Schedule::DEFAULT,
         ),
         Ran::Undecodable { error } => return dead(meta, FailureKind::Undecodable, error),
+        // Asked for: not retried; `dead retry` runs it again.
+        Ran::Cancelled { by, running, dropped } => {
+            let how = match (running, dropped) {
+                (false, _) => "before it ran",
+                (true, false) => "while it ran",
+                (true, true) => "while it ran, and dropped: it did not end within worker.cancel_grace",
+            };
+            (FailureKind::Cancelled, format!("cancelled by {by} {how}"), Retry::Never, Schedule::DEFAULT)
+        }
         // A stop is not the job's fault: the next worker runs it again, as the
         // same attempt (a call too: its caller still waits). A subscription's
         // queue goes with this worker: there is nowhere to hand it back to.

@@ -197,7 +197,7 @@ impl Setup<'_> {
             biased;
             _ = &mut *stop => return Ok(SessionEnd::Stopped),
             _ = &mut failure => return Ok(lost("a network failure")),
-            read = shared.pauses.catch_up(self.connection, &shared.settler.publisher) => read,
+            read = shared.pauses.catch_up(self.connection, &shared.settler.publisher, &shared.cancels) => read,
         };
         let first = read
             .map_err(|why| warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))

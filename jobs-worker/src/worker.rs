@@ -73,6 +73,7 @@ pub struct Worker {
     returns: Arc<Returns>,
     /// The queues paused now, kept across sessions.
     pauses: Arc<crate::pauses::Pauses>,
+    cancels: Arc<crate::cancels::Cancels>,
     /// Its schedules and its scheduler's state, when it has schedules.
     scheduler: Option<Arc<Status>>,
     /// Its batch aggregator's state (every worker stands for the aggregation).
@@ -151,6 +152,7 @@ impl Worker {
         if let Some(beats) = &beats {
             let _ = beats.batches.set(batches.clone());
         }
+        let cancels = Arc::new(crate::cancels::Cancels::new(config.cancel_grace, config.cancel_retention));
         Ok(Worker {
             amqp,
             config,
@@ -166,6 +168,7 @@ impl Worker {
             interrupt: CancellationToken::new(),
             returns: Arc::default(),
             pauses: Arc::default(),
+            cancels,
             scheduler: None,
             batches,
             client: None,
@@ -423,6 +426,7 @@ impl Worker {
             health: self.health.clone(),
             client: self.client.clone(),
             pauses: self.pauses.clone(),
+            cancels: self.cancels.clone(),
         });
         Ok((connection, shared))
     }

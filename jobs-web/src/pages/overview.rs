@@ -73,10 +73,9 @@ pub(crate) async fn queue_action(
     queue_name(&queue)?;
     may_act(&dashboard, &headers, &form.csrf)?;
     let by = format!("dashboard@{}", jobs_core::plumbing::hostname());
-    let at_ms = now_ms();
     let (command, wanted) = match action.as_str() {
-        "pause" => (ControlCommand::Pause { queue: queue.clone(), by, at_ms }, true),
-        "resume" => (ControlCommand::Resume { queue: queue.clone(), by, at_ms }, false),
+        "pause" => (ControlCommand::pause(&queue, by), true),
+        "resume" => (ControlCommand::resume(&queue, by), false),
         _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "no such action: pause or resume")),
     };
     dashboard.client.control(&command).await.map_err(|e| Refusal::broker(&e))?;

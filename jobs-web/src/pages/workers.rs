@@ -1,18 +1,22 @@
-//! The workers: live, stopped and vanished, the jobs they run now, and
-//! which one leads the scheduler.
+//! The workers: live, stopped and vanished, the jobs they run now (each
+//! with a Cancel button), and which one leads the scheduler.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::State;
-use axum::response::Response;
-use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use jobs_core::ControlCommand;
 
-use super::{page, render, PageCtx};
+use super::{may_act, page, render, CsrfForm, PageCtx};
 use crate::dashboard::{now_ms, Dashboard};
 use crate::extract::Base;
 use crate::format::{span, time};
 use crate::history::{WorkerRow, WorkerStatus};
+use crate::refusal::Refusal;
 use crate::security::Csrf;
 
 /// A running job, as shown.
@@ -22,6 +26,8 @@ struct RunningView {
     queue: String,
     attempt: u32,
     elapsed: String,
+    /// Who cancelled it, while it is not dead-lettered yet.
+    cancelled_by: Option<String>,
 }
 
 /// A worker, as shown.
@@ -41,7 +47,7 @@ struct WorkerView {
 }
 
 impl WorkerView {
-    fn of(w: &WorkerRow, now: u64) -> Self {
+    fn of(w: &WorkerRow, now: u64, dashboard: &Dashboard) -> Self {
         let mut queues = w.queues.clone();
         queues.extend(w.exchanges.iter().map(|e| format!("{e} (broadcast)")));
         WorkerView {
@@ -69,6 +75,7 @@ impl WorkerView {
                     queue: j.queue.clone(),
                     attempt: j.attempt,
                     elapsed: span(now.saturating_sub(j.started_at_ms)),
+                    cancelled_by: dashboard.cancelled_by(&j.id),
                 })
                 .collect(),
         }
@@ -91,6 +98,31 @@ pub(crate) async fn workers(
     let now = now_ms();
     let rows = super::schedules::workers(&dashboard, now);
     let live = rows.iter().filter(|w| w.status == WorkerStatus::Live).count();
-    let workers = rows.iter().map(|w| WorkerView::of(w, now)).collect();
+    let workers = rows.iter().map(|w| WorkerView::of(w, now, &dashboard)).collect();
     render(&Workers { page: page(&dashboard, base, "workers", &csrf), live, workers })
+}
+
+/// Cancel of a job (a POST with the CSRF token): appended to `jobs.control`,
+/// confirmed; the worker running it tells its context, drops it after
+/// `worker.cancel_grace`, and dead-letters it as `cancelled`. Back to the
+/// workers page, once the dashboard has read the cancel back (up to 2 s).
+pub(crate) async fn cancel_job(
+    State(dashboard): State<Arc<Dashboard>>,
+    base: Base,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refusal> {
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a job id is 1 to 255 bytes, without control characters"));
+    }
+    may_act(&dashboard, &headers, &form.csrf)?;
+    let by = format!("dashboard@{}", jobs_core::plumbing::hostname());
+    dashboard.client.control(&ControlCommand::cancel(&id, by)).await.map_err(|e| Refusal::broker(&e))?;
+    tracing::info!(job.id = id, "job cancelled from the dashboard");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) && dashboard.cancelled_by(&id).is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Redirect::to(&format!("{}/workers", base.0)).into_response())
 }

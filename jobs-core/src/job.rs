@@ -48,6 +48,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Whether `perform` blocks its thread (`#[job(blocking)]`): it then runs
     /// on a thread of the blocking pool.
     const BLOCKING: bool = false;
+    /// At most this many jobs of the type run at once across every worker of
+    /// the vhost (`#[job(max_running = 5)]`, or `[[limits]]` in the worker's
+    /// config); `None`: no limit.
+    const MAX_RUNNING: Option<u16> = None;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

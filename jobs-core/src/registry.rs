@@ -45,6 +45,7 @@ pub struct Registration {
     max_attempts: u32,
     timeout: Duration,
     blocking: bool,
+    max_running: Option<u16>,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -74,6 +75,7 @@ impl Registration {
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
             blocking: J::BLOCKING,
+            max_running: J::MAX_RUNNING,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -111,6 +113,11 @@ impl Registration {
     /// How long one attempt may run.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// At most this many run at once across the vhost (`#[job(max_running = N)]`).
+    pub fn max_running(&self) -> Option<u16> {
+        self.max_running
     }
 
     /// Whether `perform` blocks its thread (`#[job(blocking)]`).

@@ -17,10 +17,11 @@ pub(crate) struct JobAttrs {
     pub(crate) rpc: bool,
     pub(crate) step: bool,
     pub(crate) blocking: bool,
+    pub(crate) max_running: Option<LitInt>,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step` or `blocking`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking` or `max_running`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -80,6 +81,18 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                     }
                     attrs.blocking = true;
                 }
+                "max_running" => {
+                    let value: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`max_running` takes a whole number, as in `max_running = 5`")
+                    })?;
+                    match value.base10_parse::<u16>() {
+                        Ok(n) if n >= 1 => {}
+                        _ => return Err(syn::Error::new_spanned(&value, "`max_running` must be from 1 to 65535")),
+                    }
+                    if attrs.max_running.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
                 "max_attempts" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {
                         syn::Error::new(e.span(), "`max_attempts` takes a whole number, as in `max_attempts = 5`")
@@ -137,6 +150,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
         return Err(syn::Error::new_spanned(
             exchange,
             "a chain's step goes to a queue: a step routed through an exchange would run on every subscriber, or none",
+        ));
+    }
+    if let (Some(limit), Some(_)) = (&attrs.max_running, &attrs.exchange) {
+        return Err(syn::Error::new_spanned(
+            limit,
+            "`max_running` limits a queue's jobs: a job routed through an exchange runs on every subscriber",
         ));
     }
     if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {

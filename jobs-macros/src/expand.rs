@@ -72,6 +72,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     let max_attempts = attrs.max_attempts.map(|n| quote! { const MAX_ATTEMPTS: u32 = #n; });
     let blocking = attrs.blocking.then(|| quote! { const BLOCKING: bool = true; });
+    let max_running = attrs
+        .max_running
+        .map(|n| quote! { const MAX_RUNNING: ::core::option::Option<u16> = ::core::option::Option::Some(#n); });
     let timeout = attrs.timeout.map(|(millis, span)| {
         quote_spanned! {span=> const TIMEOUT: ::core::time::Duration = ::core::time::Duration::from_millis(#millis); }
     });
@@ -103,6 +106,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #route
             #max_attempts
             #blocking
+            #max_running
             #timeout
             #backoff
             #registration

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use jobs_core::backoff::Backoff;
 use jobs_core::plumbing::events::{EventReader, StartAt};
 use jobs_core::plumbing::topology::{dead_queue, queue_counts, Declarer};
-use jobs_core::plumbing::{close_connection, connect, read_paused, Management, Publisher};
+use jobs_core::plumbing::{close_connection, connect, read_control, Management, Publisher};
 use jobs_core::{report, AmqpConfig, ControlCommand, DeadLetters, Paused};
 use serde::Serialize;
 use serde_json::Value;
@@ -88,13 +88,16 @@ pub struct Dashboard {
     pub(crate) runs: Runs,
     /// The queues paused now, as `jobs.control` says; `None` while it cannot be read.
     pub(crate) paused: RwLock<Option<Paused>>,
-    /// Jobs someone cancelled since the dashboard started, not yet
-    /// dead-lettered: job id → who asked.
-    pub(crate) cancelling: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Jobs someone cancelled in the last [`CANCELLING_FOR`], not yet
+    /// dead-lettered: job id → who asked, and when.
+    pub(crate) cancelling: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
-/// The most cancels in flight the dashboard keeps track of.
+/// The most cancels in flight the dashboard keeps track of (the oldest go first).
 const MAX_CANCELLING: usize = 10_000;
+/// How long a cancel is shown on a running job that has not ended (a running
+/// job's cancel ends it within its grace; one of a job not running waits).
+const CANCELLING_FOR: u64 = 3_600_000;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) use jobs_core::plumbing::events::now_ms;
@@ -135,7 +138,38 @@ impl Dashboard {
 
     /// Who cancelled the job `id`, while it is not dead-lettered yet.
     pub(crate) fn cancelled_by(&self, id: &str) -> Option<String> {
-        self.cancelling.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        let cancelling = self.cancelling.lock().unwrap_or_else(|e| e.into_inner());
+        cancelling.get(id).filter(|(_, at)| now_ms().saturating_sub(*at) < CANCELLING_FOR).map(|(by, _)| by.clone())
+    }
+
+    /// Notes a cancel's records; the other commands are given back.
+    fn note_cancel(&self, command: ControlCommand) -> Option<ControlCommand> {
+        let mut cancelling = self.cancelling.lock().unwrap_or_else(|e| e.into_inner());
+        match command {
+            ControlCommand::Cancel { id, by, at_ms } => {
+                let now = now_ms();
+                if now.saturating_sub(at_ms) >= CANCELLING_FOR {
+                    return None;
+                }
+                if cancelling.len() >= MAX_CANCELLING {
+                    cancelling.retain(|_, (_, at)| now.saturating_sub(*at) < CANCELLING_FOR);
+                }
+                if cancelling.len() >= MAX_CANCELLING {
+                    let oldest = cancelling.iter().min_by_key(|(_, (_, at))| *at).map(|(id, _)| id.clone());
+                    if let Some(oldest) = oldest {
+                        cancelling.remove(&oldest);
+                    }
+                }
+                cancelling.insert(id, (by, at_ms));
+                None
+            }
+            ControlCommand::Cancelled { id, .. } => {
+                cancelling.remove(&id);
+                None
+            }
+            ControlCommand::Cancelling { .. } => None,
+            command => Some(command),
+        }
     }
 
     /// The queues paused now; `None` while `jobs.control` cannot be read.
@@ -180,25 +214,21 @@ impl Dashboard {
         let connection = connect(&self.amqp, "jobs-web-control").await?;
         let result = async {
             let publisher = Publisher::open(&connection, self.amqp.confirm_timeout).await?;
-            let (paused, mut reader) = read_paused(&connection, &publisher).await?;
+            let mut paused = Paused::default();
+            self.cancelling.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let mut reader = read_control(&connection, &publisher, |command| {
+                if let Some(command) = self.note_cancel(command) {
+                    paused.apply(command);
+                }
+            })
+            .await?;
             self.set_paused(Some(paused));
             while let Some((_, kind, body)) = reader.next().await {
-                match ControlCommand::of_record(kind.as_deref(), &body) {
-                    Some(ControlCommand::Cancel { id, by, .. }) => {
-                        let mut cancelling = self.cancelling.lock().unwrap_or_else(|e| e.into_inner());
-                        if cancelling.len() < MAX_CANCELLING {
-                            cancelling.insert(id, by);
-                        }
+                let Some(command) = ControlCommand::of_record(kind.as_deref(), &body) else { continue };
+                if let Some(command) = self.note_cancel(command) {
+                    if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                        paused.apply(command);
                     }
-                    Some(ControlCommand::Cancelled { id, .. }) => {
-                        self.cancelling.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    }
-                    Some(command) => {
-                        if let Some(paused) = self.paused.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                            paused.apply(command);
-                        }
-                    }
-                    None => {}
                 }
             }
             Ok(())

@@ -162,18 +162,26 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         let show = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
         let (ready, consumers, dead) = (ready.map(u64::from), consumers.map(u64::from), dead.map(u64::from));
         let pause = paused.queues().get(name);
+        // A limited type's own queue: its limit (its unacked jobs are those running).
+        let max_running = jobs.registrations().iter().filter(|r| r.queue() == name).find_map(|r| {
+            settings.limits.iter().find(|l| l.job == r.name()).map(|l| l.max_running).or(r.max_running())
+        });
         if json {
             let line = serde_json::json!({
                 "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,
                 "paused": known.then_some(pause.is_some()), "paused_by": pause.map(|p| &p.by), "paused_at_ms": pause.map(|p| p.at_ms),
+                "max_running": max_running,
             });
             println!("{line}");
         } else {
-            let state = match pause {
+            let mut state = match pause {
                 Some(p) => format!("paused by {}", p.by),
                 None if known => "running".to_owned(),
                 None => "-".to_owned(),
             };
+            if let Some(max) = max_running {
+                state.push_str(&format!(", at most {max} running"));
+            }
             println!(
                 "{name:<40} {:>10} {:>10} {:>10} {:>10}  {state}",
                 show(ready),

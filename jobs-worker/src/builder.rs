@@ -31,6 +31,7 @@ pub struct WorkerBuilder {
     config: WorkerConfig,
     schedules_config: Vec<ScheduleConfig>,
     scheduler: SchedulerConfig,
+    limits: Vec<crate::LimitConfig>,
 }
 
 impl Worker {
@@ -97,6 +98,7 @@ impl WorkerBuilder {
     pub fn settings(mut self, settings: Settings) -> Self {
         self.schedules_config = settings.schedules;
         self.scheduler = settings.scheduler;
+        self.limits = settings.limits;
         self.amqp(settings.amqp).config(settings.worker)
     }
 
@@ -119,7 +121,7 @@ impl WorkerBuilder {
         self.scheduler.validate()?;
         let schedules =
             crate::schedule::resolve(self.jobs.schedules(), &self.schedules_config, self.jobs.registrations())?;
-        Worker::from_parts(self.jobs, self.queues, self.amqp, self.config)
+        Worker::from_parts(self.jobs, self.queues, self.amqp, self.config, &self.limits)
             .map(|worker| worker.with_schedules(schedules, self.scheduler))
     }
 }

@@ -23,6 +23,9 @@ pub struct Settings {
     pub schedules: Vec<crate::ScheduleConfig>,
     /// `[scheduler]`: how the leader fires them.
     pub scheduler: SchedulerConfig,
+    /// `[[limits]]`: global limits of job types, beside (and over) their
+    /// `#[job(max_running = ..)]`.
+    pub limits: Vec<crate::LimitConfig>,
 }
 
 /// `[scheduler]` settings.

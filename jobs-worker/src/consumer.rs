@@ -61,6 +61,13 @@ pub(crate) struct Consumer {
     paused: Option<watch::Receiver<Paused>>,
     /// Consuming now (not cancelled for a pause).
     consuming: bool,
+    /// For a limited type's queue: the slots this worker holds, which its
+    /// prefetch follows (no consumer while none).
+    held: Option<watch::Receiver<u16>>,
+    /// The prefetch of the consumer (the worker's concurrency, or for a
+    /// limited type's queue the slots held, up to it).
+    prefetch: u16,
+    concurrency: u16,
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
     /// to another task per job (it showed on the drain's hot path).
     inline: bool,
@@ -78,13 +85,30 @@ impl Consumer {
         prefetch: u16,
         worker: &str,
         paused: watch::Receiver<Paused>,
+        held: Option<watch::Receiver<u16>>,
     ) -> Result<Self, Error> {
         let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
         let watch = ChannelWatch::on(&channel).await?;
-        let now = paused.borrow().is_paused(queue);
-        let mut consumer = Self::consume(channel, watch, queue, queue, Home::Queue, prefetch, worker, now).await?;
+        let mut consumer = Self::consume(channel, watch, queue, queue, Home::Queue, prefetch, worker, true).await?;
         consumer.paused = Some(paused);
+        if held.is_some() {
+            // Its jobs run in tasks of their own: the prefetch changes.
+            consumer.inline = false;
+        }
+        consumer.held = held;
+        consumer.follow_pause(&Health::default()).await?;
         Ok(consumer)
+    }
+
+    /// The prefetch to consume at now; `None`: not consuming (paused, or no slot held).
+    fn wanted(&self) -> Option<u16> {
+        if self.paused.as_ref().is_some_and(|p| p.borrow().is_paused(&self.queue)) {
+            return None;
+        }
+        match &self.held {
+            None => Some(self.concurrency),
+            Some(held) => Some((*held.borrow()).min(self.concurrency)).filter(|n| *n > 0),
+        }
     }
 
     /// Starts consuming `queue` on `channel` (unless `paused`); `name` names
@@ -112,6 +136,9 @@ impl Consumer {
             rx: None,
             paused: None,
             consuming: false,
+            held: None,
+            prefetch,
+            concurrency: prefetch,
             inline: prefetch == 1,
             watch,
         };
@@ -140,19 +167,42 @@ impl Consumer {
         self.follow_pause(health).await
     }
 
-    /// Cancels or consumes again as `jobs.control` now says of this queue.
+    /// Cancels or consumes again as `jobs.control` now says of this queue
+    /// (and, for a limited type's, as the slots held say).
     async fn follow_pause(&mut self, health: &Health) -> Result<(), Error> {
         let paused = self.paused.as_ref().is_some_and(|p| p.borrow().is_paused(&self.queue));
-        if paused && self.consuming {
+        let wanted = self.wanted();
+        if self.consuming && wanted != Some(self.prefetch) {
             self.cancel(health).await;
-            info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
-        } else if !paused && !self.consuming && self.rx.is_none() {
+            if paused {
+                info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
+            }
+        } else if !self.consuming && self.rx.is_none() {
             // Only once what the cancelled consumer was sent has all come
             // (its rx ended): a new one must not drop those deliveries.
+            let Some(prefetch) = wanted else { return Ok(()) };
+            if prefetch != self.prefetch {
+                let qos = BasicQosArguments::new(0, prefetch, false);
+                self.channel.basic_qos(qos).await.map_err(|e| self.watch.error("basic.qos", &self.queue, e))?;
+                self.prefetch = prefetch;
+            }
             self.resume().await?;
-            info!(queue = &*self.queue, "resumed: taking jobs from this queue again");
+            if self.held.is_some() {
+                debug!(queue = &*self.queue, prefetch, "consuming a limited type's queue as the slots held allow");
+            } else if self.paused.is_some() {
+                info!(queue = &*self.queue, "resumed: taking jobs from this queue again");
+            }
         }
         Ok(())
+    }
+
+    /// What the slots held said: followed; once it can tell nothing more, not watched again.
+    async fn held_changed(&mut self, changed: bool, health: &Health) -> Result<(), Error> {
+        if !changed {
+            self.held = None;
+            return Ok(());
+        }
+        self.follow_pause(health).await
     }
 
     /// Subscribes to an exchange: a server-named exclusive queue of this
@@ -236,6 +286,7 @@ impl Consumer {
                     return Err(lost(&self.queue, closure));
                 }
                 changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
+                changed = held_changed(&mut self.held) => self.held_changed(changed, &shared.health).await?,
                 message = next(&mut self.rx) => match message {
                     Some(message) => {
                         let job = tasks.track_future(handle(
@@ -303,6 +354,14 @@ async fn changed(paused: &mut Option<watch::Receiver<Paused>>) -> bool {
     }
 }
 
+/// Whether the slots held changed; `false` once nothing will tell.
+async fn held_changed(held: &mut Option<watch::Receiver<u16>>) -> bool {
+    match held {
+        Some(held) => held.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// What ends a delivery's run early, and what the broker said if it closed its channel.
 type Ends = (CancellationToken, Arc<ChannelWatch>);
 
@@ -355,7 +414,7 @@ async fn settle_one(
                 // Ended early: by the broker closing the channel (it has the
                 // job back: a cancel stays kept for when it comes up again),
                 // or by the stop.
-                ran @ (Ran::Interrupted { .. } | Ran::Cancelled { dropped: true, .. }) => match watch.closure() {
+                ran @ (Ran::Interrupted { .. } | Ran::Cancelled { .. }) => match watch.closure() {
                     Some(closure) => Ran::Abandoned {
                         after: started.elapsed(),
                         timeout: closure.consumer_timeout(),
@@ -386,8 +445,9 @@ async fn settle_one(
         meta,
     };
     let id = delivery.meta.id.clone();
-    settler.settle(&delivery, decision).await;
-    if let Some(running) = cancelled {
+    let settled = settler.settle(&delivery, decision).await;
+    // Only once dead-lettered: a job that comes back must still be cancelled then.
+    if let (Some(running), true) = (cancelled, settled) {
         // The cancel is spent: this worker and then every worker forget it
         // (`dead retry` runs the job again).
         shared.cancels.spent(id.as_str());

@@ -14,6 +14,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::activity::Activity;
 use crate::delivery::Meta;
+use crate::limits::{Gate, Gates};
 use crate::placement::{Outcome, Placement};
 use crate::policy::{Ran, Schedule};
 use crate::{Error, Subscription};
@@ -22,6 +23,8 @@ use crate::{Error, Subscription};
 #[derive(Debug)]
 pub(crate) struct Dispatcher {
     table: HashMap<&'static str, &'static Registration>,
+    /// The limited types' slots (`max_running`).
+    gates: Gates,
 }
 
 impl Dispatcher {
@@ -41,7 +44,65 @@ impl Dispatcher {
                 _ => {}
             }
         }
-        Ok(Dispatcher { table })
+        Ok(Dispatcher { table, gates: Gates::new() })
+    }
+
+    /// With the global limits of the types: their `#[job(max_running)]`,
+    /// and over it `[[limits]]`.
+    ///
+    /// # Errors
+    /// A `[[limits]]` entry naming no type of the worker or a limit of 0
+    /// (named `limits.<n>.<key>`); [`Error::SharedLimitedQueue`] when a
+    /// limited type's queue is another type's too.
+    pub(crate) fn with_limits(mut self, limits: &[crate::LimitConfig]) -> Result<Self, Error> {
+        let mut max: HashMap<&'static str, u16> =
+            self.table.values().filter_map(|r| r.max_running().map(|n| (r.name(), n))).collect();
+        for (n, limit) in limits.iter().enumerate() {
+            let bad = |key: &str, message: String| {
+                Error::Core(jobs_core::Error::Config { key: format!("limits.{n}.{key}"), message })
+            };
+            let Some(registration) = self.table.get(limit.job.as_str()) else {
+                let known: Vec<&str> = self.types().iter().map(|r| r.name()).collect();
+                return Err(bad(
+                    "job",
+                    format!("no job type `{}` in this worker (it has: {})", limit.job, known.join(", ")),
+                ));
+            };
+            if limit.max_running == 0 {
+                return Err(bad("max_running", "must be at least 1 (remove the entry for no limit)".into()));
+            }
+            max.insert(registration.name(), limit.max_running);
+        }
+        for (&name, &limit) in &max {
+            let registration = self.table[name];
+            if registration.route() != Route::Queue {
+                return Err(Error::Core(jobs_core::Error::Config {
+                    key: "limits".into(),
+                    message: format!("`{name}` goes through an exchange (every subscriber runs it): only a queue's jobs can be limited"),
+                }));
+            }
+            let mut sharing: Vec<&str> = self
+                .table
+                .values()
+                .filter(|r| r.queue() == registration.queue() && r.name() != name)
+                .map(|r| r.name())
+                .collect();
+            if !sharing.is_empty() {
+                sharing.sort_unstable();
+                return Err(Error::SharedLimitedQueue {
+                    queue: registration.queue().to_owned(),
+                    limited: name,
+                    others: sharing.join(", "),
+                });
+            }
+            self.gates.insert(name, Arc::new(Gate::new(name, limit)));
+        }
+        Ok(self)
+    }
+
+    /// The gate of the limited type whose own queue is `queue`.
+    pub(crate) fn gate_of_queue(&self, queue: &str) -> Option<&Arc<Gate>> {
+        self.gates.iter().find(|(name, _)| self.table[*name].queue() == queue).map(|(_, gate)| gate)
     }
 
     /// The job types, sorted by name.
@@ -95,7 +156,20 @@ impl Dispatcher {
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
         let Place { queue, worker, activity, end, placement, client, cancels } = place;
-        // Cancelled before it came up: not run.
+        let gate = self.gates.get(name);
+        // Taken before the slot: a loss of the slots after this ends the run.
+        let lost = gate.map(|gate| gate.lost());
+        // A limited type starts once a slot it holds is free; the wait is in
+        // no attempt's time. Ended by a stop, or the slots lost, meanwhile: handed back.
+        let _slot = match (gate, &lost) {
+            (Some(gate), Some(lost)) => tokio::select! {
+                entry = gate.enter() => Some(entry),
+                _ = end.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
+                _ = lost.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
+            },
+            _ => None,
+        };
+        // Cancelled before it came up (or while it waited for a slot): not run.
         let run = match cancels.start(&meta.id, end, jobs_core::plumbing::events::now_ms()) {
             Ok(run) => run,
             Err(request) => return Ran::Cancelled { by: request.by, running: false, dropped: false },
@@ -103,6 +177,16 @@ impl Dispatcher {
         let Some(registration) = self.table.get(name) else {
             return Ran::UnknownType;
         };
+        if let Some(lost) = lost {
+            // Losing the slots under it ends the run: handed back.
+            let kill = run.kill.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = lost.cancelled() => kill.cancel(),
+                    _ = kill.cancelled() => {}
+                }
+            });
+        }
         let ctx = JobContext::new(meta.id.clone(), registration.name(), queue.clone(), meta.attempt, worker.clone())
             .with_cancel(run.cancel.clone())
             .with_enqueued_at(meta.enqueued_at)

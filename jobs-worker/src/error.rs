@@ -10,6 +10,17 @@ pub enum Error {
     /// No queue to consume: none configured and no job type linked into the binary.
     #[error("no queues to consume: set `worker.queues`, or link job types (`#[derive(Job)]`) into the worker binary")]
     NoQueues,
+    /// A limited job type (`max_running`) shares its queue with other types:
+    /// its jobs waiting for a slot would hold theirs back.
+    #[error("job type `{limited}` has a global limit (max_running), and its queue `{queue}` is also the queue of {others}: a limited type needs a queue of its own (`#[job(queue = \"...\")]`), so that its jobs waiting for a slot hold no other type's")]
+    SharedLimitedQueue {
+        /// The queue.
+        queue: String,
+        /// The limited type.
+        limited: &'static str,
+        /// The other types there.
+        others: String,
+    },
     /// `worker.queues` names a queue that none of the worker's job types goes to.
     #[error("`worker.queues` names `{queue}`, which none of this worker's job types goes to ({served}); fix the name, or, if jobs are sent there with `EnqueueOptions::queue`, list it in `worker.extra_queues` (`--extra-queues`) or add it with `Worker::builder().queue(\"{queue}\")`")]
     UnknownQueue {
@@ -69,7 +80,7 @@ impl Error {
         match self {
             Error::Core(core) => core.is_permanent(),
             Error::Setup(_) | Error::UnknownQueue { .. } | Error::Unregistered(_) | Error::NoQueues => true,
-            Error::DuplicateJobName(_) => true,
+            Error::DuplicateJobName(_) | Error::SharedLimitedQueue { .. } => true,
             _ => false,
         }
     }

@@ -52,6 +52,7 @@ mod error;
 mod heartbeat;
 mod jobs;
 mod leadership;
+mod limits;
 mod link;
 mod metrics;
 mod pauses;
@@ -73,6 +74,7 @@ pub use config::{SchedulerConfig, Settings, Subscription, WorkerConfig};
 pub use error::Error;
 pub use jobs::Jobs;
 pub use jobs_runtime::{init_logging, stop_signal, LogConfig, LogFormat};
+pub use limits::LimitConfig;
 pub use schedule::{CatchUp, Schedule, ScheduleConfig};
 pub use worker::Worker;
 

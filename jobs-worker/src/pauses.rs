@@ -61,18 +61,29 @@ impl Pauses {
         cancels: &Cancels,
     ) -> Result<JournalReader, String> {
         let mut paused = Paused::default();
-        let now = now_ms();
+        // The cancels not spent yet, in the order given: only those are
+        // applied (a job cancelled, dead-lettered and retried since runs).
+        let mut open: Vec<(String, Request)> = Vec::new();
+        let mut spent: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let reader = read_control(connection, publisher, |command| match command {
-            ControlCommand::Cancel { id, by, at_ms } => {
-                cancels.cancel(id, Request { by, at_ms }, now);
+            ControlCommand::Cancel { id, by, at_ms } => open.push((id, Request { by, at_ms })),
+            ControlCommand::Cancelled { id, .. } => {
+                cancels.spent(&id);
+                spent.insert(id, open.len());
             }
-            ControlCommand::Cancelled { id, .. } => cancels.spent(&id),
             command => {
                 paused.apply(command);
             }
         })
         .await
         .map_err(|e| report(&e))?;
+        let now = now_ms();
+        for (n, (id, request)) in open.into_iter().enumerate() {
+            // A cancel given after the job's last `cancelled` record still stands.
+            if spent.get(&id).map_or(true, |&before| n >= before) {
+                cancels.cancel(id, request, now);
+            }
+        }
         for queue in paused.queues().keys() {
             if !self.is_paused(queue) {
                 info!(queue, "queue paused (`worker queues resume {queue}` resumes it): not consuming it");

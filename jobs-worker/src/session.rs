@@ -72,6 +72,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) topology: Topology,
     pub(crate) units: &'a [Unit],
     pub(crate) concurrency: u16,
+    /// The broker's `consumer_timeout` (`worker.consumer_timeout`): held slot tokens are renewed well within it.
+    pub(crate) consumer_timeout: Duration,
     pub(crate) worker: &'a str,
     pub(crate) health: &'a Health,
     pub(crate) current: &'a Current,
@@ -136,7 +138,8 @@ impl Setup<'_> {
             Unit::Delays | Unit::Events | Unit::Returns => Ok(None),
             Unit::Queue(queue) => {
                 let paused = shared.pauses.watch();
-                Consumer::start(self.connection, queue, self.concurrency, self.worker, paused).await.map(Some)
+                let held = shared.dispatcher.gate_of_queue(queue).map(|gate| gate.held());
+                Consumer::start(self.connection, queue, self.concurrency, self.worker, paused, held).await.map(Some)
             }
             Unit::Subscription(s) => {
                 Consumer::subscribe(self.connection, s, self.concurrency, self.worker).await.map(Some)
@@ -205,6 +208,22 @@ impl Setup<'_> {
         let following =
             shared.pauses.clone().keep_following(self.connection.clone(), shared.clone(), halt.clone(), first);
         let _control = AbortOnDrop(tokio::spawn(following));
+        // The slots of the limited job types, held while the session lasts.
+        let how = crate::limits::Holding {
+            most: self.concurrency,
+            renew: (self.consumer_timeout / 3).max(Duration::from_secs(1)),
+            queue_type: self.topology.queue_type(),
+        };
+        // Only for the queues this worker consumes: a worker that does not
+        // run a type must not take its slots. Detached: at a stop a holder
+        // keeps its slots until its type's running jobs have ended.
+        for unit in self.units {
+            let Unit::Queue(queue) = unit else { continue };
+            if let Some(gate) = shared.dispatcher.gate_of_queue(queue) {
+                let (gate, connection, worker) = (gate.clone(), self.connection.clone(), Arc::<str>::from(self.worker));
+                tokio::spawn(crate::limits::keep_holding(gate, connection, worker, how, halt.clone()));
+            }
+        }
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");

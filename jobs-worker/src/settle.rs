@@ -50,7 +50,9 @@ pub(crate) struct Settler {
 
 impl Settler {
     /// Carries out `decision` for `d`.
-    pub(crate) async fn settle(&self, d: &Delivery<'_>, decision: Decision) {
+    /// Whether the delivery was settled as decided (its copy stored, then
+    /// acked); `false` when it was left, given back, or its channel is gone.
+    pub(crate) async fn settle(&self, d: &Delivery<'_>, decision: Decision) -> bool {
         if let (Some(reply), Some(reply_to)) = (decision.reply(), d.meta.reply_to) {
             self.reply(d, reply_to, reply).await;
         }
@@ -63,12 +65,16 @@ impl Settler {
             Decision::Ack { .. } | Decision::Answer { .. } => {
                 if self.recorded(d, outcome).await {
                     self.ack(d.channel, d.tag).await;
+                    return true;
                 }
-                return;
+                return false;
             }
             Decision::Continue { next } => (next.message(), next.destination(), "chain's next step"),
-            Decision::Leave => return,
-            Decision::Abandon { after, reason, timeout } => return self.abandoned(d, *after, reason, *timeout).await,
+            Decision::Leave => return false,
+            Decision::Abandon { after, reason, timeout } => {
+                self.abandoned(d, *after, reason, *timeout).await;
+                return false;
+            }
             Decision::HandBack { interrupted, .. } => {
                 let interrupted = i64::try_from(*interrupted).unwrap_or(i64::MAX);
                 let message = self.copy(d).header(headers::INTERRUPTED, FieldValue::l(interrupted));
@@ -79,7 +85,10 @@ impl Settler {
                 match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
                     Ok(destination) => (message, destination, "retry"),
                     // The worker checked its queue names at start: not seen, but not a panic either.
-                    Err(err) => return self.give_back(d, "retry", &err).await,
+                    Err(err) => {
+                        self.give_back(d, "retry", &err).await;
+                        return false;
+                    }
                 }
             }
             Decision::Dead { kind, reason, attempt, .. } => {
@@ -98,7 +107,7 @@ impl Settler {
             }
         };
         if !self.forward(d, message, &destination, what, outcome).await {
-            return;
+            return false;
         }
         match decision {
             Decision::Retry { kind, error, attempt, delay } => {
@@ -132,6 +141,7 @@ impl Settler {
             }
             Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave | Decision::Abandon { .. } => {}
         }
+        true
     }
 
     /// The broker closed the channel of a running job, which was dropped:

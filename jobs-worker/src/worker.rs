@@ -103,13 +103,14 @@ impl Worker {
         extra_queues: Vec<String>,
         amqp: AmqpConfig,
         config: WorkerConfig,
+        limits: &[crate::LimitConfig],
     ) -> Result<Self, Error> {
         amqp.validate()?;
         config.validate()?;
         if let Some(name) = jobs.unregistered() {
             return Err(Error::Unregistered(name));
         }
-        let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?;
+        let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?.with_limits(limits)?;
         let mut known = dispatcher.queues();
         for queue in extra_queues.iter().chain(&config.extra_queues) {
             jobs_core::plumbing::topology::validate_queue_name(queue)?;
@@ -309,6 +310,7 @@ impl Worker {
                 topology: self.amqp.topology(),
                 units: &units,
                 concurrency: self.config.concurrency,
+                consumer_timeout: self.config.consumer_timeout,
                 worker: &self.id,
                 health: &self.health,
                 current: &self.current,

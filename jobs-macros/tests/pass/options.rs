@@ -6,7 +6,7 @@ fn every_minute(_attempt: u32) -> std::time::Duration {
 }
 
 #[derive(Serialize, Deserialize, Job)]
-#[job(queue = "emails", name = "SendEmail", max_attempts = 5, timeout = "90s", backoff = every_minute)]
+#[job(queue = "emails", name = "SendEmail", max_attempts = 5, timeout = "90s", backoff = every_minute, max_running = 5)]
 struct EmailJob {
     to: String,
 }
@@ -34,6 +34,7 @@ fn main() {
     assert_eq!((Defaults::NAME, Defaults::QUEUE), ("Defaults", "default"));
     assert_eq!((EmailJob::MAX_ATTEMPTS, EmailJob::TIMEOUT), (5, std::time::Duration::from_secs(90)));
     assert_eq!(EmailJob::backoff(3), std::time::Duration::from_secs(60));
+    assert_eq!((EmailJob::MAX_RUNNING, Defaults::MAX_RUNNING), (Some(5), None));
     assert_eq!((Defaults::MAX_ATTEMPTS, Defaults::TIMEOUT.as_secs()), (25, 1500));
     let names: Vec<_> = jobs_core::plumbing::registrations().map(|r| r.name()).collect();
     assert!(names.contains(&"SendEmail") && names.contains(&"Defaults"), "{names:?}");

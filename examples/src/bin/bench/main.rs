@@ -84,6 +84,9 @@ enum Part {
     /// every second, two minutes) beside raw amqprs on a timer; a leader of
     /// 1,000 schedules, its CPU share and memory beside a worker with none.
     Schedules,
+    /// A global concurrency limit: drain at concurrency 50 with `max_running
+    /// = 50` on the type beside the same drain unlimited.
+    Limits,
     /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
     /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
     /// job to its callback's start.
@@ -293,12 +296,23 @@ async fn framework_drain(amqp: &AmqpConfig, queue: &str, n: u64, concurrency: u1
 
 /// [`framework_drain`] with the worker settings of `config` (its queues set here).
 async fn framework_drain_with(amqp: &AmqpConfig, queue: &str, n: u64, config: WorkerConfig) -> Duration {
+    framework_drain_limited(amqp, queue, n, config, Vec::new()).await
+}
+
+/// [`framework_drain_with`] under `[[limits]]` of `limits`.
+async fn framework_drain_limited(
+    amqp: &AmqpConfig,
+    queue: &str,
+    n: u64,
+    config: WorkerConfig,
+    limits: Vec<jobs_worker::LimitConfig>,
+) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let config = WorkerConfig { queues: vec![queue.to_owned()], ..config };
-    let worker =
-        Worker::builder().job::<Noop>().queue(queue).amqp(amqp.clone()).config(config).build().expect("worker");
+    let settings = jobs_worker::Settings { amqp: amqp.clone(), worker: config, limits, ..Default::default() };
+    let worker = Worker::builder().job::<Noop>().queue(queue).settings(settings).build().expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
@@ -443,6 +457,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if options.runs(Part::Link) {
                 rows.link(&mut table, round).await?;
+            }
+            if options.runs(Part::Limits) {
+                rows.limits(&mut table, round).await?;
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;
@@ -697,6 +714,36 @@ impl<'a> Rows<'a> {
             }
             table.rate(&what, self.sizes.drain, times[0], times[1]);
         }
+        Ok(())
+    }
+
+    /// Drain at concurrency 50, the type limited to 50 running across the
+    /// vhost (its slots held in `jobs.limit.Noop.*`) ÷ unlimited.
+    async fn limits(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let what = format!(
+            "{}: drain, concurrency 50, max_running = 50 (framework column) ÷ unlimited (raw column)",
+            self.label
+        );
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let mut times = [Duration::ZERO; 2];
+        for limited in order {
+            declare(self.connection, &self.queue, self.kind).await;
+            fill(&self.client, &self.queue, self.sizes.drain).await?;
+            let limits = if limited {
+                vec![jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: 50 }]
+            } else {
+                Vec::new()
+            };
+            let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
+            times[usize::from(!limited)] =
+                framework_drain_limited(&self.amqp, &self.queue, self.sizes.drain, config, limits).await;
+        }
+        table.rate(&what, self.sizes.drain, times[0], times[1]);
+        let channel = self.connection.open_channel(None).await?;
+        for slot in 0..50 {
+            let _ = channel.queue_delete(QueueDeleteArguments::new(&format!("jobs.limit.Noop.{slot}"))).await;
+        }
+        let _ = channel.close().await;
         Ok(())
     }
 

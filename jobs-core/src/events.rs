@@ -73,6 +73,22 @@ pub struct Heartbeat {
     /// Its part in aggregating batches (beats of workers before this field have none).
     #[serde(default)]
     pub batches: Option<BatchesBeat>,
+    /// The global limits of the job types it runs, and its share of them.
+    #[serde(default)]
+    pub limits: Vec<LimitBeat>,
+}
+
+/// A global limit (`max_running`) of a job type, as one worker holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitBeat {
+    /// The job type.
+    pub job: String,
+    /// At most this many run at once across the vhost.
+    pub max_running: u16,
+    /// The slots this worker holds.
+    pub slots: u16,
+    /// Its jobs of the type running now.
+    pub running: u16,
 }
 
 /// What a worker says of batches in its beats: whether it aggregates them,
@@ -373,12 +389,14 @@ mod tests {
                 recent: vec![],
                 open_total: 1,
             }),
+            limits: vec![LimitBeat { job: "ChargeCard".into(), max_running: 3, slots: 2, running: 1 }],
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.
         let old = encoded_without_interrupted(&beat);
         assert_eq!(Heartbeat::decode(&old).map(|b| b.counts[0].interrupted), Some(0));
         assert_eq!(Heartbeat::decode(&old).map(|b| b.scheduler), Some(None), "nor a scheduler");
+        assert_eq!(Heartbeat::decode(&old).map(|b| b.limits), Some(vec![]), "nor limits");
         assert_eq!(Heartbeat::decode(b"\xc1 not a beat"), None);
         assert_eq!(max_age_argument(Duration::from_secs(7 * 86400)), "604800s");
     }
@@ -389,6 +407,7 @@ mod tests {
         value["counts"][0].as_object_mut().unwrap().remove("interrupted");
         value.as_object_mut().unwrap().remove("scheduler");
         value.as_object_mut().unwrap().remove("batches");
+        value.as_object_mut().unwrap().remove("limits");
         rmp_serde::to_vec_named(&value).unwrap()
     }
 }

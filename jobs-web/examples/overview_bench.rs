@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }],
                 scheduler: None,
                 batches: None,
+                limits: vec![],
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

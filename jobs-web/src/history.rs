@@ -149,6 +149,20 @@ pub(crate) struct TypeRow {
     pub p95: Option<f64>,
     /// 99th percentile, likewise.
     pub p99: Option<f64>,
+    /// Its global limit and the use of it now, summed over the live workers'
+    /// last beats; `None` for a type without one.
+    pub(crate) limit: Option<LimitUse>,
+}
+
+/// A global limit and its use now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct LimitUse {
+    /// At most this many at once across the vhost.
+    pub(crate) max_running: u16,
+    /// Running now.
+    pub(crate) running: u64,
+    /// Slots held by live workers.
+    pub(crate) slots: u64,
 }
 
 impl History {
@@ -240,11 +254,25 @@ impl History {
                 sums.entry(name).or_default().add(t);
             }
         }
+        let mut limits: HashMap<&str, LimitUse> = HashMap::new();
+        let now = crate::dashboard::now_ms();
+        for beat in self.workers.values().filter(|beat| status(beat, now) == WorkerStatus::Live) {
+            for limit in &beat.limits {
+                let used = limits.entry(&limit.job).or_default();
+                used.max_running = used.max_running.max(limit.max_running);
+                used.running += u64::from(limit.running);
+                used.slots += u64::from(limit.slots);
+            }
+        }
+        for name in limits.keys() {
+            sums.entry(name).or_default();
+        }
         let mut rows: Vec<TypeRow> = sums
             .into_iter()
             .map(|(name, t)| {
                 let runs = t.succeeded + t.failed;
                 TypeRow {
+                    limit: limits.get(name).cloned(),
                     job_type: name.to_owned(),
                     runs,
                     failed: t.failed,
@@ -358,6 +386,7 @@ mod tests {
             }],
             scheduler: None,
             batches: None,
+            limits: vec![],
         }
     }
 
@@ -384,6 +413,29 @@ mod tests {
         assert_eq!((mail.runs, mail.failed, mail.interrupted), (107, 11, 5), "interrupted runs summed apart");
         assert_eq!((mail.p50, mail.p95, mail.p99), (Some(0.005), Some(0.005), Some(5.0)));
         assert_eq!(h.last_offset, Some(3));
+    }
+
+    #[test]
+    fn a_limit_sums_the_live_workers_use_and_shows_without_runs() {
+        let mut h = History::new(Duration::from_secs(86400));
+        let now = crate::dashboard::now_ms();
+        let limited = |worker: &str, at_ms: u64, slots: u16, running: u16| {
+            let mut b = beat(worker, at_ms, 0, 0, 0, 0);
+            b.limits =
+                vec![jobs_core::plumbing::events::LimitBeat { job: "Charge".into(), max_running: 3, slots, running }];
+            b
+        };
+        h.add(1, limited("a", now, 2, 2));
+        h.add(2, limited("b", now, 1, 0));
+        h.add(3, limited("gone", now - 3_600_000, 3, 3));
+        let types = h.types(now - 60_000);
+        let charge = types.iter().find(|t| t.job_type == "Charge").unwrap();
+        assert_eq!(
+            charge.limit,
+            Some(LimitUse { max_running: 3, running: 2, slots: 3 }),
+            "a vanished worker is not counted"
+        );
+        assert_eq!(types.iter().find(|t| t.job_type == "Mail").unwrap().limit, None);
     }
 
     #[test]

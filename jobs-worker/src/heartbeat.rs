@@ -32,6 +32,8 @@ pub(crate) struct Beats {
     pub(crate) scheduler: std::sync::OnceLock<Arc<Status>>,
     /// The batch aggregator's state.
     pub(crate) batches: std::sync::OnceLock<Arc<crate::batches::Status>>,
+    /// The gates of the limited types whose queues it consumes.
+    pub(crate) limits: Vec<Arc<crate::limits::Gate>>,
 }
 
 impl Beats {
@@ -54,6 +56,7 @@ impl Beats {
             counts,
             scheduler: self.scheduler.get().map(|status| status.beat()),
             batches: self.batches.get().map(|status| status.beat()),
+            limits: self.limits.iter().map(|gate| gate.beat()).collect(),
         }
     }
 

@@ -119,6 +119,17 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What a heartbeat says of it.
+    pub(crate) fn beat(&self) -> jobs_core::plumbing::events::LimitBeat {
+        let counts = self.lock();
+        jobs_core::plumbing::events::LimitBeat {
+            job: self.job.to_owned(),
+            max_running: self.max,
+            slots: counts.held,
+            running: counts.running,
+        }
+    }
+
     /// The slots held here, for the type's consumer to follow.
     pub(crate) fn held(&self) -> watch::Receiver<u16> {
         self.held.subscribe()

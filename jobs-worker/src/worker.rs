@@ -147,6 +147,7 @@ impl Worker {
                 started_at: std::time::SystemTime::now(),
                 scheduler: std::sync::OnceLock::new(),
                 batches: std::sync::OnceLock::new(),
+                limits: queues.iter().filter_map(|q| dispatcher.gate_of_queue(q).cloned()).collect(),
             })
         });
         let batches = Arc::new(crate::batches::Status::default());

@@ -387,6 +387,7 @@ mod tests {
             counts: vec![],
             scheduler,
             batches: None,
+            limits: vec![],
         }
     }
 

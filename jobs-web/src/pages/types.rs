@@ -19,6 +19,8 @@ struct TypeView {
     failed: u64,
     failure_rate: String,
     interrupted: u64,
+    /// "2 of at most 3 running (3 slots held)", or "-".
+    limit: String,
     p50: String,
     p95: String,
     p99: String,
@@ -53,6 +55,10 @@ pub(crate) async fn types(
             runs: t.runs,
             failed: t.failed,
             interrupted: t.interrupted,
+            limit: t.limit.map_or_else(
+                || "-".into(),
+                |l| format!("{} of at most {} running ({} slots held)", l.running, l.max_running, l.slots),
+            ),
         })
         .collect();
     render(&Types { page: page(&dashboard, base, "jobs", &csrf), range: query.range.name(), ranges: Range::ALL, types })

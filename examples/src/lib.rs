@@ -81,9 +81,12 @@ pub fn jobs() -> jobs_worker::Jobs {
         workflows::Upload,
         workflows::Notify,
         workflows::Invoice,
-        workflows::Report
+        workflows::Report,
+        flow::ChargeCard
     ]
 }
+
+pub mod flow;
 
 /// Chains and batches (`docs/workflows.md`), on the queue `workflows`:
 /// binaries `workflow_chain` and `workflow_batch` enqueue them, `worker`

@@ -22,6 +22,7 @@ async fn the_benchmark_runs_and_prints_every_row() {
         "classic: drain, prefetch 1",
         "classic: drain, prefetch 1, heartbeats on (framework column) ÷ off (raw column)",
         "classic: drain, concurrency 1, link on its own thread (framework column) ÷ on the jobs' runtime (raw column)",
+        "classic: drain, concurrency 50, max_running = 50 (framework column) ÷ unlimited (raw column)",
         "classic: enqueue_iter, 20000 jobs in one call",
         "classic: latency at 200/s, prefetch 1, p99",
         "quorum: enqueue_many, batches of 1000",
@@ -58,9 +59,19 @@ fn bad_options_are_refused_with_what_they_take() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && help.contains("Usage: bench"), "{help}");
-    for part in
-        ["enqueue", "drain", "heartbeats", "link", "bulk", "latency", "memory", "--rounds", "--quick", "--drain-at"]
-    {
+    for part in [
+        "enqueue",
+        "drain",
+        "heartbeats",
+        "link",
+        "limits",
+        "bulk",
+        "latency",
+        "memory",
+        "--rounds",
+        "--quick",
+        "--drain-at",
+    ] {
         assert!(help.contains(part), "--help lists {part}: {help}");
     }
     assert!(!help.contains("round 1"), "nothing was run: {help}");

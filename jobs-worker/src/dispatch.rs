@@ -100,6 +100,11 @@ impl Dispatcher {
         Ok(self)
     }
 
+    /// The limited types' gates.
+    pub(crate) fn gates(&self) -> &Gates {
+        &self.gates
+    }
+
     /// The gate of the limited type whose own queue is `queue`.
     pub(crate) fn gate_of_queue(&self, queue: &str) -> Option<&Arc<Gate>> {
         self.gates.iter().find(|(name, _)| self.table[*name].queue() == queue).map(|(_, gate)| gate)
@@ -163,7 +168,8 @@ impl Dispatcher {
         // no attempt's time. Ended by a stop, or the slots lost, meanwhile: handed back.
         let _slot = match (gate, &lost) {
             (Some(gate), Some(lost)) => tokio::select! {
-                entry = gate.enter() => Some(entry),
+                // (A job of the type sent to another queue: this worker takes slots now.)
+                entry = async { gate.want(); gate.enter().await } => Some(entry),
                 _ = end.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
                 _ = lost.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
             },

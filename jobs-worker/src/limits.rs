@@ -77,6 +77,9 @@ pub(crate) struct Gate {
     held: watch::Sender<u16>,
     /// Cancelled when the slots are lost under running jobs (a new one per holding).
     lost: Mutex<CancellationToken>,
+    /// Whether this worker runs the type: it consumes its queue, or one of
+    /// its jobs came (sent to another queue). Until then it holds no slot.
+    wanted: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +115,13 @@ impl Gate {
             notify: Notify::new(),
             held: watch::Sender::new(0),
             lost: Mutex::new(CancellationToken::new()),
+            wanted: watch::Sender::new(false),
         }
+    }
+
+    /// This worker runs the type: its holder takes slots from now on.
+    pub(crate) fn want(&self) {
+        self.wanted.send_if_modified(|wanted| !std::mem::replace(wanted, true));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -230,6 +239,12 @@ pub(crate) async fn keep_holding(
     halt: CancellationToken,
 ) {
     let _lose = LoseOnDrop(&gate);
+    // A worker that does not run the type takes none of its slots.
+    let mut wanted = gate.wanted.subscribe();
+    tokio::select! {
+        _ = halt.cancelled() => return,
+        _ = wanted.wait_for(|wanted| *wanted) => {}
+    }
     let mut pause = jobs_core::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match hold(&gate, &connection, &worker, how, &halt).await {

@@ -214,15 +214,22 @@ impl Setup<'_> {
             renew: (self.consumer_timeout / 3).max(Duration::from_secs(1)),
             queue_type: self.topology.queue_type(),
         };
-        // Only for the queues this worker consumes: a worker that does not
-        // run a type must not take its slots. Detached: at a stop a holder
-        // keeps its slots until its type's running jobs have ended.
+        // A holder takes slots once the worker runs the type: at once for a
+        // type whose queue it consumes, else when one of its jobs comes (a
+        // worker that does not run a type must not take its slots).
+        // Detached: at a stop a holder keeps its slots until its type's
+        // running jobs have ended.
         for unit in self.units {
-            let Unit::Queue(queue) = unit else { continue };
-            if let Some(gate) = shared.dispatcher.gate_of_queue(queue) {
-                let (gate, connection, worker) = (gate.clone(), self.connection.clone(), Arc::<str>::from(self.worker));
-                tokio::spawn(crate::limits::keep_holding(gate, connection, worker, how, halt.clone()));
+            if let Some(gate) = match unit {
+                Unit::Queue(queue) => shared.dispatcher.gate_of_queue(queue),
+                _ => None,
+            } {
+                gate.want();
             }
+        }
+        for gate in shared.dispatcher.gates().values() {
+            let (gate, connection, worker) = (gate.clone(), self.connection.clone(), Arc::<str>::from(self.worker));
+            tokio::spawn(crate::limits::keep_holding(gate, connection, worker, how, halt.clone()));
         }
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {

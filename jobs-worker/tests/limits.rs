@@ -277,3 +277,27 @@ async fn held_slots_outlive_the_brokers_consumer_timeout() {
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 }
+
+/// A limited job sent to another queue (`EnqueueOptions::queue`) still runs
+/// under the limit: the worker takes slots of its type when the first comes.
+#[tokio::test]
+async fn a_limited_job_sent_to_another_queue_runs_once_its_worker_takes_slots() {
+    let vhost = TestVhost::create("limits-elsewhere").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let queue = unique("limits-elsewhere");
+    let worker = spawn_with(config_for(&url), config(&[&queue], "limits-elsewhere"));
+    wait_for_consumers(&raw, &queue, 1).await;
+    assert_eq!(try_counts(&raw, "jobs.limit.LimitedCharge.0").await.map(|c| c.1), None, "no slots taken before");
+    let tag = unique("elsewhere");
+    let client = Client::new(config_for(&url));
+    for _ in 0..5 {
+        client
+            .enqueue_with(&LimitedCharge { tag: tag.clone(), millis: 100 }, EnqueueOptions::new().queue(&queue))
+            .await
+            .unwrap();
+    }
+    wait_until("the limited jobs sent elsewhere to run", Duration::from_secs(30), || async { ended(&tag) == 5 }).await;
+    assert!(most_at_once(&tag, None) <= 3);
+    worker.stop().await.unwrap();
+}

@@ -1,0 +1,106 @@
+//! Flow control as a team runs it, with worker processes on a vhost of the
+//! test's own: `ChargeCard` (`max_running = 2`) on two workers at `-n 4`
+//! runs at most two at once between them; `kill -9` of the worker holding
+//! the slots hands them to the other at once, the killed worker's charges
+//! come back and run, and still never more than two run at once;
+//! `worker cancel` of a running charge stops it.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use examples::flow::ChargeCard;
+use jobs_core::Job;
+use jobs_test::*;
+
+fn worker(url: &str, id: &str) -> Process {
+    let args = ["--queues", ChargeCard::QUEUE, "-n", "4", "--id", id];
+    Process::start_with(id, env!("CARGO_BIN_EXE_worker"), &args, &[("JOBS__AMQP__URL", url)])
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// (customer, start ms, end ms) of each run the lines tell; a run not ended
+/// ends at `cut` (its process was killed then), or now.
+fn runs(lines: &[String], cut: Option<u128>) -> Vec<(String, u128, u128)> {
+    let at = |line: &str| line.rsplit(" at ").next().and_then(|n| n.trim().parse::<u128>().ok());
+    let customer =
+        |line: &str, word: &str| line.split(word).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+    let mut open: Vec<(String, u128)> = Vec::new();
+    let mut done = Vec::new();
+    for line in lines {
+        if let (Some(c), Some(t)) = (customer(line, "charging customer "), at(line)) {
+            open.push((c, t));
+        } else if let (Some(c), Some(t)) =
+            (customer(line, "charged customer ").or_else(|| customer(line, "charge of customer ")), at(line))
+        {
+            if let Some(n) = open.iter().position(|(o, _)| *o == c) {
+                let (c, start) = open.remove(n);
+                done.push((c, start, t));
+            }
+        }
+    }
+    let end = cut.unwrap_or_else(now_ms);
+    done.extend(open.into_iter().map(|(c, start)| (c, start, end)));
+    done
+}
+
+fn most_at_once(runs: &[(String, u128, u128)]) -> i32 {
+    let mut edges: Vec<(u128, i32)> = runs.iter().flat_map(|(_, s, e)| [(*s, 1), (*e, -1)]).collect();
+    edges.sort();
+    edges
+        .iter()
+        .scan(0, |now, (_, step)| {
+            *now += step;
+            Some(*now)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_at_most_across_workers_through_a_kill_9_and_a_cancel() {
+    let vhost = TestVhost::create("flow").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let mut first = worker(&url, "flow-first");
+    wait_for_consumers(&raw, "jobs.limit.ChargeCard.1", 1).await;
+    let second = worker(&url, "flow-second");
+    wait_for_consumers(&raw, "jobs.limit.ChargeCard.1", 2).await;
+    wait_for_consumers(&raw, ChargeCard::QUEUE, 1).await;
+    let client = jobs_core::Client::new(config_for(&url));
+    for customer in 1..=6 {
+        client.enqueue(&ChargeCard { customer, millis: 1_500 }).await.unwrap();
+    }
+    // The first worker took both slots: it runs two, the rest wait in the queue.
+    first.wait_line("charging customer 2", Duration::from_secs(20)).await;
+    let killed_at = now_ms();
+    first.signal(9);
+    first.wait_exit(Duration::from_secs(10)).await;
+    // The second worker gets the slots and runs all six (the two killed ones again).
+    wait_until("six charges done on the second worker", Duration::from_secs(60), || async {
+        second.count("] charged customer") == 6
+    })
+    .await;
+    let mut all = runs(&first.lines(), Some(killed_at));
+    all.extend(runs(&second.lines(), None));
+    assert_eq!(most_at_once(&all), 2, "never more than two at once, and two used: {all:?}");
+    let first_start = runs(&second.lines(), None).iter().map(|(_, s, _)| *s).min().unwrap();
+    println!("the second worker started a charge {} ms after the kill", first_start.saturating_sub(killed_at));
+    assert!(first_start.saturating_sub(killed_at) < 10_000);
+
+    // A running charge, cancelled: it stops at once and is dead as cancelled.
+    let id = client.enqueue(&ChargeCard { customer: 99, millis: 60_000 }).await.unwrap();
+    second.wait_line("charging customer 99", Duration::from_secs(20)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["cancel", id.as_str()])
+        .env("JOBS__AMQP__URL", &url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("it runs on flow-second") && said.contains("while it ran"), "{said}");
+    second.wait_line("charge of customer 99 cancelled", Duration::from_secs(5)).await;
+    assert_eq!(counts(&raw, &format!("{}.dead", ChargeCard::QUEUE)).await.0, 1);
+    second.stop().await;
+}

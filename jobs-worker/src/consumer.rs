@@ -68,6 +68,9 @@ pub(crate) struct Consumer {
     /// limited type's queue the slots held, up to it).
     prefetch: u16,
     concurrency: u16,
+    /// The broker did not answer a cancel of this consumer: it may still
+    /// deliver, and a new consumer cannot be started beside it.
+    cancel_unanswered: bool,
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
     /// to another task per job (it showed on the drain's hot path).
     inline: bool,
@@ -139,6 +142,7 @@ impl Consumer {
             held: None,
             prefetch,
             concurrency: prefetch,
+            cancel_unanswered: false,
             inline: prefetch == 1,
             watch,
         };
@@ -174,6 +178,12 @@ impl Consumer {
         let wanted = self.wanted();
         if self.consuming && wanted != Some(self.prefetch) {
             self.cancel(health).await;
+            if self.cancel_unanswered {
+                // Set up again on a new channel, rather than consume beside it.
+                return Err(Error::ConnectionLost {
+                    reason: format!("the broker did not answer the cancel of the consumer of `{}`", self.queue),
+                });
+            }
             if paused {
                 info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
             }
@@ -245,6 +255,7 @@ impl Consumer {
                 debug!(queue = &*self.queue, error = %err, "consumer cancel failed (channel already closed)")
             }
             Err(_) => {
+                self.cancel_unanswered = true;
                 health.silent.store(true, std::sync::atomic::Ordering::Relaxed);
                 warn!(
                     queue = &*self.queue,

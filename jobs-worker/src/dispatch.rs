@@ -75,6 +75,15 @@ impl Dispatcher {
         }
         for (&name, &limit) in &max {
             let registration = self.table[name];
+            let refuse = |message: String| Err(Error::Core(jobs_core::Error::Config { key: "limits".into(), message }));
+            if registration.blocking() {
+                return refuse(format!("`{name}` is #[job(blocking)]: a blocking run past its timeout keeps its thread, so its slot could not be given back; limit it with a non-blocking type, or drop max_running"));
+            }
+            if crate::limits::slot_queue(name, limit - 1).len() > 255 {
+                return refuse(format!(
+                    "`{name}` is too long a name for its slot queues (jobs.limit.<name>.<n>, at most 255 bytes)"
+                ));
+            }
             if registration.route() != Route::Queue {
                 return Err(Error::Core(jobs_core::Error::Config {
                     key: "limits".into(),
@@ -103,6 +112,11 @@ impl Dispatcher {
     /// The limited types' gates.
     pub(crate) fn gates(&self) -> &Gates {
         &self.gates
+    }
+
+    /// The own queues of the limited types.
+    pub(crate) fn limited_queues(&self) -> Vec<&'static str> {
+        self.gates.keys().map(|name| self.table[name].queue()).collect()
     }
 
     /// The gate of the limited type whose own queue is `queue`.
@@ -162,14 +176,19 @@ impl Dispatcher {
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
         let Place { queue, worker, activity, end, placement, client, cancels } = place;
         let gate = self.gates.get(name);
+        if let (Some(_), Some(registration)) = (gate, self.table.get(name)) {
+            if **queue != *registration.queue() {
+                // Only its own queue's prefetch follows the slots held.
+                return Ran::Elsewhere { queue: registration.queue() };
+            }
+        }
         // Taken before the slot: a loss of the slots after this ends the run.
         let lost = gate.map(|gate| gate.lost());
         // A limited type starts once a slot it holds is free; the wait is in
         // no attempt's time. Ended by a stop, or the slots lost, meanwhile: handed back.
         let _slot = match (gate, &lost) {
             (Some(gate), Some(lost)) => tokio::select! {
-                // (A job of the type sent to another queue: this worker takes slots now.)
-                entry = async { gate.want(); gate.enter().await } => Some(entry),
+                entry = gate.enter() => Some(entry),
                 _ = end.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
                 _ = lost.cancelled() => return Ran::Interrupted { after: Duration::ZERO },
             },

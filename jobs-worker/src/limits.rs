@@ -80,6 +80,9 @@ pub(crate) struct Gate {
     /// Whether this worker runs the type: it consumes its queue, or one of
     /// its jobs came (sent to another queue). Until then it holds no slot.
     wanted: watch::Sender<bool>,
+    /// The holding whose word counts: a holder of an earlier session still
+    /// winding down cannot change the count of the current one.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +119,17 @@ impl Gate {
             held: watch::Sender::new(0),
             lost: Mutex::new(CancellationToken::new()),
             wanted: watch::Sender::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A new holding starts: from now on only its word counts.
+    fn begin(&self) -> u64 {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    fn current(&self, generation: u64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation
     }
 
     /// This worker runs the type: its holder takes slots from now on.
@@ -180,7 +193,11 @@ impl Gate {
         }
     }
 
-    fn set_held(&self, held: u16) {
+    /// Holding `generation` holds `held` slots (ignored from an older holding).
+    fn set_held(&self, generation: u64, held: u16) {
+        if !self.current(generation) {
+            return;
+        }
         self.lock().held = held;
         self.held.send_replace(held);
         metrics::gauge!("jobs_limit_slots", "job" => self.job).set(f64::from(held));
@@ -189,8 +206,11 @@ impl Gate {
 
     /// The slots are gone (their channel closed): none held, and the runs
     /// of the type are ended (handed back).
-    fn lose(&self) {
-        self.set_held(0);
+    fn lose(&self, generation: u64) {
+        if !self.current(generation) {
+            return;
+        }
+        self.set_held(generation, 0);
         let lost =
             std::mem::replace(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()), CancellationToken::new());
         if self.lock().running > 0 {
@@ -218,11 +238,11 @@ pub(crate) struct Holding {
 const KEEP_FOR_RUNNING: Duration = Duration::from_secs(600);
 
 /// Loses the gate's slots when dropped (the holder ended, or was aborted).
-struct LoseOnDrop<'a>(&'a Gate);
+struct LoseOnDrop<'a>(&'a Gate, u64);
 
 impl Drop for LoseOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.lose();
+        self.0.lose(self.1);
     }
 }
 
@@ -238,19 +258,20 @@ pub(crate) async fn keep_holding(
     how: Holding,
     halt: CancellationToken,
 ) {
-    let _lose = LoseOnDrop(&gate);
     // A worker that does not run the type takes none of its slots.
     let mut wanted = gate.wanted.subscribe();
     tokio::select! {
         _ = halt.cancelled() => return,
         _ = wanted.wait_for(|wanted| *wanted) => {}
     }
+    let generation = gate.begin();
+    let _lose = LoseOnDrop(&gate, generation);
     let mut pause = jobs_core::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        match hold(&gate, &connection, &worker, how, &halt).await {
+        match hold(&gate, generation, &connection, &worker, how, &halt).await {
             Ok(()) => return,
             Err(why) => {
-                gate.lose();
+                gate.lose(generation);
                 if halt.is_cancelled() || !connection.is_open() {
                     return;
                 }
@@ -267,26 +288,28 @@ pub(crate) async fn keep_holding(
 /// One holding: on a channel of its own, until `halt` (`Ok`) or the channel closes.
 async fn hold(
     gate: &Gate,
+    generation: u64,
     connection: &Connection,
     worker: &str,
     how: Holding,
     halt: &CancellationToken,
 ) -> Result<(), String> {
     let channel = connection.open_channel(None).await.map_err(|e| e.to_string())?;
-    let result = hold_on(gate, &channel, worker, how, halt).await;
+    let result = hold_on(gate, generation, &channel, worker, how, halt).await;
     let _ = channel.close().await;
     result
 }
 
 async fn hold_on(
     gate: &Gate,
+    generation: u64,
     channel: &Channel,
     worker: &str,
     how: Holding,
     halt: &CancellationToken,
 ) -> Result<(), String> {
-    // Nothing held yet, whatever an earlier holding left.
-    gate.set_held(0);
+    // Nothing held yet, whatever an earlier try left.
+    gate.set_held(generation, 0);
     let slots = gate.max;
     for slot in 0..slots {
         let name = slot_queue(gate.job, slot);
@@ -329,20 +352,17 @@ async fn hold_on(
     let mut renewing: std::collections::HashSet<u16> = std::collections::HashSet::new();
     let mut renew = tokio::time::interval(how.renew);
     renew.tick().await;
+    // Set at a stop: no more jobs of the type start here, but the slots stay
+    // held (and renewed) until those running have ended, or until this.
+    let mut stopping: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = halt.cancelled() => {
-                // Stopping: no more jobs of the type start here, but the
-                // slots stay held until those running have ended.
-                gate.set_held(0);
-                tokio::select! {
-                    _ = gate.idle() => {}
-                    // The channel closed: the slots are gone anyway.
-                    _ = async { while rx.recv().await.is_some() {} } => {}
-                    _ = tokio::time::sleep(KEEP_FOR_RUNNING) => {}
-                }
-                return Ok(());
+            _ = halt.cancelled(), if stopping.is_none() => {
+                gate.set_held(generation, 0);
+                stopping = Some(tokio::time::Instant::now() + KEEP_FOR_RUNNING);
             }
+            _ = gate.idle(), if stopping.is_some() => return Ok(()),
+            _ = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => return Ok(()),
             _ = renew.tick() => {
                 // A slot whose token a broker dropped (a quorum queue's
                 // delivery limit, after many holders died) gets one again.
@@ -377,8 +397,8 @@ async fn hold_on(
                     channel.basic_ack(BasicAckArguments::new(tag, false)).await.map_err(|e| e.to_string())?;
                     continue;
                 }
-                if held.len() + renewing.len() >= usize::from(how.most) {
-                    // More than it can run: pass it on to the next in line.
+                if stopping.is_some() || held.len() + renewing.len() >= usize::from(how.most) {
+                    // More than it can run (or it stops): pass it on to the next in line.
                     let consumer = &tags[usize::from(slot)];
                     channel.basic_cancel(BasicCancelArguments::new(consumer)).await.map_err(|e| e.to_string())?;
                     channel.basic_reject(BasicRejectArguments::new(tag, true)).await.map_err(|e| e.to_string())?;
@@ -390,7 +410,7 @@ async fn hold_on(
                 if count != *gate.held.borrow() {
                     info!(job = gate.job, held = count, max_running = gate.max, "holding slots of a limited job type");
                 }
-                gate.set_held(count);
+                gate.set_held(generation, count);
             }
         }
     }
@@ -412,14 +432,19 @@ mod tests {
     async fn a_gate_lets_as_many_in_as_slots_are_held() {
         let gate = Gate::new("T", 3);
         assert!(tokio::time::timeout(Duration::from_secs(1), gate.enter()).await.is_err(), "no slot held: waits");
-        gate.set_held(2);
+        let old = gate.begin();
+        let generation = gate.begin();
+        gate.set_held(generation, 2);
+        gate.set_held(old, 0);
+        gate.lose(old);
+        assert_eq!(*gate.held().borrow(), 2, "an older holding's word does not count");
         let a = gate.enter().await;
         let _b = gate.enter().await;
         assert!(tokio::time::timeout(Duration::from_secs(1), gate.enter()).await.is_err(), "both slots in use");
         drop(a);
         let _c = tokio::time::timeout(Duration::from_secs(1), gate.enter()).await.expect("a slot came free");
         let lost = gate.lost();
-        gate.lose();
+        gate.lose(generation);
         assert!(lost.is_cancelled(), "runs are ended when the slots are lost");
         assert!(!gate.lost().is_cancelled(), "the next holding has a token of its own");
         assert_eq!(*gate.held().borrow(), 0);

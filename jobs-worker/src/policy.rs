@@ -95,6 +95,9 @@ pub(crate) enum Ran {
     /// Someone cancelled the job (`by`): before it came up, or while it ran
     /// (`running`), when it did not end within its grace and was dropped (`dropped`).
     Cancelled { by: String, running: bool, dropped: bool },
+    /// A job of a limited type (`max_running`) that came from a queue not
+    /// its type's own: it runs only from there (where the slots set the prefetch).
+    Elsewhere { queue: &'static str },
 }
 
 /// Where the delivery was consumed from.
@@ -142,6 +145,9 @@ pub(crate) enum Decision {
     /// same attempt and crash count, with `x-interrupted = interrupted`, wait
     /// for its confirm, ack. Not a failure, not a crash.
     HandBack { interrupted: u64, after: Duration },
+    /// A limited type's job from another queue: publish a copy (as it is) to
+    /// the type's own `queue`, wait for its confirm, ack. Not a failure.
+    Move { queue: &'static str },
     /// Nothing can be done with it: leave it unacked (it goes back to its
     /// queue, or with a subscription's queue, when the connection closes).
     Leave,
@@ -158,6 +164,7 @@ impl Decision {
             | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Move { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
             Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
@@ -173,6 +180,7 @@ impl Decision {
             Decision::Retry { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Move { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
         }
@@ -187,6 +195,7 @@ impl Decision {
             | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Move { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
         }
@@ -300,6 +309,7 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         // same attempt (a call too: its caller still waits). A subscription's
         // queue goes with this worker: there is nowhere to hand it back to.
         Ran::Abandoned { after, reason, timeout } => return Decision::Abandon { after, reason, timeout },
+        Ran::Elsewhere { queue } => return Decision::Move { queue },
         Ran::Interrupted { after } => {
             return match home {
                 Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },

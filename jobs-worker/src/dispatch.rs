@@ -85,10 +85,9 @@ impl Dispatcher {
                 ));
             }
             if registration.route() != Route::Queue {
-                return Err(Error::Core(jobs_core::Error::Config {
-                    key: "limits".into(),
-                    message: format!("`{name}` goes through an exchange (every subscriber runs it): only a queue's jobs can be limited"),
-                }));
+                return refuse(format!(
+                    "`{name}` goes through an exchange (every subscriber runs it): only a queue's jobs can be limited"
+                ));
             }
             let mut sharing: Vec<&str> = self
                 .table
@@ -175,8 +174,9 @@ impl Dispatcher {
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
         let Place { queue, worker, activity, end, placement, client, cancels } = place;
+        let registration = self.table.get(name);
         let gate = self.gates.get(name);
-        if let (Some(_), Some(registration)) = (gate, self.table.get(name)) {
+        if let (Some(_), Some(registration)) = (gate, registration) {
             if **queue != *registration.queue() {
                 // Only its own queue's prefetch follows the slots held.
                 return Ran::Elsewhere { queue: registration.queue() };
@@ -199,7 +199,7 @@ impl Dispatcher {
             Ok(run) => run,
             Err(request) => return Ran::Cancelled { by: request.by, running: false, dropped: false },
         };
-        let Some(registration) = self.table.get(name) else {
+        let Some(registration) = registration else {
             return Ran::UnknownType;
         };
         if let Some(lost) = lost {

@@ -24,6 +24,9 @@ pub mod headers {
     /// On a job requeued after the broker's `consumer_timeout` ended a run of
     /// it: that timeout, in milliseconds (0: the broker did not say).
     pub const CONSUMER_TIMEOUT: &str = "x-consumer-timeout";
+    /// How many times the job said it hit a rate limit
+    /// (`JobError::rate_limited`), each sent back to wait (integer).
+    pub const RATE_LIMITED: &str = "x-rate-limited";
     /// On a retried or dead job: when its first attempt failed (timestamp).
     pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
     /// On a retried or dead job: the host of the worker that settled it.

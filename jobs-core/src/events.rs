@@ -76,6 +76,25 @@ pub struct Heartbeat {
     /// The global limits of the job types it runs, and its share of them.
     #[serde(default)]
     pub limits: Vec<LimitBeat>,
+    /// The rate limits of the job types it runs (beats of workers before this field have none).
+    #[serde(default)]
+    pub rates: Vec<RateBeat>,
+}
+
+/// A rate limit of a job type, as one worker sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateBeat {
+    /// The job type.
+    pub job: String,
+    /// Its rate, as written (`100/s`).
+    pub rate: String,
+    /// How many may start at once after a quiet spell.
+    pub burst: u32,
+    /// The field each of whose values has the rate, if any.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// This worker keeps the rate now (it leads the type's limiter).
+    pub leading: bool,
 }
 
 /// A global limit (`max_running`) of a job type, as one worker holds it.
@@ -220,6 +239,11 @@ pub struct TypeCounts {
     /// workers before this field have none).
     #[serde(default)]
     pub interrupted: u64,
+    /// Jobs held back by a rate limit: sent to wait (over their type's or
+    /// key's rate, or `JobError::rate_limited`), or waiting longer than a
+    /// token's interval for their turn (beats of workers before this field have none).
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Attempt durations, counted per [`DURATION_BUCKETS`] bucket (one more for the rest).
     pub durations: Vec<u64>,
 }
@@ -238,6 +262,7 @@ impl TypeCounts {
             && self.retried == 0
             && self.dead == 0
             && self.interrupted == 0
+            && self.rate_limited == 0
     }
 }
 
@@ -376,6 +401,7 @@ mod tests {
                 retried: 1,
                 dead: 0,
                 interrupted: 1,
+                rate_limited: 2,
                 durations: vec![0; 13],
             }],
             scheduler: Some(SchedulerBeat {
@@ -390,6 +416,13 @@ mod tests {
                 open_total: 1,
             }),
             limits: vec![LimitBeat { job: "ChargeCard".into(), max_running: 3, slots: 2, running: 1 }],
+            rates: vec![RateBeat {
+                job: "ChargeCard".into(),
+                rate: "100/s".into(),
+                burst: 100,
+                key: None,
+                leading: true,
+            }],
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.

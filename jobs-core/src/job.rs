@@ -52,6 +52,15 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// the vhost (`#[job(max_running = 5)]`, or `[[limits]]` in the worker's
     /// config); `None`: no limit.
     const MAX_RUNNING: Option<u16> = None;
+    /// Jobs of the type start at no more than this rate across every worker
+    /// of the vhost (`#[job(rate = "100/s")]`, or `[[limits]]`); `None`: no limit.
+    const RATE: Option<crate::Rate> = None;
+    /// How many may start at once after a quiet spell (`#[job(burst = 20)]`);
+    /// `None`: the rate's count.
+    const BURST: Option<u32> = None;
+    /// The field whose value each has a rate of its own (`#[job(rate_key =
+    /// "customer_id")]`); `None`: one rate for the whole type.
+    const RATE_KEY: Option<&'static str> = None;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

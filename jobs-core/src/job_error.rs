@@ -16,7 +16,16 @@ pub enum Retry {
     After(Duration),
     /// Do not retry: the job goes to `<queue>.dead` now.
     Never,
+    /// Not a failure: an outside service's rate limit was hit
+    /// ([`JobError::rate_limited`]). The job comes back after this delay as
+    /// the same attempt; only after [`RATE_LIMITED_RUNS`] such returns in a
+    /// row does one count as a failed attempt (then as [`Retry::After`]).
+    RateLimited(Duration),
 }
+
+/// How many rate-limited returns of a job ([`JobError::rate_limited`]) are
+/// free: each one past it counts as a failed attempt.
+pub const RATE_LIMITED_RUNS: u64 = 20;
 
 /// The error a job's `perform` returns. Any `std::error::Error` converts into it
 /// with `?` (a retryable failure); [`JobError::fatal`] and
@@ -45,6 +54,14 @@ impl JobError {
     /// A failure to retry after `delay` (a rate limit, a service asking to wait).
     pub fn retry_after(error: impl Into<Box<dyn StdError + Send + Sync>>, delay: Duration) -> Self {
         JobError { retry: Retry::After(delay), error: error.into() }
+    }
+
+    /// The job hit an outside service's rate limit: it runs again after
+    /// `after`, as the same attempt, not counted as a failure (Sidekiq's
+    /// `OverLimit`). The wait goes through the broker's delay cascade, in
+    /// whole seconds, rounded up.
+    pub fn rate_limited(after: Duration) -> Self {
+        JobError { retry: Retry::RateLimited(after), error: "rate limited".into() }
     }
 
     /// Whether and when the worker retries.
@@ -108,5 +125,7 @@ mod tests {
         let e = JobError::retry_after("rate limited", Duration::from_secs(5));
         assert_eq!(e.retry(), Retry::After(Duration::from_secs(5)));
         assert_eq!(e.to_string(), "rate limited");
+        let e = JobError::rate_limited(Duration::from_secs(2));
+        assert_eq!(e.retry(), Retry::RateLimited(Duration::from_secs(2)));
     }
 }

@@ -32,8 +32,9 @@ const BROKER_HISTORY: [&str; 7] = [
 const MAX_COPIED_HEADERS: usize = 64 << 10;
 
 /// The framework's own headers: what a copy keeps of a table too large to carry.
-const OURS: [&str; 18] = [
+const OURS: [&str; 19] = [
     headers::ATTEMPT,
+    headers::RATE_LIMITED,
     headers::CRASHES,
     headers::INTERRUPTED,
     headers::CONSUMER_TIMEOUT,

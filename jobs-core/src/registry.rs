@@ -46,6 +46,9 @@ pub struct Registration {
     timeout: Duration,
     blocking: bool,
     max_running: Option<u16>,
+    rate: Option<crate::Rate>,
+    burst: Option<u32>,
+    rate_key: Option<&'static str>,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -76,6 +79,9 @@ impl Registration {
             timeout: J::TIMEOUT,
             blocking: J::BLOCKING,
             max_running: J::MAX_RUNNING,
+            rate: J::RATE,
+            burst: J::BURST,
+            rate_key: J::RATE_KEY,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -118,6 +124,21 @@ impl Registration {
     /// At most this many run at once across the vhost (`#[job(max_running = N)]`).
     pub fn max_running(&self) -> Option<u16> {
         self.max_running
+    }
+
+    /// Its jobs start at no more than this rate across the vhost (`#[job(rate = "100/s")]`).
+    pub fn rate(&self) -> Option<crate::Rate> {
+        self.rate
+    }
+
+    /// How many may start at once after a quiet spell (`#[job(burst = N)]`; `None`: the rate's count).
+    pub fn burst(&self) -> Option<u32> {
+        self.burst
+    }
+
+    /// The field each of whose values has a rate of its own (`#[job(rate_key = "field")]`).
+    pub fn rate_key(&self) -> Option<&'static str> {
+        self.rate_key
     }
 
     /// Whether `perform` blocks its thread (`#[job(blocking)]`).

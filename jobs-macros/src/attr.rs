@@ -18,10 +18,14 @@ pub(crate) struct JobAttrs {
     pub(crate) step: bool,
     pub(crate) blocking: bool,
     pub(crate) max_running: Option<LitInt>,
+    /// `rate = "100/s"`: the count and the period in milliseconds.
+    pub(crate) rate: Option<(u32, u64, Span)>,
+    pub(crate) burst: Option<LitInt>,
+    pub(crate) rate_key: Option<LitStr>,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking` or `max_running`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst` or `rate_key`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -93,6 +97,40 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         return Err(twice());
                     }
                 }
+                "rate" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`rate` takes a string literal, as in `rate = \"100/s\"`")
+                    })?;
+                    let (count, per) = parse_rate(&value.value()).ok_or_else(|| {
+                        syn::Error::new_spanned(
+                            &value,
+                            "`rate` is a count from 1 and a period (`s`, `m`, `h`, or a number of them), as in \"100/s\", \"10/m\" or \"5/10s\"",
+                        )
+                    })?;
+                    if attrs.rate.replace((count, per, value.span())).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "burst" => {
+                    let value: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`burst` takes a whole number, as in `burst = 20`")
+                    })?;
+                    match value.base10_parse::<u32>() {
+                        Ok(n) if n >= 1 => {}
+                        _ => return Err(syn::Error::new_spanned(&value, "`burst` must be from 1 to 4294967295")),
+                    }
+                    if attrs.burst.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "rate_key" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`rate_key` takes a field's name, as in `rate_key = \"customer_id\"`")
+                    })?;
+                    if attrs.rate_key.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
                 "max_attempts" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {
                         syn::Error::new(e.span(), "`max_attempts` takes a whole number, as in `max_attempts = 5`")
@@ -158,6 +196,32 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
             "`max_running` limits a queue's jobs: a job routed through an exchange runs on every subscriber",
         ));
     }
+    if let (Some((_, _, span)), Some(_)) = (&attrs.rate, &attrs.exchange) {
+        return Err(syn::Error::new(
+            *span,
+            "`rate` limits a queue's jobs: a job routed through an exchange runs on every subscriber",
+        ));
+    }
+    if let (None, Some(burst)) = (&attrs.rate, &attrs.burst) {
+        return Err(syn::Error::new_spanned(burst, "`burst` needs `rate = \"...\"`"));
+    }
+    if let Some(key) = &attrs.rate_key {
+        if attrs.rate.is_none() {
+            return Err(syn::Error::new_spanned(key, "`rate_key` needs `rate = \"...\"`"));
+        }
+        let fields: Vec<String> = match &input.data {
+            syn::Data::Struct(data) => {
+                data.fields.iter().filter_map(|f| f.ident.as_ref().map(|i| i.to_string())).collect()
+            }
+            _ => Vec::new(),
+        };
+        if !fields.contains(&key.value()) {
+            return Err(syn::Error::new_spanned(
+                key,
+                format!("`rate_key` names a field of the job; this one has: {}", fields.join(", ")),
+            ));
+        }
+    }
     if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {
         return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));
     }
@@ -201,9 +265,38 @@ fn parse_duration(text: &str) -> Option<u64> {
     number.checked_mul(factor).filter(|ms| *ms > 0)
 }
 
+/// `"100/s"`, `"10/m"`, `"5/10s"` to a count and a period in milliseconds
+/// (as jobs-core's `Rate::parse` reads them); `None` if malformed or 0.
+fn parse_rate(text: &str) -> Option<(u32, u64)> {
+    let (count, period) = text.trim().split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
+    let period = period.trim();
+    let split = period.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = period.split_at(split);
+    let number: u64 = if number.is_empty() { 1 } else { number.parse().ok()? };
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" | "sec" | "second" => 1_000,
+        "m" | "min" | "minute" => 60_000,
+        "h" | "hour" => 3_600_000,
+        _ => return None,
+    };
+    Some((count, number.checked_mul(unit_ms).filter(|ms| *ms > 0)?))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_rate};
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("100/s"), Some((100, 1_000)));
+        assert_eq!(parse_rate("10/m"), Some((10, 60_000)));
+        assert_eq!(parse_rate("5/10s"), Some((5, 10_000)));
+        assert_eq!(parse_rate("0/s"), None);
+        assert_eq!(parse_rate("10/d"), None);
+        assert_eq!(parse_rate("10"), None);
+    }
 
     #[test]
     fn durations() {

@@ -75,6 +75,18 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let max_running = attrs
         .max_running
         .map(|n| quote! { const MAX_RUNNING: ::core::option::Option<u16> = ::core::option::Option::Some(#n); });
+    let rate = attrs.rate.map(|(count, per, span)| {
+        quote_spanned! {span=>
+            const RATE: ::core::option::Option<::jobs_core::Rate> = ::core::option::Option::Some(
+                ::jobs_core::Rate::new(#count, ::core::time::Duration::from_millis(#per)),
+            );
+        }
+    });
+    let burst =
+        attrs.burst.map(|n| quote! { const BURST: ::core::option::Option<u32> = ::core::option::Option::Some(#n); });
+    let rate_key = attrs.rate_key.map(
+        |key| quote! { const RATE_KEY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#key); },
+    );
     let timeout = attrs.timeout.map(|(millis, span)| {
         quote_spanned! {span=> const TIMEOUT: ::core::time::Duration = ::core::time::Duration::from_millis(#millis); }
     });
@@ -107,6 +119,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #max_attempts
             #blocking
             #max_running
+            #rate
+            #burst
+            #rate_key
             #timeout
             #backoff
             #registration

@@ -66,11 +66,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     retried: 1,
                     dead: 0,
                     interrupted: 0,
+                    rate_limited: 0,
                     durations,
                 }],
                 scheduler: None,
                 batches: None,
                 limits: vec![],
+                rates: vec![],
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

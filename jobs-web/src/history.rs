@@ -29,6 +29,7 @@ struct TypeHour {
     succeeded: u64,
     failed: u64,
     interrupted: u64,
+    rate_limited: u64,
     durations: [u64; DURATION_BUCKETS.len() + 1],
 }
 
@@ -37,6 +38,7 @@ impl TypeHour {
         self.succeeded += other.succeeded;
         self.failed += other.failed;
         self.interrupted += other.interrupted;
+        self.rate_limited += other.rate_limited;
         for (slot, n) in self.durations.iter_mut().zip(&other.durations) {
             *slot += n;
         }
@@ -51,6 +53,7 @@ impl TypeHour {
             succeeded: counts.succeeded,
             failed: counts.failed_total(),
             interrupted: counts.interrupted,
+            rate_limited: counts.rate_limited,
             durations,
         }
     }
@@ -152,6 +155,23 @@ pub(crate) struct TypeRow {
     /// Its global limit and the use of it now, summed over the live workers'
     /// last beats; `None` for a type without one.
     pub(crate) limit: Option<LimitUse>,
+    /// Jobs held back by its rate limit (sent to wait, or waiting past a token's interval).
+    pub(crate) rate_limited: u64,
+    /// Its rate limit, as a live worker says it (`None`: none).
+    pub(crate) rate: Option<RateUse>,
+}
+
+/// A rate limit, and who keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct RateUse {
+    /// As written: `100/s`.
+    pub(crate) rate: String,
+    /// How many may start at once after a quiet spell.
+    pub(crate) burst: u32,
+    /// The field each of whose values has the rate, if any.
+    pub(crate) key: Option<String>,
+    /// The worker that keeps it now, if a live one says so.
+    pub(crate) leader: Option<String>,
 }
 
 /// A global limit and its use now.
@@ -264,7 +284,21 @@ impl History {
                 used.slots += u64::from(limit.slots);
             }
         }
-        for name in limits.keys() {
+        let mut rates: HashMap<&str, RateUse> = HashMap::new();
+        for beat in self.workers.values().filter(|beat| status(beat, now) == WorkerStatus::Live) {
+            for rate in &beat.rates {
+                let used = rates.entry(&rate.job).or_insert_with(|| RateUse {
+                    rate: rate.rate.clone(),
+                    burst: rate.burst,
+                    key: rate.key.clone(),
+                    leader: None,
+                });
+                if rate.leading {
+                    used.leader = Some(beat.worker.clone());
+                }
+            }
+        }
+        for name in limits.keys().chain(rates.keys()) {
             sums.entry(name).or_default();
         }
         let mut rows: Vec<TypeRow> = sums
@@ -273,6 +307,8 @@ impl History {
                 let runs = t.succeeded + t.failed;
                 TypeRow {
                     limit: limits.get(name).cloned(),
+                    rate: rates.get(name).cloned(),
+                    rate_limited: t.rate_limited,
                     job_type: name.to_owned(),
                     runs,
                     failed: t.failed,
@@ -382,11 +418,13 @@ mod tests {
                 retried: 0,
                 dead: 0,
                 interrupted: failed / 2,
+                rate_limited: failed,
                 durations,
             }],
             scheduler: None,
             batches: None,
             limits: vec![],
+            rates: vec![],
         }
     }
 
@@ -411,6 +449,7 @@ mod tests {
         assert_eq!(types.len(), 1);
         let mail = &types[0];
         assert_eq!((mail.runs, mail.failed, mail.interrupted), (107, 11, 5), "interrupted runs summed apart");
+        assert_eq!(mail.rate_limited, 11, "rate-limited jobs summed");
         assert_eq!((mail.p50, mail.p95, mail.p99), (Some(0.005), Some(0.005), Some(5.0)));
         assert_eq!(h.last_offset, Some(3));
     }
@@ -436,6 +475,30 @@ mod tests {
             "a vanished worker is not counted"
         );
         assert_eq!(types.iter().find(|t| t.job_type == "Mail").unwrap().limit, None);
+    }
+
+    #[test]
+    fn a_rate_shows_with_the_worker_that_keeps_it() {
+        let mut h = History::new(Duration::from_secs(86400));
+        let now = crate::dashboard::now_ms();
+        let rated = |worker: &str, leading: bool| {
+            let mut b = beat(worker, now, 0, 0, 0, 0);
+            b.rates = vec![jobs_core::plumbing::events::RateBeat {
+                job: "Charge".into(),
+                rate: "5/s".into(),
+                burst: 5,
+                key: Some("customer_id".into()),
+                leading,
+            }];
+            b
+        };
+        h.add(1, rated("a", false));
+        h.add(2, rated("b", true));
+        let types = h.types(now - 60_000);
+        let charge = types.iter().find(|t| t.job_type == "Charge").unwrap();
+        let rate = charge.rate.clone().unwrap();
+        assert_eq!((rate.rate.as_str(), rate.burst, rate.key.as_deref()), ("5/s", 5, Some("customer_id")));
+        assert_eq!(rate.leader.as_deref(), Some("b"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ struct Counters {
     retried: AtomicU64,
     dead: AtomicU64,
     interrupted: AtomicU64,
+    rate_limited: AtomicU64,
     durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
 
@@ -40,6 +41,7 @@ impl Counters {
             retried: take(&self.retried),
             dead: take(&self.dead),
             interrupted: take(&self.interrupted),
+            rate_limited: take(&self.rate_limited),
             durations: self.durations.iter().map(take).collect(),
         }
     }
@@ -169,6 +171,12 @@ impl Activity {
     pub(crate) fn interrupted(&self, job_type: &str) {
         metrics::counter!("jobs_interrupted_total", "job" => job_type.to_owned()).increment(1);
         self.counters(job_type, |c| c.interrupted.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// A job of `job_type` was held back by a rate limit.
+    pub(crate) fn rate_limited(&self, job_type: &str) {
+        metrics::counter!("jobs_rate_limited_total", "job" => job_type.to_owned()).increment(1);
+        self.counters(job_type, |c| c.rate_limited.fetch_add(1, Ordering::Relaxed));
     }
 
     /// The jobs running now, and the counts since the last call (which start again at 0).

@@ -163,14 +163,25 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         let (ready, consumers, dead) = (ready.map(u64::from), consumers.map(u64::from), dead.map(u64::from));
         let pause = paused.queues().get(name);
         // A limited type's own queue: its limit (its unacked jobs are those running).
-        let max_running = jobs.registrations().iter().filter(|r| r.queue() == name).find_map(|r| {
-            settings.limits.iter().find(|l| l.job == r.name()).map(|l| l.max_running).or(r.max_running())
+        let own = jobs.registrations().iter().filter(|r| r.queue() == name).copied().collect::<Vec<_>>();
+        let entry = |r: &jobs_core::plumbing::Registration| settings.limits.iter().find(|l| l.job == r.name());
+        let max_running = own.iter().find_map(|r| entry(r).and_then(|l| l.max_running).or(r.max_running()));
+        // Its rate, as the config says it over the derive: "100/s", "5/s per customer_id".
+        let rate = own.iter().find_map(|r| {
+            let (rate, key) = match entry(r).and_then(|l| l.rate.clone()) {
+                Some(rate) => (rate, entry(r).and_then(|l| l.rate_key.clone())),
+                None => (r.rate()?.to_string(), r.rate_key().map(str::to_owned)),
+            };
+            Some(match key {
+                Some(key) => format!("{rate} per {key}"),
+                None => rate,
+            })
         });
         if json {
             let line = serde_json::json!({
                 "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,
                 "paused": known.then_some(pause.is_some()), "paused_by": pause.map(|p| &p.by), "paused_at_ms": pause.map(|p| p.at_ms),
-                "max_running": max_running,
+                "max_running": max_running, "rate": rate,
             });
             println!("{line}");
         } else {
@@ -181,6 +192,9 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
             };
             if let Some(max) = max_running {
                 state.push_str(&format!(", at most {max} running"));
+            }
+            if let Some(rate) = &rate {
+                state.push_str(&format!(", at most {rate}"));
             }
             println!(
                 "{name:<40} {:>10} {:>10} {:>10} {:>10}  {state}",

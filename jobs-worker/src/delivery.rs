@@ -26,6 +26,8 @@ pub(crate) struct Meta<'a> {
     pub(crate) crashes: u64,
     /// Runs of it that a graceful stop ended, as counted in `x-interrupted`.
     pub(crate) interrupted: u64,
+    /// Its rate-limited returns so far, as counted in `x-rate-limited`.
+    pub(crate) rate_limited: u64,
     /// The broker's `consumer_timeout` (ms) that ended a run of it, when its
     /// header or a record in `jobs.returns` says so.
     pub(crate) consumer_timeout: Option<u64>,
@@ -59,6 +61,7 @@ impl<'a> Meta<'a> {
             attempt: message_attempt(props),
             crashes: header_u64(props, headers::CRASHES).unwrap_or(0),
             interrupted: header_u64(props, headers::INTERRUPTED).unwrap_or(0),
+            rate_limited: header_u64(props, headers::RATE_LIMITED).unwrap_or(0),
             consumer_timeout: header_u64(props, headers::CONSUMER_TIMEOUT),
             redelivered,
             reply_to: props.reply_to().map(String::as_str),

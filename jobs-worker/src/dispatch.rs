@@ -17,6 +17,7 @@ use crate::delivery::Meta;
 use crate::limits::{Gate, Gates};
 use crate::placement::{Outcome, Placement};
 use crate::policy::{Ran, Schedule};
+use crate::rates::{Admit, RateLimit};
 use crate::{Error, Subscription};
 
 /// The job types this worker runs, by name.
@@ -25,6 +26,8 @@ pub(crate) struct Dispatcher {
     table: HashMap<&'static str, &'static Registration>,
     /// The limited types' slots (`max_running`).
     gates: Gates,
+    /// The rate-limited types' rates.
+    rates: HashMap<&'static str, Arc<RateLimit>>,
 }
 
 impl Dispatcher {
@@ -44,19 +47,24 @@ impl Dispatcher {
                 _ => {}
             }
         }
-        Ok(Dispatcher { table, gates: Gates::new() })
+        Ok(Dispatcher { table, gates: Gates::new(), rates: HashMap::new() })
     }
 
     /// With the global limits of the types: their `#[job(max_running)]`,
-    /// and over it `[[limits]]`.
+    /// `#[job(rate, burst, rate_key)]`, and over them `[[limits]]`.
     ///
     /// # Errors
-    /// A `[[limits]]` entry naming no type of the worker or a limit of 0
+    /// A `[[limits]]` entry naming no type of the worker, or a bad value
     /// (named `limits.<n>.<key>`); [`Error::SharedLimitedQueue`] when a
     /// limited type's queue is another type's too.
     pub(crate) fn with_limits(mut self, limits: &[crate::LimitConfig]) -> Result<Self, Error> {
         let mut max: HashMap<&'static str, u16> =
             self.table.values().filter_map(|r| r.max_running().map(|n| (r.name(), n))).collect();
+        let mut rates: HashMap<&'static str, (jobs_core::Rate, Option<u32>, Option<&'static str>)> = self
+            .table
+            .values()
+            .filter_map(|r| r.rate().map(|rate| (r.name(), (rate, r.burst(), r.rate_key()))))
+            .collect();
         for (n, limit) in limits.iter().enumerate() {
             let bad = |key: &str, message: String| {
                 Error::Core(jobs_core::Error::Config { key: format!("limits.{n}.{key}"), message })
@@ -68,20 +76,53 @@ impl Dispatcher {
                     format!("no job type `{}` in this worker (it has: {})", limit.job, known.join(", ")),
                 ));
             };
-            if limit.max_running == 0 {
-                return Err(bad("max_running", "must be at least 1 (remove the entry for no limit)".into()));
+            let name = registration.name();
+            if limit.max_running.is_none() && limit.rate.is_none() {
+                return Err(bad(
+                    "max_running",
+                    "set max_running, rate, or both (remove the entry for no limit)".into(),
+                ));
             }
-            max.insert(registration.name(), limit.max_running);
+            if let Some(n) = limit.max_running {
+                if n == 0 {
+                    return Err(bad("max_running", "must be at least 1 (remove the entry for no limit)".into()));
+                }
+                max.insert(name, n);
+            }
+            match &limit.rate {
+                Some(text) => {
+                    let rate = jobs_core::Rate::parse(text).map_err(|message| bad("rate", message))?;
+                    if limit.burst == Some(0) {
+                        return Err(bad("burst", "must be at least 1 (leave it out for the rate's count)".into()));
+                    }
+                    // Leaked once per entry at start: the key lives as long as the worker.
+                    let key = limit.rate_key.as_deref().map(|k| &*Box::leak(k.to_owned().into_boxed_str()));
+                    rates.insert(name, (rate, limit.burst, key));
+                }
+                None if limit.burst.is_some() => return Err(bad("burst", "needs rate".into())),
+                None if limit.rate_key.is_some() => return Err(bad("rate_key", "needs rate".into())),
+                None => {}
+            }
         }
-        for (&name, &limit) in &max {
+        let mut limited: Vec<&'static str> = max.keys().chain(rates.keys()).copied().collect();
+        limited.sort_unstable();
+        limited.dedup();
+        for &name in &limited {
             let registration = self.table[name];
             let refuse = |message: String| Err(Error::Core(jobs_core::Error::Config { key: "limits".into(), message }));
-            if registration.blocking() {
-                return refuse(format!("`{name}` is #[job(blocking)]: a blocking run past its timeout keeps its thread, so its slot could not be given back; limit it with a non-blocking type, or drop max_running"));
+            if let Some(&limit) = max.get(name) {
+                if registration.blocking() {
+                    return refuse(format!("`{name}` is #[job(blocking)]: a blocking run past its timeout keeps its thread, so its slot could not be given back; limit it with a non-blocking type, or drop max_running"));
+                }
+                if crate::limits::slot_queue(name, limit - 1).len() > 255 {
+                    return refuse(format!(
+                        "`{name}` is too long a name for its slot queues (jobs.limit.<name>.<n>, at most 255 bytes)"
+                    ));
+                }
             }
-            if crate::limits::slot_queue(name, limit - 1).len() > 255 {
+            if rates.contains_key(name) && crate::rates::leader_queue(name).len() > 255 {
                 return refuse(format!(
-                    "`{name}` is too long a name for its slot queues (jobs.limit.<name>.<n>, at most 255 bytes)"
+                    "`{name}` is too long a name for its rate queues (jobs.rate.<name>.leader, at most 255 bytes)"
                 ));
             }
             if registration.route() != Route::Queue {
@@ -103,9 +144,25 @@ impl Dispatcher {
                     others: sharing.join(", "),
                 });
             }
-            self.gates.insert(name, Arc::new(Gate::new(name, limit)));
+            if let Some(&limit) = max.get(name) {
+                self.gates.insert(name, Arc::new(Gate::new(name, limit)));
+            }
+            if let Some(&(rate, burst, key)) = rates.get(name) {
+                let burst = burst.unwrap_or(rate.count());
+                self.rates.insert(name, Arc::new(RateLimit::new(name, rate, burst, key)));
+            }
         }
         Ok(self)
+    }
+
+    /// The rate-limited types' limits.
+    pub(crate) fn rates(&self) -> &HashMap<&'static str, Arc<RateLimit>> {
+        &self.rates
+    }
+
+    /// The rate limit of the type whose own queue is `queue`.
+    pub(crate) fn rate_of_queue(&self, queue: &str) -> Option<&Arc<RateLimit>> {
+        self.rates.iter().find(|(name, _)| self.table[*name].queue() == queue).map(|(_, rate)| rate)
     }
 
     /// The limited types' gates.
@@ -113,9 +170,13 @@ impl Dispatcher {
         &self.gates
     }
 
-    /// The own queues of the limited types.
+    /// The own queues of the limited types (by `max_running` or a rate).
     pub(crate) fn limited_queues(&self) -> Vec<&'static str> {
-        self.gates.keys().map(|name| self.table[name].queue()).collect()
+        let mut queues: Vec<&'static str> =
+            self.gates.keys().chain(self.rates.keys()).map(|name| self.table[name].queue()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        queues
     }
 
     /// The gate of the limited type whose own queue is `queue`.
@@ -176,10 +237,26 @@ impl Dispatcher {
         let Place { queue, worker, activity, end, placement, client, cancels } = place;
         let registration = self.table.get(name);
         let gate = self.gates.get(name);
-        if let (Some(_), Some(registration)) = (gate, registration) {
+        let rate = self.rates.get(name);
+        if let (true, Some(registration)) = (gate.is_some() || rate.is_some(), registration) {
             if **queue != *registration.queue() {
                 // Only its own queue's prefetch follows the slots held.
                 return Ran::Elsewhere { queue: registration.queue() };
+            }
+        }
+        // Its turn first, then a slot (a slot is not held idle waiting for a turn).
+        if let Some(rate) = rate {
+            match rate.admit(body, end).await {
+                Admit::Go { held_back } => {
+                    if held_back {
+                        activity.rate_limited(name);
+                    }
+                }
+                Admit::Wait(delay) => {
+                    activity.rate_limited(name);
+                    return Ran::OverRate { delay };
+                }
+                Admit::Stopped => return Ran::Interrupted { after: Duration::ZERO },
             }
         }
         // Taken before the slot: a loss of the slots after this ends the run.

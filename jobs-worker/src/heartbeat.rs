@@ -34,6 +34,8 @@ pub(crate) struct Beats {
     pub(crate) batches: std::sync::OnceLock<Arc<crate::batches::Status>>,
     /// The gates of the limited types whose queues it consumes.
     pub(crate) limits: Vec<Arc<crate::limits::Gate>>,
+    /// The rates of the rate-limited types whose queues it consumes.
+    pub(crate) rates: Vec<Arc<crate::rates::RateLimit>>,
 }
 
 impl Beats {
@@ -57,6 +59,7 @@ impl Beats {
             scheduler: self.scheduler.get().map(|status| status.beat()),
             batches: self.batches.get().map(|status| status.beat()),
             limits: self.limits.iter().map(|gate| gate.beat()).collect(),
+            rates: self.rates.iter().map(|rate| rate.beat()).collect(),
         }
     }
 

@@ -58,6 +58,7 @@ mod metrics;
 mod pauses;
 mod placement;
 mod policy;
+mod rates;
 mod returns;
 mod schedule;
 mod scheduler;

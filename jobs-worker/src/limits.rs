@@ -51,14 +51,25 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// `[[limits]]`: a limit set in the config, beside the derive's.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[[limits]]`: a limit set in the config, beside the derive's (each key
+/// given here replaces the derive's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
     /// The job type's name.
     pub job: String,
     /// At most this many of its jobs run at once across every worker of the vhost.
-    pub max_running: u16,
+    #[serde(default)]
+    pub max_running: Option<u16>,
+    /// Its jobs start at no more than this rate across the vhost: `"100/s"`, `"10/m"`, `"1/h"`.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// How many may start at once after a quiet spell (default: the rate's count).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// A field of the job: each of its values has the rate on its own.
+    #[serde(default)]
+    pub rate_key: Option<String>,
 }
 
 /// The slot queues of job type `job`: `jobs.limit.<job>.<i>`.

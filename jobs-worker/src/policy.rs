@@ -53,7 +53,7 @@
 use std::time::Duration;
 
 use jobs_core::plumbing::{NextStep, ReplyStatus, CONTENT_TYPE};
-use jobs_core::{FailureKind, JobError, Retry};
+use jobs_core::{FailureKind, JobError, Retry, RATE_LIMITED_RUNS};
 
 use crate::delivery::Meta;
 
@@ -98,6 +98,9 @@ pub(crate) enum Ran {
     /// A job of a limited type (`max_running`) that came from a queue not
     /// its type's own: it runs only from there (where the slots set the prefetch).
     Elsewhere { queue: &'static str },
+    /// A job of a rate-limited type over its rate (its key's, with
+    /// `rate_key`): it did not run, and waits `delay` for its turn.
+    OverRate { delay: Duration },
 }
 
 /// Where the delivery was consumed from.
@@ -148,6 +151,11 @@ pub(crate) enum Decision {
     /// A limited type's job from another queue: publish a copy (as it is) to
     /// the type's own `queue`, wait for its confirm, ack. Not a failure.
     Move { queue: &'static str },
+    /// Over a rate: publish a copy through the delay cascade to come back
+    /// after `delay` to its queue, as the same attempt (with
+    /// `x-rate-limited = n` when it said so itself, `rate_limited: Some(n)`),
+    /// wait for its confirm, ack. Not a failure.
+    Wait { delay: Duration, rate_limited: Option<u64> },
     /// Nothing can be done with it: leave it unacked (it goes back to its
     /// queue, or with a subscription's queue, when the connection closes).
     Leave,
@@ -165,6 +173,7 @@ impl Decision {
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Move { .. }
+            | Decision::Wait { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
             Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
@@ -181,6 +190,7 @@ impl Decision {
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Move { .. }
+            | Decision::Wait { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
         }
@@ -196,6 +206,7 @@ impl Decision {
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Move { .. }
+            | Decision::Wait { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
         }
@@ -275,13 +286,24 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
             let reply = reply.filter(|_| meta.is_call()).map(|body| Reply { status: ReplyStatus::Ok, body });
             return Decision::Ack { reply };
         }
-        Ran::Errored { error, schedule } => {
-            let kind = match error.retry() {
-                Retry::Never => FailureKind::Fatal,
-                Retry::Backoff | Retry::After(_) => FailureKind::Failed,
-            };
-            (kind, error.to_string(), error.retry(), schedule)
-        }
+        Ran::Errored { error, schedule } => match error.retry() {
+            // An outside service's limit: the same attempt waits, while
+            // such returns are few; past them each is a failed attempt.
+            Retry::RateLimited(delay) if meta.rate_limited < RATE_LIMITED_RUNS => {
+                if !meta.is_call() && home == Home::Queue {
+                    return Decision::Wait { delay, rate_limited: Some(meta.rate_limited + 1) };
+                }
+                (FailureKind::Failed, error.to_string(), Retry::After(delay), schedule)
+            }
+            Retry::RateLimited(delay) => (
+                FailureKind::Failed,
+                format!("{error} ({RATE_LIMITED_RUNS} times, now counted as failed attempts)"),
+                Retry::After(delay),
+                schedule,
+            ),
+            Retry::Never => (FailureKind::Fatal, error.to_string(), Retry::Never, schedule),
+            retry @ (Retry::Backoff | Retry::After(_)) => (FailureKind::Failed, error.to_string(), retry, schedule),
+        },
         Ran::Panicked { message, schedule } => {
             (FailureKind::Panicked, format!("panicked: {message}"), Retry::Backoff, schedule)
         }
@@ -310,6 +332,8 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         // queue goes with this worker: there is nowhere to hand it back to.
         Ran::Abandoned { after, reason, timeout } => return Decision::Abandon { after, reason, timeout },
         Ran::Elsewhere { queue } => return Decision::Move { queue },
+        // Only from its type's own queue (a job from elsewhere is moved there first).
+        Ran::OverRate { delay } => return Decision::Wait { delay, rate_limited: None },
         Ran::Interrupted { after } => {
             return match home {
                 Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },
@@ -362,6 +386,8 @@ fn next_delay(retry: Retry, attempt: u32, schedule: Schedule) -> Option<Duration
         Retry::Backoff => Some((schedule.backoff)(attempt)),
         Retry::After(delay) => Some(delay),
         Retry::Never => None,
+        // Past its free returns: a failed attempt, retried after its delay.
+        Retry::RateLimited(delay) => Some(delay),
     }
 }
 
@@ -482,6 +508,33 @@ mod tests {
             assert_eq!(decision.failure(), expected.failure(), "{rule}");
             assert_eq!(decision.reply(), None, "{rule}: not a call");
         }
+    }
+
+    #[test]
+    fn a_rate_limited_job_waits_as_the_same_attempt_until_it_has_done_so_too_often() {
+        let limited = || errored(JobError::rate_limited(secs(3)));
+        let first = decide(limited(), &meta(2), Home::Queue);
+        assert_eq!(first, Decision::Wait { delay: secs(3), rate_limited: Some(1) });
+        assert_eq!((first.failure(), first.batch_outcome()), (None, None), "not a failure, not an outcome");
+        let nineteen = Meta { rate_limited: RATE_LIMITED_RUNS - 1, ..meta(2) };
+        assert_eq!(
+            decide(limited(), &nineteen, Home::Queue),
+            Decision::Wait { delay: secs(3), rate_limited: Some(RATE_LIMITED_RUNS) }
+        );
+        let twenty = Meta { rate_limited: RATE_LIMITED_RUNS, ..meta(2) };
+        match decide(limited(), &twenty, Home::Queue) {
+            Decision::Retry { kind: Failed, attempt: 3, delay, error } => {
+                assert_eq!(delay, secs(3));
+                assert!(error.contains("20 times"), "{error}");
+            }
+            other => panic!("past its free returns it is a failed attempt: {other:?}"),
+        }
+        let last = Meta { rate_limited: RATE_LIMITED_RUNS, ..meta(3) };
+        assert!(matches!(decide(limited(), &last, Home::Queue), Decision::Dead { kind: Failed, .. }));
+        // A call is answered (its caller decides); a job over its type's rate waits.
+        assert!(matches!(decide(limited(), &call(1), Home::Queue), Decision::Answer { kind: Failed, .. }));
+        let over = decide(Ran::OverRate { delay: secs(1) }, &meta(1), Home::Queue);
+        assert_eq!(over, Decision::Wait { delay: secs(1), rate_limited: None });
     }
 
     #[test]

@@ -251,6 +251,11 @@ impl Setup<'_> {
             let (gate, connection, worker) = (gate.clone(), self.connection.clone(), Arc::<str>::from(self.worker));
             tokio::spawn(crate::limits::keep_holding(gate, connection, worker, how, halt.clone()));
         }
+        // The rates' tokens and asks, served on this connection while the session lasts.
+        for limit in shared.dispatcher.rates().values() {
+            let (limit, connection) = (limit.clone(), self.connection.clone());
+            tokio::spawn(crate::rates::keep_serving(limit, connection, self.topology.queue_type(), halt.clone()));
+        }
         let mut pending = self.set_up(self.units, false, loops, halt, tasks, shared).await?;
         for (unit, why) in &pending {
             warn!(%unit, reason = why, "cannot set up {unit} yet; consuming the rest, trying it again in the background");

@@ -81,6 +81,20 @@ impl Settler {
                 (message, Destination::direct(d.queue), "hand-back")
             }
             Decision::Move { queue } => (self.copy(d), Destination::direct(queue), "move to its type's own queue"),
+            Decision::Wait { delay, rate_limited } => {
+                let mut message = self.copy(d);
+                if let Some(n) = rate_limited {
+                    message =
+                        message.header(headers::RATE_LIMITED, FieldValue::l(i64::try_from(*n).unwrap_or(i64::MAX)));
+                }
+                match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
+                    Ok(destination) => (message, destination, "wait for its rate"),
+                    Err(err) => {
+                        self.give_back(d, "wait for its rate", &err).await;
+                        return false;
+                    }
+                }
+            }
             Decision::Retry { kind, error, attempt, delay } => {
                 let message = self.copy(d).failure(&self.failure(*kind, error)).attempt(*attempt);
                 match Destination::to_queue(self.topology, d.queue, Some(*delay)) {
@@ -135,6 +149,13 @@ impl Settler {
             }
             Decision::Continue { next } => {
                 debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), next.id = %next.id, next.name = next.name, next.queue = next.queue, "chain step done; its next step is enqueued");
+            }
+            Decision::Wait { delay, rate_limited } => {
+                if rate_limited.is_some() {
+                    // Said by the job itself: counted here (the worker's own waits at the dispatch).
+                    self.activity.rate_limited(d.name());
+                }
+                debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), wait = ?delay, ?rate_limited, "over a rate: waits for its turn in the delay cascade");
             }
             Decision::Move { queue } => {
                 debug!(from = d.queue, to = queue, job.id = %d.id(), job.name = d.name(), "a limited type's job from another queue: moved to its own queue, where its slots are");

@@ -148,6 +148,7 @@ impl Worker {
                 scheduler: std::sync::OnceLock::new(),
                 batches: std::sync::OnceLock::new(),
                 limits: queues.iter().filter_map(|q| dispatcher.gate_of_queue(q).cloned()).collect(),
+                rates: queues.iter().filter_map(|q| dispatcher.rate_of_queue(q).cloned()).collect(),
             })
         });
         let batches = Arc::new(crate::batches::Status::default());
@@ -248,6 +249,17 @@ impl Worker {
             let (amqp, id, status) = (self.amqp.clone(), self.id.to_string(), self.batches.clone());
             link.spawn(crate::batches::run(amqp, id, status, own_client.clone(), stopping.clone()))
         };
+        // A rate-limited type's rate is kept by one of the workers that run it.
+        let keeping: Vec<_> = self
+            .queues
+            .iter()
+            .filter_map(|q| self.dispatcher.rate_of_queue(q).cloned())
+            .map(|limit| {
+                let (amqp, id, queue_type) =
+                    (self.amqp.clone(), self.id.to_string(), self.amqp.topology().queue_type());
+                link.spawn(crate::rates::lead(limit, amqp, id, queue_type, stopping.clone()))
+            })
+            .collect();
         let scheduling = self.scheduler.clone().map(|status| {
             let (amqp, id) = (self.amqp.clone(), self.id.to_string());
             link.spawn(crate::scheduler::run(amqp, id, status, own_client, stopping.clone()))
@@ -265,6 +277,9 @@ impl Worker {
         };
         let served = serving.await;
         for task in [watchdog, metrics, beating, Some(watching), scheduling, Some(aggregating)].into_iter().flatten() {
+            task.abort();
+        }
+        for task in keeping {
             task.abort();
         }
         match served {

@@ -241,7 +241,11 @@ fn refusal(limit: jobs_worker::LimitConfig) -> String {
 
 #[test]
 fn limits_the_worker_cannot_keep_are_refused_at_start_naming_what_is_wrong() {
-    let limit = |job: &str, max_running| jobs_worker::LimitConfig { job: job.into(), max_running };
+    let limit = |job: &str, max_running| jobs_worker::LimitConfig {
+        job: job.into(),
+        max_running: Some(max_running),
+        ..Default::default()
+    };
     // A limited type's jobs waiting for a slot would hold its queue's other types back.
     let text = refusal(limit("FreeChore", 2));
     assert!(text.contains("`FreeChore`") && text.contains("`default`") && text.contains("OtherChore"), "{text}");

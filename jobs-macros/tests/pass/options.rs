@@ -29,7 +29,22 @@ impl Perform for Defaults {
     }
 }
 
+#[derive(Serialize, Deserialize, Job)]
+#[job(queue = "charges", rate = "5/s", burst = 2, rate_key = "customer_id")]
+struct Charge {
+    customer_id: u64,
+}
+
+impl Perform for Charge {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 fn main() {
+    let rate = Charge::RATE.unwrap();
+    assert_eq!((rate.count(), rate.per(), Charge::BURST, Charge::RATE_KEY), (5, std::time::Duration::from_secs(1), Some(2), Some("customer_id")));
+    assert_eq!((EmailJob::RATE, EmailJob::BURST, EmailJob::RATE_KEY), (None, None, None));
     assert_eq!((EmailJob::NAME, EmailJob::QUEUE), ("SendEmail", "emails"));
     assert_eq!((Defaults::NAME, Defaults::QUEUE), ("Defaults", "default"));
     assert_eq!((EmailJob::MAX_ATTEMPTS, EmailJob::TIMEOUT), (5, std::time::Duration::from_secs(90)));

@@ -388,6 +388,7 @@ mod tests {
             scheduler,
             batches: None,
             limits: vec![],
+            rates: vec![],
         }
     }
 

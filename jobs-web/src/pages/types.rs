@@ -21,6 +21,10 @@ struct TypeView {
     interrupted: u64,
     /// "2 of at most 3 running (3 slots held)", or "-".
     limit: String,
+    /// "100/s (burst 100), kept by w1", "5/s per customer_id ...", or "-".
+    rate: String,
+    /// Jobs held back by the rate.
+    rate_limited: u64,
     p50: String,
     p95: String,
     p99: String,
@@ -55,6 +59,15 @@ pub(crate) async fn types(
             runs: t.runs,
             failed: t.failed,
             interrupted: t.interrupted,
+            rate: t.rate.map_or_else(
+                || "-".into(),
+                |r| {
+                    let per = r.key.map(|k| format!(" per {k}")).unwrap_or_default();
+                    let by = r.leader.map_or_else(|| "no live keeper".to_owned(), |w| format!("kept by {w}"));
+                    format!("{}{per} (burst {}), {by}", r.rate, r.burst)
+                },
+            ),
+            rate_limited: t.rate_limited,
             limit: t.limit.map_or_else(
                 || "-".into(),
                 |l| format!("{} of at most {} running ({} slots held)", l.running, l.max_running, l.slots),

@@ -732,7 +732,7 @@ impl<'a> Rows<'a> {
             declare(self.connection, queue, self.kind).await;
             fill(&self.client, queue, self.sizes.drain).await?;
             let limits = if limited {
-                vec![jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: 50 }]
+                vec![jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: Some(50), ..Default::default() }]
             } else {
                 Vec::new()
             };

@@ -1,0 +1,16 @@
+use jobs_core::{Job, JobContext, JobError, Perform};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Job)]
+#[job(queue = "charges", rate = "100 per second")]
+struct Charge {
+    cents: u64,
+}
+
+impl Perform for Charge {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+fn main() {}

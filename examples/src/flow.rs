@@ -51,3 +51,44 @@ impl Perform for ChargeCard {
         Ok(())
     }
 }
+
+/// Sends a text message through a provider that allows 100 a second for the
+/// whole account: at most 100 start per second across every worker.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(queue = "sms", rate = "100/s")]
+pub struct SendSms {
+    /// The number.
+    pub to: String,
+}
+
+/// Where `rate_check` records starts (unset in a worker: nothing kept).
+pub static SMS_STARTS: std::sync::OnceLock<std::sync::Mutex<Vec<std::time::Instant>>> = std::sync::OnceLock::new();
+
+impl Perform for SendSms {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        match SMS_STARTS.get() {
+            Some(starts) => starts.lock().unwrap_or_else(|e| e.into_inner()).push(std::time::Instant::now()),
+            None => println!("{} [{}] text to {} (job {})", crate::clock(), ctx.worker(), self.to, ctx.job_id()),
+        }
+        Ok(())
+    }
+}
+
+/// Syncs an account with a partner API that allows each account 5 calls a
+/// second: each account has its own rate, and a call the partner refuses
+/// anyway (its own limit) comes back later as the same attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(queue = "account-syncs", rate = "5/s", rate_key = "account")]
+pub struct SyncAccount {
+    /// The account: its value is the rate's key.
+    pub account: u64,
+}
+
+impl Perform for SyncAccount {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        println!("{} [{}] syncing account {} (job {})", crate::clock(), ctx.worker(), self.account, ctx.job_id());
+        // What a partner's "429 Too Many Requests, retry after 2 s" becomes:
+        // Err(JobError::rate_limited(Duration::from_secs(2)))
+        Ok(())
+    }
+}

@@ -82,7 +82,9 @@ pub fn jobs() -> jobs_worker::Jobs {
         workflows::Notify,
         workflows::Invoice,
         workflows::Report,
-        flow::ChargeCard
+        flow::ChargeCard,
+        flow::SendSms,
+        flow::SyncAccount
     ]
 }
 

@@ -68,7 +68,14 @@ impl Perform for SendSms {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
         match SMS_STARTS.get() {
             Some(starts) => starts.lock().unwrap_or_else(|e| e.into_inner()).push(std::time::Instant::now()),
-            None => println!("{} [{}] text to {} (job {})", crate::clock(), ctx.worker(), self.to, ctx.job_id()),
+            None => println!(
+                "{} [{}] text to {} (job {}) at {}",
+                crate::clock(),
+                ctx.worker(),
+                self.to,
+                ctx.job_id(),
+                now_ms()
+            ),
         }
         Ok(())
     }

@@ -3,12 +3,14 @@
 //! runs at most two at once between them; `kill -9` of the worker holding
 //! the slots hands them to the other at once, the killed worker's charges
 //! come back and run, and still never more than two run at once;
-//! `worker cancel` of a running charge stops it.
+//! `worker cancel` of a running charge stops it. `SendSms` (`rate =
+//! "100/s"`) on three workers: `kill -9` of the worker keeping the rate,
+//! and another keeps it; never more than rate + burst in any second.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use examples::flow::ChargeCard;
+use examples::flow::{ChargeCard, SendSms};
 use jobs_core::Job;
 use jobs_test::*;
 
@@ -103,4 +105,67 @@ async fn two_at_most_across_workers_through_a_kill_9_and_a_cancel() {
     second.wait_line("charge of customer 99 cancelled", Duration::from_secs(5)).await;
     assert_eq!(counts(&raw, &format!("{}.dead", ChargeCard::QUEUE)).await.0, 1);
     second.stop().await;
+}
+
+/// The start times (epoch ms) of the texts the lines tell.
+fn texts(lines: &[String]) -> Vec<u128> {
+    lines
+        .iter()
+        .filter(|l| l.contains("] text to "))
+        .filter_map(|l| l.rsplit(" at ").next()?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_holds_through_a_kill_9_of_the_worker_keeping_it() {
+    let vhost = TestVhost::create("flow-rate").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let sms = |id: &str| {
+        let args = ["--queues", SendSms::QUEUE, "-n", "8", "--id", id];
+        Process::start_with(id, env!("CARGO_BIN_EXE_worker"), &args, &[("JOBS__AMQP__URL", &url)])
+    };
+    let mut workers: Vec<Process> = (0..3).map(|n| sms(&format!("flow-sms-{n}"))).collect();
+    wait_for_consumers(&raw, SendSms::QUEUE, 3).await;
+    let keeps = "this worker keeps the rate of a job type";
+    wait_until("a worker to keep the rate", Duration::from_secs(20), || async { workers.iter().any(|w| w.has(keeps)) })
+        .await;
+    let client = jobs_core::Client::new(config_for(&url));
+    let jobs: Vec<SendSms> = (0..600).map(|n| SendSms { to: format!("+1555{n:07}") }).collect();
+    client.enqueue_many(&jobs).await.unwrap();
+    let total = |workers: &[Process]| workers.iter().map(|w| texts(&w.lines()).len()).sum::<usize>();
+    wait_until("150 texts", Duration::from_secs(30), || async { total(&workers) >= 150 }).await;
+    let n = workers.iter().position(|w| w.has(keeps)).unwrap();
+    let mut keeper = workers.remove(n);
+    let killed_at = now_ms();
+    keeper.signal(9);
+    keeper.wait_exit(Duration::from_secs(10)).await;
+    let before = texts(&keeper.lines());
+    wait_until("another worker to keep the rate", Duration::from_secs(20), || async {
+        workers.iter().any(|w| w.has(keeps))
+    })
+    .await;
+    wait_until("the rest of the 600 texts", Duration::from_secs(60), || async {
+        before.len() + total(&workers) >= 600
+    })
+    .await;
+    let mut all: Vec<u128> = before.clone();
+    for w in &workers {
+        all.extend(texts(&w.lines()));
+    }
+    all.sort_unstable();
+    let (mut most, mut low) = (0, 0);
+    for (high, t) in all.iter().enumerate() {
+        while t - all[low] >= 1_000 {
+            low += 1;
+        }
+        most = most.max(high + 1 - low);
+    }
+    let after = all.iter().find(|t| **t > killed_at).copied().unwrap();
+    println!("most texts in any second: {most}; the first after the kill -9 of the keeper: {} ms", after - killed_at);
+    assert!(most <= 100 + 100 + 3, "never above rate + burst (+ one per worker): {most}");
+    assert!(after - killed_at < 10_000);
+    for w in workers {
+        w.stop().await;
+    }
 }

@@ -98,9 +98,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // What is left in `sms` is purged so that a demo worker does not send it.
     let raw = jobs_core::plumbing::connect(&examples::amqp_config()?, "rate-check").await?;
     let channel = raw.open_channel(None).await?;
-    let _ = channel
-        .queue_purge(jobs_core::plumbing::amqprs::channel::QueuePurgeArguments::new(queue))
-        .await;
+    let _ = channel.queue_purge(jobs_core::plumbing::amqprs::channel::QueuePurgeArguments::new(queue)).await;
     let _ = channel.close().await;
     jobs_core::plumbing::close_connection(raw).await;
     Ok(())

@@ -193,12 +193,7 @@ struct Link {
 impl Aggregating {
     async fn run(mut self, stopping: CancellationToken) {
         loop {
-            let fence = self.fence;
-            tokio::select! {
-                held = self.hold.wait_for(|h| h.holds(fence)) => if held.is_err() { return },
-                _ = stopping.cancelled() => return,
-            }
-            let term = self.hold.borrow().term;
+            let Some(term) = leadership::next_term(&mut self.hold, self.fence, &stopping).await else { return };
             self.status.lead(true);
             info!(worker = %self.worker, "this worker aggregates the batches");
             let ended = self.lead(term, &stopping).await;

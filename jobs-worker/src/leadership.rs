@@ -36,12 +36,21 @@ pub(crate) struct Acting {
     fenced: std::sync::atomic::AtomicBool,
     /// The gauge, 1 while it acts (`jobs_scheduler_leader`, ..).
     gauge: &'static str,
+    /// The job type the gauge is labelled with, for a role per type (`jobs_rate_leader{job}`).
+    job: Option<&'static str>,
 }
 
 impl Acting {
     /// Not leading, its gauge at 0.
     pub(crate) fn new(gauge: &'static str) -> Self {
-        let acting = Acting { leading: Default::default(), fenced: Default::default(), gauge };
+        let acting = Acting { leading: Default::default(), fenced: Default::default(), gauge, job: None };
+        acting.show();
+        acting
+    }
+
+    /// Not leading, its gauge labelled with the job type `job` at 0.
+    pub(crate) fn of_job(gauge: &'static str, job: &'static str) -> Self {
+        let acting = Acting { leading: Default::default(), fenced: Default::default(), gauge, job: Some(job) };
         acting.show();
         acting
     }
@@ -65,7 +74,11 @@ impl Acting {
     }
 
     fn show(&self) {
-        metrics::gauge!(self.gauge).set(if self.acts() { 1.0 } else { 0.0 });
+        let value = if self.acts() { 1.0 } else { 0.0 };
+        match self.job {
+            Some(job) => metrics::gauge!(self.gauge, "job" => job).set(value),
+            None => metrics::gauge!(self.gauge).set(value),
+        }
     }
 }
 
@@ -171,6 +184,19 @@ async fn stand(
     hold.send_modify(|h| (h.leading, h.heard) = (false, None));
     close_connection(connection).await;
     result
+}
+
+/// Waits until this worker leads with its fence open, and says the lead's
+/// term; `None` when `stopping` comes first, or the campaign is over.
+pub(crate) async fn next_term(
+    hold: &mut watch::Receiver<Hold>,
+    fence: Duration,
+    stopping: &CancellationToken,
+) -> Option<u64> {
+    tokio::select! {
+        held = hold.wait_for(|h| h.holds(fence)) => held.ok().map(|h| h.term),
+        _ = stopping.cancelled() => None,
+    }
 }
 
 /// Says when the fence closes on a leader whose link went silent (and

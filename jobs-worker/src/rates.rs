@@ -109,8 +109,8 @@ pub(crate) struct RateLimit {
     pub(crate) key: Option<&'static str>,
     requests: mpsc::UnboundedSender<Request>,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>,
-    leading: AtomicBool,
-    fenced: AtomicBool,
+    /// Whether this worker keeps the rate now (`jobs_rate_leader{job}`).
+    acting: leadership::Acting,
     warned_key: AtomicBool,
 }
 
@@ -133,8 +133,7 @@ impl RateLimit {
             key,
             requests,
             inbox: tokio::sync::Mutex::new(inbox),
-            leading: AtomicBool::new(false),
-            fenced: AtomicBool::new(false),
+            acting: leadership::Acting::of_job("jobs_rate_leader", job),
             warned_key: AtomicBool::new(false),
         }
     }
@@ -146,16 +145,8 @@ impl RateLimit {
             rate: self.rate.to_string(),
             burst: self.burst,
             key: self.key.map(str::to_owned),
-            leading: self.acts(),
+            leading: self.acting.acts(),
         }
-    }
-
-    fn acts(&self) -> bool {
-        self.leading.load(Ordering::Relaxed) && !self.fenced.load(Ordering::Relaxed)
-    }
-
-    fn show(&self) {
-        metrics::gauge!("jobs_rate_leader", "job" => self.job).set(if self.acts() { 1.0 } else { 0.0 });
     }
 
     /// Waits for the job's turn (body `body`), until `end`. Cancel-safe: a
@@ -454,14 +445,10 @@ pub(crate) async fn lead(
     queue_type: QueueType,
     stopping: CancellationToken,
 ) {
-    limit.show();
     let name: &'static str = Box::leak(leader_queue(limit.job).into_boxed_str());
     let fenced = {
         let limit = limit.clone();
-        move |fenced| {
-            limit.fenced.store(fenced, Ordering::Relaxed);
-            limit.show();
-        }
+        move |fenced| limit.acting.fence(fenced)
     };
     let role = (Leader::new(name), "rate limiter", RENEW);
     leadership::serve(&amqp, &worker.clone(), role, fenced, |hold, fence| {
@@ -489,18 +476,11 @@ struct Keeping {
 impl Keeping {
     async fn run(mut self, stopping: CancellationToken) {
         loop {
-            let fence = self.fence;
-            tokio::select! {
-                held = self.hold.wait_for(|h| h.holds(fence)) => if held.is_err() { return },
-                _ = stopping.cancelled() => return,
-            }
-            let term = self.hold.borrow().term;
-            self.limit.leading.store(true, Ordering::Relaxed);
-            self.limit.show();
+            let Some(term) = leadership::next_term(&mut self.hold, self.fence, &stopping).await else { return };
+            self.limit.acting.lead(true);
             info!(worker = %self.worker, job = self.limit.job, rate = %self.limit.rate, "this worker keeps the rate of a job type");
             let ended = self.lead(term, &stopping).await;
-            self.limit.leading.store(false, Ordering::Relaxed);
-            self.limit.show();
+            self.limit.acting.lead(false);
             match ended {
                 Ended::Lost => {
                     info!(worker = %self.worker, job = self.limit.job, "this worker no longer keeps the rate of a job type")

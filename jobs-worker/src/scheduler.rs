@@ -267,12 +267,7 @@ struct Firing {
 impl Firing {
     async fn run(mut self, stopping: CancellationToken) {
         loop {
-            let fence = self.fence;
-            tokio::select! {
-                held = self.hold.wait_for(|h| h.holds(fence)) => if held.is_err() { return },
-                _ = stopping.cancelled() => return,
-            }
-            let term = self.hold.borrow().term;
+            let Some(term) = leadership::next_term(&mut self.hold, self.fence, &stopping).await else { return };
             self.status.lead(true);
             // The queue of Run-now requests is declared before this worker
             // says it leads: a request sent once it has said so is routed.

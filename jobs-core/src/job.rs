@@ -61,6 +61,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The field whose value each has a rate of its own (`#[job(rate_key =
     /// "customer_id")]`); `None`: one rate for the whole type.
     const RATE_KEY: Option<&'static str> = None;
+    /// The names of the job's fields in its body (set by the derive for a
+    /// struct without `#[serde(...)]` renames; empty: not known).
+    const FIELDS: &'static [&'static str] = &[];
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

@@ -18,8 +18,9 @@ pub enum Retry {
     Never,
     /// Not a failure: an outside service's rate limit was hit
     /// ([`JobError::rate_limited`]). The job comes back after this delay as
-    /// the same attempt; only after [`RATE_LIMITED_RUNS`] such returns in a
-    /// row does one count as a failed attempt (then as [`Retry::After`]).
+    /// the same attempt (at least a second later); after [`RATE_LIMITED_RUNS`]
+    /// such returns in all (counted in `x-rate-limited` over the job's life),
+    /// each further one counts as a failed attempt (then as [`Retry::After`]).
     RateLimited(Duration),
 }
 

@@ -4,6 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest period of a rate: a day.
+const MAX_PERIOD_MS: u64 = 86_400_000;
+
 /// So many per period: at most `count` starts in any `per`, evenly spaced
 /// once the burst is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +55,9 @@ impl Rate {
             _ => return Err(bad()),
         };
         let per_ms = number.checked_mul(unit_ms).filter(|ms| *ms > 0).ok_or_else(bad)?;
+        if per_ms > MAX_PERIOD_MS {
+            return Err(format!("`{text}`: the period is at most a day (24h)"));
+        }
         Ok(Rate { count, per_ms })
     }
 
@@ -104,6 +110,7 @@ mod tests {
         assert_eq!(Rate::parse("5/10s").map(|r| r.to_string()), Ok("5/10s".into()));
         assert_eq!(Rate::parse("20/s").map(|r| r.interval()), Ok(Duration::from_millis(50)));
         assert!(Rate::parse("0/s").unwrap_err().contains("at least 1"));
+        assert!(Rate::parse("1/25h").unwrap_err().contains("at most a day"));
         for bad in ["100", "100/", "/s", "x/s", "10/d", "10/0s", "-1/s"] {
             assert!(Rate::parse(bad).unwrap_err().contains("not a rate"), "{bad}");
         }

@@ -49,6 +49,7 @@ pub struct Registration {
     rate: Option<crate::Rate>,
     burst: Option<u32>,
     rate_key: Option<&'static str>,
+    fields: &'static [&'static str],
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -82,6 +83,7 @@ impl Registration {
             rate: J::RATE,
             burst: J::BURST,
             rate_key: J::RATE_KEY,
+            fields: J::FIELDS,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -139,6 +141,11 @@ impl Registration {
     /// The field each of whose values has a rate of its own (`#[job(rate_key = "field")]`).
     pub fn rate_key(&self) -> Option<&'static str> {
         self.rate_key
+    }
+
+    /// The names of the job's fields in its body; empty when not known (serde renames).
+    pub fn fields(&self) -> &'static [&'static str] {
+        self.fields
     }
 
     /// Whether `perform` blocks its thread (`#[job(blocking)]`).

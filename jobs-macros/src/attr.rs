@@ -22,6 +22,8 @@ pub(crate) struct JobAttrs {
     pub(crate) rate: Option<(u32, u64, Span)>,
     pub(crate) burst: Option<LitInt>,
     pub(crate) rate_key: Option<LitStr>,
+    /// The fields' names in the body, when known (named fields, no `#[serde]` attribute).
+    pub(crate) fields: Option<Vec<String>>,
 }
 
 const KEYS: &str =
@@ -104,7 +106,7 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                     let (count, per) = parse_rate(&value.value()).ok_or_else(|| {
                         syn::Error::new_spanned(
                             &value,
-                            "`rate` is a count from 1 and a period (`s`, `m`, `h`, or a number of them), as in \"100/s\", \"10/m\" or \"5/10s\"",
+                            "`rate` is a count from 1 and a period of at most a day (`s`, `m`, `h`, or a number of them), as in \"100/s\", \"10/m\" or \"5/10s\"",
                         )
                     })?;
                     if attrs.rate.replace((count, per, value.span())).is_some() {
@@ -205,17 +207,14 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
     if let (None, Some(burst)) = (&attrs.rate, &attrs.burst) {
         return Err(syn::Error::new_spanned(burst, "`burst` needs `rate = \"...\"`"));
     }
+    attrs.fields = wire_fields(input);
     if let Some(key) = &attrs.rate_key {
         if attrs.rate.is_none() {
             return Err(syn::Error::new_spanned(key, "`rate_key` needs `rate = \"...\"`"));
         }
-        let fields: Vec<String> = match &input.data {
-            syn::Data::Struct(data) => {
-                data.fields.iter().filter_map(|f| f.ident.as_ref().map(|i| i.to_string())).collect()
-            }
-            _ => Vec::new(),
-        };
-        if !fields.contains(&key.value()) {
+        let fields = attrs.fields.clone().unwrap_or_default();
+        // With serde renames the body's names are serde's to say: not checked here.
+        if attrs.fields.is_some() && !fields.contains(&key.value()) {
             return Err(syn::Error::new_spanned(
                 key,
                 format!("`rate_key` names a field of the job; this one has: {}", fields.join(", ")),
@@ -226,6 +225,17 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
         return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));
     }
     Ok(attrs)
+}
+
+/// The names of a struct's fields as they are in its body: its named
+/// fields' names, when no `#[serde(...)]` attribute could rename them.
+fn wire_fields(input: &DeriveInput) -> Option<Vec<String>> {
+    let serde = |attrs: &[syn::Attribute]| attrs.iter().any(|a| a.path().is_ident("serde"));
+    let syn::Data::Struct(data) = &input.data else { return None };
+    if serde(&input.attrs) || data.fields.iter().any(|f| serde(&f.attrs) || f.ident.is_none()) {
+        return None;
+    }
+    Some(data.fields.iter().filter_map(|f| f.ident.as_ref().map(|i| i.to_string())).collect())
 }
 
 fn validate(key: &str, value: &LitStr) -> syn::Result<()> {
@@ -281,7 +291,7 @@ fn parse_rate(text: &str) -> Option<(u32, u64)> {
         "h" | "hour" => 3_600_000,
         _ => return None,
     };
-    Some((count, number.checked_mul(unit_ms).filter(|ms| *ms > 0)?))
+    Some((count, number.checked_mul(unit_ms).filter(|ms| *ms > 0 && *ms <= 86_400_000)?))
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let rate_key = attrs.rate_key.map(
         |key| quote! { const RATE_KEY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#key); },
     );
+    let fields = attrs.fields.as_ref().filter(|f| !f.is_empty()).map(|names| {
+        quote! { const FIELDS: &'static [&'static str] = &[#(#names),*]; }
+    });
     let timeout = attrs.timeout.map(|(millis, span)| {
         quote_spanned! {span=> const TIMEOUT: ::core::time::Duration = ::core::time::Duration::from_millis(#millis); }
     });
@@ -122,6 +125,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #rate
             #burst
             #rate_key
+            #fields
             #timeout
             #backoff
             #registration

@@ -166,13 +166,10 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         let own = jobs.registrations().iter().filter(|r| r.queue() == name).copied().collect::<Vec<_>>();
         let entry = |r: &jobs_core::plumbing::Registration| settings.limits.iter().find(|l| l.job == r.name());
         let max_running = own.iter().find_map(|r| entry(r).and_then(|l| l.max_running).or(r.max_running()));
-        // Its rate, as the config says it over the derive: "100/s", "5/s per customer_id".
+        // Its rate, each key of the config's over the derive's: "100/s", "5/s per customer_id".
         let rate = own.iter().find_map(|r| {
-            let (rate, key) = match entry(r).and_then(|l| l.rate.clone()) {
-                Some(rate) => (rate, entry(r).and_then(|l| l.rate_key.clone())),
-                None => (r.rate()?.to_string(), r.rate_key().map(str::to_owned)),
-            };
-            Some(match key {
+            let rate = entry(r).and_then(|l| l.rate.clone()).or_else(|| r.rate().map(|rate| rate.to_string()))?;
+            Some(match entry(r).and_then(|l| l.rate_key.clone()).or_else(|| r.rate_key().map(str::to_owned)) {
                 Some(key) => format!("{rate} per {key}"),
                 None => rate,
             })

@@ -57,7 +57,11 @@ impl Dispatcher {
     /// A `[[limits]]` entry naming no type of the worker, or a bad value
     /// (named `limits.<n>.<key>`); [`Error::SharedLimitedQueue`] when a
     /// limited type's queue is another type's too.
-    pub(crate) fn with_limits(mut self, limits: &[crate::LimitConfig]) -> Result<Self, Error> {
+    pub(crate) fn with_limits(
+        mut self,
+        limits: &[crate::LimitConfig],
+        consumer_timeout: Duration,
+    ) -> Result<Self, Error> {
         let mut max: HashMap<&'static str, u16> =
             self.table.values().filter_map(|r| r.max_running().map(|n| (r.name(), n))).collect();
         let mut rates: HashMap<&'static str, (jobs_core::Rate, Option<u32>, Option<&'static str>)> = self
@@ -77,7 +81,8 @@ impl Dispatcher {
                 ));
             };
             let name = registration.name();
-            if limit.max_running.is_none() && limit.rate.is_none() {
+            if limit.max_running.is_none() && limit.rate.is_none() && limit.burst.is_none() && limit.rate_key.is_none()
+            {
                 return Err(bad(
                     "max_running",
                     "set max_running, rate, or both (remove the entry for no limit)".into(),
@@ -89,20 +94,41 @@ impl Dispatcher {
                 }
                 max.insert(name, n);
             }
-            match &limit.rate {
-                Some(text) => {
-                    let rate = jobs_core::Rate::parse(text).map_err(|message| bad("rate", message))?;
-                    if limit.burst == Some(0) {
-                        return Err(bad("burst", "must be at least 1 (leave it out for the rate's count)".into()));
+            // Each key given here over the derive's; the others stay the derive's.
+            let derived = rates.get(name).copied();
+            let rate = match &limit.rate {
+                Some(text) => Some(jobs_core::Rate::parse(text).map_err(|message| bad("rate", message))?),
+                None => derived.map(|(rate, _, _)| rate),
+            };
+            let Some(rate) = rate else {
+                let key = if limit.burst.is_some() { "burst" } else { "rate_key" };
+                if limit.burst.is_some() || limit.rate_key.is_some() {
+                    return Err(bad(
+                        key,
+                        format!("needs a rate (`rate = \"100/s\"` here, or `#[job(rate)]` on `{name}`)"),
+                    ));
+                }
+                continue;
+            };
+            if limit.burst == Some(0) {
+                return Err(bad("burst", "must be at least 1 (leave it out for the rate's count)".into()));
+            }
+            let burst = limit.burst.or(derived.and_then(|(_, burst, _)| burst));
+            let key = match limit.rate_key.as_deref() {
+                Some(field) => {
+                    let fields = registration.fields();
+                    if !fields.is_empty() && !fields.contains(&field) {
+                        return Err(bad(
+                            "rate_key",
+                            format!("`{name}` has no field `{field}` (it has: {})", fields.join(", ")),
+                        ));
                     }
                     // Leaked once per entry at start: the key lives as long as the worker.
-                    let key = limit.rate_key.as_deref().map(|k| &*Box::leak(k.to_owned().into_boxed_str()));
-                    rates.insert(name, (rate, limit.burst, key));
+                    Some(&*Box::leak(field.to_owned().into_boxed_str()))
                 }
-                None if limit.burst.is_some() => return Err(bad("burst", "needs rate".into())),
-                None if limit.rate_key.is_some() => return Err(bad("rate_key", "needs rate".into())),
-                None => {}
-            }
+                None => derived.and_then(|(_, _, key)| key),
+            };
+            rates.insert(name, (rate, burst, key));
         }
         let mut limited: Vec<&'static str> = max.keys().chain(rates.keys()).copied().collect();
         limited.sort_unstable();
@@ -149,7 +175,7 @@ impl Dispatcher {
             }
             if let Some(&(rate, burst, key)) = rates.get(name) {
                 let burst = burst.unwrap_or(rate.count());
-                self.rates.insert(name, Arc::new(RateLimit::new(name, rate, burst, key)));
+                self.rates.insert(name, Arc::new(RateLimit::new(name, (rate, burst, key), consumer_timeout)));
             }
         }
         Ok(self)
@@ -363,4 +389,51 @@ pub(crate) struct Place<'a> {
     pub(crate) client: Option<&'a jobs_core::Client>,
     /// The cancels this worker knows, and its running jobs they can reach.
     pub(crate) cancels: &'a crate::cancels::Cancels,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobs_core::{Job, Rate};
+
+    #[derive(serde::Serialize, serde::Deserialize, jobs_core::Job)]
+    #[job(queue = "dispatch_test_keyed", rate = "5/s", burst = 2, rate_key = "account")]
+    struct Keyed {
+        account: u64,
+    }
+
+    impl jobs_core::Perform for Keyed {
+        async fn perform(self, _ctx: jobs_core::JobContext) -> Result<(), jobs_core::JobError> {
+            Ok(())
+        }
+    }
+
+    fn rate_of(limit: crate::LimitConfig) -> Result<(Rate, u32, Option<&'static str>, Duration), String> {
+        let registration = Keyed::__registration().unwrap();
+        let dispatcher = Dispatcher::new([registration]).unwrap();
+        let dispatcher = dispatcher.with_limits(&[limit], Duration::from_secs(90)).map_err(|e| e.to_string())?;
+        let rate = &dispatcher.rates()["Keyed"];
+        Ok((rate.rate, rate.burst, rate.key, rate.token_wait()))
+    }
+
+    #[test]
+    fn a_limits_entry_replaces_only_the_keys_it_gives() {
+        let entry = |rate: Option<&str>, burst, rate_key: Option<&str>| crate::LimitConfig {
+            job: "Keyed".into(),
+            rate: rate.map(str::to_owned),
+            burst,
+            rate_key: rate_key.map(str::to_owned),
+            ..Default::default()
+        };
+        let per_second = |n| Rate::new(n, Duration::from_secs(1));
+        let waits = Duration::from_secs(30);
+        assert_eq!(
+            rate_of(entry(Some("10/s"), None, None)),
+            Ok((per_second(10), 2, Some("account"), waits)),
+            "the derive's burst and key stay; a token is waited for a third of consumer_timeout at most"
+        );
+        assert_eq!(rate_of(entry(None, Some(7), None)), Ok((per_second(5), 7, Some("account"), waits)));
+        let text = rate_of(entry(None, None, Some("acount"))).unwrap_err();
+        assert!(text.contains("limits.0.rate_key") && text.contains("account"), "{text}");
+    }
 }

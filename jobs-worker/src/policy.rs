@@ -291,6 +291,8 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
             // such returns are few; past them each is a failed attempt.
             Retry::RateLimited(delay) if meta.rate_limited < RATE_LIMITED_RUNS => {
                 if !meta.is_call() && home == Home::Queue {
+                    // At least a second: a zero delay would be a busy loop through the queue.
+                    let delay = delay.max(Duration::from_secs(1));
                     return Decision::Wait { delay, rate_limited: Some(meta.rate_limited + 1) };
                 }
                 (FailureKind::Failed, error.to_string(), Retry::After(delay), schedule)
@@ -533,6 +535,12 @@ mod tests {
         assert!(matches!(decide(limited(), &last, Home::Queue), Decision::Dead { kind: Failed, .. }));
         // A call is answered (its caller decides); a job over its type's rate waits.
         assert!(matches!(decide(limited(), &call(1), Home::Queue), Decision::Answer { kind: Failed, .. }));
+        let now = errored(JobError::rate_limited(Duration::ZERO));
+        assert_eq!(
+            decide(now, &meta(1), Home::Queue),
+            Decision::Wait { delay: secs(1), rate_limited: Some(1) },
+            "no busy loop"
+        );
         let over = decide(Ran::OverRate { delay: secs(1) }, &meta(1), Home::Queue);
         assert_eq!(over, Decision::Wait { delay: secs(1), rate_limited: None });
     }

@@ -54,7 +54,9 @@ use crate::leadership;
 
 /// The most keys a keyed rate's leader tracks at once.
 pub(crate) const MAX_KEYS: usize = 100_000;
-/// The longest a job waits for a token before it waits in the cascade.
+/// The longest a job waits for a token before it waits in the cascade (and
+/// at most a third of the broker's `consumer_timeout`, which would take
+/// the waiting delivery's channel back).
 const TOKEN_WAIT: Duration = Duration::from_secs(60);
 /// The longest a worker waits for the leader's answer for a key.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +109,8 @@ pub(crate) struct RateLimit {
     pub(crate) rate: Rate,
     pub(crate) burst: u32,
     pub(crate) key: Option<&'static str>,
+    /// How long a job waits for a token before it waits in the cascade.
+    token_wait: Duration,
     requests: mpsc::UnboundedSender<Request>,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>,
     /// Whether this worker keeps the rate now (`jobs_rate_leader{job}`).
@@ -124,18 +128,30 @@ impl std::fmt::Debug for Request {
 }
 
 impl RateLimit {
-    pub(crate) fn new(job: &'static str, rate: Rate, burst: u32, key: Option<&'static str>) -> Self {
+    /// The rate of `job`; a waiting delivery is held no longer than a third of `consumer_timeout`.
+    pub(crate) fn new(
+        job: &'static str,
+        (rate, burst, key): (Rate, u32, Option<&'static str>),
+        consumer_timeout: Duration,
+    ) -> Self {
         let (requests, inbox) = mpsc::unbounded_channel();
         RateLimit {
             job,
             rate,
             burst,
             key,
+            token_wait: TOKEN_WAIT.min(consumer_timeout / 3).max(Duration::from_secs(1)),
             requests,
             inbox: tokio::sync::Mutex::new(inbox),
             acting: leadership::Acting::of_job("jobs_rate_leader", job),
             warned_key: AtomicBool::new(false),
         }
+    }
+
+    /// How long a job waits for a token before it waits in the cascade.
+    #[cfg(test)]
+    pub(crate) fn token_wait(&self) -> Duration {
+        self.token_wait
     }
 
     /// What a heartbeat says of it.
@@ -165,8 +181,8 @@ impl RateLimit {
                         Err(_) => Admit::Wait(AGAIN),
                     },
                     _ = end.cancelled() => Admit::Stopped,
-                    _ = tokio::time::sleep(TOKEN_WAIT) => {
-                        debug!(job = self.job, "no token for a rate-limited job within a minute: it waits in the delay cascade");
+                    _ = tokio::time::sleep(self.token_wait) => {
+                        debug!(job = self.job, "no token for a rate-limited job in time: it waits in the delay cascade");
                         Admit::Wait(AGAIN)
                     }
                 }
@@ -277,7 +293,7 @@ pub(crate) async fn keep_serving(
     };
     let mut pause = jobs_core::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        let served = async {
+        let serving = async {
             let channel = connection.open_channel(None).await.map_err(|e| e.to_string())?;
             let served = match limit.key {
                 None => take_tokens(&limit, &connection, channel.clone(), queue_type, &mut inbox, &halt).await,
@@ -285,8 +301,12 @@ pub(crate) async fn keep_serving(
             };
             let _ = channel.close().await;
             served
-        }
-        .await;
+        };
+        // A call hanging on a dead link does not keep the inbox from the next session.
+        let served = tokio::select! {
+            served = serving => served,
+            _ = halt.cancelled() => return,
+        };
         match served {
             Ok(()) => return,
             Err(why) => {
@@ -430,7 +450,7 @@ async fn ask(
                 let (Some(props), Some(body)) = (answer.basic_properties, answer.content) else { continue };
                 let Some(waiter) = props.correlation_id().and_then(|id| pending.remove(id.as_str())) else { continue };
                 let ms = <[u8; 8]>::try_from(body.as_slice()).map(u64::from_be_bytes).unwrap_or(AGAIN.as_millis() as u64);
-                let _ = waiter.send(Duration::from_millis(ms));
+                let _ = waiter.send(answered(ms));
             }
         }
     }
@@ -588,7 +608,7 @@ impl Keeping {
                     let (Some(props), Some(key)) = (ask.basic_properties, ask.content) else { continue };
                     let (Some(reply_to), Some(id)) = (props.reply_to(), props.correlation_id()) else { continue };
                     let wait = keys.turn(&key, Instant::now());
-                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    let ms = answer_ms(wait);
                     let answer = BasicProperties::default().with_correlation_id(id).finish();
                     if let Err(err) = channel.basic_publish(answer, ms.to_be_bytes().to_vec(), BasicPublishArguments::new("", reply_to)).await {
                         return Ended::Failed(format!("answering an ask: {err}"));
@@ -597,6 +617,20 @@ impl Keeping {
             }
         }
     }
+}
+
+/// A leader's answer on the wire: 0 is "go"; a wait, in whole
+/// milliseconds rounded up (a wait under a millisecond is 1, never "go").
+pub(crate) fn answer_ms(wait: Duration) -> u64 {
+    if wait.is_zero() {
+        return 0;
+    }
+    u64::try_from(wait.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX).max(1)
+}
+
+/// What a worker reads of an answer: zero is "go".
+pub(crate) fn answered(ms: u64) -> Duration {
+    Duration::from_millis(ms)
 }
 
 /// A token bucket kept as a queue's ready count: what to publish at each tick.
@@ -646,7 +680,9 @@ pub(crate) struct Keys {
 impl Keys {
     pub(crate) fn new(rate: Rate, burst: u32, started: Instant) -> Self {
         let interval = rate.interval();
-        let window = interval * burst;
+        // A rate's period is at most a day (`Rate::parse`); bounded anyway.
+        let window =
+            interval.checked_mul(burst).unwrap_or(Duration::from_secs(86_400)).min(Duration::from_secs(86_400));
         Keys { interval, window, fresh: started + window, tat: HashMap::new() }
     }
 
@@ -736,6 +772,17 @@ mod tests {
         }
         assert_eq!(keys.turn(b"new", now), AGAIN);
         assert_eq!(keys.turn(&0u64.to_be_bytes(), now), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_under_a_millisecond_is_never_a_go_on_the_wire() {
+        let mut keys = Keys::new(Rate::new(4_000, Duration::from_secs(1)), 1, Instant::now());
+        let now = Instant::now() + Duration::from_secs(5);
+        assert_eq!(answered(answer_ms(keys.turn(b"k", now))), Duration::ZERO, "its first turn");
+        let wait = keys.turn(b"k", now);
+        assert!(wait > Duration::ZERO && wait < Duration::from_millis(1), "{wait:?}");
+        assert_eq!(answered(answer_ms(wait)), Duration::from_millis(1), "a wait, not a go");
+        assert_eq!(answer_ms(Duration::from_micros(1_001)), 2, "rounded up");
     }
 
     #[test]

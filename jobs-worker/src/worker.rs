@@ -110,7 +110,8 @@ impl Worker {
         if let Some(name) = jobs.unregistered() {
             return Err(Error::Unregistered(name));
         }
-        let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?.with_limits(limits)?;
+        let dispatcher =
+            Dispatcher::new(jobs.registrations().iter().copied())?.with_limits(limits, config.consumer_timeout)?;
         let mut known = dispatcher.queues();
         for queue in extra_queues.iter().chain(&config.extra_queues) {
             jobs_core::plumbing::topology::validate_queue_name(queue)?;

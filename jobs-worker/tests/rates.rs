@@ -302,8 +302,10 @@ fn rates_the_worker_cannot_keep_are_refused_at_start_naming_the_key() {
     );
     let burst = jobs_worker::LimitConfig { burst: Some(0), ..rate("RatedTick", "5/s") };
     assert!(refusal(burst).contains("limits.0.burst"));
-    let lone = jobs_worker::LimitConfig { job: "RatedTick".into(), burst: Some(3), ..Default::default() };
-    assert!(refusal(lone).contains("limits.0.max_running"), "an entry limits something");
-    let key = jobs_worker::LimitConfig { rate_key: Some("tag".into()), max_running: Some(2), ..rate("RatedTick", "x") };
-    assert!(refusal(key).contains("limits.0.rate"));
+    let lone = jobs_worker::LimitConfig { job: "OutsideApi".into(), burst: Some(3), ..Default::default() };
+    let text = refusal(lone);
+    assert!(text.contains("limits.0.burst") && text.contains("needs a rate"), "{text}");
+    let key = jobs_worker::LimitConfig { rate_key: Some("nope".into()), ..rate("RatedTick", "5/s") };
+    let text = refusal(key);
+    assert!(text.contains("limits.0.rate_key") && text.contains("`nope`") && text.contains("tag"), "{text}");
 }

@@ -45,6 +45,7 @@ fn main() {
     let rate = Charge::RATE.unwrap();
     assert_eq!((rate.count(), rate.per(), Charge::BURST, Charge::RATE_KEY), (5, std::time::Duration::from_secs(1), Some(2), Some("customer_id")));
     assert_eq!((EmailJob::RATE, EmailJob::BURST, EmailJob::RATE_KEY), (None, None, None));
+    assert_eq!((Charge::FIELDS, EmailJob::FIELDS, Defaults::FIELDS), (&["customer_id"][..], &["to"][..], &[][..]));
     assert_eq!((EmailJob::NAME, EmailJob::QUEUE), ("SendEmail", "emails"));
     assert_eq!((Defaults::NAME, Defaults::QUEUE), ("Defaults", "default"));
     assert_eq!((EmailJob::MAX_ATTEMPTS, EmailJob::TIMEOUT), (5, std::time::Duration::from_secs(90)));

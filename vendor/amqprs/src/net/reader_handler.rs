@@ -245,7 +245,8 @@ impl ReaderHandler {
                     match command {
                         ConnManagementCommand::RegisterChannelResource(cmd) => {
                             let id = self.channel_manager.insert_resource(cmd.channel_id, cmd.resource);
-                            cmd.acker.send(id).expect("ack to command RegisterChannelResource must succeed");
+                            // The requester may have been dropped (a cancelled future): not a reason to panic.
+                            let _ = cmd.acker.send(id);
                             #[cfg(feature="traces")]
                             debug!("register channel resource on connection {}", self.amqp_connection);
 
@@ -257,7 +258,8 @@ impl ReaderHandler {
                         },
                         ConnManagementCommand::RegisterResponder(cmd) => {
                             self.channel_manager.insert_responder(&cmd.channel_id, cmd.method_header, cmd.responder);
-                            cmd.acker.send(()).expect("ack to command RegisterResponder must succeed");
+                            // The requester may have been dropped (a cancelled future): not a reason to panic.
+                            let _ = cmd.acker.send(());
                         },
                         ConnManagementCommand::RegisterConnectionCallback(cmd) => {
                             self.callback.replace(cmd.callback);

@@ -278,7 +278,8 @@ impl ChannelDispatcher {
                             }
                             DispatcherManagementCommand::RegisterOneshotResponder(cmd) => {
                                 self.responders.insert(cmd.method_header, cmd.responder);
-                                cmd.acker.send(()).unwrap();
+                                // The requester may have been dropped (a cancelled future): not a reason to panic.
+                                let _ = cmd.acker.send(());
                             }
                             DispatcherManagementCommand::RegisterChannelCallback(cmd) => {
                                 self.callback.replace(cmd.callback);

@@ -1,6 +1,7 @@
 //! A worker and an enqueuing client ride through a broker restart: every job
 //! enqueued before, during and after it runs (at least once); a queue paused
-//! before the restart stays paused after it. A binary of its
+//! before the restart stays paused after it; a rate is kept again after it,
+//! and not exceeded through it. A binary of its
 //! own, so that the node's restart does not slow the timing tests beside it.
 #![allow(clippy::unwrap_used)]
 
@@ -129,4 +130,64 @@ async fn a_paused_queue_stays_paused_through_a_broker_restart() {
     wait_until("the held job to run after the resume", Duration::from_secs(30), || async { ran("held") }).await;
     running.stop().await.unwrap();
     second.stop().await.unwrap();
+}
+
+/// Start times of the `RestartTick` jobs.
+static TICKS: Mutex<Vec<std::time::Instant>> = Mutex::new(Vec::new());
+
+/// At most 20 a second across the vhost.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "restart-rated", rate = "20/s")]
+struct RestartTick {
+    n: u32,
+}
+
+impl Perform for RestartTick {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        TICKS.lock().unwrap().push(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_is_kept_again_after_a_broker_restart_and_never_exceeded() {
+    let node = std::sync::Arc::new(TestNode::start("rate-restart"));
+    let url = node.url();
+    let mut config = config_for(&url);
+    config.reconnect_timeout = Duration::from_secs(60);
+    let workers: Vec<_> = (0..2)
+        .map(|n| {
+            let worker = worker_config(&[RestartTick::QUEUE], 4, &format!("rate-restart-{n}"), Duration::from_secs(5));
+            spawn_with(config.clone(), worker)
+        })
+        .collect();
+    let raw = raw_connection_to(&url).await;
+    wait_for_consumers(&raw, RestartTick::QUEUE, 2).await;
+    drop(raw);
+    let client = Client::new(config);
+    let jobs: Vec<RestartTick> = (0..300).map(|n| RestartTick { n }).collect();
+    client.enqueue_many(&jobs).await.unwrap();
+    wait_until("60 starts", Duration::from_secs(30), || async { TICKS.lock().unwrap().len() >= 60 }).await;
+    let restart = node.clone();
+    tokio::task::spawn_blocking(move || restart.restart()).await.unwrap();
+    let back = std::time::Instant::now();
+    wait_until("300 starts", Duration::from_secs(90), || async { TICKS.lock().unwrap().len() >= 300 }).await;
+    let mut ticks = TICKS.lock().unwrap().clone();
+    ticks.sort();
+    let (mut most, mut low) = (0, 0);
+    for (high, t) in ticks.iter().enumerate() {
+        while t.duration_since(ticks[low]) >= Duration::from_secs(1) {
+            low += 1;
+        }
+        most = most.max(high + 1 - low);
+    }
+    let first_after = ticks.iter().find(|t| **t > back).map(|t| t.duration_since(back));
+    println!(
+        "most starts in any second through the restart: {most}; first start after the broker was back: {first_after:?}"
+    );
+    assert!(most <= 20 + 20 + 2, "never above rate + burst (+ one per worker): {most}");
+    assert!(first_after.is_some_and(|d| d < Duration::from_secs(30)), "the rate is kept again: {first_after:?}");
+    for worker in workers {
+        worker.stop().await.unwrap();
+    }
 }

@@ -213,7 +213,7 @@ impl RateLimit {
     /// the field (it will not decode either) has the empty key.
     fn key_of(&self, body: &[u8], field: &str) -> Vec<u8> {
         match field_of(body, field) {
-            Some(value) => value,
+            Some(value) => short_key(value),
             None => {
                 if !self.warned_key.swap(true, Ordering::Relaxed) {
                     warn!(
@@ -226,6 +226,25 @@ impl RateLimit {
             }
         }
     }
+}
+
+/// The longest key kept as it is; a longer one is its first
+/// `MAX_KEY_BYTES` and a 64-bit hash of the whole (so a producer's huge
+/// values cannot grow the leader's memory past `MAX_KEYS` × about 140 bytes).
+const MAX_KEY_BYTES: usize = 128;
+
+/// `key`, or its first [`MAX_KEY_BYTES`] and a hash of it when longer.
+pub(crate) fn short_key(mut key: Vec<u8>) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    if key.len() <= MAX_KEY_BYTES + 8 {
+        return key;
+    }
+    // Keys (0, 0): every worker of a build hashes a key alike.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    key.truncate(MAX_KEY_BYTES);
+    key.extend_from_slice(&hasher.finish().to_be_bytes());
+    key
 }
 
 /// The value of `field` in a MessagePack map (a job's body), as JSON bytes.
@@ -607,7 +626,7 @@ impl Keeping {
                     }
                     let (Some(props), Some(key)) = (ask.basic_properties, ask.content) else { continue };
                     let (Some(reply_to), Some(id)) = (props.reply_to(), props.correlation_id()) else { continue };
-                    let wait = keys.turn(&key, Instant::now());
+                    let wait = keys.turn(&short_key(key), Instant::now());
                     let ms = answer_ms(wait);
                     let answer = BasicProperties::default().with_correlation_id(id).finish();
                     if let Err(err) = channel.basic_publish(answer, ms.to_be_bytes().to_vec(), BasicPublishArguments::new("", reply_to)).await {
@@ -797,5 +816,14 @@ mod tests {
         assert_eq!(field_of(&body, "note"), Some(b"\"x\"".to_vec()));
         assert_eq!(field_of(&body, "missing"), None);
         assert_eq!(field_of(b"\xc1garbage", "customer_id"), None);
+        let long = vec![b'x'; 10_000];
+        let short = short_key(long.clone());
+        assert_eq!(short.len(), MAX_KEY_BYTES + 8, "a huge value is kept short");
+        assert_eq!(short, short_key(long), "and alike each time");
+        assert_ne!(
+            short_key([vec![b'x'; 200], vec![b'y']].concat()),
+            short_key([vec![b'x'; 200], vec![b'z']].concat())
+        );
+        assert_eq!(short_key(b"42".to_vec()), b"42".to_vec());
     }
 }

@@ -87,6 +87,9 @@ enum Part {
     /// A global concurrency limit: drain at concurrency 50 with `max_running
     /// = 50` on the type beside the same drain unlimited.
     Limits,
+    /// Drain at concurrency 50 with a rate that never binds (1,000,000/s,
+    /// burst 50,000) ÷ unlimited: what taking a token per job costs.
+    Rates,
     /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
     /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
     /// job to its callback's start.
@@ -461,6 +464,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if options.runs(Part::Limits) {
                 rows.limits(&mut table, round).await?;
             }
+            if options.runs(Part::Rates) {
+                rows.rates(&mut table, round).await?;
+            }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;
             }
@@ -745,6 +751,45 @@ impl<'a> Rows<'a> {
         let channel = self.connection.open_channel(None).await?;
         for slot in 0..50 {
             let _ = channel.queue_delete(QueueDeleteArguments::new(&format!("jobs.limit.Noop.{slot}"))).await;
+        }
+        let _ = channel.close().await;
+        Ok(())
+    }
+
+    /// Drain at concurrency 50 with a rate that never binds (each job takes
+    /// a token from `jobs.rate.Noop`) ÷ unlimited.
+    async fn rates(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let what = format!(
+            "{}: drain, concurrency 50, rate = 1000000/s (framework column) ÷ unlimited (raw column)",
+            self.label
+        );
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let mut times = [Duration::ZERO; 2];
+        // The type's own queue: a rate-limited type's jobs run only from there.
+        let queue = Noop::QUEUE;
+        for limited in order {
+            declare(self.connection, queue, self.kind).await;
+            fill(&self.client, queue, self.sizes.drain).await?;
+            let limits = if limited {
+                let rate = jobs_worker::LimitConfig {
+                    job: Noop::NAME.into(),
+                    rate: Some("1000000/s".into()),
+                    burst: Some(50_000),
+                    ..Default::default()
+                };
+                vec![rate]
+            } else {
+                Vec::new()
+            };
+            let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
+            times[usize::from(!limited)] =
+                framework_drain_limited(&self.amqp, queue, self.sizes.drain, config, limits).await;
+        }
+        table.rate(&what, self.sizes.drain, times[0], times[1]);
+        delete(self.connection, queue).await;
+        let channel = self.connection.open_channel(None).await?;
+        for rate_queue in ["jobs.rate.Noop", "jobs.rate.Noop.leader", "jobs.rate.Noop.ask"] {
+            let _ = channel.queue_delete(QueueDeleteArguments::new(rate_queue)).await;
         }
         let _ = channel.close().await;
         Ok(())

@@ -165,7 +165,7 @@ async fn a_rate_holds_through_a_kill_9_of_the_worker_keeping_it() {
     // backlog keeps it near empty) only a new keeper's tokens start jobs.
     let kept = all.iter().filter(|t| (killed_at + 1_000..killed_at + 3_000).contains(*t)).count();
     println!("most texts in any second: {most}; texts 1 s to 3 s after the kill -9 of the keeper: {kept}");
-    assert!(most <= 100 + 100 + 3, "never above rate + burst (+ one per worker): {most}");
+    assert!(most <= 100 + 100 + 3 * 10, "never above rate + burst (+ each worker's token prefetch, 10): {most}");
     assert!(kept >= 100, "another worker kept the rate: {kept} texts in the 2 s after the first after the kill");
     for w in workers {
         w.stop().await;

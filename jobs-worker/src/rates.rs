@@ -15,9 +15,9 @@
 //!   holds a place in its type's own queue's prefetch, nothing else (so no
 //!   other type waits behind it); one that gets no token within a minute goes
 //!   to wait in the delay cascade for a second (a very slow rate, or no
-//!   leader). A worker with no job waiting holds at most one token (unacked,
-//!   its prefetch), for 2 s at most, then closes its channel and the token
-//!   goes back.
+//!   leader). A worker takes tokens a tenth of the burst at a time (1 to 32,
+//!   its prefetch on the token queue); with no job waiting it holds those it
+//!   has (unacked) for 2 s at most, then closes its channel and they go back.
 //! - A keyed rate is a GCRA per key, in the leader's memory: a worker asks
 //!   the leader (`jobs.rate.<Type>.ask`, direct reply-to, 5 s to answer) as
 //!   a job comes up; the answer is "go", or the time until the key's next
@@ -29,7 +29,7 @@
 //!
 //! Bounds (documented in `docs/flow-control.md`, measured in
 //! `jobs-worker/tests/rates.rs` and the bench): starts in any window of `t`
-//! are at most `burst + rate × t`, plus one token per worker in flight;
+//! are at most `burst + rate × t`, plus each worker's token prefetch;
 //! under a leader change the new leader starts empty, so none are added.
 
 use std::collections::{HashMap, VecDeque};
@@ -146,6 +146,12 @@ impl RateLimit {
             acting: leadership::Acting::of_job("jobs_rate_leader", job),
             warned_key: AtomicBool::new(false),
         }
+    }
+
+    /// How many tokens a worker takes per round trip: a tenth of the burst,
+    /// 1 to 32 (each one more a worker may hold while no job of its waits).
+    pub(crate) fn token_prefetch(&self) -> u16 {
+        u16::try_from((self.burst / 10).clamp(1, 32)).unwrap_or(1)
     }
 
     /// How long a job waits for a token before it waits in the cascade.
@@ -388,19 +394,17 @@ async fn take_on(
     inbox: &mut mpsc::UnboundedReceiver<Request>,
     halt: &CancellationToken,
 ) -> Result<bool, String> {
-    channel.basic_qos(BasicQosArguments::new(0, 1, false)).await.map_err(|e| e.to_string())?;
+    channel.basic_qos(BasicQosArguments::new(0, limit.token_prefetch(), false)).await.map_err(|e| e.to_string())?;
     let args = BasicConsumeArguments::new(queue, "").manual_ack(true).finish();
     let (_, mut tokens) = channel.basic_consume_rx(args).await.map_err(|e| format!("consuming {queue}: {e}"))?;
-    let mut held: Option<u64> = None;
+    // Tokens delivered here and not given to a job yet (at most the prefetch).
+    let mut held: VecDeque<u64> = VecDeque::new();
     loop {
         waiting.retain(|waiter| !waiter.is_closed());
-        if let Some(tag) = held {
-            if let Some(waiter) = waiting.pop_front() {
-                channel.basic_ack(BasicAckArguments::new(tag, false)).await.map_err(|e| e.to_string())?;
-                held = None;
-                let _ = waiter.send(());
-                continue;
-            }
+        while !held.is_empty() && !waiting.is_empty() {
+            let (Some(tag), Some(waiter)) = (held.pop_front(), waiting.pop_front()) else { break };
+            channel.basic_ack(BasicAckArguments::new(tag, false)).await.map_err(|e| e.to_string())?;
+            let _ = waiter.send(());
         }
         tokio::select! {
             _ = halt.cancelled() => return Ok(false),
@@ -414,7 +418,7 @@ async fn take_on(
                     return Err(format!("the consumer of {} ended (its channel closed)", limit.job));
                 };
                 if let Some(deliver) = token.deliver {
-                    held = Some(deliver.delivery_tag());
+                    held.push_back(deliver.delivery_tag());
                 }
             }
             _ = tokio::time::sleep(LINGER), if waiting.is_empty() => return Ok(true),

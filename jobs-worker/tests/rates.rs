@@ -158,7 +158,10 @@ async fn a_types_rate_holds_across_three_workers_and_through_a_change_of_keeper(
     let first = *times.iter().min().unwrap();
     let bins = per_second(&times, first, 19);
     println!("starts per second at 20/s on three workers: {bins:?}");
-    assert!(bins[0] <= 20 + 20 + 3, "the first second: at most the rate and the burst, one more per worker: {bins:?}");
+    assert!(
+        bins[0] <= 20 + 20 + 3 * 2,
+        "the first second: at most the rate and the burst, and each worker's token prefetch (2): {bins:?}"
+    );
     // After the first second: the rate, within 20% on a loaded machine (docs/flow-control.md: within 10% measured).
     for (second, n) in bins.iter().enumerate().skip(1) {
         assert!((16..=24).contains(n), "second {second}: {n} starts: {bins:?}");
@@ -186,7 +189,7 @@ async fn a_types_rate_holds_across_three_workers_and_through_a_change_of_keeper(
     let all: Vec<Instant> = starts(&tag).iter().map(|s| s.4).collect();
     let most = most_in_window(&all, Duration::from_secs(1));
     println!("the most starts in any one second, the change of keeper included: {most}");
-    assert!(most <= 20 + 20 + 3, "never above rate + burst (+ one per worker): {most}");
+    assert!(most <= 20 + 20 + 3 * 2, "never above rate + burst (+ each worker's token prefetch): {most}");
     let mut after: Vec<Instant> = all.iter().copied().filter(|t| *t > cut_at).collect();
     after.push(cut_at);
     after.sort();

@@ -726,10 +726,36 @@ impl<'a> Rows<'a> {
     /// Drain at concurrency 50, the type limited to 50 running across the
     /// vhost (its slots held in `jobs.limit.Noop.*`) ÷ unlimited.
     async fn limits(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
-        let what = format!(
-            "{}: drain, concurrency 50, max_running = 50 (framework column) ÷ unlimited (raw column)",
-            self.label
-        );
+        let limit = jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: Some(50), ..Default::default() };
+        let slots: Vec<String> = (0..50).map(|slot| format!("jobs.limit.Noop.{slot}")).collect();
+        self.limited_drain(table, round, "max_running = 50", limit, &slots).await
+    }
+
+    /// Drain at concurrency 50 with a rate that never binds (each job takes
+    /// a token from `jobs.rate.Noop`) ÷ unlimited.
+    async fn rates(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let limit = jobs_worker::LimitConfig {
+            job: Noop::NAME.into(),
+            rate: Some("1000000/s".into()),
+            burst: Some(50_000),
+            ..Default::default()
+        };
+        let queues = ["jobs.rate.Noop", "jobs.rate.Noop.leader", "jobs.rate.Noop.ask"].map(String::from);
+        self.limited_drain(table, round, "rate = 1000000/s", limit, &queues).await
+    }
+
+    /// Drain at concurrency 50 with `limit` on the type (framework column) ÷
+    /// unlimited (raw column), the order alternating by round; then deletes
+    /// the type's queue and the limit's own queues `leftovers`.
+    async fn limited_drain(
+        &self,
+        table: &mut Table,
+        round: usize,
+        name: &str,
+        limit: jobs_worker::LimitConfig,
+        leftovers: &[String],
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let what = format!("{}: drain, concurrency 50, {name} (framework column) ÷ unlimited (raw column)", self.label);
         let order = if round % 2 == 0 { [true, false] } else { [false, true] };
         let mut times = [Duration::ZERO; 2];
         // The type's own queue: a limited type's jobs run only from there.
@@ -737,11 +763,7 @@ impl<'a> Rows<'a> {
         for limited in order {
             declare(self.connection, queue, self.kind).await;
             fill(&self.client, queue, self.sizes.drain).await?;
-            let limits = if limited {
-                vec![jobs_worker::LimitConfig { job: Noop::NAME.into(), max_running: Some(50), ..Default::default() }]
-            } else {
-                Vec::new()
-            };
+            let limits = if limited { vec![limit.clone()] } else { Vec::new() };
             let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
             times[usize::from(!limited)] =
                 framework_drain_limited(&self.amqp, queue, self.sizes.drain, config, limits).await;
@@ -749,47 +771,8 @@ impl<'a> Rows<'a> {
         table.rate(&what, self.sizes.drain, times[0], times[1]);
         delete(self.connection, queue).await;
         let channel = self.connection.open_channel(None).await?;
-        for slot in 0..50 {
-            let _ = channel.queue_delete(QueueDeleteArguments::new(&format!("jobs.limit.Noop.{slot}"))).await;
-        }
-        let _ = channel.close().await;
-        Ok(())
-    }
-
-    /// Drain at concurrency 50 with a rate that never binds (each job takes
-    /// a token from `jobs.rate.Noop`) ÷ unlimited.
-    async fn rates(&self, table: &mut Table, round: usize) -> Result<(), Box<dyn std::error::Error>> {
-        let what = format!(
-            "{}: drain, concurrency 50, rate = 1000000/s (framework column) ÷ unlimited (raw column)",
-            self.label
-        );
-        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
-        let mut times = [Duration::ZERO; 2];
-        // The type's own queue: a rate-limited type's jobs run only from there.
-        let queue = Noop::QUEUE;
-        for limited in order {
-            declare(self.connection, queue, self.kind).await;
-            fill(&self.client, queue, self.sizes.drain).await?;
-            let limits = if limited {
-                let rate = jobs_worker::LimitConfig {
-                    job: Noop::NAME.into(),
-                    rate: Some("1000000/s".into()),
-                    burst: Some(50_000),
-                    ..Default::default()
-                };
-                vec![rate]
-            } else {
-                Vec::new()
-            };
-            let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
-            times[usize::from(!limited)] =
-                framework_drain_limited(&self.amqp, queue, self.sizes.drain, config, limits).await;
-        }
-        table.rate(&what, self.sizes.drain, times[0], times[1]);
-        delete(self.connection, queue).await;
-        let channel = self.connection.open_channel(None).await?;
-        for rate_queue in ["jobs.rate.Noop", "jobs.rate.Noop.leader", "jobs.rate.Noop.ask"] {
-            let _ = channel.queue_delete(QueueDeleteArguments::new(rate_queue)).await;
+        for leftover in leftovers {
+            let _ = channel.queue_delete(QueueDeleteArguments::new(leftover)).await;
         }
         let _ = channel.close().await;
         Ok(())

@@ -81,6 +81,28 @@ impl Perform for SendSms {
     }
 }
 
+/// Rebuilds a search index: one at a time per index. Enqueued while one is
+/// queued or running (for 30 minutes at most), it is a duplicate: the
+/// enqueue returns `Err(Error::Duplicate { existing })` and nothing is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(queue = "reindex", unique_for = "30m", unique_key = "index")]
+pub struct RebuildIndex {
+    /// The index: its value is the unique key.
+    pub index: String,
+    /// How long the rebuild takes, milliseconds.
+    pub millis: u64,
+}
+
+impl Perform for RebuildIndex {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let (worker, id) = (ctx.worker().to_owned(), ctx.job_id().to_string());
+        println!("{} [{worker}] reindexing {} (job {id}) at {}", crate::clock(), self.index, now_ms());
+        tokio::time::sleep(Duration::from_millis(self.millis)).await;
+        println!("{} [{worker}] reindexed {} (job {id}) at {}", crate::clock(), self.index, now_ms());
+        Ok(())
+    }
+}
+
 /// Syncs an account with a partner API that allows each account 5 calls a
 /// second: each account has its own rate, and a call the partner refuses
 /// anyway (its own limit) comes back later as the same attempt.

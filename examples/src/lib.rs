@@ -84,7 +84,8 @@ pub fn jobs() -> jobs_worker::Jobs {
         workflows::Report,
         flow::ChargeCard,
         flow::SendSms,
-        flow::SyncAccount
+        flow::SyncAccount,
+        flow::RebuildIndex
     ]
 }
 

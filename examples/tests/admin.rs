@@ -82,6 +82,12 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     .await;
     let (code, table, _) = worker(&url, &["queues"]);
     assert_eq!(code, Some(0));
+    // A unique type's queue says so.
+    assert_eq!(row(&url, "reindex")["unique"], serde_json::json!(["RebuildIndex for 30m by index"]));
+    assert!(
+        table.lines().any(|l| l.starts_with("reindex") && l.contains("unique: RebuildIndex for 30m by index")),
+        "{table}"
+    );
     assert!(table.lines().next().unwrap().contains("unacked") && table.contains(Task::QUEUE), "{table}");
     // `worker queues pause|resume`: the record in jobs.control, shown with who paused it.
     let (code, out, err) = worker(&url, &["queues", "pause", Task::QUEUE]);

@@ -6,11 +6,13 @@
 //! `worker cancel` of a running charge stops it. `SendSms` (`rate =
 //! "100/s"`) on three workers: `kill -9` of the worker keeping the rate,
 //! and another keeps it; never more than rate + burst in any second.
+//! `RebuildIndex` (`unique_for`): `kill -9` of the worker running it, and
+//! it runs again on the other, its key held throughout, free once it ended.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use examples::flow::{ChargeCard, SendSms};
+use examples::flow::{ChargeCard, RebuildIndex, SendSms};
 use jobs_core::Job;
 use jobs_test::*;
 
@@ -170,4 +172,51 @@ async fn a_rate_holds_through_a_kill_9_of_the_worker_keeping_it() {
     for w in workers {
         w.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_job_killed_mid_run_comes_back_and_its_key_holds_it_once() {
+    let vhost = TestVhost::create("flow-unique").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let reindex = |id: &str| {
+        let args = ["--queues", RebuildIndex::QUEUE, "-n", "2", "--id", id];
+        Process::start_with(id, env!("CARGO_BIN_EXE_worker"), &args, &[("JOBS__AMQP__URL", &url)])
+    };
+    let mut workers = vec![reindex("flow-unique-1"), reindex("flow-unique-2")];
+    wait_for_consumers(&raw, RebuildIndex::QUEUE, 2).await;
+    wait_for_consumers(&raw, "jobs.unique.ask", 1).await;
+    let client = jobs_core::Client::new(config_for(&url));
+    let job = RebuildIndex { index: "products".into(), millis: 3_000 };
+    let id = client.enqueue(&job).await.unwrap();
+    let started = "reindexing products";
+    wait_until("the rebuild to start", Duration::from_secs(20), || async { workers.iter().any(|w| w.has(started)) })
+        .await;
+    let n = workers.iter().position(|w| w.has(started)).unwrap();
+    let mut runner = workers.remove(n);
+    let other = workers.remove(0);
+    runner.signal(9);
+    runner.wait_exit(Duration::from_secs(10)).await;
+    // The job comes back to the other worker, and holds its key still (the
+    // killed worker may have kept the keys: the other reads them back).
+    let during = client.enqueue(&job).await.unwrap_err();
+    assert!(matches!(&during, jobs_core::Error::Duplicate { existing } if *existing == id), "{during}");
+    other.wait_line("reindexed products", Duration::from_secs(30)).await;
+    let reran = other.lines().iter().filter(|l| l.contains(started)).cloned().collect::<Vec<_>>();
+    assert_eq!(reran.len(), 1, "run once more, on the other worker: {reran:?}");
+    assert!(reran[0].contains(id.as_str()), "the same job: {reran:?}");
+    // Once it ended, its key is free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        match client.enqueue(&job).await {
+            Ok(next) => break next,
+            Err(jobs_core::Error::Duplicate { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("the key not free after the run: {other}"),
+        }
+    };
+    assert_ne!(next, id);
+    other.wait_line(&format!("reindexing products (job {next})"), Duration::from_secs(20)).await;
+    other.stop().await;
 }

@@ -88,6 +88,14 @@ struct Member {
 }
 
 fn queue_route<J: Job>() -> Result<JobRoute<'static>, Error> {
+    if J::UNIQUE_FOR.is_some() {
+        return Err(Error::Unsupported(
+            "a unique job (unique_for) in a batch or as its callback: each may be a duplicate, so enqueue it with enqueue()",
+        ));
+    }
+    if J::EXPIRES_IN.is_some() {
+        return Err(Error::Unsupported("a job with a deadline (expires_in) in a batch: not carried yet"));
+    }
     match J::ROUTE {
         Route::Queue => Ok(JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE }),
         Route::Exchange { .. } => Err(Error::Unsupported(

@@ -57,6 +57,9 @@ impl Client {
         destination: Destination,
         expire: bool,
     ) -> Result<O, Error> {
+        if J::UNIQUE_FOR.is_some() {
+            return Err(Error::Unsupported("a call of a unique job (unique_for): enqueue it with enqueue()"));
+        }
         let id = JobId::new();
         let body = codec::encode(job)?;
         if let Some(recorder) = self.recorder() {
@@ -74,7 +77,11 @@ impl Client {
                 Ok((replies, answer))
             }
         };
+        // Its caller waits `timeout`: a worker that takes it later neither runs nor answers it.
         let mut message = Message::job(J::NAME, id.clone(), body).reply_to(DIRECT_REPLY_TO);
+        if let Some(deadline) = std::time::SystemTime::now().checked_add(timeout) {
+            message = message.expires_at(deadline);
+        }
         if expire {
             message = message.expires(timeout);
         }

@@ -163,6 +163,12 @@ impl<Out> std::fmt::Debug for Chain<Out> {
 }
 
 fn pending<J: Job>(job: &J) -> Result<Pending, Error> {
+    if J::UNIQUE_FOR.is_some() {
+        return Err(Error::Unsupported("a unique job (unique_for) as a chain's step: enqueue it with enqueue()"));
+    }
+    if J::EXPIRES_IN.is_some() {
+        return Err(Error::Unsupported("a job with a deadline (expires_in) as a chain's step: not carried yet"));
+    }
     Ok(Pending {
         name: J::NAME.to_owned(),
         queue: J::QUEUE.to_owned(),

@@ -13,6 +13,7 @@ use crate::message::Message;
 use crate::registry::Registration;
 use crate::session::Session;
 use crate::testing::{EnqueuedJob, Recorder};
+use crate::unique::Uniqueness;
 use crate::window::{Guarded, Iter, One, Slice, Stopped};
 use crate::{codec, AmqpConfig, Cause, EnqueueOptions, Error, Job, JobId};
 
@@ -203,13 +204,37 @@ impl Client {
         may_go_again: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<JobId, Error> {
         let destination = Destination::resolve_for(job, &options, self.inner.config.topology())?;
-        let id = options.id.unwrap_or_default();
+        let id = options.id.clone().unwrap_or_default();
         if let Some(recorder) = &self.inner.test {
             recorder.record(EnqueuedJob::of(job.name, registration, id.clone(), &destination, body));
             return Ok(id);
         }
-        let message = Message::job(job.name, id.clone(), body);
-        self.publish_one(&message, &destination, may_go_again).await?;
+        let unique = Uniqueness::of(job.name, registration, &options, &body)?;
+        let mut message = Message::job(job.name, id.clone(), body);
+        let expires_at = options.expires_at.or_else(|| {
+            registration
+                .and_then(|r| r.expires_in())
+                .and_then(|within| std::time::SystemTime::now().checked_add(within))
+        });
+        if let Some(at) = expires_at {
+            message = message.expires_at(at);
+        }
+        let mut token = None;
+        if let Some(unique) = &unique {
+            let held = self.reserve_unique(unique, &id, job.name).await?;
+            message = unique.mark(message, &held);
+            token = Some(held);
+        }
+        if let Err(err) = self.publish_one(&message, &destination, may_go_again).await {
+            if let (Some(unique), Some(token)) = (&unique, &token) {
+                if matches!(err, Error::Nacked { .. } | Error::Unroutable { .. }) {
+                    // Not stored, said the broker: the key is free again (an
+                    // unsure outcome keeps it, for its unique_for at most).
+                    self.give_back(unique, &id, token).await;
+                }
+            }
+            return Err(err);
+        }
         debug!(job.name = job.name, job.id = %id, to = destination.target(), delay = ?destination.delay, "enqueued");
         Ok(id)
     }
@@ -259,6 +284,7 @@ impl Client {
         if options.id.is_some() {
             return Err(Error::Unsupported("one id for many jobs; each job of a batch gets its own"));
         }
+        refuse_one_at_a_time::<J>(&options)?;
         let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
         let ids: Vec<JobId> = jobs.iter().map(|_| JobId::new()).collect();
         if let Some(recorder) = &self.inner.test {
@@ -299,6 +325,7 @@ impl Client {
         if options.id.is_some() {
             return Err(Error::Unsupported("one id for many jobs; each job of a batch gets its own"));
         }
+        refuse_one_at_a_time::<J>(&options)?;
         let destination = Destination::resolve::<J>(&options, self.inner.config.topology())?;
         if let Some(recorder) = &self.inner.test {
             let mut count = 0;
@@ -375,6 +402,22 @@ impl Client {
         *self.slot() = Some(session.clone());
         Ok(session)
     }
+}
+
+/// Unique jobs go one at a time (each asks the unique keeper first), and
+/// so do jobs with a deadline (the bulk paths do not carry one).
+fn refuse_one_at_a_time<J: Job>(options: &EnqueueOptions) -> Result<(), Error> {
+    if J::EXPIRES_IN.is_some() || options.expires_at.is_some() {
+        return Err(Error::Unsupported(
+            "jobs with a deadline (expires_in, expires_at) in a bulk enqueue: enqueue each with enqueue()",
+        ));
+    }
+    if J::UNIQUE_FOR.is_some() || options.unique_for.is_some() || options.unique_key.is_some() {
+        return Err(Error::Unsupported(
+            "unique jobs in a bulk enqueue: enqueue each with enqueue() (each may be a duplicate)",
+        ));
+    }
+    Ok(())
 }
 
 /// This host's name, for connection names and dead-letter headers.

@@ -67,6 +67,16 @@ pub mod headers {
     /// On a batch's callback: the batch and its counts (MessagePack, a byte
     /// array; see `docs/workflows.md`).
     pub const BATCH_OUTCOME: &str = "x-batch-outcome";
+    /// A job not started by this time (ms since the epoch) is not run: dead as `expired`.
+    pub const EXPIRES_AT: &str = "x-expires-at";
+    /// On a unique job: the key it holds (`<Type>:<key>`).
+    pub const UNIQUE_KEY: &str = "x-unique-key";
+    /// On a unique job: its `unique_for`, in milliseconds.
+    pub const UNIQUE_FOR: &str = "x-unique-for";
+    /// On a unique job: the token of its hold of the key (its release names it).
+    pub const UNIQUE_TOKEN: &str = "x-unique-token";
+    /// On a unique job held for its whole window: `window`.
+    pub const UNIQUE_UNTIL: &str = "x-unique-until";
 }
 
 /// Encodes a job as MessagePack with field names.

@@ -20,7 +20,7 @@ use crate::connection::{close_connection, connect};
 use crate::destination::Destination;
 use crate::message::{exchange_origin, Message};
 use crate::topology::{dead_queue, Topology};
-use crate::{untyped, AmqpConfig, Error};
+use crate::{untyped, AmqpConfig, Error, JobId};
 
 /// Which dead jobs a listing or an action takes: those that match everything
 /// set (nothing set: every one).
@@ -30,6 +30,8 @@ pub struct DeadFilter {
     job_type: Option<String>,
     text: Option<String>,
     first: Option<u64>,
+    /// Retry unique jobs whose key another job holds too.
+    force: bool,
 }
 
 impl DeadFilter {
@@ -67,6 +69,15 @@ impl DeadFilter {
     #[must_use]
     pub fn among_first(mut self, n: u64) -> Self {
         self.first = Some(n);
+        self
+    }
+
+    /// A retry takes unique jobs whose key another job holds now too (`dead
+    /// retry --force`): both then run. Without it they stay dead, counted in
+    /// [`Progress::held`].
+    #[must_use]
+    pub fn force(mut self) -> Self {
+        self.force = true;
         self
     }
 
@@ -286,6 +297,11 @@ pub struct Progress {
     pub failed: u64,
     /// Why the first of those was refused.
     pub first_failure: Option<String>,
+    /// Taken by the filter but not retried: unique jobs whose key another
+    /// job holds now (`--force` retries them anyway). They stay dead.
+    pub held: u64,
+    /// The first of those: its id and the holder's.
+    pub first_held: Option<String>,
     /// Not read at all: the queue had none left to give before the end
     /// (another reader held them). They stay dead.
     pub not_reached: u64,
@@ -296,6 +312,8 @@ pub struct DeadLetters {
     connection: Connection,
     /// Where retried jobs are published; opened again when the broker closes it.
     publisher: tokio::sync::Mutex<Publisher>,
+    /// Asks the unique keeper for the keys of unique jobs retried (connects on first use).
+    client: crate::Client,
     confirm_timeout: std::time::Duration,
     topology: Topology,
 }
@@ -337,6 +355,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             connection,
             publisher: tokio::sync::Mutex::new(publisher),
+            client: crate::Client::new(config.clone()),
             confirm_timeout: config.confirm_timeout,
             topology: config.topology(),
         })
@@ -492,7 +511,8 @@ impl DeadLetters {
                 }
             }
             if batch.len() >= RETRY_BATCH || (last && !batch.is_empty()) {
-                let settled = self.settle(walk, queue, std::mem::take(&mut batch), retry, &mut done).await;
+                let action = if retry { Action::Retry { force: filter.force } } else { Action::Purge };
+                let settled = self.settle(walk, queue, std::mem::take(&mut batch), action, &mut done).await;
                 done.scanned = walk.seen();
                 progress(&done);
                 settled?;
@@ -517,20 +537,24 @@ impl DeadLetters {
         walk: &mut Walk,
         queue: &str,
         batch: Vec<Seen>,
-        retry: bool,
+        action: Action,
         done: &mut Progress,
     ) -> Result<(), Error> {
         let mut take = Vec::with_capacity(batch.len());
-        if retry {
+        if let Action::Retry { force } = action {
             let mut copies = Vec::with_capacity(batch.len());
-            let mut held = Vec::with_capacity(batch.len());
+            let mut held: Vec<(Held, Option<KeyHold>)> = Vec::with_capacity(batch.len());
             for seen in batch {
-                match self.revived(queue, seen.props, seen.body) {
+                let Some(key) = self.takes_key(&seen.props, force, done).await else { continue };
+                match self.revived(queue, seen.props, seen.body, key.as_ref()) {
                     Ok(copy) => {
                         copies.push(copy);
-                        held.push(seen.held);
+                        held.push((seen.held, key));
                     }
-                    Err(err) => refused(done, &err),
+                    Err(err) => {
+                        self.give_back(key).await;
+                        refused(done, &err);
+                    }
                 }
             }
             let mut publisher = self.publisher.lock().await;
@@ -539,21 +563,27 @@ impl DeadLetters {
                 held.into_iter().zip(copies.clone()).zip(publisher.publish_many(copies).await?)
             {
                 match stored {
-                    Ok(()) => take.push(held),
+                    Ok(()) => take.push(held.0),
                     // An innocent bystander of a channel the broker closed for another copy's fault.
                     Err(Error::Closed { .. }) => uncertain.push((held, copy)),
-                    Err(err) => refused(done, &err),
+                    Err(err) => {
+                        self.give_back(held.1).await;
+                        refused(done, &err);
+                    }
                 }
             }
             if !uncertain.is_empty() || !publisher.is_open() {
                 // The broker closed the channel (a copy it refused for good, say): a new
                 // one, and the copies it had not confirmed once more on it.
                 *publisher = Publisher::open(&self.connection, self.confirm_timeout).await?;
-                let (held, copies): (Vec<Held>, Vec<Outgoing>) = uncertain.into_iter().unzip();
+                let (held, copies): (Vec<(Held, Option<KeyHold>)>, Vec<Outgoing>) = uncertain.into_iter().unzip();
                 for (held, stored) in held.into_iter().zip(publisher.publish_many(copies).await?) {
                     match stored {
-                        Ok(()) => take.push(held),
-                        Err(err) => refused(done, &err),
+                        Ok(()) => take.push(held.0),
+                        Err(err) => {
+                            self.give_back(held.1).await;
+                            refused(done, &err);
+                        }
                     }
                 }
             }
@@ -573,10 +603,50 @@ impl DeadLetters {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Whether a dead job may run again as far as its unique key goes, and
+    /// with which hold of it: `Some(None)` for one without a key (or forced
+    /// while another job holds it), `Some(Some(hold))` when the keeper gave it
+    /// the key again; `None` (it stays dead) when another job holds it (counted
+    /// held) or the keeper could not be asked (counted failed), unless `force`.
+    async fn takes_key(&self, props: &BasicProperties, force: bool, done: &mut Progress) -> Option<Option<KeyHold>> {
+        let Some(unique) = crate::unique::Uniqueness::marked(props) else { return Some(None) };
+        let id = message_job_id(props);
+        let job = props.message_type().map_or("", String::as_str);
+        match self.client.reserve_unique(&unique, &id, job).await {
+            Ok(token) => Some(Some(KeyHold { unique, id, token })),
+            Err(_) if force => Some(None),
+            Err(Error::Duplicate { existing }) => {
+                done.held += 1;
+                done.first_held.get_or_insert_with(|| {
+                    format!("{id}: its unique key is held by job {existing}, queued or running now")
+                });
+                None
+            }
+            Err(err) => {
+                refused(done, &err);
+                None
+            }
+        }
+    }
+
+    /// Gives back the key a retried job took, when its copy was not stored.
+    async fn give_back(&self, key: Option<KeyHold>) {
+        if let Some(KeyHold { unique, id, token }) = key {
+            self.client.give_back(&unique, &id, &token).await;
+        }
+    }
+
     /// The dead job as a fresh first attempt, to where it came from: its
     /// exchange, for a job taken from one (its dead queue is the exchange's),
     /// else its queue.
-    fn revived(&self, queue: &str, props: BasicProperties, body: Vec<u8>) -> Result<Outgoing, Error> {
+    /// A unique job goes with its new hold's token (none: a forced one, with no hold of its own).
+    fn revived(
+        &self,
+        queue: &str,
+        props: BasicProperties,
+        body: Vec<u8>,
+        key: Option<&KeyHold>,
+    ) -> Result<Outgoing, Error> {
         let destination = match exchange_origin(&props).filter(|(exchange, _)| *exchange == queue) {
             Some((exchange, routing_key)) => {
                 crate::confirm::validate_name(routing_key)?;
@@ -585,7 +655,12 @@ impl DeadLetters {
             None => Destination::to_queue(self.topology, queue, None)?,
         };
         let id = message_job_id(&props);
-        Ok(Message::copy(&props, body, id).revived().into_outgoing(&destination))
+        let mut copy = Message::copy(&props, body, id).revived();
+        if header_str(&props, headers::UNIQUE_KEY).is_some() {
+            let token = key.map_or("", |k| k.token.as_str());
+            copy = copy.header(headers::UNIQUE_TOKEN, amqprs::FieldValue::from(token));
+        }
+        Ok(copy.into_outgoing(&destination))
     }
 
     /// Whether its connection is open.
@@ -595,6 +670,7 @@ impl DeadLetters {
 
     /// Closes the connection (shared handles too: what they do next fails).
     pub async fn close(&self) {
+        self.client.close().await;
         close_connection(self.connection.clone()).await;
     }
 }
@@ -663,6 +739,22 @@ async fn read_find(walk: &mut Walk, id: &str, budget: u64) -> Result<Found, Erro
         }
     }
     Ok(Found::Missing { scanned: walk.seen(), total: walk.total(), complete: walk.seen() >= walk.total() })
+}
+
+/// A retried unique job's new hold of its key.
+struct KeyHold {
+    unique: crate::unique::Uniqueness,
+    id: JobId,
+    token: String,
+}
+
+/// What a walk does with the dead jobs it takes.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// Sends them back; `force`: unique ones whose key is held too.
+    Retry { force: bool },
+    /// Deletes them.
+    Purge,
 }
 
 /// Counts a dead job the filter took that stays dead, and why the first one did.

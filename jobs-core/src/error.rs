@@ -217,6 +217,23 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another job holds the unique key ([`EnqueueOptions::unique_key`](crate::EnqueueOptions),
+    /// `#[job(unique_for = "10m")]`): nothing was published. Not a failure:
+    /// `existing` is the job that will run.
+    #[error("a job with the same unique key is queued or running already: {existing}")]
+    Duplicate {
+        /// The id of the job that holds the key.
+        existing: JobId,
+    },
+    /// A unique job could not be checked (no unique keeper answered, a bad
+    /// `unique_key`): nothing was published.
+    #[error("the unique job {job} was not enqueued: {reason}")]
+    Unique {
+        /// The job type.
+        job: String,
+        /// Why.
+        reason: String,
+    },
     /// The call does not apply to this kind of job.
     #[error("not supported: {0}")]
     Unsupported(&'static str),

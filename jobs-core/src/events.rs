@@ -79,6 +79,10 @@ pub struct Heartbeat {
     /// The rate limits of the job types it runs (beats of workers before this field have none).
     #[serde(default)]
     pub rates: Vec<RateBeat>,
+    /// The unique keys held, when this worker keeps them (beats of workers
+    /// before this field have none).
+    #[serde(default)]
+    pub unique_keys: Option<u64>,
 }
 
 /// A rate limit of a job type, as one worker sees it.
@@ -244,6 +248,10 @@ pub struct TypeCounts {
     /// token's interval for their turn (beats of workers before this field have none).
     #[serde(default)]
     pub rate_limited: u64,
+    /// Enqueues refused as duplicates of a unique job, counted by the worker
+    /// that keeps the unique keys (beats of workers before this field have none).
+    #[serde(default)]
+    pub duplicates: u64,
     /// Attempt durations, counted per [`DURATION_BUCKETS`] bucket (one more for the rest).
     pub durations: Vec<u64>,
 }
@@ -263,6 +271,7 @@ impl TypeCounts {
             && self.dead == 0
             && self.interrupted == 0
             && self.rate_limited == 0
+            && self.duplicates == 0
     }
 }
 
@@ -402,6 +411,7 @@ mod tests {
                 dead: 0,
                 interrupted: 1,
                 rate_limited: 2,
+                duplicates: 4,
                 durations: vec![0; 13],
             }],
             scheduler: Some(SchedulerBeat {
@@ -423,6 +433,7 @@ mod tests {
                 key: None,
                 leading: true,
             }],
+            unique_keys: Some(7),
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.

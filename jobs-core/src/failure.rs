@@ -33,11 +33,15 @@ pub enum FailureKind {
     /// Someone cancelled the job (`worker cancel <id>`), while it ran or
     /// before it came up: dead at once, whatever `perform` returned.
     Cancelled,
+    /// Not started by its deadline (`#[job(expires_in = "1h")]`,
+    /// `EnqueueOptions::expires_at`, a call past its caller's timeout), or its
+    /// retry or wait would come after it: dead, not run.
+    Expired,
 }
 
 impl FailureKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [FailureKind; 9] = [
+    pub const ALL: [FailureKind; 10] = [
         FailureKind::Failed,
         FailureKind::Fatal,
         FailureKind::Panicked,
@@ -47,6 +51,7 @@ impl FailureKind {
         FailureKind::UnknownType,
         FailureKind::BadMessage,
         FailureKind::Cancelled,
+        FailureKind::Expired,
     ];
 
     /// The kind's name on the wire, in metrics and in logs.
@@ -61,6 +66,7 @@ impl FailureKind {
             FailureKind::UnknownType => "unknown_type",
             FailureKind::BadMessage => "bad_message",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::Expired => "expired",
         }
     }
 

@@ -64,6 +64,18 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The names of the job's fields in its body (set by the derive for a
     /// struct without `#[serde(...)]` renames; empty: not known).
     const FIELDS: &'static [&'static str] = &[];
+    /// While a job of the type with the same key is queued, delayed or
+    /// running, for at most this long, another enqueue returns
+    /// [`Error::Duplicate`] (`#[job(unique_for = "10m")]`); `None`: not unique.
+    const UNIQUE_FOR: Option<Duration> = None;
+    /// The field that is the unique key (`#[job(unique_key = "user_id")]`);
+    /// `None`: the type and all its fields.
+    const UNIQUE_KEY: Option<&'static str> = None;
+    /// When the key is given back (`#[job(unique_until = "window")]`).
+    const UNIQUE_UNTIL: crate::UniqueUntil = crate::UniqueUntil::End;
+    /// A job of the type not started within this long of its enqueue is not
+    /// run: dead as `expired` (`#[job(expires_in = "1h")]`); `None`: never.
+    const EXPIRES_IN: Option<Duration> = None;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

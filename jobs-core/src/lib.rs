@@ -182,6 +182,7 @@ mod session;
 mod testing;
 mod tls;
 mod topology;
+mod unique;
 mod untyped;
 mod window;
 
@@ -204,6 +205,7 @@ pub use rate::Rate;
 pub use testing::{EnqueuedJob, TestClient, TestJobFailed};
 pub use tls::TlsConfig;
 pub use topology::{ExchangeKind, QueueType, Route};
+pub use unique::{UniqueUntil, MAX_UNIQUE_FOR};
 pub use window::BatchIncomplete;
 
 /// What app code needs in one `use`: the job traits and derive, the client,
@@ -262,6 +264,10 @@ pub mod plumbing {
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{registrations, JobFuture, Linked, Registration, Undecodable};
     pub use crate::reply::ReplyStatus;
+    /// Unique jobs: the keeper's queue and record, its wire, and how a key is made.
+    pub mod unique {
+        pub use crate::unique::*;
+    }
     pub use crate::run_schedule::{declare_run_schedule_queue, run_schedule, RunSchedule, RUN_SCHEDULE_QUEUE};
     pub use amqprs;
 

@@ -32,9 +32,14 @@ const BROKER_HISTORY: [&str; 7] = [
 const MAX_COPIED_HEADERS: usize = 64 << 10;
 
 /// The framework's own headers: what a copy keeps of a table too large to carry.
-const OURS: [&str; 19] = [
+const OURS: [&str; 24] = [
     headers::ATTEMPT,
     headers::RATE_LIMITED,
+    headers::UNIQUE_KEY,
+    headers::UNIQUE_FOR,
+    headers::UNIQUE_TOKEN,
+    headers::EXPIRES_AT,
+    headers::UNIQUE_UNTIL,
     headers::CRASHES,
     headers::INTERRUPTED,
     headers::CONSUMER_TIMEOUT,
@@ -214,6 +219,8 @@ impl Message {
                 headers::CRASHES,
                 headers::EXCHANGE,
                 headers::ROUTING_KEY,
+                // A retried job gets its chance: no deadline of its first life.
+                headers::EXPIRES_AT,
             ] {
                 remove(table, name);
             }
@@ -234,6 +241,13 @@ impl Message {
     pub fn expires(mut self, after: std::time::Duration) -> Self {
         self.properties.with_expiration(&after.as_millis().max(1).to_string());
         self
+    }
+
+    /// Not run if not started by `at` (`x-expires-at`, ms since the epoch).
+    #[must_use]
+    pub fn expires_at(self, at: std::time::SystemTime) -> Self {
+        let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.header(headers::EXPIRES_AT, FieldValue::l(i64::try_from(ms).unwrap_or(i64::MAX)))
     }
 
     /// Asks for an answer on `reply_to`, correlated by the message's id (a call).

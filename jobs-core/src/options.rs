@@ -18,6 +18,13 @@ pub struct EnqueueOptions {
     pub at: Option<SystemTime>,
     /// For jobs routed through a direct or topic exchange: the routing key.
     pub routing_key: Option<String>,
+    /// Unique by this key (within the job type) instead of the type's own
+    /// (its fields, or its `unique_key` field).
+    pub unique_key: Option<String>,
+    /// Unique for this long at most, instead of the type's `unique_for`.
+    pub unique_for: Option<Duration>,
+    /// Not run if not started by then (instead of the type's `expires_in`).
+    pub expires_at: Option<SystemTime>,
 }
 
 impl EnqueueOptions {
@@ -53,6 +60,36 @@ impl EnqueueOptions {
     /// Routes the job with `key` (direct and topic exchanges: `warning`, `kern.critical`).
     pub fn routing_key(mut self, key: impl Into<String>) -> Self {
         self.routing_key = Some(key.into());
+        self
+    }
+
+    /// Makes the job unique by `key` within its type: while a job of the type
+    /// with this key is queued, delayed or running, another enqueue of one
+    /// returns [`Error::Duplicate`](crate::Error::Duplicate). The type needs a
+    /// `unique_for` (or give one with [`EnqueueOptions::unique_for`]).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Makes the job unique for at most `window` (a day at most), or for this
+    /// long instead of its type's `unique_for`.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.unique_for = Some(window);
+        self
+    }
+
+    /// The job is not run if it has not started by `at`: it goes to
+    /// `<queue>.dead` as `expired` (instead of the type's `expires_in`).
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// The job is not run if it has not started within `within` from now.
+    pub fn expires_in(mut self, within: Duration) -> Self {
+        // A span past what a clock holds is no deadline.
+        self.expires_at = SystemTime::now().checked_add(within);
         self
     }
 

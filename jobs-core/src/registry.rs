@@ -50,6 +50,10 @@ pub struct Registration {
     burst: Option<u32>,
     rate_key: Option<&'static str>,
     fields: &'static [&'static str],
+    unique_for: Option<Duration>,
+    unique_key: Option<&'static str>,
+    unique_until: crate::UniqueUntil,
+    expires_in: Option<Duration>,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -84,6 +88,10 @@ impl Registration {
             burst: J::BURST,
             rate_key: J::RATE_KEY,
             fields: J::FIELDS,
+            unique_for: J::UNIQUE_FOR,
+            unique_key: J::UNIQUE_KEY,
+            unique_until: J::UNIQUE_UNTIL,
+            expires_in: J::EXPIRES_IN,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -141,6 +149,26 @@ impl Registration {
     /// The field each of whose values has a rate of its own (`#[job(rate_key = "field")]`).
     pub fn rate_key(&self) -> Option<&'static str> {
         self.rate_key
+    }
+
+    /// How long a job of the type holds its unique key at most (`#[job(unique_for = "10m")]`).
+    pub fn unique_for(&self) -> Option<Duration> {
+        self.unique_for
+    }
+
+    /// The field that is the unique key (`#[job(unique_key = "field")]`).
+    pub fn unique_key(&self) -> Option<&'static str> {
+        self.unique_key
+    }
+
+    /// When the unique key is given back (`#[job(unique_until = "window")]`).
+    pub fn unique_until(&self) -> crate::UniqueUntil {
+        self.unique_until
+    }
+
+    /// How long after its enqueue a job of the type may still start (`#[job(expires_in = "1h")]`).
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.expires_in
     }
 
     /// The names of the job's fields in its body; empty when not known (serde renames).

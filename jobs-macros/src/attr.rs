@@ -22,12 +22,19 @@ pub(crate) struct JobAttrs {
     pub(crate) rate: Option<(u32, u64, Span)>,
     pub(crate) burst: Option<LitInt>,
     pub(crate) rate_key: Option<LitStr>,
+    /// `unique_for = "10m"`: milliseconds.
+    pub(crate) unique_for: Option<(u64, Span)>,
+    pub(crate) unique_key: Option<LitStr>,
+    /// `unique_until = "window"`.
+    pub(crate) unique_window: Option<LitStr>,
+    /// `expires_in = "1h"`: milliseconds.
+    pub(crate) expires_in: Option<(u64, Span)>,
     /// The fields' names in the body, when known (named fields, no `#[serde]` attribute).
     pub(crate) fields: Option<Vec<String>>,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst` or `rate_key`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst`, `rate_key`, `unique_for`, `unique_key`, `unique_until` or `expires_in`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -133,6 +140,53 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         return Err(twice());
                     }
                 }
+                "unique_for" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`unique_for` takes a string literal, as in `unique_for = \"10m\"`")
+                    })?;
+                    let ms = parse_duration(&value.value()).filter(|ms| *ms <= 86_400_000).ok_or_else(|| {
+                        syn::Error::new_spanned(
+                            &value,
+                            "`unique_for` is a duration of at most a day, as in \"90s\", \"10m\" or \"2h\"",
+                        )
+                    })?;
+                    if attrs.unique_for.replace((ms, value.span())).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "expires_in" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`expires_in` takes a string literal, as in `expires_in = \"1h\"`")
+                    })?;
+                    let ms = parse_duration(&value.value()).ok_or_else(|| {
+                        syn::Error::new_spanned(&value, "`expires_in` is a duration, as in \"90s\", \"10m\" or \"2h\"")
+                    })?;
+                    if attrs.expires_in.replace((ms, value.span())).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "unique_key" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`unique_key` takes a field's name, as in `unique_key = \"user_id\"`")
+                    })?;
+                    if attrs.unique_key.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "unique_until" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`unique_until` takes a string literal, as in `unique_until = \"window\"`")
+                    })?;
+                    if !matches!(value.value().as_str(), "end" | "window") {
+                        return Err(syn::Error::new_spanned(
+                            &value,
+                            "`unique_until` is \"end\" (the key is given back as the job ends, the default) or \"window\" (held for the whole unique_for)",
+                        ));
+                    }
+                    if attrs.unique_window.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
                 "max_attempts" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {
                         syn::Error::new(e.span(), "`max_attempts` takes a whole number, as in `max_attempts = 5`")
@@ -220,6 +274,27 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                 format!("`rate_key` names a field of the job; this one has: {}", fields.join(", ")),
             ));
         }
+    }
+    if let Some(key) = &attrs.unique_key {
+        if attrs.unique_for.is_none() {
+            return Err(syn::Error::new_spanned(key, "`unique_key` needs `unique_for = \"...\"`"));
+        }
+        let fields = attrs.fields.clone().unwrap_or_default();
+        if attrs.fields.is_some() && !fields.contains(&key.value()) {
+            return Err(syn::Error::new_spanned(
+                key,
+                format!("`unique_key` names a field of the job; this one has: {}", fields.join(", ")),
+            ));
+        }
+    }
+    if let (None, Some(until)) = (&attrs.unique_for, &attrs.unique_window) {
+        return Err(syn::Error::new_spanned(until, "`unique_until` needs `unique_for = \"...\"`"));
+    }
+    if let (Some((_, span)), Some(_)) = (&attrs.unique_for, &attrs.exchange) {
+        return Err(syn::Error::new(
+            *span,
+            "`unique_for` is for a queue's jobs: a job routed through an exchange runs on every subscriber",
+        ));
     }
     if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {
         return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));

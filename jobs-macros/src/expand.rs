@@ -87,6 +87,25 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let rate_key = attrs.rate_key.map(
         |key| quote! { const RATE_KEY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#key); },
     );
+    let unique_for = attrs.unique_for.map(|(millis, span)| {
+        quote_spanned! {span=>
+            const UNIQUE_FOR: ::core::option::Option<::core::time::Duration> =
+                ::core::option::Option::Some(::core::time::Duration::from_millis(#millis));
+        }
+    });
+    let unique_key = attrs.unique_key.map(
+        |key| quote! { const UNIQUE_KEY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#key); },
+    );
+    let unique_until = attrs
+        .unique_window
+        .filter(|until| until.value() == "window")
+        .map(|_| quote! { const UNIQUE_UNTIL: ::jobs_core::UniqueUntil = ::jobs_core::UniqueUntil::Window; });
+    let expires_in = attrs.expires_in.map(|(millis, span)| {
+        quote_spanned! {span=>
+            const EXPIRES_IN: ::core::option::Option<::core::time::Duration> =
+                ::core::option::Option::Some(::core::time::Duration::from_millis(#millis));
+        }
+    });
     let fields = attrs.fields.as_ref().filter(|f| !f.is_empty()).map(|names| {
         quote! { const FIELDS: &'static [&'static str] = &[#(#names),*]; }
     });
@@ -125,6 +144,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #rate
             #burst
             #rate_key
+            #unique_for
+            #unique_key
+            #unique_until
+            #expires_in
             #fields
             #timeout
             #backoff

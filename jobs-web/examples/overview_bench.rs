@@ -67,12 +67,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     dead: 0,
                     interrupted: 0,
                     rate_limited: 0,
+                    duplicates: 0,
                     durations,
                 }],
                 scheduler: None,
                 batches: None,
                 limits: vec![],
                 rates: vec![],
+                unique_keys: None,
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

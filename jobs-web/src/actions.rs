@@ -225,6 +225,9 @@ pub(crate) struct ActionView {
     /// Taken but refused by the broker: still dead.
     failed: u64,
     first_failure: Option<String>,
+    /// Unique jobs left dead: another job holds their key.
+    held: u64,
+    first_held: Option<String>,
     /// Not read (another reader held them): still dead.
     not_reached: u64,
     error: Option<String>,
@@ -248,6 +251,8 @@ impl ActionView {
             done: progress.acted,
             failed: progress.failed,
             first_failure: progress.first_failure,
+            held: progress.held,
+            first_held: progress.first_held,
             not_reached: progress.not_reached,
             error: state.outcome.and_then(Result::err),
             ended_ms: state.ended_ms,

@@ -30,6 +30,7 @@ struct TypeHour {
     failed: u64,
     interrupted: u64,
     rate_limited: u64,
+    duplicates: u64,
     durations: [u64; DURATION_BUCKETS.len() + 1],
 }
 
@@ -39,6 +40,7 @@ impl TypeHour {
         self.failed += other.failed;
         self.interrupted += other.interrupted;
         self.rate_limited += other.rate_limited;
+        self.duplicates += other.duplicates;
         for (slot, n) in self.durations.iter_mut().zip(&other.durations) {
             *slot += n;
         }
@@ -54,6 +56,7 @@ impl TypeHour {
             failed: counts.failed_total(),
             interrupted: counts.interrupted,
             rate_limited: counts.rate_limited,
+            duplicates: counts.duplicates,
             durations,
         }
     }
@@ -157,6 +160,8 @@ pub(crate) struct TypeRow {
     pub(crate) limit: Option<LimitUse>,
     /// Jobs held back by its rate limit (sent to wait, or waiting past a token's interval).
     pub(crate) rate_limited: u64,
+    /// Enqueues refused as duplicates of a unique job of the type.
+    pub(crate) duplicates: u64,
     /// Its rate limit, as a live worker says it (`None`: none).
     pub(crate) rate: Option<RateUse>,
 }
@@ -309,6 +314,7 @@ impl History {
                     limit: limits.get(name).cloned(),
                     rate: rates.get(name).cloned(),
                     rate_limited: t.rate_limited,
+                    duplicates: t.duplicates,
                     job_type: name.to_owned(),
                     runs,
                     failed: t.failed,
@@ -322,6 +328,14 @@ impl History {
             .collect();
         rows.sort_by(|a, b| b.runs.cmp(&a.runs).then_with(|| a.job_type.cmp(&b.job_type)));
         rows
+    }
+
+    /// The unique keys held now, and the live worker that keeps them.
+    pub(crate) fn unique_keys(&self, now_ms: u64) -> Option<(u64, String)> {
+        self.workers
+            .values()
+            .filter(|beat| status(beat, now_ms) == WorkerStatus::Live)
+            .find_map(|beat| beat.unique_keys.map(|keys| (keys, beat.worker.clone())))
     }
 
     /// The workers, live first, as of `now_ms`.
@@ -419,12 +433,14 @@ mod tests {
                 dead: 0,
                 interrupted: failed / 2,
                 rate_limited: failed,
+                duplicates: failed,
                 durations,
             }],
             scheduler: None,
             batches: None,
             limits: vec![],
             rates: vec![],
+            unique_keys: None,
         }
     }
 
@@ -450,6 +466,7 @@ mod tests {
         let mail = &types[0];
         assert_eq!((mail.runs, mail.failed, mail.interrupted), (107, 11, 5), "interrupted runs summed apart");
         assert_eq!(mail.rate_limited, 11, "rate-limited jobs summed");
+        assert_eq!(mail.duplicates, 11, "duplicates summed");
         assert_eq!((mail.p50, mail.p95, mail.p99), (Some(0.005), Some(0.005), Some(5.0)));
         assert_eq!(h.last_offset, Some(3));
     }

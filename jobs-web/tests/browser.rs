@@ -7,7 +7,8 @@
 //! Schedules page shows it as the leader with its schedules; Run now,
 //! confirmed, names the job it enqueued, which the worker runs; the Workers
 //! page marks the leader. A queue paused by its button on the overview:
-//! no worker consumes it and its job waits; Resume, and the job runs.
+//! no worker consumes it and its job waits; Resume, and the job runs. A
+//! unique type: its duplicates on the Job types page, and the keys held.
 //! Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
@@ -468,6 +469,62 @@ async fn a_person_cancels_a_running_job_from_the_workers_page() {
     let dead = letters.list(&queue, 10).await.unwrap();
     assert_eq!(dead[0].error_kind.as_deref(), Some("cancelled"), "{dead:?}");
     assert!(dead[0].error.as_deref().unwrap_or("").starts_with("cancelled by dashboard@"), "{dead:?}");
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}
+
+/// Unique per key for 10 minutes.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(unique_for = "10m")]
+struct Digest {
+    user: u64,
+}
+
+impl Perform for Digest {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_the_duplicates_of_a_unique_type_and_the_keys_held() {
+    let _turn = ONE_BROWSER.lock().await;
+    let vhost = TestVhost::create("web-unique").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    // A worker on another queue: it keeps the unique keys, and Digests wait.
+    let mut config = worker_config(&["web-unique-other"], 1, "web-unique-worker", Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let worker = spawn_with(config_for(&url), config);
+    wait_for_consumers(&raw, "jobs.unique.ask", 1).await;
+    let port = serve(config_for(&url), WebConfig::default(), "").await.port;
+    let client = jobs_core::Client::new(config_for(&url));
+    let held = client.enqueue(&Digest { user: 1 }).await.unwrap();
+    client.enqueue(&Digest { user: 2 }).await.unwrap();
+    for _ in 0..3 {
+        let again = client.enqueue(&Digest { user: 1 }).await.unwrap_err();
+        assert!(matches!(&again, jobs_core::Error::Duplicate { existing } if *existing == held), "{again}");
+    }
+    let (browser, _driver) = browser().await;
+    browser.goto(&format!("http://127.0.0.1:{port}/jobs")).await.unwrap();
+    wait_text(&browser, "tr[data-type='Digest']", "Digest", false, "the unique type's row").await;
+    wait_text(&browser, "#unique", "2 unique keys held now, kept by web-unique-worker", false, "the keys held").await;
+    // Columns: type, runs, failed, failure rate, interrupted, limit, rate, rate limited, duplicates.
+    let cells: Vec<String> = {
+        let row = browser.find(Locator::Css("tr[data-type='Digest']")).await.unwrap();
+        let mut cells = Vec::new();
+        for cell in row.find_all(Locator::Css("td")).await.unwrap() {
+            cells.push(cell.text().await.unwrap());
+        }
+        cells
+    };
+    assert_eq!(cells[8], "3", "three duplicates: {cells:?}");
+    screenshot(&browser, "job-types-unique").await;
+    let (status, body) = http_get(port, "/api/jobs?range=1h");
+    assert_eq!(status, 200);
+    let types: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let digest = types.as_array().unwrap().iter().find(|t| t["job_type"] == "Digest").unwrap().clone();
+    assert_eq!(digest["duplicates"], 3, "{digest}");
     browser.close().await.unwrap();
     worker.stop().await.unwrap();
 }

@@ -21,6 +21,7 @@ struct Counters {
     dead: AtomicU64,
     interrupted: AtomicU64,
     rate_limited: AtomicU64,
+    duplicates: AtomicU64,
     durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
 
@@ -42,6 +43,7 @@ impl Counters {
             dead: take(&self.dead),
             interrupted: take(&self.interrupted),
             rate_limited: take(&self.rate_limited),
+            duplicates: take(&self.duplicates),
             durations: self.durations.iter().map(take).collect(),
         }
     }
@@ -177,6 +179,18 @@ impl Activity {
     pub(crate) fn rate_limited(&self, job_type: &str) {
         metrics::counter!("jobs_rate_limited_total", "job" => job_type.to_owned()).increment(1);
         self.counters(job_type, |c| c.rate_limited.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// An enqueue of `job_type` was a duplicate (this worker keeps the unique keys).
+    pub(crate) fn duplicate(&self, job_type: &str) {
+        // Names come from producers: past a hundred unknown ones, one series for the rest.
+        let known = self.types.contains_key(job_type) || {
+            let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+            others.len() < MAX_OTHERS || others.contains_key(job_type)
+        };
+        let label = if known { job_type } else { OTHER };
+        metrics::counter!("jobs_unique_duplicates_total", "job" => label.to_owned()).increment(1);
+        self.counters(job_type, |c| c.duplicates.fetch_add(1, Ordering::Relaxed));
     }
 
     /// The jobs running now, and the counts since the last call (which start again at 0).

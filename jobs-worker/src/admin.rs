@@ -78,8 +78,8 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
             }
             _ => ExitCode::from(2),
         },
-        DeadAction::Retry { queue, which } => {
-            let filter = which.filter();
+        DeadAction::Retry { queue, which, force } => {
+            let filter = if force { which.filter().force() } else { which.filter() };
             report("retried", &filter, dead.retry_with(&queue, &filter, progress("retried")).await?)
         }
         DeadAction::Purge { queue, which } => {
@@ -109,14 +109,21 @@ fn report(what: &str, filter: &DeadFilter, done: Progress) -> ExitCode {
         let why = done.first_failure.as_deref().unwrap_or("refused");
         eprintln!("{} stay dead: the broker refused their copies (the first: {why})", done.failed);
     }
+    if done.held > 0 {
+        let first = done.first_held.as_deref().unwrap_or("");
+        eprintln!(
+            "{} stay dead: another job holds their unique key (the first: {first}); --force retries them anyway",
+            done.held
+        );
+    }
     if done.not_reached > 0 {
         eprintln!("{} not reached: another reader held them; run it again", done.not_reached);
     }
-    if done.acted == 0 && filter.is_id() && done.failed == 0 && done.not_reached == 0 {
+    if done.acted == 0 && filter.is_id() && done.failed == 0 && done.not_reached == 0 && done.held == 0 {
         eprintln!("no dead job has that id");
         return ExitCode::from(2);
     }
-    if done.failed > 0 || done.not_reached > 0 {
+    if done.failed > 0 || done.not_reached > 0 || done.held > 0 {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -174,11 +181,13 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
                 None => rate,
             })
         });
+        // Its unique types: "RebuildIndex for 30m by index".
+        let unique: Vec<String> = own.iter().filter_map(|r| unique_words(r)).collect();
         if json {
             let line = serde_json::json!({
                 "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,
                 "paused": known.then_some(pause.is_some()), "paused_by": pause.map(|p| &p.by), "paused_at_ms": pause.map(|p| p.at_ms),
-                "max_running": max_running, "rate": rate,
+                "max_running": max_running, "rate": rate, "unique": unique,
             });
             println!("{line}");
         } else {
@@ -193,6 +202,9 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
             if let Some(rate) = &rate {
                 state.push_str(&format!(", at most {rate}"));
             }
+            if !unique.is_empty() {
+                state.push_str(&format!(", unique: {}", unique.join("; ")));
+            }
             println!(
                 "{name:<40} {:>10} {:>10} {:>10} {:>10}  {state}",
                 show(ready),
@@ -204,6 +216,22 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
     }
     close_connection(connection).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A unique type's uniqueness in words: "RebuildIndex for 30m by index",
+/// "Digest for 4s by its fields, for the whole window".
+fn unique_words(r: &jobs_core::plumbing::Registration) -> Option<String> {
+    let window = r.unique_for()?;
+    let secs = window.as_secs();
+    let span = match secs {
+        0 => format!("{}ms", window.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    };
+    let by = r.unique_key().map_or_else(|| "its fields".to_owned(), str::to_owned);
+    let whole = if r.unique_until() == jobs_core::UniqueUntil::Window { ", for the whole window" } else { "" };
+    Some(format!("{} for {span} by {by}{whole}", r.name()))
 }
 
 /// `worker queues pause|resume <queue>`: appends the command to
@@ -275,6 +303,11 @@ async fn enqueue(
         Err(err @ jobs_core::Error::Unsupported(_)) => {
             eprintln!("error: {err}");
             Ok(ExitCode::from(2))
+        }
+        // Not a failure: the job that will run is named, and nothing was sent.
+        Err(jobs_core::Error::Duplicate { existing }) => {
+            eprintln!("not enqueued: job {existing} holds the same unique key (queued, delayed or running)");
+            Ok(ExitCode::from(3))
         }
         Err(err) => Err(err.into()),
     }

@@ -24,14 +24,13 @@ use std::time::{Duration, SystemTime};
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::batch_book::{Book, CallbackKind, Record, State};
 use jobs_core::plumbing::events::{BatchBeat, BatchDeadJob, BatchesBeat};
-use jobs_core::plumbing::topology::Declarer;
-use jobs_core::plumbing::{close_connection, connect, Hold, JournalReader, Leader, Publisher, StartAt};
+use jobs_core::plumbing::{Hold, JournalReader, Leader, Publisher, StartAt};
 use jobs_core::{report, AmqpConfig, BatchOutcome, Client, JobId, BATCHES, MAX_DEAD_IDS};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::leadership::{self, Acting};
+use crate::leadership::{self, Acting, Ended, JournalLink};
 
 /// The leadership of the batch aggregators of a vhost.
 pub(crate) const LEADERSHIP: Leader = Leader::new("jobs.batches.aggregator");
@@ -158,19 +157,12 @@ pub(crate) async fn run(
     let role = (LEADERSHIP, "batch aggregator", RENEW);
     leadership::serve(&amqp, &worker.clone(), role, fenced, |hold, fence| {
         let unrecorded = Vec::new();
-        Aggregating { amqp: amqp.clone(), status, client, hold, fence, worker, unrecorded }.run(stopping)
+        let worker_id = worker.clone();
+        let aggregating =
+            Aggregating { amqp: amqp.clone(), status, client, hold: hold.clone(), fence, worker, unrecorded };
+        async move { leadership::act(aggregating, hold, fence, &worker_id, stopping).await }
     })
     .await;
-}
-
-/// Why a lead ended.
-enum Ended {
-    /// The leadership went to another, or was won again since, or the fence closed.
-    Lost,
-    /// The stream could not be read or written: lead again on a new connection.
-    Failed(String),
-    /// The worker stops.
-    Gone,
 }
 
 struct Aggregating {
@@ -184,69 +176,34 @@ struct Aggregating {
     unrecorded: Vec<(String, CallbackKind)>,
 }
 
-/// A lead's link to the stream: its connection, a publisher for records, a reader.
-struct Link {
-    connection: Connection,
-    publisher: Publisher,
+impl leadership::Acts for Aggregating {
+    const LEADS: &'static str = "aggregates the batches";
+    const NAME: &'static str = "batch aggregator";
+
+    async fn lead(&mut self, term: u64, stopping: &CancellationToken) -> Ended {
+        let name = format!("{}:batches", self.worker);
+        let link = match JournalLink::open(&self.amqp, &name, &BATCHES).await {
+            Ok(link) => link,
+            Err(err) => return Ended::Failed(report(&err)),
+        };
+        let ended = self.lead_on(&link, term, stopping).await;
+        link.close().await;
+        ended
+    }
+
+    fn leading(&self, leading: bool) {
+        self.status.lead(leading);
+    }
 }
 
 impl Aggregating {
-    async fn run(mut self, stopping: CancellationToken) {
-        loop {
-            let Some(term) = leadership::next_term(&mut self.hold, self.fence, &stopping).await else { return };
-            self.status.lead(true);
-            info!(worker = %self.worker, "this worker aggregates the batches");
-            let ended = self.lead(term, &stopping).await;
-            self.status.lead(false);
-            match ended {
-                Ended::Lost => info!(worker = %self.worker, "this worker no longer aggregates the batches"),
-                Ended::Failed(why) => {
-                    warn!(worker = %self.worker, error = %why, "the batch aggregator lost the stream; leading again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(FIRE_AGAIN) => {}
-                        _ = stopping.cancelled() => return,
-                    }
-                }
-                Ended::Gone => return,
-            }
-        }
-    }
-
     /// Whether the lead of `term` still holds.
     fn holds(&self, term: u64) -> bool {
         let hold = *self.hold.borrow();
         hold.leading && hold.term == term && hold.holds(self.fence)
     }
 
-    async fn open(&self) -> Result<Link, jobs_core::Error> {
-        let connection = connect(&self.amqp, &format!("{}:batches", self.worker)).await?;
-        let opened = async {
-            let declarer = Declarer::open(&connection).await?;
-            BATCHES.declare(&declarer).await?;
-            declarer.close().await;
-            Publisher::open(&connection, self.amqp.confirm_timeout).await
-        }
-        .await;
-        match opened {
-            Ok(publisher) => Ok(Link { connection, publisher }),
-            Err(err) => {
-                close_connection(connection).await;
-                Err(err)
-            }
-        }
-    }
-
-    async fn lead(&mut self, term: u64, stopping: &CancellationToken) -> Ended {
-        let link = match self.open().await {
-            Ok(link) => link,
-            Err(err) => return Ended::Failed(report(&err)),
-        };
-        let ended = self.lead_on(&link, term, stopping).await;
-        close_connection(link.connection).await;
-        ended
-    }
-
-    async fn lead_on(&mut self, link: &Link, term: u64, stopping: &CancellationToken) -> Ended {
+    async fn lead_on(&mut self, link: &JournalLink, term: u64, stopping: &CancellationToken) -> Ended {
         let Rebuilt { mut book, mut reader, mut covered } = match rebuild_on(&link.connection, &link.publisher).await {
             Ok(rebuilt) => rebuilt,
             Err(why) => return Ended::Failed(why),
@@ -354,7 +311,7 @@ impl Aggregating {
     /// Appends a snapshot of `book` covering the stream up to `covered`. One
     /// not stored is said, not fatal: the callbacks go on, and the next lead
     /// reads back further.
-    async fn snapshot(&self, link: &Link, book: &Book, covered: u64) {
+    async fn snapshot(&self, link: &JournalLink, book: &Book, covered: u64) {
         let id = JobId::new();
         for record in book.snapshot(id.as_str(), covered, SNAPSHOT_PART_BYTES) {
             if let Err(err) = append(link, &record).await {
@@ -367,7 +324,7 @@ impl Aggregating {
     /// fired; a `success` waits for its batch's `complete`.
     async fn fire(
         &mut self,
-        link: &Link,
+        link: &JournalLink,
         book: &mut Book,
         batch: &str,
         kind: CallbackKind,
@@ -427,7 +384,7 @@ enum Unfired {
 }
 
 /// Appends `record` on the lead's link, confirmed.
-async fn append(link: &Link, record: &Record) -> Result<(), jobs_core::Error> {
+async fn append(link: &JournalLink, record: &Record) -> Result<(), jobs_core::Error> {
     let body = record
         .encode()
         .map_err(|e| jobs_core::Error::QueueRead { queue: BATCHES.name().into(), reason: e.to_string() })?;

@@ -58,7 +58,8 @@ pub enum Command {
         action: Option<QueueAction>,
     },
     /// Enqueues one job of a type linked into this binary, given as JSON, as
-    /// `Job::enqueue` would: to its queue, or through its exchange.
+    /// `Job::enqueue` would: to its queue, or through its exchange. A unique
+    /// job whose key another job holds is not sent: exit code 3, its id said.
     Enqueue {
         /// The job type's name (its `type`), e.g. `Task`.
         job_type: String,
@@ -158,13 +159,18 @@ pub enum DeadAction {
         #[arg(long)]
         id: String,
     },
-    /// Sends dead jobs back to their queue with attempts reset.
+    /// Sends dead jobs back to their queue with attempts reset. A unique job
+    /// takes its key again; one whose key another job holds now stays dead
+    /// (said), unless `--force`.
     Retry {
         /// The job queue (not `.dead`).
         queue: String,
         /// Which jobs.
         #[command(flatten)]
         which: Which,
+        /// Retry unique jobs whose key another job holds too (both then run).
+        #[arg(long)]
+        force: bool,
     },
     /// Deletes dead jobs for good.
     Purge {

@@ -9,7 +9,7 @@ use jobs_core::plumbing::amqprs::BasicProperties;
 use jobs_core::plumbing::{
     header_bytes, header_str, header_u64, headers, message_attempt, message_id, ChainHeader, Origin,
 };
-use jobs_core::JobId;
+use jobs_core::{JobId, UniqueUntil};
 
 /// What the worker knows of a message before it runs it, from its properties.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,6 +49,12 @@ pub(crate) struct Meta<'a> {
     pub(crate) batch: Option<&'a str>,
     /// A batch's callback: the batch's outcome (`x-batch-outcome`), encoded.
     pub(crate) batch_outcome: Option<Vec<u8>>,
+    /// A unique job: the key it gives back as it ends and its hold's token
+    /// (`x-unique-key`, `x-unique-token`; none for a job that holds it for
+    /// its whole window, `x-unique-until`, or has no hold of its own).
+    pub(crate) unique: Option<(&'a str, &'a str)>,
+    /// Not run if not started by this time, ms since the epoch (`x-expires-at`).
+    pub(crate) expires_at_ms: Option<u64>,
 }
 
 impl<'a> Meta<'a> {
@@ -74,12 +80,22 @@ impl<'a> Meta<'a> {
             input: header_bytes(props, headers::CHAIN_INPUT),
             batch: header_str(props, headers::BATCH).filter(|b| !b.is_empty()),
             batch_outcome: header_bytes(props, headers::BATCH_OUTCOME),
+            unique: header_str(props, headers::UNIQUE_KEY)
+                .zip(header_str(props, headers::UNIQUE_TOKEN).filter(|t| !t.is_empty()))
+                .filter(|_| header_str(props, headers::UNIQUE_UNTIL) != Some(UniqueUntil::Window.as_str())),
+            expires_at_ms: header_u64(props, headers::EXPIRES_AT),
         }
     }
 
     /// Whether it is a call: someone waits for its answer.
     pub(crate) fn is_call(&self) -> bool {
         self.reply_to.is_some()
+    }
+
+    /// How long past its expiry it is at `now_ms`, if it is.
+    pub(crate) fn expired(&self, now_ms: u64) -> Option<Duration> {
+        let at = self.expires_at_ms?;
+        (now_ms >= at).then(|| Duration::from_millis(now_ms - at))
     }
 }
 

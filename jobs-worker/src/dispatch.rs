@@ -261,6 +261,10 @@ impl Dispatcher {
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
         let Place { queue, worker, activity, end, placement, client, cancels } = place;
+        // Worth nothing past its deadline: not run (before any turn or slot is taken).
+        if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
+            return Ran::Expired { late };
+        }
         let registration = self.table.get(name);
         let gate = self.gates.get(name);
         let rate = self.rates.get(name);
@@ -297,6 +301,10 @@ impl Dispatcher {
             },
             _ => None,
         };
+        // Its deadline passed while it waited for its turn or a slot: not run.
+        if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
+            return Ran::Expired { late };
+        }
         // Cancelled before it came up (or while it waited for a slot): not run.
         let run = match cancels.start(&meta.id, end, jobs_core::plumbing::events::now_ms()) {
             Ok(run) => run,

@@ -36,6 +36,8 @@ pub(crate) struct Beats {
     pub(crate) limits: Vec<Arc<crate::limits::Gate>>,
     /// The rates of the rate-limited types whose queues it consumes.
     pub(crate) rates: Vec<Arc<crate::rates::RateLimit>>,
+    /// The unique keeper's state.
+    pub(crate) uniques: std::sync::OnceLock<Arc<crate::uniques::Status>>,
 }
 
 impl Beats {
@@ -60,6 +62,7 @@ impl Beats {
             batches: self.batches.get().map(|status| status.beat()),
             limits: self.limits.iter().map(|gate| gate.beat()).collect(),
             rates: self.rates.iter().map(|rate| rate.beat()).collect(),
+            unique_keys: self.uniques.get().and_then(|status| status.keys()),
         }
     }
 

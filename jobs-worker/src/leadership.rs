@@ -1,5 +1,6 @@
 //! Standing for a leadership and acting on it safely, for each role that
-//! needs a leader (the scheduler; the batch aggregator next): the
+//! needs a leader (the scheduler, the batch aggregator, the rate keepers,
+//! the unique keeper; all but the scheduler lead through [`act`]): the
 //! [`Leader`] campaign on a connection of the role's own, stood again with
 //! backoff until released, and the fence that keeps a leader whose link went
 //! silent from acting (a third of the heartbeat timeout, probed three times
@@ -184,6 +185,104 @@ async fn stand(
     hold.send_modify(|h| (h.leading, h.heard) = (false, None));
     close_connection(connection).await;
     result
+}
+
+/// Why a lead ended.
+pub(crate) enum Ended {
+    /// The leadership went to another, or was won again since, or the fence closed.
+    Lost,
+    /// Its link failed (a stream not read or written, a channel gone): it
+    /// leads again on a new one, a second later.
+    Failed(String),
+    /// The worker stops.
+    Gone,
+}
+
+/// What a role does while this worker leads it, one lead per term.
+pub(crate) trait Acts: Send {
+    /// What its lines say: "this worker {leads}", "… no longer {leads}",
+    /// and "the {name} lost its link".
+    const LEADS: &'static str;
+    /// Its name in lines.
+    const NAME: &'static str;
+
+    /// Acts for the lead of `term` until it ends.
+    fn lead(&mut self, term: u64, stopping: &CancellationToken) -> impl std::future::Future<Output = Ended> + Send;
+
+    /// It leads now, or no longer (its gauge, its beats).
+    fn leading(&self, leading: bool);
+
+    /// The fields its lines carry besides the worker (a rate keeper's job type).
+    fn job(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Leads `role` each term this worker wins (`hold`, within `fence`) until
+/// `stopping`: says each start and end, and leads again a second after a
+/// lead whose link failed.
+pub(crate) async fn act<A: Acts>(
+    mut role: A,
+    mut hold: watch::Receiver<Hold>,
+    fence: Duration,
+    worker: &str,
+    stopping: CancellationToken,
+) {
+    loop {
+        let Some(term) = next_term(&mut hold, fence, &stopping).await else { return };
+        role.leading(true);
+        info!(worker, job = role.job(), "this worker {}", A::LEADS);
+        let ended = role.lead(term, &stopping).await;
+        role.leading(false);
+        match ended {
+            Ended::Lost => info!(worker, job = role.job(), "this worker no longer {}", A::LEADS),
+            Ended::Failed(why) => {
+                warn!(worker, job = role.job(), error = %why, "the {} lost its link; leading again", A::NAME);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopping.cancelled() => return,
+                }
+            }
+            Ended::Gone => return,
+        }
+    }
+}
+
+/// A lead's link to its stream: a connection of its own, the stream
+/// declared, a publisher for its records.
+pub(crate) struct JournalLink {
+    pub(crate) connection: jobs_core::plumbing::amqprs::connection::Connection,
+    pub(crate) publisher: Publisher,
+}
+
+impl JournalLink {
+    /// Connects as `name`, declares `journal` and opens a publisher.
+    pub(crate) async fn open(
+        amqp: &AmqpConfig,
+        name: &str,
+        journal: &jobs_core::plumbing::Journal,
+    ) -> Result<Self, jobs_core::Error> {
+        let connection = connect(amqp, name).await?;
+        let opened = async {
+            let declarer = Declarer::open(&connection).await?;
+            journal.declare(&declarer).await?;
+            declarer.close().await;
+            Publisher::open(&connection, amqp.confirm_timeout).await
+        }
+        .await;
+        match opened {
+            Ok(publisher) => Ok(JournalLink { connection, publisher }),
+            Err(err) => {
+                close_connection(connection).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Closes its connection.
+    pub(crate) async fn close(self) {
+        close_connection(self.connection).await;
+    }
 }
 
 /// Waits until this worker leads with its fence open, and says the lead's

@@ -67,6 +67,7 @@ mod session;
 mod settle;
 mod systemd;
 mod ticks;
+mod uniques;
 mod worker;
 
 pub use builder::WorkerBuilder;

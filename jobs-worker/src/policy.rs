@@ -101,6 +101,8 @@ pub(crate) enum Ran {
     /// A job of a rate-limited type over its rate (its key's, with
     /// `rate_key`): it did not run, and waits `delay` for its turn.
     OverRate { delay: Duration },
+    /// Not started by its expiry (`x-expires-at`), `late` past it: not run.
+    Expired { late: Duration },
 }
 
 /// Where the delivery was consumed from.
@@ -293,7 +295,8 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
                 if !meta.is_call() && home == Home::Queue {
                     // At least a second: a zero delay would be a busy loop through the queue.
                     let delay = delay.max(Duration::from_secs(1));
-                    return Decision::Wait { delay, rate_limited: Some(meta.rate_limited + 1) };
+                    let wait = Decision::Wait { delay, rate_limited: Some(meta.rate_limited + 1) };
+                    return past_expiry(meta, delay, &error.to_string()).unwrap_or(wait);
                 }
                 (FailureKind::Failed, error.to_string(), Retry::After(delay), schedule)
             }
@@ -335,7 +338,15 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         Ran::Abandoned { after, reason, timeout } => return Decision::Abandon { after, reason, timeout },
         Ran::Elsewhere { queue } => return Decision::Move { queue },
         // Only from its type's own queue (a job from elsewhere is moved there first).
-        Ran::OverRate { delay } => return Decision::Wait { delay, rate_limited: None },
+        Ran::OverRate { delay } => {
+            return past_expiry(meta, delay, "waiting for its rate")
+                .unwrap_or(Decision::Wait { delay, rate_limited: None })
+        }
+        // Worth nothing now: not run, and a call's caller is gone (no answer).
+        Ran::Expired { late } => {
+            let reason = format!("expired: not started by its deadline ({late:?} past it)");
+            return Decision::Dead { kind: FailureKind::Expired, reason, attempt: meta.attempt, reply: None };
+        }
         Ran::Interrupted { after } => {
             return match home {
                 Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },
@@ -352,9 +363,28 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         Home::Queue => next_delay(retry, meta.attempt, schedule),
     };
     match delay {
-        Some(delay) => Decision::Retry { kind, error, attempt: meta.attempt.saturating_add(1), delay },
+        Some(delay) => past_expiry(meta, delay, &error).unwrap_or(Decision::Retry {
+            kind,
+            error,
+            attempt: meta.attempt.saturating_add(1),
+            delay,
+        }),
         None => Decision::Dead { kind, reason: error, attempt: meta.attempt, reply: None },
     }
+}
+
+/// Dead as `expired` now when a wait of `delay` would bring the job back
+/// after its expiry (it would not run then); `why` (its error) is kept in the reason.
+fn past_expiry(meta: &Meta<'_>, delay: Duration, why: &str) -> Option<Decision> {
+    let at = meta.expires_at_ms?;
+    let back =
+        jobs_core::plumbing::events::now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    (back > at).then(|| Decision::Dead {
+        kind: FailureKind::Expired,
+        reason: format!("expired: its next run, {delay:?} from now, would come after its deadline; it ended on: {why}"),
+        attempt: meta.attempt,
+        reply: None,
+    })
 }
 
 /// When the copy of a decision was not stored, for the `tries`-th time.
@@ -431,6 +461,23 @@ mod tests {
 
     fn errored(error: JobError) -> Ran {
         Ran::Errored { error, schedule: THREE }
+    }
+
+    #[test]
+    fn a_job_past_its_deadline_or_whose_next_run_would_be_is_dead_as_expired() {
+        let now = jobs_core::plumbing::events::now_ms();
+        let expired = |decision: &Decision| matches!(decision, Decision::Dead { kind: Expired, reply: None, .. });
+        // Past it as it came up; a call too, and no answer for a caller gone.
+        assert!(expired(&decide(Ran::Expired { late: secs(3) }, &meta(1), Home::Queue)));
+        assert!(expired(&decide(Ran::Expired { late: secs(3) }, &call(1), Home::Queue)));
+        // A retry (two seconds, THREE's backoff) after a deadline a second away: dead now.
+        let soon = Meta { expires_at_ms: Some(now + 1_000), ..meta(1) };
+        assert!(expired(&decide(errored(JobError::msg("down")), &soon, Home::Queue)));
+        // A rate-limit wait past it too.
+        assert!(expired(&decide(errored(JobError::rate_limited(secs(5))), &soon, Home::Queue)));
+        // With time left, the retry as always.
+        let later = Meta { expires_at_ms: Some(now + 3_600_000), ..meta(1) };
+        assert_eq!(decide(errored(JobError::msg("down")), &later, Home::Queue), retry(Failed, "down", 2, secs(2)));
     }
 
     fn retry(kind: FailureKind, error: &str, attempt: u32, delay: Duration) -> Decision {

@@ -44,13 +44,12 @@ use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::amqprs::{BasicProperties, FieldTable, FieldValue};
 use jobs_core::plumbing::{close_connection, connect, set_header, Hold, Leader};
 use jobs_core::{report, AmqpConfig, QueueType, Rate};
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::leadership;
+use crate::leadership::{self, Ended};
 
 /// The most keys a keyed rate's leader tracks at once.
 pub(crate) const MAX_KEYS: usize = 100_000;
@@ -254,35 +253,7 @@ pub(crate) fn short_key(mut key: Vec<u8>) -> Vec<u8> {
 }
 
 /// The value of `field` in a MessagePack map (a job's body), as JSON bytes.
-pub(crate) fn field_of(body: &[u8], field: &str) -> Option<Vec<u8>> {
-    struct FieldOf<'f>(&'f str);
-    impl<'de> DeserializeSeed<'de> for FieldOf<'_> {
-        type Value = Option<serde_json::Value>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    impl<'de> Visitor<'de> for FieldOf<'_> {
-        type Value = Option<serde_json::Value>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a job's fields")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
-            while let Some(name) = map.next_key::<String>()? {
-                if name == self.0 {
-                    found = Some(map.next_value::<serde_json::Value>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(found)
-        }
-    }
-    let mut decoder = rmp_serde::Deserializer::new(body);
-    let value = FieldOf(field).deserialize(&mut decoder).ok()??;
-    serde_json::to_vec(&value).ok()
-}
+pub(crate) use jobs_core::plumbing::unique::field_of;
 
 /// The arguments of a token or ask queue (durable, of the worker's queue type).
 async fn declare(channel: &Channel, queue: &str, queue_type: QueueType, ttl: Option<i64>) -> Result<(), String> {
@@ -495,16 +466,11 @@ pub(crate) async fn lead(
     };
     let role = (Leader::new(name), "rate limiter", RENEW);
     leadership::serve(&amqp, &worker.clone(), role, fenced, |hold, fence| {
-        Keeping { limit, amqp: amqp.clone(), worker, queue_type, hold, fence }.run(stopping)
+        let keeping =
+            Keeping { limit, amqp: amqp.clone(), worker: worker.clone(), queue_type, hold: hold.clone(), fence };
+        async move { leadership::act(keeping, hold, fence, &worker, stopping).await }
     })
     .await;
-}
-
-/// Why a lead ended.
-enum Ended {
-    Lost,
-    Failed(String),
-    Gone,
 }
 
 struct Keeping {
@@ -516,35 +482,30 @@ struct Keeping {
     fence: Duration,
 }
 
-impl Keeping {
-    async fn run(mut self, stopping: CancellationToken) {
-        loop {
-            let Some(term) = leadership::next_term(&mut self.hold, self.fence, &stopping).await else { return };
-            self.limit.acting.lead(true);
-            info!(worker = %self.worker, job = self.limit.job, rate = %self.limit.rate, "this worker keeps the rate of a job type");
-            let ended = self.lead(term, &stopping).await;
-            self.limit.acting.lead(false);
-            match ended {
-                Ended::Lost => {
-                    info!(worker = %self.worker, job = self.limit.job, "this worker no longer keeps the rate of a job type")
-                }
-                Ended::Failed(why) => {
-                    warn!(worker = %self.worker, job = self.limit.job, error = %why, "the rate keeper lost its link; leading again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(AGAIN) => {}
-                        _ = stopping.cancelled() => return,
-                    }
-                }
-                Ended::Gone => return,
-            }
-        }
+impl leadership::Acts for Keeping {
+    const LEADS: &'static str = "keeps the rate of a job type";
+    const NAME: &'static str = "rate keeper";
+
+    async fn lead(&mut self, term: u64, stopping: &CancellationToken) -> Ended {
+        self.keep(term, stopping).await
     }
 
+    fn leading(&self, leading: bool) {
+        self.limit.acting.lead(leading);
+    }
+
+    fn job(&self) -> Option<&'static str> {
+        Some(self.limit.job)
+    }
+}
+
+impl Keeping {
     fn holds(&self, term: u64) -> bool {
         self.hold.borrow().holds_in(term, self.fence)
     }
 
-    async fn lead(&mut self, term: u64, stopping: &CancellationToken) -> Ended {
+    /// One lead: the bucket filled, or the keys' asks answered, on a connection of its own.
+    async fn keep(&mut self, term: u64, stopping: &CancellationToken) -> Ended {
         let connection = match connect(&self.amqp, &format!("{}:rate:{}", self.worker, self.limit.job)).await {
             Ok(connection) => connection,
             Err(err) => return Ended::Failed(report(&err)),

@@ -472,6 +472,14 @@ impl Firing {
                 );
                 true
             }
+            // A unique job whose key another job holds (the last tick's, still
+            // queued or running): this tick is skipped, not fired again.
+            Err(jobs_core::Error::Duplicate { existing }) => {
+                let _ = self.records.send(Record::Tick(schedule.name.clone(), tick));
+                self.status.fired_at(n, tick, None);
+                info!(schedule = %schedule.name, tick = %tick, holder = %existing, "a tick skipped: its unique job's key is held by another job, queued or running");
+                true
+            }
             Err(err) if self.ended(term).is_some() => {
                 warn!(
                     schedule = %schedule.name,

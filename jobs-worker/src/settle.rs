@@ -23,6 +23,7 @@ use crate::batch_outcomes::Outcomes;
 use crate::delivery::Delivery;
 use crate::policy::{self, Decision, Reply, Unstored};
 use crate::returns::Returns;
+use crate::uniques::Releases;
 
 /// What a worker needs to settle deliveries on one connection.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub(crate) struct Settler {
     pub(crate) returns: Arc<Returns>,
     /// Where a batch's jobs' outcomes are recorded before their ack.
     pub(crate) outcomes: Outcomes,
+    /// Where a unique job's key goes back as it ends (none in tests without a worker).
+    pub(crate) releases: Option<Releases>,
 }
 
 impl Settler {
@@ -64,7 +67,11 @@ impl Settler {
         let (message, destination, what) = match &decision {
             Decision::Ack { .. } | Decision::Answer { .. } => {
                 if self.recorded(d, outcome).await {
-                    self.ack(d.channel, d.tag).await;
+                    // Its key goes back only once it is acked: a job whose ack
+                    // failed runs again, and holds its key meanwhile.
+                    if self.ack(d.channel, d.tag).await {
+                        self.release(d);
+                    }
                     return true;
                 }
                 return false;
@@ -121,7 +128,9 @@ impl Settler {
                 (message, Destination::direct(d.queue), "crash requeue")
             }
         };
-        if !self.forward(d, message, &destination, what, outcome).await {
+        // A dead job is not queued: its key is free once it is acked (`dead retry` takes it again).
+        let release = matches!(decision, Decision::Dead { .. });
+        if !self.forward(d, message, &destination, what, outcome, release).await {
             return false;
         }
         match decision {
@@ -169,6 +178,13 @@ impl Settler {
         true
     }
 
+    /// Gives a unique job's key back (it ended and was acked: done, or dead).
+    fn release(&self, d: &Delivery<'_>) {
+        if let (Some((key, token)), Some(releases)) = (d.meta.unique, &self.releases) {
+            releases.release(key, token, d.id());
+        }
+    }
+
     /// The broker closed the channel of a running job, which was dropped:
     /// nothing to settle (the broker hands it out again). Said once, at
     /// ERROR, with what to change; a `consumer_timeout` is recorded for every worker.
@@ -197,11 +213,15 @@ impl Settler {
         Failure { kind, reason, worker: &self.worker, host: &self.host }
     }
 
-    /// Acks a delivery whose job is done.
-    async fn ack(&self, channel: &Channel, tag: u64) {
-        if let Err(err) = channel.basic_ack(BasicAckArguments::new(tag, false)).await {
-            // The channel is gone: the broker hands the job out again (at-least-once).
-            error!(error = %err, "could not ack a settled job; it will be delivered again");
+    /// Acks a delivery whose job is done; whether the ack went.
+    async fn ack(&self, channel: &Channel, tag: u64) -> bool {
+        match channel.basic_ack(BasicAckArguments::new(tag, false)).await {
+            Ok(()) => true,
+            Err(err) => {
+                // The channel is gone: the broker hands the job out again (at-least-once).
+                error!(error = %err, "could not ack a settled job; it will be delivered again");
+                false
+            }
         }
     }
 
@@ -248,6 +268,7 @@ impl Settler {
     /// outcome, then acks. A copy not stored is published again as the
     /// policy says, the delivery held, and at last the delivery is given
     /// back. Returns whether it was stored (and its outcome recorded).
+    /// `release`: a unique job's key goes back once the delivery is acked.
     async fn forward(
         &self,
         d: &Delivery<'_>,
@@ -255,6 +276,7 @@ impl Settler {
         destination: &Destination,
         what: &str,
         outcome: Option<(&str, bool)>,
+        release: bool,
     ) -> bool {
         let outgoing = message.into_outgoing(destination);
         let mut tries = 0;
@@ -264,7 +286,9 @@ impl Settler {
                     if !self.recorded(d, outcome).await {
                         return false;
                     }
-                    self.ack(d.channel, d.tag).await;
+                    if self.ack(d.channel, d.tag).await && release {
+                        self.release(d);
+                    }
                     return true;
                 }
                 Err(err) => err,

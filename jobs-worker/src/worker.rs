@@ -78,6 +78,10 @@ pub struct Worker {
     scheduler: Option<Arc<Status>>,
     /// Its batch aggregator's state (every worker stands for the aggregation).
     batches: Arc<crate::batches::Status>,
+    /// Its unique keeper's state (every worker stands for the keeping).
+    uniques: Arc<crate::uniques::Status>,
+    /// Where the keys of unique jobs that ended go back: set as it runs.
+    releases: Option<crate::uniques::Releases>,
     /// Its own client, set as it runs.
     client: Option<Client>,
     /// Where jobs run: set as it starts (it knows the jobs' runtime then).
@@ -150,11 +154,16 @@ impl Worker {
                 batches: std::sync::OnceLock::new(),
                 limits: queues.iter().filter_map(|q| dispatcher.gate_of_queue(q).cloned()).collect(),
                 rates: queues.iter().filter_map(|q| dispatcher.rate_of_queue(q).cloned()).collect(),
+                uniques: std::sync::OnceLock::new(),
             })
         });
         let batches = Arc::new(crate::batches::Status::default());
         if let Some(beats) = &beats {
             let _ = beats.batches.set(batches.clone());
+        }
+        let uniques = Arc::new(crate::uniques::Status::default());
+        if let Some(beats) = &beats {
+            let _ = beats.uniques.set(uniques.clone());
         }
         let cancels = Arc::new(crate::cancels::Cancels::new(config.cancel_grace, config.cancel_retention));
         Ok(Worker {
@@ -175,6 +184,8 @@ impl Worker {
             cancels,
             scheduler: None,
             batches,
+            uniques,
+            releases: None,
             client: None,
             placement: Arc::new(Placement::new([], None, None, 1)),
         })
@@ -250,6 +261,15 @@ impl Worker {
             let (amqp, id, status) = (self.amqp.clone(), self.id.to_string(), self.batches.clone());
             link.spawn(crate::batches::run(amqp, id, status, own_client.clone(), stopping.clone()))
         };
+        let uniques = {
+            let (amqp, id, queue_type) = (self.amqp.clone(), self.id.to_string(), self.amqp.topology().queue_type());
+            let (status, activity) = (self.uniques.clone(), self.activity.clone());
+            link.spawn(crate::uniques::run(amqp, id, queue_type, status, activity, stopping.clone()))
+        };
+        let released = CancellationToken::new();
+        let (releases, releasing) = crate::uniques::Releases::start(own_client.clone(), released.clone());
+        self.releases = Some(releases);
+        let releasing = link.spawn(releasing);
         // A rate-limited type's rate is kept by one of the workers that run it.
         let keeping: Vec<_> = self
             .queues
@@ -277,7 +297,15 @@ impl Worker {
             link.spawn(async move { worker.serve_until(stop, &tasks, notifier.as_deref()).await })
         };
         let served = serving.await;
-        for task in [watchdog, metrics, beating, Some(watching), scheduling, Some(aggregating)].into_iter().flatten() {
+        // The keys of the jobs that ended go back before the worker is gone.
+        released.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), releasing).await.is_err() {
+            warn!("unique keys were still being given back as the worker stopped");
+        }
+        for task in [watchdog, metrics, beating, Some(watching), scheduling, Some(aggregating), Some(uniques)]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         for task in keeping {
@@ -435,6 +463,7 @@ impl Worker {
             interrupt: self.interrupt.clone(),
             returns: self.returns.clone(),
             outcomes: Outcomes::start(connection.clone(), self.amqp.confirm_timeout),
+            releases: self.releases.clone(),
         };
         let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
         let shared = Arc::new(Shared {

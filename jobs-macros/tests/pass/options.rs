@@ -41,7 +41,26 @@ impl Perform for Charge {
     }
 }
 
+#[derive(Serialize, Deserialize, Job)]
+#[job(unique_for = "10m", unique_key = "user_id", unique_until = "window", expires_in = "2h")]
+struct Digest {
+    user_id: u64,
+}
+
+impl Perform for Digest {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 fn main() {
+    use jobs_core::UniqueUntil;
+    assert_eq!(
+        (Digest::UNIQUE_FOR, Digest::UNIQUE_KEY, Digest::UNIQUE_UNTIL),
+        (Some(std::time::Duration::from_secs(600)), Some("user_id"), UniqueUntil::Window)
+    );
+    assert_eq!((Charge::UNIQUE_FOR, Charge::UNIQUE_KEY, Charge::UNIQUE_UNTIL), (None, None, UniqueUntil::End));
+    assert_eq!((Digest::EXPIRES_IN, Charge::EXPIRES_IN), (Some(std::time::Duration::from_secs(7200)), None));
     let rate = Charge::RATE.unwrap();
     assert_eq!((rate.count(), rate.per(), Charge::BURST, Charge::RATE_KEY), (5, std::time::Duration::from_secs(1), Some(2), Some("customer_id")));
     assert_eq!((EmailJob::RATE, EmailJob::BURST, EmailJob::RATE_KEY), (None, None, None));

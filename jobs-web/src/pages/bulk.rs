@@ -184,6 +184,13 @@ pub(crate) async fn action_page(
         let why = progress.first_failure.as_deref().unwrap_or("refused");
         stayed.push(format!("{} stay dead: the broker refused their copies (the first: {why})", jobs(progress.failed)));
     }
+    if progress.held > 0 {
+        let first = progress.first_held.as_deref().unwrap_or("");
+        stayed.push(format!(
+            "{} stay dead: another job holds their unique key (the first: {first}); `worker dead retry --force` runs them anyway",
+            jobs(progress.held)
+        ));
+    }
     if progress.not_reached > 0 {
         stayed.push(format!("{} not reached (another reader held them): run it again", jobs(progress.not_reached)));
     }

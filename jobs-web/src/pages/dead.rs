@@ -432,6 +432,12 @@ pub(crate) async fn dead_job_action(
     if done.acted > 0 {
         return Ok(Redirect::to(&format!("{}/dead/{}", base.0, encode(&queue))).into_response());
     }
+    if let Some(held) = done.first_held {
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            format!("not retried, it stays dead: {held}; `worker dead retry {queue} --id <id> --force` runs it anyway"),
+        ));
+    }
     Err(match done.first_failure {
         Some(why) => Refusal::new(StatusCode::BAD_GATEWAY, format!("the broker refused the copy: {why}")),
         None if done.not_reached > 0 => Refusal::new(

@@ -389,6 +389,7 @@ mod tests {
             batches: None,
             limits: vec![],
             rates: vec![],
+            unique_keys: None,
         }
     }
 

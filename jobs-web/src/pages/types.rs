@@ -25,6 +25,8 @@ struct TypeView {
     rate: String,
     /// Jobs held back by the rate.
     rate_limited: u64,
+    /// Enqueues refused as duplicates of a unique job.
+    duplicates: u64,
     p50: String,
     p95: String,
     p99: String,
@@ -37,6 +39,8 @@ struct Types {
     range: &'static str,
     ranges: [&'static str; 4],
     types: Vec<TypeView>,
+    /// "1,234 unique keys held now, kept by w1", or none.
+    unique: Option<String>,
 }
 
 pub(crate) async fn types(
@@ -46,6 +50,13 @@ pub(crate) async fn types(
     Params(query): Params<RangeQuery>,
 ) -> Response {
     let since = now_ms().saturating_sub(query.range.millis());
+    let unique = dashboard.history().unique_keys(now_ms()).map(|(keys, worker)| {
+        format!(
+            "{} unique key{} held now, kept by {worker}",
+            crate::format::count(keys),
+            if keys == 1 { "" } else { "s" }
+        )
+    });
     let types = dashboard
         .history()
         .types(since)
@@ -68,11 +79,18 @@ pub(crate) async fn types(
                 },
             ),
             rate_limited: t.rate_limited,
+            duplicates: t.duplicates,
             limit: t.limit.map_or_else(
                 || "-".into(),
                 |l| format!("{} of at most {} running ({} slots held)", l.running, l.max_running, l.slots),
             ),
         })
         .collect();
-    render(&Types { page: page(&dashboard, base, "jobs", &csrf), range: query.range.name(), ranges: Range::ALL, types })
+    render(&Types {
+        page: page(&dashboard, base, "jobs", &csrf),
+        range: query.range.name(),
+        ranges: Range::ALL,
+        types,
+        unique,
+    })
 }

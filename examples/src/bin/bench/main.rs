@@ -10,6 +10,7 @@
 
 mod raw;
 mod schedules;
+mod uniques;
 mod workflows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +91,10 @@ enum Part {
     /// Drain at concurrency 50 with a rate that never binds (1,000,000/s,
     /// burst 50,000) ÷ unlimited: what taking a token per job costs.
     Rates,
+    /// Unique jobs beside plain enqueues: enqueue latency with `unique_for`
+    /// vs without (16 concurrent), filling the keeper with 100,000 keys, and
+    /// a keeper change with them held.
+    Unique,
     /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
     /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
     /// job to its callback's start.
@@ -466,6 +471,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if options.runs(Part::Rates) {
                 rows.rates(&mut table, round).await?;
+            }
+            if options.runs(Part::Unique) {
+                let keys = if options.quick { 10_000 } else { 100_000 };
+                let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
+                uniques::rows(&connection, &amqp, &mut table, rows.label, (options.sizes.sequential, keys)).await?;
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;

@@ -28,11 +28,13 @@ const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3_600);
 #[derive(Debug)]
 pub(crate) struct Pauses {
     paused: watch::Sender<Paused>,
+    /// Whether the journal was read to its end once (by any session).
+    known: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Pauses {
     fn default() -> Self {
-        Pauses { paused: watch::Sender::new(Paused::default()) }
+        Pauses { paused: watch::Sender::new(Paused::default()), known: false.into() }
     }
 }
 
@@ -40,6 +42,12 @@ impl Pauses {
     /// What a consumer watches.
     pub(crate) fn watch(&self) -> watch::Receiver<Paused> {
         self.paused.subscribe()
+    }
+
+    /// Whether the journal was read to its end once: until then this worker
+    /// cannot know what is paused, and consumes nothing.
+    pub(crate) fn known(&self) -> bool {
+        self.known.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `queue` is paused now.
@@ -91,6 +99,7 @@ impl Pauses {
             gauge(queue, true);
         }
         let before = self.paused.send_replace(paused);
+        self.known.store(true, std::sync::atomic::Ordering::Relaxed);
         for queue in before.queues().keys().filter(|q| !self.is_paused(q)) {
             gauge(queue, false);
         }

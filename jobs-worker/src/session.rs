@@ -30,6 +30,10 @@ use crate::heartbeat::Current;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
 
+/// How long a worker that never read `jobs.control` waits for it before it
+/// consumes as if nothing were paused (with a WARN).
+const UNKNOWN_PAUSES_WAIT: Duration = Duration::from_secs(60);
+
 /// One thing a session sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unit {
@@ -196,11 +200,33 @@ impl Setup<'_> {
         }
         // What is paused, read to its end before anything is consumed (a
         // worker started while a queue is paused starts with it paused), then followed.
-        let read = tokio::select! {
-            biased;
-            _ = &mut *stop => return Ok(SessionEnd::Stopped),
-            _ = &mut failure => return Ok(lost("a network failure")),
-            read = shared.pauses.catch_up(self.connection, &shared.settler.publisher, &shared.cancels) => read,
+        // A worker that never read it (started while the broker's streams
+        // come back after a restart) waits for it up to `UNKNOWN_PAUSES_WAIT`:
+        // consuming then could run a paused queue's jobs.
+        let mut waited = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+        let since = Instant::now();
+        let read = loop {
+            let read = tokio::select! {
+                biased;
+                _ = &mut *stop => return Ok(SessionEnd::Stopped),
+                _ = &mut failure => return Ok(lost("a network failure")),
+                read = shared.pauses.catch_up(self.connection, &shared.settler.publisher, &shared.cancels) => read,
+            };
+            match read {
+                Err(why) if !shared.pauses.known() && since.elapsed() < UNKNOWN_PAUSES_WAIT => {
+                    info!(
+                        reason = why,
+                        "cannot read the journal jobs.control yet: consuming nothing until it is read, for up to 60 s"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = &mut *stop => return Ok(SessionEnd::Stopped),
+                        _ = &mut failure => return Ok(lost("a network failure")),
+                        _ = tokio::time::sleep(waited.next()) => {}
+                    }
+                }
+                read => break read,
+            }
         };
         let first = read
             .map_err(|why| warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))

@@ -97,7 +97,7 @@ fn queue_route<J: Job>() -> Result<JobRoute<'static>, Error> {
         return Err(Error::Unsupported("a job with a deadline (expires_in) in a batch: not carried yet"));
     }
     match J::ROUTE {
-        Route::Queue => Ok(JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE }),
+        Route::Queue => Ok(JobRoute::of::<J>()),
         Route::Exchange { .. } => Err(Error::Unsupported(
             "a batch's jobs and callbacks go to a queue: a job routed through an exchange runs on every subscriber, or none",
         )),

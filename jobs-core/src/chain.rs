@@ -180,7 +180,7 @@ fn pending<J: Job>(job: &J) -> Result<Pending, Error> {
 impl Chain<()> {
     /// A chain whose first step is `first`.
     pub fn new<J: Follows<()>>(first: J) -> Chain<J::Output> {
-        let route = JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE };
+        let route = JobRoute::of::<J>();
         let (steps, error) = match pending(&first) {
             Ok(step) => (vec![step], None),
             Err(err) => (Vec::new(), Some(err)),

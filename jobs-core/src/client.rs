@@ -186,7 +186,7 @@ impl Client {
     /// As [`Client::enqueue`]; [`Error::Unsupported`] for options that do not
     /// fit the job type's route (a delay for a job routed through an exchange).
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: EnqueueOptions) -> Result<JobId, Error> {
-        let route = JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE };
+        let route = JobRoute::of::<J>();
         self.enqueue_encoded(route, J::__registration(), codec::encode(job)?, options, None).await
     }
 

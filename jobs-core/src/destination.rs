@@ -38,6 +38,8 @@ pub struct Destination {
     pub(crate) declare: Declare,
     /// The delay asked for, rounded up to whole seconds as the cascade holds it.
     pub(crate) delay: Option<Duration>,
+    /// The job's priority (0–9), for a queue that takes priorities.
+    pub(crate) priority: Option<u8>,
 }
 
 /// What a job type says about where its jobs go: its name, queue and route.
@@ -49,6 +51,48 @@ pub(crate) struct JobRoute<'a> {
     pub(crate) queue: &'a str,
     /// Its route.
     pub(crate) route: Route,
+    /// Its default priority (`#[job(priority = 7)]`).
+    pub(crate) priority: Option<u8>,
+}
+
+impl JobRoute<'static> {
+    /// Job type `J`'s.
+    pub(crate) fn of<J: Job>() -> Self {
+        JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE, priority: J::PRIORITY }
+    }
+
+    /// The registered type's.
+    pub(crate) fn registered(registration: &'static crate::plumbing::Registration) -> Self {
+        JobRoute {
+            name: registration.name(),
+            queue: registration.queue(),
+            route: registration.route(),
+            priority: registration.priority(),
+        }
+    }
+}
+
+/// Whether job `job` may go to `queue` with `priority`: 0 to 9, to a classic
+/// queue that takes priorities.
+fn check_priority(job: &str, queue: &str, priority: u8, topology: Topology) -> Result<(), Error> {
+    let refuse = |reason: String| Err(Error::Priority { job: job.to_owned(), reason });
+    if priority > topology::MAX_PRIORITY {
+        return refuse(format!(
+            "priority {priority}: a priority is from 0 to {} (the highest runs first)",
+            topology::MAX_PRIORITY
+        ));
+    }
+    if topology.queue_type() == topology::QueueType::Quorum {
+        return refuse(format!(
+            "priority {priority}: RabbitMQ 3.10 quorum queues (amqp.queue_type = \"quorum\") have no priorities; give urgent jobs a queue of their own and weigh it (worker.queue_weights, docs/job-control.md)"
+        ));
+    }
+    if !crate::registry::queue_has_priorities(queue) {
+        return refuse(format!(
+            "priority {priority}: queue `{queue}` takes no priorities; mark its job types #[job(priorities)] (docs/job-control.md)"
+        ));
+    }
+    Ok(())
 }
 
 impl Destination {
@@ -57,7 +101,7 @@ impl Destination {
     /// # Errors
     /// As [`Destination::resolve_for`].
     pub(crate) fn resolve<J: Job>(options: &EnqueueOptions, topology: Topology) -> Result<Self, Error> {
-        Self::resolve_for(JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE }, options, topology)
+        Self::resolve_for(JobRoute::of::<J>(), options, topology)
     }
 
     /// Resolves a job type's route with `options` in `topology`.
@@ -78,6 +122,10 @@ impl Destination {
                 let queue = options.queue.as_deref().unwrap_or(job.queue);
                 let mut destination = Destination::to_queue(topology, queue, options.resolved_delay())?;
                 destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: destination.delay.is_some() };
+                destination.priority = options.priority.or(job.priority);
+                if let Some(priority) = destination.priority {
+                    check_priority(job.name, queue, priority, topology)?;
+                }
                 Ok(destination)
             }
             Route::Exchange { name, kind } => {
@@ -86,11 +134,17 @@ impl Destination {
                         "queue overrides and delays are for jobs that go to a queue; this job type goes through an exchange to the workers subscribed now",
                     ));
                 }
+                if options.priority.is_some() {
+                    return Err(Error::Unsupported(
+                        "a priority is for jobs that wait in a queue; this job type goes through an exchange to the workers subscribed now",
+                    ));
+                }
                 Ok(Destination {
                     exchange: name.to_owned(),
                     routing_key: options.routing_key.clone().unwrap_or_default(),
                     declare: Declare::Exchange { name: name.to_owned(), kind },
                     delay: None,
+                    priority: None,
                 })
             }
         }
@@ -107,13 +161,25 @@ impl Destination {
         let (exchange, routing_key) = delay
             .and_then(|delay| topology.delay_route(delay, queue))
             .unwrap_or_else(|| (String::new(), queue.to_owned()));
-        Ok(Destination { exchange, routing_key, declare: Declare::Nothing, delay: delay.map(topology::whole_seconds) })
+        Ok(Destination {
+            exchange,
+            routing_key,
+            declare: Declare::Nothing,
+            delay: delay.map(topology::whole_seconds),
+            priority: None,
+        })
     }
 
     /// Queue `queue` by the default exchange, now: a dead-letter queue, a
     /// stream, a caller's reply queue. Declares nothing.
     pub fn direct(queue: &str) -> Self {
-        Destination { exchange: String::new(), routing_key: queue.to_owned(), declare: Declare::Nothing, delay: None }
+        Destination {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            declare: Declare::Nothing,
+            delay: None,
+            priority: None,
+        }
     }
 
     /// The dead-letter queue of `queue` (`<queue>.dead`).
@@ -129,6 +195,7 @@ impl Destination {
             routing_key: routing_key.to_owned(),
             declare: Declare::Nothing,
             delay: None,
+            priority: None,
         }
     }
 

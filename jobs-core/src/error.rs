@@ -131,12 +131,14 @@ pub enum Error {
         reason: &'static str,
     },
     /// A queue or exchange exists with other settings than the config asks for.
-    #[error("`{name}` exists on the broker with other settings: {detail}; delete it or change the config (docs/deployment.md: switching between classic and quorum queues)")]
+    #[error("`{name}` exists on the broker with other settings: {detail}; {migration}")]
     TopologyMismatch {
         /// The queue or exchange.
         name: String,
         /// The broker's words, naming the differing argument.
         detail: String,
+        /// What to do, and where the docs say how.
+        migration: &'static str,
     },
     /// The broker refused a declaration for another reason (permissions...).
     #[error("RabbitMQ refused `{op}` for `{name}`: {detail}")]
@@ -234,6 +236,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A priority the job's queue cannot take: out of 0–9, for a type whose
+    /// queue has no priorities, or on quorum queues (which have none on
+    /// RabbitMQ 3.10): nothing was published.
+    #[error("job {job} was not enqueued: {reason}")]
+    Priority {
+        /// The job type.
+        job: String,
+        /// Why.
+        reason: String,
+    },
     /// The call does not apply to this kind of job.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
@@ -293,6 +305,7 @@ impl Error {
                 | Error::TooLarge { .. }
                 | Error::ChainTooLarge { .. }
                 | Error::Unsupported(_)
+                | Error::Priority { .. }
         )
     }
 

@@ -83,6 +83,25 @@ pub struct Heartbeat {
     /// before this field have none).
     #[serde(default)]
     pub unique_keys: Option<u64>,
+    /// Its weighted queues (`worker.queue_weights`) and their use now (beats
+    /// of workers before this field have none).
+    #[serde(default)]
+    pub weights: Vec<WeightBeat>,
+}
+
+/// A weighted queue of a worker: its share of the worker's concurrency and its use now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightBeat {
+    /// The queue.
+    pub queue: String,
+    /// Its weight.
+    pub weight: u16,
+    /// Its jobs running now.
+    pub running: u16,
+    /// Its deliveries waiting for a turn now.
+    pub waiting: u32,
+    /// Its jobs started since the worker started.
+    pub started: u64,
 }
 
 /// A rate limit of a job type, as one worker sees it.
@@ -434,6 +453,7 @@ mod tests {
                 leading: true,
             }],
             unique_keys: Some(7),
+            weights: vec![],
         };
         assert_eq!(Heartbeat::decode(&beat.encode().unwrap()), Some(beat.clone()));
         // A beat of a worker from before `interrupted` decodes, with none.

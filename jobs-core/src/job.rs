@@ -76,6 +76,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// A job of the type not started within this long of its enqueue is not
     /// run: dead as `expired` (`#[job(expires_in = "1h")]`); `None`: never.
     const EXPIRES_IN: Option<Duration> = None;
+    /// Its queue takes priorities (`#[job(priorities)]`; a classic queue
+    /// declared with `x-max-priority` 9).
+    const PRIORITIES: bool = false;
+    /// Its jobs' priority, 0 to 9, when none is given at enqueue
+    /// (`#[job(priority = 7)]`; without one, 0).
+    const PRIORITY: Option<u8> = None;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

@@ -106,6 +106,8 @@ pub enum Override {
     Boolean(bool),
     /// A list of text (queues).
     List(Vec<String>),
+    /// A table of whole numbers by name (queue weights).
+    Table(Vec<(String, i64)>),
 }
 
 impl From<&str> for Override {
@@ -157,6 +159,11 @@ impl From<Override> for config::Value {
             Override::Integer(n) => n.into(),
             Override::Boolean(yes) => yes.into(),
             Override::List(list) => list.into(),
+            Override::Table(table) => {
+                let table: config::Map<String, config::Value> =
+                    table.into_iter().map(|(name, n)| (name, config::Value::from(n))).collect();
+                table.into()
+            }
         }
     }
 }

@@ -262,7 +262,7 @@ pub mod plumbing {
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::refusal::{ChannelWatch, Closure};
-    pub use crate::registry::{registrations, JobFuture, Linked, Registration, Undecodable};
+    pub use crate::registry::{queue_has_priorities, registrations, JobFuture, Linked, Registration, Undecodable};
     pub use crate::reply::ReplyStatus;
     /// Unique jobs: the keeper's queue and record, its wire, and how a key is made.
     pub mod unique {
@@ -300,11 +300,7 @@ pub mod plumbing {
     }
 
     fn job_route(registration: &'static Registration) -> crate::destination::JobRoute<'static> {
-        crate::destination::JobRoute {
-            name: registration.name(),
-            queue: registration.queue(),
-            route: registration.route(),
-        }
+        crate::destination::JobRoute::registered(registration)
     }
 
     /// [`enqueue_encoded`], except that a job whose connection went before its

@@ -263,6 +263,9 @@ impl Message {
         if let Some(table) = &self.headers {
             properties.with_headers(table.clone());
         }
+        if let Some(priority) = destination.priority {
+            properties.with_priority(priority);
+        }
         Outgoing {
             id: self.id.clone(),
             exchange: destination.exchange.clone(),
@@ -277,6 +280,9 @@ impl Message {
         let Message { id, mut properties, headers, body } = self;
         if let Some(table) = headers {
             properties.with_headers(table);
+        }
+        if let Some(priority) = destination.priority {
+            properties.with_priority(priority);
         }
         Outgoing {
             id,

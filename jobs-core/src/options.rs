@@ -25,6 +25,8 @@ pub struct EnqueueOptions {
     pub unique_for: Option<Duration>,
     /// Not run if not started by then (instead of the type's `expires_in`).
     pub expires_at: Option<SystemTime>,
+    /// Its priority, 0 to 9 (9 first), instead of the type's `priority`.
+    pub priority: Option<u8>,
 }
 
 impl EnqueueOptions {
@@ -90,6 +92,15 @@ impl EnqueueOptions {
     pub fn expires_in(mut self, within: Duration) -> Self {
         // A span past what a clock holds is no deadline.
         self.expires_at = SystemTime::now().checked_add(within);
+        self
+    }
+
+    /// Runs the job before those of lower priority waiting in its queue:
+    /// 0 (the default) to 9. Its queue must take priorities (its job types
+    /// say `#[job(priorities)]`; classic queues only), or the enqueue is
+    /// refused with [`Error::Priority`](crate::Error::Priority).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
         self
     }
 

@@ -75,7 +75,12 @@ pub(crate) fn channel_error(op: &'static str, name: &str, closure: &Closure) -> 
     match closure.code {
         403 => access_refused(op, closure),
         406 if op.contains(".declare") => {
-            Error::TopologyMismatch { name: name.to_owned(), detail: closure.text.clone() }
+            let migration = if closure.text.contains("x-max-priority") {
+                "a queue's priorities are set when it is made: drain it and delete it, or give the job types a new queue (docs/job-control.md: adding or removing priorities)"
+            } else {
+                "delete it or change the config (docs/deployment.md: switching between classic and quorum queues)"
+            };
+            Error::TopologyMismatch { name: name.to_owned(), detail: closure.text.clone(), migration }
         }
         _ => Error::Refused { op, name: name.to_owned(), detail: closure.to_string() },
     }

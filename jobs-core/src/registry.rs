@@ -54,6 +54,8 @@ pub struct Registration {
     unique_key: Option<&'static str>,
     unique_until: crate::UniqueUntil,
     expires_in: Option<Duration>,
+    priorities: bool,
+    priority: Option<u8>,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -92,6 +94,8 @@ impl Registration {
             unique_key: J::UNIQUE_KEY,
             unique_until: J::UNIQUE_UNTIL,
             expires_in: J::EXPIRES_IN,
+            priorities: J::PRIORITIES,
+            priority: J::PRIORITY,
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -169,6 +173,16 @@ impl Registration {
     /// How long after its enqueue a job of the type may still start (`#[job(expires_in = "1h")]`).
     pub fn expires_in(&self) -> Option<Duration> {
         self.expires_in
+    }
+
+    /// Whether the type's queue takes priorities (`#[job(priorities)]`).
+    pub fn priorities(&self) -> bool {
+        self.priorities
+    }
+
+    /// The type's default priority (`#[job(priority = 7)]`).
+    pub fn priority(&self) -> Option<u8> {
+        self.priority
     }
 
     /// The names of the job's fields in its body; empty when not known (serde renames).
@@ -255,6 +269,17 @@ inventory::collect!(Linked);
 /// drops its types from here; workers that list their job types explicitly
 /// (`Worker::builder().job::<J>()`) do not depend on it.
 pub fn registrations() -> impl Iterator<Item = &'static Registration> {
+    linked()
+}
+
+/// Whether `queue` takes priorities: a job type linked into this binary
+/// whose queue it is says `#[job(priorities)]` (types sharing a queue agree:
+/// a worker refuses them at start otherwise).
+pub fn queue_has_priorities(queue: &str) -> bool {
+    linked().any(|r| r.priorities && r.queue == queue && r.route == crate::topology::Route::Queue)
+}
+
+fn linked() -> impl Iterator<Item = &'static Registration> {
     inventory::iter::<Linked>.into_iter().filter_map(|linked| (linked.0)())
 }
 

@@ -30,6 +30,10 @@ pub async fn queue_counts(connection: &amqprs::connection::Connection, queue: &s
     declared.ok().flatten().map(|(_, ready, consumers)| (ready, consumers))
 }
 
+/// The highest priority a job takes (`x-max-priority` of a queue whose job
+/// types say `#[job(priorities)]`; classic queues only).
+pub const MAX_PRIORITY: u8 = 9;
+
 /// Declares the framework's objects with the settings of one config.
 #[derive(Debug, Clone, Copy)]
 pub struct Topology {
@@ -113,7 +117,11 @@ impl Topology {
             set_header(&mut args, "x-delivery-limit", FieldValue::l(i64::from(self.delivery_limit)));
             args
         } else {
-            self.queue_args(None, None)
+            let mut args = self.queue_args(None, None);
+            if crate::registry::queue_has_priorities(queue) {
+                set_header(&mut args, "x-max-priority", FieldValue::l(i64::from(MAX_PRIORITY)));
+            }
+            args
         };
         declare_queue(on, queue, args).await?;
         declare_queue(on, &dead, self.queue_args(None, None)).await

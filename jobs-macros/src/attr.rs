@@ -29,12 +29,16 @@ pub(crate) struct JobAttrs {
     pub(crate) unique_window: Option<LitStr>,
     /// `expires_in = "1h"`: milliseconds.
     pub(crate) expires_in: Option<(u64, Span)>,
+    /// `priority = 7`: the type's default priority (0 to 9).
+    pub(crate) priority: Option<LitInt>,
+    /// `priorities`: its queue takes priorities.
+    pub(crate) priorities: bool,
     /// The fields' names in the body, when known (named fields, no `#[serde]` attribute).
     pub(crate) fields: Option<Vec<String>>,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst`, `rate_key`, `unique_for`, `unique_key`, `unique_until` or `expires_in`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst`, `rate_key`, `unique_for`, `unique_key`, `unique_until`, `expires_in`, `priority` or `priorities`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -93,6 +97,23 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         return Err(twice());
                     }
                     attrs.blocking = true;
+                }
+                "priorities" => {
+                    if attrs.priorities {
+                        return Err(twice());
+                    }
+                    attrs.priorities = true;
+                }
+                "priority" => {
+                    let value: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`priority` takes a whole number from 0 to 9, as in `priority = 7`")
+                    })?;
+                    if !matches!(value.base10_parse::<u8>(), Ok(0..=9)) {
+                        return Err(syn::Error::new_spanned(&value, "`priority` must be from 0 to 9 (9 runs first)"));
+                    }
+                    if attrs.priority.replace(value).is_some() {
+                        return Err(twice());
+                    }
                 }
                 "max_running" => {
                     let value: LitInt = meta.value()?.parse().map_err(|e| {
@@ -233,6 +254,12 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
     }
     if let (Some(kind), None) = (&attrs.exchange_type, &attrs.exchange) {
         return Err(syn::Error::new_spanned(kind, "`exchange_type` needs `exchange = \"...\"`"));
+    }
+    if let (Some(exchange), true) = (&attrs.exchange, attrs.priorities || attrs.priority.is_some()) {
+        return Err(syn::Error::new_spanned(
+            exchange,
+            "`priority` and `priorities` are for a queue's jobs; a job sent through an exchange goes to every subscriber's queue",
+        ));
     }
     if attrs.step && attrs.rpc {
         return Err(syn::Error::new(

@@ -106,6 +106,11 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ::core::option::Option::Some(::core::time::Duration::from_millis(#millis));
         }
     });
+    // A default priority needs a queue that takes priorities.
+    let priorities = (attrs.priorities || attrs.priority.is_some()).then(|| quote! { const PRIORITIES: bool = true; });
+    let priority = attrs.priority.map(|n| {
+        quote_spanned! {n.span()=> const PRIORITY: ::core::option::Option<u8> = ::core::option::Option::Some(#n); }
+    });
     let fields = attrs.fields.as_ref().filter(|f| !f.is_empty()).map(|names| {
         quote! { const FIELDS: &'static [&'static str] = &[#(#names),*]; }
     });
@@ -148,6 +153,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #unique_key
             #unique_until
             #expires_in
+            #priorities
+            #priority
             #fields
             #timeout
             #backoff

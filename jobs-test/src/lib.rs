@@ -42,7 +42,7 @@ pub use relay::Relay;
 pub use user::TestUser;
 pub use vhost::TestVhost;
 pub use wait::wait_until;
-pub use worker::{init_logs, spawn_with, spawn_worker, worker_config, Fixture, RunningWorker};
+pub use worker::{init_logs, spawn_built, spawn_with, spawn_worker, worker_config, Fixture, RunningWorker};
 
 /// Raw AMQP, for tests that act as another client would.
 pub use jobs_core::plumbing::amqprs;

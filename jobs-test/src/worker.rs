@@ -73,7 +73,12 @@ pub fn spawn_with(amqp: jobs_core::AmqpConfig, config: WorkerConfig) -> RunningW
     init_logs();
     // The tests' queues are their own: every linked job type may be sent there.
     let config = WorkerConfig { extra_queues: config.queues.clone(), ..config };
-    let worker = Worker::builder().linked_jobs().amqp(amqp).config(config).build().expect("worker config");
+    spawn_built(Worker::builder().linked_jobs().amqp(amqp).config(config).build().expect("worker config"))
+}
+
+/// Runs `worker` until stopped.
+pub fn spawn_built(worker: Worker) -> RunningWorker {
+    init_logs();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;

@@ -75,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 limits: vec![],
                 rates: vec![],
                 unique_keys: None,
+                weights: vec![],
             };
             add_beat(&dashboard, offset, beat);
             offset += 1;

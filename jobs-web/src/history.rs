@@ -441,6 +441,7 @@ mod tests {
             limits: vec![],
             rates: vec![],
             unique_keys: None,
+            weights: vec![],
         }
     }
 

@@ -26,6 +26,12 @@ pub struct Cli {
     /// Jobs run at once per queue, and the prefetch [default: 1].
     #[arg(long, short = 'n')]
     pub concurrency: Option<u16>,
+    /// Queues sharing the concurrency by weight, comma-separated, such as
+    /// `critical=6,default=3,low=1`: their jobs start in that proportion, and
+    /// an idle queue's share goes to the others (names holding `=` or `,`:
+    /// `[worker.queue_weights]` in the config file).
+    #[arg(long, value_delimiter = ',', value_name = "QUEUE=WEIGHT", value_parser = crate::weights::parse_pair)]
+    pub queue_weights: Vec<(String, u16)>,
     /// How long a stop waits for running jobs, such as `30s` or `2m` [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub grace_period: Option<String>,
@@ -221,6 +227,10 @@ impl Cli {
         if let Some(n) = self.concurrency {
             source = source.set("worker.concurrency", n);
         }
+        if !self.queue_weights.is_empty() {
+            let table = self.queue_weights.iter().map(|(queue, weight)| (queue.clone(), i64::from(*weight))).collect();
+            source = source.set("worker.queue_weights", jobs_core::Override::Table(table));
+        }
         if let Some(grace) = &self.grace_period {
             source = source.set("worker.grace_period", grace.clone());
         }
@@ -251,6 +261,18 @@ mod tests {
         let s = Settings::load(&cli.config_source()).unwrap();
         assert_eq!((s.worker.queues, s.worker.concurrency), (vec!["a".to_string(), "b".to_string()], 8));
         assert_eq!(s.worker.grace_period, std::time::Duration::from_secs(3));
+
+        std::fs::write(&path, "[worker.queue_weights]\nfile = 5\n").unwrap();
+        let cli = Cli::parse_from(["w", "--config", path.to_str().unwrap(), "--queue-weights", "critical=6,low=1"]);
+        let s = Settings::load(&cli.config_source()).unwrap();
+        let weights: Vec<(String, u16)> = s.worker.queue_weights.into_iter().collect();
+        assert_eq!(
+            weights,
+            [("critical".to_string(), 6), ("low".to_string(), 1)],
+            "the flag's table replaces the file's"
+        );
+        let refused = Cli::try_parse_from(["w", "--queue-weights", "critical"]).unwrap_err().to_string();
+        assert!(refused.contains("name=weight"), "{refused}");
 
         let cli = Cli::parse_from(["w", "--config", path.to_str().unwrap(), "--log-format", "yaml"]);
         match Settings::load(&cli.config_source()) {

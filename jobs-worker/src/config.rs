@@ -63,7 +63,16 @@ impl Settings {
     /// # Errors
     /// [`jobs_core::Error::Config`] naming the first bad key.
     pub fn load(source: &ConfigSource) -> Result<Self, Error> {
-        let settings: Settings = load_config(source)?;
+        let mut settings: Settings = load_config(source)?;
+        // A table given as a flag replaces the file's (the config crate would merge them).
+        for (key, value) in &source.overrides {
+            if let ("worker.queue_weights", jobs_core::Override::Table(table)) = (key.as_str(), value) {
+                settings.worker.queue_weights = table
+                    .iter()
+                    .map(|(queue, weight)| (queue.clone(), u16::try_from(*weight).unwrap_or(u16::MAX)))
+                    .collect();
+            }
+        }
         settings.amqp.validate()?;
         settings.worker.validate()?;
         settings.scheduler.validate()?;
@@ -90,6 +99,13 @@ pub struct WorkerConfig {
     pub extra_queues: Vec<String>,
     /// Jobs run at once per queue; also the prefetch (`worker.concurrency`, default 1).
     pub concurrency: u16,
+    /// Queues that share `concurrency` by weight instead of each running
+    /// `concurrency` jobs (`[worker.queue_weights]`, `critical = 6`, or
+    /// `--queue-weights critical=6,default=3,low=1`): while all have work,
+    /// their jobs start in proportion to the weights; an idle queue's share
+    /// is lent to the others until it has work again. Weighted queues are
+    /// consumed along with `worker.queues` (docs/job-control.md).
+    pub queue_weights: std::collections::BTreeMap<String, u16>,
     /// How long a stop waits for running jobs (`worker.grace_period`, default `30s`).
     /// Jobs still running then are handed back to their queues (not crashes).
     #[serde(with = "humantime_serde")]
@@ -141,6 +157,7 @@ impl Default for WorkerConfig {
             subscriptions: Vec::new(),
             extra_queues: Vec::new(),
             concurrency: 1,
+            queue_weights: std::collections::BTreeMap::new(),
             grace_period: Duration::from_secs(30),
             id: None,
             metrics_addr: None,
@@ -175,6 +192,13 @@ impl WorkerConfig {
         for queue in &self.extra_queues {
             jobs_core::plumbing::topology::validate_queue_name(queue)
                 .map_err(|e| bad("worker.extra_queues", e.to_string()))?;
+        }
+        for (queue, weight) in &self.queue_weights {
+            let key = format!("worker.queue_weights.{queue}");
+            jobs_core::plumbing::topology::validate_queue_name(queue).map_err(|e| bad(&key, e.to_string()))?;
+            if *weight == 0 {
+                return Err(bad(&key, "must be at least 1 (leave the queue out to give it no share)".into()));
+            }
         }
         Ok(())
     }
@@ -285,6 +309,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert_eq!(key_of(load("[worker]\nconcurrency = 0\n")), "worker.concurrency");
+        assert_eq!(key_of(load("[worker.queue_weights]\nlow = 0\n")), "worker.queue_weights.low");
+        assert_eq!(key_of(load("[worker.queue_weights]\nlow = \"lots\"\n")), "worker.queue_weights.low");
+        let weights = load("[worker.queue_weights]\n\"a=b,c\" = 6\nlow = 1\n").unwrap().worker.queue_weights;
+        assert_eq!(weights.into_iter().collect::<Vec<_>>(), vec![("a=b,c".to_string(), 6), ("low".to_string(), 1)]);
         assert_eq!(key_of(load("[worker]\nconcurrency = \"lots\"\n")), "worker.concurrency");
         assert_eq!(key_of(load("[worker]\ngrace_period = \"a while\"\n")), "worker.grace_period");
         assert_eq!(key_of(load("[log]\nformat = \"xml\"\n")), "log.format");

@@ -28,6 +28,8 @@ pub(crate) struct Dispatcher {
     gates: Gates,
     /// The rate-limited types' rates.
     rates: HashMap<&'static str, Arc<RateLimit>>,
+    /// The turns of the weighted queues (`worker.queue_weights`).
+    weights: Option<crate::weights::Weights>,
 }
 
 impl Dispatcher {
@@ -47,7 +49,7 @@ impl Dispatcher {
                 _ => {}
             }
         }
-        Ok(Dispatcher { table, gates: Gates::new(), rates: HashMap::new() })
+        Ok(Dispatcher { table, gates: Gates::new(), rates: HashMap::new(), weights: None })
     }
 
     /// With the global limits of the types: their `#[job(max_running)]`,
@@ -181,6 +183,46 @@ impl Dispatcher {
         Ok(self)
     }
 
+    /// Refuses job types that say `#[job(priorities)]` on quorum queues
+    /// (RabbitMQ 3.10's have none), and types sharing a queue that disagree
+    /// on priorities (the queue is declared one way).
+    ///
+    /// # Errors
+    /// [`Error::QuorumPriorities`], [`Error::MixedPriorities`].
+    pub(crate) fn check_priorities(self, queue_type: jobs_core::QueueType) -> Result<Self, Error> {
+        let types = self.types();
+        let with: Vec<&str> = types.iter().filter(|r| r.priorities()).map(|r| r.name()).collect();
+        if with.is_empty() {
+            return Ok(self);
+        }
+        if queue_type == jobs_core::QueueType::Quorum {
+            return Err(Error::QuorumPriorities { types: with.join(", ") });
+        }
+        for queue in self.queues() {
+            let on: Vec<&Registration> =
+                types.iter().copied().filter(|r| r.route() == Route::Queue && r.queue() == queue).collect();
+            let (with, without): (Vec<&Registration>, Vec<&Registration>) = on.iter().partition(|r| r.priorities());
+            if !with.is_empty() && !without.is_empty() {
+                let names = |list: &[&Registration]| list.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ");
+                return Err(Error::MixedPriorities { queue, with: names(&with), without: names(&without) });
+            }
+        }
+        Ok(self)
+    }
+
+    /// With `weights` sharing `concurrency` turns between their queues.
+    pub(crate) fn with_weights(mut self, weights: &[(String, u16)], concurrency: u16) -> Self {
+        if !weights.is_empty() {
+            self.weights = Some(crate::weights::Weights::new(weights, concurrency));
+        }
+        self
+    }
+
+    /// The turns of the weighted queues, if any.
+    pub(crate) fn weights(&self) -> Option<&crate::weights::Weights> {
+        self.weights.as_ref()
+    }
+
     /// The rate-limited types' limits.
     pub(crate) fn rates(&self) -> &HashMap<&'static str, Arc<RateLimit>> {
         &self.rates
@@ -265,6 +307,15 @@ impl Dispatcher {
         if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
             return Ran::Expired { late };
         }
+        // A weighted queue's delivery waits for its turn first (a turn is
+        // this worker's own; a rate's token or a slot is every worker's).
+        let _turn = match &self.weights {
+            Some(weights) => match weights.turn(queue, end).await {
+                Ok(turn) => turn,
+                Err(()) => return Ran::Interrupted { after: Duration::ZERO },
+            },
+            None => None,
+        };
         let registration = self.table.get(name);
         let gate = self.gates.get(name);
         let rate = self.rates.get(name);

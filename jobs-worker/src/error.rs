@@ -21,6 +21,22 @@ pub enum Error {
         /// The other types there.
         others: String,
     },
+    /// Job types say `#[job(priorities)]`, and the queues are quorum queues.
+    #[error("job types {types} say #[job(priorities)], but amqp.queue_type is \"quorum\": RabbitMQ 3.10 quorum queues have no priorities. Give urgent jobs a queue of their own and weigh the queues instead (`--queue-weights critical=6,default=3,low=1`, or [worker.queue_weights]; docs/job-control.md), or use classic queues")]
+    QuorumPriorities {
+        /// The types, comma-separated.
+        types: String,
+    },
+    /// Types sharing a queue disagree on `#[job(priorities)]`.
+    #[error("queue `{queue}` is the queue of {with}, which say #[job(priorities)], and of {without}, which do not: a queue takes priorities or not, so mark them all, or give them queues of their own")]
+    MixedPriorities {
+        /// The queue.
+        queue: String,
+        /// The types with priorities.
+        with: String,
+        /// The types without.
+        without: String,
+    },
     /// `worker.queues` names a queue that none of the worker's job types goes to.
     #[error("`worker.queues` names `{queue}`, which none of this worker's job types goes to ({served}); fix the name, or, if jobs are sent there with `EnqueueOptions::queue`, list it in `worker.extra_queues` (`--extra-queues`) or add it with `Worker::builder().queue(\"{queue}\")`")]
     UnknownQueue {
@@ -80,7 +96,10 @@ impl Error {
         match self {
             Error::Core(core) => core.is_permanent(),
             Error::Setup(_) | Error::UnknownQueue { .. } | Error::Unregistered(_) | Error::NoQueues => true,
-            Error::DuplicateJobName(_) | Error::SharedLimitedQueue { .. } => true,
+            Error::DuplicateJobName(_)
+            | Error::SharedLimitedQueue { .. }
+            | Error::QuorumPriorities { .. }
+            | Error::MixedPriorities { .. } => true,
             _ => false,
         }
     }

@@ -38,6 +38,8 @@ pub(crate) struct Beats {
     pub(crate) rates: Vec<Arc<crate::rates::RateLimit>>,
     /// The unique keeper's state.
     pub(crate) uniques: std::sync::OnceLock<Arc<crate::uniques::Status>>,
+    /// The turns of its weighted queues.
+    pub(crate) weights: Option<crate::weights::Weights>,
 }
 
 impl Beats {
@@ -63,6 +65,7 @@ impl Beats {
             limits: self.limits.iter().map(|gate| gate.beat()).collect(),
             rates: self.rates.iter().map(|rate| rate.beat()).collect(),
             unique_keys: self.uniques.get().and_then(|status| status.keys()),
+            weights: self.weights.as_ref().map(|w| w.beat()).unwrap_or_default(),
         }
     }
 

@@ -68,6 +68,7 @@ mod settle;
 mod systemd;
 mod ticks;
 mod uniques;
+mod weights;
 mod worker;
 
 pub use builder::WorkerBuilder;

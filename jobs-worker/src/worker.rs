@@ -114,8 +114,11 @@ impl Worker {
         if let Some(name) = jobs.unregistered() {
             return Err(Error::Unregistered(name));
         }
-        let dispatcher =
-            Dispatcher::new(jobs.registrations().iter().copied())?.with_limits(limits, config.consumer_timeout)?;
+        let weights: Vec<(String, u16)> = config.queue_weights.iter().map(|(q, w)| (q.clone(), *w)).collect();
+        let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?
+            .with_limits(limits, config.consumer_timeout)?
+            .check_priorities(amqp.queue_type)?
+            .with_weights(&weights, config.concurrency);
         let mut known = dispatcher.queues();
         for queue in extra_queues.iter().chain(&config.extra_queues) {
             jobs_core::plumbing::topology::validate_queue_name(queue)?;
@@ -123,13 +126,19 @@ impl Worker {
         }
         known.sort();
         known.dedup();
+        if let Some((queue, _)) = weights.iter().find(|(q, _)| !known.contains(q)) {
+            return Err(Error::UnknownQueue { queue: queue.clone(), served: served(&dispatcher) });
+        }
         let (queues, subscriptions) = if config.queues.is_empty() && config.subscriptions.is_empty() {
             (known, dispatcher.broadcasts())
         } else {
             if let Some(queue) = config.queues.iter().find(|q| !known.contains(q)) {
                 return Err(Error::UnknownQueue { queue: queue.clone(), served: served(&dispatcher) });
             }
-            (config.queues.clone(), config.subscriptions.clone())
+            // Weighted queues are consumed too.
+            let mut queues = config.queues.clone();
+            queues.extend(weights.iter().map(|(q, _)| q.clone()).filter(|q| !config.queues.contains(q)));
+            (queues, config.subscriptions.clone())
         };
         if queues.is_empty() && subscriptions.is_empty() {
             return Err(Error::NoQueues);
@@ -155,6 +164,7 @@ impl Worker {
                 limits: queues.iter().filter_map(|q| dispatcher.gate_of_queue(q).cloned()).collect(),
                 rates: queues.iter().filter_map(|q| dispatcher.rate_of_queue(q).cloned()).collect(),
                 uniques: std::sync::OnceLock::new(),
+                weights: dispatcher.weights().cloned(),
             })
         });
         let batches = Arc::new(crate::batches::Status::default());
@@ -285,9 +295,14 @@ impl Worker {
             let (amqp, id) = (self.amqp.clone(), self.id.to_string());
             link.spawn(crate::scheduler::run(amqp, id, status, own_client, stopping.clone()))
         });
+        let dispatcher = self.dispatcher.clone();
         let stop = async move {
             stop.await;
             stopping.cancel();
+            // The deliveries waiting for a weighted queue's turn go back now.
+            if let Some(weights) = dispatcher.weights() {
+                weights.stop();
+            }
         };
         // The worker itself runs on the link, and so does `stop` (a stop signal
         // is heard there while jobs hold every thread of this runtime).

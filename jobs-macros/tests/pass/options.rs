@@ -53,8 +53,35 @@ impl Perform for Digest {
     }
 }
 
+#[derive(Serialize, Deserialize, Job)]
+#[job(queue = "reports", priority = 7)]
+struct Report {
+    id: u64,
+}
+
+impl Perform for Report {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize, Job)]
+#[job(queue = "reports", priorities)]
+struct Export {
+    id: u64,
+}
+
+impl Perform for Export {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 fn main() {
     use jobs_core::UniqueUntil;
+    assert_eq!((Report::PRIORITIES, Report::PRIORITY), (true, Some(7)));
+    assert_eq!((Export::PRIORITIES, Export::PRIORITY), (true, None));
+    assert_eq!((Charge::PRIORITIES, Charge::PRIORITY), (false, None));
     assert_eq!(
         (Digest::UNIQUE_FOR, Digest::UNIQUE_KEY, Digest::UNIQUE_UNTIL),
         (Some(std::time::Duration::from_secs(600)), Some("user_id"), UniqueUntil::Window)

@@ -390,6 +390,7 @@ mod tests {
             limits: vec![],
             rates: vec![],
             unique_keys: None,
+            weights: vec![],
         }
     }
 

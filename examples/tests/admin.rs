@@ -114,6 +114,11 @@ async fn enqueue_by_json_and_list_queues_with_their_numbers() {
     assert!(err.contains("does not fit job type `Task`"), "{err}");
     let (code, _, err) = worker(&url, &["enqueue", "Task", "--json", "{not json"]);
     assert_eq!((code, err.contains("not JSON")), (Some(2), true), "{err}");
+    // Task's queue takes no priorities: bad input, nothing sent.
+    let (code, _, err) = worker(&url, &["enqueue", "Task", "--json", r#"{"message":"p"}"#, "--priority", "5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("takes no priorities"), "{err}");
+    assert_eq!(row(&url, Task::QUEUE)["priorities"], false);
 }
 
 #[tokio::test]

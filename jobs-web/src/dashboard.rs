@@ -40,6 +40,8 @@ pub(crate) struct QueueRow {
     pub rate_in: Option<f64>,
     /// Jobs acked from it per second (management API).
     pub rate_out: Option<f64>,
+    /// Its `x-max-priority` (management API): it takes priorities 0 to this.
+    pub max_priority: Option<u64>,
 }
 
 /// A queue with its paused state, for `/api/queues` (the paused fields as `worker queues --json` names them).
@@ -365,6 +367,7 @@ impl Dashboard {
                         dead: n(by_name(&dead_queue(&name)), "messages_ready"),
                         rate_in: rate(q, "publish_details").or(q.map(|_| 0.0)),
                         rate_out: rate(q, "ack_details").or(q.map(|_| 0.0)),
+                        max_priority: q.and_then(|q| q.pointer("/arguments/x-max-priority")?.as_u64()),
                         name,
                     }
                 })

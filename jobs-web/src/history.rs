@@ -122,6 +122,8 @@ pub(crate) struct WorkerRow {
     /// batches page, not in `/api/workers`).
     #[serde(skip)]
     pub(crate) batches: Option<jobs_core::plumbing::events::BatchesBeat>,
+    /// Its weighted queues at its last beat (`worker.queue_weights`).
+    pub(crate) weights: Vec<jobs_core::plumbing::events::WeightBeat>,
 }
 
 /// What the overview leads with.
@@ -360,6 +362,7 @@ impl History {
                     scheduler: beat.scheduler.clone(),
                     scheduler_leader: false,
                     batches: beat.batches.clone(),
+                    weights: if status == WorkerStatus::Live { beat.weights.clone() } else { Vec::new() },
                 }
             })
             .collect();

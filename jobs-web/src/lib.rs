@@ -75,6 +75,7 @@ pub mod __bench {
                 dead: Some(dead),
                 rate_in: Some(rate_in),
                 rate_out: Some(rate_out),
+                max_priority: None,
             })
             .collect();
         *dashboard.queues.write().unwrap_or_else(|e| e.into_inner()) = rows;

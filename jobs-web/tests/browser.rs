@@ -8,7 +8,9 @@
 //! confirmed, names the job it enqueued, which the worker runs; the Workers
 //! page marks the leader. A queue paused by its button on the overview:
 //! no worker consumes it and its job waits; Resume, and the job runs. A
-//! unique type: its duplicates on the Job types page, and the keys held.
+//! unique type: its duplicates on the Job types page, and the keys held. A
+//! queue with priorities says so on the overview; a worker's weighted
+//! queues, their weights and use, on the Workers page.
 //! Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
@@ -526,5 +528,62 @@ async fn a_person_sees_the_duplicates_of_a_unique_type_and_the_keys_held() {
     let digest = types.as_array().unwrap().iter().find(|t| t["job_type"] == "Digest").unwrap().clone();
     assert_eq!(digest["duplicates"], 3, "{digest}");
     browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}
+
+/// Let go of the `Urgent` jobs.
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Of a queue with priorities; runs until released (a minute at most).
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "web-urgent", priorities)]
+struct Urgent {}
+
+impl Perform for Urgent {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::select! {
+            _ = RELEASE.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_a_queue_with_priorities_and_a_workers_weighted_queues() {
+    let _turn = ONE_BROWSER.lock().await;
+    let vhost = TestVhost::create("web-weights").await;
+    let url = vhost.url();
+    let mut config = worker_config(&["web-urgent", "web-bulk"], 4, "web-weights-worker", Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.queue_weights = [("web-urgent".to_owned(), 3), ("web-bulk".to_owned(), 1)].into_iter().collect();
+    let worker = spawn_with(config_for(&url), config);
+    let client = jobs_core::Client::new(config_for(&url));
+    for n in 0..6u8 {
+        client.enqueue_with(&Urgent {}, EnqueueOptions::new().priority(n)).await.unwrap();
+    }
+    let port = serve(config_for(&url), WebConfig::default(), "").await.port;
+    let (browser, _driver) = browser().await;
+    browser.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    wait_text(&browser, "tr[data-queue='web-urgent']", "priorities 0-9", false, "the queue's priorities").await;
+    wait_text(&browser, "tr[data-queue='web-bulk']", "web-bulk", false, "the other queue").await;
+    let bulk = text(&browser, "tr[data-queue='web-bulk']").await;
+    assert!(!bulk.contains("priorities"), "a queue without priorities says none: {bulk}");
+    // `web-bulk` is idle: `web-urgent` (3 of 4) borrows its share and runs 4.
+    browser.goto(&format!("http://127.0.0.1:{port}/workers")).await.unwrap();
+    let row = "tr[data-weights='web-weights-worker']";
+    wait_text(&browser, row, "web-urgent ×3: 4 running", false, "the weighted queues").await;
+    let shown = text(&browser, row).await;
+    assert!(shown.contains("web-bulk ×1: 0 running") && shown.contains("concurrency of 4"), "{shown}");
+    screenshot(&browser, "workers-weights").await;
+    let (status, body) = http_get(port, "/api/workers");
+    assert_eq!(status, 200);
+    let workers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let weights =
+        workers.as_array().unwrap().iter().find(|w| w["id"] == "web-weights-worker").unwrap()["weights"].clone();
+    let urgent = weights.as_array().unwrap().iter().find(|q| q["queue"] == "web-urgent").unwrap();
+    assert_eq!((urgent["weight"].as_u64(), urgent["running"].as_u64()), (Some(3), Some(4)), "{weights}");
+    browser.close().await.unwrap();
+    RELEASE.notify_waiters();
     worker.stop().await.unwrap();
 }

@@ -26,10 +26,14 @@ pub(crate) async fn run(cli: Cli, jobs: &Jobs) -> Result<ExitCode, Box<dyn std::
         Some(Command::Schedules { json, action: None }) => {
             return crate::schedules_admin::list(&settings, jobs, json).await
         }
-        Some(Command::Enqueue { job_type, json, delay, routing_key }) => {
+        Some(Command::Enqueue { job_type, json, delay, routing_key, priority, expires_in }) => {
             let mut options = EnqueueOptions::new();
             options.delay = delay;
             options.routing_key = routing_key;
+            options.priority = priority;
+            if let Some(within) = expires_in {
+                options = options.expires_in(within);
+            }
             return enqueue(&settings, jobs, &job_type, &json, options).await;
         }
         _ => return Ok(ExitCode::SUCCESS),
@@ -183,11 +187,16 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         });
         // Its unique types: "RebuildIndex for 30m by index".
         let unique: Vec<String> = own.iter().filter_map(|r| unique_words(r)).collect();
+        // Priorities (classic queues: x-max-priority 9) and this config's weight.
+        let priorities = jobs_core::plumbing::queue_has_priorities(name);
+        let weight = settings.worker.queue_weights.get(name).copied();
+        let weights: u32 = settings.worker.queue_weights.values().map(|&w| u32::from(w)).sum();
         if json {
             let line = serde_json::json!({
                 "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,
                 "paused": known.then_some(pause.is_some()), "paused_by": pause.map(|p| &p.by), "paused_at_ms": pause.map(|p| p.at_ms),
                 "max_running": max_running, "rate": rate, "unique": unique,
+                "priorities": priorities, "weight": weight,
             });
             println!("{line}");
         } else {
@@ -204,6 +213,12 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
             }
             if !unique.is_empty() {
                 state.push_str(&format!(", unique: {}", unique.join("; ")));
+            }
+            if priorities {
+                state.push_str(", priorities 0-9");
+            }
+            if let Some(weight) = weight {
+                state.push_str(&format!(", weight {weight} of {weights}"));
             }
             println!(
                 "{name:<40} {:>10} {:>10} {:>10} {:>10}  {state}",
@@ -300,7 +315,7 @@ async fn enqueue(
             Ok(ExitCode::SUCCESS)
         }
         // Options that do not fit the type's route are bad input, as a bad type is.
-        Err(err @ jobs_core::Error::Unsupported(_)) => {
+        Err(err @ (jobs_core::Error::Unsupported(_) | jobs_core::Error::Priority { .. })) => {
             eprintln!("error: {err}");
             Ok(ExitCode::from(2))
         }

@@ -78,6 +78,13 @@ pub enum Command {
         /// The routing key, for types routed through a direct or topic exchange.
         #[arg(long, value_name = "KEY")]
         routing_key: Option<String>,
+        /// Its priority, 0 to 9 (9 first), on a queue whose types say #[job(priorities)].
+        #[arg(long, value_name = "0-9")]
+        priority: Option<u8>,
+        /// Worthless after this from now, such as `15m`: it is dead-lettered
+        /// as `expired` instead of run when it comes after that.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
     /// Dead jobs (in `<queue>.dead`): list, retry or purge them.
     Dead {

@@ -8,7 +8,10 @@
 //! with schedules: `jobs_schedule_fired_total{schedule}`,
 //! `jobs_schedule_lateness_seconds` (histogram: fire time minus the tick's
 //! instant), `jobs_scheduler_leader` (1 on the leader);
-//! `jobs_queue_paused{queue}` (1 while `worker queues pause` holds the queue).
+//! `jobs_queue_paused{queue}` (1 while `worker queues pause` holds the queue);
+//! with `worker.queue_weights`: `jobs_queue_weight_running{queue}` (its jobs
+//! running on this worker) and `jobs_queue_weight_waiting{queue}` (its
+//! deliveries held here waiting for a turn).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

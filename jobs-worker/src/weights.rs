@@ -112,6 +112,7 @@ impl Weights {
             if state.free > 0 && !anyone_waits {
                 state.free -= 1;
                 state.start(i);
+                state.gauge(i);
                 return Ok(Some(Turn { inner: Some(self.inner.clone()), queue: i }));
             }
             let (tx, rx) = oneshot::channel();
@@ -122,6 +123,7 @@ impl Weights {
                 share.pass = share.pass.max(now);
             }
             state.queues[i].waiting.push_back(tx);
+            state.gauge(i);
             rx
         };
         tokio::select! {
@@ -179,6 +181,7 @@ impl Inner {
                 .map(|(j, _)| j);
             let Some(j) = next else {
                 state.free += 1;
+                state.gauge(i);
                 return;
             };
             let Some(tx) = state.queues[j].waiting.pop_front() else { continue };
@@ -187,7 +190,11 @@ impl Inner {
             }
             state.start(j);
             match tx.send(Turn { inner: Some(self.clone()), queue: j }) {
-                Ok(()) => return,
+                Ok(()) => {
+                    state.gauge(i);
+                    state.gauge(j);
+                    return;
+                }
                 Err(mut turn) => {
                     // Gave up in the meantime: the turn goes on to the next.
                     turn.inner = None;
@@ -200,6 +207,13 @@ impl Inner {
 }
 
 impl State {
+    /// `jobs_queue_weight_running{queue}` and `jobs_queue_weight_waiting{queue}`.
+    fn gauge(&self, i: usize) {
+        let share = &self.queues[i];
+        metrics::gauge!("jobs_queue_weight_running", "queue" => share.name.clone()).set(f64::from(share.running));
+        metrics::gauge!("jobs_queue_weight_waiting", "queue" => share.name.clone()).set(share.waiting.len() as f64);
+    }
+
     fn start(&mut self, i: usize) {
         let share = &mut self.queues[i];
         share.pass = share.pass.max(self.now);

@@ -148,7 +148,16 @@ async fn weights_share_a_busy_worker_and_an_idle_queue_lends_its_share() {
 
     // Alone with work, `low` (weight 1 of 10) runs ten at once.
     fill(&client, LOW, 40, 300).await;
-    let worker = spawn_built(builder().job::<Share>().config(weighted("priorities-test-lending")).build().unwrap());
+    let port = spare_port();
+    let mut config = weighted("priorities-test-lending");
+    config.metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let worker = spawn_built(builder().job::<Share>().config(config).build().unwrap());
+    let series = format!("jobs_queue_weight_running{{queue=\"{LOW}\"}} 10");
+    wait_until("the metrics to say low runs 10", Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_get(port, "/metrics").1.lines().any(|l| l == series)
+    })
+    .await;
     wait_until("the lone queue's jobs to run", Duration::from_secs(60), || async {
         SHARES.lock().unwrap().len() == 40 && RUNNING.load(Ordering::SeqCst) == 0
     })

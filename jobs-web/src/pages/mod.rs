@@ -128,6 +128,8 @@ pub(crate) struct QueueView {
     pub(crate) state: String,
     /// Paused now: its button resumes it.
     pub(crate) paused: bool,
+    /// "priorities 0-9" for a queue that takes them.
+    pub(crate) priorities: Option<String>,
 }
 
 impl QueueView {
@@ -157,6 +159,7 @@ impl From<&QueueRow> for QueueView {
         QueueView {
             state: "-".into(),
             paused: false,
+            priorities: q.max_priority.map(|max| format!("priorities 0-{max}")),
             name: q.name.clone(),
             ready: show(q.ready),
             unacked: show(q.unacked),

@@ -44,6 +44,8 @@ struct WorkerView {
     /// It leads the scheduler (it fires the schedules).
     scheduler_leader: bool,
     running: Vec<RunningView>,
+    /// Its weighted queues: "critical ×6: 4 running, 12 waiting (1,230 started)".
+    weights: Vec<String>,
 }
 
 impl WorkerView {
@@ -65,6 +67,16 @@ impl WorkerView {
             started: time(w.started_at_ms),
             last_beat: span(now.saturating_sub(w.last_beat_ms)),
             scheduler_leader: w.scheduler_leader,
+            weights: w
+                .weights
+                .iter()
+                .map(|q| {
+                    format!(
+                        "{} ×{}: {} running, {} waiting ({} started)",
+                        q.queue, q.weight, q.running, q.waiting, q.started
+                    )
+                })
+                .collect(),
             running: w
                 .running
                 .iter()

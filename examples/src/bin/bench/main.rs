@@ -8,6 +8,7 @@
 //! Needs the README's broker (`bash deploy/rabbitmq.sh`); uses queues `bench.*`
 //! and deletes them.
 
+mod priorities;
 mod raw;
 mod schedules;
 mod uniques;
@@ -47,14 +48,19 @@ impl Perform for Noop {
             let latency = now_micros().saturating_sub(self.sent_micros);
             LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
         }
-        let done = PERFORMED.fetch_add(1, Ordering::Relaxed) + 1;
-        if done == 1 {
-            FIRST.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
-        }
-        if done == TARGET.load(Ordering::Relaxed) {
-            DRAINED.notify_one();
-        }
+        performed();
         Ok(())
+    }
+}
+
+/// Counts a drained job: the first starts the clock, the last wakes the drain.
+fn performed() {
+    let done = PERFORMED.fetch_add(1, Ordering::Relaxed) + 1;
+    if done == 1 {
+        FIRST.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
+    }
+    if done == TARGET.load(Ordering::Relaxed) {
+        DRAINED.notify_one();
     }
 }
 
@@ -95,6 +101,10 @@ enum Part {
     /// vs without (16 concurrent), filling the keeper with 100,000 keys, and
     /// a keeper change with them held.
     Unique,
+    /// Priorities beside plain (classic): sequential enqueues with
+    /// priorities 0-9, and draining a queue with priorities at prefetch 1
+    /// and 300; a weighted queue beside unweighted at concurrency 50 (both).
+    Priorities,
     /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
     /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
     /// job to its callback's start.
@@ -315,12 +325,16 @@ async fn framework_drain_limited(
     config: WorkerConfig,
     limits: Vec<jobs_worker::LimitConfig>,
 ) -> Duration {
+    let config = WorkerConfig { queues: vec![queue.to_owned()], ..config };
+    let settings = jobs_worker::Settings { amqp: amqp.clone(), worker: config, limits, ..Default::default() };
+    run_drain(Worker::builder().job::<Noop>().queue(queue).settings(settings).build().expect("worker"), n).await
+}
+
+/// Runs `worker` until it performed `n` jobs: the time from the first start.
+async fn run_drain(worker: Worker, n: u64) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let config = WorkerConfig { queues: vec![queue.to_owned()], ..config };
-    let settings = jobs_worker::Settings { amqp: amqp.clone(), worker: config, limits, ..Default::default() };
-    let worker = Worker::builder().job::<Noop>().queue(queue).settings(settings).build().expect("worker");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
@@ -476,6 +490,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let keys = if options.quick { 10_000 } else { 100_000 };
                 let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
                 uniques::rows(&connection, &amqp, &mut table, rows.label, (options.sizes.sequential, keys)).await?;
+            }
+            if options.runs(Part::Priorities) {
+                let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
+                let sizes = (options.sizes.sequential, options.sizes.drain);
+                priorities::rows(&connection, &amqp, &mut table, rows.label, sizes, round).await?;
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;

@@ -69,6 +69,11 @@ pub mod headers {
     pub const BATCH_OUTCOME: &str = "x-batch-outcome";
     /// A job not started by this time (ms since the epoch) is not run: dead as `expired`.
     pub const EXPIRES_AT: &str = "x-expires-at";
+    /// On a dead job that said its progress (`ctx.progress`): the last
+    /// fraction done, per mille (integer, 0 to 1000).
+    pub const PROGRESS: &str = "x-progress";
+    /// On a dead job that said its progress: the last text.
+    pub const PROGRESS_TEXT: &str = "x-progress-text";
     /// On a unique job: the key it holds (`<Type>:<key>`).
     pub const UNIQUE_KEY: &str = "x-unique-key";
     /// On a unique job: its `unique_for`, in milliseconds.

@@ -142,6 +142,10 @@ pub struct DeadJob {
     /// of it runs after it (`null` for a job in no chain, or whose `x-chain`
     /// header does not decode).
     pub chain: Option<crate::ChainPlace>,
+    /// The fraction done it said last (`ctx.progress`) before it ended dead, 0 to 1.
+    pub progress: Option<f64>,
+    /// The text it said with it.
+    pub progress_text: Option<String>,
 }
 
 impl DeadJob {
@@ -178,6 +182,8 @@ impl DeadJob {
             chain: crate::chain::header_bytes(props, headers::CHAIN)
                 .and_then(|bytes| crate::chain::ChainHeader::decode(&bytes).ok())
                 .map(|header| header.place()),
+            progress: header_u64(props, headers::PROGRESS).map(|per_mille| per_mille.min(1000) as f64 / 1000.0),
+            progress_text: text(headers::PROGRESS_TEXT),
         }
     }
 }

@@ -229,7 +229,7 @@ pub struct ScheduleBeat {
 }
 
 /// A job running in a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningJob {
     /// The job id.
     pub id: String,
@@ -241,6 +241,12 @@ pub struct RunningJob {
     pub attempt: u32,
     /// When it started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The fraction done it said last (`ctx.progress`), 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
+    /// The text it said with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_text: Option<String>,
 }
 
 /// What happened to the jobs of one type between two beats.
@@ -420,6 +426,8 @@ mod tests {
                 queue: "emails".into(),
                 attempt: 1,
                 started_at_ms: 1,
+                progress: Some(0.25),
+                progress_text: Some("a quarter".into()),
             }],
             counts: vec![TypeCounts {
                 job_type: "EmailJob".into(),

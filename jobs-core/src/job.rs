@@ -304,6 +304,8 @@ pub struct JobContext {
     batch: Option<Arc<crate::batch::BatchRun>>,
     /// Cancelled when someone cancels the job (`worker cancel <id>`).
     cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Where `progress` writes (the worker reads it for heartbeats).
+    progress: Option<Arc<crate::progress::ProgressCell>>,
 }
 
 /// A chain's step as it runs: where it stands, and what the step before handed on.
@@ -328,6 +330,40 @@ impl JobContext {
             chain: None,
             batch: None,
             cancel: None,
+            progress: None,
+        }
+    }
+
+    /// Set by the worker: where [`JobContext::progress`] writes.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_progress(mut self, cell: Arc<crate::progress::ProgressCell>) -> Self {
+        self.progress = Some(cell);
+        self
+    }
+
+    /// Says how far the job is: `done` from 0.0 to 1.0 and a line for a
+    /// person ("resized 42 of 100"). Cheap enough to call in a loop: it
+    /// sends nothing; the worker's next heartbeat carries the latest value
+    /// to the dashboard's Workers page (a bar and the text), `/api/workers`
+    /// and `/api/running/<job-id>`, and a job that ends dead keeps its last
+    /// value (`progress` and `progress_text` of `worker dead show`). `done`
+    /// is clamped to 0..=1 (a NaN is ignored), the text cut at 200 bytes.
+    /// Outside a worker (`TestClient`, a job's `perform` called directly) it
+    /// does nothing.
+    ///
+    /// ```
+    /// # async fn run(ctx: jobs_core::JobContext, images: Vec<String>) -> Result<(), jobs_core::JobError> {
+    /// for (n, image) in images.iter().enumerate() {
+    ///     // resize(image).await?;
+    ///     ctx.progress((n + 1) as f64 / images.len() as f64, &format!("resized {} of {}", n + 1, images.len()));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn progress(&self, done: f64, text: &str) {
+        if let Some(cell) = &self.progress {
+            cell.set(done, text);
         }
     }
 

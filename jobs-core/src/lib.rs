@@ -172,6 +172,7 @@ mod management;
 mod message;
 mod names;
 mod options;
+mod progress;
 mod rate;
 mod refusal;
 mod registry;
@@ -261,6 +262,7 @@ pub mod plumbing {
     pub use crate::leader::{Hold, Leader, LEADER_PROBE};
     pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
+    pub use crate::progress::{ProgressCell, MAX_PROGRESS_TEXT};
     pub use crate::refusal::{ChannelWatch, Closure};
     pub use crate::registry::{queue_has_priorities, registrations, JobFuture, Linked, Registration, Undecodable};
     pub use crate::reply::ReplyStatus;

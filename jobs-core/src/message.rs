@@ -209,6 +209,8 @@ impl Message {
         self.properties.with_message_id(self.id.as_str()).with_persistence(true);
         if let Some(table) = self.headers.as_mut() {
             for name in [
+                headers::PROGRESS,
+                headers::PROGRESS_TEXT,
                 headers::ERROR,
                 headers::ERROR_KIND,
                 headers::FAILED_AT,

@@ -57,6 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     queue: format!("queue-{}", w as usize % QUEUES),
                     attempt: 1,
                     started_at_ms: at - 1000,
+                    progress: Some(0.5),
+                    progress_text: Some("half way".into()),
                 }],
                 counts: vec![TypeCounts {
                     job_type,

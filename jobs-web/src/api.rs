@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::actions::ActionView;
 use crate::dashboard::{now_ms, Dashboard};
 use crate::extract::Params;
+use crate::history::WorkerStatus;
 use crate::pages::bulk::action_id;
 use crate::pages::dead::{find, listing, read, ListQuery, PER_PAGE};
 use crate::pages::{schedules, RangeQuery};
@@ -94,6 +95,33 @@ pub(crate) async fn dead_job(
     let reading = read(&dashboard, &queue).await.map_err(Refusal::json)?;
     let job = find(&dashboard, &reading, &id).await.map_err(Refusal::json)?;
     Ok(Json(job).into_response())
+}
+
+/// A running job's progress by its id, for app code that shows it to its
+/// users: the job as its worker's last heartbeat said (`progress`,
+/// `progress_text`, `started_at_ms`, ...), with `worker` and the beat's
+/// time, `reported_at_ms`; 404 when no live worker runs it.
+pub(crate) async fn running(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let workers = dashboard.history().workers(now_ms());
+    let found = workers.iter().filter(|w| w.status == WorkerStatus::Live).find_map(|w| {
+        let job = w.running.iter().find(|j| j.id == id)?;
+        Some(json!({
+            "id": job.id, "job_type": job.job_type, "queue": job.queue, "attempt": job.attempt,
+            "started_at_ms": job.started_at_ms, "progress": job.progress, "progress_text": job.progress_text,
+            "worker": w.id, "reported_at_ms": w.last_beat_ms,
+        }))
+    });
+    match found {
+        Some(body) => Ok(Json(body).into_response()),
+        None => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "no live worker runs a job of that id now (it has not started, it ended, or its worker's last heartbeat is older than the window)",
+        )
+        .json()),
+    }
 }
 
 pub(crate) async fn action(

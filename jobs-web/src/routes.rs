@@ -36,6 +36,7 @@ impl Dashboard {
             .route("/schedules/{name}/runs/{id}", get(pages::schedules::run_page))
             .route("/api/overview", get(api::overview))
             .route("/api/workers", get(api::workers))
+            .route("/api/running/{id}", get(api::running))
             .route("/api/jobs", get(api::types))
             .route("/api/queues", get(api::queues))
             .route("/api/dead/{queue}", get(api::dead))

@@ -10,7 +10,9 @@
 //! no worker consumes it and its job waits; Resume, and the job runs. A
 //! unique type: its duplicates on the Job types page, and the keys held. A
 //! queue with priorities says so on the overview; a worker's weighted
-//! queues, their weights and use, on the Workers page.
+//! queues, their weights and use, on the Workers page. A job's progress
+//! (`ctx.progress`) grows on the Workers page and in `/api/running/<id>`,
+//! and stays on its dead job's page.
 //! Screenshots of each page go to `target/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
@@ -585,5 +587,99 @@ async fn a_person_sees_a_queue_with_priorities_and_a_workers_weighted_queues() {
     assert_eq!((urgent["weight"].as_u64(), urgent["running"].as_u64()), (Some(3), Some(4)), "{weights}");
     browser.close().await.unwrap();
     RELEASE.notify_waiters();
+    worker.stop().await.unwrap();
+}
+
+/// Says its progress every 100 ms over `steps` steps, then fails for good.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "web-progress", max_attempts = 1)]
+struct Resize {
+    steps: u32,
+}
+
+impl Perform for Resize {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        for n in 1..=self.steps {
+            ctx.progress(f64::from(n) / f64::from(self.steps), &format!("resized {n} of {}", self.steps));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(JobError::fatal("the disk is full"))
+    }
+}
+
+/// The data-progress of the job's row on the page now, if shown.
+async fn shown_progress(browser: &Client, id: &str) -> Option<f64> {
+    let css = format!("tr[data-job='{id}'] .progress");
+    let element = browser.find(Locator::Css(&css)).await.ok()?;
+    element.attr("data-progress").await.ok()??.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_watches_a_jobs_progress_and_sees_its_last_word_when_it_ends_dead() {
+    let _turn = ONE_BROWSER.lock().await;
+    let vhost = TestVhost::create("web-progress").await;
+    let url = vhost.url();
+    let mut config = worker_config(&["web-progress"], 1, "web-progress-worker", Duration::from_secs(5));
+    config.heartbeat_interval = Duration::from_millis(200);
+    let worker = spawn_with(config_for(&url), config);
+    let port = serve(config_for(&url), WebConfig::default(), "").await.port;
+    let (browser, _driver) = browser().await;
+    let client = jobs_core::Client::new(config_for(&url));
+    // 15 s: the page refreshes its live part every 5 s.
+    let id = client.enqueue(&Resize { steps: 150 }).await.unwrap().to_string();
+
+    // `/api/running/<id>`: values that grow, beat after beat.
+    let mut seen: Vec<f64> = Vec::new();
+    let start = std::time::Instant::now();
+    while seen.len() < 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the progress did not grow: {seen:?}");
+        let (status, body) = http_get(port, &format!("/api/running/{id}"));
+        if status == 200 {
+            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(job["worker"], "web-progress-worker", "{job}");
+            let done = job["progress"].as_f64().unwrap();
+            let text = job["progress_text"].as_str().unwrap();
+            assert!(text.starts_with("resized ") && text.ends_with(" of 150"), "{job}");
+            if seen.last().map_or(true, |last| done > *last) {
+                seen.push(done);
+            }
+            assert!(seen.last().is_some_and(|last| done >= *last), "progress went back: {seen:?} then {done}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // The Workers page: a bar that grows, and the text.
+    browser.goto(&format!("http://127.0.0.1:{port}/workers")).await.unwrap();
+    wait_text(&browser, &format!("tr[data-job='{id}']"), " of 150", false, "the job's progress text").await;
+    let first = shown_progress(&browser, &id).await.unwrap();
+    let mut later = first;
+    let start = std::time::Instant::now();
+    while later <= first {
+        assert!(start.elapsed() < Duration::from_secs(20), "the bar stayed at {first}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        later = shown_progress(&browser, &id).await.unwrap_or(later);
+    }
+    screenshot(&browser, "workers-progress").await;
+
+    // It ends dead: its last word stays with it.
+    let raw = raw_connection_to(&url).await;
+    wait_until("the job to be dead", Duration::from_secs(30), || async {
+        try_counts(&raw, "web-progress.dead").await.is_some_and(|c| c.0 == 1)
+    })
+    .await;
+    let letters = jobs_core::DeadLetters::connect(&config_for(&url)).await.unwrap();
+    let dead = letters.list("web-progress", 10).await.unwrap();
+    assert_eq!(
+        (dead[0].progress, dead[0].progress_text.as_deref()),
+        (Some(1.0), Some("resized 150 of 150")),
+        "{dead:?}"
+    );
+    letters.close().await;
+    wait_until("the api to say it runs no more", Duration::from_secs(10), || async {
+        http_get(port, &format!("/api/running/{id}")).0 == 404
+    })
+    .await;
+    browser.goto(&format!("http://127.0.0.1:{port}/dead/web-progress/job/{id}")).await.unwrap();
+    wait_text(&browser, "#progress", "100% resized 150 of 150", false, "the dead job's last progress").await;
+    browser.close().await.unwrap();
     worker.stop().await.unwrap();
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use jobs_core::plumbing::events::{duration_bucket, epoch_ms, RunningJob, TypeCounts, DURATION_BUCKETS};
+use jobs_core::plumbing::ProgressCell;
 use jobs_core::{FailureKind, JobId};
 
 /// Counts of one job type since the last beat.
@@ -57,6 +58,8 @@ struct Running {
     queue: Arc<str>,
     attempt: u32,
     started_at: SystemTime,
+    /// What it says of its progress.
+    progress: Arc<ProgressCell>,
 }
 
 /// How many names of job types the worker does not have are counted apart.
@@ -122,14 +125,21 @@ impl Activity {
         id: &JobId,
         queue: &Arc<str>,
         attempt: u32,
+        progress: &Arc<ProgressCell>,
     ) -> RunningGuard<'_> {
         metrics::counter!("jobs_started_total", "job" => job_type).increment(1);
         metrics::gauge!("jobs_running").increment(1.0);
         self.counters(job_type, |c| c.started.fetch_add(1, Ordering::Relaxed));
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Some(running) = &self.running {
-            let job =
-                Running { id: id.clone(), job_type, queue: queue.clone(), attempt, started_at: SystemTime::now() };
+            let job = Running {
+                id: id.clone(),
+                job_type,
+                queue: queue.clone(),
+                attempt,
+                started_at: SystemTime::now(),
+                progress: progress.clone(),
+            };
             running.lock().unwrap_or_else(|e| e.into_inner()).insert(key, job);
         }
         RunningGuard { activity: self, key }
@@ -199,12 +209,17 @@ impl Activity {
             let running = running.lock().unwrap_or_else(|e| e.into_inner());
             let mut jobs: Vec<RunningJob> = running
                 .values()
-                .map(|r| RunningJob {
-                    id: r.id.to_string(),
-                    job_type: r.job_type.to_owned(),
-                    queue: r.queue.to_string(),
-                    attempt: r.attempt,
-                    started_at_ms: epoch_ms(r.started_at),
+                .map(|r| {
+                    let (progress, progress_text) = r.progress.get().unzip();
+                    RunningJob {
+                        id: r.id.to_string(),
+                        job_type: r.job_type.to_owned(),
+                        queue: r.queue.to_string(),
+                        attempt: r.attempt,
+                        started_at_ms: epoch_ms(r.started_at),
+                        progress,
+                        progress_text,
+                    }
                 })
                 .collect();
             jobs.sort_by_key(|j| j.started_at_ms);
@@ -226,13 +241,16 @@ mod tests {
     fn counts_are_taken_once_and_running_jobs_listed_until_they_end() {
         let activity = Activity::new(["Mail"], true);
         let queue: Arc<str> = "emails".into();
-        let guard = activity.started("Mail", &JobId::from("a"), &queue, 2);
+        let progress = Arc::new(ProgressCell::default());
+        let guard = activity.started("Mail", &JobId::from("a"), &queue, 2, &progress);
+        progress.set(0.5, "half");
         activity.ended("Mail", Duration::from_millis(30), true);
         activity.failed("Gone", FailureKind::UnknownType);
         activity.retried("Gone");
         let (running, counts) = activity.take();
         assert_eq!(running.len(), 1);
         assert_eq!((running[0].id.as_str(), running[0].queue.as_str(), running[0].attempt), ("a", "emails", 2));
+        assert_eq!((running[0].progress, running[0].progress_text.as_deref()), (Some(0.5), Some("half")));
         assert_eq!(counts.len(), 2);
         let gone = &counts[0];
         assert_eq!((gone.job_type.as_str(), gone.retried, gone.failed.get("unknown_type")), ("Gone", 1, Some(&1)));

@@ -409,9 +409,11 @@ async fn settle_one(
         // Another worker may have told why it came back.
         meta.consumer_timeout = settler.returns.timeout_of(&meta.id);
     }
+    let progress = Arc::new(jobs_core::plumbing::ProgressCell::default());
     let decision = match policy::screen(&meta, home, &shared.limits) {
         Ok(name) => {
             let place = Place {
+                progress: &progress,
                 queue: &queue,
                 worker: &settler.worker,
                 activity: &settler.activity,
@@ -454,6 +456,7 @@ async fn settle_one(
         props: &props,
         body: &body,
         meta,
+        progress: progress.get(),
     };
     let id = delivery.meta.id.clone();
     let settled = settler.settle(&delivery, decision).await;

@@ -302,7 +302,7 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end, placement, client, cancels } = place;
+        let Place { queue, worker, activity, end, placement, client, cancels, progress } = place;
         // Worth nothing past its deadline: not run (before any turn or slot is taken).
         if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
             return Ran::Expired { late };
@@ -384,7 +384,7 @@ impl Dispatcher {
         };
         // A callback's outcome a producer mangled is none: the callback still runs.
         let outcome = meta.batch_outcome.as_deref().and_then(|bytes| jobs_core::plumbing::decode(bytes).ok());
-        let ctx = ctx.with_batch(meta.batch.map(str::to_owned), outcome);
+        let ctx = ctx.with_batch(meta.batch.map(str::to_owned), outcome).with_progress(progress.clone());
         let future = match registration.prepare(body, ctx) {
             Ok(future) => future,
             Err(err) => return Ran::Undecodable { error: err.to_string() },
@@ -399,7 +399,7 @@ impl Dispatcher {
         let future = future.instrument(span.clone());
         // The registration's name is `'static`: labels without an allocation per job.
         let job = registration.name();
-        let noted = activity.started(job, &meta.id, queue, meta.attempt);
+        let noted = activity.started(job, &meta.id, queue, meta.attempt, progress);
         // Where it runs is the placement's to say; a stop's end, the
         // delivery's channel closing, or a cancel's grace running out ends it too.
         let outcome = placement.run(registration, future, &run.kill).await;
@@ -448,6 +448,8 @@ pub(crate) struct Place<'a> {
     pub(crate) client: Option<&'a jobs_core::Client>,
     /// The cancels this worker knows, and its running jobs they can reach.
     pub(crate) cancels: &'a crate::cancels::Cancels,
+    /// Where the job says its progress.
+    pub(crate) progress: &'a Arc<jobs_core::plumbing::ProgressCell>,
 }
 
 #[cfg(test)]

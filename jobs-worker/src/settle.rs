@@ -115,7 +115,14 @@ impl Settler {
             }
             Decision::Dead { kind, reason, attempt, .. } => {
                 // The attempt it ended on, said even for a first attempt (which goes without).
-                let message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(*attempt);
+                let mut message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(*attempt);
+                // Its last word on how far it got stays with it.
+                if let Some((done, text)) = &d.progress {
+                    let per_mille = (f64::from(*done) * 1000.0).round() as i64;
+                    message = message
+                        .header(headers::PROGRESS, FieldValue::l(per_mille))
+                        .header(headers::PROGRESS_TEXT, FieldValue::from(text.as_str()));
+                }
                 (message, Destination::dead(d.queue), "dead-lettered")
             }
             Decision::Requeue { crashes, consumer_timeout } => {

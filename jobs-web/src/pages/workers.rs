@@ -28,6 +28,17 @@ struct RunningView {
     elapsed: String,
     /// Who cancelled it, while it is not dead-lettered yet.
     cancelled_by: Option<String>,
+    /// What it said of its progress (`ctx.progress`).
+    progress: Option<ProgressView>,
+}
+
+/// A running job's progress, as shown: a bar and the text.
+struct ProgressView {
+    /// 0 to 1, for the bar.
+    value: f32,
+    /// "42%".
+    percent: String,
+    text: String,
 }
 
 /// A worker, as shown.
@@ -88,6 +99,11 @@ impl WorkerView {
                     attempt: j.attempt,
                     elapsed: span(now.saturating_sub(j.started_at_ms)),
                     cancelled_by: dashboard.cancelled_by(&j.id),
+                    progress: j.progress.map(|value| ProgressView {
+                        value,
+                        percent: format!("{:.0}%", value * 100.0),
+                        text: j.progress_text.clone().unwrap_or_default(),
+                    }),
                 })
                 .collect(),
         }

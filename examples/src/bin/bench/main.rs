@@ -9,6 +9,7 @@
 //! and deletes them.
 
 mod priorities;
+mod progress;
 mod raw;
 mod schedules;
 mod uniques;
@@ -105,6 +106,9 @@ enum Part {
     /// priorities 0-9, and draining a queue with priorities at prefetch 1
     /// and 300; a weighted queue beside unweighted at concurrency 50 (both).
     Priorities,
+    /// One job making 1,000,000 `ctx.progress` calls beside the same loop
+    /// without them (classic).
+    Progress,
     /// Workflows beside plain jobs: a batch's jobs vs plain jobs (concurrency
     /// 50 and prefetch 1), chains of 3 vs 3 plain jobs, and a batch's last
     /// job to its callback's start.
@@ -495,6 +499,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
                 let sizes = (options.sizes.sequential, options.sizes.drain);
                 priorities::rows(&connection, &amqp, &mut table, rows.label, sizes, round).await?;
+            }
+            if options.runs(Part::Progress) && kind == QueueType::Classic {
+                let calls = if options.quick { 100_000 } else { 1_000_000 };
+                let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
+                progress::rows(&connection, &amqp, &mut table, rows.label, calls).await?;
             }
             if options.runs(Part::Heartbeats) {
                 rows.heartbeats(&mut table, round).await?;

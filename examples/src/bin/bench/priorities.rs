@@ -15,7 +15,7 @@ use jobs_core::{AmqpConfig, Client, EnqueueOptions, Job, JobContext, JobError, P
 use jobs_worker::{Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::{declare, delete, fill, framework_drain_with, performed, run_drain, Noop, Table};
+use crate::{declare, delete, fill, framework_drain, framework_drain_with, performed, run_drain, Noop, Table};
 
 /// A no-op job of a queue with priorities.
 #[derive(Debug, Serialize, Deserialize, Job)]
@@ -40,15 +40,17 @@ async fn enqueue_ranked(client: &Client, n: u64) -> Result<Duration, jobs_core::
     Ok(t.elapsed())
 }
 
-/// `n` jobs with priorities 0 to 9 in turn, from 64 enqueuers.
-async fn fill_ranked(client: &Client, n: u64) -> Result<(), jobs_core::Error> {
+/// `n` jobs with priorities 0 to 9 in turn (`mixed`) or none, from 64 enqueuers.
+async fn fill_ranked(client: &Client, n: u64, mixed: bool) -> Result<(), jobs_core::Error> {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..64u64 {
         let client = client.clone();
         tasks.spawn(async move {
             let mut i = w;
             while i < n {
-                client.enqueue_with(&Ranked { n: i }, EnqueueOptions::new().priority((i % 10) as u8)).await?;
+                let options =
+                    if mixed { EnqueueOptions::new().priority((i % 10) as u8) } else { EnqueueOptions::new() };
+                client.enqueue_with(&Ranked { n: i }, options).await?;
                 i += 64;
             }
             Ok::<_, jobs_core::Error>(())
@@ -100,19 +102,30 @@ pub(crate) async fn rows(
         for concurrency in [1u16, 300] {
             // The framework beside raw amqprs on the same queue with priorities.
             declare(connection, Ranked::QUEUE, amqp.queue_type).await;
-            fill_ranked(&client, drain).await?;
+            fill_ranked(&client, drain, true).await?;
             let ours = run_drain(ranked_worker(amqp, concurrency), drain).await;
             declare(connection, Ranked::QUEUE, amqp.queue_type).await;
-            fill_ranked(&client, drain).await?;
+            fill_ranked(&client, drain, true).await?;
             let raw_ranked = crate::raw::drain(connection, Ranked::QUEUE, concurrency, drain, |_| {}).await;
             let what = format!("{label}: drain, prefetch {concurrency}, a queue with priorities, mixed 0-9");
             table.rate(&what, drain, ours, raw_ranked);
+            // The framework on it with every job at the default priority, beside a plain queue.
+            declare(connection, Ranked::QUEUE, amqp.queue_type).await;
+            fill_ranked(&client, drain, false).await?;
+            let ours_default = run_drain(ranked_worker(amqp, concurrency), drain).await;
+            declare(connection, plain, amqp.queue_type).await;
+            fill(&client, plain, drain).await?;
+            let ours_plain = framework_drain(amqp, plain, drain, concurrency).await;
+            let what = format!(
+                "{label}: drain, prefetch {concurrency}, a queue with priorities, all at the default (framework column) ÷ a plain queue (raw column)"
+            );
+            table.rate(&what, drain, ours_default, ours_plain);
             // What the broker's priorities cost: raw amqprs on both queues.
             declare(connection, plain, amqp.queue_type).await;
             fill(&client, plain, drain).await?;
             let raw_plain = crate::raw::drain(connection, plain, concurrency, drain, |_| {}).await;
             let what = format!(
-                "{label}: raw amqprs drain, prefetch {concurrency}, a queue with priorities (framework column) ÷ a plain queue (raw column)"
+                "{label}: raw amqprs drain, prefetch {concurrency}, a queue with priorities, mixed (framework column) ÷ a plain queue (raw column)"
             );
             table.rate(&what, drain, raw_ranked, raw_plain);
         }

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use amqprs::FieldValue;
 use serde::{Deserialize, Serialize};
@@ -93,9 +93,6 @@ fn queue_route<J: Job>() -> Result<JobRoute<'static>, Error> {
             "a unique job (unique_for) in a batch or as its callback: each may be a duplicate, so enqueue it with enqueue()",
         ));
     }
-    if J::EXPIRES_IN.is_some() {
-        return Err(Error::Unsupported("a job with a deadline (expires_in) in a batch: not carried yet"));
-    }
     match J::ROUTE {
         Route::Queue => Ok(JobRoute::of::<J>()),
         Route::Exchange { .. } => Err(Error::Unsupported(
@@ -105,6 +102,10 @@ fn queue_route<J: Job>() -> Result<JobRoute<'static>, Error> {
 }
 
 fn callback<J: Job>(job: &J) -> Result<Callback, Error> {
+    if J::EXPIRES_IN.is_some() {
+        // Its deadline would run from the batch's enqueue, not from its own.
+        return Err(Error::Unsupported("a job with a deadline (expires_in) as a batch's callback: not carried yet"));
+    }
     let route = queue_route::<J>()?;
     Ok(Callback { name: route.name.to_owned(), queue: route.queue.to_owned(), body: codec::encode(job)? })
 }
@@ -398,8 +399,13 @@ impl Client {
 
 impl Member {
     fn message(&self, batch: &JobId) -> Message {
-        Message::job(self.route.name, self.id.clone(), self.body.clone())
-            .header(headers::BATCH, FieldValue::from(batch.as_str()))
+        let message = Message::job(self.route.name, self.id.clone(), self.body.clone())
+            .header(headers::BATCH, FieldValue::from(batch.as_str()));
+        // Its type's deadline runs from the batch's enqueue.
+        match self.registration.and_then(|r| r.expires_in()).and_then(|within| SystemTime::now().checked_add(within)) {
+            Some(at) => message.expires_at(at),
+            None => message,
+        }
     }
 
     fn recorded(&self, batch: &JobId, client: &Client) -> Result<EnqueuedJob, Error> {

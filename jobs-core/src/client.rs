@@ -293,7 +293,8 @@ impl Client {
             }
             return Ok(ids);
         }
-        let mut slice = Slice { jobs, ids: &ids, destination: &destination, at: 0 };
+        let expires_at = bulk_deadline::<J>(&options);
+        let mut slice = Slice { jobs, ids: &ids, destination: &destination, at: 0, expires_at };
         let no_setup = |_| async { Ok(()) };
         self.publish_source(&destination, no_setup, &mut slice, false).await.0.map_err(Stopped::into_batch_error)?;
         Ok(ids)
@@ -335,7 +336,8 @@ impl Client {
             }
             return Ok(count);
         }
-        let mut iter = Iter { jobs: jobs.into_iter(), destination: &destination };
+        let expires_at = bulk_deadline::<J>(&options);
+        let mut iter = Iter { jobs: jobs.into_iter(), destination: &destination, expires_at };
         let no_setup = |_| async { Ok(()) };
         let (published, _) = self.publish_source(&destination, no_setup, &mut iter, true).await;
         published.map_err(Stopped::into_batch_error)
@@ -404,14 +406,14 @@ impl Client {
     }
 }
 
-/// Unique jobs go one at a time (each asks the unique keeper first), and
-/// so do jobs with a deadline (the bulk paths do not carry one).
+/// The deadline of a bulk enqueue's jobs: the options', else the type's
+/// `expires_in` from the call's start.
+fn bulk_deadline<J: Job>(options: &EnqueueOptions) -> Option<std::time::SystemTime> {
+    options.expires_at.or_else(|| J::EXPIRES_IN.and_then(|within| std::time::SystemTime::now().checked_add(within)))
+}
+
+/// Unique jobs go one at a time (each asks the unique keeper first).
 fn refuse_one_at_a_time<J: Job>(options: &EnqueueOptions) -> Result<(), Error> {
-    if J::EXPIRES_IN.is_some() || options.expires_at.is_some() {
-        return Err(Error::Unsupported(
-            "jobs with a deadline (expires_in, expires_at) in a bulk enqueue: enqueue each with enqueue()",
-        ));
-    }
     if J::UNIQUE_FOR.is_some() || options.unique_for.is_some() || options.unique_key.is_some() {
         return Err(Error::Unsupported(
             "unique jobs in a bulk enqueue: enqueue each with enqueue() (each may be a duplicate)",

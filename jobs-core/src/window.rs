@@ -18,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -179,12 +180,24 @@ pub(crate) struct Slice<'a, J> {
     pub(crate) ids: &'a [JobId],
     pub(crate) destination: &'a Destination,
     pub(crate) at: usize,
+    /// The deadline every job carries, if any.
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+/// Job `J`'s message, with `expires_at` when given.
+fn made<J: Job>(job: &J, id: JobId, expires_at: Option<SystemTime>, to: &Destination) -> Result<Outgoing, Error> {
+    let message = Message::job(J::NAME, id, codec::encode(job)?);
+    let message = match expires_at {
+        Some(at) => message.expires_at(at),
+        None => message,
+    };
+    Ok(message.into_outgoing(to))
 }
 
 impl<J: Job> Slice<'_, J> {
     fn make(&self, index: usize) -> Option<Result<Outgoing, Error>> {
         let (job, id) = (self.jobs.get(index)?, self.ids.get(index)?);
-        Some(codec::encode(job).map(|body| Message::job(J::NAME, id.clone(), body).into_outgoing(self.destination)))
+        Some(made(job, id.clone(), self.expires_at, self.destination))
     }
 }
 
@@ -224,14 +237,15 @@ impl Source for Prepared<'_> {
 pub(crate) struct Iter<'a, I> {
     pub(crate) jobs: I,
     pub(crate) destination: &'a Destination,
+    /// The deadline every job carries, if any.
+    pub(crate) expires_at: Option<SystemTime>,
 }
 
 impl<J: Job, I: Iterator<Item = J>> Source for Iter<'_, I> {
     fn next(&mut self) -> Option<(JobId, Result<Outgoing, Error>)> {
         let job = self.jobs.next()?;
         let id = JobId::new();
-        let made =
-            codec::encode(&job).map(|body| Message::job(J::NAME, id.clone(), body).into_outgoing(self.destination));
+        let made = made(&job, id.clone(), self.expires_at, self.destination);
         Some((id, made))
     }
 

@@ -163,3 +163,56 @@ async fn a_call_whose_caller_gave_up_is_not_run_by_a_worker_started_after_it() {
     assert_eq!(answered, 42);
     worker.stop().await.unwrap();
 }
+
+/// Milliseconds since the epoch.
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_enqueues_and_batch_members_carry_their_deadline() {
+    let vhost = TestVhost::create("expiry-bulk").await;
+    let url = vhost.url();
+    let raw = raw_connection_to(&url).await;
+    let client = Client::new(config_for(&url));
+    let channel = raw.open_channel(None).await.unwrap();
+    let deadline_of = |props: &jobs_test::amqprs::BasicProperties| {
+        jobs_core::plumbing::header_u64(props, "x-expires-at").expect("x-expires-at")
+    };
+    let report = |tag: &str| Report { tag: unique(tag), fail: false };
+    // enqueue_many with a deadline given: on every job.
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let many = unique("expiry-many");
+    let jobs = [report("many"), report("many")];
+    client.enqueue_many_with(&jobs, EnqueueOptions::new().queue(&many).expires_at(past)).await.unwrap();
+    for _ in 0..2 {
+        let (props, _) = get(&channel, &many).await.expect("a bulk job");
+        assert_eq!(deadline_of(&props), epoch_ms(past), "the options' deadline");
+    }
+    // enqueue_iter and a batch's jobs: the type's hour from the call.
+    let hour = epoch_ms(SystemTime::now()) + 3_600_000;
+    let iter = unique("expiry-iter");
+    client.enqueue_iter_with([report("iter")], EnqueueOptions::new().queue(&iter)).await.unwrap();
+    let (props, _) = get(&channel, &iter).await.expect("an iter job");
+    assert!(deadline_of(&props).abs_diff(hour) < 60_000, "the type's hour");
+    client.enqueue_batch(jobs_core::Batch::new().job(&report("batch"))).await.unwrap();
+    let (props, _) = get(&channel, Report::QUEUE).await.expect("a batch's job");
+    assert!(deadline_of(&props).abs_diff(hour) < 60_000, "a batch's job: the type's hour");
+    // Bulk jobs past their deadline are dead as expired, not run.
+    client
+        .enqueue_many_with(&[report("late-bulk"), report("late-bulk")], EnqueueOptions::new().expires_at(past))
+        .await
+        .unwrap();
+    let worker = spawn_with(config_for(&url), config(&[Report::QUEUE], "expiry-bulk"));
+    let dead = format!("{}.dead", Report::QUEUE);
+    wait_until("the late bulk jobs dead", Duration::from_secs(30), || async {
+        try_counts(&raw, &dead).await.is_some_and(|c| c.0 == 2)
+    })
+    .await;
+    let letters = DeadLetters::connect(&config_for(&url)).await.unwrap();
+    let listed = letters.list(Report::QUEUE, 10).await.unwrap();
+    assert!(listed.iter().all(|j| j.error_kind.as_deref() == Some("expired")), "{listed:?}");
+    letters.close().await;
+    let _ = channel.close().await;
+    worker.stop().await.unwrap();
+}

@@ -122,10 +122,20 @@ impl Destination {
                 let queue = options.queue.as_deref().unwrap_or(job.queue);
                 let mut destination = Destination::to_queue(topology, queue, options.resolved_delay())?;
                 destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: destination.delay.is_some() };
-                destination.priority = options.priority.or(job.priority);
-                if let Some(priority) = destination.priority {
-                    check_priority(job.name, queue, priority, topology)?;
-                }
+                destination.priority = match options.priority.or(job.priority) {
+                    // The default: fine on any queue, and sent as none where none are taken.
+                    Some(0)
+                        if topology.queue_type() == topology::QueueType::Quorum
+                            || !crate::registry::queue_has_priorities(queue) =>
+                    {
+                        None
+                    }
+                    Some(priority) => {
+                        check_priority(job.name, queue, priority, topology)?;
+                        Some(priority)
+                    }
+                    None => None,
+                };
                 Ok(destination)
             }
             Route::Exchange { name, kind } => {

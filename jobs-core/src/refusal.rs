@@ -76,7 +76,7 @@ pub(crate) fn channel_error(op: &'static str, name: &str, closure: &Closure) -> 
         403 => access_refused(op, closure),
         406 if op.contains(".declare") => {
             let migration = if closure.text.contains("x-max-priority") {
-                "a queue's priorities are set when it is made: drain it and delete it, or give the job types a new queue (docs/job-control.md: adding or removing priorities)"
+                "a queue's priorities are set when it is made: if the types of the queue are to take priorities, mark them all #[job(priorities)] in every binary that sends to it or runs it, then drain the queue and delete it (the next declare makes it anew), or give the types a new queue (docs/job-control.md: adding or removing priorities)"
             } else {
                 "delete it or change the config (docs/deployment.md: switching between classic and quorum queues)"
             };

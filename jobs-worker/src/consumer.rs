@@ -74,6 +74,13 @@ pub(crate) struct Consumer {
     /// At prefetch 1 a delivery runs in the consumer's own task: no hand-off
     /// to another task per job (it showed on the drain's hot path).
     inline: bool,
+    /// Cancelled when this consumer ends (a stop, a lost session, its
+    /// channel closed): its deliveries still waiting to start (for a turn,
+    /// a token, a slot) give up, and go back unstarted.
+    exit: CancellationToken,
+    /// A child of `exit`, cancelled too (and made anew) at each pause: a
+    /// paused queue's waiting deliveries do not start either.
+    waiting: CancellationToken,
     /// What the broker says when it closes the channel (its
     /// `consumer_timeout`, say): the running jobs are dropped at once.
     watch: Arc<ChannelWatch>,
@@ -145,7 +152,10 @@ impl Consumer {
             cancel_unanswered: false,
             inline: prefetch == 1,
             watch,
+            exit: CancellationToken::new(),
+            waiting: CancellationToken::new(),
         };
+        consumer.waiting = consumer.exit.child_token();
         if !paused {
             consumer.resume().await?;
         }
@@ -185,6 +195,9 @@ impl Consumer {
                 });
             }
             if paused {
+                // Those delivered and waiting for their turn do not start now.
+                self.waiting.cancel();
+                self.waiting = self.exit.child_token();
                 info!(queue = &*self.queue, "paused: taking no more jobs from this queue (running ones finish)");
             }
         } else if !self.consuming && self.rx.is_none() {
@@ -278,6 +291,8 @@ impl Consumer {
     ) -> Result<(), Error> {
         // Cancelled when the channel closes, and with the worker's end of a stop's grace period.
         let end = shared.settler.interrupt.child_token();
+        // However this ends, the deliveries still waiting to start give up.
+        let _exit = self.exit.clone().drop_guard();
         let watch = self.watch.clone();
         let closed = watch.closed();
         tokio::pin!(closed);
@@ -306,7 +321,7 @@ impl Consumer {
                             self.queue.clone(),
                             self.home,
                             message,
-                            (end.clone(), self.watch.clone()),
+                            (end.clone(), self.watch.clone(), self.waiting.clone()),
                         ));
                         if !self.inline {
                             tokio::spawn(job);
@@ -373,8 +388,9 @@ async fn held_changed(held: &mut Option<watch::Receiver<u16>>) -> bool {
     }
 }
 
-/// What ends a delivery's run early, and what the broker said if it closed its channel.
-type Ends = (CancellationToken, Arc<ChannelWatch>);
+/// What ends a delivery's run early, what the broker said if it closed its
+/// channel, and what ends its wait to start.
+type Ends = (CancellationToken, Arc<ChannelWatch>, CancellationToken);
 
 async fn handle(
     shared: Arc<Shared>,
@@ -395,7 +411,7 @@ async fn settle_one(
     queue: Arc<str>,
     home: Home,
     message: ConsumerMessage,
-    (end, watch): Ends,
+    (end, watch, waiting): Ends,
 ) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
@@ -414,6 +430,7 @@ async fn settle_one(
         Ok(name) => {
             let place = Place {
                 progress: &progress,
+                waiting: &waiting,
                 queue: &queue,
                 worker: &settler.worker,
                 activity: &settler.activity,
@@ -440,7 +457,11 @@ async fn settle_one(
             if let Ran::Cancelled { running, .. } = &ran {
                 cancelled = Some(*running);
             }
-            policy::decide(ran, &meta, home)
+            match ran {
+                // Never started, and its channel is gone: the broker has it back.
+                Ran::NotStarted if watch.closure().is_some() || !channel.is_open() => policy::Decision::Leave,
+                ran => policy::decide(ran, &meta, home),
+            }
         }
         Err(decision) => decision,
     };

@@ -210,10 +210,11 @@ impl Dispatcher {
         Ok(self)
     }
 
-    /// With `weights` sharing `concurrency` turns between their queues.
-    pub(crate) fn with_weights(mut self, weights: &[(String, u16)], concurrency: u16) -> Self {
+    /// With `weights` sharing `concurrency` turns between their queues, a
+    /// delivery waiting for one `max_wait` at most.
+    pub(crate) fn with_weights(mut self, weights: &[(String, u16)], concurrency: u16, max_wait: Duration) -> Self {
         if !weights.is_empty() {
-            self.weights = Some(crate::weights::Weights::new(weights, concurrency));
+            self.weights = Some(crate::weights::Weights::new(weights, concurrency, max_wait));
         }
         self
     }
@@ -302,7 +303,7 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end, placement, client, cancels, progress } = place;
+        let Place { queue, worker, activity, end, placement, client, cancels, progress, waiting } = place;
         // Worth nothing past its deadline: not run (before any turn or slot is taken).
         if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
             return Ran::Expired { late };
@@ -310,9 +311,11 @@ impl Dispatcher {
         // A weighted queue's delivery waits for its turn first (a turn is
         // this worker's own; a rate's token or a slot is every worker's).
         let _turn = match &self.weights {
-            Some(weights) => match weights.turn(queue, end).await {
+            Some(weights) => match weights.turn(queue, end, waiting).await {
+                // Given while its consumer ended: it does not start now.
+                Ok(_) if waiting.is_cancelled() => return Ran::NotStarted,
                 Ok(turn) => turn,
-                Err(()) => return Ran::Interrupted { after: Duration::ZERO },
+                Err(()) => return Ran::NotStarted,
             },
             None => None,
         };
@@ -450,6 +453,9 @@ pub(crate) struct Place<'a> {
     pub(crate) cancels: &'a crate::cancels::Cancels,
     /// Where the job says its progress.
     pub(crate) progress: &'a Arc<jobs_core::plumbing::ProgressCell>,
+    /// Cancelled when its consumer ends or its queue is paused: a delivery
+    /// still waiting to start then does not.
+    pub(crate) waiting: &'a CancellationToken,
 }
 
 #[cfg(test)]

@@ -45,6 +45,14 @@ pub enum Error {
         /// The worker's job types and where each goes.
         served: String,
     },
+    /// `worker.queue_weights` names a queue that none of the worker's job types goes to.
+    #[error("`worker.queue_weights.{queue}` names a queue that none of this worker's job types goes to ({served}); fix the name, or, if jobs are sent there with `EnqueueOptions::queue`, list it in `worker.extra_queues` (`--extra-queues`)")]
+    UnknownWeightedQueue {
+        /// The queue.
+        queue: String,
+        /// The worker's job types and where each goes.
+        served: String,
+    },
     /// A job type given to the worker has no registration: its `Job` impl was
     /// written by hand instead of derived.
     #[error("job type `{0}` has no registration: derive it with `#[derive(Job)]`")]
@@ -95,7 +103,11 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Core(core) => core.is_permanent(),
-            Error::Setup(_) | Error::UnknownQueue { .. } | Error::Unregistered(_) | Error::NoQueues => true,
+            Error::Setup(_)
+            | Error::UnknownQueue { .. }
+            | Error::UnknownWeightedQueue { .. }
+            | Error::Unregistered(_)
+            | Error::NoQueues => true,
             Error::DuplicateJobName(_)
             | Error::SharedLimitedQueue { .. }
             | Error::QuorumPriorities { .. }

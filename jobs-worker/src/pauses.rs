@@ -67,7 +67,7 @@ impl Pauses {
         connection: &Connection,
         publisher: &Publisher,
         cancels: &Cancels,
-    ) -> Result<JournalReader, String> {
+    ) -> Result<JournalReader, jobs_core::Error> {
         let mut paused = Paused::default();
         // The cancels not spent yet, in the order given: only those are
         // applied (a job cancelled, dead-lettered and retried since runs).
@@ -83,8 +83,7 @@ impl Pauses {
                 paused.apply(command);
             }
         })
-        .await
-        .map_err(|e| report(&e))?;
+        .await?;
         let now = now_ms();
         for (n, (id, request)) in open.into_iter().enumerate() {
             // A cancel given after the job's last `cancelled` record still stands.
@@ -139,7 +138,7 @@ impl Pauses {
                     pause.reset();
                     next = Some(read);
                 }
-                Err(why) => debug!(reason = why, "jobs.control cannot be read yet; trying again"),
+                Err(err) => debug!(reason = report(&err), "jobs.control cannot be read yet; trying again"),
             }
         }
     }

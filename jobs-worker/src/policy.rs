@@ -103,6 +103,11 @@ pub(crate) enum Ran {
     OverRate { delay: Duration },
     /// Not started by its expiry (`x-expires-at`), `late` past it: not run.
     Expired { late: Duration },
+    /// It waited (for a weighted queue's turn, a rate's token, a limit's
+    /// slot) and never started: a stop, its consumer's end or its queue's
+    /// pause came first, or it waited too long (the broker's
+    /// `consumer_timeout` runs for a held delivery).
+    NotStarted,
 }
 
 /// Where the delivery was consumed from.
@@ -150,6 +155,10 @@ pub(crate) enum Decision {
     /// same attempt and crash count, with `x-interrupted = interrupted`, wait
     /// for its confirm, ack. Not a failure, not a crash.
     HandBack { interrupted: u64, after: Duration },
+    /// A job that never started (it waited for a turn, a token or a slot):
+    /// publish a copy, as it is, at the end of its queue, wait for its
+    /// confirm, ack. Not a failure, not an interrupted run.
+    Unstarted,
     /// A limited type's job from another queue: publish a copy (as it is) to
     /// the type's own `queue`, wait for its confirm, ack. Not a failure.
     Move { queue: &'static str },
@@ -174,6 +183,7 @@ impl Decision {
             | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Unstarted
             | Decision::Move { .. }
             | Decision::Wait { .. }
             | Decision::Leave
@@ -191,6 +201,7 @@ impl Decision {
             Decision::Retry { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Unstarted
             | Decision::Move { .. }
             | Decision::Wait { .. }
             | Decision::Leave
@@ -207,6 +218,7 @@ impl Decision {
             | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
+            | Decision::Unstarted
             | Decision::Move { .. }
             | Decision::Wait { .. }
             | Decision::Leave
@@ -346,6 +358,14 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         Ran::Expired { late } => {
             let reason = format!("expired: not started by its deadline ({late:?} past it)");
             return Decision::Dead { kind: FailureKind::Expired, reason, attempt: meta.attempt, reply: None };
+        }
+        // Not run: back to its queue as it is (its consumer's channel is
+        // open; the consumer leaves one whose channel closed).
+        Ran::NotStarted => {
+            return match home {
+                Home::Queue => Decision::Unstarted,
+                Home::Subscription => Decision::Leave,
+            };
         }
         Ran::Interrupted { after } => {
             return match home {

@@ -213,9 +213,10 @@ impl Setup<'_> {
                 read = shared.pauses.catch_up(self.connection, &shared.settler.publisher, &shared.cancels) => read,
             };
             match read {
-                Err(why) if !shared.pauses.known() && since.elapsed() < UNKNOWN_PAUSES_WAIT => {
+                // A refusal (a permission missing) is not waited out: it is said, as before.
+                Err(err) if !err.is_permanent() && !shared.pauses.known() && since.elapsed() < UNKNOWN_PAUSES_WAIT => {
                     info!(
-                        reason = why,
+                        reason = report(&err),
                         "cannot read the journal jobs.control yet: consuming nothing until it is read, for up to 60 s"
                     );
                     tokio::select! {
@@ -229,7 +230,7 @@ impl Setup<'_> {
             }
         };
         let first = read
-            .map_err(|why| warn!(reason = why, "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))
+            .map_err(|err| warn!(reason = report(&err), "cannot read the journal jobs.control: consuming as the last reading said (no queue paused if there was none), and reading it again in the background"))
             .ok();
         let following =
             shared.pauses.clone().keep_following(self.connection.clone(), shared.clone(), halt.clone(), first);

@@ -87,6 +87,7 @@ impl Settler {
                 let message = self.copy(d).header(headers::INTERRUPTED, FieldValue::l(interrupted));
                 (message, Destination::direct(d.queue), "hand-back")
             }
+            Decision::Unstarted => (self.copy(d), Destination::direct(d.queue), "hand-back of a job not started"),
             Decision::Move { queue } => (self.copy(d), Destination::direct(queue), "move to its type's own queue"),
             Decision::Wait { delay, rate_limited } => {
                 let mut message = self.copy(d);
@@ -179,6 +180,9 @@ impl Settler {
             Decision::HandBack { interrupted, after } => {
                 self.activity.interrupted(d.name());
                 info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = d.meta.attempt, interrupted, ran_for = ?after, "the grace period ended before the job did: handed back to its queue, to run again from the start on the next worker (not counted as a failure or a crash)");
+            }
+            Decision::Unstarted => {
+                debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), "a job that waited and did not start is back in its queue");
             }
             Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave | Decision::Abandon { .. } => {}
         }

@@ -17,18 +17,22 @@
 //!
 //! The cost: a delivery waiting for its turn is held unacked by this worker
 //! (at most `concurrency` of each weighted queue, running ones included);
-//! were the worker killed, the broker hands those to another. A stop gives
-//! back the waiting ones at once.
+//! were the worker killed, the broker hands those to another. A stop, a
+//! lost connection or a pause of its queue ends the wait, and so does half
+//! the broker's `consumer_timeout` (its clock runs for a held delivery):
+//! the delivery goes back to the end of its queue, unstarted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jobs_core::plumbing::events::WeightBeat;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-/// A queue's pass moves on by `STRIDE / weight` per start.
-const STRIDE: u64 = 1 << 32;
+/// A queue's pass moves on by `STRIDE / weight` per start (in `u128`: no
+/// wrap in any worker's life).
+const STRIDE: u128 = 1 << 32;
 
 /// The turns of a worker's weighted queues (clones share them).
 #[derive(Debug, Clone)]
@@ -43,6 +47,9 @@ struct Inner {
     state: Mutex<State>,
     /// Cancelled at a stop: no waiting delivery gets a turn then.
     stopping: CancellationToken,
+    /// The longest a delivery waits for its turn before it goes back to its
+    /// queue: its unacked time counts against the broker's `consumer_timeout`.
+    max_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -51,14 +58,14 @@ struct State {
     free: u16,
     queues: Vec<Share>,
     /// The pass of the last turn given: where a queue that was idle starts again.
-    now: u64,
+    now: u128,
 }
 
 #[derive(Debug)]
 struct Share {
     name: String,
     weight: u16,
-    pass: u64,
+    pass: u128,
     running: u16,
     started: u64,
     waiting: VecDeque<oneshot::Sender<Turn>>,
@@ -80,8 +87,9 @@ impl Drop for Turn {
 }
 
 impl Weights {
-    /// `concurrency` turns shared by `weights` (each at least 1).
-    pub(crate) fn new(weights: &[(String, u16)], concurrency: u16) -> Self {
+    /// `concurrency` turns shared by `weights` (each at least 1); a delivery
+    /// waits `max_wait` at most.
+    pub(crate) fn new(weights: &[(String, u16)], concurrency: u16, max_wait: Duration) -> Self {
         let queues: Vec<Share> = weights
             .iter()
             .map(|(name, weight)| Share {
@@ -95,18 +103,24 @@ impl Weights {
             .collect();
         let index = weights.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
         let state = Mutex::new(State { free: concurrency.max(1), queues, now: 0 });
-        Weights { inner: Arc::new(Inner { index, state, stopping: CancellationToken::new() }) }
+        Weights { inner: Arc::new(Inner { index, state, stopping: CancellationToken::new(), max_wait }) }
     }
 
     /// A turn for a delivery of `queue`; `None` for a queue without a weight
     /// (it runs as its own prefetch allows). Waits while the turns are taken;
-    /// gives up (`Err`) at a stop or when `end` is cancelled.
-    pub(crate) async fn turn(&self, queue: &str, end: &CancellationToken) -> Result<Option<Turn>, ()> {
+    /// gives up (`Err`) at a stop, when `end` or `waiting` is cancelled, or
+    /// after the longest wait.
+    pub(crate) async fn turn(
+        &self,
+        queue: &str,
+        end: &CancellationToken,
+        waiting: &CancellationToken,
+    ) -> Result<Option<Turn>, ()> {
         let Some(&i) = self.inner.index.get(queue) else { return Ok(None) };
         if self.inner.stopping.is_cancelled() {
             return Err(());
         }
-        let waiting = {
+        let rx = {
             let mut state = self.inner.lock();
             let anyone_waits = state.queues.iter().any(|q| !q.waiting.is_empty());
             if state.free > 0 && !anyone_waits {
@@ -126,11 +140,16 @@ impl Weights {
             state.gauge(i);
             rx
         };
-        tokio::select! {
-            turn = waiting => turn.map(Some).map_err(drop),
+        let given = tokio::select! {
+            turn = rx => return turn.map(Some).map_err(drop),
             _ = self.inner.stopping.cancelled() => Err(()),
             _ = end.cancelled() => Err(()),
-        }
+            _ = waiting.cancelled() => Err(()),
+            _ = tokio::time::sleep(self.inner.max_wait) => Err(()),
+        };
+        // Gave up: its sender is closed now (skipped by `give_back`).
+        self.inner.lock().gauge(i);
+        given
     }
 
     /// No waiting delivery gets a turn from now on (a stop).
@@ -140,6 +159,9 @@ impl Weights {
         let mut state = self.inner.lock();
         for share in &mut state.queues {
             share.waiting.clear();
+        }
+        for i in 0..state.queues.len() {
+            state.gauge(i);
         }
     }
 
@@ -154,7 +176,7 @@ impl Weights {
                 queue: q.name.clone(),
                 weight: q.weight,
                 running: q.running,
-                waiting: u32::try_from(q.waiting.iter().filter(|tx| !tx.is_closed()).count()).unwrap_or(u32::MAX),
+                waiting: u32::try_from(q.live_waiting()).unwrap_or(u32::MAX),
                 started: q.started,
             })
             .collect()
@@ -206,19 +228,26 @@ impl Inner {
     }
 }
 
+impl Share {
+    /// Deliveries waiting now (not those that gave up).
+    fn live_waiting(&self) -> usize {
+        self.waiting.iter().filter(|tx| !tx.is_closed()).count()
+    }
+}
+
 impl State {
     /// `jobs_queue_weight_running{queue}` and `jobs_queue_weight_waiting{queue}`.
     fn gauge(&self, i: usize) {
         let share = &self.queues[i];
         metrics::gauge!("jobs_queue_weight_running", "queue" => share.name.clone()).set(f64::from(share.running));
-        metrics::gauge!("jobs_queue_weight_waiting", "queue" => share.name.clone()).set(share.waiting.len() as f64);
+        metrics::gauge!("jobs_queue_weight_waiting", "queue" => share.name.clone()).set(share.live_waiting() as f64);
     }
 
     fn start(&mut self, i: usize) {
         let share = &mut self.queues[i];
         share.pass = share.pass.max(self.now);
         self.now = share.pass;
-        share.pass += STRIDE / u64::from(share.weight);
+        share.pass += STRIDE / u128::from(share.weight);
         share.running += 1;
         share.started += 1;
     }
@@ -248,8 +277,10 @@ pub(crate) fn parse_pair(text: &str) -> Result<(String, u16), String> {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn weights(concurrency: u16) -> Weights {
-        Weights::new(&[("critical".into(), 6), ("default".into(), 3), ("low".into(), 1)], concurrency)
+        Weights::new(&[("critical".into(), 6), ("default".into(), 3), ("low".into(), 1)], concurrency, HOUR)
     }
 
     type Grants = tokio::sync::mpsc::UnboundedReceiver<(&'static str, Turn)>;
@@ -264,7 +295,7 @@ mod tests {
         for _ in 0..n {
             let (w, to) = (w.clone(), to.clone());
             tokio::spawn(async move {
-                if let Ok(Some(turn)) = w.turn(queue, &CancellationToken::new()).await {
+                if let Ok(Some(turn)) = w.turn(queue, &CancellationToken::new(), &CancellationToken::new()).await {
                     let _ = to.send((queue, turn));
                 }
             });
@@ -290,7 +321,7 @@ mod tests {
         let mut held = VecDeque::new();
         // Four run at once (taken in arrival order); then every queue has 400 waiting.
         for q in ["critical", "default", "low", "low"] {
-            held.push_back(w.turn(q, &end).await.unwrap().unwrap());
+            held.push_back(w.turn(q, &end, &end).await.unwrap().unwrap());
         }
         let (to, mut grants) = tokio::sync::mpsc::unbounded_channel();
         for q in ["critical", "default", "low"] {
@@ -311,7 +342,7 @@ mod tests {
         // Only `low` has work: it takes all ten turns, and 200 starts more.
         let mut held = VecDeque::new();
         for _ in 0..10 {
-            held.push_back(w.turn("low", &end).await.unwrap().unwrap());
+            held.push_back(w.turn("low", &end, &end).await.unwrap().unwrap());
         }
         let (to, mut grants) = tokio::sync::mpsc::unbounded_channel();
         wait(&w, "low", 400, &to);
@@ -333,24 +364,50 @@ mod tests {
     async fn a_stop_or_an_end_gives_up_waiting_and_a_given_up_turn_goes_on() {
         let w = Arc::new(weights(1));
         let end = CancellationToken::new();
-        let first = w.turn("default", &end).await.unwrap().unwrap();
+        let first = w.turn("default", &end, &end).await.unwrap().unwrap();
         let gone = CancellationToken::new();
         let given_up = {
             let (w, gone) = (w.clone(), gone.clone());
-            tokio::spawn(async move { w.turn("critical", &gone).await.map(|t| t.is_some()) })
+            tokio::spawn(async move { w.turn("critical", &gone, &gone).await.map(|t| t.is_some()) })
         };
         let next = {
             let (w, end) = (w.clone(), end.clone());
-            tokio::spawn(async move { w.turn("low", &end).await.map(|t| t.is_some()) })
+            tokio::spawn(async move { w.turn("low", &end, &end).await.map(|t| t.is_some()) })
         };
         tokio::task::yield_now().await;
         gone.cancel();
         assert_eq!(given_up.await.unwrap(), Err(()));
         drop(first);
         assert_eq!(next.await.unwrap(), Ok(true), "the turn passed over the one that gave up");
-        assert_eq!(w.turn("nowhere", &end).await.map(|t| t.is_none()), Ok(true), "an unweighted queue has no turns");
+        assert_eq!(
+            w.turn("nowhere", &end, &end).await.map(|t| t.is_none()),
+            Ok(true),
+            "an unweighted queue has no turns"
+        );
         w.stop();
-        assert!(w.turn("low", &end).await.is_err());
+        assert!(w.turn("low", &end, &end).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_waits_no_longer_than_the_longest_wait_or_its_consumer() {
+        let w = Arc::new(Weights::new(&[("a".into(), 1)], 1, Duration::from_secs(10)));
+        let end = CancellationToken::new();
+        let held = w.turn("a", &end, &end).await.unwrap().unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(w.turn("a", &end, &end).await.is_err(), "past the longest wait: given up");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let consumer = CancellationToken::new();
+        let waiter = {
+            let (w, end, consumer) = (w.clone(), end.clone(), consumer.clone());
+            tokio::spawn(async move { w.turn("a", &end, &consumer).await.is_err() })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(w.beat()[0].waiting, 1);
+        consumer.cancel();
+        assert!(waiter.await.unwrap(), "its consumer ended: given up");
+        assert_eq!(w.beat()[0].waiting, 0, "no longer counted as waiting");
+        drop(held);
+        assert_eq!(w.inner.lock().free, 1, "the turn came back, not to a waiter that gave up");
     }
 
     #[test]

@@ -115,10 +115,19 @@ impl Worker {
             return Err(Error::Unregistered(name));
         }
         let weights: Vec<(String, u16)> = config.queue_weights.iter().map(|(q, w)| (q.clone(), *w)).collect();
+        if weights.len() > usize::from(config.concurrency) {
+            warn!(
+                concurrency = config.concurrency,
+                weighted = weights.len(),
+                "worker.concurrency is shared by the weighted queues: with fewer turns than weighted queues, at most {} of their jobs run at once in all; raise worker.concurrency",
+                config.concurrency
+            );
+        }
         let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?
             .with_limits(limits, config.consumer_timeout)?
             .check_priorities(amqp.queue_type)?
-            .with_weights(&weights, config.concurrency);
+            // Half the broker's consumer_timeout: a held delivery's clock runs.
+            .with_weights(&weights, config.concurrency, config.consumer_timeout / 2);
         let mut known = dispatcher.queues();
         for queue in extra_queues.iter().chain(&config.extra_queues) {
             jobs_core::plumbing::topology::validate_queue_name(queue)?;
@@ -127,7 +136,7 @@ impl Worker {
         known.sort();
         known.dedup();
         if let Some((queue, _)) = weights.iter().find(|(q, _)| !known.contains(q)) {
-            return Err(Error::UnknownQueue { queue: queue.clone(), served: served(&dispatcher) });
+            return Err(Error::UnknownWeightedQueue { queue: queue.clone(), served: served(&dispatcher) });
         }
         let (queues, subscriptions) = if config.queues.is_empty() && config.subscriptions.is_empty() {
             (known, dispatcher.broadcasts())

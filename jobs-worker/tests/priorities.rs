@@ -5,7 +5,8 @@
 //! (the others' shares are lent); a priority where the queue takes none is
 //! refused at enqueue, a queue made without priorities is named with its
 //! migration, and quorum mode refuses priorities at start, pointing at
-//! weighted queues. In a file of its own: quorum workers of other test
+//! weighted queues; deliveries held waiting for a turn go back to their
+//! queue unstarted at a stop. In a file of its own: quorum workers of other test
 //! files would refuse these types.
 #![allow(clippy::unwrap_used)]
 
@@ -173,10 +174,13 @@ async fn weights_share_a_busy_worker_and_an_idle_queue_lends_its_share() {
     for (queue, n, _) in plan {
         fill(&client, queue, n, 5).await;
     }
+    MOST_RUNNING.store(0, Ordering::SeqCst);
     let worker = spawn_built(builder().job::<Share>().config(weighted("priorities-test-weights")).build().unwrap());
     wait_until("the 10,000 jobs to run", Duration::from_secs(240), || async { SHARES.lock().unwrap().len() == 10_000 })
         .await;
     worker.stop().await.unwrap();
+    // Ten turns shared by the three queues, not ten each.
+    assert_eq!(MOST_RUNNING.load(Ordering::SeqCst), 10, "at most the concurrency runs across the weighted queues");
     // The first 9,000 starts: all three queues still had work then.
     let shares = SHARES.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -274,4 +278,61 @@ impl Perform for Plain {
     async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
         Ok(())
     }
+}
+
+const HELD_A: &str = "priorities-test-held-a";
+const HELD_B: &str = "priorities-test-held-b";
+
+/// Starts of the `Held` jobs.
+static HELD_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// 300 ms of work.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "priorities-test-held-a")]
+struct Held {}
+
+impl Perform for Held {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        HELD_STARTS.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_waiting_for_a_turn_go_back_unstarted_at_a_stop() {
+    let queues = [HELD_A, HELD_B];
+    let _cleanup = Cleanup::queues(&queues);
+    let client = Client::new(amqp_config());
+    let raw = raw_connection().await;
+    delete_queues(&raw, &queues).await;
+    for queue in queues {
+        let jobs: Vec<Held> = (0..20).map(|_| Held {}).collect();
+        client.enqueue_many_with(&jobs, EnqueueOptions::new().queue(queue)).await.unwrap();
+    }
+    // Two turns for two queues each consumed at prefetch 2: two run, two wait.
+    let mut config = worker_config(&queues, 2, "priorities-test-held", Duration::from_secs(10));
+    config.extra_queues = vec![HELD_B.to_owned()];
+    config.queue_weights = queues.iter().map(|q| (q.to_string(), 1)).collect();
+    let worker = spawn_built(builder().job::<Held>().config(config).build().unwrap());
+    wait_until("two jobs to start", Duration::from_secs(30), || async { HELD_STARTS.load(Ordering::SeqCst) >= 2 })
+        .await;
+    wait_until("four delivered", Duration::from_secs(30), || async {
+        let (a, b) = (counts(&raw, HELD_A).await.0, counts(&raw, HELD_B).await.0);
+        a + b <= 36
+    })
+    .await;
+    worker.stop().await.unwrap();
+    let started = HELD_STARTS.load(Ordering::SeqCst) as u32;
+    let (a, b) = (counts(&raw, HELD_A).await.0, counts(&raw, HELD_B).await.0);
+    assert_eq!(a + b + started, 40, "each job ran or is back in its queue ({a} + {b} queued, {started} started)");
+    // Those that waited went back as they were: not interrupted runs.
+    let channel = raw.open_channel(None).await.unwrap();
+    for queue in queues {
+        while let Some((props, _)) = get(&channel, queue).await {
+            let interrupted = jobs_core::plumbing::header_u64(&props, "x-interrupted");
+            assert_eq!(interrupted, None, "a job that never started is not an interrupted run");
+        }
+    }
+    let _ = channel.close().await;
 }

@@ -4,9 +4,10 @@
 //! 0-9 to a queue with `x-max-priority` vs plain enqueues to a plain queue;
 //! draining such a queue (mixed priorities) at prefetch 1 and 300 beside
 //! raw amqprs draining it, and what the broker's priorities cost (raw
-//! amqprs on it ÷ on a plain queue); on both queue types, draining a weighted
-//! queue at concurrency 50 (each job waits for a turn) vs the same queue
-//! unweighted. Which side goes first alternates by round.
+//! amqprs on it ÷ on a plain queue), and with every job at the default
+//! priority beside a plain queue; on both queue types, draining three
+//! weighted queues (6:3:1) sharing a concurrency of 50 vs one unweighted
+//! queue at 50. Which side goes first alternates by round.
 
 use std::time::{Duration, Instant};
 
@@ -131,19 +132,41 @@ pub(crate) async fn rows(
         }
         delete(connection, Ranked::QUEUE).await;
     }
-    // One weighted queue at concurrency 50: the turns are the only difference.
+    // Three weighted queues sharing 50 turns (each at prefetch 50: 100
+    // deliveries wait, and each start is a hand-off) beside one unweighted
+    // queue at concurrency 50; the same jobs, 50 running at once in both.
+    let weighted = ["bench.weights.a", "bench.weights.b", "bench.weights.c"];
     let mut times = [Duration::ZERO; 2];
-    for weighted in [first_ranked, !first_ranked] {
-        declare(connection, plain, amqp.queue_type).await;
-        fill(&client, plain, drain).await?;
-        let mut config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
-        if weighted {
-            config.queue_weights = [(plain.to_owned(), 1)].into_iter().collect();
+    for with_weights in [first_ranked, !first_ranked] {
+        if with_weights {
+            for queue in weighted {
+                declare(connection, queue, amqp.queue_type).await;
+                fill(&client, queue, drain / 3).await?;
+            }
+            let config = WorkerConfig {
+                queues: weighted.iter().map(|q| (*q).to_owned()).collect(),
+                extra_queues: weighted.iter().map(|q| (*q).to_owned()).collect(),
+                concurrency: 50,
+                queue_weights: weighted.iter().zip([6, 3, 1]).map(|(q, w)| ((*q).to_owned(), w)).collect(),
+                ..WorkerConfig::default()
+            };
+            let settings = jobs_worker::Settings { amqp: amqp.clone(), worker: config, ..Default::default() };
+            let worker = Worker::builder().job::<Noop>().settings(settings).build().expect("worker");
+            times[0] = run_drain(worker, drain / 3 * 3).await;
+        } else {
+            declare(connection, plain, amqp.queue_type).await;
+            fill(&client, plain, drain / 3 * 3).await?;
+            let config = WorkerConfig { concurrency: 50, ..WorkerConfig::default() };
+            times[1] = framework_drain_with(amqp, plain, drain / 3 * 3, config).await;
         }
-        times[usize::from(!weighted)] = framework_drain_with(amqp, plain, drain, config).await;
     }
-    let what = format!("{label}: drain, concurrency 50, a weighted queue (framework column) ÷ unweighted (raw column)");
-    table.rate(&what, drain, times[0], times[1]);
+    let what = format!(
+        "{label}: drain, concurrency 50, three weighted queues 6:3:1 (framework column) ÷ one unweighted queue (raw column)"
+    );
+    table.rate(&what, drain / 3 * 3, times[0], times[1]);
+    for queue in weighted {
+        delete(connection, queue).await;
+    }
     delete(connection, plain).await;
     client.close().await;
     Ok(())

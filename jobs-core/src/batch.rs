@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use amqprs::FieldValue;
 use serde::{Deserialize, Serialize};
@@ -399,13 +399,11 @@ impl Client {
 
 impl Member {
     fn message(&self, batch: &JobId) -> Message {
-        let message = Message::job(self.route.name, self.id.clone(), self.body.clone())
-            .header(headers::BATCH, FieldValue::from(batch.as_str()));
         // Its type's deadline runs from the batch's enqueue.
-        match self.registration.and_then(|r| r.expires_in()).and_then(|within| SystemTime::now().checked_add(within)) {
-            Some(at) => message.expires_at(at),
-            None => message,
-        }
+        let deadline = crate::EnqueueOptions::default().deadline(self.registration.and_then(|r| r.expires_in()));
+        Message::job(self.route.name, self.id.clone(), self.body.clone())
+            .header(headers::BATCH, FieldValue::from(batch.as_str()))
+            .deadline(deadline)
     }
 
     fn recorded(&self, batch: &JobId, client: &Client) -> Result<EnqueuedJob, Error> {

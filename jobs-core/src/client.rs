@@ -210,15 +210,8 @@ impl Client {
             return Ok(id);
         }
         let unique = Uniqueness::of(job.name, registration, &options, &body)?;
-        let mut message = Message::job(job.name, id.clone(), body);
-        let expires_at = options.expires_at.or_else(|| {
-            registration
-                .and_then(|r| r.expires_in())
-                .and_then(|within| std::time::SystemTime::now().checked_add(within))
-        });
-        if let Some(at) = expires_at {
-            message = message.expires_at(at);
-        }
+        let mut message = Message::job(job.name, id.clone(), body)
+            .deadline(options.deadline(registration.and_then(|r| r.expires_in())));
         let mut token = None;
         if let Some(unique) = &unique {
             let held = self.reserve_unique(unique, &id, job.name).await?;
@@ -293,7 +286,7 @@ impl Client {
             }
             return Ok(ids);
         }
-        let expires_at = bulk_deadline::<J>(&options);
+        let expires_at = options.deadline(J::EXPIRES_IN);
         let mut slice = Slice { jobs, ids: &ids, destination: &destination, at: 0, expires_at };
         let no_setup = |_| async { Ok(()) };
         self.publish_source(&destination, no_setup, &mut slice, false).await.0.map_err(Stopped::into_batch_error)?;
@@ -336,7 +329,7 @@ impl Client {
             }
             return Ok(count);
         }
-        let expires_at = bulk_deadline::<J>(&options);
+        let expires_at = options.deadline(J::EXPIRES_IN);
         let mut iter = Iter { jobs: jobs.into_iter(), destination: &destination, expires_at };
         let no_setup = |_| async { Ok(()) };
         let (published, _) = self.publish_source(&destination, no_setup, &mut iter, true).await;
@@ -404,12 +397,6 @@ impl Client {
         *self.slot() = Some(session.clone());
         Ok(session)
     }
-}
-
-/// The deadline of a bulk enqueue's jobs: the options', else the type's
-/// `expires_in` from the call's start.
-fn bulk_deadline<J: Job>(options: &EnqueueOptions) -> Option<std::time::SystemTime> {
-    options.expires_at.or_else(|| J::EXPIRES_IN.and_then(|within| std::time::SystemTime::now().checked_add(within)))
 }
 
 /// Unique jobs go one at a time (each asks the unique keeper first).

@@ -248,6 +248,13 @@ impl Message {
     /// Not run if not started by `at` (`x-expires-at`, ms since the epoch).
     #[must_use]
     pub fn expires_at(self, at: std::time::SystemTime) -> Self {
+        self.deadline(Some(at))
+    }
+
+    /// With `x-expires-at = at`, when there is a deadline.
+    #[must_use]
+    pub(crate) fn deadline(self, at: Option<std::time::SystemTime>) -> Self {
+        let Some(at) = at else { return self };
         let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         self.header(headers::EXPIRES_AT, FieldValue::l(i64::try_from(ms).unwrap_or(i64::MAX)))
     }

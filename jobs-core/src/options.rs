@@ -88,6 +88,12 @@ impl EnqueueOptions {
         self
     }
 
+    /// The deadline a job enqueued now carries: these options', else its
+    /// type's `expires_in` from now (a span past what a clock holds is none).
+    pub(crate) fn deadline(&self, type_expires_in: Option<Duration>) -> Option<SystemTime> {
+        self.expires_at.or_else(|| type_expires_in.and_then(|within| SystemTime::now().checked_add(within)))
+    }
+
     /// The job is not run if it has not started within `within` from now.
     pub fn expires_in(mut self, within: Duration) -> Self {
         // A span past what a clock holds is no deadline.

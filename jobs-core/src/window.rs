@@ -186,12 +186,7 @@ pub(crate) struct Slice<'a, J> {
 
 /// Job `J`'s message, with `expires_at` when given.
 fn made<J: Job>(job: &J, id: JobId, expires_at: Option<SystemTime>, to: &Destination) -> Result<Outgoing, Error> {
-    let message = Message::job(J::NAME, id, codec::encode(job)?);
-    let message = match expires_at {
-        Some(at) => message.expires_at(at),
-        None => message,
-    };
-    Ok(message.into_outgoing(to))
+    Ok(Message::job(J::NAME, id, codec::encode(job)?).deadline(expires_at).into_outgoing(to))
 }
 
 impl<J: Job> Slice<'_, J> {

@@ -163,6 +163,8 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
             names.push(queue.as_str());
         }
     }
+    // This config's weights, for `weight 6 of 10`.
+    let weights: u32 = settings.worker.queue_weights.values().map(|&w| u32::from(w)).sum();
     if !json {
         println!("{:<40} {:>10} {:>10} {:>10} {:>10}  state", "queue", "ready", "unacked", "consumers", "dead");
     }
@@ -190,7 +192,6 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
         // Priorities (classic queues: x-max-priority 9) and this config's weight.
         let priorities = jobs_core::plumbing::queue_has_priorities(name);
         let weight = settings.worker.queue_weights.get(name).copied();
-        let weights: u32 = settings.worker.queue_weights.values().map(|&w| u32::from(w)).sum();
         if json {
             let line = serde_json::json!({
                 "queue": name, "ready": ready, "unacked": unacked, "consumers": consumers, "dead": dead,

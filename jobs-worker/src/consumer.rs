@@ -477,7 +477,7 @@ async fn settle_one(
         props: &props,
         body: &body,
         meta,
-        progress: progress.get(),
+        progress: &progress,
     };
     let id = delivery.meta.id.clone();
     let settled = settler.settle(&delivery, decision).await;

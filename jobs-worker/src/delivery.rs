@@ -110,8 +110,8 @@ pub(crate) struct Delivery<'a> {
     pub(crate) props: &'a BasicProperties,
     pub(crate) body: &'a [u8],
     pub(crate) meta: Meta<'a>,
-    /// The progress the job said last, if it said any (kept on a dead copy).
-    pub(crate) progress: Option<(f32, String)>,
+    /// What the job said of its progress (read only for a dead copy, which keeps it).
+    pub(crate) progress: &'a jobs_core::plumbing::ProgressCell,
 }
 
 impl<'a> Delivery<'a> {

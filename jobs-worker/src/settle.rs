@@ -118,8 +118,8 @@ impl Settler {
                 // The attempt it ended on, said even for a first attempt (which goes without).
                 let mut message = self.copy(d).failure(&self.failure(*kind, reason)).attempt(*attempt);
                 // Its last word on how far it got stays with it.
-                if let Some((done, text)) = &d.progress {
-                    let per_mille = (f64::from(*done) * 1000.0).round() as i64;
+                if let Some((done, text)) = d.progress.get() {
+                    let per_mille = (f64::from(done) * 1000.0).round() as i64;
                     message = message
                         .header(headers::PROGRESS, FieldValue::l(per_mille))
                         .header(headers::PROGRESS_TEXT, FieldValue::from(text.as_str()));

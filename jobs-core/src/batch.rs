@@ -392,7 +392,7 @@ impl Client {
         may_go_again: &(dyn Fn() -> bool + Sync),
     ) -> Result<(), Error> {
         let mut destination = Destination::to_queue(self.config().topology(), queue, None)?;
-        destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: false };
+        destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: false, shards: 0 };
         self.publish_one(message, &destination, Some(may_go_again)).await
     }
 }

@@ -18,6 +18,10 @@ pub mod headers {
     pub const ATTEMPT: &str = "x-attempt";
     /// How many times the job came back unacked (its worker died), on classic queues.
     pub const CRASHES: &str = "x-crashes";
+    /// Set by a quorum queue on a message it delivers again: how many times
+    /// it came back. An ordered type's shard counts crashes by it (a shard's
+    /// job is never copied to the tail).
+    pub const DELIVERY_COUNT: &str = "x-delivery-count";
     /// How many of the job's runs a graceful stop ended before they were done
     /// (handed back to the queue, not counted as crashes).
     pub const INTERRUPTED: &str = "x-interrupted";

@@ -23,8 +23,10 @@ impl Declared {
             Declare::Nothing => true,
             Declare::Exchange { name, .. } => self.exchanges.contains(name),
             Declare::Journal(journal) => self.queues.contains(journal.name()),
-            Declare::Queue { queue, delayed } => {
-                self.queues.contains(queue) && (!delayed || (self.delays && self.bound.contains(queue)))
+            Declare::Queue { queue, delayed, shards } => {
+                self.queues.contains(queue)
+                    && (*shards == 0 || self.queues.contains(&crate::names::shard_queue(queue, 0)))
+                    && (!delayed || (self.delays && self.bound.contains(queue)))
             }
         }
     }
@@ -37,11 +39,11 @@ mod tests {
     #[test]
     fn a_delayed_queue_is_ready_once_the_cascade_and_its_binding_are() {
         let mut declared = Declared::default();
-        let delayed = Declare::Queue { queue: "q".into(), delayed: true };
+        let delayed = Declare::Queue { queue: "q".into(), delayed: true, shards: 0 };
         assert!(declared.ready(&Declare::Nothing));
         assert!(!declared.ready(&delayed));
         declared.queues.insert("q".into());
-        assert!(declared.ready(&Declare::Queue { queue: "q".into(), delayed: false }));
+        assert!(declared.ready(&Declare::Queue { queue: "q".into(), delayed: false, shards: 0 }));
         assert!(!declared.ready(&delayed));
         declared.delays = true;
         declared.bound.insert("q".into());

@@ -17,7 +17,8 @@ use crate::{EnqueueOptions, Error, Job, Route};
 pub(crate) enum Declare {
     /// The job queue and `<queue>.dead`; with `delayed`, the delay cascade and
     /// the queue's binding to its delivery exchange too.
-    Queue { queue: String, delayed: bool },
+    /// With `shards` above 0, the queue's shard queues too (an ordered type's).
+    Queue { queue: String, delayed: bool, shards: u16 },
     /// The exchange and `<exchange>.dead`.
     Exchange { name: String, kind: ExchangeKind },
     /// A journal's stream (the record of batches).
@@ -40,6 +41,9 @@ pub struct Destination {
     pub(crate) delay: Option<Duration>,
     /// The job's priority (0–9), for a queue that takes priorities.
     pub(crate) priority: Option<u8>,
+    /// An ordered type's: each job goes to its key's shard of the queue the
+    /// routing key names ([`Destination::routing_key_of`]).
+    pub(crate) ordered: Option<crate::Ordered>,
 }
 
 /// What a job type says about where its jobs go: its name, queue and route.
@@ -53,12 +57,20 @@ pub(crate) struct JobRoute<'a> {
     pub(crate) route: Route,
     /// Its default priority (`#[job(priority = 7)]`).
     pub(crate) priority: Option<u8>,
+    /// Its key and shards (`#[job(ordered_by = "..")]`).
+    pub(crate) ordered: Option<crate::Ordered>,
 }
 
 impl JobRoute<'static> {
     /// Job type `J`'s.
     pub(crate) fn of<J: Job>() -> Self {
-        JobRoute { name: J::NAME, queue: J::QUEUE, route: J::ROUTE, priority: J::PRIORITY }
+        JobRoute {
+            name: J::NAME,
+            queue: J::QUEUE,
+            route: J::ROUTE,
+            priority: J::PRIORITY,
+            ordered: crate::Ordered::of::<J>(),
+        }
     }
 
     /// The registered type's.
@@ -68,6 +80,7 @@ impl JobRoute<'static> {
             queue: registration.queue(),
             route: registration.route(),
             priority: registration.priority(),
+            ordered: registration.ordered(),
         }
     }
 }
@@ -119,9 +132,26 @@ impl Destination {
                         "a routing key is for jobs routed through an exchange; this job type goes to a queue (use EnqueueOptions::queue)",
                     ));
                 }
+                if job.ordered.is_some() && options.queue.as_deref().is_some_and(|q| q != job.queue) {
+                    return Err(Error::Unsupported(
+                        "another queue for an ordered type (#[job(ordered_by)]): its jobs keep their order in its own queue's shards",
+                    ));
+                }
+                if job.ordered.is_some() && options.priority.is_some_and(|p| p > 0) {
+                    return Err(Error::Unsupported(
+                        "a priority for an ordered type (#[job(ordered_by)]): it would pass the key's earlier jobs",
+                    ));
+                }
                 let queue = options.queue.as_deref().unwrap_or(job.queue);
                 let mut destination = Destination::to_queue(topology, queue, options.resolved_delay())?;
-                destination.declare = Declare::Queue { queue: queue.to_owned(), delayed: destination.delay.is_some() };
+                destination.declare = Declare::Queue {
+                    queue: queue.to_owned(),
+                    delayed: destination.delay.is_some(),
+                    shards: job.ordered.map_or(0, |o| o.shards),
+                };
+                // Now: to its key's shard. Delayed: to the queue when due,
+                // whose worker moves it to its shard (it joins its key's line then).
+                destination.ordered = job.ordered.filter(|_| destination.delay.is_none());
                 destination.priority = match options.priority.or(job.priority) {
                     // The default: fine on any queue, and sent as none where none are taken.
                     Some(0)
@@ -155,6 +185,7 @@ impl Destination {
                     declare: Declare::Exchange { name: name.to_owned(), kind },
                     delay: None,
                     priority: None,
+                    ordered: None,
                 })
             }
         }
@@ -177,6 +208,7 @@ impl Destination {
             declare: Declare::Nothing,
             delay: delay.map(topology::whole_seconds),
             priority: None,
+            ordered: None,
         })
     }
 
@@ -189,6 +221,7 @@ impl Destination {
             declare: Declare::Nothing,
             delay: None,
             priority: None,
+            ordered: None,
         }
     }
 
@@ -206,6 +239,16 @@ impl Destination {
             declare: Declare::Nothing,
             delay: None,
             priority: None,
+            ordered: None,
+        }
+    }
+
+    /// The routing key of the job encoded in `body`: its key's shard for an
+    /// ordered type's job, else the destination's.
+    pub(crate) fn routing_key_of(&self, body: &[u8]) -> String {
+        match &self.ordered {
+            Some(ordered) => ordered.shard_queue(&self.routing_key, body),
+            None => self.routing_key.clone(),
         }
     }
 
@@ -255,14 +298,14 @@ mod tests {
     fn queue_jobs_go_to_their_queue_or_through_the_cascade() {
         let d = Destination::resolve::<Mail>(&EnqueueOptions::new(), classic()).unwrap();
         assert_eq!((d.exchange.as_str(), d.routing_key.as_str(), d.delay), ("", "dest_mail", None));
-        assert_eq!(d.declare, Declare::Queue { queue: "dest_mail".into(), delayed: false });
+        assert_eq!(d.declare, Declare::Queue { queue: "dest_mail".into(), delayed: false, shards: 0 });
 
         let options = EnqueueOptions::new().queue("other").delay(Duration::from_millis(1500));
         let d = Destination::resolve::<Mail>(&options, classic()).unwrap();
         assert_eq!(d.exchange, "jobs.delay.01");
         assert!(d.routing_key.ends_with(".1.0.other"), "{}", d.routing_key);
         assert_eq!((d.target(), d.delay), ("other", Some(Duration::from_secs(2))));
-        assert_eq!(d.declare, Declare::Queue { queue: "other".into(), delayed: true });
+        assert_eq!(d.declare, Declare::Queue { queue: "other".into(), delayed: true, shards: 0 });
 
         let quorum = Destination::resolve::<Mail>(&options, Topology::new(QueueType::Quorum, 3)).unwrap();
         assert_eq!(quorum.exchange, "jobs.delay.quorum.01");

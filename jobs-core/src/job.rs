@@ -82,6 +82,13 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Its jobs' priority, 0 to 9, when none is given at enqueue
     /// (`#[job(priority = 7)]`; without one, 0).
     const PRIORITY: Option<u8> = None;
+    /// `#[job(ordered_by = "account_id")]`: the field whose value is the
+    /// key; jobs of one key run one at a time, in the order they were
+    /// enqueued, across all workers (`docs/job-control.md`).
+    const ORDERED_BY: Option<&'static str> = None;
+    /// `#[job(shards = 16)]`: how many shard queues an ordered type's keys
+    /// are spread over (`<queue>.shard.<n>`), 1 to 256.
+    const SHARDS: u16 = crate::ordered::DEFAULT_SHARDS;
 
     /// The delay before the retry that follows failed attempt `attempt` (from 1).
     fn backoff(attempt: u32) -> Duration {

@@ -278,7 +278,7 @@ impl Message {
         Outgoing {
             id: self.id.clone(),
             exchange: destination.exchange.clone(),
-            routing_key: destination.routing_key.clone(),
+            routing_key: destination.routing_key_of(&self.body),
             properties,
             body: self.body.clone(),
         }
@@ -296,7 +296,7 @@ impl Message {
         Outgoing {
             id,
             exchange: destination.exchange.clone(),
-            routing_key: destination.routing_key.clone(),
+            routing_key: destination.routing_key_of(&body),
             properties,
             body,
         }

@@ -64,6 +64,11 @@ pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
+/// Shard `n` of base queue `queue`, for an ordered type's jobs (`<queue>.shard.<n>`).
+pub fn shard_queue(queue: &str, n: u16) -> String {
+    format!("{queue}.shard.{n}")
+}
+
 /// Checks that `queue` can name a job queue (and its `.dead` twin and delay keys).
 ///
 /// # Errors

@@ -56,6 +56,7 @@ pub struct Registration {
     expires_in: Option<Duration>,
     priorities: bool,
     priority: Option<u8>,
+    ordered: Option<crate::Ordered>,
     backoff: fn(u32) -> Duration,
     prepare: Prepare,
     check: fn(&[u8]) -> Result<(), rmp_serde::decode::Error>,
@@ -96,6 +97,7 @@ impl Registration {
             expires_in: J::EXPIRES_IN,
             priorities: J::PRIORITIES,
             priority: J::PRIORITY,
+            ordered: crate::Ordered::of::<J>(),
             backoff: J::backoff,
             prepare,
             check: check::<J>,
@@ -183,6 +185,11 @@ impl Registration {
     /// The type's default priority (`#[job(priority = 7)]`).
     pub fn priority(&self) -> Option<u8> {
         self.priority
+    }
+
+    /// What an ordered type says (`#[job(ordered_by = "..", shards = N)]`).
+    pub fn ordered(&self) -> Option<crate::Ordered> {
+        self.ordered
     }
 
     /// The names of the job's fields in its body; empty when not known (serde renames).

@@ -58,7 +58,7 @@ impl Session {
     /// members go), once per connection.
     pub(crate) async fn prepare_queues(&self, config: &AmqpConfig, queues: &[String]) -> Result<(), Error> {
         for queue in queues {
-            self.prepare(config, &Declare::Queue { queue: queue.clone(), delayed: false }).await?;
+            self.prepare(config, &Declare::Queue { queue: queue.clone(), delayed: false, shards: 0 }).await?;
         }
         Ok(())
     }
@@ -90,10 +90,15 @@ impl Session {
                         self.declared_mut().queues.insert(journal.name().to_owned());
                     }
                 }
-                Declare::Queue { queue, delayed } => {
+                Declare::Queue { queue, delayed, shards } => {
                     if !self.declared().queues.contains(queue) {
                         topology.declare_job_queue(on, queue).await?;
                         self.declared_mut().queues.insert(queue.clone());
+                    }
+                    let first = crate::names::shard_queue(queue, 0);
+                    if *shards > 0 && !self.declared().queues.contains(&first) {
+                        topology.declare_shards(on, queue, *shards).await?;
+                        self.declared_mut().queues.insert(first);
                     }
                     if *delayed && !self.declared().delays {
                         topology.declare_delays(on).await?;

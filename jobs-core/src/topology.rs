@@ -127,6 +127,36 @@ impl Topology {
         declare_queue(on, &dead, self.queue_args(None, None)).await
     }
 
+    /// Declares the `shards` shard queues of an ordered type's `queue`
+    /// (`<queue>.shard.<n>`): quorum queues whatever `amqp.queue_type` says,
+    /// with a single active consumer (one worker runs a shard's jobs, one at
+    /// a time, and another takes over when it goes), returns kept near the
+    /// head by the broker, and what comes back more than the delivery limit
+    /// dead-lettered to `<queue>.dead`. `queue` and `<queue>.dead` must exist.
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn declare_shards(&self, on: &Declarer, queue: &str, shards: u16) -> Result<(), Error> {
+        for n in 0..shards {
+            self.declare_shard(on, queue, n).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares shard `n` of `queue`, as [`Topology::declare_shards`] does.
+    ///
+    /// # Errors
+    /// As [`Topology::declare_job_queue`].
+    pub async fn declare_shard(&self, on: &Declarer, queue: &str, n: u16) -> Result<(), Error> {
+        validate_queue_name(queue)?;
+        let dead = dead_queue(queue);
+        let quorum = Topology { queue_type: QueueType::Quorum, ..*self };
+        let mut args = quorum.queue_args(Some(("", Some(&dead))), None);
+        set_header(&mut args, "x-single-active-consumer", FieldValue::t(true));
+        set_header(&mut args, "x-delivery-limit", FieldValue::l(i64::from(self.delivery_limit)));
+        declare_queue(on, &shard_queue(queue, n), args).await
+    }
+
     /// Declares a durable exchange of `kind` and its dead-letter queue
     /// `<exchange>.dead` (a queue of this topology's type, so that with quorum
     /// queues it survives the loss of a node like the job queues do).

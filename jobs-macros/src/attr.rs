@@ -33,12 +33,16 @@ pub(crate) struct JobAttrs {
     pub(crate) priority: Option<LitInt>,
     /// `priorities`: its queue takes priorities.
     pub(crate) priorities: bool,
+    /// `ordered_by = "account_id"`: one job at a time per value of that field, in order.
+    pub(crate) ordered_by: Option<LitStr>,
+    /// `shards = 16`: how many shard queues an ordered type's keys spread over.
+    pub(crate) shards: Option<LitInt>,
     /// The fields' names in the body, when known (named fields, no `#[serde]` attribute).
     pub(crate) fields: Option<Vec<String>>,
 }
 
 const KEYS: &str =
-    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst`, `rate_key`, `unique_for`, `unique_key`, `unique_until`, `expires_in`, `priority` or `priorities`";
+    "expected `queue`, `name`, `max_attempts`, `timeout`, `backoff`, `exchange`, `exchange_type`, `rpc`, `step`, `blocking`, `max_running`, `rate`, `burst`, `rate_key`, `unique_for`, `unique_key`, `unique_until`, `expires_in`, `priority`, `priorities`, `ordered_by` or `shards`";
 
 /// The longest queue name: the broker allows 255 bytes for a routing key, and a
 /// delayed job's key is 56 bytes of delay bits before the queue name.
@@ -150,6 +154,26 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
                         _ => return Err(syn::Error::new_spanned(&value, "`burst` must be from 1 to 4294967295")),
                     }
                     if attrs.burst.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "ordered_by" => {
+                    let value: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`ordered_by` takes a field's name, as in `ordered_by = \"account_id\"`")
+                    })?;
+                    if attrs.ordered_by.replace(value).is_some() {
+                        return Err(twice());
+                    }
+                }
+                "shards" => {
+                    let value: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`shards` takes a whole number, as in `shards = 16`")
+                    })?;
+                    match value.base10_parse::<u16>() {
+                        Ok(1..=256) => {}
+                        _ => return Err(syn::Error::new_spanned(&value, "`shards` must be from 1 to 256")),
+                    }
+                    if attrs.shards.replace(value).is_some() {
                         return Err(twice());
                     }
                 }
@@ -326,7 +350,42 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<JobAttrs> {
     if let (Some(queue), Some(_)) = (&attrs.queue, &attrs.exchange) {
         return Err(syn::Error::new_spanned(queue, "a job goes to a `queue` or through an `exchange`, not both"));
     }
+    check_ordered(&attrs)?;
     Ok(attrs)
+}
+
+/// `ordered_by` names a field, and goes with none of what would let a
+/// key's jobs pass one another or run two at once.
+fn check_ordered(attrs: &JobAttrs) -> syn::Result<()> {
+    let Some(key) = &attrs.ordered_by else {
+        return match &attrs.shards {
+            Some(shards) => Err(syn::Error::new_spanned(shards, "`shards` needs `ordered_by = \"...\"`")),
+            None => Ok(()),
+        };
+    };
+    let fields = attrs.fields.clone().unwrap_or_default();
+    if attrs.fields.is_some() && !fields.contains(&key.value()) {
+        return Err(syn::Error::new_spanned(
+            key,
+            format!("`ordered_by` names a field of the job; this one has: {}", fields.join(", ")),
+        ));
+    }
+    let clash = [
+        (attrs.exchange.is_some(), "`exchange` (a job routed through an exchange runs on every subscriber)"),
+        (attrs.rpc, "`rpc` (a call waits for its answer, not for the key's earlier jobs)"),
+        (attrs.step, "`step` (a chain's steps keep their own order)"),
+        (attrs.max_running.is_some(), "`max_running` (an ordered type runs one job per shard at a time already)"),
+        (attrs.rate.is_some(), "`rate` (a rate's waits go through the delay queues, past the key's next jobs)"),
+        (attrs.unique_for.is_some(), "`unique_for`"),
+        (
+            attrs.priorities || attrs.priority.is_some(),
+            "`priority` and `priorities` (a priority would pass the key's earlier jobs)",
+        ),
+    ];
+    match clash.iter().find(|(set, _)| *set) {
+        Some((_, what)) => Err(syn::Error::new_spanned(key, format!("`ordered_by` does not go with {what}"))),
+        None => Ok(()),
+    }
 }
 
 /// The names of a struct's fields as they are in its body: its named

@@ -111,6 +111,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let priority = attrs.priority.map(|n| {
         quote_spanned! {n.span()=> const PRIORITY: ::core::option::Option<u8> = ::core::option::Option::Some(#n); }
     });
+    let ordered_by = attrs.ordered_by.map(
+        |key| quote! { const ORDERED_BY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#key); },
+    );
+    let shards = attrs.shards.map(|n| quote_spanned! {n.span()=> const SHARDS: u16 = #n; });
     let fields = attrs.fields.as_ref().filter(|f| !f.is_empty()).map(|names| {
         quote! { const FIELDS: &'static [&'static str] = &[#(#names),*]; }
     });
@@ -155,6 +159,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #expires_in
             #priorities
             #priority
+            #ordered_by
+            #shards
             #fields
             #timeout
             #backoff

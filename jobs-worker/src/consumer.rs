@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use jobs_core::plumbing::amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel, ConsumerMessage,
+    QueueBindArguments, QueueDeclareArguments,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Closure, Origin, BROKER_ANSWER};
@@ -84,6 +84,44 @@ pub(crate) struct Consumer {
     /// What the broker says when it closes the channel (its
     /// `consumer_timeout`, say): the running jobs are dropped at once.
     watch: Arc<ChannelWatch>,
+    /// A shard's: set when it must stop consuming (a stop, a pause) while
+    /// its job runs; the job's settling cancels the consumer before its ack.
+    leaving: Arc<Leaving>,
+}
+
+/// How a shard's consumer stops without letting the next consumer start
+/// the shard's next job early. A single-active-consumer queue makes the
+/// next consumer active as soon as this one is cancelled, whatever this one
+/// still holds: so it is cancelled only once its job's run is over (before
+/// that job's ack, so that nothing more is delivered to it), and a job it
+/// still holds unfinished (a retry waiting in place, a run a stop ended)
+/// goes back with the channel's close, which returns it to the head and
+/// hands the shard on in one step.
+#[derive(Debug, Default)]
+pub(crate) struct Leaving {
+    /// Set: cancel before the next ack.
+    wanted: CancellationToken,
+    /// The consumer was cancelled by a settling.
+    done: std::sync::atomic::AtomicBool,
+    /// The consumer's tag.
+    tag: std::sync::Mutex<String>,
+}
+
+impl Leaving {
+    /// Cancels the consumer on `channel`, if it is leaving and not yet cancelled.
+    async fn before_ack(&self, channel: &Channel) {
+        if !self.wanted.is_cancelled() || self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let tag = self.tag.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cancel = channel.basic_cancel(BasicCancelArguments::new(&tag));
+        if !matches!(tokio::time::timeout(BROKER_ANSWER, cancel).await, Ok(Ok(_))) {
+            debug!(
+                tag,
+                "a shard's consumer cancel before its ack went unanswered (its channel closes with the worker)"
+            );
+        }
+    }
 }
 
 impl Consumer {
@@ -106,6 +144,26 @@ impl Consumer {
             consumer.inline = false;
         }
         consumer.held = held;
+        consumer.follow_pause(&Health::default()).await?;
+        Ok(consumer)
+    }
+
+    /// Opens a channel and starts consuming shard `shard` of an ordered
+    /// type's `queue` (a single-active-consumer queue: the broker delivers to
+    /// one of its consumers at a time), one job at a time, in its own task;
+    /// it follows `queue`'s pauses.
+    pub(crate) async fn start_shard(
+        connection: &Connection,
+        queue: &str,
+        shard: &str,
+        worker: &str,
+        paused: watch::Receiver<Paused>,
+    ) -> Result<Self, Error> {
+        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
+        let watch = ChannelWatch::on(&channel).await?;
+        let mut consumer = Self::consume(channel, watch, shard, queue, Home::Shard, 1, worker, true).await?;
+        consumer.tag = consumer_tag(worker, shard);
+        consumer.paused = Some(paused);
         consumer.follow_pause(&Health::default()).await?;
         Ok(consumer)
     }
@@ -154,6 +212,7 @@ impl Consumer {
             watch,
             exit: CancellationToken::new(),
             waiting: CancellationToken::new(),
+            leaving: Arc::default(),
         };
         consumer.waiting = consumer.exit.child_token();
         if !paused {
@@ -168,6 +227,11 @@ impl Consumer {
         let (tag, rx) =
             self.channel.basic_consume_rx(args).await.map_err(|e| self.watch.error("basic.consume", &self.queue, e))?;
         (self.tag, self.rx, self.consuming) = (tag, Some(rx), true);
+        if self.home == Home::Shard {
+            let leaving = Leaving::default();
+            *leaving.tag.lock().unwrap_or_else(|e| e.into_inner()) = self.tag.clone();
+            self.leaving = Arc::new(leaving);
+        }
         Ok(())
     }
 
@@ -314,14 +378,27 @@ impl Consumer {
                 changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
                 changed = held_changed(&mut self.held) => self.held_changed(changed, &shared.health).await?,
                 message = next(&mut self.rx) => match message {
+                    // Delivered as a shard's consumer was cancelled: not run
+                    // here (the shard's next consumer may have started).
+                    Some(message) if self.home == Home::Shard && !self.consuming => {
+                        if let Some(deliver) = message.deliver {
+                            let reject = BasicRejectArguments::new(deliver.delivery_tag(), true);
+                            if let Err(err) = self.channel.basic_reject(reject).await {
+                                debug!(queue = &*self.queue, error = %err, "could not give back a shard's delivery; its channel's close will");
+                            }
+                        }
+                    }
                     Some(message) => {
+                        // A shard's wait to run again ends with its consumer only (not at a pause).
+                        let waiting = if self.home == Home::Shard { self.exit.clone() } else { self.waiting.clone() };
+                        let leaving = (self.home == Home::Shard).then(|| self.leaving.clone());
                         let job = tasks.track_future(handle(
                             shared.clone(),
                             self.channel.clone(),
                             self.queue.clone(),
                             self.home,
                             message,
-                            (end.clone(), self.watch.clone(), self.waiting.clone()),
+                            (end.clone(), self.watch.clone(), waiting, leaving),
                         ));
                         if !self.inline {
                             tokio::spawn(job);
@@ -333,6 +410,17 @@ impl Consumer {
                                 biased;
                                 _ = &mut job => break,
                                 _ = stop.cancelled() => {
+                                    if self.home == Home::Shard {
+                                        // Cancelled before its job's ack; what it still holds
+                                        // then goes back with the channel's close.
+                                        self.leaving.wanted.cancel();
+                                        let channel = self.channel.clone();
+                                        tokio::spawn(async move {
+                                            job.await;
+                                            let _ = channel.close().await;
+                                        });
+                                        return Ok(());
+                                    }
                                     // Stop taking jobs now; the running one finishes on its own
                                     // (still tracked, so the grace period applies to it).
                                     tokio::spawn(job);
@@ -347,8 +435,25 @@ impl Consumer {
                                 }
                                 // A pause while the job runs: cancelled now, before its ack
                                 // lets the broker deliver the next one.
-                                changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
+                                // (A shard's: cancelled once its job's run is over, before its ack.)
+                                changed = changed(&mut self.paused), if !self.leaving.wanted.is_cancelled() => {
+                                    if self.home != Home::Shard {
+                                        self.paused_changed(changed, &shared.health).await?;
+                                    } else if !changed {
+                                        self.paused = None;
+                                    } else if self.wanted().is_none() {
+                                        self.leaving.wanted.cancel();
+                                    }
+                                }
                             }
+                        }
+                        if self.home == Home::Shard && self.leaving.wanted.is_cancelled() {
+                            // Its settling cancelled it (or it left its job to the channel's
+                            // close); what is paused now is followed as ever.
+                            if self.leaving.done.load(std::sync::atomic::Ordering::SeqCst) {
+                                self.consuming = false;
+                            }
+                            self.follow_pause(&shared.health).await?;
                         }
                     }
                     // What was delivered before a pause's cancel has all come;
@@ -390,7 +495,8 @@ async fn held_changed(held: &mut Option<watch::Receiver<u16>>) -> bool {
 
 /// What ends a delivery's run early, what the broker said if it closed its
 /// channel, and what ends its wait to start.
-type Ends = (CancellationToken, Arc<ChannelWatch>, CancellationToken);
+/// A shard's delivery also has its consumer's [`Leaving`].
+type Ends = (CancellationToken, Arc<ChannelWatch>, CancellationToken, Option<Arc<Leaving>>);
 
 async fn handle(
     shared: Arc<Shared>,
@@ -411,7 +517,7 @@ async fn settle_one(
     queue: Arc<str>,
     home: Home,
     message: ConsumerMessage,
-    (end, watch, waiting): Ends,
+    (end, watch, waiting, leaving): Ends,
 ) {
     let (Some(deliver), Some(props), Some(body)) = (message.deliver, message.basic_properties, message.content) else {
         error!(queue = &*queue, "incomplete delivery from amqprs; it stays unacked and returns to the queue");
@@ -426,47 +532,74 @@ async fn settle_one(
         meta.consumer_timeout = settler.returns.timeout_of(&meta.id);
     }
     let progress = Arc::new(jobs_core::plumbing::ProgressCell::default());
-    let decision = match policy::screen(&meta, home, &shared.limits) {
-        Ok(name) => {
-            let place = Place {
-                progress: &progress,
-                waiting: &waiting,
-                queue: &queue,
-                worker: &settler.worker,
-                activity: &settler.activity,
-                end: &end,
-                placement: &shared.placement,
-                client: shared.client.as_ref(),
-                cancels: &shared.cancels,
-            };
-            let started = std::time::Instant::now();
-            let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
-                // Ended early: by the broker closing the channel (it has the
-                // job back: a cancel stays kept for when it comes up again),
-                // or by the stop.
-                ran @ (Ran::Interrupted { .. } | Ran::Cancelled { .. }) => match watch.closure() {
-                    Some(closure) => Ran::Abandoned {
-                        after: started.elapsed(),
-                        timeout: closure.consumer_timeout(),
-                        reason: closure.to_string(),
+    let held_since = std::time::Instant::now();
+    let decision = loop {
+        let decision = match policy::screen(&meta, home, &shared.limits) {
+            Ok(name) => {
+                let place = Place {
+                    progress: &progress,
+                    waiting: &waiting,
+                    queue: &queue,
+                    worker: &settler.worker,
+                    activity: &settler.activity,
+                    end: &end,
+                    placement: &shared.placement,
+                    client: shared.client.as_ref(),
+                    cancels: &shared.cancels,
+                    home,
+                };
+                let started = std::time::Instant::now();
+                let ran = match shared.dispatcher.run(name, &meta, &body, place).await {
+                    // Ended early: by the broker closing the channel (it has the
+                    // job back: a cancel stays kept for when it comes up again),
+                    // or by the stop.
+                    ran @ (Ran::Interrupted { .. } | Ran::Cancelled { .. }) => match watch.closure() {
+                        Some(closure) => Ran::Abandoned {
+                            after: started.elapsed(),
+                            timeout: closure.consumer_timeout(),
+                            reason: closure.to_string(),
+                        },
+                        None => ran,
                     },
-                    None => ran,
-                },
-                ran => ran,
-            };
-            if let Ran::Cancelled { running, .. } = &ran {
-                cancelled = Some(*running);
+                    ran => ran,
+                };
+                if let Ran::Cancelled { running, .. } = &ran {
+                    cancelled = Some(*running);
+                }
+                match ran {
+                    // Never started, and its channel is gone: the broker has it back.
+                    Ran::NotStarted if watch.closure().is_some() || !channel.is_open() => policy::Decision::Leave,
+                    ran => policy::decide(ran, &meta, home),
+                }
             }
-            match ran {
-                // Never started, and its channel is gone: the broker has it back.
-                Ran::NotStarted if watch.closure().is_some() || !channel.is_open() => policy::Decision::Leave,
-                ran => policy::decide(ran, &meta, home),
-            }
+            Err(decision) => decision,
+        };
+        // In a shard, a failed attempt waits here, the delivery held, and runs again.
+        let decision = policy::bound_hold(decision, held_since.elapsed(), shared.limits.max_hold);
+        let policy::Decision::Hold { attempt: next, delay: wait, .. } = decision else {
+            break decision;
+        };
+        // Counted and said as a retry; nothing is published.
+        let delivery = Delivery {
+            channel: &channel,
+            tag: deliver.delivery_tag(),
+            queue: &queue,
+            origin: Origin::Queue(&queue),
+            props: &props,
+            body: &body,
+            meta: meta.clone(),
+            progress: &progress,
+        };
+        settler.settle(&delivery, decision).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => meta.attempt = next,
+            // A stop, its consumer's end, its channel's close: back to the head of its shard.
+            _ = waiting.cancelled() => break policy::Decision::Leave,
+            _ = end.cancelled() => break policy::Decision::Leave,
         }
-        Err(decision) => decision,
     };
     let origin = match home {
-        Home::Queue => Origin::Queue(&queue),
+        Home::Queue | Home::Shard => Origin::Queue(&queue),
         Home::Subscription => Origin::Exchange { name: &queue, routing_key: deliver.routing_key() },
     };
     let delivery = Delivery {
@@ -480,6 +613,9 @@ async fn settle_one(
         progress: &progress,
     };
     let id = delivery.meta.id.clone();
+    if let (Some(leaving), true) = (&leaving, decision.settles()) {
+        leaving.before_ack(&channel).await;
+    }
     let settled = settler.settle(&delivery, decision).await;
     // Only once dead-lettered: a job that comes back must still be cancelled then.
     if let (Some(running), true) = (cancelled, settled) {

@@ -24,6 +24,8 @@ pub(crate) struct Meta<'a> {
     pub(crate) attempt: u32,
     /// Returns of this job unacked so far, as counted in `x-crashes`.
     pub(crate) crashes: u64,
+    /// Returns of it counted by a quorum queue (`x-delivery-count`).
+    pub(crate) delivery_count: u64,
     /// Runs of it that a graceful stop ended, as counted in `x-interrupted`.
     pub(crate) interrupted: u64,
     /// Its rate-limited returns so far, as counted in `x-rate-limited`.
@@ -66,6 +68,7 @@ impl<'a> Meta<'a> {
             id: own.unwrap_or_default(),
             attempt: message_attempt(props),
             crashes: header_u64(props, headers::CRASHES).unwrap_or(0),
+            delivery_count: header_u64(props, headers::DELIVERY_COUNT).unwrap_or(0),
             interrupted: header_u64(props, headers::INTERRUPTED).unwrap_or(0),
             rate_limited: header_u64(props, headers::RATE_LIMITED).unwrap_or(0),
             consumer_timeout: header_u64(props, headers::CONSUMER_TIMEOUT),

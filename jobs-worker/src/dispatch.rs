@@ -16,7 +16,7 @@ use crate::activity::Activity;
 use crate::delivery::Meta;
 use crate::limits::{Gate, Gates};
 use crate::placement::{Outcome, Placement};
-use crate::policy::{Ran, Schedule};
+use crate::policy::{Home, Ran, Schedule};
 use crate::rates::{Admit, RateLimit};
 use crate::{Error, Subscription};
 
@@ -138,6 +138,9 @@ impl Dispatcher {
         for &name in &limited {
             let registration = self.table[name];
             let refuse = |message: String| Err(Error::Core(jobs_core::Error::Config { key: "limits".into(), message }));
+            if registration.ordered().is_some() {
+                return refuse(format!("`{name}` is #[job(ordered_by)]: it runs one job per shard at a time already, and a limit's or a rate's wait would let the key's later jobs pass (docs/job-control.md)"));
+            }
             if let Some(&limit) = max.get(name) {
                 if registration.blocking() {
                     return refuse(format!("`{name}` is #[job(blocking)]: a blocking run past its timeout keeps its thread, so its slot could not be given back; limit it with a non-blocking type, or drop max_running"));
@@ -269,6 +272,38 @@ impl Dispatcher {
         queues
     }
 
+    /// The queues of ordered types, each with what its types say of its
+    /// shards (types sharing a queue agree, [`Dispatcher::check_ordered`]).
+    pub(crate) fn shards(&self) -> Vec<(String, jobs_core::Ordered)> {
+        let mut shards: Vec<(String, jobs_core::Ordered)> =
+            self.table.values().filter_map(|r| Some((r.queue().to_owned(), r.ordered()?))).collect();
+        shards.sort_by(|a, b| a.0.cmp(&b.0));
+        shards.dedup_by(|a, b| a.0 == b.0);
+        shards
+    }
+
+    /// Refuses ordered types sharing a queue with different shard counts
+    /// (a queue's shards are declared once, and keys must hash alike).
+    ///
+    /// # Errors
+    /// [`Error::MixedShards`].
+    pub(crate) fn check_ordered(self) -> Result<Self, Error> {
+        for (queue, _) in self.shards() {
+            let mut on: Vec<(&str, u16)> = self
+                .table
+                .values()
+                .filter(|r| r.queue() == queue)
+                .filter_map(|r| Some((r.name(), r.ordered()?.shards)))
+                .collect();
+            on.sort_unstable();
+            if on.iter().any(|(_, n)| *n != on[0].1) {
+                let types = on.iter().map(|(name, n)| format!("{name} (shards = {n})")).collect::<Vec<_>>().join(", ");
+                return Err(Error::MixedShards { queue, types });
+            }
+        }
+        Ok(self)
+    }
+
     /// A subscription to each fanout exchange of the job types.
     pub(crate) fn broadcasts(&self) -> Vec<Subscription> {
         let mut subscriptions: Vec<Subscription> = self
@@ -303,14 +338,24 @@ impl Dispatcher {
 
     /// Decodes and runs one delivery of job type `name` at `place`, and says what happened.
     pub(crate) async fn run(&self, name: &str, meta: &Meta<'_>, body: &[u8], place: Place<'_>) -> Ran {
-        let Place { queue, worker, activity, end, placement, client, cancels, progress, waiting } = place;
+        let Place { queue, worker, activity, end, placement, client, cancels, progress, waiting, home } = place;
         // Worth nothing past its deadline: not run (before any turn or slot is taken).
         if let Some(late) = meta.expired(jobs_core::plumbing::events::now_ms()) {
             return Ran::Expired { late };
         }
+        let registration = self.table.get(name);
+        // An ordered type's job runs only from its key's shard: one from
+        // elsewhere (a revived dead job, a delayed one come due, a producer
+        // that does not shard) joins its key's line there.
+        if let (Some(ordered), true) = (registration.and_then(|r| r.ordered()), home != Home::Shard) {
+            let queue = registration.map_or(&**queue, |r| r.queue());
+            return Ran::Elsewhere { queue: ordered.shard_queue(queue, body) };
+        }
         // A weighted queue's delivery waits for its turn first (a turn is
         // this worker's own; a rate's token or a slot is every worker's).
-        let _turn = match &self.weights {
+        // A shard's jobs have a consumer of their own, and take no turn.
+        let weights = self.weights.as_ref().filter(|_| home != Home::Shard);
+        let _turn = match weights {
             Some(weights) => match weights.turn(queue, end, waiting).await {
                 // Given while its consumer ended: it does not start now.
                 Ok(_) if waiting.is_cancelled() => return Ran::NotStarted,
@@ -319,13 +364,12 @@ impl Dispatcher {
             },
             None => None,
         };
-        let registration = self.table.get(name);
         let gate = self.gates.get(name);
         let rate = self.rates.get(name);
         if let (true, Some(registration)) = (gate.is_some() || rate.is_some(), registration) {
             if **queue != *registration.queue() {
                 // Only its own queue's prefetch follows the slots held.
-                return Ran::Elsewhere { queue: registration.queue() };
+                return Ran::Elsewhere { queue: registration.queue().to_owned() };
             }
         }
         // Its turn first, then a slot (a slot is not held idle waiting for a turn).
@@ -453,6 +497,8 @@ pub(crate) struct Place<'a> {
     pub(crate) cancels: &'a crate::cancels::Cancels,
     /// Where the job says its progress.
     pub(crate) progress: &'a Arc<jobs_core::plumbing::ProgressCell>,
+    /// What it was consumed from (an ordered type's job runs only from its shard).
+    pub(crate) home: Home,
     /// Cancelled when its consumer ends or its queue is paused: a delivery
     /// still waiting to start then does not.
     pub(crate) waiting: &'a CancellationToken,

@@ -27,6 +27,14 @@ pub enum Error {
         /// The types, comma-separated.
         types: String,
     },
+    /// Ordered types sharing a queue disagree on their shard count.
+    #[error("queue `{queue}` is the queue of ordered types with different shard counts: {types}; a queue's keys spread over one set of shards, so give them one `shards`, or queues of their own")]
+    MixedShards {
+        /// The queue.
+        queue: String,
+        /// The types and their counts.
+        types: String,
+    },
     /// Types sharing a queue disagree on `#[job(priorities)]`.
     #[error("queue `{queue}` is the queue of {with}, which say #[job(priorities)], and of {without}, which do not: a queue takes priorities or not, so mark them all, or give them queues of their own")]
     MixedPriorities {
@@ -111,7 +119,8 @@ impl Error {
             Error::DuplicateJobName(_)
             | Error::SharedLimitedQueue { .. }
             | Error::QuorumPriorities { .. }
-            | Error::MixedPriorities { .. } => true,
+            | Error::MixedPriorities { .. }
+            | Error::MixedShards { .. } => true,
             _ => false,
         }
     }

@@ -49,6 +49,24 @@
 //!   count, `x-interrupted` raised, confirmed, then acked; not a failure and
 //!   not a crash (a copy not stored then gives the delivery back at once,
 //!   which does count as a crash). A subscription's job is left unacked.
+//!
+//! In an ordered type's shard (`#[job(ordered_by)]`, a single-active-consumer
+//! quorum queue), no copy of a job may go to the tail, where the key's later
+//! jobs would pass it:
+//! - a delivery that came back unacked runs again where it is (the broker
+//!   keeps returns at the head); its returns are the broker's count
+//!   (`x-delivery-count`), and it is dead (`crashed`) past `amqp.max_crashes`;
+//! - a failed attempt is retried in place: the delivery is held, its shard
+//!   waits (at most a minute per wait, [`MAX_HOLD`]), and it runs again as
+//!   the next attempt; a retry whose wait would hold it past half the
+//!   broker's `consumer_timeout` in all (`Limits::max_hold`) is dead now.
+//!   This is the one place a delivery is held unacked while time passes;
+//! - a rate-limited return (`JobError::rate_limited`) is a failed attempt
+//!   there, retried in place after the wait it asked for;
+//! - a run a graceful stop ended, or a wait in place a stop cut short, is
+//!   left: it goes back to the head of its shard as its consumer closes its
+//!   channel (the broker counts that return; see `consumer.rs`, `Leaving`,
+//!   for why a shard's consumer is never cancelled while it holds a job).
 
 use std::time::Duration;
 
@@ -97,7 +115,7 @@ pub(crate) enum Ran {
     Cancelled { by: String, running: bool, dropped: bool },
     /// A job of a limited type (`max_running`) that came from a queue not
     /// its type's own: it runs only from there (where the slots set the prefetch).
-    Elsewhere { queue: &'static str },
+    Elsewhere { queue: String },
     /// A job of a rate-limited type over its rate (its key's, with
     /// `rate_key`): it did not run, and waits `delay` for its turn.
     OverRate { delay: Duration },
@@ -117,13 +135,21 @@ pub(crate) enum Home {
     Queue,
     /// A subscription's queue: this worker's own, gone with it.
     Subscription,
+    /// An ordered type's shard: failures retry in place, nothing goes to its tail.
+    Shard,
 }
+
+/// The longest one wait of a retry in place, in an ordered type's shard.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// The worker's limits that the rules read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) max_message_size: usize,
     pub(crate) max_crashes: u32,
+    /// How long a shard's delivery may be held in all while it retries in
+    /// place: half the broker's `consumer_timeout` (`worker.consumer_timeout`).
+    pub(crate) max_hold: Duration,
 }
 
 /// A call's answer: its status and body (the output, or the error's text).
@@ -144,6 +170,9 @@ pub(crate) enum Decision {
     Answer { kind: FailureKind, reply: Reply },
     /// Publish attempt `attempt` to run after `delay`, wait for its confirm, ack.
     Retry { kind: FailureKind, error: String, attempt: u32, delay: Duration },
+    /// In a shard: hold the delivery for `delay`, then run it again as
+    /// attempt `attempt` (nothing is published; its shard waits).
+    Hold { kind: FailureKind, error: String, attempt: u32, delay: Duration },
     /// Publish a copy to `<queue>.dead` with the reason, saying it ended on
     /// attempt `attempt`, wait for its confirm, ack (a call that could not run
     /// gets its failure as the answer first).
@@ -161,7 +190,7 @@ pub(crate) enum Decision {
     Unstarted,
     /// A limited type's job from another queue: publish a copy (as it is) to
     /// the type's own `queue`, wait for its confirm, ack. Not a failure.
-    Move { queue: &'static str },
+    Move { queue: String },
     /// Over a rate: publish a copy through the delay cascade to come back
     /// after `delay` to its queue, as the same attempt (with
     /// `x-rate-limited = n` when it said so itself, `rate_limited: Some(n)`),
@@ -176,6 +205,12 @@ pub(crate) enum Decision {
 }
 
 impl Decision {
+    /// Whether carrying it out ends the delivery (an ack, after a copy or an
+    /// answer maybe); not for one left, held or taken back by the broker.
+    pub(crate) fn settles(&self) -> bool {
+        !matches!(self, Decision::Leave | Decision::Hold { .. } | Decision::Abandon { .. })
+    }
+
     /// The kind of failure counted for this delivery (`jobs_failed_total`), if it failed.
     pub(crate) fn failure(&self) -> Option<FailureKind> {
         match self {
@@ -188,7 +223,10 @@ impl Decision {
             | Decision::Wait { .. }
             | Decision::Leave
             | Decision::Abandon { .. } => None,
-            Decision::Answer { kind, .. } | Decision::Retry { kind, .. } | Decision::Dead { kind, .. } => Some(*kind),
+            Decision::Answer { kind, .. }
+            | Decision::Retry { kind, .. }
+            | Decision::Hold { kind, .. }
+            | Decision::Dead { kind, .. } => Some(*kind),
         }
     }
 
@@ -199,6 +237,7 @@ impl Decision {
             Decision::Ack { .. } | Decision::Continue { .. } => Some(true),
             Decision::Dead { .. } | Decision::Answer { .. } => Some(false),
             Decision::Retry { .. }
+            | Decision::Hold { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
             | Decision::Unstarted
@@ -215,6 +254,7 @@ impl Decision {
             Decision::Ack { reply } | Decision::Dead { reply, .. } => reply.as_ref(),
             Decision::Answer { reply, .. } => Some(reply),
             Decision::Retry { .. }
+            | Decision::Hold { .. }
             | Decision::Continue { .. }
             | Decision::Requeue { .. }
             | Decision::HandBack { .. }
@@ -281,6 +321,18 @@ pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result
         }
         return Err(Decision::Requeue { crashes, consumer_timeout: meta.consumer_timeout });
     }
+    if meta.redelivered && home == Home::Shard {
+        // Still at the head of its key's line: it runs again here, counted
+        // by the broker (a copy would go to the tail).
+        let returns = meta.delivery_count.max(1);
+        if returns > u64::from(limits.max_crashes) {
+            let max = limits.max_crashes;
+            let reason = format!(
+                "came back unacked {returns} times (amqp.max_crashes = {max}; in an ordered type's shard a stop's hand-back counts too): it kills its worker, or its workers kept losing the broker"
+            );
+            return Err(dead(meta, FailureKind::Crashed, reason));
+        }
+    }
     Ok(name)
 }
 
@@ -305,6 +357,7 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
             // such returns are few; past them each is a failed attempt.
             Retry::RateLimited(delay) if meta.rate_limited < RATE_LIMITED_RUNS => {
                 if !meta.is_call() && home == Home::Queue {
+                    // (In a shard it is a failed attempt, retried in place below.)
                     // At least a second: a zero delay would be a busy loop through the queue.
                     let delay = delay.max(Duration::from_secs(1));
                     let wait = Decision::Wait { delay, rate_limited: Some(meta.rate_limited + 1) };
@@ -364,13 +417,15 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
         Ran::NotStarted => {
             return match home {
                 Home::Queue => Decision::Unstarted,
-                Home::Subscription => Decision::Leave,
+                // A shard's goes back to its head with its channel's close.
+                Home::Subscription | Home::Shard => Decision::Leave,
             };
         }
         Ran::Interrupted { after } => {
             return match home {
                 Home::Queue => Decision::HandBack { interrupted: meta.interrupted.saturating_add(1), after },
-                Home::Subscription => Decision::Leave,
+                // A shard's goes back to its head with its channel's close.
+                Home::Subscription | Home::Shard => Decision::Leave,
             };
         }
     };
@@ -381,15 +436,33 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
     let delay = match home {
         Home::Subscription => None,
         Home::Queue => next_delay(retry, meta.attempt, schedule),
+        Home::Shard => next_delay(retry, meta.attempt, schedule).map(|delay| delay.min(MAX_HOLD)),
     };
+    let attempt = meta.attempt.saturating_add(1);
     match delay {
-        Some(delay) => past_expiry(meta, delay, &error).unwrap_or(Decision::Retry {
-            kind,
-            error,
-            attempt: meta.attempt.saturating_add(1),
-            delay,
+        Some(delay) => past_expiry(meta, delay, &error).unwrap_or(match home {
+            Home::Shard => Decision::Hold { kind, error, attempt, delay },
+            Home::Queue | Home::Subscription => Decision::Retry { kind, error, attempt, delay },
         }),
         None => Decision::Dead { kind, reason: error, attempt: meta.attempt, reply: None },
+    }
+}
+
+/// A retry in place whose wait would bring the time its delivery has been
+/// held (`held`) past `max_hold` is dead now (the broker would take the
+/// delivery back past its `consumer_timeout`, and its shard waited long
+/// enough); any other decision stands.
+pub(crate) fn bound_hold(decision: Decision, held: Duration, max_hold: Duration) -> Decision {
+    match decision {
+        Decision::Hold { kind, error, attempt, delay } if held.saturating_add(delay) > max_hold => Decision::Dead {
+            kind,
+            reason: format!(
+                "{error} (its retry in place, {delay:?} from now, would hold its shard past {max_hold:?} in all, half of worker.consumer_timeout)"
+            ),
+            attempt: attempt.saturating_sub(1).max(1),
+            reply: None,
+        },
+        decision => decision,
     }
 }
 
@@ -469,7 +542,7 @@ mod tests {
     }
 
     const THREE: Schedule = Schedule { max_attempts: 3, backoff: two_seconds };
-    const LIMITS: Limits = Limits { max_message_size: 100, max_crashes: 3 };
+    const LIMITS: Limits = Limits { max_message_size: 100, max_crashes: 3, max_hold: Duration::from_secs(900) };
 
     fn meta(attempt: u32) -> Meta<'static> {
         Meta { name: Some("J"), has_id: true, attempt, size: 10, ..Meta::default() }
@@ -481,6 +554,38 @@ mod tests {
 
     fn errored(error: JobError) -> Ran {
         Ran::Errored { error, schedule: THREE }
+    }
+
+    #[test]
+    fn in_a_shard_nothing_goes_to_the_tail_failures_retry_in_place_and_returns_run_again() {
+        let redelivered = |count: u64| Meta { redelivered: true, delivery_count: count, ..meta(1) };
+        // Came back: runs again where it is, until the broker's count passes max_crashes.
+        assert_eq!(screen(&redelivered(1), Home::Shard, &LIMITS), Ok("J"));
+        assert_eq!(screen(&redelivered(3), Home::Shard, &LIMITS), Ok("J"));
+        assert!(matches!(screen(&redelivered(4), Home::Shard, &LIMITS), Err(Decision::Dead { kind: Crashed, .. })));
+        // (On a queue the same return is a copy at the tail.)
+        assert!(matches!(screen(&redelivered(1), Home::Queue, &LIMITS), Err(Decision::Requeue { crashes: 1, .. })));
+        // A failed attempt waits in place, as the next attempt; at most a minute a wait.
+        let hold = |attempt, delay| Decision::Hold { kind: Failed, error: "down".into(), attempt, delay };
+        assert_eq!(decide(errored(JobError::msg("down")), &meta(1), Home::Shard), hold(2, secs(2)));
+        let long = Ran::Errored { error: JobError::retry_after("down", secs(600)), schedule: THREE };
+        assert_eq!(decide(long, &meta(1), Home::Shard), hold(2, MAX_HOLD));
+        // Out of attempts: dead, and the shard moves on.
+        assert_eq!(decide(errored(JobError::msg("down")), &meta(3), Home::Shard), dead_on(Failed, "down", 3));
+        // A rate-limited return is a failed attempt there, in place.
+        let limited = decide(errored(JobError::rate_limited(secs(5))), &meta(1), Home::Shard);
+        assert!(matches!(limited, Decision::Hold { attempt: 2, delay, .. } if delay == secs(5)), "{limited:?}");
+        // A stop's end of a run, a wait cut short: left, back to the head with the channel.
+        assert_eq!(decide(Ran::Interrupted { after: secs(1) }, &meta(1), Home::Shard), Decision::Leave);
+        assert_eq!(decide(Ran::NotStarted, &meta(1), Home::Shard), Decision::Leave);
+        // Held past half the consumer_timeout in all: dead now, saying why.
+        let bounded = bound_hold(hold(2, secs(60)), secs(880), secs(900));
+        assert!(
+            matches!(&bounded, Decision::Dead { kind: Failed, attempt: 1, reason, .. } if reason.contains("half of worker.consumer_timeout")),
+            "{bounded:?}"
+        );
+        assert_eq!(bound_hold(hold(2, secs(60)), secs(100), secs(900)), hold(2, secs(60)));
+        assert!(!Decision::Leave.settles() && !hold(2, secs(1)).settles() && Decision::Ack { reply: None }.settles());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub(crate) enum Unit {
     Delays,
     /// A job queue and `<queue>.dead`, bound to the cascade, then consumed.
     Queue(String),
+    /// Shard `n` of an ordered type's queue (`<queue>.shard.<n>`), then consumed.
+    Shard { queue: String, n: u16 },
     /// An exchange and `<exchange>.dead`, then a queue of this worker's own bound to it.
     Subscription(Subscription),
     /// The stream heartbeats go to.
@@ -55,6 +57,9 @@ impl std::fmt::Display for Unit {
         match self {
             Unit::Delays => f.write_str("the delay queues"),
             Unit::Queue(queue) => write!(f, "queue `{queue}`"),
+            Unit::Shard { queue, n, .. } => {
+                write!(f, "queue `{}`", jobs_core::plumbing::topology::shard_queue(queue, *n))
+            }
             Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
             Unit::Events => write!(f, "the stream `{}`", jobs_core::plumbing::events::EVENTS_STREAM),
             Unit::Returns => write!(f, "the stream `{}`", crate::returns::JOURNAL.name()),
@@ -129,6 +134,7 @@ impl Setup<'_> {
                 self.topology.declare_job_queue(on, queue).await?;
                 self.topology.bind_delayed(on, queue).await?;
             }
+            Unit::Shard { queue, n, .. } => self.topology.declare_shard(on, queue, *n).await?,
             Unit::Subscription(s) => self.topology.declare_exchange(on, &s.exchange, s.kind).await?,
             Unit::Events => self.topology.declare_events(on).await?,
             Unit::Returns => crate::returns::JOURNAL.declare(on).await?,
@@ -144,6 +150,12 @@ impl Setup<'_> {
                 let paused = shared.pauses.watch();
                 let held = shared.dispatcher.gate_of_queue(queue).map(|gate| gate.held());
                 Consumer::start(self.connection, queue, self.concurrency, self.worker, paused, held).await.map(Some)
+            }
+            Unit::Shard { queue, n, .. } => {
+                let shard = jobs_core::plumbing::topology::shard_queue(queue, *n);
+                Consumer::start_shard(self.connection, queue, &shard, self.worker, shared.pauses.watch())
+                    .await
+                    .map(Some)
             }
             Unit::Subscription(s) => {
                 Consumer::subscribe(self.connection, s, self.concurrency, self.worker).await.map(Some)
@@ -351,7 +363,7 @@ impl Setup<'_> {
         let Progress { declared, mut pending } = self.declare_all(units).await?;
         let delays_ready = !pending.iter().any(|(unit, _)| *unit == Unit::Delays);
         for unit in declared {
-            if matches!(unit, Unit::Queue(_)) && !delays_ready {
+            if matches!(unit, Unit::Queue(_) | Unit::Shard { .. }) && !delays_ready {
                 pending.push((unit, "waiting for the delay queues".into()));
                 continue;
             }

@@ -78,6 +78,12 @@ impl Settler {
             }
             Decision::Continue { next } => (next.message(), next.destination(), "chain's next step"),
             Decision::Leave => return false,
+            // Nothing to publish: the consumer holds it and runs it again.
+            Decision::Hold { kind, error, attempt, delay } => {
+                self.activity.retried(d.name());
+                info!(queue = d.queue, job.id = %d.id(), job.name = d.name(), attempt = attempt - 1, %kind, reason = error, retry_in = ?delay, "job failed; retried in place (an ordered type's shard waits for it)");
+                return false;
+            }
             Decision::Abandon { after, reason, timeout } => {
                 self.abandoned(d, *after, reason, *timeout).await;
                 return false;
@@ -88,7 +94,7 @@ impl Settler {
                 (message, Destination::direct(d.queue), "hand-back")
             }
             Decision::Unstarted => (self.copy(d), Destination::direct(d.queue), "hand-back of a job not started"),
-            Decision::Move { queue } => (self.copy(d), Destination::direct(queue), "move to its type's own queue"),
+            Decision::Move { queue } => (self.copy(d), Destination::direct(queue), "move to its own queue or shard"),
             Decision::Wait { delay, rate_limited } => {
                 let mut message = self.copy(d);
                 if let Some(n) = rate_limited {
@@ -175,7 +181,7 @@ impl Settler {
                 debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), wait = ?delay, ?rate_limited, "over a rate: waits for its turn in the delay cascade");
             }
             Decision::Move { queue } => {
-                debug!(from = d.queue, to = queue, job.id = %d.id(), job.name = d.name(), "a limited type's job from another queue: moved to its own queue, where its slots are");
+                debug!(from = d.queue, to = queue, job.id = %d.id(), job.name = d.name(), "moved to its own queue (a limited type's, where its slots are) or its key's shard (an ordered type's)");
             }
             Decision::HandBack { interrupted, after } => {
                 self.activity.interrupted(d.name());
@@ -184,7 +190,11 @@ impl Settler {
             Decision::Unstarted => {
                 debug!(queue = d.queue, job.id = %d.id(), job.name = d.name(), "a job that waited and did not start is back in its queue");
             }
-            Decision::Ack { .. } | Decision::Answer { .. } | Decision::Leave | Decision::Abandon { .. } => {}
+            Decision::Ack { .. }
+            | Decision::Answer { .. }
+            | Decision::Hold { .. }
+            | Decision::Leave
+            | Decision::Abandon { .. } => {}
         }
         true
     }

@@ -126,6 +126,7 @@ impl Worker {
         let dispatcher = Dispatcher::new(jobs.registrations().iter().copied())?
             .with_limits(limits, config.consumer_timeout)?
             .check_priorities(amqp.queue_type)?
+            .check_ordered()?
             // Half the broker's consumer_timeout: a held delivery's clock runs.
             .with_weights(&weights, config.concurrency, config.consumer_timeout / 2);
         let mut known = dispatcher.queues();
@@ -459,6 +460,15 @@ impl Worker {
     /// What each session sets up: the delay cascade, the queues, the subscriptions.
     fn units(&self) -> Vec<Unit> {
         let queues = self.queues.iter().cloned().map(Unit::Queue);
+        // The shards of the ordered types of the queues it consumes.
+        let shards: Vec<Unit> = self
+            .dispatcher
+            .shards()
+            .into_iter()
+            .filter(|(queue, _)| self.queues.contains(queue))
+            .flat_map(|(queue, ordered)| (0..ordered.shards).map(move |n| Unit::Shard { queue: queue.clone(), n }))
+            .collect();
+        let queues = queues.chain(shards);
         let subscriptions = self.subscriptions.iter().cloned().map(Unit::Subscription);
         let events = self.beats.as_ref().map(|_| Unit::Events);
         [Unit::Delays, Unit::Returns].into_iter().chain(events).chain(queues).chain(subscriptions).collect()
@@ -489,7 +499,11 @@ impl Worker {
             outcomes: Outcomes::start(connection.clone(), self.amqp.confirm_timeout),
             releases: self.releases.clone(),
         };
-        let limits = Limits { max_message_size: self.config.max_message_size, max_crashes: self.amqp.max_crashes };
+        let limits = Limits {
+            max_message_size: self.config.max_message_size,
+            max_crashes: self.amqp.max_crashes,
+            max_hold: self.config.consumer_timeout / 2,
+        };
         let shared = Arc::new(Shared {
             dispatcher: self.dispatcher.clone(),
             placement: self.placement.clone(),

@@ -85,11 +85,13 @@ pub fn jobs() -> jobs_worker::Jobs {
         flow::ChargeCard,
         flow::SendSms,
         flow::SyncAccount,
-        flow::RebuildIndex
+        flow::RebuildIndex,
+        ordered::ApplyEntry
     ]
 }
 
 pub mod flow;
+pub mod ordered;
 
 /// Chains and batches (`docs/workflows.md`), on the queue `workflows`:
 /// binaries `workflow_chain` and `workflow_batch` enqueue them, `worker`

@@ -29,3 +29,109 @@ async fn the_job_control_example_shows_priorities_weights_and_progress() {
     }
     assert!(stdout.contains("progress: done"), "{stdout}");
 }
+
+/// (account, entry, start ms, end ms) of each run the lines tell; a run not
+/// ended ends at `cut` (its process was killed then).
+fn entries(lines: &[String], cut: u128) -> Vec<(u64, u64, u128, u128)> {
+    let number = |line: &str, after: &str| -> Option<u128> {
+        line.split(after).nth(1)?.split_whitespace().next()?.trim().parse().ok()
+    };
+    let mut open: Vec<(u64, u64, u128)> = Vec::new();
+    let mut done = Vec::new();
+    for line in lines {
+        let (Some(seq), Some(account), Some(at)) =
+            (number(line, " entry "), number(line, " of account "), number(line, " at "))
+        else {
+            continue;
+        };
+        let (seq, account) = (seq as u64, account as u64);
+        if line.contains("] applying entry ") {
+            open.push((account, seq, at));
+        } else if let Some(n) = open.iter().position(|o| o.0 == account && o.1 == seq) {
+            let (account, seq, start) = open.remove(n);
+            done.push((account, seq, start, at));
+        }
+    }
+    done.extend(open.into_iter().map(|(account, seq, start)| (account, seq, start, cut)));
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_s_entries_apply_in_order_through_a_kill_9_of_the_worker_holding_its_shard() {
+    use jobs_core::Job;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let vhost = jobs_test::TestVhost::create("ordered").await;
+    let url = vhost.url();
+    let raw = jobs_test::raw_connection_to(&url).await;
+    let worker = |id: &str| {
+        let args = ["--queues", examples::ordered::ApplyEntry::QUEUE, "--id", id];
+        jobs_test::Process::start_with(id, env!("CARGO_BIN_EXE_worker"), &args, &[("JOBS__AMQP__URL", &url)])
+    };
+    let mut first = worker("ordered-first");
+    for n in 0..4 {
+        jobs_test::wait_for_consumers(&raw, &format!("ledger.shard.{n}"), 1).await;
+    }
+    let second = worker("ordered-second");
+    second.wait_line("worker ready", Duration::from_secs(30)).await;
+    // 8 accounts × 12 entries of 150 ms, entry by entry across the accounts.
+    let jobs: Vec<examples::ordered::ApplyEntry> = (0..12)
+        .flat_map(|seq| (0..8).map(move |account| examples::ordered::ApplyEntry { account, seq, millis: 150 }))
+        .collect();
+    let client = jobs_core::Client::new(jobs_test::config_for(&url));
+    client.enqueue_many(&jobs).await.unwrap();
+    jobs_test::wait_until("20 entries applied on the first worker", Duration::from_secs(60), || async {
+        first.count("] applied entry ") >= 20
+    })
+    .await;
+    let killed_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    first.signal(9);
+    first.wait_exit(Duration::from_secs(10)).await;
+    let applied = |lines: &[String]| lines.iter().filter(|l| l.contains("] applied entry ")).count();
+    jobs_test::wait_until("every entry applied", Duration::from_secs(90), || async {
+        let runs: std::collections::HashSet<(u64, u64)> = entries(&first.lines(), killed_at)
+            .into_iter()
+            .filter(|r| r.3 < killed_at)
+            .chain(entries(&second.lines(), u128::MAX))
+            .filter(|r| r.3 != u128::MAX)
+            .map(|r| (r.0, r.1))
+            .collect();
+        runs.len() == 96 || applied(&second.lines()) > 96
+    })
+    .await;
+    let mut runs = entries(&first.lines(), killed_at);
+    let unfinished: Vec<(u64, u64)> = runs.iter().filter(|r| r.3 == killed_at).map(|r| (r.0, r.1)).collect();
+    runs.extend(entries(&second.lines(), u128::MAX));
+    println!("{} runs; the kill -9 cut {unfinished:?} short", runs.len());
+    assert!(!unfinished.is_empty(), "the kill came mid-run");
+    for account in 0..8u64 {
+        let mut own: Vec<_> = runs.iter().filter(|r| r.0 == account).collect();
+        own.sort_by_key(|r| r.2);
+        let seqs: Vec<u64> = own.iter().map(|r| r.1).collect();
+        // In order, each entry once, but for the one the kill cut short,
+        // which runs again before the account's next.
+        let mut expected: Vec<u64> = (0..12).collect();
+        for (a, seq) in &unfinished {
+            if *a == account {
+                expected.insert(*seq as usize, *seq);
+            }
+        }
+        assert_eq!(seqs, expected, "account {account}: entries in order");
+        for pair in own.windows(2) {
+            assert!(
+                pair[1].2 >= pair[0].3,
+                "account {account}: entry {} started before entry {} ended",
+                pair[1].1,
+                pair[0].1
+            );
+        }
+    }
+    jobs_test::wait_until("the shards empty", Duration::from_secs(30), || async {
+        let mut empty = true;
+        for n in 0..4 {
+            empty &= jobs_test::counts(&raw, &format!("ledger.shard.{n}")).await.0 == 0;
+        }
+        empty
+    })
+    .await;
+    second.stop().await;
+}

@@ -133,5 +133,19 @@ async fn an_account_s_entries_apply_in_order_through_a_kill_9_of_the_worker_hold
         empty
     })
     .await;
+    // `worker queues` lists the shards, each with the worker running it now.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["queues"])
+        .env("JOBS__AMQP__URL", &url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    for n in 0..4 {
+        let row = said.lines().find(|l| l.trim_start().starts_with(&format!("ledger.shard.{n} "))).unwrap_or_default();
+        assert!(
+            row.contains(&format!("shard {n} of 4: ApplyEntry one at a time per account, run by ordered-second")),
+            "{said}"
+        );
+    }
     second.stop().await;
 }

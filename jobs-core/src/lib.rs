@@ -262,7 +262,7 @@ pub mod plumbing {
     pub use crate::job::DEFAULT_MAX_ATTEMPTS;
     pub use crate::journal::{Journal, JournalReader, StartAt};
     pub use crate::leader::{Hold, Leader, LEADER_PROBE};
-    pub use crate::management::{percent_encode, Management, ManagementError, QueueStats};
+    pub use crate::management::{percent_encode, tag_worker, Management, ManagementError, QueueStats};
     pub use crate::message::{cut, prefix, Failure, Message, Origin};
     pub use crate::ordered::shard_of_key;
     pub use crate::progress::{ProgressCell, MAX_PROGRESS_TEXT};

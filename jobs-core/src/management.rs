@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counts of one queue, as the management API last sampled them (every 5 s
 /// by default: they lag behind the queue).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueueStats {
     /// Messages waiting.
     pub ready: u64,
@@ -27,6 +27,12 @@ pub struct QueueStats {
     /// The queue's own `consumer_timeout` (RabbitMQ 3.12 and later: its
     /// `x-consumer-timeout` argument, or a policy's `consumer-timeout`), if set.
     pub consumer_timeout: Option<std::time::Duration>,
+}
+
+/// Who holds a shard: the worker of a consumer tag `<worker>:<queue>` (the
+/// whole tag when it is not a worker's).
+pub fn tag_worker<'a>(tag: &'a str, queue: &str) -> &'a str {
+    tag.strip_suffix(queue).and_then(|t| t.strip_suffix(':')).unwrap_or(tag)
 }
 
 /// Why a request to the management API failed.
@@ -126,6 +132,23 @@ impl Management {
             consumers: n("consumers"),
             consumer_timeout: own.or(policy).map(std::time::Duration::from_millis),
         })
+    }
+
+    /// The active consumers of the vhost's single-active-consumer queues (an
+    /// ordered type's shards): each queue with its active consumer's tag
+    /// (`<worker>:<queue>` for a worker's, [`tag_worker`]). From the
+    /// consumers' list, which is current (a queue's own stats lag seconds).
+    ///
+    /// # Errors
+    /// As [`Management::get`].
+    pub async fn active_consumers(&self) -> Result<Vec<(String, String)>, ManagementError> {
+        let consumers = self.get(&format!("/api/consumers/{}", percent_encode(&self.vhost))).await?;
+        let consumers = consumers.as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(consumers
+            .iter()
+            .filter(|c| c["active"] == true && c["activity_status"] == "single_active")
+            .filter_map(|c| Some((c["queue"]["name"].as_str()?.to_owned(), c["consumer_tag"].as_str()?.to_owned())))
+            .collect())
     }
 
     /// Every queue of the URL's vhost, as the API lists them (name, type,

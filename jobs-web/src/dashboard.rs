@@ -42,6 +42,11 @@ pub(crate) struct QueueRow {
     pub rate_out: Option<f64>,
     /// Its `x-max-priority` (management API): it takes priorities 0 to this.
     pub max_priority: Option<u64>,
+    /// For an ordered type's shard (`<queue>.shard.<n>`, a single-active-consumer
+    /// queue): its base queue (paused and resumed with it).
+    pub shard_of: Option<String>,
+    /// And the worker whose consumer is its active one: it runs the shard's jobs now.
+    pub held_by: Option<String>,
 }
 
 /// A queue with its paused state, for `/api/queues` (the paused fields as `worker queues --json` names them).
@@ -355,12 +360,28 @@ impl Dashboard {
             .collect();
         names.sort();
         names.dedup();
+        // The shards' active consumers, in one request when there are shards.
+        let shard_of = |q: Option<&Value>, name: &str| {
+            let sac = q.and_then(|q| q.pointer("/arguments/x-single-active-consumer")) == Some(&Value::Bool(true));
+            let (base, n) = name.rsplit_once(".shard.")?;
+            (sac && n.parse::<u16>().is_ok()).then(|| base.to_owned())
+        };
+        let active = match names.iter().any(|name| shard_of(by_name(name), name).is_some()) {
+            true => management.active_consumers().await.unwrap_or_default(),
+            false => Vec::new(),
+        };
         Some(
             names
                 .into_iter()
                 .map(|name| {
                     let q = by_name(&name);
+                    let held_by = active
+                        .iter()
+                        .find(|(queue, _)| *queue == name)
+                        .map(|(_, tag)| jobs_core::plumbing::tag_worker(tag, &name).to_owned());
                     QueueRow {
+                        shard_of: shard_of(q, &name),
+                        held_by,
                         ready: n(q, "messages_ready"),
                         unacked: n(q, "messages_unacknowledged"),
                         consumers: n(q, "consumers"),

@@ -76,6 +76,8 @@ pub mod __bench {
                 rate_in: Some(rate_in),
                 rate_out: Some(rate_out),
                 max_priority: None,
+                shard_of: None,
+                held_by: None,
             })
             .collect();
         *dashboard.queues.write().unwrap_or_else(|e| e.into_inner()) = rows;

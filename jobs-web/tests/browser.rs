@@ -590,6 +590,46 @@ async fn a_person_sees_a_queue_with_priorities_and_a_workers_weighted_queues() {
     worker.stop().await.unwrap();
 }
 
+/// An ordered type: one note at a time per document.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "web-ordered", ordered_by = "doc", shards = 2)]
+struct Note {
+    doc: u32,
+}
+
+impl Perform for Note {
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_an_ordered_types_shards_and_the_worker_running_each() {
+    let _turn = ONE_BROWSER.lock().await;
+    let vhost = TestVhost::create("web-ordered").await;
+    let url = vhost.url();
+    let worker =
+        spawn_with(config_for(&url), worker_config(&["web-ordered"], 1, "web-ordered-worker", Duration::from_secs(5)));
+    let client = jobs_core::Client::new(config_for(&url));
+    client.enqueue(&Note { doc: 1 }).await.unwrap();
+    let port = serve(config_for(&url), WebConfig::default(), "").await.port;
+    let (browser, _driver) = browser().await;
+    browser.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    for n in 0..2 {
+        let row = format!("tr[data-queue='web-ordered.shard.{n}']");
+        wait_text(&browser, &row, "shard of web-ordered, run by web-ordered-worker", false, "a shard and its worker")
+            .await;
+        // Paused with its queue: no button of its own.
+        let buttons = browser.find_all(Locator::Css(&format!("{row} button"))).await.unwrap();
+        assert!(buttons.is_empty(), "a shard has no pause button of its own");
+    }
+    let base = text(&browser, "tr[data-queue='web-ordered']").await;
+    assert!(base.contains("Pause") && !base.contains("shard of"), "{base}");
+    screenshot(&browser, "overview-shards").await;
+    browser.close().await.unwrap();
+    worker.stop().await.unwrap();
+}
+
 /// Says its progress every 100 ms over `steps` steps, then fails for good.
 #[derive(Debug, Serialize, Deserialize, Job)]
 #[job(queue = "web-progress", max_attempts = 1)]

@@ -7,7 +7,9 @@
 use std::process::ExitCode;
 
 use jobs_core::plumbing::topology::{dead_queue, queue_counts};
-use jobs_core::plumbing::{close_connection, connect, enqueue_encoded, hostname, read_paused, Management, Publisher};
+use jobs_core::plumbing::{
+    close_connection, connect, enqueue_encoded, hostname, read_paused, tag_worker, Management, Publisher,
+};
 use jobs_core::{Client, ControlCommand, DeadFilter, DeadLetters, EnqueueOptions, Found, Progress, Route};
 
 use crate::{Cli, Command, DeadAction, Jobs, QueueAction, ScheduleAction, Settings};
@@ -228,6 +230,43 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
                 show(consumers),
                 show(dead)
             );
+        }
+        // An ordered type's shards, each with the worker that runs its jobs now.
+        let ordered = own.iter().filter_map(|r| Some((r.name(), r.ordered()?))).next();
+        if let Some((job, ordered)) = ordered {
+            // Current (a queue's own stats lag seconds); `None` without the management API.
+            let active = management.active_consumers().await.ok();
+            for (n, shard) in ordered.shard_queues(name).enumerate() {
+                let ready = queue_counts(&connection, &shard).await.map(|c| u64::from(c.0));
+                let holder = active.as_ref().map(|active| {
+                    active.iter().find(|(q, _)| *q == shard).map(|(_, tag)| tag_worker(tag, &shard).to_owned())
+                });
+                let unacked = management.queue(&shard).await.map(|s| s.unacked);
+                // A passive declare counts a single active consumer only: the one running its jobs.
+                let consumers = queue_counts(&connection, &shard).await.map(|c| u64::from(c.1));
+                if json {
+                    let line = serde_json::json!({
+                        "queue": shard, "shard_of": name, "shard": n, "job": job, "ordered_by": ordered.by,
+                        "ready": ready, "unacked": unacked, "held_by": holder.flatten(),
+                    });
+                    println!("{line}");
+                } else {
+                    let held = match holder {
+                        Some(Some(worker)) => format!("run by {worker}"),
+                        Some(None) => "no consumer".to_owned(),
+                        None => "its worker unknown (no management API)".to_owned(),
+                    };
+                    println!(
+                        "  {shard:<38} {:>10} {:>10} {:>10} {:>10}  shard {n} of {}: {job} one at a time per {}, {held}",
+                        show(ready),
+                        show(unacked),
+                        show(consumers),
+                        "-",
+                        ordered.shards,
+                        ordered.by
+                    );
+                }
+            }
         }
     }
     close_connection(connection).await;

@@ -591,6 +591,10 @@ async fn settle_one(
             progress: &progress,
         };
         settler.settle(&delivery, decision).await;
+        // How many of this worker's shards a failing job holds now.
+        let holds = metrics::gauge!("jobs_shard_holds", "queue" => queue.to_string());
+        holds.increment(1.0);
+        let _holding = scopeguard_decrement(holds);
         tokio::select! {
             _ = tokio::time::sleep(wait) => meta.attempt = next,
             // A stop, its consumer's end, its channel's close: back to the head of its shard.
@@ -628,6 +632,17 @@ async fn settle_one(
         // The broker's consumer_timeout, learned from a close: which job types outlast it.
         shared.dispatcher.check_timeouts(timeout, None);
     }
+}
+
+/// Decrements `gauge` when dropped (however the wait it counts ends).
+fn scopeguard_decrement(gauge: metrics::Gauge) -> impl Drop {
+    struct Down(metrics::Gauge);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            self.0.decrement(1.0);
+        }
+    }
+    Down(gauge)
 }
 
 /// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).

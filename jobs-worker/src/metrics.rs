@@ -11,7 +11,9 @@
 //! `jobs_queue_paused{queue}` (1 while `worker queues pause` holds the queue);
 //! with `worker.queue_weights`: `jobs_queue_weight_running{queue}` (its jobs
 //! running on this worker) and `jobs_queue_weight_waiting{queue}` (its
-//! deliveries held here waiting for a turn).
+//! deliveries held here waiting for a turn); with ordered types
+//! (`#[job(ordered_by)]`): `jobs_shard_holds{queue}` (its shards held here by
+//! a failed job waiting to retry in place: their keys wait too).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

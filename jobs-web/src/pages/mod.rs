@@ -130,6 +130,8 @@ pub(crate) struct QueueView {
     pub(crate) paused: bool,
     /// "priorities 0-9" for a queue that takes them.
     pub(crate) priorities: Option<String>,
+    /// For an ordered type's shard: "shard of ledger, run by w1" (paused with its queue).
+    pub(crate) shard: Option<String>,
 }
 
 impl QueueView {
@@ -140,6 +142,10 @@ impl QueueView {
             .iter()
             .map(|q| {
                 let mut view = QueueView::from(&q.row);
+                if view.shard.is_some() {
+                    // Paused and resumed with its queue.
+                    return view;
+                }
                 match (q.paused, &q.paused_by, q.paused_at_ms) {
                     (Some(true), Some(by), Some(at_ms)) => {
                         view.paused = true;
@@ -160,6 +166,10 @@ impl From<&QueueRow> for QueueView {
             state: "-".into(),
             paused: false,
             priorities: q.max_priority.map(|max| format!("priorities 0-{max}")),
+            shard: q.shard_of.as_ref().map(|base| match &q.held_by {
+                Some(worker) => format!("shard of {base}, run by {worker}"),
+                None => format!("shard of {base}, no consumer"),
+            }),
             name: q.name.clone(),
             ready: show(q.ready),
             unacked: show(q.unacked),

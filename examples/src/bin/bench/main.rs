@@ -8,6 +8,7 @@
 //! Needs the README's broker (`bash deploy/rabbitmq.sh`); uses queues `bench.*`
 //! and deletes them.
 
+mod ordered;
 mod priorities;
 mod progress;
 mod raw;
@@ -106,6 +107,9 @@ enum Part {
     /// priorities 0-9, and draining a queue with priorities at prefetch 1
     /// and 300; a weighted queue beside unweighted at concurrency 50 (both).
     Priorities,
+    /// An ordered type (16 shards, 1,000 keys) drained by three workers
+    /// beside an unordered queue drained by three at concurrency 16.
+    Ordered,
     /// One job making 1,000,000 `ctx.progress` calls beside the same loop
     /// without them (classic).
     Progress,
@@ -336,17 +340,30 @@ async fn framework_drain_limited(
 
 /// Runs `worker` until it performed `n` jobs: the time from the first start.
 async fn run_drain(worker: Worker, n: u64) -> Duration {
+    run_drain_all(vec![worker], n).await
+}
+
+/// [`run_drain`] with several workers at once.
+async fn run_drain_all(workers: Vec<Worker>, n: u64) -> Duration {
     PERFORMED.store(0, Ordering::SeqCst);
     TARGET.store(n, Ordering::SeqCst);
     *FIRST.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|worker| {
+            let mut rx = stop.subscribe();
+            tokio::spawn(worker.run(async move {
+                let _ = rx.recv().await;
+            }))
+        })
+        .collect();
     DRAINED.notified().await;
     let elapsed = FIRST.lock().unwrap_or_else(|e| e.into_inner()).map(|s| s.elapsed()).unwrap_or_default();
-    let _ = tx.send(());
-    let _ = handle.await;
+    let _ = stop.send(());
+    for handle in handles {
+        let _ = handle.await;
+    }
     elapsed
 }
 
@@ -499,6 +516,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
                 let sizes = (options.sizes.sequential, options.sizes.drain);
                 priorities::rows(&connection, &amqp, &mut table, rows.label, sizes, round).await?;
+            }
+            if options.runs(Part::Ordered) {
+                let amqp = AmqpConfig { queue_type: kind, ..amqp.clone() };
+                ordered::rows(&connection, &amqp, &mut table, rows.label, options.sizes.drain, round).await?;
             }
             if options.runs(Part::Progress) && kind == QueueType::Classic {
                 let calls = if options.quick { 100_000 } else { 1_000_000 };

@@ -313,3 +313,65 @@ fn ordered_types_sharing_a_queue_must_agree_on_shards_and_take_no_limits() {
     let error = built.unwrap_err().to_string();
     assert!(error.contains("ordered_by"), "{error}");
 }
+
+const STOPPED: &str = "ordered-test-stopped";
+
+/// The runs of `Stubborn` jobs: (seq, attempt, start).
+static STUBBORN_RUNS: Mutex<Vec<(u32, u32, Instant)>> = Mutex::new(Vec::new());
+
+/// Fails its first `fails` attempts; one shard, so every job waits for the one before.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "ordered-test-stopped", ordered_by = "key", shards = 1, max_attempts = 5, backoff = five_seconds)]
+struct Stubborn {
+    key: String,
+    seq: u32,
+    fails: u32,
+}
+
+fn five_seconds(_attempt: u32) -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Perform for Stubborn {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        STUBBORN_RUNS.lock().unwrap().push((self.seq, ctx.attempt(), Instant::now()));
+        if ctx.attempt() <= self.fails {
+            return Err(JobError::msg("not yet"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waiting_in_place_at_a_stop_goes_back_first_and_runs_before_its_keys_next() {
+    let queues = [STOPPED, "ordered-test-stopped.shard.0"];
+    let _cleanup = Cleanup::queues(&queues);
+    let raw = raw_connection().await;
+    delete_queues(&raw, &queues).await;
+    let client = Client::new(amqp_config());
+    client.enqueue(&Stubborn { key: "k".into(), seq: 0, fails: 1 }).await.unwrap();
+    client.enqueue(&Stubborn { key: "k".into(), seq: 1, fails: 0 }).await.unwrap();
+    let builder = || jobs_worker::Worker::builder().amqp(amqp_config()).job::<Stubborn>();
+    let config = |id: &str| worker_config(&[STOPPED], 2, id, Duration::from_secs(30));
+    let first = spawn_built(builder().config(config("ordered-test-stopped-first")).build().unwrap());
+    wait_until("the first attempt to fail", Duration::from_secs(30), || async {
+        !STUBBORN_RUNS.lock().unwrap().is_empty()
+    })
+    .await;
+    // Stopped while the failed job waits 5 s in place: it goes back at once
+    // (not after the wait, not to the tail), and the stop does not wait for it.
+    let stopping = Instant::now();
+    first.stop().await.unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(4), "the stop cut the wait short: {:?}", stopping.elapsed());
+    assert_eq!(counts(&raw, "ordered-test-stopped.shard.0").await.0, 2, "both jobs are back in the shard");
+    let second = spawn_built(builder().config(config("ordered-test-stopped-second")).build().unwrap());
+    wait_until("the key's next job to run", Duration::from_secs(60), || async {
+        STUBBORN_RUNS.lock().unwrap().iter().any(|r| r.0 == 1)
+    })
+    .await;
+    second.stop().await.unwrap();
+    let runs: Vec<(u32, u32)> = STUBBORN_RUNS.lock().unwrap().iter().map(|r| (r.0, r.1)).collect();
+    // Its attempt count starts again from the header on the next worker
+    // (attempt 1 again), and it runs to success before its key's next job.
+    assert_eq!(runs, vec![(0, 1), (0, 1), (0, 2), (1, 1)], "in order, the held job first");
+}

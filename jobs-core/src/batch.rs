@@ -323,9 +323,6 @@ impl Client {
             }
             return Ok(id);
         }
-        let mut queues: Vec<&str> = batch.jobs.iter().map(|m| m.route.queue).collect();
-        queues.sort_unstable();
-        queues.dedup();
         for queue in [definition.on_complete.as_ref(), definition.on_success.as_ref()].into_iter().flatten() {
             crate::topology::validate_queue_name(&queue.queue)?;
         }
@@ -333,7 +330,7 @@ impl Client {
         for chunk in batch.jobs.chunks(CHUNK) {
             let ids = chunk.iter().map(|m| m.id.to_string()).collect();
             self.append_batch_record(&Record::Members { batch: id.to_string(), ids, parent: None }).await?;
-            self.send_members(&id, chunk, &queues).await?;
+            self.send_members(&id, chunk).await?;
         }
         self.append_batch_record(&Record::Sealed { batch: id.to_string() }).await?;
         tracing::debug!(batch = %id, jobs = batch.jobs.len(), "batch enqueued");
@@ -359,19 +356,31 @@ impl Client {
         self.publish_one(&member.message(batch), &destination, None).await
     }
 
-    /// Sends a chunk of members' jobs, pipelined; every queue of `queues` declared first.
-    async fn send_members(&self, batch: &JobId, members: &[Member], queues: &[&str]) -> Result<(), Error> {
+    /// Sends a chunk of members' jobs, pipelined; what their destinations need declared first.
+    async fn send_members(&self, batch: &JobId, members: &[Member]) -> Result<(), Error> {
         let topology = self.config().topology();
+        // As one member alone would go (an ordered type's to its key's shard).
+        let options = crate::EnqueueOptions::default();
         let destinations = members
             .iter()
-            .map(|m| Destination::to_queue(topology, m.route.queue, None))
+            .map(|m| Destination::resolve_for(m.route, &options, topology))
             .collect::<Result<Vec<_>, _>>()?;
         let messages: Vec<Message> = members.iter().map(|m| m.message(batch)).collect();
         let config = self.config().clone();
-        let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+        let mut declares: Vec<Declare> = Vec::new();
+        for destination in &destinations {
+            if !declares.contains(&destination.declare) {
+                declares.push(destination.declare.clone());
+            }
+        }
         let declare = |session: Arc<crate::session::Session>| {
-            let (config, queues) = (config.clone(), queues.clone());
-            async move { session.prepare_queues(&config, &queues).await }
+            let (config, declares) = (config.clone(), declares.clone());
+            async move {
+                for declare in &declares {
+                    session.prepare(&config, declare).await?;
+                }
+                Ok(())
+            }
         };
         let mut source = crate::window::Prepared { messages: &messages, destinations: &destinations, at: 0 };
         let first = destinations.first().cloned().unwrap_or_else(|| Destination::direct(BATCHES.name()));

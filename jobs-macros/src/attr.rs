@@ -376,7 +376,7 @@ fn check_ordered(attrs: &JobAttrs) -> syn::Result<()> {
         (attrs.step, "`step` (a chain's steps keep their own order)"),
         (attrs.max_running.is_some(), "`max_running` (an ordered type runs one job per shard at a time already)"),
         (attrs.rate.is_some(), "`rate` (a rate's waits go through the delay queues, past the key's next jobs)"),
-        (attrs.unique_for.is_some(), "`unique_for`"),
+        (attrs.unique_for.is_some(), "`unique_for` (the two are not combined yet)"),
         (
             attrs.priorities || attrs.priority.is_some(),
             "`priority` and `priorities` (a priority would pass the key's earlier jobs)",

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use jobs_core::plumbing::amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel, ConsumerMessage,
-    QueueBindArguments, QueueDeclareArguments,
+    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage, QueueBindArguments,
+    QueueDeclareArguments,
 };
 use jobs_core::plumbing::amqprs::connection::Connection;
 use jobs_core::plumbing::{amqp_error as amqp, ChannelWatch, Closure, Origin, BROKER_ANSWER};
@@ -21,6 +21,7 @@ use crate::dispatch::{Dispatcher, Place};
 use crate::placement::Placement;
 use crate::policy::{self, Home, Limits, Ran};
 use crate::settle::Settler;
+use crate::shard::Leaving;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
 
@@ -84,44 +85,6 @@ pub(crate) struct Consumer {
     /// What the broker says when it closes the channel (its
     /// `consumer_timeout`, say): the running jobs are dropped at once.
     watch: Arc<ChannelWatch>,
-    /// A shard's: set when it must stop consuming (a stop, a pause) while
-    /// its job runs; the job's settling cancels the consumer before its ack.
-    leaving: Arc<Leaving>,
-}
-
-/// How a shard's consumer stops without letting the next consumer start
-/// the shard's next job early. A single-active-consumer queue makes the
-/// next consumer active as soon as this one is cancelled, whatever this one
-/// still holds: so it is cancelled only once its job's run is over (before
-/// that job's ack, so that nothing more is delivered to it), and a job it
-/// still holds unfinished (a retry waiting in place, a run a stop ended)
-/// goes back with the channel's close, which returns it to the head and
-/// hands the shard on in one step.
-#[derive(Debug, Default)]
-pub(crate) struct Leaving {
-    /// Set: cancel before the next ack.
-    wanted: CancellationToken,
-    /// The consumer was cancelled by a settling.
-    done: std::sync::atomic::AtomicBool,
-    /// The consumer's tag.
-    tag: std::sync::Mutex<String>,
-}
-
-impl Leaving {
-    /// Cancels the consumer on `channel`, if it is leaving and not yet cancelled.
-    async fn before_ack(&self, channel: &Channel) {
-        if !self.wanted.is_cancelled() || self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let tag = self.tag.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let cancel = channel.basic_cancel(BasicCancelArguments::new(&tag));
-        if !matches!(tokio::time::timeout(BROKER_ANSWER, cancel).await, Ok(Ok(_))) {
-            debug!(
-                tag,
-                "a shard's consumer cancel before its ack went unanswered (its channel closes with the worker)"
-            );
-        }
-    }
 }
 
 impl Consumer {
@@ -144,26 +107,6 @@ impl Consumer {
             consumer.inline = false;
         }
         consumer.held = held;
-        consumer.follow_pause(&Health::default()).await?;
-        Ok(consumer)
-    }
-
-    /// Opens a channel and starts consuming shard `shard` of an ordered
-    /// type's `queue` (a single-active-consumer queue: the broker delivers to
-    /// one of its consumers at a time), one job at a time, in its own task;
-    /// it follows `queue`'s pauses.
-    pub(crate) async fn start_shard(
-        connection: &Connection,
-        queue: &str,
-        shard: &str,
-        worker: &str,
-        paused: watch::Receiver<Paused>,
-    ) -> Result<Self, Error> {
-        let channel = connection.open_channel(None).await.map_err(amqp("channel.open"))?;
-        let watch = ChannelWatch::on(&channel).await?;
-        let mut consumer = Self::consume(channel, watch, shard, queue, Home::Shard, 1, worker, true).await?;
-        consumer.tag = consumer_tag(worker, shard);
-        consumer.paused = Some(paused);
         consumer.follow_pause(&Health::default()).await?;
         Ok(consumer)
     }
@@ -212,7 +155,6 @@ impl Consumer {
             watch,
             exit: CancellationToken::new(),
             waiting: CancellationToken::new(),
-            leaving: Arc::default(),
         };
         consumer.waiting = consumer.exit.child_token();
         if !paused {
@@ -227,11 +169,6 @@ impl Consumer {
         let (tag, rx) =
             self.channel.basic_consume_rx(args).await.map_err(|e| self.watch.error("basic.consume", &self.queue, e))?;
         (self.tag, self.rx, self.consuming) = (tag, Some(rx), true);
-        if self.home == Home::Shard {
-            let leaving = Leaving::default();
-            *leaving.tag.lock().unwrap_or_else(|e| e.into_inner()) = self.tag.clone();
-            self.leaving = Arc::new(leaving);
-        }
         Ok(())
     }
 
@@ -378,27 +315,14 @@ impl Consumer {
                 changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
                 changed = held_changed(&mut self.held) => self.held_changed(changed, &shared.health).await?,
                 message = next(&mut self.rx) => match message {
-                    // Delivered as a shard's consumer was cancelled: not run
-                    // here (the shard's next consumer may have started).
-                    Some(message) if self.home == Home::Shard && !self.consuming => {
-                        if let Some(deliver) = message.deliver {
-                            let reject = BasicRejectArguments::new(deliver.delivery_tag(), true);
-                            if let Err(err) = self.channel.basic_reject(reject).await {
-                                debug!(queue = &*self.queue, error = %err, "could not give back a shard's delivery; its channel's close will");
-                            }
-                        }
-                    }
                     Some(message) => {
-                        // A shard's wait to run again ends with its consumer only (not at a pause).
-                        let waiting = if self.home == Home::Shard { self.exit.clone() } else { self.waiting.clone() };
-                        let leaving = (self.home == Home::Shard).then(|| self.leaving.clone());
                         let job = tasks.track_future(handle(
                             shared.clone(),
                             self.channel.clone(),
                             self.queue.clone(),
                             self.home,
                             message,
-                            (end.clone(), self.watch.clone(), waiting, leaving),
+                            (end.clone(), self.watch.clone(), self.waiting.clone(), None),
                         ));
                         if !self.inline {
                             tokio::spawn(job);
@@ -410,17 +334,6 @@ impl Consumer {
                                 biased;
                                 _ = &mut job => break,
                                 _ = stop.cancelled() => {
-                                    if self.home == Home::Shard {
-                                        // Cancelled before its job's ack; what it still holds
-                                        // then goes back with the channel's close.
-                                        self.leaving.wanted.cancel();
-                                        let channel = self.channel.clone();
-                                        tokio::spawn(async move {
-                                            job.await;
-                                            let _ = channel.close().await;
-                                        });
-                                        return Ok(());
-                                    }
                                     // Stop taking jobs now; the running one finishes on its own
                                     // (still tracked, so the grace period applies to it).
                                     tokio::spawn(job);
@@ -435,25 +348,8 @@ impl Consumer {
                                 }
                                 // A pause while the job runs: cancelled now, before its ack
                                 // lets the broker deliver the next one.
-                                // (A shard's: cancelled once its job's run is over, before its ack.)
-                                changed = changed(&mut self.paused), if !self.leaving.wanted.is_cancelled() => {
-                                    if self.home != Home::Shard {
-                                        self.paused_changed(changed, &shared.health).await?;
-                                    } else if !changed {
-                                        self.paused = None;
-                                    } else if self.wanted().is_none() {
-                                        self.leaving.wanted.cancel();
-                                    }
-                                }
+                                changed = changed(&mut self.paused) => self.paused_changed(changed, &shared.health).await?,
                             }
-                        }
-                        if self.home == Home::Shard && self.leaving.wanted.is_cancelled() {
-                            // Its settling cancelled it (or it left its job to the channel's
-                            // close); what is paused now is followed as ever.
-                            if self.leaving.done.load(std::sync::atomic::Ordering::SeqCst) {
-                                self.consuming = false;
-                            }
-                            self.follow_pause(&shared.health).await?;
                         }
                     }
                     // What was delivered before a pause's cancel has all come;
@@ -496,9 +392,9 @@ async fn held_changed(held: &mut Option<watch::Receiver<u16>>) -> bool {
 /// What ends a delivery's run early, what the broker said if it closed its
 /// channel, and what ends its wait to start.
 /// A shard's delivery also has its consumer's [`Leaving`].
-type Ends = (CancellationToken, Arc<ChannelWatch>, CancellationToken, Option<Arc<Leaving>>);
+pub(crate) type Ends = (CancellationToken, Arc<ChannelWatch>, CancellationToken, Option<Arc<Leaving>>);
 
-async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     channel: Channel,
     queue: Arc<str>,
@@ -575,7 +471,8 @@ async fn settle_one(
             Err(decision) => decision,
         };
         // In a shard, a failed attempt waits here, the delivery held, and runs again.
-        let decision = policy::bound_hold(decision, held_since.elapsed(), shared.limits.max_hold);
+        let run = meta.name.and_then(|name| shared.dispatcher.timeout_of(name)).unwrap_or_default();
+        let decision = policy::bound_hold(decision, held_since.elapsed(), run, shared.limits.consumer_timeout);
         let policy::Decision::Hold { attempt: next, delay: wait, .. } = decision else {
             break decision;
         };
@@ -589,6 +486,7 @@ async fn settle_one(
             body: &body,
             meta: meta.clone(),
             progress: &progress,
+            leaving: None,
         };
         settler.settle(&delivery, decision).await;
         // How many of this worker's shards a failing job holds now.
@@ -596,10 +494,11 @@ async fn settle_one(
         holds.increment(1.0);
         let _holding = scopeguard_decrement(holds);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => meta.attempt = next,
+            biased;
             // A stop, its consumer's end, its channel's close: back to the head of its shard.
             _ = waiting.cancelled() => break policy::Decision::Leave,
             _ = end.cancelled() => break policy::Decision::Leave,
+            _ = tokio::time::sleep(wait) => meta.attempt = next,
         }
     };
     let origin = match home {
@@ -615,11 +514,9 @@ async fn settle_one(
         body: &body,
         meta,
         progress: &progress,
+        leaving: leaving.as_deref(),
     };
     let id = delivery.meta.id.clone();
-    if let (Some(leaving), true) = (&leaving, decision.settles()) {
-        leaving.before_ack(&channel).await;
-    }
     let settled = settler.settle(&delivery, decision).await;
     // Only once dead-lettered: a job that comes back must still be cancelled then.
     if let (Some(running), true) = (cancelled, settled) {
@@ -647,7 +544,7 @@ fn scopeguard_decrement(gauge: metrics::Gauge) -> impl Drop {
 
 /// `<worker>:<queue>`, cut to the 255 bytes AMQP allows (amqprs panics past it).
 /// Each consumer has a channel of its own, so a cut tag stays unique there.
-fn consumer_tag(worker: &str, queue: &str) -> String {
+pub(crate) fn consumer_tag(worker: &str, queue: &str) -> String {
     jobs_core::plumbing::prefix(&format!("{worker}:{queue}"), 255).to_owned()
 }
 

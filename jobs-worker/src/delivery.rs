@@ -115,6 +115,8 @@ pub(crate) struct Delivery<'a> {
     pub(crate) meta: Meta<'a>,
     /// What the job said of its progress (read only for a dead copy, which keeps it).
     pub(crate) progress: &'a jobs_core::plumbing::ProgressCell,
+    /// A shard's: its consumer, cancelled before the ack when it is leaving.
+    pub(crate) leaving: Option<&'a crate::shard::Leaving>,
 }
 
 impl<'a> Delivery<'a> {

@@ -272,6 +272,11 @@ impl Dispatcher {
         queues
     }
 
+    /// The timeout of job type `name`, if this worker knows it.
+    pub(crate) fn timeout_of(&self, name: &str) -> Option<Duration> {
+        self.table.get(name).map(|r| r.timeout())
+    }
+
     /// The queues of ordered types, each with what its types say of its
     /// shards (types sharing a queue agree, [`Dispatcher::check_ordered`]).
     pub(crate) fn shards(&self) -> Vec<(String, jobs_core::Ordered)> {
@@ -288,7 +293,12 @@ impl Dispatcher {
     /// # Errors
     /// [`Error::MixedShards`].
     pub(crate) fn check_ordered(self) -> Result<Self, Error> {
-        for (queue, _) in self.shards() {
+        for (queue, ordered) in self.shards() {
+            if ordered.shards == 0 || ordered.shards > jobs_core::MAX_SHARDS {
+                return Err(Error::Core(jobs_core::Error::Unsupported(
+                    "an ordered type's shard count is from 1 to 256",
+                )));
+            }
             let mut on: Vec<(&str, u16)> = self
                 .table
                 .values()

@@ -65,6 +65,7 @@ mod scheduler;
 mod schedules_admin;
 mod session;
 mod settle;
+mod shard;
 mod systemd;
 mod ticks;
 mod uniques;

@@ -58,8 +58,9 @@
 //!   (`x-delivery-count`), and it is dead (`crashed`) past `amqp.max_crashes`;
 //! - a failed attempt is retried in place: the delivery is held, its shard
 //!   waits (at most a minute per wait, [`MAX_HOLD`]), and it runs again as
-//!   the next attempt; a retry whose wait would hold it past half the
-//!   broker's `consumer_timeout` in all (`Limits::max_hold`) is dead now.
+//!   the next attempt; a retry whose wait and a whole run (the type's
+//!   timeout) would not fit, with the time it has been held, in the
+//!   broker's `consumer_timeout` (`worker.consumer_timeout`) is dead now.
 //!   This is the one place a delivery is held unacked while time passes;
 //! - a rate-limited return (`JobError::rate_limited`) is a failed attempt
 //!   there, retried in place after the wait it asked for;
@@ -147,9 +148,9 @@ pub(crate) const MAX_HOLD: Duration = Duration::from_secs(60);
 pub(crate) struct Limits {
     pub(crate) max_message_size: usize,
     pub(crate) max_crashes: u32,
-    /// How long a shard's delivery may be held in all while it retries in
-    /// place: half the broker's `consumer_timeout` (`worker.consumer_timeout`).
-    pub(crate) max_hold: Duration,
+    /// The broker's `consumer_timeout` (`worker.consumer_timeout`): a shard's
+    /// delivery retried in place must be settled within it.
+    pub(crate) consumer_timeout: Duration,
 }
 
 /// A call's answer: its status and body (the output, or the error's text).
@@ -205,12 +206,6 @@ pub(crate) enum Decision {
 }
 
 impl Decision {
-    /// Whether carrying it out ends the delivery (an ack, after a copy or an
-    /// answer maybe); not for one left, held or taken back by the broker.
-    pub(crate) fn settles(&self) -> bool {
-        !matches!(self, Decision::Leave | Decision::Hold { .. } | Decision::Abandon { .. })
-    }
-
     /// The kind of failure counted for this delivery (`jobs_failed_total`), if it failed.
     pub(crate) fn failure(&self) -> Option<FailureKind> {
         match self {
@@ -448,20 +443,25 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
     }
 }
 
-/// A retry in place whose wait would bring the time its delivery has been
-/// held (`held`) past `max_hold` is dead now (the broker would take the
-/// delivery back past its `consumer_timeout`, and its shard waited long
-/// enough); any other decision stands.
-pub(crate) fn bound_hold(decision: Decision, held: Duration, max_hold: Duration) -> Decision {
+/// A retry in place that might not be settled within the broker's
+/// `consumer_timeout` is dead now: the time its delivery has been held
+/// (`held`), its wait and a whole run (`run`, the type's timeout) must fit
+/// in it, or the broker would take the delivery back (and its shard waited
+/// long enough); any other decision stands.
+pub(crate) fn bound_hold(decision: Decision, held: Duration, run: Duration, consumer_timeout: Duration) -> Decision {
     match decision {
-        Decision::Hold { kind, error, attempt, delay } if held.saturating_add(delay) > max_hold => Decision::Dead {
-            kind,
-            reason: format!(
-                "{error} (its retry in place, {delay:?} from now, would hold its shard past {max_hold:?} in all, half of worker.consumer_timeout)"
-            ),
-            attempt: attempt.saturating_sub(1).max(1),
-            reply: None,
-        },
+        Decision::Hold { kind, error, attempt, delay }
+            if held.saturating_add(delay).saturating_add(run) > consumer_timeout =>
+        {
+            Decision::Dead {
+                kind,
+                reason: format!(
+                    "{error} (its retry in place, {delay:?} from now, and a run of up to {run:?} would hold its shard's delivery past worker.consumer_timeout, {consumer_timeout:?}, after {held:?} held)"
+                ),
+                attempt: attempt.saturating_sub(1).max(1),
+                reply: None,
+            }
+        }
         decision => decision,
     }
 }
@@ -542,7 +542,8 @@ mod tests {
     }
 
     const THREE: Schedule = Schedule { max_attempts: 3, backoff: two_seconds };
-    const LIMITS: Limits = Limits { max_message_size: 100, max_crashes: 3, max_hold: Duration::from_secs(900) };
+    const LIMITS: Limits =
+        Limits { max_message_size: 100, max_crashes: 3, consumer_timeout: Duration::from_secs(1800) };
 
     fn meta(attempt: u32) -> Meta<'static> {
         Meta { name: Some("J"), has_id: true, attempt, size: 10, ..Meta::default() }
@@ -578,14 +579,13 @@ mod tests {
         // A stop's end of a run, a wait cut short: left, back to the head with the channel.
         assert_eq!(decide(Ran::Interrupted { after: secs(1) }, &meta(1), Home::Shard), Decision::Leave);
         assert_eq!(decide(Ran::NotStarted, &meta(1), Home::Shard), Decision::Leave);
-        // Held past half the consumer_timeout in all: dead now, saying why.
-        let bounded = bound_hold(hold(2, secs(60)), secs(880), secs(900));
+        // Held, its wait and a whole run past the consumer_timeout: dead now, saying why.
+        let bounded = bound_hold(hold(2, secs(60)), secs(300), secs(1500), secs(1800));
         assert!(
-            matches!(&bounded, Decision::Dead { kind: Failed, attempt: 1, reason, .. } if reason.contains("half of worker.consumer_timeout")),
+            matches!(&bounded, Decision::Dead { kind: Failed, attempt: 1, reason, .. } if reason.contains("worker.consumer_timeout")),
             "{bounded:?}"
         );
-        assert_eq!(bound_hold(hold(2, secs(60)), secs(100), secs(900)), hold(2, secs(60)));
-        assert!(!Decision::Leave.settles() && !hold(2, secs(1)).settles() && Decision::Ack { reply: None }.settles());
+        assert_eq!(bound_hold(hold(2, secs(60)), secs(100), secs(1500), secs(1800)), hold(2, secs(60)));
     }
 
     #[test]

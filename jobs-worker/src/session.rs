@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::consumer::{Consumer, Shared};
 use crate::heartbeat::Current;
+use crate::shard::ShardConsumer;
 use crate::systemd::Health;
 use crate::{Error, Subscription};
 
@@ -143,22 +144,23 @@ impl Setup<'_> {
     }
 
     /// Starts consuming a declared unit (the cascade has nothing to consume).
-    async fn consume(&self, unit: &Unit, shared: &Shared) -> Result<Option<Consumer>, Error> {
+    async fn consume(&self, unit: &Unit, shared: &Shared) -> Result<Option<Consuming>, Error> {
         match unit {
             Unit::Delays | Unit::Events | Unit::Returns => Ok(None),
             Unit::Queue(queue) => {
                 let paused = shared.pauses.watch();
                 let held = shared.dispatcher.gate_of_queue(queue).map(|gate| gate.held());
-                Consumer::start(self.connection, queue, self.concurrency, self.worker, paused, held).await.map(Some)
+                let consumer = Consumer::start(self.connection, queue, self.concurrency, self.worker, paused, held);
+                consumer.await.map(|c| Some(Consuming::Queue(c)))
             }
-            Unit::Shard { queue, n, .. } => {
+            Unit::Shard { queue, n } => {
                 let shard = jobs_core::plumbing::topology::shard_queue(queue, *n);
-                Consumer::start_shard(self.connection, queue, &shard, self.worker, shared.pauses.watch())
-                    .await
-                    .map(Some)
+                let consumer = ShardConsumer::start(self.connection, queue, shard, self.worker, shared.pauses.watch());
+                consumer.await.map(|c| Some(Consuming::Shard(c)))
             }
             Unit::Subscription(s) => {
-                Consumer::subscribe(self.connection, s, self.concurrency, self.worker).await.map(Some)
+                let consumer = Consumer::subscribe(self.connection, s, self.concurrency, self.worker);
+                consumer.await.map(|c| Some(Consuming::Queue(c)))
             }
         }
     }
@@ -397,14 +399,23 @@ fn lost(why: &str) -> SessionEnd {
     SessionEnd::Lost(Error::ConnectionLost { reason: why.into() })
 }
 
+/// A consumer of a job queue or subscription, or of an ordered type's shard.
+enum Consuming {
+    Queue(Consumer),
+    Shard(ShardConsumer),
+}
+
 async fn run_consumer(
     unit: Unit,
-    consumer: Consumer,
+    consumer: Consuming,
     halt: CancellationToken,
     tasks: TaskTracker,
     shared: Arc<Shared>,
 ) -> (Unit, Result<(), Error>) {
-    let result = consumer.run(halt.clone(), tasks, shared).await;
+    let result = match consumer {
+        Consuming::Queue(consumer) => consumer.run(halt.clone(), tasks, shared).await,
+        Consuming::Shard(consumer) => consumer.run(halt.clone(), tasks, shared).await,
+    };
     // A consumer that ends by itself, not by the halt, is an error to handle.
     let result = match result {
         Ok(()) if !halt.is_cancelled() => {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobs_core::plumbing::amqprs::channel::{BasicAckArguments, BasicRejectArguments, Channel};
+use jobs_core::plumbing::amqprs::channel::{BasicAckArguments, BasicRejectArguments};
 use jobs_core::plumbing::amqprs::FieldValue;
 use jobs_core::plumbing::topology::Topology;
 use jobs_core::plumbing::{headers, Destination, Failure, Message, Publisher};
@@ -69,7 +69,7 @@ impl Settler {
                 if self.recorded(d, outcome).await {
                     // Its key goes back only once it is acked: a job whose ack
                     // failed runs again, and holds its key meanwhile.
-                    if self.ack(d.channel, d.tag).await {
+                    if self.ack(d).await {
                         self.release(d);
                     }
                     return true;
@@ -234,9 +234,13 @@ impl Settler {
         Failure { kind, reason, worker: &self.worker, host: &self.host }
     }
 
-    /// Acks a delivery whose job is done; whether the ack went.
-    async fn ack(&self, channel: &Channel, tag: u64) -> bool {
-        match channel.basic_ack(BasicAckArguments::new(tag, false)).await {
+    /// Acks a delivery whose job is done (its copy stored, if any); whether
+    /// the ack went. A shard's consumer that is leaving is cancelled first.
+    async fn ack(&self, d: &Delivery<'_>) -> bool {
+        if let Some(leaving) = d.leaving {
+            leaving.before_ack(d.channel).await;
+        }
+        match d.channel.basic_ack(BasicAckArguments::new(d.tag, false)).await {
             Ok(()) => true,
             Err(err) => {
                 // The channel is gone: the broker hands the job out again (at-least-once).
@@ -307,7 +311,7 @@ impl Settler {
                     if !self.recorded(d, outcome).await {
                         return false;
                     }
-                    if self.ack(d.channel, d.tag).await && release {
+                    if self.ack(d).await && release {
                         self.release(d);
                     }
                     return true;

@@ -502,7 +502,7 @@ impl Worker {
         let limits = Limits {
             max_message_size: self.config.max_message_size,
             max_crashes: self.amqp.max_crashes,
-            max_hold: self.config.consumer_timeout / 2,
+            consumer_timeout: self.config.consumer_timeout,
         };
         let shared = Arc::new(Shared {
             dispatcher: self.dispatcher.clone(),

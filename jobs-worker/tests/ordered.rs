@@ -276,12 +276,24 @@ async fn a_job_that_reaches_the_base_queue_is_moved_to_its_shard_and_bad_options
     );
     let publisher = jobs_core::plumbing::Publisher::open(&raw, Duration::from_secs(5)).await.unwrap();
     publisher.publish(message.to(&jobs_core::plumbing::Destination::direct(ROUTED))).await.unwrap();
+    // A batch's jobs go straight to their keys' shards.
+    let edits: Vec<Edit> = (20..24).map(|doc| Edit { doc }).collect();
+    client.enqueue_batch(jobs_core::Batch::new().jobs(&edits)).await.unwrap();
+    let mut in_shards = 0;
+    for shard in &queues[1..] {
+        in_shards += counts(&raw, shard).await.0;
+    }
+    assert_eq!(in_shards, 4, "the batch's four jobs wait in the shards");
     let config = worker_config(&[ROUTED], 2, "ordered-test-routed-worker", Duration::from_secs(5));
     let worker =
         spawn_built(jobs_worker::Worker::builder().amqp(amqp_config()).job::<Edit>().config(config).build().unwrap());
-    wait_until("both edits to run", Duration::from_secs(30), || async { ROUTED_RUNS.lock().unwrap().len() == 2 }).await;
+    wait_until("the six edits to run", Duration::from_secs(30), || async { ROUTED_RUNS.lock().unwrap().len() == 6 })
+        .await;
     let runs = ROUTED_RUNS.lock().unwrap().clone();
     // Each ran once, from its shard (ctx.queue() names the base queue).
+    let mut docs: Vec<u32> = runs.iter().map(|(doc, _)| *doc).collect();
+    docs.sort_unstable();
+    assert_eq!(docs, vec![7, 8, 20, 21, 22, 23]);
     assert!(runs.iter().all(|(_, queue)| queue == ROUTED), "{runs:?}");
     for queue in queues {
         assert_eq!(counts(&raw, queue).await.0, 0, "{queue} is empty");
@@ -363,7 +375,10 @@ async fn a_retry_waiting_in_place_at_a_stop_goes_back_first_and_runs_before_its_
     let stopping = Instant::now();
     first.stop().await.unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(4), "the stop cut the wait short: {:?}", stopping.elapsed());
-    assert_eq!(counts(&raw, "ordered-test-stopped.shard.0").await.0, 2, "both jobs are back in the shard");
+    wait_until("both jobs back in the shard", Duration::from_secs(10), || async {
+        counts(&raw, "ordered-test-stopped.shard.0").await.0 == 2
+    })
+    .await;
     let second = spawn_built(builder().config(config("ordered-test-stopped-second")).build().unwrap());
     wait_until("the key's next job to run", Duration::from_secs(60), || async {
         STUBBORN_RUNS.lock().unwrap().iter().any(|r| r.0 == 1)
@@ -374,4 +389,76 @@ async fn a_retry_waiting_in_place_at_a_stop_goes_back_first_and_runs_before_its_
     // Its attempt count starts again from the header on the next worker
     // (attempt 1 again), and it runs to success before its key's next job.
     assert_eq!(runs, vec![(0, 1), (0, 1), (0, 2), (1, 1)], "in order, the held job first");
+}
+
+/// The runs of `Hot` jobs.
+static HOT_RUNS: Mutex<Vec<Run>> = Mutex::new(Vec::new());
+
+/// Two keys only: each shard's next job is mostly of the same key.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(queue = "ordered-test-hot", ordered_by = "account", shards = 2)]
+struct Hot {
+    account: u64,
+    seq: u32,
+}
+
+impl Perform for Hot {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        HOT_RUNS.lock().unwrap().push((self.account, self.seq, ctx.worker().to_owned(), start, Instant::now()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_keep_their_order_through_rolling_stops_and_pauses() {
+    let vhost = TestVhost::create("ordered-hot").await;
+    let amqp = config_for(&vhost.url());
+    let queue = "ordered-test-hot";
+    let worker = |id: String| {
+        let config = worker_config(&[queue], 2, &id, Duration::from_secs(30));
+        spawn_built(jobs_worker::Worker::builder().amqp(amqp.clone()).job::<Hot>().config(config).build().unwrap())
+    };
+    let client = Client::new(amqp.clone());
+    let (keys, per_key) = (2u64, 400u32);
+    let jobs: Vec<Hot> = (0..per_key).flat_map(|seq| (0..keys).map(move |account| Hot { account, seq })).collect();
+    client.enqueue_many(&jobs).await.unwrap();
+    let mut running: Vec<_> = (0..3).map(|n| worker(format!("ordered-hot-{n}"))).collect();
+    let total = (keys * u64::from(per_key)) as usize;
+    // Rolling stops (each shard handed on while its next job is on its way)
+    // and pauses (every worker lets go of the shards, then takes them again).
+    let mut n = 3;
+    let control = |pause: bool| {
+        let (queue, by, at_ms) = (queue.to_owned(), "ordered-test".to_owned(), jobs_core::plumbing::events::now_ms());
+        if pause {
+            jobs_core::ControlCommand::Pause { queue, by, at_ms }
+        } else {
+            jobs_core::ControlCommand::Resume { queue, by, at_ms }
+        }
+    };
+    while HOT_RUNS.lock().unwrap().len() < total {
+        let done = HOT_RUNS.lock().unwrap().len();
+        if n % 3 == 2 {
+            client.control(&control(true)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.control(&control(false)).await.unwrap();
+        } else {
+            running.remove(0).stop().await.unwrap();
+            running.push(worker(format!("ordered-hot-{n}")));
+        }
+        n += 1;
+        wait_until("more entries to run", Duration::from_secs(60), || async {
+            let now = HOT_RUNS.lock().unwrap().len();
+            now >= total || now >= done + 40
+        })
+        .await;
+    }
+    for worker in running {
+        worker.stop().await.unwrap();
+    }
+    let runs = HOT_RUNS.lock().unwrap().clone();
+    println!("{} runs of {total} through {} stops and pauses", runs.len(), n - 3);
+    assert_eq!(runs.len(), total, "each job ran once");
+    check_order(&runs, keys, per_key);
 }

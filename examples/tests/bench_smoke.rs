@@ -27,6 +27,7 @@ async fn the_benchmark_runs_and_prints_every_row() {
         "classic: drain, prefetch 1, a queue with priorities, mixed 0-9",
         "classic: raw amqprs drain, prefetch 300, a queue with priorities, mixed (framework column) ÷ a plain queue (raw column)",
         "quorum: drain, concurrency 50, three weighted queues 6:3:1 (framework column) ÷ one unweighted queue (raw column)",
+        "quorum: enqueue, sequential awaited, an ordered type (framework column) ÷ plain (raw column)",
         "quorum: drain, three workers, an ordered type of 16 shards, 1,000 keys (framework column) ÷ unordered at concurrency 16 each (raw column)",
         "classic: 100000 ctx.progress calls in one job (framework column) ÷ the loop without them (raw column)",
         "classic: latency at 200/s, prefetch 1, p99",

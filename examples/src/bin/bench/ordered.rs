@@ -1,4 +1,6 @@
-//! The ordered row, beside the plain path in the same run: draining an
+//! The ordered rows, beside the plain path in the same run: sequential
+//! awaited enqueues of an ordered type (the client reads the key from the
+//! body and picks the shard) beside plain ones; draining an
 //! ordered type (`ordered_by`, 16 shards: single-active-consumer quorum
 //! queues, whatever the queue type) with three workers, 1,000 keys, beside
 //! the same no-op jobs on an unordered queue of the run's type drained by
@@ -59,8 +61,29 @@ pub(crate) async fn rows(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::new(amqp.clone());
     let plain = "bench.ordered.plain";
-    let mut times = [Duration::ZERO; 2];
     let first_ordered = round % 2 == 1;
+    let mut times = [Duration::ZERO; 2];
+    let sequential = (drain / 10).max(100);
+    for ordered in [first_ordered, !first_ordered] {
+        let t = std::time::Instant::now();
+        if ordered {
+            delete_ordered(connection).await;
+            for n in 0..sequential {
+                client.enqueue(&Keyed { key: n % 1_000, n }).await?;
+            }
+        } else {
+            declare(connection, plain, amqp.queue_type).await;
+            for n in 0..sequential {
+                client.enqueue_with(&Noop { sent_micros: n }, jobs_core::EnqueueOptions::new().queue(plain)).await?;
+            }
+        }
+        times[usize::from(!ordered)] = t.elapsed();
+    }
+    let what = format!("{label}: enqueue, sequential awaited, an ordered type (framework column) ÷ plain (raw column)");
+    table.rate(&what, sequential, times[0], times[1]);
+    // The queues are deleted and made again below: a new connection declares them again.
+    client.close().await;
+    let mut times = [Duration::ZERO; 2];
     for ordered in [first_ordered, !first_ordered] {
         if ordered {
             delete_ordered(connection).await;

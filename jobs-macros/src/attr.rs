@@ -378,6 +378,10 @@ fn check_ordered(attrs: &JobAttrs) -> syn::Result<()> {
         (attrs.rate.is_some(), "`rate` (a rate's waits go through the delay queues, past the key's next jobs)"),
         (attrs.unique_for.is_some(), "`unique_for` (the two are not combined yet)"),
         (
+            attrs.blocking,
+            "`blocking` (a run that blocks its thread cannot be dropped when its shard must go to another worker)",
+        ),
+        (
             attrs.priorities || attrs.priority.is_some(),
             "`priority` and `priorities` (a priority would pass the key's earlier jobs)",
         ),

@@ -253,6 +253,10 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
                 } else {
                     let held = match holder {
                         Some(Some(worker)) => format!("run by {worker}"),
+                        Some(None) if consumers.is_some_and(|n| n > 0) => {
+                            "its running worker not known yet (the management API's view of consumers lags seconds)"
+                                .to_owned()
+                        }
                         Some(None) => "no consumer".to_owned(),
                         None => "its worker unknown (no management API)".to_owned(),
                     };

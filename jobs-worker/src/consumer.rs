@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) pauses: Arc<crate::pauses::Pauses>,
     /// The cancels of jobs (`jobs.control`), and the running jobs they reach.
     pub(crate) cancels: Arc<crate::cancels::Cancels>,
+    /// The shards' jobs still running after their consumer stopped, and what
+    /// drops them when the session ends otherwise than by a stop.
+    pub(crate) shard_tails: crate::shard::Tails,
 }
 
 pub(crate) struct Consumer {

@@ -291,14 +291,26 @@ impl Dispatcher {
     /// (a queue's shards are declared once, and keys must hash alike).
     ///
     /// # Errors
-    /// [`Error::MixedShards`].
+    /// [`Error::MixedShards`]; [`Error::BadOrdered`] for a shard count out of
+    /// range, a blocking type, or one routed through an exchange.
     pub(crate) fn check_ordered(self) -> Result<Self, Error> {
-        for (queue, ordered) in self.shards() {
+        for registration in self.table.values() {
+            let Some(ordered) = registration.ordered() else { continue };
+            let job = registration.name();
             if ordered.shards == 0 || ordered.shards > jobs_core::MAX_SHARDS {
-                return Err(Error::Core(jobs_core::Error::Unsupported(
-                    "an ordered type's shard count is from 1 to 256",
-                )));
+                return Err(Error::BadOrdered { job, reason: "its shard count must be from 1 to 256" });
             }
+            if registration.blocking() {
+                return Err(Error::BadOrdered {
+                    job,
+                    reason: "it blocks its thread (#[job(blocking)]): such a run cannot be dropped when its shard must go to another worker",
+                });
+            }
+            if registration.route() != Route::Queue {
+                return Err(Error::BadOrdered { job, reason: "only a queue's jobs keep an order" });
+            }
+        }
+        for (queue, _) in self.shards() {
             let mut on: Vec<(&str, u16)> = self
                 .table
                 .values()

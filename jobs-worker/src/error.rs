@@ -27,6 +27,14 @@ pub enum Error {
         /// The types, comma-separated.
         types: String,
     },
+    /// An ordered type the worker cannot keep in order.
+    #[error("job type `{job}` is #[job(ordered_by)]: {reason}")]
+    BadOrdered {
+        /// The type.
+        job: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// Ordered types sharing a queue disagree on their shard count.
     #[error("queue `{queue}` is the queue of ordered types with different shard counts: {types}; a queue's keys spread over one set of shards, so give them one `shards`, or queues of their own")]
     MixedShards {
@@ -120,7 +128,8 @@ impl Error {
             | Error::SharedLimitedQueue { .. }
             | Error::QuorumPriorities { .. }
             | Error::MixedPriorities { .. }
-            | Error::MixedShards { .. } => true,
+            | Error::MixedShards { .. }
+            | Error::BadOrdered { .. } => true,
             _ => false,
         }
     }

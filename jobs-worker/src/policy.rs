@@ -55,7 +55,9 @@
 //! jobs would pass it:
 //! - a delivery that came back unacked runs again where it is (the broker
 //!   keeps returns at the head); its returns are the broker's count
-//!   (`x-delivery-count`), and it is dead (`crashed`) past `amqp.max_crashes`;
+//!   (`x-delivery-count`), which also counts returns that are no crash (a
+//!   stop's, a pause's), so it is dead (`crashed`) past `amqp.max_crashes`
+//!   + [`SHARD_RETURNS`];
 //! - a failed attempt is retried in place: the delivery is held, its shard
 //!   waits (at most a minute per wait, [`MAX_HOLD`]), and it runs again as
 //!   the next attempt; a retry whose wait and a whole run (the type's
@@ -66,8 +68,8 @@
 //!   there, retried in place after the wait it asked for;
 //! - a run a graceful stop ended, or a wait in place a stop cut short, is
 //!   left: it goes back to the head of its shard as its consumer closes its
-//!   channel (the broker counts that return; see `consumer.rs`, `Leaving`,
-//!   for why a shard's consumer is never cancelled while it holds a job).
+//!   channel (the broker counts that return; see `shard.rs` for why a
+//!   shard's consumer is never cancelled while it holds a job).
 
 use std::time::Duration;
 
@@ -139,6 +141,14 @@ pub(crate) enum Home {
     /// An ordered type's shard: failures retry in place, nothing goes to its tail.
     Shard,
 }
+
+/// Returns a shard's job may have beyond `amqp.max_crashes`: the broker's
+/// count there also counts those that are no crash (a stop's or a pause's).
+pub(crate) const SHARD_RETURNS: u64 = 5;
+
+/// Room left in the broker's `consumer_timeout` for settling a job retried
+/// in place after its last run (a dead copy's confirm, publishing it again).
+pub(crate) const HOLD_MARGIN: Duration = Duration::from_secs(180);
 
 /// The longest one wait of a retry in place, in an ordered type's shard.
 pub(crate) const MAX_HOLD: Duration = Duration::from_secs(60);
@@ -320,10 +330,10 @@ pub(crate) fn screen<'a>(meta: &Meta<'a>, home: Home, limits: &Limits) -> Result
         // Still at the head of its key's line: it runs again here, counted
         // by the broker (a copy would go to the tail).
         let returns = meta.delivery_count.max(1);
-        if returns > u64::from(limits.max_crashes) {
+        if returns > u64::from(limits.max_crashes) + SHARD_RETURNS {
             let max = limits.max_crashes;
             let reason = format!(
-                "came back unacked {returns} times (amqp.max_crashes = {max}; in an ordered type's shard a stop's hand-back counts too): it kills its worker, or its workers kept losing the broker"
+                "came back unacked {returns} times (amqp.max_crashes = {max}, and {SHARD_RETURNS} more in an ordered type's shard, where a stop's or a pause's return counts too): it kills its worker, or its workers kept losing the broker"
             );
             return Err(dead(meta, FailureKind::Crashed, reason));
         }
@@ -445,13 +455,13 @@ pub(crate) fn decide(ran: Ran, meta: &Meta<'_>, home: Home) -> Decision {
 
 /// A retry in place that might not be settled within the broker's
 /// `consumer_timeout` is dead now: the time its delivery has been held
-/// (`held`), its wait and a whole run (`run`, the type's timeout) must fit
-/// in it, or the broker would take the delivery back (and its shard waited
-/// long enough); any other decision stands.
+/// (`held`), its wait, a whole run (`run`, the type's timeout) and
+/// [`HOLD_MARGIN`] must fit in it, or the broker would take the delivery
+/// back (and its shard waited long enough); any other decision stands.
 pub(crate) fn bound_hold(decision: Decision, held: Duration, run: Duration, consumer_timeout: Duration) -> Decision {
     match decision {
         Decision::Hold { kind, error, attempt, delay }
-            if held.saturating_add(delay).saturating_add(run) > consumer_timeout =>
+            if held.saturating_add(delay).saturating_add(run).saturating_add(HOLD_MARGIN) > consumer_timeout =>
         {
             Decision::Dead {
                 kind,
@@ -562,8 +572,9 @@ mod tests {
         let redelivered = |count: u64| Meta { redelivered: true, delivery_count: count, ..meta(1) };
         // Came back: runs again where it is, until the broker's count passes max_crashes.
         assert_eq!(screen(&redelivered(1), Home::Shard, &LIMITS), Ok("J"));
-        assert_eq!(screen(&redelivered(3), Home::Shard, &LIMITS), Ok("J"));
-        assert!(matches!(screen(&redelivered(4), Home::Shard, &LIMITS), Err(Decision::Dead { kind: Crashed, .. })));
+        assert_eq!(screen(&redelivered(3 + SHARD_RETURNS), Home::Shard, &LIMITS), Ok("J"));
+        let dead = screen(&redelivered(4 + SHARD_RETURNS), Home::Shard, &LIMITS);
+        assert!(matches!(dead, Err(Decision::Dead { kind: Crashed, .. })), "{dead:?}");
         // (On a queue the same return is a copy at the tail.)
         assert!(matches!(screen(&redelivered(1), Home::Queue, &LIMITS), Err(Decision::Requeue { crashes: 1, .. })));
         // A failed attempt waits in place, as the next attempt; at most a minute a wait.
@@ -580,12 +591,12 @@ mod tests {
         assert_eq!(decide(Ran::Interrupted { after: secs(1) }, &meta(1), Home::Shard), Decision::Leave);
         assert_eq!(decide(Ran::NotStarted, &meta(1), Home::Shard), Decision::Leave);
         // Held, its wait and a whole run past the consumer_timeout: dead now, saying why.
-        let bounded = bound_hold(hold(2, secs(60)), secs(300), secs(1500), secs(1800));
+        let bounded = bound_hold(hold(2, secs(60)), secs(100), secs(1500), secs(1800));
         assert!(
             matches!(&bounded, Decision::Dead { kind: Failed, attempt: 1, reason, .. } if reason.contains("worker.consumer_timeout")),
             "{bounded:?}"
         );
-        assert_eq!(bound_hold(hold(2, secs(60)), secs(100), secs(1500), secs(1800)), hold(2, secs(60)));
+        assert_eq!(bound_hold(hold(2, secs(60)), secs(10), secs(1500), secs(1800)), hold(2, secs(60)));
     }
 
     #[test]

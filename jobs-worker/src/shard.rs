@@ -32,7 +32,7 @@ use jobs_core::Paused;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::consumer::{consumer_tag, handle, Shared};
 use crate::policy::Home;
@@ -71,6 +71,30 @@ impl Leaving {
 }
 
 type Deliveries = tokio::sync::mpsc::UnboundedReceiver<jobs_core::plumbing::amqprs::channel::ConsumerMessage>;
+
+/// The jobs of shards whose consumer stopped while they ran (they finish
+/// within the grace period), and what drops them at once when the session
+/// ends otherwise than by a stop: before its connection closes, as the
+/// broker then hands their shards to other workers.
+#[derive(Debug, Default)]
+pub(crate) struct Tails {
+    tracker: TaskTracker,
+    drop: CancellationToken,
+}
+
+impl Tails {
+    /// Drops the shards' running jobs and waits (a few seconds at most) until they are gone.
+    pub(crate) async fn drop_all(&self) {
+        self.drop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                running = self.tracker.len(),
+                "shard jobs not dropped within 5 s (a job that blocks its thread cannot be dropped)"
+            );
+        }
+    }
+}
 
 /// One shard's consumer.
 pub(crate) struct ShardConsumer {
@@ -178,11 +202,7 @@ impl ShardConsumer {
             match served {
                 Ok(Served::Paused) => {
                     let _ = tokio::time::timeout(BROKER_ANSWER, channel.close()).await;
-                    info!(
-                        queue = &*self.queue,
-                        shard = self.shard,
-                        "paused: this shard's consumer closed (running jobs finished)"
-                    );
+                    debug!(queue = &*self.queue, shard = self.shard, "paused: this shard's consumer closed");
                 }
                 Ok(Served::Stopped) => return Ok(()),
                 Err(err) => {
@@ -248,17 +268,28 @@ impl ShardConsumer {
                         // closed; a connection that goes meanwhile drops it.
                         leaving.wanted.cancel();
                         let (channel, connection, end) = (channel.clone(), connection.clone(), end.clone());
-                        tokio::spawn(async move {
+                        let (watch, drop) = (watch.clone(), shared.shard_tails.drop.clone());
+                        let tail = async move {
                             tokio::select! {
                                 biased;
                                 _ = &mut job => {}
+                                // The shard goes to another worker: this run must not go on beside its next one.
+                                _ = drop.cancelled() => {
+                                    end.cancel();
+                                    job.await;
+                                }
                                 _ = connection_gone(&connection) => {
+                                    end.cancel();
+                                    job.await;
+                                }
+                                _ = watch.closed() => {
                                     end.cancel();
                                     job.await;
                                 }
                             }
                             let _ = tokio::time::timeout(BROKER_ANSWER, channel.close()).await;
-                        });
+                        };
+                        tokio::spawn(shared.shard_tails.tracker.track_future(tail));
                         return Ok(Served::Stopped);
                     }
                     closure = watch.closed() => {

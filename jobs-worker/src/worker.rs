@@ -429,15 +429,19 @@ impl Worker {
                     break Ok(());
                 }
                 Ok(SessionEnd::Lost(err)) => {
-                    warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on; the broker hands out again what they cannot ack)");
+                    warn!(error = %report(&err), running = tasks.len(), "lost the broker; reconnecting (running jobs go on, but for ordered types' jobs, dropped; the broker hands out again what they cannot ack)");
+                    // Before the connection closes: the broker then hands their shards on.
+                    shared.shard_tails.drop_all().await;
                     close_connection(connection).await;
                 }
                 Err(err) if stops(&err, ever_connected.load(Ordering::Relaxed)) => {
+                    shared.shard_tails.drop_all().await;
                     close_connection(connection).await;
                     break Err(err);
                 }
                 Err(err) => {
                     warn!(error = %report(&err), "cannot set up consuming; retrying");
+                    shared.shard_tails.drop_all().await;
                     close_connection(connection).await;
                 }
             }
@@ -513,6 +517,7 @@ impl Worker {
             client: self.client.clone(),
             pauses: self.pauses.clone(),
             cancels: self.cancels.clone(),
+            shard_tails: crate::shard::Tails::default(),
         });
         Ok((connection, shared))
     }

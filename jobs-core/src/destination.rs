@@ -137,8 +137,8 @@ impl Destination {
                         "another queue for an ordered type (#[job(ordered_by)]): its jobs keep their order in its own queue's shards",
                     ));
                 }
-                if job.ordered.is_some_and(|o| o.shards == 0 || o.shards > crate::MAX_SHARDS) {
-                    return Err(Error::Unsupported("an ordered type's shard count is from 1 to 256"));
+                if let Some(Err(why)) = job.ordered.map(|o| o.check()) {
+                    return Err(Error::Unsupported(why));
                 }
                 if job.ordered.is_some() && options.priority.is_some_and(|p| p > 0) {
                     return Err(Error::Unsupported(

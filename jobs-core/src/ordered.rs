@@ -39,6 +39,14 @@ impl Ordered {
         }
     }
 
+    /// Why this type's shard count cannot be used, if it cannot: it is 1 to [`MAX_SHARDS`].
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self.shards {
+            1..=MAX_SHARDS => Ok(()),
+            _ => Err("an ordered type's shard count is from 1 to 256"),
+        }
+    }
+
     /// The shard of the job encoded in `body`: of its key's hash; a body
     /// without the field (or not a map) is shard 0, where it fails as it
     /// runs (it does not decode as its type).
@@ -75,7 +83,7 @@ mod tests {
 
     #[test]
     fn a_key_has_one_shard_and_keys_spread_over_all() {
-        // FNV-1a 32 of "" is its offset basis; of `"a"` (with quotes) a known value.
+        // FNV-1a 32 of "" is its offset basis.
         assert_eq!(shard_of_key(b"", 1_000), (0x811c_9dc5u32 % 1_000) as u16);
         let ordered = Ordered { by: "account", shards: 16 };
         let body = |account: &str| rmp_serde::to_vec_named(&serde_json::json!({ "account": account, "n": 1 })).unwrap();
@@ -90,5 +98,7 @@ mod tests {
         assert_eq!(ordered.shard_of(b"\xc1\xff"), shard_of_key(b"", 16));
         assert_eq!(ordered.shard_queue("sync", b"\x80"), format!("sync.shard.{}", shard_of_key(b"", 16)));
         assert_eq!(ordered.shard_queues("sync").count(), 16);
+        assert!(ordered.check().is_ok() && Ordered { shards: 0, ..ordered }.check().is_err());
+        assert!(Ordered { shards: MAX_SHARDS + 1, ..ordered }.check().is_err());
     }
 }

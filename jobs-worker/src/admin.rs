@@ -237,13 +237,13 @@ async fn queues(settings: &Settings, jobs: &Jobs, json: bool) -> Result<ExitCode
             // Current (a queue's own stats lag seconds); `None` without the management API.
             let active = management.active_consumers().await.ok();
             for (n, shard) in ordered.shard_queues(name).enumerate() {
-                let ready = queue_counts(&connection, &shard).await.map(|c| u64::from(c.0));
+                // A passive declare counts a single active consumer only: the one running its jobs.
+                let (ready, consumers) =
+                    queue_counts(&connection, &shard).await.map(|(r, c)| (u64::from(r), u64::from(c))).unzip();
                 let holder = active.as_ref().map(|active| {
                     active.iter().find(|(q, _)| *q == shard).map(|(_, tag)| tag_worker(tag, &shard).to_owned())
                 });
                 let unacked = management.queue(&shard).await.map(|s| s.unacked);
-                // A passive declare counts a single active consumer only: the one running its jobs.
-                let consumers = queue_counts(&connection, &shard).await.map(|c| u64::from(c.1));
                 if json {
                     let line = serde_json::json!({
                         "queue": shard, "shard_of": name, "shard": n, "job": job, "ordered_by": ordered.by,

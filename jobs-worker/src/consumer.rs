@@ -377,7 +377,7 @@ async fn next(rx: &mut Option<UnboundedReceiver<ConsumerMessage>>) -> Option<Con
 }
 
 /// Whether what is paused changed; `false` once nothing will tell.
-async fn changed(paused: &mut Option<watch::Receiver<Paused>>) -> bool {
+pub(crate) async fn changed(paused: &mut Option<watch::Receiver<Paused>>) -> bool {
     match paused {
         Some(paused) => paused.changed().await.is_ok(),
         None => std::future::pending().await,
@@ -474,6 +474,9 @@ async fn settle_one(
             Err(decision) => decision,
         };
         // In a shard, a failed attempt waits here, the delivery held, and runs again.
+        let policy::Decision::Hold { .. } = decision else {
+            break decision;
+        };
         let run = meta.name.and_then(|name| shared.dispatcher.timeout_of(name)).unwrap_or_default();
         let decision = policy::bound_hold(decision, held_since.elapsed(), run, shared.limits.consumer_timeout);
         let policy::Decision::Hold { attempt: next, delay: wait, .. } = decision else {

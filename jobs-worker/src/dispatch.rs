@@ -297,8 +297,8 @@ impl Dispatcher {
         for registration in self.table.values() {
             let Some(ordered) = registration.ordered() else { continue };
             let job = registration.name();
-            if ordered.shards == 0 || ordered.shards > jobs_core::MAX_SHARDS {
-                return Err(Error::BadOrdered { job, reason: "its shard count must be from 1 to 256" });
+            if let Err(reason) = ordered.check() {
+                return Err(Error::BadOrdered { job, reason });
             }
             if registration.blocking() {
                 return Err(Error::BadOrdered {

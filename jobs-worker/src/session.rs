@@ -58,7 +58,7 @@ impl std::fmt::Display for Unit {
         match self {
             Unit::Delays => f.write_str("the delay queues"),
             Unit::Queue(queue) => write!(f, "queue `{queue}`"),
-            Unit::Shard { queue, n, .. } => {
+            Unit::Shard { queue, n } => {
                 write!(f, "queue `{}`", jobs_core::plumbing::topology::shard_queue(queue, *n))
             }
             Unit::Subscription(s) => write!(f, "exchange `{}`", s.exchange),
@@ -135,7 +135,7 @@ impl Setup<'_> {
                 self.topology.declare_job_queue(on, queue).await?;
                 self.topology.bind_delayed(on, queue).await?;
             }
-            Unit::Shard { queue, n, .. } => self.topology.declare_shard(on, queue, *n).await?,
+            Unit::Shard { queue, n } => self.topology.declare_shard(on, queue, *n).await?,
             Unit::Subscription(s) => self.topology.declare_exchange(on, &s.exchange, s.kind).await?,
             Unit::Events => self.topology.declare_events(on).await?,
             Unit::Returns => crate::returns::JOURNAL.declare(on).await?,

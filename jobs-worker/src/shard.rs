@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::consumer::{consumer_tag, handle, Shared};
+use crate::consumer::{changed, consumer_tag, handle, Shared};
 use crate::policy::Home;
 use crate::Error;
 
@@ -149,13 +149,8 @@ impl ShardConsumer {
 
     /// Once what is paused changed; never once nothing more will tell.
     async fn pause_changed(&mut self) {
-        match &mut self.paused {
-            Some(paused) => {
-                if paused.changed().await.is_err() {
-                    self.paused = None;
-                }
-            }
-            None => std::future::pending().await,
+        if !changed(&mut self.paused).await {
+            self.paused = None;
         }
     }
 
